@@ -1,0 +1,130 @@
+"""The HTTP client for the Tencent Cloud API: one signed JSON POST, every outcome classified.
+
+A call never raises for anything the network or the API can do: it returns an Outcome whose `code` is None on
+success, the API's `Response.Error.Code`, or one of the `Transport.*` codes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from exporter.services import InvalidResponse, Observation, Service
+from exporter.signing import Credentials, sign_headers
+
+# Stable codes for failures that never reached a Tencent Cloud error answer; documented in the README.
+TIMEOUT = "Transport.Timeout"
+CONNECTION_ERROR = "Transport.ConnectionError"
+HTTP_STATUS = "Transport.HTTPStatus"
+INVALID_RESPONSE = "Transport.InvalidResponse"
+TRANSPORT_CODES = (TIMEOUT, CONNECTION_ERROR, HTTP_STATUS, INVALID_RESPONSE)
+
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: str | None
+    observation: Observation | None = None
+    message: str = ""
+    request_id: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @property
+    def throttled(self) -> bool:
+        return self.code is not None and self.code.startswith("RequestLimitExceeded")
+
+
+def classify(status: int, body: bytes, service: Service) -> Outcome:
+    """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
+    if status != 200:
+        return Outcome(HTTP_STATUS, message=f"HTTP status {status}")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Outcome(INVALID_RESPONSE, message=f"body is not JSON: {exc}"[:_MAX_MESSAGE])
+    response = document.get("Response") if isinstance(document, dict) else None
+    if not isinstance(response, dict):
+        return Outcome(INVALID_RESPONSE, message="body has no Response object")
+    request_id = response.get("RequestId")
+    request_id = request_id if isinstance(request_id, str) else ""
+    error = response.get("Error")
+    if error is not None:
+        code = error.get("Code") if isinstance(error, dict) else None
+        if not isinstance(code, str) or not code:
+            return Outcome(INVALID_RESPONSE, message="Response.Error has no Code", request_id=request_id)
+        message = error.get("Message")
+        text = message[:_MAX_MESSAGE] if isinstance(message, str) else ""
+        return Outcome(code[:_MAX_MESSAGE], message=text, request_id=request_id)
+    try:
+        observation = service.parse(response)
+    except InvalidResponse as exc:
+        return Outcome(INVALID_RESPONSE, message=str(exc), request_id=request_id)
+    return Outcome(None, observation, request_id=request_id)
+
+
+class ApiClient:
+    """Calls the APIs over one keep-alive session; owned and closed by the caller."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._wall_clock = wall_clock
+
+    async def describe(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._call(service, endpoint, region, credentials, service.payload(task_id))
+        return Outcome(
+            outcome.code,
+            outcome.observation,
+            outcome.message,
+            outcome.request_id,
+            time.perf_counter() - started,
+        )
+
+    async def _call(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
+    ) -> Outcome:
+        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        headers = sign_headers(
+            credentials,
+            service=service.name,
+            host=urlsplit(endpoint).netloc,
+            action=service.action,
+            version=service.version,
+            region=region,
+            timestamp=int(self._wall_clock()),
+            payload=body,
+        )
+        try:
+            async with self._session.post(
+                endpoint + "/", data=body, headers=headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                return classify(response.status, raw, service)
+        except TimeoutError:
+            return Outcome(TIMEOUT, message=f"no answer within {self._timeout.total:g}s")
+        except aiohttp.ClientPayloadError as exc:
+            return Outcome(INVALID_RESPONSE, message=f"truncated body: {exc}"[:_MAX_MESSAGE])
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(CONNECTION_ERROR, message=f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE])
+        except asyncio.CancelledError:
+            raise

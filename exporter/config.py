@@ -1,0 +1,379 @@
+"""The YAML configuration, validated into typed, immutable objects.
+
+Every problem found is collected (not just the first) and reported as `file: key.path: what was expected`, so
+an operator fixes a broken file in one round trip. Unknown keys are errors: a typo must not silently fall back
+to a default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from exporter.services import SERVICES
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
+RESERVED_LABELS = frozenset({"service", "region", "task_id", "status", "code", "info", "job", "instance"})
+_WATCH_KEYS = {"mariadb_flows": "mariadb", "cdb_async_requests": "cdb"}
+
+
+class ConfigError(Exception):
+    """Raised with every problem found in a configuration; `str()` gives one problem per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    secret_id: str = ""
+    secret_key: str = ""
+    token: str = ""
+
+    def __repr__(self) -> str:
+        return f"CredentialsConfig(secret_id={self.secret_id!r}, secret_key='<secret>', token='<secret>')"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    endpoint: str
+    rate_limit: float
+
+
+@dataclass(frozen=True)
+class PollingConfig:
+    interval: float = 30.0
+    finished_interval: float = 600.0
+    timeout: float = 10.0
+    max_backoff: float = 600.0
+
+
+@dataclass(frozen=True)
+class WatchedTask:
+    service: str
+    task_id: str
+    region: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.service, self.region, self.task_id)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    region: str | None = None
+    apis: Mapping[str, ApiConfig] = field(
+        default_factory=lambda: {
+            s.name: ApiConfig(s.default_endpoint, s.default_rate_limit) for s in SERVICES
+        }
+    )
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    tasks: tuple[WatchedTask, ...] = ()
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from `500ms`, `30s`, `1h30m` or a plain number; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) else None
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def expand_env(value: Any, env: Mapping[str, str]) -> Any:
+    """Replaces `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document.
+
+    Expansion happens after parsing, so a secret holding `:` or `#` cannot change the document's structure.
+    An unset variable expands to its default or to "", which for credentials means "try the next source".
+    """
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    return value
+
+
+class _Checker:
+    """Collects problems with their key paths while walking the document."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {path or '<top level>'}: {message}")
+
+    def mapping(self, value: object, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {_describe(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def string(self, value: object, path: str, default: str = "") -> str:
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.error(path, f"expected a string, got {_describe(value)}")
+            return default
+        return value
+
+    def duration(self, value: object, path: str, default: float, minimum: float, allow_zero: bool) -> float:
+        if value is None:
+            return default
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.error(path, f"expected a duration like 500ms, 30s, 10m, 1h or plain seconds, got {value!r}")
+            return default
+        if seconds == 0 and allow_zero:
+            return 0.0
+        if seconds < minimum:
+            expected = "0 or at least" if allow_zero else "at least"
+            self.error(path, f"expected {expected} {minimum:g}s, got {value!r}")
+            return default
+        return seconds
+
+    def positive_number(self, value: object, path: str, default: float) -> float:
+        if value is None:
+            return default
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number) or number <= 0:
+            self.error(path, f"expected a positive number, got {value!r}")
+            return default
+        return number
+
+    def region(self, value: object, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _REGION.match(value):
+            self.error(path, f"expected a region name like ap-guangzhou, got {value!r}")
+            return None
+        return value
+
+    def endpoint(self, value: object, path: str, default: str) -> str:
+        text = self.string(value, path, default)
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.error(path, f"expected a URL like https://host[:port], got {text!r}")
+            return default
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            self.error(path, f"expected a URL without path or query (the API is served at /), got {text!r}")
+            return default
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            self.error(path, f"expected a valid port in {text!r}")
+            return default
+        return text.rstrip("/")
+
+    def labels(self, value: object, path: str) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping of label names to values, got {_describe(value)}")
+            return ()
+        result = []
+        for name, raw in value.items():
+            where = f"{path}.{name}"
+            if not isinstance(name, str) or not _LABEL_NAME.match(name) or name.startswith("__"):
+                self.error(
+                    where, "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting __)"
+                )
+            elif name in RESERVED_LABELS:
+                self.error(where, f"label name is reserved (reserved: {', '.join(sorted(RESERVED_LABELS))})")
+            elif isinstance(raw, dict | list) or raw is None:
+                self.error(where, f"expected a label value (string or number), got {_describe(raw)}")
+            else:
+                result.append((name, str(raw).lower() if isinstance(raw, bool) else str(raw)))
+        return tuple(sorted(result))
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def canonical_task_id(service: str, value: object) -> str | None:
+    """The canonical text of a task ID, or None when it is not a valid ID for that service."""
+    if service == "mariadb":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int) and value > 0:
+            return str(value)
+        if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
+            return str(int(value))
+        return None
+    if isinstance(value, str) and is_async_request_id(value):
+        return value
+    return None
+
+
+_ASYNC_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def is_async_request_id(value: str) -> bool:
+    return bool(_ASYNC_REQUEST_ID.match(value))
+
+
+def _watch(check: _Checker, value: object, default_region: str | None) -> tuple[WatchedTask, ...]:
+    watch = check.mapping(value, "watch", set(_WATCH_KEYS))
+    tasks: list[WatchedTask] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for key, service in _WATCH_KEYS.items():
+        entries = watch.get(key)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            check.error(f"watch.{key}", f"expected a list of task IDs, got {_describe(entries)}")
+            continue
+        expected = "a positive integer flow ID" if service == "mariadb" else "an async request ID string"
+        for index, entry in enumerate(entries):
+            path = f"watch.{key}[{index}]"
+            raw_id, region = entry, default_region
+            labels: tuple[tuple[str, str], ...] = ()
+            if isinstance(entry, dict):
+                item = check.mapping(entry, path, {"id", "region", "labels"})
+                raw_id = item.get("id")
+                if "region" in item:
+                    region = check.region(item["region"], f"{path}.region")
+                labels = check.labels(item.get("labels"), f"{path}.labels")
+                path_id = f"{path}.id"
+            else:
+                path_id = path
+            task_id = canonical_task_id(service, raw_id)
+            if task_id is None:
+                check.error(path_id, f"expected {expected}, got {_describe(raw_id)}")
+                continue
+            if region is None:
+                check.error(path, "no region: set `region` at the top level or on this task")
+                continue
+            task = WatchedTask(service, task_id, region, labels)
+            if task.key in seen:
+                check.error(
+                    path, f"duplicate task {service} {task_id} in {region} (first at {seen[task.key]})"
+                )
+                continue
+            seen[task.key] = path
+            tasks.append(task)
+    return tuple(tasks)
+
+
+def parse_config(document: object, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validates a parsed YAML document; raises ConfigError listing every problem."""
+    check = _Checker(source)
+    data = check.mapping(
+        expand_env(document, os.environ if env is None else env),
+        "",
+        {"credentials", "region", "apis", "polling", "watch"},
+    )
+
+    creds = check.mapping(data.get("credentials"), "credentials", {"secret_id", "secret_key", "token"})
+    credentials = CredentialsConfig(
+        secret_id=check.string(creds.get("secret_id"), "credentials.secret_id"),
+        secret_key=check.string(creds.get("secret_key"), "credentials.secret_key"),
+        token=check.string(creds.get("token"), "credentials.token"),
+    )
+    region = check.region(data.get("region"), "region")
+
+    apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in SERVICES})
+    apis = {}
+    for spec in SERVICES:
+        api = check.mapping(apis_raw.get(spec.name), f"apis.{spec.name}", {"endpoint", "rate_limit"})
+        apis[spec.name] = ApiConfig(
+            endpoint=check.endpoint(api.get("endpoint"), f"apis.{spec.name}.endpoint", spec.default_endpoint),
+            rate_limit=check.positive_number(
+                api.get("rate_limit"), f"apis.{spec.name}.rate_limit", spec.default_rate_limit
+            ),
+        )
+
+    defaults = PollingConfig()
+    poll = check.mapping(
+        data.get("polling"), "polling", {"interval", "finished_interval", "timeout", "max_backoff"}
+    )
+    polling = PollingConfig(
+        interval=check.duration(poll.get("interval"), "polling.interval", defaults.interval, 0.01, False),
+        finished_interval=check.duration(
+            poll.get("finished_interval"), "polling.finished_interval", defaults.finished_interval, 0.01, True
+        ),
+        timeout=check.duration(poll.get("timeout"), "polling.timeout", defaults.timeout, 0.01, False),
+        max_backoff=check.duration(
+            poll.get("max_backoff"), "polling.max_backoff", defaults.max_backoff, 0.01, False
+        ),
+    )
+
+    tasks = _watch(check, data.get("watch"), region)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return Config(source, credentials, region, apis, polling, tasks)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Reads and validates a YAML file; raises ConfigError naming the file on any problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: cannot read file: {exc}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
+    return parse_config(document, source, env)

@@ -1,0 +1,142 @@
+"""The /metrics exposition: pre-rendered per-task families plus a small prometheus_client registry.
+
+Per-task series (the bulk, one set per watched task) come from the lines each TaskState keeps ready; the few
+per-API and per-exporter series live in an ordinary CollectorRegistry owned by this object (no global
+registry, so tests and several apps in one process never share counters).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import exposition as text_exposition
+from prometheus_client.openmetrics import exposition as om_exposition
+
+from exporter import __version__
+from exporter.client import Outcome
+from exporter.services import SERVICES, Service
+from exporter.state import TaskState
+
+# Spelled out: what we render is the classic 0.0.4 text format, whatever newer default the library has.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+_POLLED = "Values come from background polling of the Tencent Cloud API, not from the scrape."
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # Prometheus text type
+    help: str
+
+    def header(self, openmetrics: bool) -> str:
+        name, kind = self.name, self.kind
+        if openmetrics and kind == "counter":
+            name = name.removesuffix("_total")
+        elif openmetrics and name.endswith("_info"):
+            name, kind = name.removesuffix("_info"), "info"
+        return f"# HELP {name} {self.help}\n# TYPE {name} {kind}\n"
+
+
+# Indexed like state.STATUS, STATUS_CHANGE, LAST_SUCCESS, ERRORS, INFO.
+TASK_FAMILIES = (
+    Family(
+        "tencentcloud_task_status",
+        "gauge",
+        f"Current status of the watched task as a state set (1 for the current status). {_POLLED}",
+    ),
+    Family(
+        "tencentcloud_task_status_change_timestamp_seconds",
+        "gauge",
+        f"Unix time the exporter first saw the task's current status. {_POLLED}",
+    ),
+    Family(
+        "tencentcloud_task_last_poll_success_timestamp_seconds",
+        "gauge",
+        f"Unix time of the last successful poll of the task. {_POLLED}",
+    ),
+    Family(
+        "tencentcloud_task_errors_total",
+        "counter",
+        f"Failed polls of the task by error code. {_POLLED}",
+    ),
+    Family(
+        "tencentcloud_task_info",
+        "gauge",
+        f"Task metadata (CDB Info text, user labels) joinable on service, region, task_id. {_POLLED}",
+    ),
+)
+
+
+class Metrics:
+    def __init__(self, rate_limits: dict[str, float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("service", "action")
+        self.api_requests = Counter(
+            "tencentcloud_api_requests",
+            f"Requests sent to the Tencent Cloud API. {_POLLED}",
+            labels,
+            registry=self.registry,
+        )
+        self.api_errors = Counter(
+            "tencentcloud_api_errors",
+            f"Failed API requests by error code (Transport.* for failures without an API answer). {_POLLED}",
+            (*labels, "code"),
+            registry=self.registry,
+        )
+        self.api_duration = Histogram(
+            "tencentcloud_api_request_duration_seconds",
+            f"Latency of Tencent Cloud API requests. {_POLLED}",
+            labels,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.api_rate_limit = Gauge(
+            "tencentcloud_api_rate_limit_requests_per_second",
+            "Configured request quota the exporter keeps to, per API.",
+            labels,
+            registry=self.registry,
+        )
+        self.watched = Gauge(
+            "tencentcloud_exporter_watched_tasks",
+            "Number of tasks the exporter watches.",
+            ("service",),
+            registry=self.registry,
+        )
+        Info(
+            "tencentcloud_exporter_build",
+            "Build information of the exporter.",
+            registry=self.registry,
+        ).info({"version": __version__, "python_version": platform.python_version()})
+        for service in SERVICES:
+            # Zero-valued series from the start, so rate() and dashboards work before the first error.
+            self.api_requests.labels(service.name, service.action)
+            self.api_duration.labels(service.name, service.action)
+            self.api_rate_limit.labels(service.name, service.action).set(rate_limits[service.name])
+
+    def observe_api(self, service: Service, outcome: Outcome) -> None:
+        self.api_requests.labels(service.name, service.action).inc()
+        self.api_duration.labels(service.name, service.action).observe(outcome.duration)
+        if outcome.code is not None:
+            self.api_errors.labels(service.name, service.action, outcome.code).inc()
+
+    def set_watched(self, counts: dict[str, int]) -> None:
+        for service, count in counts.items():
+            self.watched.labels(service).set(count)
+
+    def render(self, tasks: Iterable[TaskState], openmetrics: bool = False) -> bytes:
+        states = list(tasks)
+        parts: list[str] = []
+        for index, family in enumerate(TASK_FAMILIES):
+            chunk = [state.lines[index] for state in states if state.lines[index]]
+            if chunk:
+                parts.append(family.header(openmetrics))
+                parts.extend(chunk)
+        text = "".join(parts).encode("utf-8")
+        generate = om_exposition.generate_latest if openmetrics else text_exposition.generate_latest
+        registry_text: bytes = generate(self.registry)
+        return text + registry_text

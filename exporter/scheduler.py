@@ -1,0 +1,249 @@
+"""Decides which task to poll next, per API, inside that API's token bucket.
+
+Each task has its own due time. One worker per API waits for the earliest due task, takes a token, then polls
+the most urgent task due at that moment: tasks still in progress (or never polled) before tasks in a final
+state, earliest due first within each group. Polls run concurrently, so API latency does not cap throughput;
+only the bucket does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from exporter.client import ApiClient, Outcome
+from exporter.config import PollingConfig, WatchedTask
+from exporter.metrics import Metrics
+from exporter.ratelimit import TokenBucket
+from exporter.services import Service
+from exporter.signing import Credentials
+from exporter.state import TaskState, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class _Entry:
+    due: float
+    seq: int
+    key: tuple[str, str, str] = field(compare=False)
+    generation: int = field(compare=False)
+
+
+def backoff_delay(consecutive_errors: int, polling: PollingConfig, rand: Callable[[], float]) -> float:
+    """Exponential in the number of consecutive errors, capped, with jitter so failures do not synchronise."""
+    exponent = min(max(consecutive_errors - 1, 0), 30)
+    ceiling = min(polling.max_backoff, polling.interval * 2.0**exponent)
+    ceiling = max(ceiling, min(polling.interval, polling.max_backoff))
+    return ceiling * (0.5 + 0.5 * rand())
+
+
+class ServiceScheduler:
+    """Polls every watched task of one API."""
+
+    def __init__(
+        self,
+        service: Service,
+        endpoint: str,
+        bucket: TokenBucket,
+        client: ApiClient,
+        credentials: Credentials,
+        store: TaskStore,
+        metrics: Metrics,
+        polling: PollingConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.service = service
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.client = client
+        self.credentials = credentials
+        self.store = store
+        self.metrics = metrics
+        self.polling = polling
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rand = rand
+        self._active: list[_Entry] = []  # in progress or never polled
+        self._finished: list[_Entry] = []  # in a final state
+        self._generation: dict[tuple[str, str, str], int] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        # Enough concurrency to spend the whole quota even if every call takes the full timeout.
+        self._slots = asyncio.Semaphore(max(4, math.ceil(bucket.max_rate * polling.timeout) + 1))
+
+    def add(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
+        """Schedules new tasks; with `spread`, their first polls are spaced over one interval."""
+        new = [t for t in tasks if t.key not in self._generation]
+        now = self._clock()
+        for index, task in enumerate(new):
+            state = self.store.add(task)
+            offset = self.polling.interval * index / len(new) if spread else 0.0
+            self._schedule(state, now + offset)
+
+    def remove(self, key: tuple[str, str, str]) -> None:
+        # Bumping nothing and forgetting the key makes every heap entry for it stale.
+        self._generation.pop(key, None)
+        self.store.remove(key)
+
+    @property
+    def watched(self) -> int:
+        return len(self._generation)
+
+    def _schedule(self, state: TaskState, due: float) -> None:
+        key = state.task.key
+        generation = self._generation.get(key, 0) + 1
+        self._generation[key] = generation
+        heap = self._finished if state.final else self._active
+        heapq.heappush(heap, _Entry(due, next(self._seq), key, generation))
+        self._wake.set()
+
+    def _top(self, heap: list[_Entry]) -> _Entry | None:
+        while heap and self._generation.get(heap[0].key) != heap[0].generation:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def _next_due(self) -> float | None:
+        dues = [e.due for e in (self._top(self._active), self._top(self._finished)) if e is not None]
+        return min(dues) if dues else None
+
+    def _pop_due(self) -> TaskState | None:
+        now = self._clock()
+        for heap in (self._active, self._finished):
+            entry = self._top(heap)
+            if entry is not None and entry.due <= now:
+                heapq.heappop(heap)
+                state = self.store.get(entry.key)
+                if state is not None:
+                    return state
+        return None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wait_until_due()
+                await self._slots.acquire()
+                await self.bucket.acquire()
+                state = self._pop_due()
+                if state is None:
+                    self._slots.release()
+                    continue
+                # Marks the entry consumed so a reload cannot schedule the task twice while it is in flight.
+                self._generation[state.task.key] += 1
+                poll = asyncio.create_task(self._poll(state))
+                self._in_flight.add(poll)
+                poll.add_done_callback(self._in_flight.discard)
+        finally:
+            for poll in self._in_flight:
+                poll.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _wait_until_due(self) -> None:
+        while True:
+            self._wake.clear()
+            due = self._next_due()
+            if due is not None and due <= self._clock():
+                return
+            timeout = None if due is None else due - self._clock()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return
+
+    async def _poll(self, state: TaskState) -> None:
+        try:
+            started = self._clock()
+            task = state.task
+            outcome = await self.client.describe(
+                self.service, self.endpoint, task.region, self.credentials, task.task_id
+            )
+            self.metrics.observe_api(self.service, outcome)
+            if self.store.get(task.key) is not state:
+                return  # removed (or relabelled) while in flight
+            delay = self._record(state, outcome)
+            if delay is not None:
+                self._schedule(state, started + delay)
+        finally:
+            self._slots.release()
+
+    def _record(self, state: TaskState, outcome: Outcome) -> float | None:
+        """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
+        task, now = state.task, self._wall_clock()
+        fields = {"service": task.service, "region": task.region, "task_id": task.task_id}
+        if outcome.observation is not None:
+            recovered, previous = state.consecutive_errors > 0, state.status
+            if recovered:
+                log.info("task poll recovered", extra={"fields": fields})
+            if state.observe(outcome.observation, now):
+                log.info(
+                    "task status changed",
+                    extra={"fields": {**fields, "from": previous or "", "to": state.status}},
+                )
+            if state.status and self.store.first_sighting(task.service, state.status):
+                log.warning(
+                    "undocumented status; exported as its own state",
+                    extra={"fields": {"service": task.service, "status": state.status}},
+                )
+            if not state.final:
+                return self.polling.interval
+            return self.polling.finished_interval or None
+        code = outcome.code or "Transport.InvalidResponse"
+        state.fail(code, now)
+        if outcome.throttled:
+            self.bucket.throttled()
+        level = logging.WARNING if state.consecutive_errors == 1 else logging.DEBUG
+        log.log(
+            level,
+            "task poll failed",
+            extra={
+                "fields": {
+                    **fields,
+                    "code": code,
+                    "message": outcome.message,
+                    "request_id": outcome.request_id,
+                    "consecutive_errors": state.consecutive_errors,
+                }
+            },
+        )
+        delay = backoff_delay(state.consecutive_errors, self.polling, self._rand)
+        if state.final and self.polling.finished_interval:
+            delay = max(delay, self.polling.finished_interval)
+        return delay
+
+
+class Scheduler:
+    """One ServiceScheduler per API, sharing a token bucket per (credentials, API)."""
+
+    def __init__(self, services: dict[str, ServiceScheduler]) -> None:
+        self.services = services
+        self._workers: list[asyncio.Task[None]] = []
+
+    def add(self, tasks: Iterable[WatchedTask], spread: bool = True) -> None:
+        by_service: dict[str, list[WatchedTask]] = {name: [] for name in self.services}
+        for task in tasks:
+            by_service[task.service].append(task)
+        for name, group in by_service.items():
+            self.services[name].add(group, spread)
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(s.run(), name=f"poll-{n}") for n, s in self.services.items()]
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    @property
+    def running(self) -> bool:
+        return any(not w.done() for w in self._workers)

@@ -1,0 +1,142 @@
+"""What the exporter knows about each watched task, with its exposition lines pre-rendered.
+
+A task's lines are rendered again only when something about it changes (a poll, an error), so a scrape is a
+concatenation of ready strings, as kube-state-metrics does, and never waits on rendering thousands of series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from exporter.config import WatchedTask
+from exporter.services import BY_NAME, Observation
+
+log = logging.getLogger(__name__)
+
+# Order of the per-task families; metrics.TASK_FAMILIES describes each one.
+STATUS, STATUS_CHANGE, LAST_SUCCESS, ERRORS, INFO = range(5)
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def format_value(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass
+class TaskState:
+    task: WatchedTask
+    status: str | None = None
+    info: str | None = None
+    status_since: float | None = None  # unix time the current status was first seen
+    last_success: float | None = None  # unix time
+    last_attempt: float | None = None  # unix time
+    last_error: str | None = None
+    consecutive_errors: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    lines: tuple[str, ...] = ("", "", "", "", "")
+
+    def __post_init__(self) -> None:
+        self._labels = (
+            f'service="{escape(self.task.service)}",region="{escape(self.task.region)}",'
+            f'task_id="{escape(self.task.task_id)}"'
+        )
+        self.render()
+
+    @property
+    def final(self) -> bool:
+        return self.status in BY_NAME[self.task.service].final_statuses
+
+    def observe(self, observation: Observation, now: float) -> bool:
+        """Records a successful poll; True when the status changed (or was seen for the first time)."""
+        changed = observation.status != self.status
+        if changed:
+            self.status, self.status_since = observation.status, now
+        self.info = observation.info
+        self.last_success = self.last_attempt = now
+        self.last_error = None
+        self.consecutive_errors = 0
+        self.render()
+        return changed
+
+    def fail(self, code: str, now: float) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+        self.last_error = code
+        self.last_attempt = now
+        self.consecutive_errors += 1
+        self.render()
+
+    def render(self) -> None:
+        labels = self._labels
+        status_lines = ""
+        if self.status is not None:
+            known = BY_NAME[self.task.service].statuses
+            states = known if self.status in known else (*known, self.status)
+            status_lines = "".join(
+                f'tencentcloud_task_status{{{labels},status="{escape(s)}"}} {1 if s == self.status else 0}\n'
+                for s in states
+            )
+        change = (
+            f"tencentcloud_task_status_change_timestamp_seconds{{{labels}}} "
+            f"{format_value(self.status_since)}\n"
+            if self.status_since is not None
+            else ""
+        )
+        success = (
+            f"tencentcloud_task_last_poll_success_timestamp_seconds{{{labels}}} "
+            f"{format_value(self.last_success)}\n"
+            if self.last_success is not None
+            else ""
+        )
+        errors = "".join(
+            f'tencentcloud_task_errors_total{{{labels},code="{escape(code)}"}} {count}\n'
+            for code, count in sorted(self.errors.items())
+        )
+        user = "".join(f',{name}="{escape(value)}"' for name, value in self.task.labels)
+        info = f'tencentcloud_task_info{{{labels},info="{escape(self.info or "")}"{user}}} 1\n'
+        self.lines = (status_lines, change, success, errors, info)
+
+
+class TaskStore:
+    """Every watched task's state, keyed by (service, region, task_id)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, str, str], TaskState] = {}
+        self._novel_statuses: set[tuple[str, str]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[TaskState]:
+        return iter(self._tasks.values())
+
+    def get(self, key: tuple[str, str, str]) -> TaskState | None:
+        return self._tasks.get(key)
+
+    def add(self, task: WatchedTask) -> TaskState:
+        state = self._tasks.get(task.key)
+        if state is None or state.task != task:
+            # A changed label set keeps what was learnt about the task; only its rendering differs.
+            state = TaskState(task) if state is None else replace(state, task=task)
+            self._tasks[task.key] = state
+        return state
+
+    def remove(self, key: tuple[str, str, str]) -> None:
+        self._tasks.pop(key, None)
+
+    def count_by_service(self) -> dict[str, int]:
+        counts = dict.fromkeys(BY_NAME, 0)
+        for state in self._tasks.values():
+            counts[state.task.service] += 1
+        return counts
+
+    def first_sighting(self, service: str, status: str) -> bool:
+        """True the first time a status outside the documented set is seen for a service."""
+        if status in BY_NAME[service].statuses or (service, status) in self._novel_statuses:
+            return False
+        self._novel_statuses.add((service, status))
+        return True

@@ -1,0 +1,120 @@
+"""The exposition: state sets, pre-rendered task lines, both formats, and promtool's lint."""
+
+from __future__ import annotations
+
+import subprocess
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+from exporter.client import Outcome
+from exporter.config import WatchedTask
+from exporter.metrics import Metrics
+from exporter.services import CDB, MARIADB, Observation
+from exporter.state import TaskStore
+from tests.helpers import Samples, require_binary
+
+NOW = 1_763_856_000.5
+
+
+def populated() -> tuple[Metrics, TaskStore]:
+    metrics = Metrics({"mariadb": 20, "cdb": 40})
+    store = TaskStore()
+    flow = store.add(WatchedTask("mariadb", "3340", "ap-guangzhou", (("team", "dba"),)))
+    flow.observe(Observation("running"), NOW)
+    cdb = store.add(WatchedTask("cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7", "ap-shanghai"))
+    cdb.observe(Observation("success", 'Dropped "t1"\nback\\slash'), NOW)
+    novel = store.add(WatchedTask("cdb", "novel-1", "ap-shanghai"))
+    novel.observe(Observation("rollback"), NOW)
+    unknown = store.add(WatchedTask("mariadb", "999", "ap-guangzhou"))
+    unknown.fail("InvalidParameter.FlowNotFound", NOW)
+    unknown.fail("InvalidParameter.FlowNotFound", NOW + 1)
+    store.add(WatchedTask("cdb", "never-polled", "ap-guangzhou"))
+    metrics.observe_api(MARIADB, Outcome(None, Observation("running"), duration=0.12))
+    metrics.observe_api(MARIADB, Outcome("InvalidParameter.FlowNotFound", duration=0.05))
+    metrics.observe_api(CDB, Outcome("Transport.Timeout", duration=10.0))
+    metrics.set_watched(store.count_by_service())
+    return metrics, store
+
+
+def test_status_is_a_state_set_with_exactly_one_current_value() -> None:
+    metrics, store = populated()
+    samples = Samples(metrics.render(store).decode())
+    flow = samples.all("tencentcloud_task_status", service="mariadb", task_id="3340")
+    assert {labels["status"]: value for labels, value in flow} == {"success": 0, "failed": 0, "running": 1}
+    cdb = samples.all(
+        "tencentcloud_task_status", service="cdb", task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
+    )
+    assert sorted(labels["status"] for labels, _ in cdb) == sorted(CDB.statuses)
+    assert samples.status("cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7") == "success"
+    # An undocumented value is its own state beside the documented ones.
+    assert samples.status("cdb", "novel-1") == "rollback"
+    assert len(samples.all("tencentcloud_task_status", task_id="novel-1")) == len(CDB.statuses) + 1
+
+
+def test_no_status_before_the_first_successful_poll() -> None:
+    metrics, store = populated()
+    samples = Samples(metrics.render(store).decode())
+    assert samples.all("tencentcloud_task_status", task_id="never-polled") == []
+    assert samples.all("tencentcloud_task_status", task_id="999") == []
+    assert samples.get("tencentcloud_task_info", task_id="never-polled") == 1
+    assert (
+        samples.get("tencentcloud_task_errors_total", task_id="999", code="InvalidParameter.FlowNotFound")
+        == 2
+    )
+
+
+def test_timestamps_info_and_user_labels() -> None:
+    metrics, store = populated()
+    samples = Samples(metrics.render(store).decode())
+    assert samples.get("tencentcloud_task_status_change_timestamp_seconds", task_id="3340") == NOW
+    assert samples.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="3340") == NOW
+    [(labels, value)] = samples.all("tencentcloud_task_info", task_id="3340")
+    assert labels["team"] == "dba"
+    assert value == 1
+    [(labels, _)] = samples.all("tencentcloud_task_info", task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7")
+    assert labels["info"] == 'Dropped "t1"\nback\\slash'
+
+
+def test_api_and_exporter_metrics() -> None:
+    metrics, store = populated()
+    samples = Samples(metrics.render(store).decode())
+    assert samples.get("tencentcloud_api_requests_total", service="mariadb", action="DescribeFlow") == 2
+    assert (
+        samples.get("tencentcloud_api_requests_total", service="cdb", action="DescribeAsyncRequestInfo") == 1
+    )
+    assert samples.get("tencentcloud_api_errors_total", service="cdb", code="Transport.Timeout") == 1
+    assert samples.get("tencentcloud_api_request_duration_seconds_count", service="mariadb") == 2
+    assert samples.get("tencentcloud_api_rate_limit_requests_per_second", service="cdb") == 40
+    assert samples.get("tencentcloud_exporter_watched_tasks", service="mariadb") == 2
+    assert samples.get("tencentcloud_exporter_watched_tasks", service="cdb") == 3
+    assert samples.get("tencentcloud_exporter_build_info") == 1
+
+
+def test_openmetrics_output_parses() -> None:
+    metrics, store = populated()
+    text = metrics.render(store, openmetrics=True).decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(text)}
+    assert families["tencentcloud_task_errors"].type == "counter"
+    assert families["tencentcloud_task"].type == "info"
+    assert families["tencentcloud_task_status"].type == "gauge"
+
+
+def test_promtool_finds_nothing_to_lint() -> None:
+    promtool = require_binary("promtool")
+    metrics, store = populated()
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=metrics.render(store), capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == b""
+    assert result.stderr.strip() == b""
+
+
+def test_relabelled_task_keeps_what_was_learnt() -> None:
+    store = TaskStore()
+    state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
+    state.observe(Observation("running"), NOW)
+    relabelled = store.add(WatchedTask("mariadb", "1", "ap-guangzhou", (("team", "x"),)))
+    assert relabelled.status == "running"
+    assert 'team="x"' in relabelled.lines[4]

@@ -1,0 +1,58 @@
+"""The HTTP endpoints, served by a real aiohttp server on a free port."""
+
+from __future__ import annotations
+
+import gzip
+
+from aiohttp.test_utils import TestClient
+
+from exporter import __version__
+from exporter.config import parse_config
+from exporter.daemon import Daemon
+from exporter.signing import Credentials
+from exporter.web import create_app
+from tests.helpers import Samples
+
+
+async def client_for(aiohttp_client: object) -> TestClient:  # type: ignore[type-arg]
+    config = parse_config({}, "empty.yaml", {})
+    app = create_app(Daemon(config, Credentials("id", "key")))
+    return await aiohttp_client(app)  # type: ignore[operator,no-any-return]
+
+
+async def test_metrics_text_by_default(aiohttp_client: object) -> None:
+    client = await client_for(aiohttp_client)
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = Samples(await response.text())
+    assert samples.get("tencentcloud_exporter_build_info", version=__version__) == 1
+
+
+async def test_metrics_openmetrics_when_asked(aiohttp_client: object) -> None:
+    client = await client_for(aiohttp_client)
+    response = await client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert (await response.text()).endswith("# EOF\n")
+
+
+async def test_metrics_gzip_when_accepted(aiohttp_client: object) -> None:
+    client = await client_for(aiohttp_client)
+    response = await client.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert response.headers["Content-Encoding"] == "gzip"
+    body = gzip.decompress(await response.read()).decode()
+    assert "tencentcloud_exporter_build_info" in body
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+
+
+async def test_landing_health_and_readiness(aiohttp_client: object) -> None:
+    client = await client_for(aiohttp_client)
+    landing = await client.get("/")
+    page = await landing.text()
+    assert landing.headers["Content-Type"].startswith("text/html")
+    assert __version__ in page
+    assert 'href="metrics"' in page
+    assert (await client.get("/-/healthy")).status == 200
+    assert (await client.get("/-/ready")).status == 200
+    assert (await client.get("/nope")).status == 404
