@@ -40,7 +40,7 @@ def run(*command: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 the user has
         print("dev.py: Python 3.11 or newer is needed", file=sys.stderr)
         return 2
     if not argv or argv[0] not in ("demo", "test"):
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     checks = [
         (str(BIN / "ruff"), "check", "."),
         (str(BIN / "ruff"), "format", "--check", "."),
-        (str(BIN / "mypy"),)
+        (str(BIN / "mypy"),),
     ]
     failed = [c[0] for c in checks if run(*c) != 0]
     result = run(str(BIN / "python"), "-m", "pytest", *rest)

@@ -90,12 +90,17 @@ async def _serve(config: Config, credentials: Credentials, listen: tuple[str | N
 
 
 async def _serve_demo(speed: float, listen: tuple[str | None, int]) -> None:
+    # Imported here: the simulator is only needed in demo mode.
     from exporter import demo
+    from exporter.simulator import Simulator
 
-    simulator, config = await demo.start(speed)
+    simulator = Simulator([demo.DEMO_CREDENTIALS], speed=speed)
+    for task in demo.demo_tasks():
+        simulator.add_task(task)
+    url = await simulator.start()
     try:
-        log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": simulator.url}})
-        await _serve(config, demo.CREDENTIALS, listen)
+        log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": url}})
+        await _serve(demo.demo_config(url, speed), demo.DEMO_CREDENTIALS, listen)
     finally:
         await simulator.stop()
 

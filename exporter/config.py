@@ -210,7 +210,8 @@ class _Checker:
         except ValueError:
             self.error(path, f"expected a valid port in {text!r}")
             return default
-        return text.rstrip("/")
+        # Hosts are case-insensitive and the API signs the lower-cased Host; send what it will compute.
+        return parts._replace(netloc=parts.netloc.lower(), path="").geturl()
 
     def labels(self, value: object, path: str) -> tuple[tuple[str, str], ...]:
         if value is None:

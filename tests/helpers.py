@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterable
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,3 +66,103 @@ class Samples:
 
     def names(self) -> Iterable[str]:
         return {name for name, _, _ in self.samples}
+
+
+class DaemonProcess:
+    """The real exporter as a subprocess on a port it picks itself; stopped with SIGTERM on exit."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = env
+        self.lines: list[str] = []
+        self.url = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    def __enter__(self) -> DaemonProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+        ]
+        self._proc = subprocess.Popen(
+            [*command, *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(self.env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(30):
+            self.__exit__(None, None, None)
+            raise AssertionError("exporter did not start:\n" + "\n".join(self.lines))
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if not self._listening.is_set():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("msg") == "listening":
+                    self.url = f"http://{event['address']}"
+                    self._listening.set()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def get(self, path: str, **headers: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def scrape(self) -> Samples:
+        status, body = self.get("/metrics")
+        assert status == 200
+        return Samples(body.decode())
+
+    def events(self) -> list[dict[str, Any]]:
+        parsed = []
+        for line in list(self.lines):
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                continue
+        return parsed
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.2) -> None:
+    """Polls `predicate` until it returns something truthy; the failure message says what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for: {message}")

@@ -228,3 +228,10 @@ def test_bad_config_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
     result = run_cli("--config.file", str(bad))
     assert result.returncode == 2
     assert f"{bad}: polling.intervall: unknown key" in result.stderr
+
+
+def test_endpoint_host_is_lower_cased_for_signing() -> None:
+    config = parse_config(
+        {"apis": {"cdb": {"endpoint": "https://CDB.intl.TencentCloudAPI.com/"}}}, "c.yaml", {}
+    )
+    assert config.apis["cdb"].endpoint == "https://cdb.intl.tencentcloudapi.com"

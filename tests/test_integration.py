@@ -1,0 +1,198 @@
+"""The real daemon (a subprocess) against the real simulator (an aiohttp server on a free port)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.signing import Credentials
+from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
+from tests.helpers import DaemonProcess, Samples, wait_for
+
+CREDS = Credentials("AKIDintegration", "integration-secret-key-0123456789")
+ENV = {"TENCENTCLOUD_SECRET_ID": CREDS.secret_id, "TENCENTCLOUD_SECRET_KEY": CREDS.secret_key}
+CDB_A = "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
+CDB_NULL = "0a6e1bd4-3c7f5e20-8d1e6a77-41bc9f02"
+CDB_NOVEL = "c6a9f2d4-7e3b1c8f-9d2a6e4b-3f8c1a7e"
+CDB_UNKNOWN = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
+
+
+def write_config(path: Path, url: str, watch: dict[str, list[Any]], **polling: object) -> Path:
+    document = {
+        "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
+        "region": "ap-guangzhou",
+        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s", **polling},
+        "watch": watch,
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorThread]:
+    with SimulatorThread(Simulator([CREDS])) as sim:
+        yield sim
+
+
+def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    simulator.add_task(SimTask("mariadb", "3340", (Phase(0, 2), Phase(1.5, 0))))
+    simulator.add_task(SimTask("mariadb", "3341", (Phase(0, 2), Phase(1.5, 1))))
+    simulator.add_task(
+        SimTask(
+            "cdb",
+            CDB_A,
+            (Phase(0, "INITIAL"), Phase(0.8, "RUNNING", "Upgrading."), Phase(2.0, "SUCCESS", "Upgraded.")),
+        )
+    )
+    simulator.add_task(SimTask("cdb", CDB_NULL, (Phase(0, None, None),)))
+    simulator.add_task(SimTask("cdb", CDB_NOVEL, (Phase(0, "RUNNING"), Phase(0.5, "ROLLBACK"))))
+    watch = {
+        "mariadb_flows": [3340, {"id": 3341, "labels": {"team": "dba"}}, 999],
+        "cdb_async_requests": [CDB_A, CDB_NULL, CDB_NOVEL, CDB_UNKNOWN],
+    }
+    config = write_config(tmp_path / "config.yaml", simulator.url, watch)
+    seen: dict[tuple[str, str], list[str]] = {}
+
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+
+        def settled() -> bool:
+            samples = daemon.scrape()
+            for service, task in [("mariadb", "3340"), ("mariadb", "3341"), ("cdb", CDB_A)]:
+                status = samples.status(service, task)
+                history = seen.setdefault((service, task), [])
+                if status is not None and (not history or history[-1] != status):
+                    history.append(status)
+            return seen[("mariadb", "3341")][-1:] == ["failed"] and seen[("cdb", CDB_A)][-1:] == ["success"]
+
+        wait_for(settled, 20, "the tasks to reach their final statuses", interval=0.1)
+        samples = daemon.scrape()
+        assert daemon.get("/-/healthy")[0] == 200
+        assert daemon.get("/-/ready")[0] == 200
+        events = daemon.events()
+        metrics_text = samples.text
+
+    # Statuses moved through their timelines in order.
+    assert seen[("mariadb", "3340")] == ["running", "success"]
+    assert seen[("mariadb", "3341")] == ["running", "failed"]
+    assert seen[("cdb", CDB_A)] == ["initial", "running", "success"]
+    assert samples.get("tencentcloud_task_info", task_id=CDB_A, info="Upgraded.") == 1
+    assert samples.get("tencentcloud_task_info", task_id="3341", team="dba") == 1
+    change = samples.get("tencentcloud_task_status_change_timestamp_seconds", task_id="3341")
+    last_success = samples.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="3341")
+    assert change is not None
+    assert last_success is not None
+    assert time.time() - 60 < change <= last_success <= time.time()
+
+    # A null Status is "unknown"; a value never documented is its own state, logged once.
+    assert samples.status("cdb", CDB_NULL) == "unknown"
+    assert samples.status("cdb", CDB_NOVEL) == "rollback"
+    novel_logs = [e for e in events if e.get("msg", "").startswith("undocumented status")]
+    assert [(e["service"], e["status"]) for e in novel_logs] == [("cdb", "rollback")]
+
+    # Unknown IDs are counted under the API's error code, with no status, and the daemon stays up.
+    flow_errors = samples.get(
+        "tencentcloud_task_errors_total", task_id="999", code="InvalidParameter.FlowNotFound"
+    )
+    cdb_errors = samples.get(
+        "tencentcloud_task_errors_total", task_id=CDB_UNKNOWN, code="InvalidParameter.InvalidAsyncRequestId"
+    )
+    assert flow_errors is not None
+    assert flow_errors >= 1
+    assert cdb_errors is not None
+    assert cdb_errors >= 1
+    assert samples.status("mariadb", "999") is None
+    assert (
+        samples.get("tencentcloud_api_errors_total", service="mariadb", code="InvalidParameter.FlowNotFound")
+        is not None
+    )
+    assert daemon.returncode == 0  # SIGTERM is a clean exit
+
+    # The secret key never leaves the process.
+    assert CREDS.secret_key not in metrics_text
+    assert all(CREDS.secret_key not in line for line in daemon.lines)
+
+
+def test_faults_are_counted_by_code_and_recovered_from(simulator: SimulatorThread, tmp_path: Path) -> None:
+    faults = {
+        "1": Faults(http_status=500),
+        "2": Faults(malformed=True),
+        "3": Faults(missing_status=True),
+        "4": Faults(error_code="InternalError.DbOperationFailed"),
+        "5": Faults(latency=1.5),
+    }
+    for task_id, fault in faults.items():
+        simulator.add_task(SimTask("mariadb", task_id, (Phase(0, 2),)).with_faults(fault))
+    config = write_config(
+        tmp_path / "config.yaml",
+        simulator.url,
+        {"mariadb_flows": [int(t) for t in faults]},
+        timeout="500ms",
+        max_backoff="1s",
+    )
+    expected = {
+        "1": "Transport.HTTPStatus",
+        "2": "Transport.InvalidResponse",
+        "3": "Transport.InvalidResponse",
+        "4": "InternalError.DbOperationFailed",
+        "5": "Transport.Timeout",
+    }
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+
+        def all_counted() -> bool:
+            samples = daemon.scrape()
+            return all(
+                samples.get("tencentcloud_task_errors_total", task_id=t, code=code)
+                for t, code in expected.items()
+            )
+
+        wait_for(all_counted, 20, "every fault to be counted under its code")
+        for task_id in faults:
+            simulator.add_task(SimTask("mariadb", task_id, (Phase(0, 0),)))
+        wait_for(
+            lambda: all(daemon.scrape().status("mariadb", t) == "success" for t in faults),
+            20,
+            "every task to recover once the faults stop",
+        )
+        assert daemon.get("/-/healthy")[0] == 200
+        events = daemon.events()
+    failures = [e for e in events if e.get("msg") == "task poll failed"]
+    assert {e["code"] for e in failures} >= set(expected.values())
+    assert any(e.get("msg") == "task poll recovered" for e in events)
+
+
+def test_quota_is_never_exceeded_and_mostly_used(tmp_path: Path) -> None:
+    """Several hundred tasks per API at 250 ms latency: zero throttling, >= 80% of each quota over the run."""
+    sim = Simulator([CREDS], latency=0.25)
+    per_api = 300
+    with SimulatorThread(sim) as simulator:
+        for n in range(per_api):
+            simulator.add_task(SimTask("mariadb", str(10_000 + n), (Phase(0, 2),)))
+            simulator.add_task(SimTask("cdb", f"bench-{n:05d}", (Phase(0, "RUNNING"),)))
+        watch = {
+            "mariadb_flows": [10_000 + n for n in range(per_api)],
+            "cdb_async_requests": [f"bench-{n:05d}" for n in range(per_api)],
+        }
+        config = write_config(tmp_path / "config.yaml", simulator.url, watch, interval="1s")
+        with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+            time.sleep(8)
+            samples = daemon.scrape()
+        stats = simulator.stats()["actions"]
+
+    for action, quota in [("DescribeFlow", 20), ("DescribeAsyncRequestInfo", 40)]:
+        action_stats = stats[action]
+        assert action_stats["throttled"] == 0, action_stats
+        assert action_stats["max_in_window"] <= quota
+        rate = (action_stats["accepted"] - 1) / (
+            action_stats["last_accepted"] - action_stats["first_accepted"]
+        )
+        assert rate >= 0.8 * quota, f"{action}: {rate:.1f} req/s of {quota}"
+    assert isinstance(samples, Samples)
+    assert (samples.get("tencentcloud_api_errors_total", code="RequestLimitExceeded") or 0) == 0
