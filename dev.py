@@ -29,7 +29,7 @@ def ensure_venv() -> None:
         print(f"dev.py: creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("dev.py: installing the project and its test dependencies (first run takes a minute)", flush=True)
-    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-qq"]
     subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(wanted)
 
@@ -49,7 +49,10 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     command, rest = argv[0], argv[1:]
     if command == "demo":
-        return run(str(BIN / "tencentcloud-task-exporter"), "--demo", *rest)
+        exporter = str(BIN / "tencentcloud-task-exporter")
+        print(f"dev.py: {exporter} --demo {' '.join(rest)}", flush=True)
+        # Replaces this process, so Ctrl-C and SIGTERM reach the exporter directly.
+        os.execv(exporter, [exporter, "--demo", *rest])
     checks = [
         (str(BIN / "ruff"), "check", "."),
         (str(BIN / "ruff"), "format", "--check", "."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from exporter.signing import Credentials
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
-from tests.helpers import DaemonProcess, Samples, wait_for
+from tests.helpers import DaemonProcess, Samples, require_binary, wait_for
 
 CREDS = Credentials("AKIDintegration", "integration-secret-key-0123456789")
 ENV = {"TENCENTCLOUD_SECRET_ID": CREDS.secret_id, "TENCENTCLOUD_SECRET_KEY": CREDS.secret_key}
@@ -114,6 +115,11 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
         is not None
     )
     assert daemon.returncode == 0  # SIGTERM is a clean exit
+
+    # The live output passes promtool's lint too (unknown statuses, errors and info labels included).
+    promtool = require_binary("promtool")
+    lint = subprocess.run([promtool, "check", "metrics"], input=metrics_text, capture_output=True, text=True)
+    assert (lint.returncode, lint.stdout, lint.stderr) == (0, "", "")
 
     # The secret key never leaves the process.
     assert CREDS.secret_key not in metrics_text

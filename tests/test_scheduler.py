@@ -1,0 +1,159 @@
+"""The scheduler in-process against the real simulator: spreading, priorities, backoff, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from exporter.client import ApiClient, Outcome
+from exporter.config import PollingConfig, WatchedTask
+from exporter.metrics import Metrics
+from exporter.ratelimit import TokenBucket
+from exporter.scheduler import ServiceScheduler, backoff_delay
+from exporter.services import CDB, MARIADB, Service
+from exporter.signing import Credentials
+from exporter.simulator import Faults, Phase, SimTask, Simulator
+from exporter.state import TaskStore
+
+CREDS = Credentials("AKIDsched", "sched-key")
+
+
+class RecordingClient(ApiClient):
+    """The real client, noting when each task was polled."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        super().__init__(session, timeout)
+        self.polls: list[tuple[float, str]] = []
+
+    async def describe(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+    ) -> Outcome:
+        self.polls.append((time.monotonic(), task_id))
+        return await super().describe(service, endpoint, region, credentials, task_id)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[Simulator, str]]:
+    simulator = Simulator([CREDS])
+    url = await simulator.start()
+    try:
+        yield simulator, url
+    finally:
+        await simulator.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def scheduler_for(
+    service: Service, url: str, client: ApiClient, rate: float, polling: PollingConfig
+) -> tuple[ServiceScheduler, TaskStore]:
+    store = TaskStore()
+    scheduler = ServiceScheduler(
+        service, url, TokenBucket(rate), client, CREDS, store, Metrics({"mariadb": 20, "cdb": 40}), polling
+    )
+    return scheduler, store
+
+
+async def run_for(scheduler: ServiceScheduler, seconds: float) -> None:
+    worker = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+
+
+async def test_first_polls_are_spread_over_one_interval(
+    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+) -> None:
+    simulator, url = sim
+    for n in range(10):
+        simulator.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+    client = RecordingClient(session, 2.0)
+    scheduler, _ = scheduler_for(MARIADB, url, client, 100, PollingConfig(interval=1.0, finished_interval=60))
+    started = time.monotonic()
+    scheduler.add([WatchedTask("mariadb", str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
+    await run_for(scheduler, 0.95)
+    first = {}
+    for at, task_id in client.polls:
+        first.setdefault(task_id, at - started)
+    assert len(first) == 10
+    offsets = sorted(first.values())
+    # Not a thundering herd: roughly one task every interval/10, all within the first interval.
+    assert offsets[-1] < 1.0
+    assert offsets[-1] - offsets[0] > 0.7
+    assert min(b - a for a, b in itertools.pairwise(offsets)) > 0.05
+
+
+async def test_tasks_in_progress_go_first_when_the_quota_is_short(
+    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+) -> None:
+    simulator, url = sim
+    running = [f"run-{n}" for n in range(2)]
+    finished = [f"done-{n}" for n in range(20)]
+    for task_id in running:
+        simulator.add_task(SimTask("cdb", task_id, (Phase(0, "RUNNING"),)))
+    for task_id in finished:
+        simulator.add_task(SimTask("cdb", task_id, (Phase(0, "SUCCESS"),)))
+    client = RecordingClient(session, 2.0)
+    # 10 req/s for a demand of 2/0.2s + 20/0.2s = 110 req/s.
+    polling = PollingConfig(interval=0.2, finished_interval=0.2)
+    scheduler, store = scheduler_for(CDB, url, client, 10, polling)
+    scheduler.add([WatchedTask("cdb", t, "ap-guangzhou") for t in running + finished], spread=False)
+    await run_for(scheduler, 4.0)
+    polls = Counter(task_id for _, task_id in client.polls)
+    # Every finished task got its first poll (unknown status counts as in progress) ...
+    assert all(store.get(("cdb", "ap-guangzhou", t)).status == "success" for t in finished)  # type: ignore[union-attr]
+    # ... which takes ~2.2 s of quota; after that the two running tasks spend all of it (2 per 0.2 s = 10/s)
+    # at their interval while the finished ones, due as often, wait.
+    for task_id in running:
+        assert polls[task_id] >= 7, polls
+    assert max(polls[t] for t in finished) == 1, polls
+    assert len(client.polls) <= 4.0 * 10 + 1
+
+
+async def test_failed_polls_back_off(sim: tuple[Simulator, str], session: aiohttp.ClientSession) -> None:
+    _, url = sim  # the task is unknown to the simulator: every poll fails with FlowNotFound
+    client = RecordingClient(session, 2.0)
+    polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
+    scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
+    scheduler.add([WatchedTask("mariadb", "404", "ap-guangzhou")], spread=False)
+    await run_for(scheduler, 3.0)
+    times = [at for at, _ in client.polls]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    state = store.get(("mariadb", "ap-guangzhou", "404"))
+    assert state is not None
+    assert state.errors == {"InvalidParameter.FlowNotFound": len(times)}
+    # Without backoff, 3 s at a 0.1 s interval would be ~30 polls.
+    assert 4 <= len(times) <= 12
+    assert gaps[-1] > gaps[0]
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    polling = PollingConfig(interval=30, max_backoff=600)
+    highest = [backoff_delay(n, polling, lambda: 1.0) for n in range(1, 8)]
+    assert highest == [30, 60, 120, 240, 480, 600, 600]
+    lowest = [backoff_delay(n, polling, lambda: 0.0) for n in range(1, 8)]
+    assert lowest == [h / 2 for h in highest]
+
+
+async def test_throttling_slows_the_bucket(
+    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+) -> None:
+    simulator, url = sim
+    simulator.add_task(
+        SimTask("mariadb", "1", (Phase(0, 2),)).with_faults(Faults(error_code="RequestLimitExceeded"))
+    )
+    client = RecordingClient(session, 2.0)
+    scheduler, _ = scheduler_for(MARIADB, url, client, 20, PollingConfig(interval=0.1))
+    scheduler.add([WatchedTask("mariadb", "1", "ap-guangzhou")], spread=False)
+    await run_for(scheduler, 0.5)
+    assert scheduler.bucket.current_rate() < 20
