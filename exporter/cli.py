@@ -15,9 +15,8 @@ from aiohttp import web
 from exporter import __version__
 from exporter import log as logsetup
 from exporter.config import Config, ConfigError, load_config
-from exporter.credentials import CredentialsError, resolve
+from exporter.credentials import CredentialProvider, CredentialsError, StaticProvider, open_provider
 from exporter.daemon import Daemon
-from exporter.signing import Credentials
 from exporter.web import create_app
 
 log = logging.getLogger("exporter")
@@ -69,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(config: Config, credentials: Credentials, listen: tuple[str | None, int]) -> None:
+async def _serve_config(config: Config, listen: tuple[str | None, int]) -> None:
+    credentials = await open_provider(config, os.environ)
+    log.info("credentials found", extra={"fields": {"source": credentials.source}})
+    try:
+        await _serve(config, credentials, listen)
+    finally:
+        await credentials.close()
+
+
+async def _serve(config: Config, credentials: CredentialProvider, listen: tuple[str | None, int]) -> None:
     runner = web.AppRunner(create_app(Daemon(config, credentials)), handle_signals=False)
     await runner.setup()
     try:
@@ -100,7 +108,7 @@ async def _serve_demo(speed: float, listen: tuple[str | None, int]) -> None:
     url = await simulator.start()
     try:
         log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": url}})
-        await _serve(demo.demo_config(url, speed), demo.DEMO_CREDENTIALS, listen)
+        await _serve(demo.demo_config(url, speed), StaticProvider(demo.DEMO_CREDENTIALS, "demo"), listen)
     finally:
         await simulator.stop()
 
@@ -125,9 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: valid, {len(config.tasks)} task(s) watched")
         return 0
     try:
-        credentials = resolve(config, os.environ)
+        asyncio.run(_serve_config(config, args.listen))
     except CredentialsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    asyncio.run(_serve(config, credentials, args.listen))
     return 0

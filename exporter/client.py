@@ -24,7 +24,8 @@ TIMEOUT = "Transport.Timeout"
 CONNECTION_ERROR = "Transport.ConnectionError"
 HTTP_STATUS = "Transport.HTTPStatus"
 INVALID_RESPONSE = "Transport.InvalidResponse"
-TRANSPORT_CODES = (TIMEOUT, CONNECTION_ERROR, HTTP_STATUS, INVALID_RESPONSE)
+# No request was sent: the credential source (metadata service, STS) could not provide keys.
+CREDENTIALS_UNAVAILABLE = "Exporter.CredentialsUnavailable"
 
 _MAX_MESSAGE = 300
 

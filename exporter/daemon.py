@@ -7,16 +7,16 @@ import aiohttp
 from exporter import __version__
 from exporter.client import ApiClient
 from exporter.config import Config
+from exporter.credentials import CredentialProvider
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.scheduler import Scheduler, ServiceScheduler
 from exporter.services import SERVICES
-from exporter.signing import Credentials
 from exporter.state import TaskStore
 
 
 class Daemon:
-    def __init__(self, config: Config, credentials: Credentials) -> None:
+    def __init__(self, config: Config, credentials: CredentialProvider) -> None:
         self.config = config
         self.credentials = credentials
         self.store = TaskStore()
@@ -36,7 +36,7 @@ class Daemon:
         services = {}
         for spec in SERVICES:
             api = self.config.apis[spec.name]
-            bucket = buckets.setdefault((self.credentials.secret_id, spec.name), TokenBucket(api.rate_limit))
+            bucket = buckets.setdefault((self.credentials.identity, spec.name), TokenBucket(api.rate_limit))
             services[spec.name] = ServiceScheduler(
                 spec,
                 api.endpoint,

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from exporter.client import ApiClient, Outcome
+from exporter.client import CREDENTIALS_UNAVAILABLE, ApiClient, Outcome
 from exporter.config import PollingConfig, WatchedTask
+from exporter.credentials import CredentialProvider, CredentialsError
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.services import Service
-from exporter.signing import Credentials
 from exporter.state import TaskState, TaskStore
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class ServiceScheduler:
         endpoint: str,
         bucket: TokenBucket,
         client: ApiClient,
-        credentials: Credentials,
+        credentials: CredentialProvider,
         store: TaskStore,
         metrics: Metrics,
         polling: PollingConfig,
@@ -164,9 +164,14 @@ class ServiceScheduler:
         try:
             started = self._clock()
             task = state.task
-            outcome = await self.client.describe(
-                self.service, self.endpoint, task.region, self.credentials, task.task_id
-            )
+            try:
+                credentials = await self.credentials.get()
+            except CredentialsError as exc:
+                outcome = Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
+            else:
+                outcome = await self.client.describe(
+                    self.service, self.endpoint, task.region, credentials, task.task_id
+                )
             self.metrics.observe_api(self.service, outcome)
             if self.store.get(task.key) is not state:
                 return  # removed (or relabelled) while in flight

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from exporter.config import (
+    Config,
     ConfigError,
     PollingConfig,
     expand_env,
@@ -15,7 +16,8 @@ from exporter.config import (
     parse_config,
     parse_duration,
 )
-from exporter.credentials import CredentialsError, resolve
+from exporter.credentials import CredentialsError, open_provider
+from exporter.signing import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,33 +162,37 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-def test_credentials_come_from_config_then_environment() -> None:
+async def resolve(config: Config, env: dict[str, str]) -> Credentials:
+    return await (await open_provider(config, env)).get()
+
+
+async def test_credentials_come_from_config_then_environment() -> None:
     from_file = parse_config({"credentials": {"secret_id": "id1", "secret_key": "k1"}}, "c.yaml", {})
     env = {
         "TENCENTCLOUD_SECRET_ID": "id2",
         "TENCENTCLOUD_SECRET_KEY": "k2",
         "TENCENTCLOUD_SESSION_TOKEN": "t",
     }
-    assert resolve(from_file, env).secret_id == "id1"
+    assert (await resolve(from_file, env)).secret_id == "id1"
     empty = parse_config({"credentials": {"secret_id": "${UNSET}", "secret_key": "${UNSET}"}}, "c.yaml", {})
-    creds = resolve(empty, env)
+    creds = await resolve(empty, env)
     assert (creds.secret_id, creds.secret_key, creds.token) == ("id2", "k2", "t")
     with pytest.raises(CredentialsError) as caught:
-        resolve(empty, {})
+        await resolve(empty, {})
     assert "c.yaml: credentials.secret_id/secret_key" in str(caught.value)
     assert "TENCENTCLOUD_SECRET_ID" in str(caught.value)
 
 
-def test_half_a_key_pair_is_an_error_not_a_fallback() -> None:
+async def test_half_a_key_pair_is_an_error_not_a_fallback() -> None:
     half = parse_config({"credentials": {"secret_id": "id1"}}, "c.yaml", {})
     with pytest.raises(CredentialsError, match="secret_key is empty"):
-        resolve(half, {"TENCENTCLOUD_SECRET_ID": "id2", "TENCENTCLOUD_SECRET_KEY": "k2"})
+        await resolve(half, {"TENCENTCLOUD_SECRET_ID": "id2", "TENCENTCLOUD_SECRET_KEY": "k2"})
 
 
-def test_secrets_stay_out_of_reprs() -> None:
+async def test_secrets_stay_out_of_reprs() -> None:
     config = parse_config({"credentials": {"secret_id": "id1", "secret_key": "s3cr3t"}}, "c.yaml", {})
     assert "s3cr3t" not in repr(config)
-    assert "s3cr3t" not in repr(resolve(config, {}))
+    assert "s3cr3t" not in repr(await resolve(config, {}))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

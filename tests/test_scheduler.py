@@ -13,6 +13,7 @@ import pytest
 
 from exporter.client import ApiClient, Outcome
 from exporter.config import PollingConfig, WatchedTask
+from exporter.credentials import StaticProvider
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.scheduler import ServiceScheduler, backoff_delay
@@ -59,7 +60,14 @@ def scheduler_for(
 ) -> tuple[ServiceScheduler, TaskStore]:
     store = TaskStore()
     scheduler = ServiceScheduler(
-        service, url, TokenBucket(rate), client, CREDS, store, Metrics({"mariadb": 20, "cdb": 40}), polling
+        service,
+        url,
+        TokenBucket(rate),
+        client,
+        StaticProvider(CREDS, "test"),
+        store,
+        Metrics({"mariadb": 20, "cdb": 40}),
+        polling,
     )
     return scheduler, store
 

@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from exporter import __version__
 from exporter.config import parse_config
+from exporter.credentials import StaticProvider
 from exporter.daemon import Daemon
 from exporter.signing import Credentials
 from exporter.web import create_app
@@ -16,7 +17,7 @@ from tests.helpers import Samples
 
 async def client_for(aiohttp_client: object) -> TestClient:  # type: ignore[type-arg]
     config = parse_config({}, "empty.yaml", {})
-    app = create_app(Daemon(config, Credentials("id", "key")))
+    app = create_app(Daemon(config, StaticProvider(Credentials("id", "key"), "test")))
     return await aiohttp_client(app)  # type: ignore[operator,no-any-return]
 
 
