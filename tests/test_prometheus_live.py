@@ -1,0 +1,326 @@
+"""End to end with the real Prometheus: the shipped dashboard and alert rules against the exporter's --demo.
+
+A real ``prometheus`` (Debian package) scrapes ``python -m exporter --demo --demo.speed 20`` every second and
+evaluates ``prometheus/alerts.yml`` every second. Then, through Prometheus' HTTP API:
+
+- every dashboard expression (template variables substituted) is valid and returns data, and every
+  ``label_values`` variable query finds values;
+- TencentCloudTaskFailed fires for the demo's failed tasks (with CDB's Info text in the description) and
+  TencentCloudTaskNotFound for the demo's unknown IDs, while TencentCloudExporterDown stays silent.
+  The rules are loaded from a copy with every ``for:`` set to 0s, so the test does not wait 5-15 minutes;
+  expressions, labels and annotations are exactly the shipped ones;
+- ``promtool check metrics`` finds nothing to complain about in the exporter's /metrics.
+
+All files live under pytest's tmp_path; ports are picked free at run time; every process started is
+stopped in a ``finally``. Skipped while ``exporter.demo`` cannot be imported, and when the binaries are
+missing (failed instead with CI=true).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+demo = pytest.importorskip(
+    "exporter.demo", reason="exporter.demo (the --demo simulator) is not available yet"
+)
+
+from tests.helpers import (  # noqa: E402
+    DaemonProcess,
+    require_binary,
+    wait_for,
+)
+from tests.promql import REPO, panel_queries, variable_queries  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+JOB = "tencentcloud-task-exporter"  # the job name the alert rules and the example config use
+ALERTS = REPO / "prometheus" / "alerts.yml"
+# What Grafana would put in for a short range on a 1 s scrape interval.
+LIVE_BUILTINS = {
+    "__rate_interval": "10s",
+    "__interval": "1s",
+    "__interval_ms": "1000",
+    "__range": "5m",
+    "__range_s": "300",
+    "__range_ms": "300000",
+}
+NOT_FOUND_CODES = {"InvalidParameter.FlowNotFound", "InvalidParameter.InvalidAsyncRequestId"}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrometheusServer:
+    """A real Prometheus on a free loopback port, with its config, data and log under ``workdir``."""
+
+    def __init__(self, binary: str, workdir: Path, target: str, rules: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.config = workdir / "prometheus.yml"
+        self.log = workdir / "prometheus.log"
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+                    "rule_files": [str(rules)],
+                    "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+                }
+            ),
+            encoding="utf-8",
+        )
+
+    def __enter__(self) -> PrometheusServer:
+        try:
+            for _ in range(3):  # a port picked free can be taken before Prometheus binds it: try another
+                if self._start(free_port()):
+                    return self
+                self._stop()
+            raise AssertionError(f"prometheus did not start:\n{self.log_tail()}")
+        except BaseException:
+            self._stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _start(self, port: int) -> bool:
+        self.url = f"http://127.0.0.1:{port}"
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        return False
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>; a Prometheus error (for example a PromQL syntax error) fails the test."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=15) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(
+                f"{path} {params}: HTTP {exc.code}: {exc.read().decode(errors='replace')}"
+            ) from exc
+        assert body.get("status") == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        if data["resultType"] == "scalar":
+            return [{"value": data["result"]}]
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def query_range(self, expr: str, seconds: int = 30) -> list[dict[str, Any]]:
+        end = time.time()
+        data = self.api("query_range", query=expr, start=str(end - seconds), end=str(end), step="1")
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def label_values(self, label: str, selector: str | None) -> list[str]:
+        params = {"match[]": selector} if selector else {}
+        values: list[str] = self.api(f"label/{label}/values", **params)
+        return values
+
+    def firing(self, alertname: str) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = self.api("alerts")["alerts"]
+        return [a for a in alerts if a["labels"].get("alertname") == alertname and a["state"] == "firing"]
+
+
+def rules_without_for(path: Path) -> Path:
+    """A copy of the shipped rules with every `for:` set to 0s (expressions and annotations unchanged)."""
+    document = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["for"] = "0s"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[DaemonProcess]:
+    with DaemonProcess(["--demo", "--demo.speed", "20"]) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter: DaemonProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    binary = require_binary("prometheus")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    rules = rules_without_for(workdir / "alerts.yml")
+    target = urllib.parse.urlsplit(exporter.url).netloc
+    with PrometheusServer(binary, workdir, target, rules) as server:
+        try:
+            wait_for(
+                lambda: server.query(f'up{{job="{JOB}"}} == 1'),
+                60,
+                f"Prometheus to scrape the demo exporter at {target}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nprometheus log:\n{server.log_tail()}") from exc
+        yield server
+
+
+def test_every_dashboard_query_returns_data(prometheus: PrometheusServer) -> None:
+    queries = panel_queries(overrides={"job": JOB}, builtins=LIVE_BUILTINS)
+    assert queries
+    deadline = time.monotonic() + 90  # rates need a few scrapes, the demo's failures a few polls
+    while True:
+        empty = {}
+        for query in queries:
+            if not prometheus.query(query.expr):
+                empty[query.name] = query.expr
+            elif not query.instant and not prometheus.query_range(query.expr):
+                empty[query.name + " (range)"] = query.expr
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not empty, "dashboard queries without data:\n" + "\n".join(
+        f"{k}:\n  {v}" for k, v in empty.items()
+    )
+
+
+def test_dashboard_variables_find_values(prometheus: PrometheusServer) -> None:
+    found = {
+        v.name: prometheus.label_values(v.label, v.selector) for v in variable_queries(overrides={"job": JOB})
+    }
+    assert JOB in found["job"]
+    assert {"mariadb", "cdb"} <= set(found["service"])
+    assert found["region"], found
+
+
+def test_dashboard_stats_count_the_demo_tasks(prometheus: PrometheusServer) -> None:
+    stats = {q.panel_title: q for q in panel_queries(overrides={"job": JOB}, builtins=LIVE_BUILTINS)}
+
+    def value(title: str) -> float:
+        result = prometheus.query(stats[title].expr)
+        assert len(result) == 1, (title, result)
+        return float(result[0]["value"][1])
+
+    wait_for(lambda: value("Failed / killed") >= 1, 60, "the demo's failed tasks to be counted")
+    assert value("Running") >= 1
+    assert value("Succeeded") >= 1
+    assert value("Watched tasks") >= value("Running") + value("Succeeded") + value("Failed / killed")
+    assert value("Exporter") == 1
+
+
+def test_task_failed_alert_fires_for_the_demo_failed_tasks(prometheus: PrometheusServer) -> None:
+    wait_for(lambda: prometheus.firing("TencentCloudTaskFailed"), 60, "TencentCloudTaskFailed to fire")
+    alerts = prometheus.firing("TencentCloudTaskFailed")
+    with_info = 0
+    for alert in alerts:
+        labels = alert["labels"]
+        assert labels["severity"] == "warning"
+        assert labels["status"] in {"failed", "killed"}
+        task = f'service="{labels["service"]}", region="{labels["region"]}", task_id="{labels["task_id"]}"'
+        assert prometheus.query(f'tencentcloud_task_status{{{task}, status="{labels["status"]}"}} == 1'), (
+            labels
+        )
+        description = alert["annotations"]["description"]
+        assert labels["task_id"] in description
+        assert alert["annotations"]["runbook_url"].endswith("docs/runbook.md#tencentcloudtaskfailed")
+        info = [r["metric"].get("info", "") for r in prometheus.query(f"tencentcloud_task_info{{{task}}}")]
+        if any(info):
+            assert f"Info: {info[0]}" in description, (description, info)
+            with_info += 1
+    assert with_info, f"no failed CDB task with its Info text among {alerts}"
+
+
+def test_not_found_alert_fires_for_the_demo_unknown_ids(prometheus: PrometheusServer) -> None:
+    wait_for(
+        lambda: len(prometheus.firing("TencentCloudTaskNotFound")) >= 2,
+        60,
+        "TencentCloudTaskNotFound to fire for the unknown MariaDB and CDB IDs",
+    )
+    alerts = prometheus.firing("TencentCloudTaskNotFound")
+    assert {a["labels"]["code"] for a in alerts} == NOT_FOUND_CODES
+    assert {a["labels"]["service"] for a in alerts} == {"mariadb", "cdb"}
+    fired_ids = {a["labels"]["task_id"] for a in alerts}
+    expected = {
+        str(getattr(demo, name))
+        for name in ("DEMO_UNKNOWN_FLOW_ID", "DEMO_UNKNOWN_ASYNC_REQUEST_ID")
+        if hasattr(demo, name)
+    }
+    assert expected <= fired_ids
+
+
+def test_exporter_down_does_not_fire(prometheus: PrometheusServer) -> None:
+    assert prometheus.firing("TencentCloudExporterDown") == []
+    assert prometheus.firing("TencentCloudApiAuthFailure") == []
+
+
+def test_promtool_check_metrics_is_clean(exporter: DaemonProcess) -> None:
+    promtool = require_binary("promtool")
+    status, body = exporter.get("/metrics")
+    assert status == 200
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=body.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    report = (result.stdout + result.stderr).strip()
+    assert result.returncode == 0, report
+    assert report == "", report
