@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from exporter import __version__
 from exporter import log as logsetup
-from exporter.config import Config, ConfigError, load_config
-from exporter.credentials import CredentialProvider, CredentialsError, StaticProvider, open_provider
-from exporter.daemon import Daemon
+from exporter.config import Config, ConfigError, load_config, parse_duration
+from exporter.credentials import CredentialsError, StaticProvider, open_provider
+from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
+from exporter.registry import StateFileError
+from exporter.sharding import Shard
 from exporter.web import create_app
 
 log = logging.getLogger("exporter")
@@ -64,21 +69,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --demo, run the demo timelines and poll intervals this many times faster",
     )
+    parser.add_argument("--shard.index", dest="shard_index", type=int, default=0, help="this replica's shard")
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=1,
+        help="replicas the watched tasks are split across by a stable hash; each takes rate_limit/count",
+    )
+    parser.add_argument(
+        "--tasks.api-token-file",
+        dest="api_token_file",
+        type=Path,
+        help=f"file holding the bearer token that enables the task API (or set {API_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--tasks.state-file",
+        dest="state_file",
+        type=Path,
+        default=Path("data/registered-tasks.json"),
+        help="where tasks registered over the API are kept across restarts",
+    )
+    parser.add_argument(
+        "--tasks.retention",
+        dest="retention",
+        default="24h",
+        help="how long a registered task is kept once it reached a final state (default 24h)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
-async def _serve_config(config: Config, listen: tuple[str | None, int]) -> None:
+async def _serve_config(config: Config, options: Options, listen: tuple[str | None, int]) -> None:
     credentials = await open_provider(config, os.environ)
     log.info("credentials found", extra={"fields": {"source": credentials.source}})
     try:
-        await _serve(config, credentials, listen)
+        await _serve(Daemon(config, credentials, options), listen)
     finally:
         await credentials.close()
 
 
-async def _serve(config: Config, credentials: CredentialProvider, listen: tuple[str | None, int]) -> None:
-    runner = web.AppRunner(create_app(Daemon(config, credentials)), handle_signals=False)
+async def _serve(daemon: Daemon, listen: tuple[str | None, int]) -> None:
+    # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM.
+    runner = web.AppRunner(create_app(daemon), handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, listen[0], listen[1])
@@ -91,13 +124,27 @@ async def _serve(config: Config, credentials: CredentialProvider, listen: tuple[
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_sighup() -> None:
+            reload = asyncio.create_task(_reload_logged(daemon))
+            reloads.add(reload)
+            reload.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         await stop.wait()
         log.info("shutting down")
     finally:
         await runner.cleanup()
 
 
-async def _serve_demo(speed: float, listen: tuple[str | None, int]) -> None:
+async def _reload_logged(daemon: Daemon) -> None:
+    # Daemon.reload logs the outcome and keeps the old config on failure; nothing more to do here.
+    with contextlib.suppress(ReloadError):
+        await daemon.reload()
+
+
+async def _serve_demo(speed: float, options: Options, listen: tuple[str | None, int]) -> None:
     # Imported here: the simulator is only needed in demo mode.
     from exporter import demo
     from exporter.simulator import Simulator
@@ -108,20 +155,36 @@ async def _serve_demo(speed: float, listen: tuple[str | None, int]) -> None:
     url = await simulator.start()
     try:
         log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": url}})
-        await _serve(demo.demo_config(url, speed), StaticProvider(demo.DEMO_CREDENTIALS, "demo"), listen)
+        credentials = StaticProvider(demo.DEMO_CREDENTIALS, "demo")
+        await _serve(Daemon(demo.demo_config(url, speed), credentials, options), listen)
     finally:
         await simulator.stop()
+
+
+def _options(args: argparse.Namespace, config_path: Path | None) -> Options:
+    """Checked command-line settings; raises ValueError with the flag's name."""
+    try:
+        shard = Shard(args.shard_index, args.shard_count)
+    except ValueError as exc:
+        raise ValueError(f"--shard.index/--shard.count: {exc}") from None
+    retention = parse_duration(args.retention)
+    if retention is None or retention <= 0:
+        raise ValueError(f"--tasks.retention: expected a duration like 24h, got {args.retention!r}")
+    return Options(config_path, shard, args.state_file, retention, args.api_token_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
+    try:
+        options = _options(args, None if args.demo else Path(args.config_file))
+        if args.demo and args.demo_speed <= 0:
+            raise ValueError(f"--demo.speed: expected a positive number, got {args.demo_speed}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     if args.demo:
-        if args.demo_speed <= 0:
-            print("--demo.speed: expected a positive number", file=sys.stderr)
-            return EXIT_INVALID
-        asyncio.run(_serve_demo(args.demo_speed, args.listen))
-        return 0
+        return _run(_serve_demo(args.demo_speed, options, args.listen))
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -132,9 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config_file}: valid, {len(config.tasks)} task(s) watched")
         return 0
+    return _run(_serve_config(config, options, args.listen))
+
+
+def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:
+    """Runs the daemon; problems with its inputs found while starting exit 2 with the reason."""
     try:
-        asyncio.run(_serve_config(config, args.listen))
-    except CredentialsError as exc:
+        asyncio.run(main_coroutine)
+    except (CredentialsError, StateFileError, ReloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return 0

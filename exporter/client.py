@@ -88,6 +88,9 @@ class ApiClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._wall_clock = wall_clock
 
+    def set_timeout(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
     async def describe(
         self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
     ) -> Outcome:

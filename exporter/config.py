@@ -269,6 +269,30 @@ def is_async_request_id(value: str) -> bool:
     return bool(_ASYNC_REQUEST_ID.match(value))
 
 
+def _entry(
+    check: _Checker, service: str, entry: object, path: str, default_region: str | None
+) -> WatchedTask | None:
+    """One watch entry (`ID` or `{id, region, labels}`), or None after recording what is wrong with it."""
+    raw_id, region = entry, default_region
+    labels: tuple[tuple[str, str], ...] = ()
+    path_id = path
+    if isinstance(entry, dict):
+        item = check.mapping(entry, path, {"id", "region", "labels"})
+        raw_id, path_id = item.get("id"), f"{path}.id" if path else "id"
+        if item.get("region") is not None:
+            region = check.region(item["region"], f"{path}.region" if path else "region")
+        labels = check.labels(item.get("labels"), f"{path}.labels" if path else "labels")
+    task_id = canonical_task_id(service, raw_id)
+    if task_id is None:
+        expected = "a positive integer flow ID" if service == "mariadb" else "an async request ID string"
+        check.error(path_id, f"expected {expected}, got {_describe(raw_id)}")
+        return None
+    if region is None:
+        check.error(path, "no region: set `region` at the top level or on this task")
+        return None
+    return WatchedTask(service, task_id, region, labels)
+
+
 def _watch(check: _Checker, value: object, default_region: str | None) -> tuple[WatchedTask, ...]:
     watch = check.mapping(value, "watch", set(_WATCH_KEYS))
     tasks: list[WatchedTask] = []
@@ -280,36 +304,34 @@ def _watch(check: _Checker, value: object, default_region: str | None) -> tuple[
         if not isinstance(entries, list):
             check.error(f"watch.{key}", f"expected a list of task IDs, got {_describe(entries)}")
             continue
-        expected = "a positive integer flow ID" if service == "mariadb" else "an async request ID string"
         for index, entry in enumerate(entries):
             path = f"watch.{key}[{index}]"
-            raw_id, region = entry, default_region
-            labels: tuple[tuple[str, str], ...] = ()
-            if isinstance(entry, dict):
-                item = check.mapping(entry, path, {"id", "region", "labels"})
-                raw_id = item.get("id")
-                if "region" in item:
-                    region = check.region(item["region"], f"{path}.region")
-                labels = check.labels(item.get("labels"), f"{path}.labels")
-                path_id = f"{path}.id"
-            else:
-                path_id = path
-            task_id = canonical_task_id(service, raw_id)
-            if task_id is None:
-                check.error(path_id, f"expected {expected}, got {_describe(raw_id)}")
+            task = _entry(check, service, entry, path, default_region)
+            if task is None:
                 continue
-            if region is None:
-                check.error(path, "no region: set `region` at the top level or on this task")
-                continue
-            task = WatchedTask(service, task_id, region, labels)
             if task.key in seen:
                 check.error(
-                    path, f"duplicate task {service} {task_id} in {region} (first at {seen[task.key]})"
+                    path,
+                    f"duplicate task {service} {task.task_id} in {task.region} (first at {seen[task.key]})",
                 )
                 continue
             seen[task.key] = path
             tasks.append(task)
     return tuple(tasks)
+
+
+def parse_task(
+    service: str, entry: Mapping[str, Any], default_region: str | None, source: str
+) -> WatchedTask:
+    """One task given at run time (`{id, region, labels}`), checked exactly like a watch entry in the file.
+
+    Nothing is expanded from the environment: the input comes from outside and must not reach secrets.
+    """
+    check = _Checker(source)
+    task = _entry(check, service, dict(entry), "", default_region)
+    if task is None or check.problems:
+        raise ConfigError(check.problems)
+    return task
 
 
 def parse_config(document: object, source: str, env: Mapping[str, str] | None = None) -> Config:

@@ -38,6 +38,12 @@ class TokenBucket:
         self._floor = rate  # the rate just after the last decrease
         self._decreased_at = float("-inf")
 
+    def set_rate(self, rate: float) -> None:
+        """A new quota (config reload): applies from the next reservation, forgetting past throttling."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.max_rate = self._floor = rate
+
     def current_rate(self) -> float:
         if self._floor >= self.max_rate:
             return self.max_rate

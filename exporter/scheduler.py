@@ -82,19 +82,21 @@ class ServiceScheduler:
         # Enough concurrency to spend the whole quota even if every call takes the full timeout.
         self._slots = asyncio.Semaphore(max(4, math.ceil(bucket.max_rate * polling.timeout) + 1))
 
-    def add(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
-        """Schedules new tasks; with `spread`, their first polls are spaced over one interval."""
-        new = [t for t in tasks if t.key not in self._generation]
+    def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
+        """Makes `tasks` the watched set: new ones are scheduled, gone ones dropped, the rest keep their state
+        and schedule (labels may change). With `spread`, first polls are spaced over one interval."""
+        wanted = {t.key: t for t in tasks}
+        for key in [k for k in self._generation if k not in wanted]:
+            # Forgetting the key makes every heap entry for it stale, and an in-flight poll's result unwanted.
+            del self._generation[key]
+            self.store.remove(key)
+        new = [t for key, t in wanted.items() if key not in self._generation]
+        for task in wanted.values():
+            self.store.add(task)
         now = self._clock()
         for index, task in enumerate(new):
-            state = self.store.add(task)
             offset = self.polling.interval * index / len(new) if spread else 0.0
-            self._schedule(state, now + offset)
-
-    def remove(self, key: tuple[str, str, str]) -> None:
-        # Bumping nothing and forgetting the key makes every heap entry for it stale.
-        self._generation.pop(key, None)
-        self.store.remove(key)
+            self._schedule(self.store.add(task), now + offset)
 
     @property
     def watched(self) -> int:
@@ -174,7 +176,7 @@ class ServiceScheduler:
                 )
             self.metrics.observe_api(self.service, outcome)
             if self.store.get(task.key) is not state:
-                return  # removed (or relabelled) while in flight
+                return  # removed while in flight
             delay = self._record(state, outcome)
             if delay is not None:
                 self._schedule(state, started + delay)
@@ -233,12 +235,12 @@ class Scheduler:
         self.services = services
         self._workers: list[asyncio.Task[None]] = []
 
-    def add(self, tasks: Iterable[WatchedTask], spread: bool = True) -> None:
+    def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
         by_service: dict[str, list[WatchedTask]] = {name: [] for name in self.services}
         for task in tasks:
             by_service[task.service].append(task)
         for name, group in by_service.items():
-            self.services[name].add(group, spread)
+            self.services[name].sync(group, spread)
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(s.run(), name=f"poll-{n}") for n, s in self.services.items()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from exporter.config import WatchedTask
 from exporter.services import BY_NAME, Observation
@@ -41,6 +41,11 @@ class TaskState:
     lines: tuple[str, ...] = ("", "", "", "", "")
 
     def __post_init__(self) -> None:
+        self.retask(self.task)
+
+    def retask(self, task: WatchedTask) -> None:
+        """Takes new watch settings (labels) for the same task, keeping everything learnt about it."""
+        self.task = task
         self._labels = (
             f'service="{escape(self.task.service)}",region="{escape(self.task.region)}",'
             f'task_id="{escape(self.task.task_id)}"'
@@ -119,10 +124,10 @@ class TaskStore:
 
     def add(self, task: WatchedTask) -> TaskState:
         state = self._tasks.get(task.key)
-        if state is None or state.task != task:
-            # A changed label set keeps what was learnt about the task; only its rendering differs.
-            state = TaskState(task) if state is None else replace(state, task=task)
-            self._tasks[task.key] = state
+        if state is None:
+            state = self._tasks[task.key] = TaskState(task)
+        elif state.task != task:
+            state.retask(task)
         return state
 
     def remove(self, key: tuple[str, str, str]) -> None:

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hmac
 import html
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from exporter import __version__
-from exporter.daemon import Daemon
+from exporter.config import ConfigError, parse_task
+from exporter.daemon import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.services import BY_NAME
+from exporter.state import TaskState
 
 DAEMON = web.AppKey("daemon", Daemon)
 # Larger bodies are compressed off the event loop so a big scrape cannot stall polling.
@@ -64,9 +71,172 @@ async def landing(request: web.Request) -> web.Response:
 <p>Version {html.escape(__version__)}. Watching {watched} tasks.</p>
 <ul>
 <li><a href="metrics">Metrics</a></li>
+<li><a href="tasks">Watched tasks</a></li>
 <li><a href="-/healthy">Health</a></li>
 <li><a href="-/ready">Readiness</a></li>
 </ul>
+</body>
+</html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+async def reload(request: web.Request) -> web.Response:
+    try:
+        await request.app[DAEMON].reload()
+    except ReloadError as exc:
+        return web.Response(status=500, text=f"failed to reload config: {exc}\n")
+    return web.Response(text="Config reloaded.\n")
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _authorized(request: web.Request) -> web.Response | None:
+    """None when the request may use the task API, else the answer to give."""
+    token = request.app[DAEMON].api_token
+    if token is None:
+        return _json_error(
+            404, "the task API is off; enable it with --tasks.api-token-file or " + API_TOKEN_ENV
+        )
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        response = _json_error(401, "a valid bearer token is required")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tencentcloud-task-exporter"'
+        return response
+    return None
+
+
+def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
+    task = state.task
+    return {
+        "service": task.service,
+        "id": task.task_id,
+        "region": task.region,
+        "labels": dict(task.labels),
+        "source": daemon.source(task.key),
+        "status": state.status,
+        "status_since": _iso(state.status_since),
+        "last_poll": _iso(state.last_attempt),
+        "last_success": _iso(state.last_success),
+        "last_error": state.last_error,
+        "info": state.info,
+    }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    daemon = request.app[DAEMON]
+    return web.json_response({"tasks": [_task_json(daemon, s) for s in daemon.store]})
+
+
+async def add_task(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    daemon = request.app[DAEMON]
+    try:
+        body = await request.json()
+    except ValueError:
+        return _json_error(400, "expected a JSON object: {service, id, region?, labels?}")
+    if not isinstance(body, dict):
+        return _json_error(400, "expected a JSON object: {service, id, region?, labels?}")
+    unknown = sorted(set(body) - {"service", "id", "region", "labels"})
+    if unknown:
+        return _json_error(400, f"unknown fields: {', '.join(map(str, unknown))}")
+    service = body.get("service")
+    if not isinstance(service, str) or service not in BY_NAME:
+        return _json_error(400, f"service: expected one of {', '.join(BY_NAME)}, got {service!r}"[:300])
+    entry = {k: v for k, v in body.items() if k != "service"}
+    try:
+        task = parse_task(service, entry, daemon.config.region, "request")
+    except ConfigError as exc:
+        return _json_error(400, "; ".join(p.removeprefix("request: ") for p in exc.problems)[:1000])
+    new = await daemon.register(task)
+    owned = daemon.options.shard.owns(task.service, task.task_id)
+    answer: dict[str, object] = {
+        "service": task.service,
+        "id": task.task_id,
+        "region": task.region,
+        "labels": dict(task.labels),
+        "polled_here": owned,
+    }
+    if not owned:
+        answer["shard"] = daemon.options.shard.owner(task.service, task.task_id)
+    return web.json_response(answer, status=201 if new else 200)
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    daemon = request.app[DAEMON]
+    service, task_id = request.match_info["service"], request.match_info["id"]
+    region = request.query.get("region") or daemon.config.region
+    if service not in BY_NAME or region is None:
+        return _json_error(400, "expected /api/v1/tasks/{mariadb|cdb}/{id}?region=REGION")
+    key = (service, region, task_id)
+    if await daemon.unregister(key):
+        return web.Response(status=204)
+    if daemon.source(key) == "config":
+        return _json_error(409, "this task is watched by the config file; remove it there and reload")
+    return _json_error(404, "no such registered task")
+
+
+_PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
+    "th{background:#f3f3f3}.failed,.killed{color:#b00}.success{color:#070}"
+)
+
+
+async def tasks_page(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    rows = []
+    for state in sorted(daemon.store, key=lambda s: s.task.key):
+        task, status = state.task, state.status or "not polled yet"
+        labels = ", ".join(f"{k}={v}" for k, v in task.labels)
+        cells = [
+            task.service,
+            task.region,
+            task.task_id,
+            status,
+            _iso(state.status_since) or "",
+            _iso(state.last_attempt) or "",
+            state.last_error or "",
+            state.info or "",
+            labels,
+        ]
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        rows.append(f'<tr class="{html.escape(status)}">{tds}</tr>')
+    headings = [
+        "Service",
+        "Region",
+        "Task ID",
+        "Status",
+        "Since",
+        "Last poll",
+        "Last error",
+        "Info",
+        "Labels",
+    ]
+    page = f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Watched tasks - Tencent Cloud task exporter</title>
+<style>{_PAGE_STYLE}</style></head>
+<body>
+<h1>Watched tasks</h1>
+<p>{len(rows)} task(s). Times are UTC. <a href="./">Home</a> · <a href="metrics">Metrics</a></p>
+<table id="tasks">
+<thead><tr>{"".join(f"<th>{h}</th>" for h in headings)}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
 </body>
 </html>
 """
@@ -81,8 +251,8 @@ async def _stop(app: web.Application) -> None:
     await app[DAEMON].stop()
 
 
-def create_app(daemon: Daemon) -> web.Application:
-    app = web.Application()
+def create_app(daemon: Daemon, middlewares: Sequence[Middleware] = ()) -> web.Application:
+    app = web.Application(middlewares=list(middlewares))
     app[DAEMON] = daemon
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
@@ -90,4 +260,9 @@ def create_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_get("/tasks", tasks_page)
+    app.router.add_get("/api/v1/tasks", list_tasks)
+    app.router.add_post("/api/v1/tasks", add_task)
+    app.router.add_delete("/api/v1/tasks/{service}/{id}", delete_task)
     return app

@@ -88,7 +88,7 @@ async def test_first_polls_are_spread_over_one_interval(
     client = RecordingClient(session, 2.0)
     scheduler, _ = scheduler_for(MARIADB, url, client, 100, PollingConfig(interval=1.0, finished_interval=60))
     started = time.monotonic()
-    scheduler.add([WatchedTask("mariadb", str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
+    scheduler.sync([WatchedTask("mariadb", str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
     await run_for(scheduler, 0.95)
     first = {}
     for at, task_id in client.polls:
@@ -115,7 +115,7 @@ async def test_tasks_in_progress_go_first_when_the_quota_is_short(
     # 10 req/s for a demand of 2/0.2s + 20/0.2s = 110 req/s.
     polling = PollingConfig(interval=0.2, finished_interval=0.2)
     scheduler, store = scheduler_for(CDB, url, client, 10, polling)
-    scheduler.add([WatchedTask("cdb", t, "ap-guangzhou") for t in running + finished], spread=False)
+    scheduler.sync([WatchedTask("cdb", t, "ap-guangzhou") for t in running + finished], spread=False)
     await run_for(scheduler, 4.0)
     polls = Counter(task_id for _, task_id in client.polls)
     # Every finished task got its first poll (unknown status counts as in progress) ...
@@ -133,7 +133,7 @@ async def test_failed_polls_back_off(sim: tuple[Simulator, str], session: aiohtt
     client = RecordingClient(session, 2.0)
     polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
     scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
-    scheduler.add([WatchedTask("mariadb", "404", "ap-guangzhou")], spread=False)
+    scheduler.sync([WatchedTask("mariadb", "404", "ap-guangzhou")], spread=False)
     await run_for(scheduler, 3.0)
     times = [at for at, _ in client.polls]
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -162,6 +162,6 @@ async def test_throttling_slows_the_bucket(
     )
     client = RecordingClient(session, 2.0)
     scheduler, _ = scheduler_for(MARIADB, url, client, 20, PollingConfig(interval=0.1))
-    scheduler.add([WatchedTask("mariadb", "1", "ap-guangzhou")], spread=False)
+    scheduler.sync([WatchedTask("mariadb", "1", "ap-guangzhou")], spread=False)
     await run_for(scheduler, 0.5)
     assert scheduler.bucket.current_rate() < 20
