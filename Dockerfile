@@ -8,8 +8,8 @@
 #     -e TENCENTCLOUD_SECRET_ID -e TENCENTCLOUD_SECRET_KEY \
 #     -v "$PWD/config.yaml:/etc/tencentcloud-task-exporter/config.yaml:ro" tencentcloud-task-exporter
 #
-# Configuration: mount the config file at /etc/tencentcloud-task-exporter/config.yaml (the working
-# directory, so the exporter's default --config.file=config.yaml finds it too). Pass the API keys as
+# Configuration: mount the config file at /etc/tencentcloud-task-exporter/config.yaml (the default CMD
+# points there; flags given to `docker run` replace the CMD, so repeat --config.file then). Pass the API keys as
 # environment variables (TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY, optionally
 # TENCENTCLOUD_SESSION_TOKEN) rather than writing them into the file; never bake them into the image.
 # Port: 10123 (/metrics, /-/healthy, /-/ready). The HEALTHCHECK assumes that port.
@@ -43,7 +43,8 @@ LABEL org.opencontainers.image.title="tencentcloud-task-exporter" \
 RUN groupadd --system --gid 10001 exporter \
     && useradd --system --uid 10001 --gid exporter --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin exporter \
-    && mkdir -p /etc/tencentcloud-task-exporter
+    && mkdir -p /etc/tencentcloud-task-exporter /var/lib/tencentcloud-task-exporter \
+    && chown exporter:exporter /var/lib/tencentcloud-task-exporter
 
 COPY --from=build /opt/exporter /opt/exporter
 
@@ -51,7 +52,10 @@ ENV PATH=/opt/exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-WORKDIR /etc/tencentcloud-task-exporter
+# The working directory is the writable state directory: tasks registered over the API are kept in
+# data/registered-tasks.json below it (the default --tasks.state-file). Mount a volume here to keep them.
+WORKDIR /var/lib/tencentcloud-task-exporter
+VOLUME /var/lib/tencentcloud-task-exporter
 USER 10001:10001
 
 EXPOSE 10123

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,14 +38,119 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+DEFAULT_STS_ENDPOINT = "https://sts.tencentcloudapi.com"
+DEFAULT_ROLE_SESSION_NAME = "tencentcloud-task-exporter"
+MAX_ROLE_DURATION = 43200  # AssumeRole's DurationSeconds: default 7200, at most 43200
+_CAM_ROLE_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,128}$")
+_ROLE_SESSION_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{2,128}$")
+_CREDENTIALS_KEYS = {
+    "secret_id",
+    "secret_key",
+    "token",
+    "profile",
+    "profile_section",
+    "cvm_role",
+    "role_arn",
+    "role_session_name",
+    "role_duration",
+    "sts_endpoint",
+}
+
+
 @dataclass(frozen=True)
 class CredentialsConfig:
     secret_id: str = ""
     secret_key: str = ""
     token: str = ""
+    profile: str = ""  # "": $TENCENTCLOUD_CREDENTIALS_FILE, ~/.tencentcloud/..., /etc/tencentcloud/...
+    profile_section: str = "default"
+    cvm_role: str = ""  # "": the role the metadata service lists
+    cvm_role_enabled: bool = True  # `cvm_role: false` skips the metadata service
+    role_arn: str = ""  # set: STS AssumeRole with the keys the chain found
+    role_session_name: str = DEFAULT_ROLE_SESSION_NAME
+    role_duration: int = 7200
+    sts_endpoint: str = DEFAULT_STS_ENDPOINT
 
     def __repr__(self) -> str:
-        return f"CredentialsConfig(secret_id={self.secret_id!r}, secret_key='<secret>', token='<secret>')"
+        shown = (
+            f"{f.name}='<secret>'"
+            if f.name in ("secret_key", "token")
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"CredentialsConfig({', '.join(shown)})"
+
+
+def _credentials(check: _Checker, value: object) -> CredentialsConfig:
+    """The `credentials:` section; every key is optional."""
+    creds = check.mapping(value, "credentials", _CREDENTIALS_KEYS)
+    default = CredentialsConfig()
+
+    cvm_role, cvm_role_enabled = "", True
+    raw_role = creds.get("cvm_role")
+    if isinstance(raw_role, bool):
+        cvm_role_enabled = raw_role
+    elif raw_role is not None:
+        if isinstance(raw_role, str) and (raw_role == "" or _CAM_ROLE_NAME.match(raw_role)):
+            cvm_role = raw_role
+        else:
+            check.error(
+                "credentials.cvm_role",
+                "expected a CAM role name (1-128 of A-Z a-z 0-9 _+=,.@-), empty to use the role the metadata "
+                f"service lists, or false to skip the metadata service, got {_describe(raw_role)}",
+            )
+
+    section = check.string(
+        creds.get("profile_section"), "credentials.profile_section", default.profile_section
+    )
+    if not section.strip() or "]" in section or "\n" in section:
+        check.error("credentials.profile_section", f"expected an INI section name, got {section!r}")
+        section = default.profile_section
+
+    role_arn = check.string(creds.get("role_arn"), "credentials.role_arn")
+    if role_arn and not role_arn.startswith("qcs::cam::"):
+        check.error(
+            "credentials.role_arn",
+            f"expected a role ARN like qcs::cam::uin/12345678:roleName/NAME, got {role_arn!r}",
+        )
+        role_arn = ""
+
+    session_name = check.string(
+        creds.get("role_session_name"), "credentials.role_session_name", default.role_session_name
+    )
+    if not _ROLE_SESSION_NAME.match(session_name):
+        check.error(
+            "credentials.role_session_name",
+            f"expected 2-128 of A-Z a-z 0-9 _+=,.@- (the AssumeRole limits), got {session_name!r}",
+        )
+        session_name = default.role_session_name
+
+    duration = check.duration(
+        creds.get("role_duration"), "credentials.role_duration", default.role_duration, 300, False
+    )
+    if duration > MAX_ROLE_DURATION or duration != int(duration):
+        check.error(
+            "credentials.role_duration",
+            f"expected whole seconds from 5m to 12h (AssumeRole allows at most 43200s), "
+            f"got {creds.get('role_duration')!r}",
+        )
+        duration = default.role_duration
+
+    return CredentialsConfig(
+        secret_id=check.string(creds.get("secret_id"), "credentials.secret_id"),
+        secret_key=check.string(creds.get("secret_key"), "credentials.secret_key"),
+        token=check.string(creds.get("token"), "credentials.token"),
+        profile=check.string(creds.get("profile"), "credentials.profile"),
+        profile_section=section,
+        cvm_role=cvm_role,
+        cvm_role_enabled=cvm_role_enabled,
+        role_arn=role_arn,
+        role_session_name=session_name,
+        role_duration=int(duration),
+        sts_endpoint=check.endpoint(
+            creds.get("sts_endpoint"), "credentials.sts_endpoint", default.sts_endpoint
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -343,12 +448,7 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
         {"credentials", "region", "apis", "polling", "watch"},
     )
 
-    creds = check.mapping(data.get("credentials"), "credentials", {"secret_id", "secret_key", "token"})
-    credentials = CredentialsConfig(
-        secret_id=check.string(creds.get("secret_id"), "credentials.secret_id"),
-        secret_key=check.string(creds.get("secret_key"), "credentials.secret_key"),
-        token=check.string(creds.get("token"), "credentials.token"),
-    )
+    credentials = _credentials(check, data.get("credentials"))
     region = check.region(data.get("region"), "region")
 
     apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in SERVICES})

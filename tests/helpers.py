@@ -158,6 +158,38 @@ class DaemonProcess:
         if self._reader is not None:
             self._reader.join(5)
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything, as after a crash or `kill -9`."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
+
+    def signal(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self._proc is not None
+        return self._proc.wait(timeout)
+
+    def request(
+        self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """An HTTP call with an optional JSON body; returns the status and the decoded JSON (or text)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode()
+
     @property
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()

@@ -1,0 +1,308 @@
+"""Running it for months: reloads, tasks registered over HTTP, restarts, the status page, shutdown, shards."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
+from tests.helpers import DaemonProcess, require_binary, wait_for
+from tests.test_integration import CREDS, ENV, write_config
+
+TOKEN = "test-api-token-5f1e"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorThread]:
+    with SimulatorThread(Simulator([CREDS])) as sim:
+        for n in (1, 2, 3, 7, 8):
+            sim.add_task(SimTask("mariadb", str(n), (Phase(0, 2),)))
+        sim.add_task(SimTask("mariadb", "9", (Phase(0, 0),)))  # finished from the start
+        sim.add_task(SimTask("cdb", "cdb-x", (Phase(0, "RUNNING"),)))
+        yield sim
+
+
+def polled(daemon: DaemonProcess, service: str, task_id: str) -> bool:
+    return daemon.scrape().status(service, task_id) is not None
+
+
+def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.yaml"
+    write_config(path, simulator.url, {"mariadb_flows": [1, 2]})
+    with DaemonProcess(["--config.file", str(path)], env=ENV) as daemon:
+        wait_for(lambda: polled(daemon, "mariadb", "1") and polled(daemon, "mariadb", "2"), 15, "first polls")
+        since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="1")
+
+        write_config(
+            path,
+            simulator.url,
+            {"mariadb_flows": [{"id": 1, "labels": {"team": "dba"}}], "cdb_async_requests": ["cdb-x"]},
+        )
+        status, body = daemon.request("POST", "/-/reload")
+        assert status == 200, body
+        samples = daemon.scrape()
+        assert samples.all("tencentcloud_task_info", task_id="2") == []  # removed: its series are gone
+        assert samples.get("tencentcloud_task_info", task_id="1", team="dba") == 1
+        # Still watched: what was learnt survives, status and since-when included.
+        assert samples.status("mariadb", "1") == "running"
+        assert samples.get("tencentcloud_task_status_change_timestamp_seconds", task_id="1") == since
+        assert samples.get("tencentcloud_exporter_config_last_reload_successful") == 1
+        wait_for(lambda: polled(daemon, "cdb", "cdb-x"), 15, "the added task's first poll")
+
+        path.write_text("polling:\n  interval: fast\n")
+        status, body = daemon.request("POST", "/-/reload")
+        assert status == 500
+        assert "polling.interval: expected a duration" in body
+        samples = daemon.scrape()
+        assert samples.get("tencentcloud_exporter_config_last_reload_successful") == 0
+        last = samples.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1")
+        wait_for(
+            lambda: (
+                daemon.scrape().get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1")
+                != last
+            ),
+            10,
+            "the old config to keep polling after a rejected reload",
+        )
+
+        write_config(path, simulator.url, {"mariadb_flows": [1, 2]})
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: polled(daemon, "mariadb", "2"), 15, "SIGHUP to bring task 2 back")
+        samples = daemon.scrape()
+        assert samples.get("tencentcloud_exporter_config_last_reload_successful") == 1
+        assert samples.all("tencentcloud_task_info", task_id="cdb-x") == []
+        events = daemon.events()
+    assert any(e.get("msg", "").startswith("config reload failed") for e in events)
+
+
+def test_task_api_registers_validates_and_persists_across_kill_9(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator.url, {"mariadb_flows": [1]})
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    state_file = tmp_path / "state" / "tasks.json"
+    args = [
+        "--config.file",
+        str(config),
+        "--tasks.api-token-file",
+        str(token_file),
+        "--tasks.state-file",
+        str(state_file),
+    ]
+    with DaemonProcess(args, env=ENV) as daemon:
+        assert daemon.request("GET", "/api/v1/tasks")[0] == 401
+        assert daemon.request("GET", "/api/v1/tasks", headers={"Authorization": "Bearer wrong"})[0] == 401
+        before = simulator.stats()["actions"].get("DescribeFlow", {}).get("errors", {})
+
+        bad = [
+            ({"service": "redis", "id": 1}, "service: expected one of mariadb, cdb"),
+            ({"service": "mariadb", "id": "12; DROP"}, "id: expected a positive integer flow ID"),
+            ({"service": "mariadb", "id": -4}, "id: expected a positive integer flow ID"),
+            ({"service": "cdb", "id": "has spaces"}, "id: expected an async request ID string"),
+            ({"service": "cdb", "id": "ok-id", "labels": {"job": "x"}}, "labels.job: label name is reserved"),
+            ({"service": "mariadb", "id": 5, "extra": 1}, "unknown fields: extra"),
+            ({"service": "mariadb", "id": "${TENCENTCLOUD_SECRET_KEY}"}, "id: expected"),
+            ([1, 2], "expected a JSON object"),
+        ]
+        for body, reason in bad:
+            status, answer = daemon.request("POST", "/api/v1/tasks", body, AUTH)
+            assert status == 400, (body, answer)
+            assert reason in answer["error"], (body, answer)
+            assert CREDS.secret_key not in json.dumps(answer)
+
+        status, answer = daemon.request(
+            "POST",
+            "/api/v1/tasks",
+            {"service": "mariadb", "id": 7, "labels": {"pipeline": "deploy-42"}},
+            AUTH,
+        )
+        assert (status, answer["id"], answer["region"]) == (201, "7", "ap-guangzhou")
+        assert (
+            daemon.request(
+                "POST",
+                "/api/v1/tasks",
+                {"service": "mariadb", "id": "7", "labels": {"pipeline": "deploy-42"}},
+                AUTH,
+            )[0]
+            == 200
+        )
+        status, _ = daemon.request("POST", "/api/v1/tasks", {"service": "cdb", "id": "cdb-x"}, AUTH)
+        assert status == 201
+        wait_for(
+            lambda: polled(daemon, "mariadb", "7") and polled(daemon, "cdb", "cdb-x"), 15, "registered polls"
+        )
+        listed = {t["id"]: t for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]}
+        assert listed["7"]["status"] == "running"
+        assert listed["7"]["source"] == "api"
+        assert listed["7"]["labels"] == {"pipeline": "deploy-42"}
+        assert listed["1"]["source"] == "config"
+        assert listed["7"]["last_poll"] is not None
+        # Nothing malformed ever reached the API.
+        after = simulator.stats()["actions"]["DescribeFlow"]["errors"]
+        assert after == before
+        saved = json.loads(state_file.read_text())
+        assert {t["id"] for t in saved["tasks"]} == {"7", "cdb-x"}
+        daemon.kill()  # no shutdown hook runs
+
+    with DaemonProcess(args, env=ENV) as daemon:
+        wait_for(lambda: polled(daemon, "mariadb", "7"), 15, "the registered task to survive kill -9")
+        assert daemon.scrape().get("tencentcloud_task_info", task_id="7", pipeline="deploy-42") == 1
+        assert daemon.request("DELETE", "/api/v1/tasks/mariadb/1", headers=AUTH)[0] == 409
+        assert daemon.request("DELETE", "/api/v1/tasks/mariadb/404", headers=AUTH)[0] == 404
+        assert daemon.request("DELETE", "/api/v1/tasks/mariadb/7", headers=AUTH)[0] == 204
+        assert daemon.scrape().all("tencentcloud_task_info", task_id="7") == []
+        ids = {t["id"] for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]}
+        assert ids == {"1", "cdb-x"}
+    assert {t["id"] for t in json.loads(state_file.read_text())["tasks"]} == {"cdb-x"}
+    assert not [p for p in state_file.parent.iterdir() if p.name != "tasks.json"]  # no temp files left
+
+
+def test_finished_registered_tasks_are_forgotten_after_retention(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "config.yaml", simulator.url, {})
+    state_file = tmp_path / "tasks.json"
+    args = ["--config.file", str(config), "--tasks.state-file", str(state_file), "--tasks.retention", "1s"]
+    with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
+        assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 9}, AUTH)[0] == 201
+        assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 8}, AUTH)[0] == 201
+        wait_for(lambda: daemon.scrape().status("mariadb", "9") == "success", 15, "the finished task's poll")
+        wait_for(
+            lambda: (
+                {t["id"] for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]} == {"8"}
+            ),
+            15,
+            "the finished task to be forgotten while the running one stays",
+        )
+    assert [t["id"] for t in json.loads(state_file.read_text())["tasks"]] == ["8"]
+
+
+def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_path: Path) -> None:
+    chromium = require_binary("chromium")
+    simulator.add_task(SimTask("cdb", "cdb-info", (Phase(0, "FAILED", 'Disk <full> & "stuck"'),)))
+    config = write_config(
+        tmp_path / "config.yaml",
+        simulator.url,
+        {"mariadb_flows": [1, 404], "cdb_async_requests": ["cdb-info"]},
+    )
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+        wait_for(
+            lambda: polled(daemon, "cdb", "cdb-info") and polled(daemon, "mariadb", "1"), 15, "first polls"
+        )
+        wait_for(
+            lambda: b"InvalidParameter.FlowNotFound" in daemon.get("/tasks")[1], 15, "the not-found error"
+        )
+        result = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--virtual-time-budget=2000",
+                "--dump-dom",
+                daemon.url + "/tasks",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    dom = result.stdout
+    assert '<table id="tasks">' in dom, result.stderr[-2000:]
+    rows = [r for r in dom.split("<tr") if "<td>" in r]
+    assert len(rows) == 3
+    failed = next(r for r in rows if "cdb-info" in r)
+    assert 'class="failed"' in failed
+    assert 'Disk &lt;full&gt; &amp; "stuck"' in failed  # escaped, rendered as text
+    assert "InvalidParameter.FlowNotFound" in next(r for r in rows if "<td>404</td>" in r)
+    assert "running" in next(r for r in rows if "<td>1</td>" in r)
+
+
+def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> None:
+    with SimulatorThread(Simulator([CREDS], latency=30)) as slow:
+        for n in range(20):
+            slow.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+        config = write_config(
+            tmp_path / "config.yaml",
+            slow.url,
+            {"mariadb_flows": list(range(1, 21))},
+            timeout="60s",
+            interval="100ms",
+        )
+        state_file = tmp_path / "tasks.json"
+        args = ["--config.file", str(config), "--tasks.state-file", str(state_file)]
+        with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
+            assert daemon.request("POST", "/api/v1/tasks", {"service": "cdb", "id": "late"}, AUTH)[0] == 201
+            time.sleep(1.5)  # calls are now waiting on the slow API
+            started = time.monotonic()
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(10) == 0
+            elapsed = time.monotonic() - started
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert [t["id"] for t in json.loads(state_file.read_text())["tasks"]] == ["late"]
+
+
+def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
+    per_api, count = 120, 3
+    with SimulatorThread(Simulator([CREDS], latency=0.05)) as sim:
+        for n in range(per_api):
+            sim.add_task(SimTask("mariadb", str(1000 + n), (Phase(0, 2),)))
+            sim.add_task(SimTask("cdb", f"req-{n}", (Phase(0, "RUNNING"),)))
+        watch = {
+            "mariadb_flows": [1000 + n for n in range(per_api)],
+            "cdb_async_requests": [f"req-{n}" for n in range(per_api)],
+        }
+        config = write_config(tmp_path / "config.yaml", sim.url, watch, interval="500ms")
+        seen: list[set[tuple[str, str]]] = []
+        daemons = [
+            DaemonProcess(
+                ["--config.file", str(config), "--shard.index", str(i), "--shard.count", str(count)], env=ENV
+            )
+            for i in range(count)
+        ]
+        try:
+            for daemon in daemons:
+                daemon.__enter__()
+            time.sleep(5)
+            for index, daemon in enumerate(daemons):
+                samples = daemon.scrape()
+                assert samples.get("tencentcloud_exporter_shard_index") == index
+                assert samples.get("tencentcloud_exporter_total_shards") == count
+                assert (
+                    samples.get("tencentcloud_api_rate_limit_requests_per_second", service="cdb")
+                    == 40 / count
+                )
+                seen.append(
+                    {
+                        (labels["service"], labels["task_id"])
+                        for labels, _ in samples.all("tencentcloud_task_info")
+                    }
+                )
+        finally:
+            for daemon in daemons:
+                daemon.__exit__(None, None, None)
+        stats = sim.stats()["actions"]
+    everything = {("mariadb", str(1000 + n)) for n in range(per_api)} | {
+        ("cdb", f"req-{n}") for n in range(per_api)
+    }
+    assert set().union(*seen) == everything  # none lost
+    assert sum(len(s) for s in seen) == len(everything)  # none twice
+    assert all(len(s) > 0.2 * len(everything) for s in seen)  # and roughly balanced
+    for action, quota in [("DescribeFlow", 20), ("DescribeAsyncRequestInfo", 40)]:
+        assert stats[action]["throttled"] == 0
+        assert stats[action]["max_in_window"] <= quota
