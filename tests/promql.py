@@ -19,24 +19,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "grafana" / "dashboards" / "tencentcloud-task-exporter.json"
 
+
 # The metric contract of the exporter: the only names dashboards and alerts may use.
-CONTRACT_METRICS = frozenset(
-    {
-        "tencentcloud_task_status",
-        "tencentcloud_task_status_change_timestamp_seconds",
-        "tencentcloud_task_last_poll_success_timestamp_seconds",
-        "tencentcloud_task_errors_total",
-        "tencentcloud_task_info",
-        "tencentcloud_api_requests_total",
-        "tencentcloud_api_errors_total",
-        "tencentcloud_api_request_duration_seconds_bucket",
-        "tencentcloud_api_request_duration_seconds_sum",
-        "tencentcloud_api_request_duration_seconds_count",
-        "tencentcloud_api_rate_limit_requests_per_second",
-        "tencentcloud_exporter_build_info",
-        "tencentcloud_exporter_watched_tasks",
-    }
-)
+def _exported_metric_names() -> frozenset[str]:
+    """Every sample name the exporter can expose, read off a real rendering (so new metrics count too)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.client import Outcome
+    from exporter.config import WatchedTask
+    from exporter.metrics import Metrics
+    from exporter.services import MARIADB, Observation
+    from exporter.state import TaskStore
+
+    metrics, store = Metrics({"mariadb": 20, "cdb": 40}), TaskStore()
+    state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
+    state.observe(Observation("running"), 0.0)
+    state.fail("RequestLimitExceeded", 1.0)
+    metrics.observe_api(MARIADB, Outcome("RequestLimitExceeded"))
+    metrics.loop_lag.observe(0.001)
+    metrics.set_watched(store.count_by_service())
+    text = metrics.render(store).decode()
+    return frozenset(s.name for f in text_string_to_metric_families(text) for s in f.samples)
+
+
+CONTRACT_METRICS = _exported_metric_names()
 # Series Prometheus itself writes for every scrape target.
 SCRAPE_METRICS = frozenset({"up", "scrape_duration_seconds"})
 
