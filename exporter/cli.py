@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 from aiohttp import web
 
 from exporter import __version__
@@ -176,6 +177,9 @@ def _options(args: argparse.Namespace, config_path: Path | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
+    # Process-wide switch of the client library: `*_created` series double the per-API series for a value
+    # nobody queries (counters here start with the process, which process_start_time_seconds says).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         options = _options(args, None if args.demo else Path(args.config_file))
         if args.demo and args.demo_speed <= 0:

@@ -11,7 +11,7 @@ import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
@@ -77,6 +77,8 @@ TASK_FAMILIES = (
 class Metrics:
     def __init__(self, rate_limits: dict[str, float], shard: Shard | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_* series (CPU, memory, open files, start time), as every exporter has.
+        ProcessCollector(registry=self.registry)
         labels = ("service", "action")
         self.api_requests = Counter(
             "tencentcloud_api_requests",

@@ -45,6 +45,7 @@ import secrets
 import ssl
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -582,21 +583,26 @@ def _pem_path(file: Path | None, inline: str) -> Iterator[str]:
         yield str(pem)
 
 
-def _read_pem(
-    file: Path | None, inline: str, path: str, marker: bytes, what: str, problems: list[str]
-) -> bool:
+def _read_pem(file: Path | None, inline: str, path: str, marker: str, what: str, problems: list[str]) -> str:
+    """The PEM text, or "" after recording why it is unusable."""
     if file is None:
-        data = inline.encode()
+        text = inline
     else:
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            problems.append(f"{path}: cannot read {file}: {exc.strerror}")
-            return False
-    if marker not in data:
-        problems.append(f"{path}: expected a PEM {what} (no '{marker.decode()}' line found)")
-        return False
-    return True
+            text = file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a PEM (ASCII) file"
+            problems.append(f"{path}: cannot read {file}: {reason}")
+            return ""
+    if marker not in text:
+        problems.append(f"{path}: expected a PEM {what} (no '{marker}' line found)")
+        return ""
+    return text
+
+
+def _openssl_reason(exc: ssl.SSLError) -> str:
+    # OpenSSL's reasons name what failed ("PEM lib", "NO_START_LINE"), never the key material.
+    return exc.reason or re.sub(r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc)) or "unknown error"
 
 
 def _build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
@@ -607,8 +613,11 @@ def _build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
     ca_path = f"{p}.client_ca_file" if tls.client_ca_file else f"{p}.client_ca"
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = tls.min_version
-    context.maximum_version = tls.max_version
+    with warnings.catch_warnings():
+        # TLS10/TLS11 warn once in WebConfig.warnings already; ssl's DeprecationWarning would repeat it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = tls.min_version
+        context.maximum_version = tls.max_version
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
@@ -625,11 +634,18 @@ def _build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
         except (ValueError, ssl.SSLError):
             problems.append(f"{p}.curve_preferences: {tls.curve} is not available in {ssl.OPENSSL_VERSION}")
 
-    cert_ok = _read_pem(
-        tls.cert_file, tls.cert, cert_path, b"-----BEGIN CERTIFICATE-----", "certificate", problems
+    cert_pem = _read_pem(
+        tls.cert_file, tls.cert, cert_path, "-----BEGIN CERTIFICATE-----", "certificate", problems
     )
-    key_ok = _read_pem(tls.key_file, tls.key, key_path, b"PRIVATE KEY-----", "private key", problems)
-    if cert_ok and key_ok:
+    if cert_pem:
+        try:
+            # Parses every certificate on its own first, so a broken one is not blamed on the key.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_pem)
+        except ssl.SSLError as exc:
+            problems.append(f"{cert_path}: cannot load the certificate ({_openssl_reason(exc)})")
+            cert_pem = ""
+    key_pem = _read_pem(tls.key_file, tls.key, key_path, "PRIVATE KEY-----", "private key", problems)
+    if cert_pem and key_pem:
         try:
             with _pem_path(tls.cert_file, tls.cert) as cert, _pem_path(tls.key_file, tls.key) as key:
                 context.load_cert_chain(cert, key, password=_refuse_passphrase)
@@ -639,22 +655,25 @@ def _build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
             if exc.reason == "KEY_VALUES_MISMATCH":
                 problems.append(f"{key_path}: the private key does not belong to the certificate")
             else:
-                # OpenSSL's reason codes name what failed, never the key material.
-                problems.append(f"{cert_path}: cannot load the certificate and key ({exc.reason or exc})")
+                problems.append(f"{key_path}: cannot load the private key ({_openssl_reason(exc)})")
         except OSError as exc:
-            problems.append(f"{cert_path}: cannot load the certificate and key ({exc.strerror})")
+            problems.append(f"{key_path}: cannot load the private key ({exc.strerror})")
 
     context.verify_mode = _VERIFY_MODES.get(tls.client_auth_type, ssl.CERT_NONE)
-    if context.verify_mode != ssl.CERT_NONE and _read_pem(
-        tls.client_ca_file, tls.client_ca, ca_path, b"-----BEGIN CERTIFICATE-----", "CA certificate", problems
-    ):
-        try:
-            if tls.client_ca_file is not None:
-                context.load_verify_locations(cafile=str(tls.client_ca_file))
-            else:
-                context.load_verify_locations(cadata=tls.client_ca)
-        except ssl.SSLError as exc:
-            problems.append(f"{ca_path}: cannot load the client CA certificates ({exc.reason or exc})")
+    if context.verify_mode != ssl.CERT_NONE:
+        ca_pem = _read_pem(
+            tls.client_ca_file,
+            tls.client_ca,
+            ca_path,
+            "-----BEGIN CERTIFICATE-----",
+            "CA certificate",
+            problems,
+        )
+        if ca_pem:
+            try:
+                context.load_verify_locations(cadata=ca_pem)
+            except ssl.SSLError as exc:
+                problems.append(f"{ca_path}: cannot load the client CA certificates ({_openssl_reason(exc)})")
     if problems:
         raise WebConfigError(problems)
     return context
