@@ -23,7 +23,7 @@ SAFETY = 0.95
 # Gentler than halving: a lone throttled request is more often jitter than a competing client.
 DECREASE_FACTOR = 0.7
 # Full recovery from zero takes RECOVERY_SECONDS without further throttling.
-RECOVERY_SECONDS = 20.0
+RECOVERY_SECONDS = 10.0
 # Several in-flight requests are usually throttled together; they count as one signal.
 DECREASE_COOLDOWN = 1.0
 

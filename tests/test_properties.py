@@ -1,0 +1,129 @@
+"""Property-based tests: whatever the input, the config loader and the response parser end in a clear
+error or a valid result, never an unhandled exception."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.client import INVALID_RESPONSE, classify
+from exporter.config import Config, ConfigError, load_config, parse_config, parse_task
+from exporter.services import CDB, MARIADB, SERVICES
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+documents = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+keys = st.sampled_from(
+    [
+        "credentials",
+        "region",
+        "apis",
+        "polling",
+        "watch",
+        "mariadb_flows",
+        "cdb_async_requests",
+        "id",
+        "labels",
+        "interval",
+        "endpoint",
+        "rate_limit",
+        "mariadb",
+        "cdb",
+    ]
+)
+# Documents built from the real key names reach deep into the validator, not just the top-level check.
+shaped = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def check(document: object) -> None:
+    try:
+        config = parse_config(document, "prop.yaml", {"X": "1"})
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(p.startswith("prop.yaml: ") for p in exc.problems)
+    else:
+        assert isinstance(config, Config)
+        for task in config.tasks:
+            assert task.region
+
+
+@given(documents)
+@settings(max_examples=300, deadline=None)
+def test_any_document_is_a_config_or_a_clear_error(document: object) -> None:
+    check(document)
+
+
+@given(st.dictionaries(keys, shaped, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_config_shaped_documents_too(document: dict[str, object]) -> None:
+    check(document)
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_file_text_is_a_config_or_a_clear_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, {})
+    except ConfigError as exc:
+        assert all(p.startswith(f"{path}: ") for p in exc.problems)
+
+
+@given(
+    st.sampled_from([s.name for s in SERVICES]), st.dictionaries(st.text(max_size=8), documents, max_size=4)
+)
+@settings(max_examples=200, deadline=None)
+def test_any_task_registration_is_a_task_or_a_clear_error(service: str, entry: dict[str, object]) -> None:
+    try:
+        task = parse_task(service, entry, "ap-guangzhou", "request")
+    except ConfigError as exc:
+        assert exc.problems
+    else:
+        assert task.service == service
+
+
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["Response", "Status", "Info", "Error", "Code", "Message", "RequestId"])
+            | st.text(max_size=6),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.integers(100, 599), st.binary(max_size=200), st.sampled_from(SERVICES))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_are_classified(status: int, body: bytes, service: object) -> None:
+    outcome = classify(status, body, service)  # type: ignore[arg-type]
+    assert outcome.ok == (outcome.observation is not None)
+
+
+@given(json_values, st.sampled_from([MARIADB, CDB]))
+@settings(max_examples=400, deadline=None)
+def test_any_json_answer_is_a_status_an_error_code_or_invalid(document: object, service: object) -> None:
+    outcome = classify(200, json.dumps(document).encode(), service)  # type: ignore[arg-type]
+    if outcome.ok:
+        assert outcome.observation is not None
+        assert outcome.observation.status
+    else:
+        assert outcome.code
+        assert outcome.code == INVALID_RESPONSE or isinstance(document, dict)
