@@ -1,0 +1,140 @@
+"""Bad hours of the API, end to end: an API down for a while, and a quota shared with another client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.mariadb.v20170312 import mariadb_client, models
+
+from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
+from tests.helpers import DaemonProcess, wait_for
+from tests.test_integration import CREDS, ENV, write_config
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_api_down_for_a_while_keeps_statuses_and_recovers(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = write_config(tmp_path / "config.yaml", url, {"mariadb_flows": [1, 2]}, max_backoff="1s")
+    simulator = Simulator([CREDS])
+    simulator.add_task(SimTask("mariadb", "1", (Phase(0, 2),)))
+    simulator.add_task(SimTask("mariadb", "2", (Phase(0, 0),)))
+    first_up = SimulatorThread(simulator, port=port).__enter__()
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+        try:
+            wait_for(lambda: daemon.scrape().status("mariadb", "1") == "running", 15, "first polls")
+        finally:
+            first_up.__exit__(None, None, None)
+        # The API is gone: connections are refused.
+        down = daemon.scrape()
+        wait_for(
+            lambda: (
+                (
+                    daemon.scrape().get(
+                        "tencentcloud_task_errors_total", task_id="1", code="Transport.ConnectionError"
+                    )
+                    or 0
+                )
+                >= 2
+            ),
+            15,
+            "refused connections to be counted",
+        )
+        during = daemon.scrape()
+        # Statuses keep their last value; the last-success timestamp shows the data ageing.
+        assert during.status("mariadb", "1") == "running"
+        assert during.status("mariadb", "2") == "success"
+        assert during.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1") == down.get(
+            "tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1"
+        )
+        assert daemon.get("/-/healthy")[0] == 200
+        simulator.add_task(SimTask("mariadb", "1", (Phase(0, 0),)))  # it finished while we could not look
+        with SimulatorThread(simulator, port=port):
+            wait_for(
+                lambda: daemon.scrape().status("mariadb", "1") == "success", 20, "recovery without a restart"
+            )
+        errors = [
+            e for e in daemon.events() if e.get("msg") == "task poll failed" and e.get("task_id") == "1"
+        ]
+    # One warning per failure streak, the rest at debug level: a long outage does not flood the log.
+    assert [e["level"] for e in errors] == ["warning"]
+
+
+class OtherClient(threading.Thread):
+    """Another user of the same account's quota: the official SDK calling DescribeFlow at a fixed rate."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        super().__init__(daemon=True)
+        profile = ClientProfile(
+            httpProfile=HttpProfile(endpoint=url.removeprefix("http://"), protocol="http")
+        )
+        self.client = mariadb_client.MariadbClient(
+            credential.Credential(CREDS.secret_id, CREDS.secret_key), "ap-guangzhou", profile
+        )
+        self.period = 1.0 / rate
+        self.accepted = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        request = models.DescribeFlowRequest()
+        request.FlowId = 1
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                self.client.DescribeFlow(request)
+                self.accepted += 1
+            except TencentCloudSDKException:
+                pass
+            next_at += self.period
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def accepted(sim: SimulatorThread) -> int:
+    return int(sim.stats()["actions"].get("DescribeFlow", {}).get("accepted", 0))
+
+
+def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed(tmp_path: Path) -> None:
+    with SimulatorThread(Simulator([CREDS])) as sim:
+        for n in range(200):
+            sim.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+        config = write_config(
+            tmp_path / "config.yaml", sim.url, {"mariadb_flows": list(range(1, 201))}, interval="1s"
+        )
+        with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+            time.sleep(2)
+            other = OtherClient(sim.url, rate=10)
+            other.start()
+            time.sleep(2)  # the exporter notices and backs off
+            start_total, start_other, started = accepted(sim), other.accepted, time.monotonic()
+            time.sleep(5)
+            shared_rate = (accepted(sim) - start_total - (other.accepted - start_other)) / (
+                time.monotonic() - started
+            )
+            other_rate = (other.accepted - start_other) / (time.monotonic() - started)
+            other.stop.set()
+            other.join(5)
+            time.sleep(6)  # additive recovery
+            start_total, started = accepted(sim), time.monotonic()
+            time.sleep(4)
+            alone_rate = (accepted(sim) - start_total) / (time.monotonic() - started)
+            samples = daemon.scrape()
+    # While sharing, the exporter left room for the other client (which got most of its 10/s through) ...
+    assert shared_rate < 14, shared_rate
+    assert other_rate > 7, other_rate
+    assert (
+        samples.get("tencentcloud_api_errors_total", service="mariadb", code="RequestLimitExceeded") or 0
+    ) > 0
+    # ... and alone again it is back near the full quota (0.95 x 20).
+    assert alone_rate > 16, alone_rate
