@@ -8,8 +8,10 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
 from exporter.registry import StateFileError
 from exporter.sharding import Shard
 from exporter.web import create_app
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config, middlewares, ssl_context, summary
 
 log = logging.getLogger("exporter")
 
@@ -52,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=":10123",
         type=parse_listen_address,
         help="address to serve /metrics on (default :10123; port 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        help="TLS, mTLS and basic auth for every endpoint (Prometheus exporter-toolkit format)",
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=logsetup.LEVELS)
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
@@ -101,21 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve_config(config: Config, options: Options, listen: tuple[str | None, int]) -> None:
+@dataclass(frozen=True)
+class Listener:
+    address: tuple[str | None, int]
+    web_config: WebConfig
+    tls: ssl.SSLContext | None
+
+
+async def _serve_config(config: Config, options: Options, listener: Listener) -> None:
     credentials = await open_provider(config, os.environ)
     log.info("credentials found", extra={"fields": {"source": credentials.source}})
     try:
-        await _serve(Daemon(config, credentials, options), listen)
+        await _serve(Daemon(config, credentials, options), listener)
     finally:
         await credentials.close()
 
 
-async def _serve(daemon: Daemon, listen: tuple[str | None, int]) -> None:
+async def _serve(daemon: Daemon, listener: Listener) -> None:
+    app = create_app(daemon, middlewares(listener.web_config))
     # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM.
-    runner = web.AppRunner(create_app(daemon), handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, listen[0], listen[1])
+        listen = listener.address
+        site = web.TCPSite(runner, listen[0], listen[1], ssl_context=listener.tls)
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -145,7 +163,7 @@ async def _reload_logged(daemon: Daemon) -> None:
         await daemon.reload()
 
 
-async def _serve_demo(speed: float, options: Options, listen: tuple[str | None, int]) -> None:
+async def _serve_demo(speed: float, options: Options, listener: Listener) -> None:
     # Imported here: the simulator is only needed in demo mode.
     from exporter import demo
     from exporter.simulator import Simulator
@@ -157,7 +175,7 @@ async def _serve_demo(speed: float, options: Options, listen: tuple[str | None, 
     try:
         log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": url}})
         credentials = StaticProvider(demo.DEMO_CREDENTIALS, "demo")
-        await _serve(Daemon(demo.demo_config(url, speed), credentials, options), listen)
+        await _serve(Daemon(demo.demo_config(url, speed), credentials, options), listener)
     finally:
         await simulator.stop()
 
@@ -187,8 +205,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+        listener = Listener(args.listen, web_config, ssl_context(web_config))
+    except WebConfigError as exc:
+        print(f"invalid web configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    for warning in web_config.warnings:
+        log.warning(warning)
+    if args.web_config_file:
+        log.info("web config loaded", extra={"fields": summary(web_config)})
     if args.demo:
-        return _run(_serve_demo(args.demo_speed, options, args.listen))
+        return _run(_serve_demo(args.demo_speed, options, listener))
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -198,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     if args.check_config:
         print(f"{args.config_file}: valid, {len(config.tasks)} task(s) watched")
+        if args.web_config_file:
+            print(f"{args.web_config_file}: valid")
         return 0
-    return _run(_serve_config(config, options, args.listen))
+    return _run(_serve_config(config, options, listener))
 
 
 def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:

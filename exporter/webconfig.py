@@ -121,7 +121,7 @@ _HEADERS: dict[str, tuple[str, ...]] = {
     "X-XSS-Protection": (),
 }
 # $2a$/$2b$/$2x$/$2y$, a two-digit cost, then 22 characters of salt and 31 of hash.
-_BCRYPT = re.compile(rb"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+_BCRYPT = re.compile(rb"\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}")  # used with fullmatch()
 _BCRYPT_MIN_COST, _BCRYPT_MAX_COST = 4, 31
 # bcrypt only ever uses the first 72 bytes of a password (Go's implementation and htpasswd likewise).
 _BCRYPT_MAX_PASSWORD = 72
@@ -457,7 +457,7 @@ def _users(check: _Checker, value: object) -> tuple[tuple[str, bytes], ...]:
             check.error(path, f"expected a bcrypt hash string, got a {_kind(raw)} (value not shown)")
             continue
         hashed = raw.encode("utf-8", "replace")
-        match = _BCRYPT.match(hashed)
+        match = _BCRYPT.fullmatch(hashed)
         if match is None:
             # The hash is a secret (it can be attacked offline): describe it without showing it.
             check.error(
@@ -655,7 +655,10 @@ def _build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
             if exc.reason == "KEY_VALUES_MISMATCH":
                 problems.append(f"{key_path}: the private key does not belong to the certificate")
             else:
-                problems.append(f"{key_path}: cannot load the private key ({_openssl_reason(exc)})")
+                problems.append(
+                    f"{key_path}: cannot load the private key ({_openssl_reason(exc)}); "
+                    "expected an unencrypted PEM private key"
+                )
         except OSError as exc:
             problems.append(f"{key_path}: cannot load the private key ({exc.strerror})")
 

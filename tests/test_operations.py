@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import os
 import signal
+import ssl
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
+import trustme
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import DaemonProcess, require_binary, wait_for
@@ -306,3 +315,65 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
     for action, quota in [("DescribeFlow", 20), ("DescribeAsyncRequestInfo", 40)]:
         assert stats[action]["throttled"] == 0
         assert stats[action]["max_in_window"] <= quota
+
+
+def test_web_config_guards_the_real_daemon_with_tls_and_basic_auth(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    password = "correct horse battery staple"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.pem\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    config = write_config(tmp_path / "config.yaml", simulator.url, {"mariadb_flows": [1]})
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+
+    def get(url: str, auth: str | None) -> int:
+        request = urllib.request.Request(url)
+        if auth is not None:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, context=client_tls, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with DaemonProcess(
+        ["--config.file", str(config), "--web.config.file", str(web_config)], env=ENV
+    ) as daemon:
+        base = daemon.url.replace("http://", "https://")
+        for path in ("/", "/metrics", "/-/healthy", "/tasks"):
+            assert get(base + path, None) == 401
+            assert get(base + path, "prometheus:wrong") == 401
+        assert get(base + "/metrics", f"prometheus:{password}") == 200
+        with pytest.raises((OSError, http.client.HTTPException)):
+            urllib.request.urlopen(daemon.url + "/metrics", timeout=5)  # plain HTTP is not served
+        lines = list(daemon.lines)
+    assert all(password not in line and hashed not in line for line in lines)
+
+    web_config.write_text(
+        "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.pem\n  bogus: 1\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--config.file",
+            str(config),
+            "--web.config.file",
+            str(web_config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **ENV},
+    )
+    assert result.returncode == 2
+    assert f"{web_config}: tls_server_config.bogus" in result.stderr
