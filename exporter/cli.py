@@ -119,7 +119,6 @@ class Listener:
 
 async def _serve_config(config: Config, options: Options, listener: Listener) -> None:
     credentials = await open_provider(config, os.environ)
-    log.info("credentials found", extra={"fields": {"source": credentials.source}})
     try:
         await _serve(Daemon(config, credentials, options), listener)
     finally:

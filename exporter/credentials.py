@@ -208,6 +208,7 @@ class ProfileProvider:
         self._check_interval = check_interval
         self._checked_at = clock()
         self._lock = asyncio.Lock()
+        self._problem = ""
 
     @property
     def source(self) -> str:
@@ -233,7 +234,7 @@ class ProfileProvider:
             if read.credentials is None:
                 self._keep(f"{self.source}: {read.reason or 'file not found'}")
                 return self._credentials
-            self._signature = read.signature
+            self._signature, self._problem = read.signature, ""
             if read.credentials != self._credentials:
                 self._credentials = read.credentials
                 log.info("profile file changed, new keys loaded", extra={"fields": {"source": self.source}})
@@ -241,6 +242,9 @@ class ProfileProvider:
 
     def _keep(self, problem: str) -> None:
         # A file half-way through being rewritten must not stop polling: keep the keys read last.
+        if problem == self._problem:
+            return  # said once, not every second
+        self._problem = problem
         log.warning(
             "profile file unusable, keeping the keys read before",
             extra={"fields": {"source": self.source, "error": problem}},

@@ -174,7 +174,10 @@ async def test_credentials_come_from_config_then_environment() -> None:
         "TENCENTCLOUD_SESSION_TOKEN": "t",
     }
     assert (await resolve(from_file, env)).secret_id == "id1"
-    empty = parse_config({"credentials": {"secret_id": "${UNSET}", "secret_key": "${UNSET}"}}, "c.yaml", {})
+    # cvm_role: false keeps the test off the network (no metadata service lookup).
+    empty = parse_config(
+        {"credentials": {"secret_id": "${UNSET}", "secret_key": "${UNSET}", "cvm_role": False}}, "c.yaml", {}
+    )
     creds = await resolve(empty, env)
     assert (creds.secret_id, creds.secret_key, creds.token) == ("id2", "k2", "t")
     with pytest.raises(CredentialsError) as caught:
@@ -221,11 +224,13 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 
 def test_daemon_without_credentials_exits_2_naming_sources(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text(yaml.safe_dump({"region": "ap-guangzhou", "watch": {"mariadb_flows": [1]}}))
+    document = {"region": "ap-guangzhou", "credentials": {"cvm_role": False}, "watch": {"mariadb_flows": [1]}}
+    good.write_text(yaml.safe_dump(document))
     result = run_cli("--config.file", str(good), "--web.listen-address", "127.0.0.1:0")
     assert result.returncode == 2
     assert "no Tencent Cloud credentials found" in result.stderr
     assert "TENCENTCLOUD_SECRET_ID" in result.stderr
+    assert "metadata service disabled" in result.stderr
 
 
 def test_bad_config_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
