@@ -7,6 +7,7 @@ to a default.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -191,6 +192,23 @@ class Config:
     )
     polling: PollingConfig = field(default_factory=PollingConfig)
     tasks: tuple[WatchedTask, ...] = ()
+
+
+SECRET_FIELDS = frozenset({"secret_key", "token"})
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, every secret replaced by `<secret>` (for /-/config)."""
+    data = dataclasses.asdict(config)
+    data["credentials"] = {
+        k: ("<secret>" if k in SECRET_FIELDS and v else v) for k, v in data["credentials"].items()
+    }
+    data["apis"] = {name: dataclasses.asdict(api) for name, api in config.apis.items()}
+    data["tasks"] = [
+        {"service": t.service, "id": t.task_id, "region": t.region, "labels": dict(t.labels)}
+        for t in config.tasks
+    ]
+    return data
 
 
 def parse_duration(value: object) -> float | None:

@@ -12,11 +12,12 @@ import html
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import yaml
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import __version__
-from exporter.config import ConfigError, parse_task
+from exporter.config import ConfigError, parse_task, redacted
 from exporter.daemon import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.services import BY_NAME
@@ -72,6 +73,7 @@ async def landing(request: web.Request) -> web.Response:
 <ul>
 <li><a href="metrics">Metrics</a></li>
 <li><a href="tasks">Watched tasks</a></li>
+<li><a href="-/config">Effective configuration</a> (secrets hidden)</li>
 <li><a href="-/healthy">Health</a></li>
 <li><a href="-/ready">Readiness</a></li>
 </ul>
@@ -79,6 +81,11 @@ async def landing(request: web.Request) -> web.Response:
 </html>
 """
     return web.Response(text=page, content_type="text/html")
+
+
+async def config_page(request: web.Request) -> web.Response:
+    text = yaml.safe_dump(redacted(request.app[DAEMON].config), sort_keys=False, allow_unicode=True)
+    return web.Response(text=text, content_type="text/plain")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -261,6 +268,7 @@ def create_app(daemon: Daemon, middlewares: Sequence[Middleware] = ()) -> web.Ap
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
+    app.router.add_get("/-/config", config_page)
     app.router.add_get("/tasks", tasks_page)
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_post("/api/v1/tasks", add_task)

@@ -57,3 +57,23 @@ async def test_landing_health_and_readiness(aiohttp_client: object) -> None:
     assert (await client.get("/-/healthy")).status == 200
     assert (await client.get("/-/ready")).status == 200
     assert (await client.get("/nope")).status == 404
+
+
+async def test_config_page_hides_secrets(aiohttp_client: object) -> None:
+    config = parse_config(
+        {
+            "credentials": {"secret_id": "AKIDshown", "secret_key": "s3cr3t-key", "token": "t0ken"},
+            "region": "ap-guangzhou",
+            "watch": {"mariadb_flows": [3340]},
+        },
+        "c.yaml",
+        {},
+    )
+    app = create_app(Daemon(config, StaticProvider(Credentials("id", "key"), "test")))
+    client = await aiohttp_client(app)  # type: ignore[operator]
+    page = await (await client.get("/-/config")).text()
+    assert "s3cr3t-key" not in page
+    assert "t0ken" not in page
+    assert page.count("<secret>") == 2
+    assert "AKIDshown" in page
+    assert "id: '3340'" in page
