@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from exporter.services import SERVICES
+from exporter.validation import Checker, ProblemsError, describe, read_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -31,12 +30,8 @@ RESERVED_LABELS = frozenset({"service", "region", "task_id", "status", "code", "
 _WATCH_KEYS = {"mariadb_flows": "mariadb", "cdb_async_requests": "cdb"}
 
 
-class ConfigError(Exception):
+class ConfigError(ProblemsError):
     """Raised with every problem found in a configuration; `str()` gives one problem per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 DEFAULT_STS_ENDPOINT = "https://sts.tencentcloudapi.com"
@@ -98,7 +93,7 @@ def _credentials(check: _Checker, value: object) -> CredentialsConfig:
             check.error(
                 "credentials.cvm_role",
                 "expected a CAM role name (1-128 of A-Z a-z 0-9 _+=,.@-), empty to use the role the metadata "
-                f"service lists, or false to skip the metadata service, got {_describe(raw_role)}",
+                f"service lists, or false to skip the metadata service, got {describe(raw_role)}",
             )
 
     section = check.string(
@@ -250,35 +245,8 @@ def expand_env(value: Any, env: Mapping[str, str]) -> Any:
     return value
 
 
-class _Checker:
-    """Collects problems with their key paths while walking the document."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {path or '<top level>'}: {message}")
-
-    def mapping(self, value: object, path: str, allowed: set[str]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.error(path, f"expected a mapping, got {_describe(value)}")
-            return {}
-        for key in value:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return {k: v for k, v in value.items() if k in allowed}
-
-    def string(self, value: object, path: str, default: str = "") -> str:
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.error(path, f"expected a string, got {_describe(value)}")
-            return default
-        return value
+class _Checker(Checker):
+    """The config file's own kinds of values, on top of the shared key-path bookkeeping."""
 
     def duration(self, value: object, path: str, default: float, minimum: float, allow_zero: bool) -> float:
         if value is None:
@@ -340,7 +308,7 @@ class _Checker:
         if value is None:
             return ()
         if not isinstance(value, dict):
-            self.error(path, f"expected a mapping of label names to values, got {_describe(value)}")
+            self.error(path, f"expected a mapping of label names to values, got {describe(value)}")
             return ()
         result = []
         for name, raw in value.items():
@@ -352,22 +320,10 @@ class _Checker:
             elif name in RESERVED_LABELS:
                 self.error(where, f"label name is reserved (reserved: {', '.join(sorted(RESERVED_LABELS))})")
             elif isinstance(raw, dict | list) or raw is None:
-                self.error(where, f"expected a label value (string or number), got {_describe(raw)}")
+                self.error(where, f"expected a label value (string or number), got {describe(raw)}")
             else:
                 result.append((name, str(raw).lower() if isinstance(raw, bool) else str(raw)))
         return tuple(sorted(result))
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({value})"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def canonical_task_id(service: str, value: object) -> str | None:
@@ -408,7 +364,7 @@ def _entry(
     task_id = canonical_task_id(service, raw_id)
     if task_id is None:
         expected = "a positive integer flow ID" if service == "mariadb" else "an async request ID string"
-        check.error(path_id, f"expected {expected}, got {_describe(raw_id)}")
+        check.error(path_id, f"expected {expected}, got {describe(raw_id)}")
         return None
     if region is None:
         check.error(path, "no region: set `region` at the top level or on this task")
@@ -425,7 +381,7 @@ def _watch(check: _Checker, value: object, default_region: str | None) -> tuple[
         if entries is None:
             continue
         if not isinstance(entries, list):
-            check.error(f"watch.{key}", f"expected a list of task IDs, got {_describe(entries)}")
+            check.error(f"watch.{key}", f"expected a list of task IDs, got {describe(entries)}")
             continue
         for index, entry in enumerate(entries):
             path = f"watch.{key}[{index}]"
@@ -503,18 +459,4 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Reads and validates a YAML file; raises ConfigError naming the file on any problem."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{source}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: cannot read file: {exc}"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
-    return parse_config(document, source, env)
+    return parse_config(read_yaml(path, ConfigError), str(path), env)

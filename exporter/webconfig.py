@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+
+from exporter.validation import Checker, ProblemsError, describe, read_yaml
 
 log = logging.getLogger("exporter.webconfig")
 
@@ -138,12 +139,8 @@ _GO_UNIT_SECONDS = {
 }
 
 
-class WebConfigError(Exception):
+class WebConfigError(ProblemsError):
     """Raised with every problem found in a web configuration; `str()` gives one problem per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -183,41 +180,8 @@ class WebConfig:
     warnings: tuple[str, ...] = ()
 
 
-class _Checker:
-    """Collects problems and warnings with their key paths while walking the document."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.problems.append(f"{self.source}: {path or '<top level>'}: {message}")
-
-    def warn(self, path: str, message: str) -> None:
-        self.warnings.append(f"{self.source}: {path}: {message}")
-
-    def mapping(self, value: object, path: str, allowed: set[str] | None = None) -> dict[Any, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.error(path, f"expected a mapping, got {_describe(value)}")
-            return {}
-        if allowed is None:
-            return value
-        for key in value:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return {k: v for k, v in value.items() if k in allowed}
-
-    def string(self, value: object, path: str) -> str:
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            self.error(path, f"expected a string, got {_describe(value)}")
-            return ""
-        return value
+class _Checker(Checker):
+    """The web config's own kinds of values, on top of the shared key-path bookkeeping."""
 
     def secret(self, value: object, path: str) -> str:
         """Like string(), but an error never shows the value."""
@@ -232,7 +196,7 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.error(path, f"expected true or false, got {_describe(value)}")
+            self.error(path, f"expected true or false, got {describe(value)}")
             return default
         return value
 
@@ -240,14 +204,14 @@ class _Checker:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.error(path, f"expected a list of strings, got {_describe(value)}")
+            self.error(path, f"expected a list of strings, got {describe(value)}")
             return []
         result = []
         for index, item in enumerate(value):
             if isinstance(item, str) and item:
                 result.append(item)
             else:
-                self.error(f"{path}[{index}]", f"expected a non-empty string, got {_describe(item)}")
+                self.error(f"{path}[{index}]", f"expected a non-empty string, got {describe(item)}")
         return result
 
     def file(self, value: object, path: str, base: Path) -> Path | None:
@@ -268,18 +232,6 @@ def _kind(value: object) -> str:
     if isinstance(value, list):
         return "list"
     return type(value).__name__
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({value})"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _go_duration(value: object) -> float | None:
@@ -501,13 +453,13 @@ def parse_web_config(document: object, source: str, base_dir: Path) -> WebConfig
         if parsed is None:
             check.error(
                 "rate_limit.interval",
-                f"expected a duration with a unit like 1s or 500ms (or 0), got {_describe(rate['interval'])}",
+                f"expected a duration with a unit like 1s or 500ms (or 0), got {describe(rate['interval'])}",
             )
         else:
             interval = parsed
     burst = rate.get("burst", 0)
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
-        check.error("rate_limit.burst", f"expected a non-negative integer, got {_describe(burst)}")
+        check.error("rate_limit.burst", f"expected a non-negative integer, got {describe(burst)}")
         burst = 0
     if interval > 0 and burst < 1:
         check.error(
@@ -533,22 +485,7 @@ def parse_web_config(document: object, source: str, base_dir: Path) -> WebConfig
 
 def load_web_config(path: str | Path) -> WebConfig:
     """Reads and validates a web config file and loads its certificates; raises WebConfigError if invalid."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WebConfigError([f"{source}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WebConfigError([f"{source}: cannot read file: {exc}"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # Only the position and the parser's complaint: yaml's full message quotes the offending text.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
-        raise WebConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
-    return parse_web_config(document, source, Path(path).parent)
+    return parse_web_config(read_yaml(path, WebConfigError), str(path), Path(path).parent)
 
 
 class _EncryptedKey(Exception):
