@@ -50,7 +50,9 @@ _CREDENTIALS_KEYS = {
     "role_session_name",
     "role_duration",
     "sts_endpoint",
+    "metadata_url",
 }
+DEFAULT_METADATA_URL = "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class CredentialsConfig:
     role_session_name: str = DEFAULT_ROLE_SESSION_NAME
     role_duration: int = 7200
     sts_endpoint: str = DEFAULT_STS_ENDPOINT
+    # Where the CVM role's keys are listed; a proxy or a test stands in for the real metadata service here.
+    metadata_url: str = DEFAULT_METADATA_URL
 
     def __repr__(self) -> str:
         shown = (
@@ -146,7 +150,18 @@ def _credentials(check: _Checker, value: object) -> CredentialsConfig:
         sts_endpoint=check.endpoint(
             creds.get("sts_endpoint"), "credentials.sts_endpoint", default.sts_endpoint
         ),
+        metadata_url=_metadata_url(check, creds.get("metadata_url"), default.metadata_url),
     )
+
+
+def _metadata_url(check: _Checker, value: object, default: str) -> str:
+    text = check.string(value, "credentials.metadata_url", default)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        check.error("credentials.metadata_url", f"expected an http(s) URL, got {text!r}")
+        return default
+    # The role name is appended to this URL.
+    return text if text.endswith("/") else text + "/"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ ENV_CREDENTIALS_FILE = "TENCENTCLOUD_CREDENTIALS_FILE"  # the Go SDK's override 
 
 HOME_PROFILE = Path(".tencentcloud") / "credentials"
 SYSTEM_PROFILE = Path("/etc/tencentcloud/credentials")
-METADATA_URL = "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/"
 
 STS_SERVICE = "sts"
 STS_ACTION = "AssumeRole"
@@ -610,7 +609,7 @@ async def open_provider(
     *,
     home: Path | None = None,
     system_profile: Path | None = SYSTEM_PROFILE,
-    metadata_url: str = METADATA_URL,
+    metadata_url: str | None = None,
     session: aiohttp.ClientSession | None = None,
     clock: Callable[[], float] = time.time,
     probe_timeout: float = 1.0,
@@ -634,7 +633,7 @@ async def open_provider(
             sessions,
             home=home,
             system_profile=system_profile,
-            metadata_url=metadata_url,
+            metadata_url=config.credentials.metadata_url if metadata_url is None else metadata_url,
             clock=clock,
             probe_timeout=probe_timeout,
             refresh_timeout=refresh_timeout,

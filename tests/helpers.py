@@ -126,7 +126,7 @@ class DaemonProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        if not self._listening.wait(30):
+        if not self._listening.wait(30) or not self.url:
             self.__exit__(None, None, None)
             raise AssertionError("exporter did not start:\n" + "\n".join(self.lines))
         return self
@@ -144,6 +144,7 @@ class DaemonProcess:
                 if event.get("msg") == "listening":
                     self.url = f"http://{event['address']}"
                     self._listening.set()
+        self._listening.set()  # the process ended: stop waiting for it
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is None:

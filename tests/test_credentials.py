@@ -25,6 +25,7 @@ from exporter.services import BY_NAME
 from exporter.signing import Credentials
 from exporter.simulator import Phase, SimTask, Simulator
 from tests.fake_metadata import FakeClock, FakeMetadata, FakeSts
+from tests.helpers import DaemonProcess
 
 ROLE_ARN = "qcs::cam::uin/100000000001:roleName/task-exporter"
 
@@ -529,3 +530,49 @@ async def test_metadata_keys_sign_a_real_call_to_the_simulator(
                     assert refused.code == "AuthFailure.TokenFailure"
     finally:
         await simulator.stop()
+
+
+async def test_the_real_daemon_polls_with_cvm_role_keys_from_the_metadata_service(tmp_path: Path) -> None:
+    """End to end in a subprocess: no keys in the config or the environment, only a CAM role."""
+    temporary = Credentials("AKIDcvmrole", "cvm-role-temporary-key", "cvm-role-token")
+    simulator = Simulator([temporary])
+    simulator.add_task(SimTask("mariadb", "3340", (Phase(0, 2),)))
+    sim_url = await simulator.start()
+    metadata = FakeMetadata(fixed=temporary)
+    try:
+        async with metadata:
+            document = {
+                "credentials": {"metadata_url": metadata.url},
+                "region": "ap-guangzhou",
+                "apis": {"mariadb": {"endpoint": sim_url}, "cdb": {"endpoint": sim_url}},
+                "polling": {"interval": "200ms"},
+                "watch": {"mariadb_flows": [3340]},
+            }
+            (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+            # HOME without a profile file, and no keys in the environment: the CAM role is all there is.
+            env = {"HOME": str(tmp_path), "TENCENTCLOUD_SECRET_ID": "", "TENCENTCLOUD_SECRET_KEY": ""}
+            daemon = DaemonProcess(["--config.file", str(tmp_path / "config.yaml")], env=env)
+            # The daemon is a subprocess; the fakes answer on this event loop while blocking calls run aside.
+            await asyncio.to_thread(daemon.__enter__)
+            try:
+
+                async def polled() -> bool:
+                    samples = await asyncio.to_thread(daemon.scrape)
+                    return samples.status("mariadb", "3340") == "running"
+
+                for _ in range(100):
+                    if await polled():
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("no successful poll with the CVM role's keys")
+                lines = list(daemon.lines)
+            finally:
+                await asyncio.to_thread(daemon.__exit__, None, None, None)
+    finally:
+        await simulator.stop()
+    assert metadata.fetches >= 1
+    chosen = [line for line in lines if "credentials source chosen" in line]
+    assert chosen
+    assert "CVM role" in chosen[0]
+    assert all(temporary.secret_key not in line and temporary.token not in line for line in lines)
