@@ -136,7 +136,10 @@ class Daemon:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._scheduler is not None:
             await self._scheduler.stop()
-        await self.registry.save()
+        try:
+            await self.registry.save()
+        except OSError as exc:
+            log.error("could not save registered tasks", extra={"fields": {"error": str(exc)}})
         if self._session is not None:
             await self._session.close()
 
@@ -166,16 +169,16 @@ class Daemon:
     async def register(self, task: WatchedTask) -> bool:
         """Adds a run-time task, persisted before this returns; True when it is new."""
         new = self.registry.add(task)
-        await self.registry.save()
         self._sync(spread=False)
+        await self.registry.save()
         log.info("task registered", extra={"fields": _fields(task, new=new)})
         return new
 
     async def unregister(self, key: tuple[str, str, str]) -> bool:
         if not self.registry.remove(key):
             return False
-        await self.registry.save()
         self._sync(spread=False)
+        await self.registry.save()
         log.info("task unregistered", extra={"fields": _key_fields(key)})
         return True
 
@@ -196,10 +199,14 @@ class Daemon:
                     "finished registered task forgotten after retention",
                     extra={"fields": _key_fields(key)},
                 )
-            if changed or expired:
-                await self.registry.save()
             if expired:
                 self._sync(spread=False)
+            if changed or expired:
+                try:
+                    await self.registry.save()
+                except OSError as exc:
+                    # Kept in memory and marked unsaved: the next sweep or registration writes it again.
+                    log.error("could not save registered tasks", extra={"fields": {"error": str(exc)}})
 
     async def _probe_loop(self) -> None:
         loop = asyncio.get_running_loop()

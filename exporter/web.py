@@ -164,7 +164,11 @@ async def add_task(request: web.Request) -> web.Response:
         task = parse_task(service, entry, daemon.config.region, "request")
     except ConfigError as exc:
         return _json_error(400, "; ".join(p.removeprefix("request: ") for p in exc.problems)[:1000])
-    new = await daemon.register(task)
+    try:
+        new = await daemon.register(task)
+    except OSError as exc:
+        # Watched from now on, and saved with the next change that can be written; the caller should retry.
+        return _json_error(503, f"registered but not yet saved to the state file: {exc.strerror}")
     owned = daemon.options.shard.owns(task.service, task.task_id)
     answer: dict[str, object] = {
         "service": task.service,
@@ -187,7 +191,11 @@ async def delete_task(request: web.Request) -> web.Response:
     if service not in BY_NAME or region is None:
         return _json_error(400, "expected /api/v1/tasks/{mariadb|cdb}/{id}?region=REGION")
     key = (service, region, task_id)
-    if await daemon.unregister(key):
+    try:
+        removed = await daemon.unregister(key)
+    except OSError as exc:
+        return _json_error(503, f"removed but not yet saved to the state file: {exc.strerror}")
+    if removed:
         return web.Response(status=204)
     if daemon.source(key) == "config":
         return _json_error(409, "this task is watched by the config file; remove it there and reload")

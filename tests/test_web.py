@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
 from exporter import __version__
 from exporter.config import parse_config
 from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon
+from exporter.daemon import API_TOKEN_ENV, Daemon, Options
 from exporter.signing import Credentials
 from exporter.web import create_app
 from tests.helpers import Samples
@@ -77,3 +78,20 @@ async def test_config_page_hides_secrets(aiohttp_client: object) -> None:
     assert page.count("<secret>") == 2
     assert "AKIDshown" in page
     assert "id: '3340'" in page
+
+
+async def test_registration_that_cannot_be_saved_answers_503_and_keeps_watching(
+    aiohttp_client: object, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    options = Options(state_file=blocker / "tasks.json")
+    config = parse_config({"region": "ap-guangzhou"}, "c.yaml", {})
+    daemon = Daemon(config, StaticProvider(Credentials("id", "key"), "test"), options, {API_TOKEN_ENV: "tok"})
+    client = await aiohttp_client(create_app(daemon))  # type: ignore[operator]
+    auth = {"Authorization": "Bearer tok"}
+    answer = await client.post("/api/v1/tasks", json={"service": "mariadb", "id": 5}, headers=auth)
+    assert answer.status == 503
+    assert "not yet saved" in (await answer.json())["error"]
+    listed = await (await client.get("/api/v1/tasks", headers=auth)).json()
+    assert [t["id"] for t in listed["tasks"]] == ["5"]
