@@ -8,7 +8,7 @@ registry, so tests and several apps in one process never share counters).
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
@@ -26,6 +26,7 @@ from exporter.state import TaskState
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
+CHUNK_TASKS = 1000
 _POLLED = "Values come from background polling of the Tencent Cloud API, not from the scrape."
 
 
@@ -180,15 +181,22 @@ class Metrics:
         for service, count in counts.items():
             self.watched.labels(service).set(count)
 
-    def render(self, tasks: Iterable[TaskState], openmetrics: bool = False) -> bytes:
-        states = list(tasks)
-        parts: list[str] = []
+    def chunks(self, tasks: Sequence[TaskState], openmetrics: bool = False) -> Iterator[bytes]:
+        """The exposition in pieces of at most CHUNK_TASKS tasks' lines, so a caller can yield between them.
+
+        At 10,000 tasks the body is over 10 MB; building it in one piece held the event loop for tens of
+        milliseconds (and copied it several times), while a chunk costs well under a millisecond.
+        """
         for index, family in enumerate(TASK_FAMILIES):
-            chunk = [state.lines[index] for state in states if state.lines[index]]
-            if chunk:
-                parts.append(family.header(openmetrics))
-                parts.extend(chunk)
-        text = "".join(parts).encode("utf-8")
+            header = family.header(openmetrics).encode("utf-8")
+            for start in range(0, len(tasks), CHUNK_TASKS):
+                chunk = b"".join([state.lines[index] for state in tasks[start : start + CHUNK_TASKS]])
+                if chunk:
+                    yield header + chunk if header else chunk
+                    header = b""
         generate = om_exposition.generate_latest if openmetrics else text_exposition.generate_latest
         registry_text: bytes = generate(self.registry)
-        return text + registry_text
+        yield registry_text
+
+    def render(self, tasks: Iterable[TaskState], openmetrics: bool = False) -> bytes:
+        return b"".join(self.chunks(list(tasks), openmetrics))

@@ -38,7 +38,7 @@ class TaskState:
     last_error: str | None = None
     consecutive_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    lines: tuple[str, ...] = ("", "", "", "", "")
+    lines: tuple[bytes, ...] = (b"", b"", b"", b"", b"")
 
     def __post_init__(self) -> None:
         self.retask(self.task)
@@ -103,7 +103,8 @@ class TaskState:
         )
         user = "".join(f',{name}="{escape(value)}"' for name, value in self.task.labels)
         info = f'tencentcloud_task_info{{{labels},info="{escape(self.info or "")}"{user}}} 1\n'
-        self.lines = (status_lines, change, success, errors, info)
+        # Encoded here, once per change, so a scrape only copies bytes.
+        self.lines = tuple(s.encode("utf-8") for s in (status_lines, change, success, errors, info))
 
 
 class TaskStore:

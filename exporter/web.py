@@ -6,9 +6,9 @@ A scrape only concatenates pre-rendered text; it never waits on the Tencent Clou
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hmac
 import html
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -24,8 +24,6 @@ from exporter.services import BY_NAME
 from exporter.state import TaskState
 
 DAEMON = web.AppKey("daemon", Daemon)
-# Larger bodies are compressed off the event loop so a big scrape cannot stall polling.
-_GZIP_INLINE_LIMIT = 256 * 1024
 
 
 def _wants_openmetrics(request: web.Request) -> bool:
@@ -37,18 +35,34 @@ def _accepts_gzip(request: web.Request) -> bool:
     return any(part.split(";")[0].strip() == "gzip" for part in encodings.split(","))
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON]
     openmetrics = _wants_openmetrics(request)
-    body = request.app[DAEMON].render(openmetrics)
-    content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
-    headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+    # A snapshot of who is watched; each task's lines are immutable bytes, so nothing can tear mid-scrape.
+    states = list(daemon.store)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+            "Vary": "Accept, Accept-Encoding",
+        }
+    )
+    compressor = None
     if _accepts_gzip(request):
-        if len(body) > _GZIP_INLINE_LIMIT:
-            body = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, body, 1)
-        else:
-            body = gzip.compress(body, 1)
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+        response.headers["Content-Encoding"] = "gzip"
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    for chunk in daemon.metrics.chunks(states, openmetrics):
+        if compressor is not None:
+            # zlib releases the GIL: compression runs beside the event loop, not on it.
+            chunk = await loop.run_in_executor(None, compressor.compress, chunk)
+        if chunk:
+            await response.write(chunk)
+        await asyncio.sleep(0)  # let polls and other requests run between chunks
+    if compressor is not None:
+        await response.write(compressor.flush())
+    await response.write_eof()
+    return response
 
 
 async def healthy(request: web.Request) -> web.Response:

@@ -117,4 +117,4 @@ def test_relabelled_task_keeps_what_was_learnt() -> None:
     state.observe(Observation("running"), NOW)
     relabelled = store.add(WatchedTask("mariadb", "1", "ap-guangzhou", (("team", "x"),)))
     assert relabelled.status == "running"
-    assert 'team="x"' in relabelled.lines[4]
+    assert b'team="x"' in relabelled.lines[4]
