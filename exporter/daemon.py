@@ -94,7 +94,7 @@ class Daemon:
         # The per-task semaphores bound concurrency; the connector must not add a lower, hidden cap.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            trust_env=True,
+            trust_env=False,  # proxies come from ApiClient._proxy, read once
             headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
         )
         client = ApiClient(self._session, self.config.polling.timeout)

@@ -135,3 +135,12 @@ def test_mariadb_statuses(raw: int | None, status: str) -> None:
 @pytest.mark.parametrize("body", [b"", b"null", b"[]", b'{"Response": []}', b"\xff\xfe", b'"x"'])
 def test_odd_bodies_are_invalid_responses(body: bytes) -> None:
     assert c.classify(200, body, MARIADB).code == c.INVALID_RESPONSE
+
+
+def test_proxies_come_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "cdb.tencentcloudapi.com")
+    api = c.ApiClient(None, 1.0)  # type: ignore[arg-type]  # the session is not used here
+    assert api._proxy("https://mariadb.tencentcloudapi.com") == "http://proxy.internal:3128"
+    assert api._proxy("https://cdb.tencentcloudapi.com") is None
+    assert api._proxy("http://127.0.0.1:8080") is None  # no HTTP_PROXY set

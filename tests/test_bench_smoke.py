@@ -1,0 +1,37 @@
+"""The benchmark (bench/) end to end on a tiny workload: every process starts, every figure is produced."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--output", str(output)]
+    command += ["--detect-tasks", "60", "--large-tasks", "120", "--repeats", "1", "--window", "3"]
+    command += ["--latency", "0.02", "--scrapes", "3", "--scrape-every", "1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "p99 / bound" in result.stdout
+
+    document = json.loads(output.read_text())
+    exporter, baseline = document["summary"]["exporter"], document["summary"]["baseline"]
+    # Nothing trips the simulator's quota, and the exporter sees every change it was shown.
+    assert exporter["throttled_mariadb"] == 0
+    assert exporter["throttled_cdb"] == 0
+    assert exporter["detect_changes"] > 0
+    assert exporter["detect_undetected"] == 0
+    assert exporter["detect_p99_s"] > 0
+    # Both subjects were scraped at full size and expose the same per-task series.
+    large = document["runs"]["large"]
+    for subject in ("exporter", "baseline"):
+        assert large[subject]["scrapes"]["plain"]["n"] == 3
+        assert large[subject]["scrapes"]["gzip"]["n"] == 3
+    assert large["exporter"]["polled_after_sweep"] == 120
+    assert baseline["rss_mb_large"] > 0
+    assert exporter["rss_mb_large"] > 0
