@@ -71,6 +71,7 @@ class Daemon:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self._config_keys = {t.key for t in config.tasks}
         self.credentials = credentials
         self.options = options or Options()
         self.env = os.environ if env is None else env
@@ -159,7 +160,7 @@ class Daemon:
         return {k: t for k, t in tasks.items() if shard.owns(t.service, t.task_id)}
 
     def source(self, key: tuple[str, str, str]) -> str:
-        return "config" if any(t.key == key for t in self.config.tasks) else "api"
+        return "config" if key in self._config_keys else "api"
 
     def _sync(self, spread: bool) -> None:
         if self._scheduler is not None:
@@ -248,6 +249,7 @@ class Daemon:
             old_credentials = self.credentials
         # Nothing below can fail: the new config is applied whole or not at all.
         self.config, self.credentials, self.api_token = config, credentials, api_token
+        self._config_keys = {t.key for t in config.tasks}
         if self._scheduler is not None:
             rates = self._rate_limits(config)
             for name, scheduler in self._scheduler.services.items():

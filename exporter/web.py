@@ -1,6 +1,7 @@
-"""The HTTP side: /metrics, a landing page, health and readiness, around a running Daemon.
+"""The HTTP side around a running Daemon: /metrics, the landing and /tasks pages, health and readiness,
+/-/reload and /-/config, and the task API under /api/v1/tasks.
 
-A scrape only concatenates pre-rendered text; it never waits on the Tencent Cloud API.
+A scrape only concatenates pre-rendered bytes; it never waits on the Tencent Cloud API.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _accepts_gzip(request: web.Request) -> bool:
 async def metrics(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
     openmetrics = _wants_openmetrics(request)
-    # A snapshot of who is watched; each task's lines are immutable bytes, so nothing can tear mid-scrape.
+    # A snapshot of who is watched. A poll finishing between two chunks may show in the later ones; a line
+    # is never torn, since each task's lines are replaced whole.
     states = list(daemon.store)
     response = web.StreamResponse(
         headers={
