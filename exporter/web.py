@@ -222,7 +222,12 @@ _PAGE_STYLE = (
     "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
     "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
     "th{background:#f3f3f3}.failed,.killed{color:#b00}.success{color:#070}"
+    "td:nth-child(-n+6){white-space:nowrap}td:nth-child(3){font-family:monospace}"
 )
+
+
+def _shown(timestamp: float | None) -> str:
+    return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def tasks_page(request: web.Request) -> web.Response:
@@ -236,14 +241,14 @@ async def tasks_page(request: web.Request) -> web.Response:
             task.region,
             task.task_id,
             status,
-            _iso(state.status_since) or "",
-            _iso(state.last_attempt) or "",
+            _shown(state.status_since),
+            _shown(state.last_attempt),
             state.last_error or "",
             state.info or "",
             labels,
         ]
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="{html.escape(status)}">{tds}</tr>')
+        rows.append(f'<tr class="{html.escape(state.status or "unpolled")}">{tds}</tr>')
     headings = [
         "Service",
         "Region",
