@@ -37,6 +37,8 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mariadb.v20170312 import mariadb_client
 from tencentcloud.mariadb.v20170312 import models as mariadb_models
 
+from bench.lateness import LatenessLog
+
 LABELS = ["service", "region", "task_id"]
 MARIADB_STATUSES = {0: "success", 1: "failed", 2: "running"}
 KNOWN = {
@@ -66,23 +68,12 @@ def _log(msg: str, **fields: Any) -> None:
 
 def _probe(path: str, period: float = 0.005, threshold: float = 0.002) -> None:
     with open(path, "w", encoding="ascii") as out:
-        out.write(f"P {time.time():.6f} {period} {threshold}\n")
-        report_at = time.monotonic() + 1.0
-        worst, wakeups = 0.0, 0
+        record = LatenessLog(out, period, threshold, time.monotonic()).record
         while not _stop.is_set():
             asleep = time.monotonic()
             time.sleep(period)
             now = time.monotonic()
-            lateness = now - asleep - period
-            wakeups += 1
-            worst = max(worst, lateness)
-            if lateness > threshold:
-                out.write(f"S {time.time():.6f} {lateness:.6f}\n")
-            if now >= report_at:
-                out.write(f"H {time.time():.6f} {worst:.6f} {wakeups}\n")
-                out.flush()
-                worst, wakeups = 0.0, 0
-                report_at = max(report_at + 1.0, now)
+            record(now - asleep - period, now)
 
 
 def poll(

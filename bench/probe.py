@@ -12,8 +12,6 @@ What-if switches, for experiments only (`python -m bench --what-if KEY=VALUE` se
 uses none, so it measures the exporter as shipped):
 
     BENCH_WHATIF_SAFETY=0.97     exporter.ratelimit.SAFETY, the share of the quota the token bucket spends
-    BENCH_WHATIF_TRUST_ENV=0     the exporter's aiohttp session without trust_env (no per-request .netrc
-                                 lookup in a worker thread; proxies from the environment are then ignored)
 
 Usage: python -m bench.probe [exporter flags...]
 """
@@ -24,13 +22,10 @@ import asyncio
 import contextlib
 import os
 import sys
-import time
-import types
-from typing import Any, TextIO
+from typing import TextIO
 
-import aiohttp
-
-from exporter import daemon, ratelimit
+from bench.lateness import LatenessLog
+from exporter import ratelimit
 from exporter.cli import main as exporter_main
 
 PERIOD = 0.005
@@ -39,24 +34,13 @@ THRESHOLD = 0.002
 
 async def _probe(out: TextIO) -> None:
     loop = asyncio.get_running_loop()
-    out.write(f"P {time.time():.6f} {PERIOD} {THRESHOLD}\n")
-    report_at = loop.time() + 1.0
-    worst, wakeups = 0.0, 0
+    record = LatenessLog(out, PERIOD, THRESHOLD, loop.time()).record
     try:
         while True:
             asleep = loop.time()
             await asyncio.sleep(PERIOD)
             now = loop.time()
-            lateness = now - asleep - PERIOD
-            wakeups += 1
-            worst = max(worst, lateness)
-            if lateness > THRESHOLD:
-                out.write(f"S {time.time():.6f} {lateness:.6f}\n")
-            if now >= report_at:
-                out.write(f"H {time.time():.6f} {worst:.6f} {wakeups}\n")
-                out.flush()
-                worst, wakeups = 0.0, 0
-                report_at = max(report_at + 1.0, now)
+            record(now - asleep - PERIOD, now)
     finally:
         out.flush()
 
@@ -78,24 +62,10 @@ class _ProbedPolicy(asyncio.DefaultEventLoopPolicy):
         task.add_done_callback(self._tasks.discard)
 
 
-class _AiohttpWithoutTrustEnv(types.ModuleType):
-    """Stands in for the aiohttp module inside exporter.daemon: same names, sessions without trust_env."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(aiohttp, name)
-
-    @staticmethod
-    def ClientSession(*args: Any, **kwargs: Any) -> aiohttp.ClientSession:
-        kwargs["trust_env"] = False
-        return aiohttp.ClientSession(*args, **kwargs)
-
-
 def _apply_what_ifs() -> None:
     safety = os.environ.get("BENCH_WHATIF_SAFETY")
     if safety:
         ratelimit.SAFETY = float(safety)
-    if os.environ.get("BENCH_WHATIF_TRUST_ENV") == "0":
-        setattr(daemon, "aiohttp", _AiohttpWithoutTrustEnv("aiohttp"))  # noqa: B010 - a module attribute
 
 
 def main() -> int:

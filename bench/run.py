@@ -879,7 +879,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="experiment on the exporter: safety=0.97 (token bucket share), trust_env=0 (see bench/probe.py)",
+        help="experiment on the exporter: safety=0.97 (token bucket share; see bench/probe.py)",
     )
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, probe logs)")
@@ -930,8 +930,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
 
 def _what_if(parser: argparse.ArgumentParser, item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
-    if not sep or key not in ("safety", "trust_env"):
-        parser.error(f"--what-if: expected safety=SHARE or trust_env=0, got {item!r}")
+    if not sep or key != "safety":
+        parser.error(f"--what-if: expected safety=SHARE, got {item!r}")
     return key, value
 
 
