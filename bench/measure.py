@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -228,20 +228,39 @@ class Sample:
     rss: int
 
 
-class ProcessSampler:
-    """Samples a process's CPU time and RSS every `period` seconds in a thread."""
+class _Periodic:
+    """Calls `sample()` at start, every `period` seconds in a thread, and once more at stop."""
 
-    def __init__(self, pid: int, period: float = 0.5) -> None:
-        self._process = psutil.Process(pid)
+    def __init__(self, period: float) -> None:
         self._period = period
-        self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> ProcessSampler:
+    def sample(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         self.sample()
         self._thread.start()
         return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sample()
+
+
+class ProcessSampler(_Periodic):
+    """Samples a process's CPU time and RSS every `period` seconds in a thread."""
+
+    def __init__(self, pid: int, period: float = 0.5) -> None:
+        super().__init__(period)
+        self._process = psutil.Process(pid)
+        self.samples: list[Sample] = []
 
     def sample(self) -> Sample | None:
         try:
@@ -252,15 +271,6 @@ class ProcessSampler:
             return None
         self.samples.append(sample)
         return sample
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sample()
 
     def cpu_per_second(self, start: float, end: float) -> float | None:
         inside = [s for s in self.samples if start <= s.wall <= end]
@@ -284,20 +294,13 @@ class SimSample:
     actions: dict[str, dict[str, Any]]
 
 
-class SimulatorSampler:
+class SimulatorSampler(_Periodic):
     """Reads the simulator's /_sim/stats every `period` seconds: accepted and throttled requests by action."""
 
     def __init__(self, url: str, period: float = 0.5) -> None:
+        super().__init__(period)
         self._url = url + "/_sim/stats"
-        self._period = period
         self.samples: list[SimSample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> SimulatorSampler:
-        self.sample()
-        self._thread.start()
-        return self
 
     def sample(self) -> SimSample | None:
         try:
@@ -307,15 +310,6 @@ class SimulatorSampler:
         sample = SimSample(time.time(), stats["now"], stats["actions"])
         self.samples.append(sample)
         return sample
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sample()
 
     def _at(self, wall: float, after: bool) -> SimSample | None:
         chosen = [s for s in self.samples if (s.wall >= wall if after else s.wall <= wall)]

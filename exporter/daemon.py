@@ -250,8 +250,8 @@ class Daemon:
         # Nothing below can fail: the new config is applied whole or not at all.
         self.config, self.credentials, self.api_token = config, credentials, api_token
         self._config_keys = {t.key for t in config.tasks}
+        rates = self._rate_limits(config)
         if self._scheduler is not None:
-            rates = self._rate_limits(config)
             for name, scheduler in self._scheduler.services.items():
                 scheduler.endpoint = config.apis[name].endpoint
                 scheduler.polling = config.polling
@@ -259,7 +259,7 @@ class Daemon:
                 if scheduler.bucket.max_rate != rates[name]:
                     scheduler.bucket.set_rate(rates[name])
                 scheduler.client.set_timeout(config.polling.timeout)
-        self.metrics.set_rate_limits(self._rate_limits(config))
+        self.metrics.set_rate_limits(rates)
         self.metrics.set_polling(config.polling)
         self._sync(spread=False)
         if old_credentials is not None:

@@ -6,14 +6,11 @@ concatenation of ready strings, as kube-state-metrics does, and never waits on r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from exporter.config import WatchedTask
 from exporter.services import BY_NAME, Observation
-
-log = logging.getLogger(__name__)
 
 # Order of the per-task families; metrics.TASK_FAMILIES describes each one.
 STATUS, STATUS_CHANGE, LAST_SUCCESS, ERRORS, INFO = range(5)

@@ -35,6 +35,18 @@ def write_config(path: Path, url: str, watch: dict[str, list[Any]], **polling: o
     return path
 
 
+def add_running_tasks(
+    sim: SimulatorThread, per_api: int, first_flow: int, cdb_prefix: str
+) -> dict[str, list[Any]]:
+    """`per_api` tasks of each API that stay in progress; returns the matching `watch` section."""
+    flows = [first_flow + n for n in range(per_api)]
+    requests = [f"{cdb_prefix}{n:05d}" for n in range(per_api)]
+    for flow, request in zip(flows, requests, strict=True):
+        sim.add_task(SimTask("mariadb", str(flow), (Phase(0, 2),)))
+        sim.add_task(SimTask("cdb", request, (Phase(0, "RUNNING"),)))
+    return {"mariadb_flows": flows, "cdb_async_requests": requests}
+
+
 @pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
     with SimulatorThread(Simulator([CREDS])) as sim:
@@ -179,13 +191,7 @@ def test_quota_is_never_exceeded_and_mostly_used(tmp_path: Path) -> None:
     sim = Simulator([CREDS], latency=0.25)
     per_api = 300
     with SimulatorThread(sim) as simulator:
-        for n in range(per_api):
-            simulator.add_task(SimTask("mariadb", str(10_000 + n), (Phase(0, 2),)))
-            simulator.add_task(SimTask("cdb", f"bench-{n:05d}", (Phase(0, "RUNNING"),)))
-        watch = {
-            "mariadb_flows": [10_000 + n for n in range(per_api)],
-            "cdb_async_requests": [f"bench-{n:05d}" for n in range(per_api)],
-        }
+        watch = add_running_tasks(simulator, per_api, 10_000, "bench-")
         config = write_config(tmp_path / "config.yaml", simulator.url, watch, interval="1s")
         with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
             time.sleep(8)

@@ -22,7 +22,7 @@ import trustme
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import DaemonProcess, require_binary, wait_for
-from tests.test_integration import CREDS, ENV, write_config
+from tests.test_integration import CREDS, ENV, add_running_tasks, write_config
 
 TOKEN = "test-api-token-5f1e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -269,13 +269,7 @@ def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> 
 def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
     per_api, count = 120, 3
     with SimulatorThread(Simulator([CREDS], latency=0.05)) as sim:
-        for n in range(per_api):
-            sim.add_task(SimTask("mariadb", str(1000 + n), (Phase(0, 2),)))
-            sim.add_task(SimTask("cdb", f"req-{n}", (Phase(0, "RUNNING"),)))
-        watch = {
-            "mariadb_flows": [1000 + n for n in range(per_api)],
-            "cdb_async_requests": [f"req-{n}" for n in range(per_api)],
-        }
+        watch = add_running_tasks(sim, per_api, 1000, "req-")
         config = write_config(tmp_path / "config.yaml", sim.url, watch, interval="500ms")
         seen: list[set[tuple[str, str]]] = []
         daemons = [
@@ -306,8 +300,8 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
             for daemon in daemons:
                 daemon.__exit__(None, None, None)
         stats = sim.stats()["actions"]
-    everything = {("mariadb", str(1000 + n)) for n in range(per_api)} | {
-        ("cdb", f"req-{n}") for n in range(per_api)
+    everything = {("mariadb", str(f)) for f in watch["mariadb_flows"]} | {
+        ("cdb", r) for r in watch["cdb_async_requests"]
     }
     assert set().union(*seen) == everything  # none lost
     assert sum(len(s) for s in seen) == len(everything)  # none twice
