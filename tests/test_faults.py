@@ -34,7 +34,14 @@ def test_api_down_for_a_while_keeps_statuses_and_recovers(tmp_path: Path) -> Non
     first_up = SimulatorThread(simulator, port=port).__enter__()
     with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
         try:
-            wait_for(lambda: daemon.scrape().status("mariadb", "1") == "running", 15, "first polls")
+            wait_for(
+                lambda: (
+                    daemon.scrape().status("mariadb", "1") == "running"
+                    and daemon.scrape().status("mariadb", "2") == "success"
+                ),
+                15,
+                "first polls of both tasks",
+            )
         finally:
             first_up.__exit__(None, None, None)
         # The API is gone: connections are refused.
