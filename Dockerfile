@@ -52,8 +52,8 @@ ENV PATH=/opt/exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# The working directory is the writable state directory: tasks registered over the API are kept in
-# data/registered-tasks.json below it (the default --tasks.state-file). Mount a volume here to keep them.
+# The working directory is the writable state directory: the store (registered tasks, status first-seen
+# times) is data/tencentcloud-task-exporter.db below it (the default --storage.path). Mount a volume here.
 WORKDIR /var/lib/tencentcloud-task-exporter
 VOLUME /var/lib/tencentcloud-task-exporter
 USER 10001:10001

@@ -883,6 +883,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     )
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, probe logs)")
+    parser.add_argument("--hardening", action="store_true", help="only bench/hardening.py (see README)")
     args = parser.parse_args(argv)
     settings = defaults
     if args.quick:
@@ -949,6 +950,10 @@ def _workdir(keep: bool) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     settings, args = parse_args(argv)
+    if args.hardening:
+        from bench import hardening  # it imports this module
+
+        return hardening.main(settings, args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output: Path = args.output or Path(__file__).resolve().parent / "results" / f"{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import ssl
 import sys
@@ -18,19 +17,23 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, httpserver
 from exporter import log as logsetup
 from exporter.config import Config, ConfigError, load_config, parse_duration
-from exporter.credentials import CredentialsError, StaticProvider, open_provider
+from exporter.credentials import CredentialsError, StaticProvider
 from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
-from exporter.registry import StateFileError
 from exporter.sharding import Shard
-from exporter.web import create_app
+from exporter.store import StoreError
+from exporter.web import TASK_API_PREFIX, create_app
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config, middlewares, ssl_context, summary
 
 log = logging.getLogger("exporter")
 
 EXIT_INVALID = 2
+KEEPALIVE_TIMEOUT = 120.0  # seconds; longer than any usual scrape interval
+DEFAULT_STORAGE_PATH = Path("data/tencentcloud-task-exporter.db")
+# Where releases before the SQLite store kept registered tasks; migrated when found.
+LEGACY_STATE_FILE = Path("data/registered-tasks.json")
 
 
 def parse_listen_address(value: str) -> tuple[str | None, int]:
@@ -61,6 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         default="",
         help="TLS, mTLS and basic auth for every endpoint (Prometheus exporter-toolkit format)",
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        metavar="DURATION",
+        default=httpserver.DEFAULT_READ_HEADER_TIMEOUT,
+        type=httpserver.read_header_timeout_flag,
+        help="close a connection whose request headers are not complete within this time after its first "
+        "byte (after the accept, TLS handshake included, for the first request) (default 10s)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        metavar="N",
+        default=httpserver.DEFAULT_MAX_CONNECTIONS,
+        type=httpserver.max_connections_flag,
+        help="close new connections at once beyond this many open ones (default 512; lowered to leave "
+        f"{httpserver.FD_RESERVE} file descriptors free under the open-files limit)",
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=logsetup.LEVELS)
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
@@ -94,11 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file holding the bearer token that enables the task API (or set {API_TOKEN_ENV})",
     )
     parser.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        type=Path,
+        default=None,
+        help="SQLite file keeping registered tasks and status first-seen times across restarts "
+        f"(default {DEFAULT_STORAGE_PATH}; with --demo, nothing is kept unless this is given)",
+    )
+    parser.add_argument(
         "--tasks.state-file",
         dest="state_file",
         type=Path,
-        default=Path("data/registered-tasks.json"),
-        help="where tasks registered over the API are kept across restarts",
+        default=None,
+        help="deprecated: the v1 JSON state file, migrated into --storage.path on start",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload (SIGHUP reloads either way)",
     )
     parser.add_argument(
         "--tasks.retention",
@@ -115,24 +150,39 @@ class Listener:
     address: tuple[str | None, int]
     web_config: WebConfig
     tls: ssl.SSLContext | None
+    read_header_timeout: float = httpserver.DEFAULT_READ_HEADER_TIMEOUT
+    max_connections: int = httpserver.DEFAULT_MAX_CONNECTIONS
 
 
 async def _serve_config(config: Config, options: Options, listener: Listener) -> None:
-    credentials = await open_provider(config, os.environ)
-    try:
-        await _serve(Daemon(config, credentials, options), listener)
-    finally:
-        await credentials.close()
+    # The daemon opens the credential chain itself as it starts, and closes whatever it opened.
+    await _serve(Daemon(config, None, options), listener)
 
 
 async def _serve(daemon: Daemon, listener: Listener) -> None:
-    app = create_app(daemon, middlewares(listener.web_config))
-    # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+    app = create_app(daemon, middlewares(listener.web_config, bearer_paths=(TASK_API_PREFIX,)))
+    # Before anything opens a socket: the polls and the server share the process's descriptors.
+    httpserver.raise_open_files_limit()
+    # Repeated loop errors (accept() failing, say) are logged once per kind and interval, not each time.
+    httpserver.install_loop_exception_handler(asyncio.get_running_loop())
+    # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM. An idle keep-alive
+    # connection is closed after KEEPALIVE_TIMEOUT (aiohttp's default is an hour), so idle clients cannot
+    # hold --web.max-connections; scrapers reconnect at their next interval.
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=2.0, keepalive_timeout=KEEPALIVE_TIMEOUT
+    )
     await runner.setup()
     try:
         listen = listener.address
-        site = web.TCPSite(runner, listen[0], listen[1], ssl_context=listener.tls)
+        site = httpserver.GuardedSite(
+            runner,
+            listen[0],
+            listen[1],
+            ssl_context=listener.tls,
+            read_header_timeout=listener.read_header_timeout,
+            max_connections=listener.max_connections,
+            registry=daemon.metrics.registry,
+        )
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
@@ -145,12 +195,24 @@ async def _serve(daemon: Daemon, listener: Listener) -> None:
         reloads: set[asyncio.Task[None]] = set()
 
         def on_sighup() -> None:
+            if stop.is_set():
+                log.info("SIGHUP ignored: shutting down")
+                return
             reload = asyncio.create_task(_reload_logged(daemon))
             reloads.add(reload)
             reload.add_done_callback(reloads.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        def sighup(signum: int, frame: object) -> None:
+            # A process-level handler, not loop.add_signal_handler: closing the loop would put back the
+            # default action (terminate), so a SIGHUP late in shutdown would kill the process.
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is exiting
+                loop.call_soon_threadsafe(on_sighup)
+
+        signal.signal(signal.SIGHUP, sighup)
         await stop.wait()
+        # Ignored from here to the exit: the interpreter's own finalisation puts back the default action
+        # (terminate) of any signal that has a Python handler, SIG_IGN excepted.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         log.info("shutting down")
     finally:
         await runner.cleanup()
@@ -188,7 +250,29 @@ def _options(args: argparse.Namespace, config_path: Path | None) -> Options:
     retention = parse_duration(args.retention)
     if retention is None or retention <= 0:
         raise ValueError(f"--tasks.retention: expected a duration like 24h, got {args.retention!r}")
-    return Options(config_path, shard, args.state_file, retention, args.api_token_file)
+    storage: Path | None = args.storage_path
+    legacy: Path | None = None
+    if storage is None and not args.demo:
+        storage, legacy = DEFAULT_STORAGE_PATH, LEGACY_STATE_FILE
+    if args.state_file is not None:
+        if args.storage_path is None:
+            # Beside the old file, so the store lands in the same (mounted, backed-up) directory.
+            storage = args.state_file.with_name(DEFAULT_STORAGE_PATH.name)
+        log.warning(
+            "--tasks.state-file is deprecated and will be removed; its JSON file is migrated into "
+            "--storage.path (a SQLite file)",
+            extra={"fields": {"state_file": str(args.state_file), "storage_path": str(storage)}},
+        )
+        legacy = args.state_file
+    return Options(
+        config_path,
+        shard,
+        storage,
+        retention,
+        args.api_token_file,
+        enable_lifecycle=args.enable_lifecycle,
+        legacy_state_file=legacy,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-        listener = Listener(args.listen, web_config, ssl_context(web_config))
+        listener = Listener(
+            args.listen, web_config, ssl_context(web_config), args.read_header_timeout, args.max_connections
+        )
     except WebConfigError as exc:
         print(f"invalid web configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
         for problem in exc.problems:
@@ -237,7 +323,7 @@ def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:
     """Runs the daemon; problems with its inputs found while starting exit 2 with the reason."""
     try:
         asyncio.run(main_coroutine)
-    except (CredentialsError, StateFileError, ReloadError) as exc:
+    except (CredentialsError, StoreError, ReloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return 0

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.services import InvalidResponse, Observation, Service
+from exporter.services import InvalidResponse, Observation, Service, api_text
 from exporter.signing import Credentials, sign_headers
 
 # Stable codes for failures that never reached a Tencent Cloud error answer; documented in the README.
@@ -27,6 +27,8 @@ HTTP_STATUS = "Transport.HTTPStatus"
 INVALID_RESPONSE = "Transport.InvalidResponse"
 # No request was sent: the credential source (metadata service, STS) could not provide keys.
 CREDENTIALS_UNAVAILABLE = "Exporter.CredentialsUnavailable"
+# A bug or an input nobody foresaw raised inside one poll; counted, logged with its traceback, polled again.
+INTERNAL_ERROR = "Exporter.InternalError"
 
 _MAX_MESSAGE = 300
 
@@ -56,11 +58,13 @@ def classify(status: int, body: bytes, service: Service) -> Outcome:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return Outcome(INVALID_RESPONSE, message=f"body is not JSON: {exc}"[:_MAX_MESSAGE])
+    except RecursionError:
+        return Outcome(INVALID_RESPONSE, message="body is JSON nested too deeply")
     response = document.get("Response") if isinstance(document, dict) else None
     if not isinstance(response, dict):
         return Outcome(INVALID_RESPONSE, message="body has no Response object")
     request_id = response.get("RequestId")
-    request_id = request_id if isinstance(request_id, str) else ""
+    request_id = api_text(request_id, 100) if isinstance(request_id, str) else ""
     error = response.get("Error")
     if error is not None:
         code = error.get("Code") if isinstance(error, dict) else None
@@ -68,7 +72,9 @@ def classify(status: int, body: bytes, service: Service) -> Outcome:
             return Outcome(INVALID_RESPONSE, message="Response.Error has no Code", request_id=request_id)
         message = error.get("Message")
         text = message[:_MAX_MESSAGE] if isinstance(message, str) else ""
-        return Outcome(code[:_MAX_MESSAGE], message=text, request_id=request_id)
+        return Outcome(
+            api_text(code, _MAX_MESSAGE), message=api_text(text, _MAX_MESSAGE), request_id=request_id
+        )
     try:
         observation = service.parse(response)
     except InvalidResponse as exc:

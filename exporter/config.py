@@ -15,16 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from exporter.services import SERVICES
-from exporter.validation import Checker, ProblemsError, describe, read_yaml
+from exporter.validation import Checker, ProblemsError, describe, key_text, read_yaml, shown
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
 RESERVED_LABELS = frozenset({"service", "region", "task_id", "status", "code", "info", "job", "instance"})
 _WATCH_KEYS = {"mariadb_flows": "mariadb", "cdb_async_requests": "cdb"}
@@ -37,8 +37,8 @@ class ConfigError(ProblemsError):
 DEFAULT_STS_ENDPOINT = "https://sts.tencentcloudapi.com"
 DEFAULT_ROLE_SESSION_NAME = "tencentcloud-task-exporter"
 MAX_ROLE_DURATION = 43200  # AssumeRole's DurationSeconds: default 7200, at most 43200
-_CAM_ROLE_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,128}$")
-_ROLE_SESSION_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{2,128}$")
+_CAM_ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")
+_ROLE_SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,128}")
 _CREDENTIALS_KEYS = {
     "secret_id",
     "secret_key",
@@ -72,13 +72,13 @@ class CredentialsConfig:
     metadata_url: str = DEFAULT_METADATA_URL
 
     def __repr__(self) -> str:
-        shown = (
+        parts = (
             f"{f.name}='<secret>'"
             if f.name in ("secret_key", "token")
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in fields(self)
         )
-        return f"CredentialsConfig({', '.join(shown)})"
+        return f"CredentialsConfig({', '.join(parts)})"
 
 
 def _credentials(check: _Checker, value: object) -> CredentialsConfig:
@@ -91,7 +91,7 @@ def _credentials(check: _Checker, value: object) -> CredentialsConfig:
     if isinstance(raw_role, bool):
         cvm_role_enabled = raw_role
     elif raw_role is not None:
-        if isinstance(raw_role, str) and (raw_role == "" or _CAM_ROLE_NAME.match(raw_role)):
+        if isinstance(raw_role, str) and (raw_role == "" or _CAM_ROLE_NAME.fullmatch(raw_role)):
             cvm_role = raw_role
         else:
             check.error(
@@ -104,24 +104,24 @@ def _credentials(check: _Checker, value: object) -> CredentialsConfig:
         creds.get("profile_section"), "credentials.profile_section", default.profile_section
     )
     if not section.strip() or "]" in section or "\n" in section:
-        check.error("credentials.profile_section", f"expected an INI section name, got {section!r}")
+        check.error("credentials.profile_section", f"expected an INI section name, got {shown(section)}")
         section = default.profile_section
 
     role_arn = check.string(creds.get("role_arn"), "credentials.role_arn")
     if role_arn and not role_arn.startswith("qcs::cam::"):
         check.error(
             "credentials.role_arn",
-            f"expected a role ARN like qcs::cam::uin/12345678:roleName/NAME, got {role_arn!r}",
+            f"expected a role ARN like qcs::cam::uin/12345678:roleName/NAME, got {shown(role_arn)}",
         )
         role_arn = ""
 
     session_name = check.string(
         creds.get("role_session_name"), "credentials.role_session_name", default.role_session_name
     )
-    if not _ROLE_SESSION_NAME.match(session_name):
+    if not _ROLE_SESSION_NAME.fullmatch(session_name):
         check.error(
             "credentials.role_session_name",
-            f"expected 2-128 of A-Z a-z 0-9 _+=,.@- (the AssumeRole limits), got {session_name!r}",
+            f"expected 2-128 of A-Z a-z 0-9 _+=,.@- (the AssumeRole limits), got {shown(session_name)}",
         )
         session_name = default.role_session_name
 
@@ -157,11 +157,24 @@ def _credentials(check: _Checker, value: object) -> CredentialsConfig:
 def _metadata_url(check: _Checker, value: object, default: str) -> str:
     text = check.string(value, "credentials.metadata_url", default)
     parts = urlsplit(text)
+    if _has_user_info(parts):
+        check.error("credentials.metadata_url", _USER_INFO_PROBLEM)
+        return default
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        check.error("credentials.metadata_url", f"expected an http(s) URL, got {text!r}")
+        check.error("credentials.metadata_url", f"expected an http(s) URL, got {shown(text)}")
         return default
     # The role name is appended to this URL.
     return text if text.endswith("/") else text + "/"
+
+
+_USER_INFO_PROBLEM = (
+    "expected a URL without user info (user:password@ is never sent to the API, and would be shown on "
+    "/-/config); credentials belong in the credentials section"
+)
+
+
+def _has_user_info(parts: SplitResult) -> bool:
+    return "@" in parts.netloc
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,26 @@ class PollingConfig:
     finished_interval: float = 600.0
     timeout: float = 10.0
     max_backoff: float = 600.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps on what a watch entry or a task API call may ask for: no one caller can exhaust the exporter."""
+
+    labels_per_task: int = 16
+    label_name_length: int = 64
+    label_value_length: int = 256
+    registered_tasks: int = 20000
+    request_body_bytes: int = 65536
+
+
+_LIMIT_MAXIMA = {
+    "labels_per_task": 1000,
+    "label_name_length": 1024,
+    "label_value_length": 65536,
+    "registered_tasks": 10_000_000,
+    "request_body_bytes": 64 * 1024 * 1024,
+}
 
 
 @dataclass(frozen=True)
@@ -202,6 +235,7 @@ class Config:
     )
     polling: PollingConfig = field(default_factory=PollingConfig)
     tasks: tuple[WatchedTask, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 SECRET_FIELDS = frozenset({"secret_key", "token"})
@@ -263,18 +297,32 @@ def expand_env(value: Any, env: Mapping[str, str]) -> Any:
 class _Checker(Checker):
     """The config file's own kinds of values, on top of the shared key-path bookkeeping."""
 
+    def __init__(self, source: str, limits: LimitsConfig | None = None) -> None:
+        super().__init__(source)
+        self.limits = limits or LimitsConfig()
+
+    def count(self, value: object, path: str, default: int, maximum: int) -> int:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            self.error(path, f"expected a whole number from 1 to {maximum}, got {describe(value)}")
+            return default
+        return value
+
     def duration(self, value: object, path: str, default: float, minimum: float, allow_zero: bool) -> float:
         if value is None:
             return default
         seconds = parse_duration(value)
         if seconds is None:
-            self.error(path, f"expected a duration like 500ms, 30s, 10m, 1h or plain seconds, got {value!r}")
+            self.error(
+                path, f"expected a duration like 500ms, 30s, 10m, 1h or plain seconds, got {shown(value)}"
+            )
             return default
         if seconds == 0 and allow_zero:
             return 0.0
         if seconds < minimum:
             expected = "0 or at least" if allow_zero else "at least"
-            self.error(path, f"expected {expected} {minimum:g}s, got {value!r}")
+            self.error(path, f"expected {expected} {minimum:g}s, got {shown(value)}")
             return default
         return seconds
 
@@ -290,31 +338,37 @@ class _Checker(Checker):
             except ValueError:
                 number = None
         if number is None or not math.isfinite(number) or number <= 0:
-            self.error(path, f"expected a positive number, got {value!r}")
+            self.error(path, f"expected a positive number, got {shown(value)}")
             return default
         return number
 
     def region(self, value: object, path: str) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or not _REGION.match(value):
-            self.error(path, f"expected a region name like ap-guangzhou, got {value!r}")
+        if not isinstance(value, str) or not _REGION.fullmatch(value):
+            self.error(path, f"expected a region name like ap-guangzhou, got {shown(value)}")
             return None
         return value
 
     def endpoint(self, value: object, path: str, default: str) -> str:
         text = self.string(value, path, default)
         parts = urlsplit(text)
+        if _has_user_info(parts):
+            # Checked first and never quoted: the text holds a password.
+            self.error(path, _USER_INFO_PROBLEM)
+            return default
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.error(path, f"expected a URL like https://host[:port], got {text!r}")
+            self.error(path, f"expected a URL like https://host[:port], got {shown(text)}")
             return default
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            self.error(path, f"expected a URL without path or query (the API is served at /), got {text!r}")
+            self.error(
+                path, f"expected a URL without path or query (the API is served at /), got {shown(text)}"
+            )
             return default
         try:
             parts.port  # noqa: B018 - raises on a malformed port
         except ValueError:
-            self.error(path, f"expected a valid port in {text!r}")
+            self.error(path, f"expected a valid port in {shown(text)}")
             return default
         # Hosts are case-insensitive and the API signs the lower-cased Host; send what it will compute.
         return parts._replace(netloc=parts.netloc.lower(), path="").geturl()
@@ -325,19 +379,28 @@ class _Checker(Checker):
         if not isinstance(value, dict):
             self.error(path, f"expected a mapping of label names to values, got {describe(value)}")
             return ()
+        limits = self.limits
+        if len(value) > limits.labels_per_task:
+            self.error(path, f"expected at most {limits.labels_per_task} labels (limits.labels_per_task)")
+            return ()
         result = []
         for name, raw in value.items():
-            where = f"{path}.{name}"
-            if not isinstance(name, str) or not _LABEL_NAME.match(name) or name.startswith("__"):
+            where = f"{path}.{key_text(name)}"
+            text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+            if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 self.error(
                     where, "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting __)"
                 )
+            elif len(name) > limits.label_name_length:
+                self.error(where, f"expected a label name of at most {limits.label_name_length} characters")
             elif name in RESERVED_LABELS:
                 self.error(where, f"label name is reserved (reserved: {', '.join(sorted(RESERVED_LABELS))})")
             elif isinstance(raw, dict | list) or raw is None:
                 self.error(where, f"expected a label value (string or number), got {describe(raw)}")
+            elif len(text) > limits.label_value_length:
+                self.error(where, f"expected a label value of at most {limits.label_value_length} characters")
             else:
-                result.append((name, str(raw).lower() if isinstance(raw, bool) else str(raw)))
+                result.append((name, text))
         return tuple(sorted(result))
 
 
@@ -356,11 +419,11 @@ def canonical_task_id(service: str, value: object) -> str | None:
     return None
 
 
-_ASYNC_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_ASYNC_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def is_async_request_id(value: str) -> bool:
-    return bool(_ASYNC_REQUEST_ID.match(value))
+    return bool(_ASYNC_REQUEST_ID.fullmatch(value))
 
 
 def _entry(
@@ -415,27 +478,42 @@ def _watch(check: _Checker, value: object, default_region: str | None) -> tuple[
 
 
 def parse_task(
-    service: str, entry: Mapping[str, Any], default_region: str | None, source: str
+    service: str,
+    entry: Mapping[str, Any],
+    default_region: str | None,
+    source: str,
+    limits: LimitsConfig | None = None,
 ) -> WatchedTask:
     """One task given at run time (`{id, region, labels}`), checked exactly like a watch entry in the file.
 
     Nothing is expanded from the environment: the input comes from outside and must not reach secrets.
     """
-    check = _Checker(source)
+    check = _Checker(source, limits)
+    check.utf8(dict(entry))
     task = _entry(check, service, dict(entry), "", default_region)
     if task is None or check.problems:
         raise ConfigError(check.problems)
     return task
 
 
+def _limits(check: _Checker, value: object) -> LimitsConfig:
+    raw = check.mapping(value, "limits", set(_LIMIT_MAXIMA))
+    default = LimitsConfig()
+    return LimitsConfig(
+        **{
+            name: check.count(raw.get(name), f"limits.{name}", getattr(default, name), maximum)
+            for name, maximum in _LIMIT_MAXIMA.items()
+        }
+    )
+
+
 def parse_config(document: object, source: str, env: Mapping[str, str] | None = None) -> Config:
     """Validates a parsed YAML document; raises ConfigError listing every problem."""
     check = _Checker(source)
-    data = check.mapping(
-        expand_env(document, os.environ if env is None else env),
-        "",
-        {"credentials", "region", "apis", "polling", "watch"},
-    )
+    expanded = expand_env(document, os.environ if env is None else env)
+    check.utf8(expanded)
+    data = check.mapping(expanded, "", {"credentials", "region", "apis", "polling", "watch", "limits"})
+    check.limits = _limits(check, data.get("limits"))
 
     credentials = _credentials(check, data.get("credentials"))
     region = check.region(data.get("region"), "region")
@@ -469,7 +547,7 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     tasks = _watch(check, data.get("watch"), region)
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(source, credentials, region, apis, polling, tasks)
+    return Config(source, credentials, region, apis, polling, tasks, check.limits)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

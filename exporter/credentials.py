@@ -58,7 +58,7 @@ STS_REGION = "ap-guangzhou"  # STS is global; the SDKs send this region
 # of a short one). The API rejects requests whose timestamp is more than 300 s off, so 5 minutes also covers
 # a request signed just before the switch.
 REFRESH_MARGIN = 300.0
-_ROLE_NAME = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,128}$")
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")
 _MAX_TEXT = 200
 _USER_AGENT = f"tencentcloud-task-exporter/{__version__}"
 
@@ -428,7 +428,7 @@ async def discover_role(session: aiohttp.ClientSession, url: str, seconds: float
     if status != 200:
         raise CredentialsError(f"{what}: HTTP status {status}")
     lines = body.decode("utf-8", "replace").split()
-    if not lines or not _ROLE_NAME.match(lines[0]):
+    if not lines or not _ROLE_NAME.fullmatch(lines[0]):
         raise CredentialsError(f"{what}: the answer is not a CAM role name")
     return lines[0]
 

@@ -1,12 +1,15 @@
-"""The running exporter: task store, metrics, HTTP session, schedulers and registered tasks, as one unit.
+"""The running exporter: task states, metrics, HTTP session, schedulers, the store and registered tasks.
 
-It owns every piece of state that lives across polls, so reloads and run-time registrations are changes to
-one object: the watched set is always `config tasks + registered tasks`, filtered to this replica's shard.
+It owns every resource it opens (credential provider, HTTP session, store, schedulers, background tasks) and
+closes each exactly once, in reverse order, whether start() finished, failed half-way or was never called, and
+after any number of reloads. The watched set is always `config tasks + registered tasks`, filtered to this
+replica's shard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -22,11 +25,11 @@ from exporter.config import Config, ConfigError, WatchedTask, load_config
 from exporter.credentials import CredentialProvider, CredentialsError, open_provider
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
-from exporter.registry import TaskRegistry
 from exporter.scheduler import Scheduler, ServiceScheduler
 from exporter.services import SERVICES
 from exporter.sharding import Shard
-from exporter.state import TaskState, TaskStore
+from exporter.state import Key, TaskStore
+from exporter.store import Registration, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,11 @@ class Options:
 
     config_path: Path | None = None  # None: nothing to reload from (demo mode)
     shard: Shard = field(default_factory=Shard)
-    state_file: Path | None = None
+    storage_path: Path | None = None  # None: nothing kept across restarts
     retention: float = 86400.0
     api_token_file: Path | None = None
+    enable_lifecycle: bool = False  # POST /-/reload allowed
+    legacy_state_file: Path | None = None  # a v1 JSON state file to migrate into the store
 
 
 def read_api_token(options: Options, env: Mapping[str, str]) -> str | None:
@@ -54,7 +59,7 @@ def read_api_token(options: Options, env: Mapping[str, str]) -> str | None:
     if options.api_token_file is not None:
         try:
             token = options.api_token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise ReloadError(f"{options.api_token_file}: cannot read the API token file: {exc}") from None
         if not token:
             raise ReloadError(f"{options.api_token_file}: the API token file is empty")
@@ -66,46 +71,74 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        credentials: CredentialProvider,
+        credentials: CredentialProvider | None = None,
         options: Options | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        """`credentials`: a provider to adopt (closed by stop()); None opens one from the config at start."""
         self.config = config
         self._config_keys = {t.key for t in config.tasks}
-        self.credentials = credentials
+        self._credentials = credentials
         self.options = options or Options()
         self.env = os.environ if env is None else env
         self.api_token = read_api_token(self.options, self.env)
+        self.db = Store(self.options.storage_path, self.options.legacy_state_file, limits=config.limits)
         self.store = TaskStore()
-        self.registry = TaskRegistry(self.options.state_file)
+        self._registered: dict[Key, Registration] = {}
         self.metrics = Metrics(self._rate_limits(config), self.options.shard)
         self.metrics.set_polling(config.polling)
         self.metrics.reloaded(True, time.time())
-        self._session: aiohttp.ClientSession | None = None
         self._scheduler: Scheduler | None = None
-        self._background: list[asyncio.Task[None]] = []
+        self._client: ApiClient | None = None
+        self._resources = contextlib.AsyncExitStack()
         self._reload_lock = asyncio.Lock()
+
+    @property
+    def credentials(self) -> CredentialProvider:
+        if self._credentials is None:
+            raise RuntimeError("the daemon has not started")
+        return self._credentials
 
     def _rate_limits(self, config: Config) -> dict[str, float]:
         return {name: api.rate_limit / self.options.shard.count for name, api in config.apis.items()}
 
     async def start(self) -> None:
-        # A corrupt state file stops the start (StateFileError) rather than being overwritten with nothing.
-        self.registry.load()
-        # The per-task semaphores bound concurrency; the connector must not add a lower, hidden cap.
-        self._session = aiohttp.ClientSession(
+        """Opens everything; on any failure, closes what was opened and raises (CredentialsError,
+        StoreError: problems with the daemon's inputs)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        resources = self._resources
+        # The provider in use when stopping is closed, whichever reload put it there.
+        resources.push_async_callback(self._close_credentials)
+        if self._credentials is None:
+            self._credentials = await open_provider(self.config, self.env)
+        # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
+        resources.push_async_callback(self._close_store)
+        # A corrupt store stops the start (StoreError) rather than being overwritten with nothing.
+        await self.db.open()
+        self._registered = {r.task.key: r for r in self.db.registrations()}
+        remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
+        self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
+        # The per-task slots bound concurrency; the connector must not add a lower, hidden cap.
+        session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             trust_env=False,  # proxies come from ApiClient._proxy, read once
             headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
         )
-        client = ApiClient(self._session, self.config.polling.timeout)
+        resources.push_async_callback(session.close)
+        self._client = ApiClient(session, self.config.polling.timeout)
         rates = self._rate_limits(self.config)
         services = {
             spec.name: ServiceScheduler(
                 spec,
                 self.config.apis[spec.name].endpoint,
                 TokenBucket(rates[spec.name]),
-                client,
+                self._client,
                 self.credentials,
                 self.store,
                 self.metrics,
@@ -115,34 +148,41 @@ class Daemon:
         }
         self._scheduler = Scheduler(services)
         self._sync(spread=True)
+        # Statuses kept for tasks no longer watched are not needed again.
+        self.db.forget_statuses(self.store.unclaimed())
         self._scheduler.start()
-        self._background = [
-            asyncio.create_task(self._sweep_registered(), name="retention"),
-            asyncio.create_task(self._probe_loop(), name="loop-probe"),
-        ]
+        resources.push_async_callback(self._scheduler.stop)
+        for coroutine, name in ((self._sweep_registered(), "retention"), (self._probe_loop(), "loop-probe")):
+            task = asyncio.create_task(coroutine, name=name)
+            resources.push_async_callback(_cancel, task)
         log.info(
             "polling started",
             extra={
                 "fields": {
                     "tasks": len(self.store),
-                    "registered": len(self.registry),
+                    "registered": len(self._registered),
                     "shard": f"{self.options.shard.index}/{self.options.shard.count}",
                 }
             },
         )
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        if self._scheduler is not None:
-            await self._scheduler.stop()
+        """Closes everything opened, once each; safe to call again, and before or after a failed start."""
+        await self._resources.aclose()
+
+    async def _close_store(self) -> None:
         try:
-            await self.registry.save()
-        except OSError as exc:
-            log.error("could not save registered tasks", extra={"fields": {"error": str(exc)}})
-        if self._session is not None:
-            await self._session.close()
+            await self.db.close()
+        except StoreError as exc:
+            # Stopping goes on; what could not be written is named in the message.
+            log.error("could not write the store's last changes", extra={"fields": {"error": str(exc)}})
+
+    async def _close_credentials(self) -> None:
+        if self._credentials is not None:
+            await self._credentials.close()
+
+    def _forget_status(self, key: Key) -> None:
+        self.db.forget_statuses([key])
 
     @property
     def ready(self) -> bool:
@@ -153,13 +193,16 @@ class Daemon:
 
     # ---- the watched set
 
-    def watched(self) -> dict[tuple[str, str, str], WatchedTask]:
+    def watched(self) -> dict[Key, WatchedTask]:
         shard = self.options.shard
-        tasks = {r.task.key: r.task for r in self.registry}
+        tasks = {key: r.task for key, r in self._registered.items()}
         tasks.update({t.key: t for t in self.config.tasks})  # the config file's labels win
         return {k: t for k, t in tasks.items() if shard.owns(t.service, t.task_id)}
 
-    def source(self, key: tuple[str, str, str]) -> str:
+    def registrations(self) -> list[Registration]:
+        return list(self._registered.values())
+
+    def source(self, key: Key) -> str:
         return "config" if key in self._config_keys else "api"
 
     def _sync(self, spread: bool) -> None:
@@ -167,47 +210,73 @@ class Daemon:
             self._scheduler.sync(self.watched().values(), spread)
         self.metrics.set_watched(self.store.count_by_service())
 
-    async def register(self, task: WatchedTask) -> bool:
-        """Adds a run-time task, persisted before this returns; True when it is new."""
-        new = self.registry.add(task)
-        self._sync(spread=False)
-        await self.registry.save()
-        log.info("task registered", extra={"fields": _fields(task, new=new)})
-        return new
+    def can_register(self, key: Key) -> bool:
+        """False when a new registration would go over limits.registered_tasks."""
+        return key in self._registered or len(self._registered) < self.config.limits.registered_tasks
 
-    async def unregister(self, key: tuple[str, str, str]) -> bool:
-        if not self.registry.remove(key):
+    async def register(self, task: WatchedTask) -> bool:
+        """Adds a run-time task, written to the store before this returns; True when it is new.
+
+        The task is watched from the moment it is accepted, even if the write fails (StoreError: the
+        store retries it with the next write)."""
+        old = self._registered.get(task.key)
+        registration = Registration(
+            task, old.registered_at if old else time.time(), old.final_since if old else None
+        )
+        self._registered[task.key] = registration
+        owned = self.options.shard.owns(task.service, task.task_id)
+        if self._scheduler is not None and owned and task.key not in self._config_keys:
+            self._scheduler.add(task)  # O(log n): no re-sync of the whole watched set
+            self.metrics.set_watched(self.store.count_by_service())
+        await self.db.put_registration(registration)
+        log.info("task registered", extra={"fields": _fields(task, new=old is None)})
+        return old is None
+
+    async def unregister(self, key: Key) -> bool:
+        if self._registered.pop(key, None) is None:
             return False
-        self._sync(spread=False)
-        await self.registry.save()
+        self._unwatch(key)
+        await self.db.delete_registrations([key])
         log.info("task unregistered", extra={"fields": _key_fields(key)})
         return True
+
+    def _unwatch(self, key: Key) -> None:
+        if self._scheduler is not None and key not in self._config_keys:
+            self._scheduler.discard(key)
+            self.metrics.set_watched(self.store.count_by_service())
 
     async def _sweep_registered(self) -> None:
         """Forgets registered tasks that have been final for longer than the retention."""
         period = min(60.0, max(0.5, self.options.retention / 4))
         while True:
             await asyncio.sleep(period)
-            changed = False
-            for registration in self.registry:
-                state = self.store.get(registration.task.key)
+            changed, expired = [], []
+            now = time.time()
+            for key, registration in list(self._registered.items()):
+                state = self.store.get(key)
+                final_since = registration.final_since
                 if state is not None:
-                    changed |= self.registry.mark_final(registration.task.key, _final_since(state))
-            expired = self.registry.expired(time.time(), self.options.retention)
+                    final_since = state.status_since if state.final else None
+                if final_since is not None and now - final_since >= self.options.retention:
+                    expired.append(key)
+                elif final_since != registration.final_since:
+                    registration = Registration(registration.task, registration.registered_at, final_since)
+                    self._registered[key] = registration
+                    changed.append(registration)
             for key in expired:
-                self.registry.remove(key)
+                del self._registered[key]
+                self._unwatch(key)
                 log.info(
-                    "finished registered task forgotten after retention",
-                    extra={"fields": _key_fields(key)},
+                    "finished registered task forgotten after retention", extra={"fields": _key_fields(key)}
                 )
-            if expired:
-                self._sync(spread=False)
-            if changed or expired:
-                try:
-                    await self.registry.save()
-                except OSError as exc:
-                    # Kept in memory and marked unsaved: the next sweep or registration writes it again.
-                    log.error("could not save registered tasks", extra={"fields": {"error": str(exc)}})
+            try:
+                for registration in changed:
+                    await self.db.put_registration(registration)
+                if expired:
+                    await self.db.delete_registrations(expired)
+            except Exception as exc:
+                # The store keeps what it could not write and tries again with its next batch.
+                log.error("could not save registered tasks", extra={"fields": {"error": str(exc)}})
 
     async def _probe_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,6 +304,8 @@ class Daemon:
         path = self.options.config_path
         if path is None:
             raise ReloadError("no config file to reload (demo mode)")
+        if self._scheduler is None:
+            raise ReloadError("the exporter is not running")
         try:
             config = await asyncio.to_thread(load_config, path, self.env)
         except ConfigError as exc:
@@ -248,17 +319,14 @@ class Daemon:
                 raise ReloadError(str(exc)) from None
             old_credentials = self.credentials
         # Nothing below can fail: the new config is applied whole or not at all.
-        self.config, self.credentials, self.api_token = config, credentials, api_token
+        self.config, self._credentials, self.api_token = config, credentials, api_token
+        self.db.limits = config.limits
         self._config_keys = {t.key for t in config.tasks}
         rates = self._rate_limits(config)
-        if self._scheduler is not None:
-            for name, scheduler in self._scheduler.services.items():
-                scheduler.endpoint = config.apis[name].endpoint
-                scheduler.polling = config.polling
-                scheduler.credentials = credentials
-                if scheduler.bucket.max_rate != rates[name]:
-                    scheduler.bucket.set_rate(rates[name])
-                scheduler.client.set_timeout(config.polling.timeout)
+        for name, scheduler in self._scheduler.services.items():
+            scheduler.reconfigure(config.apis[name].endpoint, rates[name], config.polling, credentials)
+        if self._client is not None:
+            self._client.set_timeout(config.polling.timeout)
         self.metrics.set_rate_limits(rates)
         self.metrics.set_polling(config.polling)
         self._sync(spread=False)
@@ -267,13 +335,20 @@ class Daemon:
         log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "source": str(path)}})
 
 
-def _final_since(state: TaskState) -> float | None:
-    return state.status_since if state.final else None
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        # Stopping goes on: every other resource still has to be closed.
+        log.exception("background task failed", extra={"fields": {"task": task.get_name()}})
 
 
 def _fields(task: WatchedTask, **extra: object) -> dict[str, object]:
     return {"service": task.service, "region": task.region, "task_id": task.task_id, **extra}
 
 
-def _key_fields(key: tuple[str, str, str]) -> dict[str, object]:
+def _key_fields(key: Key) -> dict[str, object]:
     return dict(zip(("service", "region", "task_id"), key, strict=True))

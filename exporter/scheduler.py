@@ -15,10 +15,11 @@ import logging
 import math
 import random
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from exporter.client import CREDENTIALS_UNAVAILABLE, ApiClient, Outcome
+from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, Outcome
 from exporter.config import PollingConfig, WatchedTask
 from exporter.credentials import CredentialProvider, CredentialsError
 from exporter.metrics import Metrics
@@ -35,6 +36,34 @@ class _Entry:
     seq: int
     key: tuple[str, str, str] = field(compare=False)
     generation: int = field(compare=False)
+
+
+class Slots:
+    """A semaphore whose size can change while tasks wait on it: a reload may raise the rate or timeout."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self) -> None:
+        while self.used >= self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._freed.set()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._freed.set()
+
+
+def concurrency_for(rate: float, timeout: float) -> int:
+    """Enough concurrent calls to spend the whole quota even if every call takes the full timeout."""
+    return max(4, math.ceil(rate * timeout) + 1)
 
 
 def backoff_delay(consecutive_errors: int, polling: PollingConfig, rand: Callable[[], float]) -> float:
@@ -79,8 +108,22 @@ class ServiceScheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        # Enough concurrency to spend the whole quota even if every call takes the full timeout.
-        self._slots = asyncio.Semaphore(max(4, math.ceil(bucket.max_rate * polling.timeout) + 1))
+        self._slots = Slots(concurrency_for(bucket.max_rate, polling.timeout))
+        # (exception type, where it was raised) already logged with a traceback: one each, not one per poll.
+        self._reported: set[tuple[str, str]] = set()
+
+    def reconfigure(
+        self, endpoint: str, rate: float, polling: PollingConfig, credentials: CredentialProvider
+    ) -> None:
+        """New settings from a reload; they apply from the next request."""
+        self.endpoint, self.polling, self.credentials = endpoint, polling, credentials
+        if self.bucket.max_rate != rate:
+            self.bucket.set_rate(rate)
+        self._slots.resize(concurrency_for(rate, polling.timeout))
+
+    @property
+    def concurrency(self) -> int:
+        return self._slots.limit
 
     def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
         """Makes `tasks` the watched set: new ones are scheduled, gone ones dropped, the rest keep their state
@@ -97,6 +140,16 @@ class ServiceScheduler:
         for index, task in enumerate(new):
             offset = self.polling.interval * index / len(new) if spread else 0.0
             self._schedule(self.store.add(task), now + offset)
+
+    def add(self, task: WatchedTask) -> None:
+        """Watches one more task (or takes its new labels), polled at once when it is new: O(log n)."""
+        state = self.store.add(task)
+        if task.key not in self._generation:
+            self._schedule(state, self._clock())
+
+    def discard(self, key: tuple[str, str, str]) -> None:
+        if self._generation.pop(key, None) is not None:
+            self.store.remove(key)
 
     @property
     def watched(self) -> int:
@@ -163,35 +216,63 @@ class ServiceScheduler:
                 return
 
     async def _poll(self, state: TaskState) -> None:
+        started = self._clock()
         try:
-            started = self._clock()
-            task = state.task
-            try:
-                credentials = await self.credentials.get()
-            except CredentialsError as exc:
-                outcome = Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-            else:
-                outcome = await self.client.describe(
-                    self.service, self.endpoint, task.region, credentials, task.task_id
-                )
-            self.metrics.observe_api(self.service, outcome)
-            if self.store.get(task.key) is not state:
-                return  # removed while in flight
-            delay = self._record(state, outcome)
-            if delay is not None:
-                self._schedule(state, started + delay)
+            delay = await self._poll_once(state)
+        except Exception as exc:
+            # Whatever one poll runs into, the task is counted, and polled again after a backoff: an
+            # exception must never end a task's polling silently.
+            delay = self._internal_error(state, exc)
         finally:
             self._slots.release()
+        if delay is not None and self.store.get(state.task.key) is state:
+            self._schedule(state, started + delay)
+
+    async def _poll_once(self, state: TaskState) -> float | None:
+        task = state.task
+        try:
+            credentials = await self.credentials.get()
+        except CredentialsError as exc:
+            outcome = Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
+        else:
+            outcome = await self.client.describe(
+                self.service, self.endpoint, task.region, credentials, task.task_id
+            )
+        self.metrics.observe_api(self.service, outcome)
+        if self.store.get(task.key) is not state:
+            return None  # removed while in flight
+        return self._record(state, outcome)
+
+    def _internal_error(self, state: TaskState, exc: Exception) -> float:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        signature = (type(exc).__name__, where)
+        fields = {**_task_fields(state.task), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
+        if signature not in self._reported:
+            self._reported.add(signature)
+            log.error(
+                "unexpected error while polling; the task is polled again",
+                exc_info=exc,
+                extra={"fields": fields},
+            )
+        else:
+            log.debug("unexpected error while polling; the task is polled again", extra={"fields": fields})
+        try:
+            state.fail(INTERNAL_ERROR, self._wall_clock())
+        except Exception:
+            # Counting failed as well (the state cannot render): the task is still polled again.
+            state.consecutive_errors += 1
+        return backoff_delay(state.consecutive_errors, self.polling, self._rand)
 
     def _record(self, state: TaskState, outcome: Outcome) -> float | None:
         """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
         task, now = state.task, self._wall_clock()
-        fields = {"service": task.service, "region": task.region, "task_id": task.task_id}
+        fields = _task_fields(task)
         if outcome.observation is not None:
             recovered, previous = state.consecutive_errors > 0, state.status
             if recovered:
                 log.info("task poll recovered", extra={"fields": fields})
-            if state.observe(outcome.observation, now):
+            if self.store.observe(state, outcome.observation, now):
                 log.info(
                     "task status changed",
                     extra={"fields": {**fields, "from": previous or "", "to": state.status}},
@@ -228,6 +309,10 @@ class ServiceScheduler:
         return delay
 
 
+def _task_fields(task: WatchedTask) -> dict[str, object]:
+    return {"service": task.service, "region": task.region, "task_id": task.task_id}
+
+
 class Scheduler:
     """One ServiceScheduler per API, sharing a token bucket per (credentials, API)."""
 
@@ -242,8 +327,16 @@ class Scheduler:
         for name, group in by_service.items():
             self.services[name].sync(group, spread)
 
+    def add(self, task: WatchedTask) -> None:
+        self.services[task.service].add(task)
+
+    def discard(self, key: tuple[str, str, str]) -> None:
+        self.services[key[0]].discard(key)
+
     def start(self) -> None:
         self._workers = [asyncio.create_task(s.run(), name=f"poll-{n}") for n, s in self.services.items()]
+        for worker in self._workers:
+            worker.add_done_callback(_worker_ended)
 
     async def stop(self) -> None:
         for worker in self._workers:
@@ -253,4 +346,14 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        return any(not w.done() for w in self._workers)
+        """Every API's worker is alive: one that died shows as not ready (/-/ready answers 503)."""
+        return bool(self._workers) and all(not w.done() for w in self._workers)
+
+
+def _worker_ended(worker: asyncio.Task[None]) -> None:
+    if not worker.cancelled() and worker.exception() is not None:
+        log.critical(
+            "a polling worker stopped; its API is no longer polled",
+            exc_info=worker.exception(),
+            extra={"fields": {"worker": worker.get_name()}},
+        )

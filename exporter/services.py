@@ -5,6 +5,7 @@ Parsing a successful `Response` into a status lives here too, beside the status 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,16 @@ from typing import Any
 UNKNOWN = "unknown"  # the API answered, but Status was null
 INFO_MAX_LENGTH = 200  # keeps one chatty task from blowing up label sizes
 _STATUS_MAX_LENGTH = 64
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def api_text(value: str, limit: int) -> str:
+    """Text from an API answer made safe to export: valid UTF-8 (a JSON answer can carry lone surrogates,
+    which would break encoding the exposition) and at most `limit` characters."""
+    text = _SURROGATE.sub("\ufffd", value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class InvalidResponse(ValueError):
@@ -60,12 +71,10 @@ def _parse_async_request(response: Mapping[str, Any]) -> Observation:
     raw, info = response["Status"], response.get("Info")
     if raw is not None and not isinstance(raw, str):
         raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
-    status = raw.strip().lower()[:_STATUS_MAX_LENGTH] if raw else ""
+    status = api_text(raw.strip().lower(), _STATUS_MAX_LENGTH) if raw else ""
     if info is not None and not isinstance(info, str):
         info = str(info)
-    if info is not None and len(info) > INFO_MAX_LENGTH:
-        info = info[: INFO_MAX_LENGTH - 1] + "…"
-    return Observation(status or UNKNOWN, info)
+    return Observation(status or UNKNOWN, None if info is None else api_text(info, INFO_MAX_LENGTH))
 
 
 MARIADB = Service(

@@ -6,7 +6,8 @@ concatenation of ready strings, as kube-state-metrics does, and never waits on r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import WatchedTask
@@ -36,6 +37,8 @@ class TaskState:
     consecutive_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     lines: tuple[bytes, ...] = (b"", b"", b"", b"", b"")
+    # (status, first seen) kept by an earlier run of the exporter; used by the first poll, then dropped.
+    remembered: tuple[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.retask(self.task)
@@ -57,7 +60,15 @@ class TaskState:
         """Records a successful poll; True when the status changed (or was seen for the first time)."""
         changed = observation.status != self.status
         if changed:
-            self.status, self.status_since = observation.status, now
+            since = now
+            if (
+                self.status is None
+                and self.remembered is not None
+                and self.remembered[0] == observation.status
+            ):
+                # Same status as before the restart: it has held since then, not since now.
+                since = self.remembered[1]
+            self.status, self.status_since, self.remembered = observation.status, since, None
         self.info = observation.info
         self.last_success = self.last_attempt = now
         self.last_error = None
@@ -104,12 +115,28 @@ class TaskState:
         self.lines = tuple(s.encode("utf-8") for s in (status_lines, change, success, errors, info))
 
 
-class TaskStore:
-    """Every watched task's state, keyed by (service, region, task_id)."""
+Key = tuple[str, str, str]
 
-    def __init__(self) -> None:
-        self._tasks: dict[tuple[str, str, str], TaskState] = {}
+
+class TaskStore:
+    """Every watched task's state, keyed by (service, region, task_id).
+
+    `on_status` hears of every status change and `on_remove` of every task no longer watched, so a store
+    below can keep each status's first-seen time across restarts; `remembered` is what it kept.
+    """
+
+    def __init__(
+        self,
+        remembered: Mapping[Key, tuple[str, float]] | None = None,
+        on_status: Callable[[Key, str, float], None] | None = None,
+        on_remove: Callable[[Key], None] | None = None,
+    ) -> None:
+        self._tasks: dict[Key, TaskState] = {}
         self._novel_statuses: set[tuple[str, str]] = set()
+        self._counts: Counter[str] = Counter()
+        self._remembered = dict(remembered or {})
+        self._on_status = on_status
+        self._on_remove = on_remove
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -117,25 +144,39 @@ class TaskStore:
     def __iter__(self) -> Iterator[TaskState]:
         return iter(self._tasks.values())
 
-    def get(self, key: tuple[str, str, str]) -> TaskState | None:
+    def get(self, key: Key) -> TaskState | None:
         return self._tasks.get(key)
 
     def add(self, task: WatchedTask) -> TaskState:
         state = self._tasks.get(task.key)
         if state is None:
-            state = self._tasks[task.key] = TaskState(task)
+            state = self._tasks[task.key] = TaskState(task, remembered=self._remembered.pop(task.key, None))
+            self._counts[task.service] += 1
         elif state.task != task:
             state.retask(task)
         return state
 
-    def remove(self, key: tuple[str, str, str]) -> None:
-        self._tasks.pop(key, None)
+    def remove(self, key: Key) -> None:
+        if self._tasks.pop(key, None) is not None:
+            self._counts[key[0]] -= 1
+            if self._on_remove is not None:
+                self._on_remove(key)
+
+    def unclaimed(self) -> list[Key]:
+        """Keys remembered from an earlier run that no watched task took up; forgotten from now on."""
+        keys = list(self._remembered)
+        self._remembered.clear()
+        return keys
+
+    def observe(self, state: TaskState, observation: Observation, now: float) -> bool:
+        """Records a successful poll of a watched task; True when its status changed."""
+        changed = state.observe(observation, now)
+        if changed and self._on_status is not None and state.status is not None:
+            self._on_status(state.task.key, state.status, state.status_since or now)
+        return changed
 
     def count_by_service(self) -> dict[str, int]:
-        counts = dict.fromkeys(BY_NAME, 0)
-        for state in self._tasks.values():
-            counts[state.task.service] += 1
-        return counts
+        return {name: self._counts[name] for name in BY_NAME}
 
     def first_sighting(self, service: str, status: str) -> bool:
         """True the first time a status outside the documented set is seen for a service."""

@@ -20,6 +20,65 @@ class ProblemsError(Exception):
         self.problems = problems
 
 
+# No file or request of the exporter needs more; deeper input is refused before any recursive walk sees it.
+MAX_NESTING = 32
+
+
+def nesting(value: object) -> int:
+    """How deeply lists and mappings nest in a parsed document (iterative: safe on any depth)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def is_utf8(text: str) -> bool:
+    """False for text that cannot be written as UTF-8 (lone surrogates, which JSON and YAML escapes and
+    surrogate-escaped environment variables can produce): such text breaks the exposition and the store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def non_utf8_paths(value: object, path: str = "") -> list[str]:
+    """Key paths of every key or string value in a parsed document that is not valid UTF-8 text."""
+    found: list[str] = []
+    if isinstance(value, str):
+        if not is_utf8(value):
+            found.append(path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(non_utf8_paths(item, f"{path}[{index}]"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key_text(key)}" if path else key_text(key)
+            if isinstance(key, str) and not is_utf8(key):
+                found.append(where)
+            found.extend(non_utf8_paths(item, where))
+    return found
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """repr() of a value for an error message, cut short: a megabyte of input must not become the message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def key_text(key: object) -> str:
+    """A mapping key as it appears in a key path: as written when it is short, printable text, else quoted
+    (a key may hold a newline, a surrogate or a megabyte of text)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 64:
+        return key
+    return shown(key, 40)
+
+
 def describe(value: object) -> str:
     if value is None:
         return "nothing (null)"
@@ -29,7 +88,7 @@ def describe(value: object) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 class Checker:
@@ -46,6 +105,11 @@ class Checker:
     def warn(self, path: str, message: str) -> None:
         self.warnings.append(f"{self.source}: {path or '<top level>'}: {message}")
 
+    def utf8(self, document: object) -> None:
+        """Records every key or string that is not valid UTF-8 text (never quoting it)."""
+        for path in non_utf8_paths(document):
+            self.error(path, "expected UTF-8 text, got a string with an unpaired surrogate")
+
     def mapping(self, value: object, path: str, allowed: set[str] | None = None) -> dict[Any, Any]:
         """The mapping's allowed keys (every key when `allowed` is None); {} for null or a non-mapping."""
         if value is None:
@@ -57,7 +121,7 @@ class Checker:
             return value
         for key in value:
             if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
+                where = f"{path}.{key_text(key)}" if path else key_text(key)
                 self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
         return {k: v for k, v in value.items() if k in allowed}
 
@@ -80,7 +144,9 @@ def read_yaml(path: str | Path, error: type[ProblemsError]) -> object:
     except (OSError, UnicodeDecodeError) as exc:
         raise error([f"{source}: cannot read file: {exc}"]) from None
     try:
-        return yaml.safe_load(text)
+        document = yaml.safe_load(text)
+    except RecursionError:
+        raise error([f"{source}: invalid YAML: nested too deeply"]) from None
     except yaml.YAMLError as exc:
         # Only the position and the parser's complaint: yaml's full message quotes the offending text, which
         # may be a secret.
@@ -88,3 +154,6 @@ def read_yaml(path: str | Path, error: type[ProblemsError]) -> object:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot parse"
         raise error([f"{source}: {where}invalid YAML: {problem}"]) from None
+    if nesting(document) > MAX_NESTING:
+        raise error([f"{source}: nested deeper than {MAX_NESTING} levels"])
+    return document

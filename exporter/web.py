@@ -6,10 +6,9 @@ A scrape only concatenates pre-rendered bytes; it never waits on the Tencent Clo
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import html
-import zlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -21,10 +20,15 @@ from exporter import __version__
 from exporter.config import ConfigError, parse_task, redacted
 from exporter.daemon import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.scrape import SCRAPES, SharedRenders, Variant
 from exporter.services import BY_NAME
 from exporter.state import TaskState
+from exporter.store import StoreError
+from exporter.validation import MAX_NESTING, key_text, nesting, shown
 
 DAEMON = web.AppKey("daemon", Daemon)
+# The task API authenticates with its own bearer token, also when basic auth guards everything else.
+TASK_API_PREFIX = "/api/v1/"
 
 
 def _wants_openmetrics(request: web.Request) -> bool:
@@ -38,31 +42,26 @@ def _accepts_gzip(request: web.Request) -> bool:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
-    openmetrics = _wants_openmetrics(request)
-    # A snapshot of who is watched. A poll finishing between two chunks may show in the later ones; a line
-    # is never torn, since each task's lines are replaced whole.
-    states = list(daemon.store)
+    variant = Variant(openmetrics=_wants_openmetrics(request), gzip=_accepts_gzip(request))
     response = web.StreamResponse(
         headers={
-            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+            "Content-Type": OPENMETRICS_CONTENT_TYPE if variant.openmetrics else TEXT_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
         }
     )
-    compressor = None
-    if _accepts_gzip(request):
+    if variant.gzip:
         response.headers["Content-Encoding"] = "gzip"
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip container
     await response.prepare(request)
-    loop = asyncio.get_running_loop()
-    for chunk in daemon.metrics.chunks(states, openmetrics):
-        if compressor is not None:
-            # zlib releases the GIL: compression runs beside the event loop, not on it.
-            chunk = await loop.run_in_executor(None, compressor.compress, chunk)
-        if chunk:
-            await response.write(chunk)
-        await asyncio.sleep(0)  # let polls and other requests run between chunks
-    if compressor is not None:
-        await response.write(compressor.flush())
+    # Scrapes arriving during a render of the same variant share it (exporter.scrape); without SCRAPES
+    # registered on the app, each scrape renders on its own.
+    renders = request.app.get(SCRAPES) or SharedRenders()
+    await renders.stream(
+        variant,
+        # A snapshot of who is watched, taken when a render starts. A poll finishing between two chunks may
+        # show in the later ones; a line is never torn, since each task's lines are replaced whole.
+        lambda: daemon.metrics.chunks(list(daemon.store), variant.openmetrics),
+        response.write,
+    )
     await response.write_eof()
     return response
 
@@ -105,6 +104,9 @@ async def config_page(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    if not request.app[DAEMON].options.enable_lifecycle:
+        # As Prometheus does: changing the running exporter over HTTP is opt-in (SIGHUP always works).
+        return web.Response(status=403, text="Lifecycle API is not enabled (--web.enable-lifecycle).\n")
     try:
         await request.app[DAEMON].reload()
     except ReloadError as exc:
@@ -159,32 +161,72 @@ async def list_tasks(request: web.Request) -> web.Response:
     return web.json_response({"tasks": [_task_json(daemon, s) for s in daemon.store]})
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit` bytes (read no further than that)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
+
+
+_TASK_SHAPE = "expected a JSON object: {service, id, region?, labels?}"
+
+
+def _parse_json(raw: bytes) -> object:
+    """The decoded body; ValueError with the reason when it is not JSON a task could be made of."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(_TASK_SHAPE) from None
+    if nesting(body) > MAX_NESTING:
+        raise ValueError("JSON nested too deeply")
+    return body
+
+
 async def add_task(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
     daemon = request.app[DAEMON]
+    limits = daemon.config.limits
+    raw = await _read_body(request, limits.request_body_bytes)
+    if raw is None:
+        return _json_error(
+            413, f"request body over {limits.request_body_bytes} bytes (limits.request_body_bytes)"
+        )
     try:
-        body = await request.json()
-    except ValueError:
-        return _json_error(400, "expected a JSON object: {service, id, region?, labels?}")
+        body = _parse_json(raw)
+    except ValueError as exc:
+        return _json_error(400, str(exc))
     if not isinstance(body, dict):
-        return _json_error(400, "expected a JSON object: {service, id, region?, labels?}")
+        return _json_error(400, _TASK_SHAPE)
     unknown = sorted(set(body) - {"service", "id", "region", "labels"})
     if unknown:
-        return _json_error(400, f"unknown fields: {', '.join(map(str, unknown))}")
+        return _json_error(400, f"unknown fields: {', '.join(key_text(k) for k in unknown[:10])}")
     service = body.get("service")
     if not isinstance(service, str) or service not in BY_NAME:
-        return _json_error(400, f"service: expected one of {', '.join(BY_NAME)}, got {service!r}"[:300])
+        return _json_error(400, f"service: expected one of {', '.join(BY_NAME)}, got {shown(service)}")
     entry = {k: v for k, v in body.items() if k != "service"}
     try:
-        task = parse_task(service, entry, daemon.config.region, "request")
+        task = parse_task(service, entry, daemon.config.region, "request", limits)
     except ConfigError as exc:
         return _json_error(400, "; ".join(p.removeprefix("request: ") for p in exc.problems)[:1000])
+    if not daemon.can_register(task.key):
+        return _json_error(
+            429,
+            f"already {limits.registered_tasks} registered tasks (limits.registered_tasks): delete some",
+        )
     try:
         new = await daemon.register(task)
-    except OSError as exc:
-        # Watched from now on, and saved with the next change that can be written; the caller should retry.
-        return _json_error(503, f"registered but not yet saved to the state file: {exc.strerror}")
+    except StoreError as exc:
+        # Watched from now on, and written with the next batch that succeeds; the caller should retry.
+        return _json_error(503, f"registered but not yet saved to the store: {exc}")
     owned = daemon.options.shard.owns(task.service, task.task_id)
     answer: dict[str, object] = {
         "service": task.service,
@@ -209,8 +251,8 @@ async def delete_task(request: web.Request) -> web.Response:
     key = (service, region, task_id)
     try:
         removed = await daemon.unregister(key)
-    except OSError as exc:
-        return _json_error(503, f"removed but not yet saved to the state file: {exc.strerror}")
+    except StoreError as exc:
+        return _json_error(503, f"removed but not yet saved to the store: {exc}")
     if removed:
         return web.Response(status=204)
     if daemon.source(key) == "config":

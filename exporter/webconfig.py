@@ -429,6 +429,7 @@ def _users(check: _Checker, value: object) -> tuple[tuple[str, bytes], ...]:
 def parse_web_config(document: object, source: str, base_dir: Path) -> WebConfig:
     """Validates a parsed YAML document; relative file paths are taken from `base_dir`."""
     check = _Checker(source)
+    check.utf8(document)
     data = check.mapping(document, "", _TOP_KEYS)
     tls = _tls(check, data.get("tls_server_config"), base_dir)
 
@@ -762,12 +763,15 @@ def _plain(status: int, reason: str, headers: Mapping[str, str]) -> web.Response
     return web.Response(status=status, text=f"{status}: {reason}\n", headers=headers)
 
 
-def middleware(config: WebConfig) -> Middleware:
+def middleware(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> Middleware:
     """An aiohttp middleware enforcing the config on every request, whatever the path.
 
     In order: the client certificate's SAN (403), the rate limit (429), basic auth (401 with a
     `WWW-Authenticate` challenge); then the configured headers are added to every response, errors included.
     Put it first in `web.Application(middlewares=...)` so nothing runs before it.
+
+    A request under one of `bearer_paths` that carries a bearer token is not asked for basic auth: both
+    would need the one `Authorization` header, and the handler there checks the token (a secret of its own).
     """
     headers = dict(config.headers)
     allowed_sans = {_normal_ip(san) for san in config.tls.client_allowed_sans} if config.tls else set()
@@ -789,7 +793,11 @@ def middleware(config: WebConfig) -> Middleware:
                 return response
         if limiter is not None and not limiter.allow():
             return _plain(429, "Too Many Requests", headers)
-        if auth is not None and not await auth.check(request.headers.get(hdrs.AUTHORIZATION)):
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        bearer = authorization is not None and authorization.split(" ", 1)[0].lower() == "bearer"
+        if bearer and request.path.startswith(bearer_paths):
+            pass  # the handler checks the bearer token
+        elif auth is not None and not await auth.check(authorization):
             log.debug("rejected a request without valid basic auth credentials", extra=_fields(request))
             return _plain(401, "Unauthorized", {**headers, hdrs.WWW_AUTHENTICATE: WWW_AUTHENTICATE})
         try:
@@ -809,12 +817,12 @@ def _fields(request: web.Request) -> dict[str, Any]:
     return {"fields": {"remote": request.remote, "path": request.path}}
 
 
-def middlewares(config: WebConfig) -> list[Middleware]:
+def middlewares(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> list[Middleware]:
     """What `create_app(..., middlewares=...)` needs for this config; empty when nothing is to be enforced."""
     if config.headers or config.basic_auth_users or config.rate_limit_interval:
-        return [middleware(config)]
+        return [middleware(config, bearer_paths)]
     if config.tls is not None and config.tls.client_allowed_sans:
-        return [middleware(config)]
+        return [middleware(config, bearer_paths)]
     return []
 
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -98,14 +99,22 @@ class Samples:
 class DaemonProcess:
     """The real exporter as a subprocess on a port it picks itself; stopped with SIGTERM on exit."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.args = args
         self.env = env
+        # Runs in the child before the exporter starts, e.g. to lower its open-files limit.
+        self.preexec_fn = preexec_fn
         self.lines: list[str] = []
         self.url = ""
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._listening = threading.Event()
+        self._storage: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> DaemonProcess:
         command = [
@@ -117,12 +126,17 @@ class DaemonProcess:
             "--log.format",
             "json",
         ]
+        if not any(a.startswith(("--storage.path", "--tasks.state-file")) for a in self.args):
+            # The store's default path is relative to the working directory: keep tests out of the repo.
+            self._storage = tempfile.TemporaryDirectory(prefix="exporter-store-")
+            command += ["--storage.path", str(Path(self._storage.name) / "store.db")]
         self._proc = subprocess.Popen(
             [*command, *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(self.env or {})},
+            preexec_fn=self.preexec_fn,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -158,6 +172,8 @@ class DaemonProcess:
                 self._proc.wait()
         if self._reader is not None:
             self._reader.join(5)
+        if self._storage is not None:
+            self._storage.cleanup()
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything, as after a crash or `kill -9`."""
@@ -190,6 +206,11 @@ class DaemonProcess:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, raw.decode()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     @property
     def returncode(self) -> int | None:

@@ -35,3 +35,38 @@ def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
     assert large["exporter"]["polled_after_sweep"] == 120
     assert baseline["rss_mb_large"] > 0
     assert exporter["rss_mb_large"] > 0
+
+
+def test_hardening_runs_quick(tmp_path: Path) -> None:
+    """`--hardening --quick`: all three parts run and give well-formed figures (no speed is asserted)."""
+    output = tmp_path / "hardening.json"
+    command = [sys.executable, "-m", "bench", "--hardening", "--quick", "--output", str(output)]
+    command += ["--latency", "0.02"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "acknowledged but missing after restart" in result.stdout
+
+    document = json.loads(output.read_text())
+    assert document["storage_flag"] in ("--storage.path", "--tasks.state-file")
+    registration = document["hardening"]["registration"]
+    for phase in ("prefill", "low", "fill", "high"):
+        assert registration[phase]["acknowledged"] > 0
+        assert registration[phase]["per_s"] > 0
+        assert registration[phase]["p50_ms"] > 0
+    assert registration["storage_size_bytes"] > 0
+    assert registration["storage_bytes"]["written"] > 0
+    scrapes = document["hardening"]["scrapes"]
+    for phase in ("quiet", "storm"):
+        for service in ("mariadb", "cdb"):
+            assert scrapes[phase][service]["accepted"] > 0
+            assert scrapes[phase][service]["utilisation"] > 0
+    assert scrapes["storm"]["scrapes"] > 0
+    assert scrapes["storm"]["plain"]["n"] > 0
+    assert scrapes["storm"]["gzip"]["n"] > 0
+    kill9 = document["hardening"]["kill9"]
+    assert kill9["acknowledged"] > 0
+    assert kill9["killed_by_sigkill"]
+    assert kill9["list_status"] == 200
+    assert isinstance(kill9["missing"], int)
+    assert kill9["restart_to_listening_s"] > 0
+    assert {row["figure"] for row in document["table"]} >= {"  acknowledged but missing after restart"}

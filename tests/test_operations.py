@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -21,6 +22,7 @@ import pytest
 import trustme
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
+from exporter.store import Store
 from tests.helpers import DaemonProcess, require_binary, wait_for
 from tests.test_integration import CREDS, ENV, add_running_tasks, write_config
 
@@ -38,6 +40,20 @@ def simulator() -> Iterator[SimulatorThread]:
         yield sim
 
 
+def stored_ids(path: Path) -> set[str]:
+    """IDs of the registrations in a store file, read through the store itself."""
+
+    async def read() -> set[str]:
+        store = Store(path)
+        await store.open()
+        try:
+            return {r.task.task_id for r in store.registrations()}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 def polled(daemon: DaemonProcess, service: str, task_id: str) -> bool:
     return daemon.scrape().status(service, task_id) is not None
 
@@ -47,7 +63,7 @@ def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(
 ) -> None:
     path = tmp_path / "config.yaml"
     write_config(path, simulator.url, {"mariadb_flows": [1, 2]})
-    with DaemonProcess(["--config.file", str(path)], env=ENV) as daemon:
+    with DaemonProcess(["--config.file", str(path), "--web.enable-lifecycle"], env=ENV) as daemon:
         wait_for(lambda: polled(daemon, "mariadb", "1") and polled(daemon, "mariadb", "2"), 15, "first polls")
         since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="1")
 
@@ -99,14 +115,14 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
     config = write_config(tmp_path / "config.yaml", simulator.url, {"mariadb_flows": [1]})
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    state_file = tmp_path / "state" / "tasks.json"
+    storage = tmp_path / "state" / "store.db"
     args = [
         "--config.file",
         str(config),
         "--tasks.api-token-file",
         str(token_file),
-        "--tasks.state-file",
-        str(state_file),
+        "--storage.path",
+        str(storage),
     ]
     with DaemonProcess(args, env=ENV) as daemon:
         assert daemon.request("GET", "/api/v1/tasks")[0] == 401
@@ -159,8 +175,7 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         # Nothing malformed ever reached the API.
         after = simulator.stats()["actions"]["DescribeFlow"]["errors"]
         assert after == before
-        saved = json.loads(state_file.read_text())
-        assert {t["id"] for t in saved["tasks"]} == {"7", "cdb-x"}
+        assert stored_ids(storage) == {"7", "cdb-x"}  # read while the exporter runs (WAL readers)
         daemon.kill()  # no shutdown hook runs
 
     with DaemonProcess(args, env=ENV) as daemon:
@@ -172,16 +187,15 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         assert daemon.scrape().all("tencentcloud_task_info", task_id="7") == []
         ids = {t["id"] for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]}
         assert ids == {"1", "cdb-x"}
-    assert {t["id"] for t in json.loads(state_file.read_text())["tasks"]} == {"cdb-x"}
-    assert not [p for p in state_file.parent.iterdir() if p.name != "tasks.json"]  # no temp files left
+    assert stored_ids(storage) == {"cdb-x"}
 
 
 def test_finished_registered_tasks_are_forgotten_after_retention(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "config.yaml", simulator.url, {})
-    state_file = tmp_path / "tasks.json"
-    args = ["--config.file", str(config), "--tasks.state-file", str(state_file), "--tasks.retention", "1s"]
+    storage = tmp_path / "store.db"
+    args = ["--config.file", str(config), "--storage.path", str(storage), "--tasks.retention", "1s"]
     with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
         assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 9}, AUTH)[0] == 201
         assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 8}, AUTH)[0] == 201
@@ -193,7 +207,7 @@ def test_finished_registered_tasks_are_forgotten_after_retention(
             15,
             "the finished task to be forgotten while the running one stays",
         )
-    assert [t["id"] for t in json.loads(state_file.read_text())["tasks"]] == ["8"]
+    assert stored_ids(storage) == {"8"}
 
 
 def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_path: Path) -> None:
@@ -253,17 +267,21 @@ def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> 
             timeout="60s",
             interval="100ms",
         )
-        state_file = tmp_path / "tasks.json"
-        args = ["--config.file", str(config), "--tasks.state-file", str(state_file)]
+        storage = tmp_path / "store.db"
+        args = ["--config.file", str(config), "--storage.path", str(storage)]
         with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
             assert daemon.request("POST", "/api/v1/tasks", {"service": "cdb", "id": "late"}, AUTH)[0] == 201
-            time.sleep(1.5)  # calls are now waiting on the slow API
+            wait_for(
+                lambda: slow.stats()["actions"].get("DescribeFlow", {}).get("accepted", 0) >= 5,
+                15,
+                "calls waiting on the slow API",
+            )
             started = time.monotonic()
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(10) == 0
             elapsed = time.monotonic() - started
     assert elapsed < 5, f"took {elapsed:.1f}s to stop"
-    assert [t["id"] for t in json.loads(state_file.read_text())["tasks"]] == ["late"]
+    assert stored_ids(storage) == {"late"}
 
 
 def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:

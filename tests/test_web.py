@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import sqlite3
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
@@ -12,6 +13,7 @@ from exporter.config import parse_config
 from exporter.credentials import StaticProvider
 from exporter.daemon import API_TOKEN_ENV, Daemon, Options
 from exporter.signing import Credentials
+from exporter.store import Store
 from exporter.web import create_app
 from tests.helpers import Samples
 
@@ -83,15 +85,25 @@ async def test_config_page_hides_secrets(aiohttp_client: object) -> None:
 async def test_registration_that_cannot_be_saved_answers_503_and_keeps_watching(
     aiohttp_client: object, tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    options = Options(state_file=blocker / "tasks.json")
+    path = tmp_path / "store.db"
     config = parse_config({"region": "ap-guangzhou"}, "c.yaml", {})
+    options = Options(storage_path=path)
     daemon = Daemon(config, StaticProvider(Credentials("id", "key"), "test"), options, {API_TOKEN_ENV: "tok"})
+    daemon.db = Store(path, busy_timeout=0.05)  # give up on a locked file at once rather than after 5 s
     client = await aiohttp_client(create_app(daemon))  # type: ignore[operator]
     auth = {"Authorization": "Bearer tok"}
-    answer = await client.post("/api/v1/tasks", json={"service": "mariadb", "id": 5}, headers=auth)
-    assert answer.status == 503
-    assert "not yet saved" in (await answer.json())["error"]
-    listed = await (await client.get("/api/v1/tasks", headers=auth)).json()
-    assert [t["id"] for t in listed["tasks"]] == ["5"]
+    # Another process holds the file's write lock, as a backup tool or a stuck writer might.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        answer = await client.post("/api/v1/tasks", json={"service": "mariadb", "id": 5}, headers=auth)
+        assert answer.status == 503
+        assert "not yet saved" in (await answer.json())["error"]
+        listed = await (await client.get("/api/v1/tasks", headers=auth)).json()
+        assert [t["id"] for t in listed["tasks"]] == ["5"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await daemon.db.flush()  # the store tries again once the lock is gone
+    saved = sqlite3.connect(path).execute("SELECT count(*) FROM registrations").fetchone()
+    assert saved == (1,)

@@ -1,0 +1,606 @@
+"""The exporter's run-time state on SQLite: registered tasks, and when each task's status was first seen.
+
+One thread of the store owns its only connection: nothing touches SQLite on the event loop. Callers queue
+operations; the thread takes everything queued so far and commits it in one transaction (group commit), so a
+burst of registrations costs a few fsyncs instead of one each. An awaited write is committed (WAL,
+synchronous=FULL) when it returns, so `kill -9` loses none. A batch that fails is kept and written again in
+front of the next one, and at close: a failure is reported, never a reason to drop a change.
+
+The file is untrusted input: every row is checked like a config watch entry when the store is opened, and
+every write is checked the same way before it is queued, so the store never holds a row that stops a start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.config import ConfigError, LimitsConfig, WatchedTask, parse_task
+from exporter.services import BY_NAME
+from exporter.validation import describe, is_utf8, key_text, shown
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]
+
+SCHEMA_VERSION = 1  # PRAGMA user_version
+APPLICATION_ID = 0x54435445  # PRAGMA application_id ("TCTE"): this exporter's file, not another database
+SQLITE_HEADER = b"SQLite format 3\x00"
+LEGACY_VERSION = 1  # the JSON state file this store replaces
+STATUS_MAX_LENGTH = 256  # above what the services keep (64): only a bound on untrusted rows
+_RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds before a failed batch is tried again when nothing new comes
+
+_SCHEMA = (
+    # Keyed like WatchedTask.key; WITHOUT ROWID stores each row once, in key order.
+    "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
+    " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+    # Not tied to registrations: tasks from the config file keep their statuses here too.
+    "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+)
+_SERVICES = ", ".join(sorted(BY_NAME))
+_PUT = "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?, ?)"
+_DELETE = "DELETE FROM registrations WHERE service = ? AND region = ? AND task_id = ?"
+_RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
+_FORGET = "DELETE FROM statuses WHERE service = ? AND region = ? AND task_id = ?"
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: WatchedTask
+    registered_at: float
+    final_since: float | None = None  # unix time the task was first seen in a final state
+
+
+@dataclass(frozen=True)
+class StatusSince:
+    status: str
+    since: float  # unix time the status was first seen
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One statement and its parameter rows, built (and checked) on the loop; the writer only runs it."""
+
+    sql: str
+    rows: tuple[tuple[str | float | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class _Request:
+    op: _Op | None = None
+    future: asyncio.Future[None] | None = None  # settled once the batch holding `op` is committed or failed
+    stop: bool = False
+
+
+class Store:
+    """Opened and closed once, from one event loop."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        legacy_json: Path | None = None,
+        *,
+        limits: LimitsConfig | None = None,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        """`path` None keeps everything in memory. `limits` should be the config's: rows are checked against
+        them. `busy_timeout`: how long a write waits while another process holds the file's write lock."""
+        self.path = path
+        self.legacy_json = legacy_json
+        self.limits = limits
+        self.busy_timeout = busy_timeout
+        self.name = str(path) if path is not None else ":memory:"
+        self.commits = 0  # transactions committed by the writer thread
+        self.failed_commits = 0
+        self.writer_ident: int | None = None  # threading.get_ident() of the writer thread
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._accepting = False
+        self._registrations: list[Registration] = []
+        self._statuses: dict[Key, StatusSince] = {}
+
+    async def open(self) -> None:
+        """Creates the directory and the file, migrates a v1 JSON state file and loads every row; raises
+        StoreError naming the file (and every bad row) when it is not a usable store."""
+        if self._opened is not None:
+            raise StoreError(f"{self.name}: the store was already opened")
+        self._loop = asyncio.get_running_loop()
+        self._opened = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+        await asyncio.shield(self._opened)  # a cancelled open() must not hide the outcome from close()
+        self._accepting = self._stopped is None  # close() may have been called meanwhile
+
+    def registrations(self) -> list[Registration]:
+        """The registrations as loaded by open()."""
+        self._check(opened=True)
+        return list(self._registrations)
+
+    def statuses(self) -> dict[Key, StatusSince]:
+        """Each task's status and when it was first seen, as loaded by open()."""
+        self._check(opened=True)
+        return dict(self._statuses)
+
+    async def put_registration(self, registration: Registration) -> None:
+        """Inserts or replaces the registration of its task's key; committed when this returns."""
+        task = registration.task
+        row: dict[str, object] = dict(service=task.service, id=task.task_id, region=task.region)
+        row.update(labels=dict(task.labels), registered_at=registration.registered_at)
+        row.update(final_since=registration.final_since)
+        where = f"{self.name}: registration {_ident(*task.key)}"
+        checked, problems = _check_registration(where, row, self.limits)
+        if checked is None:
+            raise StoreError("\n".join(problems))
+        await self._submit(_Op(_PUT, (_registration_row(checked),)))
+
+    async def delete_registrations(self, keys: Collection[Key]) -> None:
+        """Deletes the registrations of `keys` (an unknown key is no error); committed when this returns."""
+        self._check()
+        # A key that is not UTF-8 cannot have been stored, and binding it would fail the whole batch.
+        rows = tuple(key for key in keys if all(is_utf8(part) for part in key))
+        if rows:
+            await self._submit(_Op(_DELETE, rows))
+
+    def record_status(self, key: Key, status: str, since: float) -> None:
+        """Remembers when `key`'s current status was first seen; written with the next batch (not awaited).
+
+        A value the store could not load again is logged and dropped, not raised into the poller."""
+        self._check()
+        problems = _check_status(f"{self.name}: status of {_ident(*key)}", key, status, since)
+        if problems:
+            log.warning("status not stored", extra={"fields": {"error": "; ".join(problems)}})
+            return
+        self._queue.put(_Request(_Op(_RECORD, ((*key, status, float(since)),))))
+
+    def forget_statuses(self, keys: Collection[Key]) -> None:
+        """Drops the statuses of `keys`; written with the next batch (not awaited)."""
+        self._check()
+        rows = tuple(key for key in keys if all(is_utf8(part) for part in key))
+        if rows:
+            self._queue.put(_Request(_Op(_FORGET, rows)))
+
+    async def flush(self) -> None:
+        """Returns once everything queued so far is committed; StoreError when that write failed."""
+        await self._submit(None)
+
+    async def close(self) -> None:
+        """Writes what is queued (and what failed before), closes the file and stops the writer thread.
+
+        StoreError when that last write fails: those changes are lost. Safe to call again, before open()
+        and after a failed open()."""
+        if self._stopped is not None:
+            await asyncio.wait([self._stopped])  # the first caller reports the outcome
+            return
+        self._stopped = asyncio.get_running_loop().create_future()
+        self._accepting = False
+        if self._opened is None or self._thread is None:
+            self._stopped.set_result(None)
+            return
+        await asyncio.wait([self._opened])
+        if self._opened.exception() is None:
+            self._queue.put(_Request(future=self._stopped, stop=True))
+            await asyncio.wait([self._stopped])
+        else:
+            self._stopped.set_result(None)  # the thread ended with the failed open
+        await asyncio.to_thread(self._thread.join)  # it has nothing left to do but return
+        error = self._stopped.exception()
+        if error is not None:
+            raise error
+
+    def _check(self, opened: bool = False) -> None:
+        ok = self._opened is not None and self._opened.done() and not self._opened.exception()
+        if not (ok if opened else self._accepting):
+            raise StoreError(f"{self.name}: the store is not open")
+
+    async def _submit(self, op: _Op | None) -> None:
+        self._check()
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(_Request(op, future))
+        await future
+
+    # ---- the writer thread: the only one that touches the connection
+
+    def _run(self) -> None:
+        assert self._opened is not None
+        self.writer_ident = threading.get_ident()
+        try:
+            connection = self._connect()
+        except Exception as exc:  # whatever the file holds, open() gets an answer naming it, never a hang
+            self._settle([self._opened], _open_problem(self.name, exc))
+            return
+        self._settle([self._opened], None)
+        try:
+            self._serve(connection)
+        finally:
+            connection.close()
+
+    def _serve(self, connection: sqlite3.Connection) -> None:
+        retry: list[_Op] = []  # from failed batches: written first, in their order
+        delay = _RETRY_FIRST
+        while True:
+            requests = self._take(delay if retry else None)
+            ops = retry + [r.op for r in requests if r.op is not None]
+            error = self._commit(connection, ops) if ops else None
+            retry, delay = ([], _RETRY_FIRST) if error is None else (ops, min(delay * 2, _RETRY_MAX))
+            waiting = [r.future for r in requests if r.future is not None]
+            if any(r.stop for r in requests):
+                if error is not None:
+                    error = f"{error} ({len(retry)} changes were not written)"
+                    log.error("store closed with changes unwritten", extra={"fields": {"error": error}})
+                connection.close()  # before close() returns: the file is complete and unlocked
+                self._settle(waiting, error)
+                return
+            self._settle(waiting, error)
+
+    def _take(self, timeout: float | None) -> list[_Request]:
+        """Waits for one request (at most `timeout`), then takes every request queued behind it."""
+        requests: list[_Request] = []
+        with contextlib.suppress(queue.Empty):
+            requests.append(self._queue.get(timeout=timeout))
+            while True:
+                requests.append(self._queue.get_nowait())
+        return requests
+
+    def _commit(self, connection: sqlite3.Connection, ops: list[_Op]) -> str | None:
+        """Writes `ops` in one transaction, or none of them: then returns the problem."""
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                connection.executemany(op.sql, op.rows)
+            connection.execute("COMMIT")
+        except Exception as exc:
+            if connection.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            self.failed_commits += 1
+            message = f"{self.name}: cannot write the store: {exc}"
+            if not isinstance(exc, sqlite3.Error):
+                # A bug (the ops were checked when queued): retried, it would fail every later batch too.
+                log.exception(
+                    "store batch dropped", extra={"fields": {"error": message, "changes": len(ops)}}
+                )
+                ops.clear()
+            else:
+                log.warning("store write failed", extra={"fields": {"error": message, "changes": len(ops)}})
+            return message
+        self.commits += 1
+        return None
+
+    def _settle(self, futures: list[asyncio.Future[None]], error: str | None) -> None:
+        assert self._loop is not None
+        if futures:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self._loop.call_soon_threadsafe(_resolve, futures, error)
+
+    def _connect(self) -> sqlite3.Connection:
+        path, legacy = self.path, self.legacy_json
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if _is_foreign(path):
+                self._migrate_in_place(path)
+        connection = _connection(path, self.busy_timeout)
+        try:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if path is not None and mode != "wal":
+                log.warning("store not in WAL mode", extra={"fields": {"file": self.name, "mode": mode}})
+            _prepare(connection, self.name)
+            if (
+                legacy is not None
+                and legacy.exists()
+                and (path is None or legacy.resolve() != path.resolve())
+            ):
+                self._import_legacy(connection, legacy)
+            if path is not None:  # in memory, the store changes no file
+                for beside in (path, legacy or path):
+                    _remove_old_temporary_files(beside)
+            self._load(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _migrate_in_place(self, path: Path) -> None:
+        """`path` holds a v1 JSON state file. The database is built beside it and renamed over it once
+        complete, so a crash anywhere leaves the JSON file (migrated again next start) or the database."""
+        payload, registrations = _read_legacy(path, self.limits, in_place=True)
+        building = path.with_name(f".{path.name}.migrating")
+        migrated = path.with_name(path.name + ".migrated")
+        try:
+            for leftover in (building, building.with_name(building.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+            # A new file is in rollback-journal mode: once closed it is complete, with no -wal beside it.
+            connection = _connection(building, self.busy_timeout)
+            try:
+                _prepare(connection, str(building))
+                _insert_legacy(connection, registrations)
+            finally:
+                connection.close()
+            with migrated.open("wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(building, path)
+            _fsync_directory(path.parent)
+        except (OSError, sqlite3.Error) as exc:
+            building.unlink(missing_ok=True)
+            raise StoreError(f"{path}: cannot migrate the JSON state file: {exc}") from None
+        _log_migration(len(registrations), path, migrated, path)
+
+    def _import_legacy(self, connection: sqlite3.Connection, legacy: Path) -> None:
+        _, registrations = _read_legacy(legacy, self.limits, in_place=False)
+        # Rows already stored win: after a crash between this commit and the rename, the same file is
+        # imported again and must not bring back what changed since.
+        _insert_legacy(connection, registrations)
+        if self.path is None:
+            return  # nothing is persisted: the JSON file stays the only copy
+        migrated = legacy.with_name(legacy.name + ".migrated")
+        try:
+            os.replace(legacy, migrated)
+            _fsync_directory(legacy.parent)
+        except OSError as exc:
+            raise StoreError(f"{legacy}: imported, but cannot be renamed to {migrated.name}: {exc}") from None
+        _log_migration(len(registrations), legacy, migrated, self.path)
+
+    def _load(self, connection: sqlite3.Connection) -> None:
+        problems: list[str] = []
+        for service, region, task_id, labels, registered_at, final_since in connection.execute(
+            "SELECT service, region, task_id, labels, registered_at, final_since FROM registrations"
+            " ORDER BY registered_at, service, region, task_id"
+        ):
+            where = f"{self.name}: registrations row {_ident(service, region, task_id)}"
+            row = {"service": service, "id": task_id, "region": region, "labels": _json_object(labels)}
+            if row["labels"] is None:
+                problems.append(f"{where}: labels: expected a JSON object, got {shown(labels)}")
+                continue
+            row.update(registered_at=registered_at, final_since=final_since)
+            registration, found = _check_registration(where, row, self.limits)
+            problems.extend(found)
+            if registration is not None:
+                self._registrations.append(registration)
+        for service, region, task_id, status, since in connection.execute(
+            "SELECT service, region, task_id, status, since FROM statuses"
+        ):
+            key = (service, region, task_id)
+            found = _check_status(f"{self.name}: statuses row {_ident(*key)}", key, status, since)
+            problems.extend(found)
+            if not found:
+                self._statuses[key] = StatusSince(status, float(since))
+        if problems:
+            raise StoreError("\n".join(problems))
+
+
+def _resolve(futures: list[asyncio.Future[None]], error: str | None) -> None:
+    """On the loop: settles each future still awaited (a cancelled caller's is done already)."""
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(StoreError(error))  # one each: a raised exception collects its traceback
+
+
+def _open_problem(name: str, exc: Exception) -> str:
+    if isinstance(exc, StoreError):
+        return str(exc)
+    # OperationalError (cannot open, locked, I/O) is a DatabaseError too, but says nothing about the file.
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return f"{name}: not a SQLite database, or corrupt: {exc}"
+    return f"{name}: cannot open the store: {exc}"
+
+
+def _connection(path: Path | None, busy_timeout: float) -> sqlite3.Connection:
+    # Autocommit: the writer begins and commits its own transactions. check_same_thread stays on, so a use
+    # from any thread but the one that opened it is an error rather than a race.
+    connection = sqlite3.connect(
+        ":memory:" if path is None else str(path), timeout=busy_timeout, isolation_level=None
+    )
+    # Invalid UTF-8 in a tampered file becomes lone surrogates, which the row checks then report row by
+    # row, instead of one decoding error for the whole file.
+    connection.text_factory = _decode
+    return connection
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _prepare(connection: sqlite3.Connection, name: str) -> None:
+    """Checks the file is this exporter's store, of a schema version it knows; creates a new one's schema."""
+    connection.execute("PRAGMA synchronous=FULL")  # every commit reaches the disk before it is acknowledged
+    connection.execute("PRAGMA trusted_schema=OFF")  # a trigger planted in the file calls no risky function
+    check = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
+    if check != ["ok"]:
+        raise StoreError(f"{name}: corrupt SQLite database: {shown('; '.join(check), 200)}")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    application = connection.execute("PRAGMA application_id").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{name}: store schema version {version} is newer than this exporter knows ({SCHEMA_VERSION});"
+            " run a newer exporter or restore a backup"
+        )
+    # Exactly this schema: a planted trigger could fail or change every write, a missing column every read.
+    schema = {row[0] for row in connection.execute("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")}
+    if application not in (0, APPLICATION_ID) or schema != (set(_SCHEMA) if version else set()):
+        raise StoreError(f"{name}: not this exporter's store (unexpected application or tables)")
+    if version == 0:
+        connection.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+
+
+def _registration_row(r: Registration) -> tuple[str, str, str, str, float, float | None]:
+    labels = json.dumps(dict(r.task.labels), sort_keys=True)
+    return (*r.task.key, labels, r.registered_at, r.final_since)
+
+
+def _check_task(
+    where: str, service: object, entry: dict[str, object], limits: LimitsConfig | None = None
+) -> tuple[WatchedTask | None, list[str]]:
+    """The task a row stands for, checked like a config watch entry, or the problems with it."""
+    if not isinstance(service, str) or service not in BY_NAME:
+        return None, [f"{where}: service: expected one of {_SERVICES}, got {describe(service)}"]
+    try:
+        task = parse_task(service, entry, None, where, limits)
+    except ConfigError as exc:
+        return None, exc.problems
+    if task.task_id != entry["id"]:
+        # Stored IDs are canonical: another spelling would be a second key for the same task.
+        return None, [f"{where}: id: expected {task.task_id!r}, got {describe(entry['id'])}"]
+    return task, []
+
+
+def _check_registration(
+    where: str, row: Mapping[str, object], limits: LimitsConfig | None
+) -> tuple[Registration | None, list[str]]:
+    entry = {"id": row.get("id"), "region": row.get("region"), "labels": row.get("labels")}
+    task, problems = _check_task(where, row.get("service"), entry, limits)
+    raw_registered, raw_final = row.get("registered_at"), row.get("final_since")
+    registered_at, final = _timestamp(raw_registered), None if raw_final is None else _timestamp(raw_final)
+    if registered_at is None:
+        problems.append(f"{where}: registered_at: expected a unix time, got {describe(raw_registered)}")
+    if raw_final is not None and final is None:
+        problems.append(f"{where}: final_since: expected a unix time or null, got {describe(raw_final)}")
+    if problems or task is None or registered_at is None:
+        return None, problems
+    return Registration(task, registered_at, final), []
+
+
+def _check_status(where: str, key: tuple[object, object, object], status: object, since: object) -> list[str]:
+    service, region, task_id = key
+    _, problems = _check_task(where, service, {"id": task_id, "region": region})
+    if not isinstance(status, str) or not is_utf8(status) or not 0 < len(status) <= STATUS_MAX_LENGTH:
+        problems.append(f"{where}: status: expected 1 to {STATUS_MAX_LENGTH} characters of text")
+    if _timestamp(since) is None:
+        problems.append(f"{where}: since: expected a unix time, got {describe(since)}")
+    return problems
+
+
+def _timestamp(value: object) -> float | None:
+    """A finite unix time, or None (SQLite would store NaN as NULL, and NULL breaks the NOT NULL batch)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _json_object(text: object) -> dict[str, object] | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ident(service: object, region: object, task_id: object) -> str:
+    """A row's key for a message: as stored when printable, quoted otherwise (a newline, a surrogate)."""
+    return "/".join(key_text(part) for part in (service, region, task_id))
+
+
+def _is_foreign(path: Path) -> bool:
+    """True when `path` exists and is not a SQLite file (an empty file is one SQLite initialises)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return False
+    return bool(header) and header != SQLITE_HEADER
+
+
+def _read_legacy(path: Path, limits: LimitsConfig | None, in_place: bool) -> tuple[bytes, list[Registration]]:
+    """A v1 JSON state file's bytes and registrations (the last entry of a key wins, as it did)."""
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read the JSON state file: {exc}") from None
+    if payload.startswith(SQLITE_HEADER):
+        raise StoreError(f"{path}: a SQLite database, not a JSON state file to migrate")
+    # In place, the file was meant to be the store itself: say both things it could have been.
+    expected = "neither a SQLite store nor" if in_place else "not"
+    try:
+        document = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{path}: {expected} a version 1 JSON state file: {shown(str(exc), 120)}") from None
+    if not isinstance(document, dict) or document.get("version") != LEGACY_VERSION:
+        raise StoreError(f"{path}: {expected} a version 1 JSON state file")
+    tasks = document.get("tasks")
+    if not isinstance(tasks, list):
+        raise StoreError(f"{path}: tasks: expected a list, got {describe(tasks)}")
+    problems: list[str] = []
+    found: dict[Key, Registration] = {}
+    for index, item in enumerate(tasks):
+        where = f"{path}: tasks[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a mapping, got {describe(item)}")
+            continue
+        registration, errors = _check_registration(where, item, limits)
+        problems.extend(errors)
+        if registration is not None:
+            found[registration.task.key] = registration
+    if problems:
+        raise StoreError("\n".join(problems))
+    return payload, list(found.values())
+
+
+def _insert_legacy(connection: sqlite3.Connection, registrations: list[Registration]) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.executemany(_PUT.replace("OR REPLACE", "OR IGNORE"), map(_registration_row, registrations))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _remove_old_temporary_files(beside: Path) -> None:
+    """Removes the `.<name>.*.tmp` files the JSON state file's writer left when killed mid-write."""
+    prefix, removed = f".{beside.name}.", 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(beside.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and entry.is_file():
+                os.unlink(entry.path)
+                removed += 1
+    if removed:
+        log.info(
+            "removed temporary files of the JSON state file",
+            extra={"fields": {"directory": str(beside.parent), "files": removed}},
+        )
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _log_migration(count: int, source: Path, migrated: Path, store: Path) -> None:
+    fields = {"tasks": count, "from": str(source), "kept_as": str(migrated), "store": str(store)}
+    log.info("JSON state file migrated into the store", extra={"fields": fields})

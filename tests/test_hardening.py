@@ -1,0 +1,467 @@
+"""No input takes the exporter down: hostile registrations, config files, API answers and signals.
+
+Each test here failed on the code before the hardening work (the defect it guards against is named).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+
+from exporter.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, Outcome, classify
+from exporter.config import PollingConfig, WatchedTask, parse_config
+from exporter.credentials import StaticProvider
+from exporter.daemon import API_TOKEN_ENV, Daemon, Options
+from exporter.metrics import Metrics
+from exporter.ratelimit import TokenBucket
+from exporter.scheduler import ServiceScheduler
+from exporter.services import CDB, MARIADB, Service
+from exporter.signing import Credentials
+from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
+from exporter.state import TaskState, TaskStore
+from exporter.web import TASK_API_PREFIX, create_app
+from exporter.webconfig import middlewares, parse_web_config
+from tests.conftest import eventually
+from tests.fake_metadata import FakeMetadata
+from tests.helpers import DaemonProcess, Samples, wait_for
+
+CREDS = Credentials("AKIDhardening", "hardening-secret-key")
+TOKEN = "hardening-token-7c1d"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def serve(
+    aiohttp_client: Any, config: dict[str, Any], tmp_path: Path, **options: Any
+) -> tuple[TestClient, Daemon]:  # type: ignore[type-arg]
+    daemon = Daemon(
+        parse_config({"region": "ap-guangzhou", **config}, "test.yaml", {}),
+        StaticProvider(CREDS, "test"),
+        Options(storage_path=tmp_path / "store.db", **options),
+        env={API_TOKEN_ENV: TOKEN},
+    )
+    return await aiohttp_client(create_app(daemon)), daemon
+
+
+async def post(client: TestClient, body: bytes | object) -> tuple[int, dict[str, Any]]:  # type: ignore[type-arg]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = await client.post("/api/v1/tasks", data=data, headers=BEARER)
+    return response.status, await response.json()
+
+
+# ---- defects 1 and 2: text that would break the exposition or the store
+
+
+async def test_registrations_that_would_break_the_exposition_are_refused(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client, _ = await serve(aiohttp_client, {}, tmp_path)
+    refused = [
+        {"service": "mariadb", "id": 1, "labels": {"team\n": "x"}},  # re.match(...$) let the newline in
+        {"service": "mariadb", "id": 2, "region": "ap-guangzhou\n"},
+        {"service": "cdb", "id": "abc\n"},
+    ]
+    for body in refused:
+        status, answer = await post(client, body)
+        assert status == 400, (body, answer)
+        assert answer["error"]
+    # A lone surrogate, as JSON's \ud800 escape carries it: refused before it reaches the store.
+    status, answer = await post(client, b'{"service": "cdb", "id": "x1", "labels": {"team": "\\ud800"}}')
+    assert status == 400
+    assert "UTF-8" in answer["error"]
+    # The exporter is unharmed: later registrations work and the exposition parses.
+    status, _ = await post(client, {"service": "cdb", "id": "x2", "labels": {"team": 'a"b\\c\nd'}})
+    assert status == 201
+    samples = Samples(await (await client.get("/metrics")).text())
+    assert samples.get("tencentcloud_task_info", task_id="x2", team='a"b\\c\nd') == 1
+
+
+def test_config_label_names_with_newlines_are_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text('region: ap-guangzhou\nwatch:\n  mariadb_flows:\n    - {id: 1, labels: {"team\\n": x}}\n')
+    checked = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 2, checked.stdout
+    assert "watch.mariadb_flows[0].labels.'team\\n': expected a Prometheus label name" in checked.stderr
+
+
+def test_endpoint_with_user_info_is_a_config_error_that_hides_the_password(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "region: ap-guangzhou\napis:\n  cdb:\n    endpoint: https://admin:hunter2@cdb.tencentcloudapi.com\n"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 2
+    assert "apis.cdb.endpoint: expected a URL without user info" in checked.stderr
+    assert "hunter2" not in checked.stderr + checked.stdout
+
+
+# ---- defect 3: an exception in one poll
+
+
+class FlakyClient(ApiClient):
+    """The real client, raising once per task before answering normally."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        super().__init__(session, 2.0)
+        self.calls = 0
+
+    async def describe(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+    ) -> Outcome:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("injected failure")
+        return await super().describe(service, endpoint, region, credentials, task_id)
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
+    sim = Simulator([CREDS])
+    sim.add_task(SimTask("mariadb", "5", (Phase(0, 0),)))
+    url = await sim.start()
+    try:
+        yield sim, url
+    finally:
+        await sim.stop()
+
+
+async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
+    simulator: tuple[Simulator, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, url = simulator
+    store = TaskStore()
+    async with aiohttp.ClientSession() as session:
+        client = FlakyClient(session)
+        scheduler = ServiceScheduler(
+            MARIADB,
+            url,
+            TokenBucket(50),
+            client,
+            StaticProvider(CREDS, "test"),
+            store,
+            Metrics({"mariadb": 20, "cdb": 40}),
+            PollingConfig(interval=0.05, finished_interval=60, max_backoff=0.1),
+        )
+        scheduler.sync([WatchedTask("mariadb", "5", "ap-guangzhou")], spread=False)
+        worker = asyncio.create_task(scheduler.run())
+        key = ("mariadb", "ap-guangzhou", "5")
+        try:
+            await eventually(
+                lambda: (s := store.get(key)) is not None and s.status is not None, 10, "a status"
+            )
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+    state = store.get(key)
+    assert state is not None
+    assert state.status == "success"
+    assert state.errors == {INTERNAL_ERROR: 1}
+    assert b'code="Exporter.InternalError"} 1' in state.lines[3]
+    logged = [r for r in caplog.records if "unexpected error while polling" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+
+
+def test_deeply_nested_or_unencodable_api_answers_are_handled() -> None:
+    nested = b'{"Response": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    assert classify(200, nested, MARIADB).code == INVALID_RESPONSE  # was RecursionError, ending the poll
+    answer = json.dumps(
+        {"Response": {"Status": "RUNNING\ud800", "Info": "bad \udfff text", "RequestId": "r"}}
+    )
+    outcome = classify(200, answer.encode(), CDB)
+    assert outcome.observation is not None
+    state = TaskState(WatchedTask("cdb", "x", "ap-guangzhou"))
+    state.observe(outcome.observation, time.time())  # rendering encodes the text: it must be valid UTF-8
+    samples = Samples(b"".join(state.lines).decode())
+    assert samples.get("tencentcloud_task_info", info="bad \ufffd text") == 1
+
+
+# ---- defect 4: the task API beside basic auth
+
+
+async def test_task_api_works_when_basic_auth_guards_the_endpoints(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    hashed = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(rounds=4)).decode()
+    web_config = parse_web_config({"basic_auth_users": {"prometheus": hashed}}, "web.yml", tmp_path)
+    daemon = Daemon(
+        parse_config({"region": "ap-guangzhou"}, "test.yaml", {}),
+        StaticProvider(CREDS, "test"),
+        Options(storage_path=tmp_path / "store.db"),
+        env={API_TOKEN_ENV: TOKEN},
+    )
+    client = await aiohttp_client(
+        create_app(daemon, middlewares(web_config, bearer_paths=(TASK_API_PREFIX,)))
+    )
+    basic = aiohttp.BasicAuth("prometheus", "scrape-pw")
+    body = {"service": "cdb", "id": "with-basic-auth"}
+    assert (await client.post("/api/v1/tasks", json=body, headers=BEARER)).status == 201
+    assert (await client.get("/api/v1/tasks", headers=BEARER)).status == 200
+    # Basic auth alone does not open the task API, nor a bearer token the other endpoints.
+    assert (await client.post("/api/v1/tasks", json=body, auth=basic)).status == 401
+    assert (await client.get("/metrics", headers=BEARER)).status == 401
+    assert (
+        await client.post("/api/v1/tasks", json=body, headers={"Authorization": "Bearer nope"})
+    ).status == 401
+    assert (await client.get("/metrics", auth=basic)).status == 200
+
+
+# ---- defect 6: limits, answered with clear errors
+
+
+async def test_limits_are_answered_with_clear_json_errors(aiohttp_client: Any, tmp_path: Path) -> None:
+    limits = {
+        "labels_per_task": 2,
+        "label_name_length": 8,
+        "label_value_length": 10,
+        "registered_tasks": 2,
+        "request_body_bytes": 400,
+    }
+    client, _ = await serve(aiohttp_client, {"limits": limits}, tmp_path)
+    cases = [
+        (
+            {"service": "cdb", "id": "a", "labels": {"a": "1", "b": "2", "c": "3"}},
+            400,
+            "limits.labels_per_task",
+        ),
+        ({"service": "cdb", "id": "a", "labels": {"muchtoolong": "1"}}, 400, "at most 8 characters"),
+        ({"service": "cdb", "id": "a", "labels": {"a": "x" * 11}}, 400, "at most 10 characters"),
+        ({"service": "cdb", "id": "a", "labels": {"a": "x" * 500}}, 413, "limits.request_body_bytes"),
+    ]
+    for body, status, reason in cases:
+        got, answer = await post(client, body)
+        assert (got, reason in answer["error"]) == (status, True), answer
+    assert (await post(client, b"[" * 5000 + b"]" * 5000))[0] == 413
+    deep = b"[" * 150 + b"]" * 150
+    got, answer = await post(client, deep)  # was a 500 (RecursionError) with a big enough body
+    assert got == 400
+    assert "nested" in answer["error"]
+    for task_id in ("a", "b"):
+        assert (await post(client, {"service": "cdb", "id": task_id}))[0] == 201
+    got, answer = await post(client, {"service": "cdb", "id": "c"})
+    assert got == 429
+    assert "limits.registered_tasks" in answer["error"]
+    assert (await post(client, {"service": "cdb", "id": "a", "labels": {"x": "1"}}))[0] == 200  # not new
+
+
+# ---- defect 8: smaller ones
+
+
+async def test_reload_over_http_needs_enable_lifecycle(aiohttp_client: Any, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"region": "ap-guangzhou"}))
+    client, _ = await serve(aiohttp_client, {}, tmp_path, config_path=path)
+    response = await client.post("/-/reload")
+    assert response.status == 403
+    assert "--web.enable-lifecycle" in await response.text()
+    enabled, _ = await serve(aiohttp_client, {}, tmp_path / "b", config_path=path, enable_lifecycle=True)
+    assert (await enabled.post("/-/reload")).status == 200
+
+
+async def test_reload_resizes_the_concurrency_cap(aiohttp_client: Any, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"region": "ap-guangzhou"}))
+    _, daemon = await serve(aiohttp_client, {}, tmp_path, config_path=path)
+    assert daemon._scheduler is not None
+    before = daemon._scheduler.services["mariadb"].concurrency
+    path.write_text(
+        yaml.safe_dump(
+            {"region": "ap-guangzhou", "apis": {"mariadb": {"rate_limit": 40}}, "polling": {"timeout": "20s"}}
+        )
+    )
+    await daemon.reload()
+    # rate x timeout: 20 x 10 s before, 40 x 20 s after (it stayed at the first figure before the fix).
+    assert (before, daemon._scheduler.services["mariadb"].concurrency) == (201, 801)
+
+
+def test_a_bad_entry_in_the_state_file_exits_2_naming_it(tmp_path: Path) -> None:
+    legacy = tmp_path / "registered-tasks.json"
+    tasks = [
+        {"service": "cdb", "id": "fine", "region": "ap-guangzhou", "labels": {}, "registered_at": 1.0},
+        {"service": "nosuch", "id": "1", "region": "ap-guangzhou", "labels": {}, "registered_at": 1.0},
+    ]
+    legacy.write_text(json.dumps({"version": 1, "tasks": tasks}))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"region": "ap-guangzhou", "credentials": {"secret_id": "a", "secret_key": "b"}})
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--config.file",
+            str(config),
+            "--tasks.state-file",
+            str(legacy),
+            "--storage.path",
+            str(tmp_path / "store.db"),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "nosuch" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert legacy.exists()  # nothing migrated, nothing lost
+
+
+@pytest.fixture
+def sim_thread() -> Iterator[SimulatorThread]:
+    with SimulatorThread(Simulator([CREDS])) as sim:
+        sim.add_task(SimTask("mariadb", "7", (Phase(0, 2),)))
+        yield sim
+
+
+def _config(path: Path, url: str) -> list[str]:
+    document = {
+        "credentials": {"secret_id": CREDS.secret_id, "secret_key": CREDS.secret_key},
+        "region": "ap-guangzhou",
+        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "polling": {"interval": "200ms", "timeout": "2s"},
+        "watch": {"mariadb_flows": [7]},
+    }
+    path.write_text(yaml.safe_dump(document))
+    return ["--config.file", str(path)]
+
+
+def test_sighup_during_shutdown_does_not_kill_the_process(
+    sim_thread: SimulatorThread, tmp_path: Path
+) -> None:
+    with DaemonProcess(_config(tmp_path / "config.yaml", sim_thread.url)) as daemon:
+        wait_for(lambda: daemon.scrape().status("mariadb", "7") is not None, 15, "the first poll")
+        daemon.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        # SIGHUPs for as long as the process lives, into every stage of shutdown.
+        while daemon.returncode is None and time.monotonic() < deadline:
+            daemon.signal(signal.SIGHUP)
+            time.sleep(0.002)  # paces the signals; not a synchronisation
+        assert daemon.wait(10) == 0
+
+
+def test_status_first_seen_time_survives_a_restart(sim_thread: SimulatorThread, tmp_path: Path) -> None:
+    args = [*_config(tmp_path / "config.yaml", sim_thread.url), "--storage.path", str(tmp_path / "s.db")]
+    with DaemonProcess(args) as daemon:
+        wait_for(lambda: daemon.scrape().status("mariadb", "7") == "running", 15, "the first poll")
+        since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
+        daemon.kill()  # no clean shutdown: what the store holds must already be on disk
+    with DaemonProcess(args) as daemon:
+        wait_for(lambda: daemon.scrape().status("mariadb", "7") == "running", 15, "the first poll again")
+        again = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
+    assert since is not None
+    assert again == since
+
+
+def test_registrations_write_a_bounded_amount_each(sim_thread: SimulatorThread, tmp_path: Path) -> None:
+    io = Path("/proc/self/io")
+    if not io.exists():
+        pytest.skip("needs /proc/<pid>/io (Linux)")
+    args = [*_config(tmp_path / "config.yaml", sim_thread.url), "--storage.path", str(tmp_path / "s.db")]
+    with DaemonProcess(args, env={API_TOKEN_ENV: TOKEN}) as daemon:
+        pid = daemon.pid
+
+        def written() -> int:
+            fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+            return int(fields["wchar"])
+
+        count = 600
+        before = written()
+        for n in range(count):
+            status, _ = daemon.request(
+                "POST", "/api/v1/tasks", {"service": "cdb", "id": f"bulk-{n:05d}"}, headers=BEARER
+            )
+            assert status == 201
+        per_registration = (written() - before) / count
+    # Rewriting the whole JSON file on each change wrote ~count/2 x 150 bytes a registration (~45 KB here,
+    # growing with the registry); a row insert writes a few pages of the write-ahead log.
+    assert per_registration < 20_000, per_registration
+
+
+# ---- lifecycle: one owner closes everything once
+
+
+async def test_start_credential_reloads_and_stop_leave_nothing_open(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    path = tmp_path / "config.yaml"
+    async with FakeMetadata() as metadata:
+
+        def write(session_name: str) -> None:
+            credentials = {"metadata_url": metadata.url, "role_session_name": session_name}
+            path.write_text(yaml.safe_dump({"region": "ap-guangzhou", "credentials": credentials}))
+
+        write("first")
+        daemon = Daemon(
+            parse_config(yaml.safe_load(path.read_text()), str(path), {}),
+            None,  # the daemon opens (and so owns) the credential chain
+            Options(config_path=path, storage_path=tmp_path / "store.db"),
+            env={},
+        )
+        gc.collect()  # what earlier tests left behind is not this test's to report
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            await daemon.start()
+            for name in ("second", "third", "fourth"):
+                write(name)
+                await daemon.reload()
+            await daemon.stop()
+            await daemon.stop()  # twice is harmless
+            gc.collect()
+        assert metadata.fetches >= 4  # each reload opened a provider of its own
+    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert leftover == []
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert [c for c in reported if "Unclosed" in str(c.get("message"))] == []
+
+
+async def test_a_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a corrupt store
+    closed: list[bool] = []
+
+    class Provider(StaticProvider):
+        async def close(self) -> None:
+            closed.append(True)
+
+    daemon = Daemon(
+        parse_config({"region": "ap-guangzhou"}, "t.yaml", {}),
+        Provider(CREDS, "test"),
+        Options(storage_path=path),
+        env={},
+    )
+    with pytest.raises(Exception, match=str(path)):
+        await daemon.start()
+    await daemon.stop()
+    assert closed == [True]  # closed once, by the failed start
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(path).execute("select * from sqlite_master").fetchall()  # left as it was
