@@ -17,7 +17,7 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from exporter import __version__, httpserver
+from exporter import __version__, httpserver, looperrors
 from exporter import log as logsetup
 from exporter.config import Config, ConfigError, load_config, parse_duration
 from exporter.credentials import CredentialsError, StaticProvider
@@ -164,7 +164,7 @@ async def _serve(daemon: Daemon, listener: Listener) -> None:
     # Before anything opens a socket: the polls and the server share the process's descriptors.
     httpserver.raise_open_files_limit()
     # Repeated loop errors (accept() failing, say) are logged once per kind and interval, not each time.
-    httpserver.install_loop_exception_handler(asyncio.get_running_loop())
+    looperrors.install_loop_exception_handler(asyncio.get_running_loop())
     # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM. An idle keep-alive
     # connection is closed after KEEPALIVE_TIMEOUT (aiohttp's default is an hour), so idle clients cannot
     # hold --web.max-connections; scrapers reconnect at their next interval.

@@ -12,7 +12,8 @@ accept() fail). `GuardedSite` serves an aiohttp runner with:
 - a cap on open connections (TLS handshakes included): beyond it a new connection is closed right after
   accept(), so descriptors stay free for the API client.
 
-`install_loop_exception_handler` rate-limits repeated event loop error reports (accept() failures).
+The framing those deadlines follow is in `exporter.httpframing`; the rate limit on repeated warnings and
+event loop error reports (accept() failures) is in `exporter.looperrors`.
 """
 
 from __future__ import annotations
@@ -21,13 +22,10 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import resource
 import socket
 import ssl
-import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
@@ -35,6 +33,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.config import parse_duration
+from exporter.httpframing import Framing
+from exporter.looperrors import REPORT_INTERVAL, RepeatLimiter
 
 log = logging.getLogger("exporter.httpserver")
 
@@ -43,11 +43,6 @@ DEFAULT_MAX_CONNECTIONS = 512  # as Prometheus' --web.max-connections
 # Descriptors kept free for everything but served connections: the API client's connections, the
 # listening socket, log and state files.
 FD_RESERVE = 64
-REPORT_INTERVAL = 10.0
-
-# Longer lines are refused by aiohttp (max_line_size, max_field_size 8190); this only bounds memory.
-_MAX_LINE = 16 * 1024
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 def read_header_timeout_flag(text: str) -> float:
@@ -107,99 +102,6 @@ def fit_max_connections(
     return effective
 
 
-class _Framing:
-    """Follows one connection's request stream (RFC 9112 framing) only to tell whether request headers are
-    pending: bodies are skipped by Content-Length or chunk sizes, never buffered."""
-
-    _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _LOST = range(7)
-
-    def __init__(self) -> None:
-        self._state = self._HEAD
-        self._line = bytearray()
-        self._request_line = False  # the current request's request line has been read
-        self._lengths: list[bytes] = []
-        self._codings: list[bytes] = []
-        self._remaining = 0
-        # A connection starts waiting for its first request's headers.
-        self.pending = True
-        self.started = 1  # requests whose first byte arrived (the first one counts from the accept)
-
-    def feed(self, data: bytes) -> None:
-        pos, end = 0, len(data)
-        while pos < end and self._state != self._LOST:
-            if self._state in (self._BODY, self._CHUNK_DATA):
-                step = min(self._remaining, end - pos)
-                pos += step
-                self._remaining -= step
-                if self._remaining == 0:
-                    self._state = self._HEAD if self._state == self._BODY else self._CHUNK_END
-                continue
-            if self._state == self._HEAD and not self._request_line and not self._line:
-                # Empty lines before a request line are ignored (RFC 9112 2.2), so they start no request.
-                while pos < end and data[pos] in b"\r\n":
-                    pos += 1
-                if pos == end:
-                    break
-                if not self.pending:
-                    self.pending = True
-                    self.started += 1
-            newline = data.find(b"\n", pos)
-            stop = end if newline < 0 else newline
-            if len(self._line) < _MAX_LINE:
-                self._line += data[pos : min(stop, pos + _MAX_LINE - len(self._line))]
-            pos = stop + 1 if newline >= 0 else end
-            if newline >= 0:
-                line = bytes(self._line).rstrip(b"\r")
-                self._line.clear()
-                self._on_line(line)
-        if self._state == self._LOST:
-            self.pending = True  # framing unknown: the clock runs until aiohttp or the deadline closes it
-
-    def _on_line(self, line: bytes) -> None:
-        if self._state == self._HEAD:
-            if not self._request_line:
-                self._request_line = True
-            elif line:
-                if line[:1] in b" \t":  # obsolete line folding: aiohttp refuses it, nothing to note
-                    return
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name in (b"content-length", b"transfer-encoding"):
-                    # aiohttp takes at most 128 header lines (max_headers), which bounds these lists.
-                    (self._lengths if name == b"content-length" else self._codings).append(value)
-            else:
-                self._end_of_headers()
-        elif self._state == self._CHUNK_SIZE:
-            size = line.partition(b";")[0].strip()
-            if not _CHUNK_SIZE.fullmatch(size):  # int() alone would take "0x1", "-1" or "1_0"
-                self._state = self._LOST
-                return
-            self._remaining = int(size, 16)
-            self._state = self._CHUNK_DATA if self._remaining else self._TRAILERS
-        elif self._state == self._CHUNK_END:
-            self._state = self._CHUNK_SIZE if not line else self._LOST
-        elif self._state == self._TRAILERS and not line:
-            self._state = self._HEAD
-
-    def _end_of_headers(self) -> None:
-        self.pending = False
-        self._request_line = False
-        lengths, codings = self._lengths, self._codings
-        self._lengths, self._codings = [], []
-        if codings:
-            names = [c.strip().lower() for value in codings for c in value.split(b",") if c.strip()]
-            self._state = self._CHUNK_SIZE if names and names[-1] == b"chunked" else self._LOST
-            return
-        values = {v.strip() for value in lengths for v in value.split(b",")}
-        if not values:
-            self._state = self._HEAD
-        elif len(values) == 1 and (value := values.pop()).isdigit() and len(value) <= 18:
-            self._remaining = int(value)
-            self._state = self._BODY if self._remaining else self._HEAD
-        else:
-            self._state = self._LOST
-
-
 class _Connection(asyncio.Protocol):
     """One admitted connection: the header deadline, TLS, then aiohttp's own protocol underneath."""
 
@@ -208,7 +110,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._raw: asyncio.Transport | None = None
         self._inner: asyncio.Protocol | None = None
-        self._framing = _Framing()
+        self._framing = Framing()
         self._timer: asyncio.TimerHandle | None = None
         # Under TLS, decrypted bytes can arrive between the handshake and the moment aiohttp is attached.
         self._early: list[bytes] = []
@@ -485,115 +387,3 @@ class _SiteCollector:
         yield GaugeMetricFamily(n + "max_connections", "Cap on open connections", s.max_connections)
         yield CounterMetricFamily(n + "connections_refused", "Closed at once: cap reached", s.refused)
         yield CounterMetricFamily(n + "header_timeouts", "Closed: request headers late", s.header_timeouts)
-
-
-@dataclass
-class _Kind:
-    last: float  # when a report of this kind was last let through
-    suppressed: int = 0  # reports suppressed since
-
-
-class RepeatLimiter:
-    """Lets the first report of each kind through, then at most one per `interval`, counting the rest.
-
-    Kinds are bounded (`max_kinds`): beyond that, new kinds share the kind `other`, so a flood of distinct
-    reports grows neither memory nor the log."""
-
-    OTHER = "other"
-
-    def __init__(
-        self, interval: float, clock: Callable[[], float] = time.monotonic, max_kinds: int = 64
-    ) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._max_kinds = max_kinds
-        self._kinds: dict[str, _Kind] = {}
-
-    def admit(self, kind: str) -> int | None:
-        """None to suppress this report, else how many of its kind were suppressed since the last one."""
-        now = self._clock()
-        entry = self._kinds.get(kind)
-        if entry is None:
-            if len(self._kinds) >= self._max_kinds:
-                self._evict(now)
-            if len(self._kinds) < self._max_kinds or kind == self.OTHER:
-                self._kinds[kind] = _Kind(now)
-                return 0
-            return self.admit(self.OTHER)
-        if now - entry.last >= self.interval:
-            suppressed = entry.suppressed
-            entry.last, entry.suppressed = now, 0
-            return suppressed
-        entry.suppressed += 1
-        return None
-
-    def due(self) -> list[tuple[str, int]]:
-        """Kinds whose interval has passed with reports still suppressed, and their counts (which restart)."""
-        now = self._clock()
-        out = []
-        for kind, entry in self._kinds.items():
-            if entry.suppressed and now - entry.last >= self.interval:
-                out.append((kind, entry.suppressed))
-                entry.last, entry.suppressed = now, 0
-        return out
-
-    def pending(self) -> bool:
-        return any(entry.suppressed for entry in self._kinds.values())
-
-    def _evict(self, now: float) -> None:
-        idle = [k for k, e in self._kinds.items() if not e.suppressed and now - e.last >= self.interval]
-        for kind in idle:
-            del self._kinds[kind]
-
-
-_VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+")
-
-
-class LoopErrorReporter:
-    """An event loop exception handler: logs each kind of report (message and exception type) once, then at
-    most once per `interval` with the count suppressed meanwhile. Only the report's message and the
-    exception with its traceback are logged, never the context's transport, protocol or socket objects."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = REPORT_INTERVAL) -> None:
-        self._loop = loop
-        self._limiter = RepeatLimiter(interval, loop.time)
-        self._flush: asyncio.TimerHandle | None = None
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        message = str(context.get("message") or "unhandled exception in event loop")[:500]
-        exc = context.get("exception")
-        error_type = type(exc).__name__ if isinstance(exc, BaseException) else ""
-        # Reports of one kind differ in addresses, descriptors and times: those are not part of the kind.
-        first_line = message.partition("\n")[0]
-        kind = f"{error_type}|{_VARYING.sub('#', first_line)[:200]}"
-        suppressed = self._limiter.admit(kind)
-        if suppressed is None:
-            if self._flush is None and not loop.is_closed():
-                self._flush = loop.call_later(self._limiter.interval, self._report_suppressed)
-            return
-        fields: dict[str, Any] = {"report": message, "exception": error_type}
-        if suppressed:
-            fields["suppressed"] = suppressed
-        exc_info = exc if isinstance(exc, BaseException) else None
-        log.error("event loop error", exc_info=exc_info, extra={"fields": fields})
-
-    def _report_suppressed(self) -> None:
-        self._flush = None
-        for kind, count in self._limiter.due():
-            # The kind: exception type and the message's first line, numbers blanked out (or "other").
-            error_type, _, message = kind.partition("|") if "|" in kind else ("", "", kind)
-            log.error(
-                "event loop error repeated",
-                extra={"fields": {"report": message, "exception": error_type, "suppressed": count}},
-            )
-        if self._limiter.pending() and not self._loop.is_closed():
-            self._flush = self._loop.call_later(self._limiter.interval, self._report_suppressed)
-
-
-def install_loop_exception_handler(
-    loop: asyncio.AbstractEventLoop, interval: float = REPORT_INTERVAL
-) -> LoopErrorReporter:
-    """Replaces the loop's exception handler (asyncio's logs every report in full) with a rate-limited one."""
-    reporter = LoopErrorReporter(loop, interval)
-    loop.set_exception_handler(reporter)
-    return reporter

@@ -4,9 +4,10 @@ Requests leave on an even pace slightly under the quota, one slot after another.
 its slot (the event loop was busy elsewhere) may still use the slots that passed meanwhile, up to
 BACKLOG_SECONDS of them, so a busy loop delays requests instead of losing them. Made-up slots send several
 requests at once, which the even pace alone would never do, so every reservation is also held to a hard
-limit: never more than floor(rate) reservations within one second plus a margin for requests bunching up on
-their way out. The margin is JITTER_MARGIN, or how late the event loop has lately woken the caller when that
-is more: a loop that is late to wake the caller is as late to send what it reserved.
+limit: never more than window_limit(rate) reservations (the quota itself, for an integer quota) within one
+second plus a margin for requests bunching up on their way out. The margin is JITTER_MARGIN, or how late the
+event loop has lately woken the caller when that is more: a loop that is late to wake the caller is as late
+to send what it reserved.
 
 On throttling (`RequestLimitExceeded*`, another client spending the same quota) the rate drops
 multiplicatively and climbs back additively, so the exporter yields to other users and returns to full speed
@@ -38,8 +39,7 @@ BACKLOG_SECONDS = 1.0
 # How much closer together than they were sent requests may arrive and still stay within the quota once
 # made-up slots have filled a window. The margin is paid for in catch-up speed: at a quota of N per second,
 # N+1 requests span 1/SAFETY = 1.042 s on the even pace but only 1 + JITTER_MARGIN under the limit, and that
-# difference (about 2% of the quota) is all that repays missed slots when the limit binds. With non-integer
-# rates (shards) floor(rate) can bind even on the even pace, which then sends slightly below SAFETY.
+# difference (about 2% of the quota) is all that repays missed slots when the limit binds.
 JITTER_MARGIN = 0.02
 WINDOW_SECONDS = 1.0 + JITTER_MARGIN  # the narrowest window the limit applies to
 # Lateness of the loop widens the margin while it lasts, halving every LATENESS_HALF_LIFE seconds. With 200
@@ -50,8 +50,12 @@ LATENESS_HALF_LIFE = 5.0
 
 
 def window_limit(rate: float) -> int:
-    """Most reservations allowed within a window at `rate` requests per second (at least one)."""
-    return max(1, math.floor(rate))
+    """Most reservations allowed within a window at `rate` requests per second (at least one).
+
+    floor(rate), which keeps an integer quota and leaves the pace room to repay missed slots; but never fewer
+    than the even pace itself puts in the narrowest window, so for a shard's fractional rate (20 / 3: 7 in
+    1.02 s, not 6) the limit binds only on made-up slots and sharding keeps its share of the quota."""
+    return max(1, math.floor(rate), math.ceil(rate * SAFETY * WINDOW_SECONDS - 1e-9))
 
 
 class TokenBucket:
@@ -118,7 +122,7 @@ class TokenBucket:
         self._lateness_at = now
 
     def window_seconds(self) -> float:
-        """The window in which at most floor(rate) reservations fall: one second plus the current margin."""
+        """The window in which at most window_limit(rate) reservations fall: one second plus the margin."""
         return 1.0 + max(JITTER_MARGIN, self._recent_lateness(self._clock()))
 
     def _recent_lateness(self, now: float) -> float:

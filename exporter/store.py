@@ -16,28 +16,41 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import ConfigError, LimitsConfig, WatchedTask, parse_task
-from exporter.services import BY_NAME
-from exporter.validation import describe, is_utf8, key_text, shown
+from exporter.config import LimitsConfig
+from exporter.store_legacy import (
+    SQLITE_HEADER,
+    log_migration,
+    read_legacy,
+    remove_old_temporary_files,
+)
+from exporter.store_rows import (
+    Key,
+    Registration,
+    StatusSince,
+    StoreError,
+    check_registration,
+    check_status,
+    ident,
+    json_object,
+)
+from exporter.validation import is_utf8, shown
+
+# The store's whole surface, rows and errors included, so callers import from one place.
+__all__ = ["SCHEMA_VERSION", "SQLITE_HEADER", "Registration", "StatusSince", "Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str]
 
 SCHEMA_VERSION = 1  # PRAGMA user_version
 APPLICATION_ID = 0x54435445  # PRAGMA application_id ("TCTE"): this exporter's file, not another database
-SQLITE_HEADER = b"SQLite format 3\x00"
-LEGACY_VERSION = 1  # the JSON state file this store replaces
-STATUS_MAX_LENGTH = 256  # above what the services keep (64): only a bound on untrusted rows
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds before a failed batch is tried again when nothing new comes
 
 _SCHEMA = (
@@ -49,28 +62,10 @@ _SCHEMA = (
     "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
     " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
 )
-_SERVICES = ", ".join(sorted(BY_NAME))
 _PUT = "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?, ?)"
 _DELETE = "DELETE FROM registrations WHERE service = ? AND region = ? AND task_id = ?"
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
 _FORGET = "DELETE FROM statuses WHERE service = ? AND region = ? AND task_id = ?"
-
-
-class StoreError(Exception):
-    """The store cannot be opened, read or written; the message names the file and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Registration:
-    task: WatchedTask
-    registered_at: float
-    final_since: float | None = None  # unix time the task was first seen in a final state
-
-
-@dataclass(frozen=True)
-class StatusSince:
-    status: str
-    since: float  # unix time the status was first seen
 
 
 @dataclass(frozen=True)
@@ -146,8 +141,8 @@ class Store:
         row: dict[str, object] = dict(service=task.service, id=task.task_id, region=task.region)
         row.update(labels=dict(task.labels), registered_at=registration.registered_at)
         row.update(final_since=registration.final_since)
-        where = f"{self.name}: registration {_ident(*task.key)}"
-        checked, problems = _check_registration(where, row, self.limits)
+        where = f"{self.name}: registration {ident(*task.key)}"
+        checked, problems = check_registration(where, row, self.limits)
         if checked is None:
             raise StoreError("\n".join(problems))
         await self._submit(_Op(_PUT, (_registration_row(checked),)))
@@ -165,7 +160,7 @@ class Store:
 
         A value the store could not load again is logged and dropped, not raised into the poller."""
         self._check()
-        problems = _check_status(f"{self.name}: status of {_ident(*key)}", key, status, since)
+        problems = check_status(f"{self.name}: status of {ident(*key)}", key, status, since)
         if problems:
             log.warning("status not stored", extra={"fields": {"error": "; ".join(problems)}})
             return
@@ -312,7 +307,7 @@ class Store:
                 self._import_legacy(connection, legacy)
             if path is not None:  # in memory, the store changes no file
                 for beside in (path, legacy or path):
-                    _remove_old_temporary_files(beside)
+                    remove_old_temporary_files(beside)
             self._load(connection)
         except BaseException:
             connection.close()
@@ -322,7 +317,7 @@ class Store:
     def _migrate_in_place(self, path: Path) -> None:
         """`path` holds a v1 JSON state file. The database is built beside it and renamed over it once
         complete, so a crash anywhere leaves the JSON file (migrated again next start) or the database."""
-        payload, registrations = _read_legacy(path, self.limits, in_place=True)
+        payload, registrations = read_legacy(path, self.limits, in_place=True)
         building = path.with_name(f".{path.name}.migrating")
         migrated = path.with_name(path.name + ".migrated")
         try:
@@ -344,10 +339,10 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             building.unlink(missing_ok=True)
             raise StoreError(f"{path}: cannot migrate the JSON state file: {exc}") from None
-        _log_migration(len(registrations), path, migrated, path)
+        log_migration(len(registrations), path, migrated, path)
 
     def _import_legacy(self, connection: sqlite3.Connection, legacy: Path) -> None:
-        _, registrations = _read_legacy(legacy, self.limits, in_place=False)
+        _, registrations = read_legacy(legacy, self.limits, in_place=False)
         # Rows already stored win: after a crash between this commit and the rename, the same file is
         # imported again and must not bring back what changed since.
         _insert_legacy(connection, registrations)
@@ -359,7 +354,7 @@ class Store:
             _fsync_directory(legacy.parent)
         except OSError as exc:
             raise StoreError(f"{legacy}: imported, but cannot be renamed to {migrated.name}: {exc}") from None
-        _log_migration(len(registrations), legacy, migrated, self.path)
+        log_migration(len(registrations), legacy, migrated, self.path)
 
     def _load(self, connection: sqlite3.Connection) -> None:
         problems: list[str] = []
@@ -367,13 +362,13 @@ class Store:
             "SELECT service, region, task_id, labels, registered_at, final_since FROM registrations"
             " ORDER BY registered_at, service, region, task_id"
         ):
-            where = f"{self.name}: registrations row {_ident(service, region, task_id)}"
-            row = {"service": service, "id": task_id, "region": region, "labels": _json_object(labels)}
+            where = f"{self.name}: registrations row {ident(service, region, task_id)}"
+            row = {"service": service, "id": task_id, "region": region, "labels": json_object(labels)}
             if row["labels"] is None:
                 problems.append(f"{where}: labels: expected a JSON object, got {shown(labels)}")
                 continue
             row.update(registered_at=registered_at, final_since=final_since)
-            registration, found = _check_registration(where, row, self.limits)
+            registration, found = check_registration(where, row, self.limits)
             problems.extend(found)
             if registration is not None:
                 self._registrations.append(registration)
@@ -381,7 +376,7 @@ class Store:
             "SELECT service, region, task_id, status, since FROM statuses"
         ):
             key = (service, region, task_id)
-            found = _check_status(f"{self.name}: statuses row {_ident(*key)}", key, status, since)
+            found = check_status(f"{self.name}: statuses row {ident(*key)}", key, status, since)
             problems.extend(found)
             if not found:
                 self._statuses[key] = StatusSince(status, float(since))
@@ -457,72 +452,6 @@ def _registration_row(r: Registration) -> tuple[str, str, str, str, float, float
     return (*r.task.key, labels, r.registered_at, r.final_since)
 
 
-def _check_task(
-    where: str, service: object, entry: dict[str, object], limits: LimitsConfig | None = None
-) -> tuple[WatchedTask | None, list[str]]:
-    """The task a row stands for, checked like a config watch entry, or the problems with it."""
-    if not isinstance(service, str) or service not in BY_NAME:
-        return None, [f"{where}: service: expected one of {_SERVICES}, got {describe(service)}"]
-    try:
-        task = parse_task(service, entry, None, where, limits)
-    except ConfigError as exc:
-        return None, exc.problems
-    if task.task_id != entry["id"]:
-        # Stored IDs are canonical: another spelling would be a second key for the same task.
-        return None, [f"{where}: id: expected {task.task_id!r}, got {describe(entry['id'])}"]
-    return task, []
-
-
-def _check_registration(
-    where: str, row: Mapping[str, object], limits: LimitsConfig | None
-) -> tuple[Registration | None, list[str]]:
-    entry = {"id": row.get("id"), "region": row.get("region"), "labels": row.get("labels")}
-    task, problems = _check_task(where, row.get("service"), entry, limits)
-    raw_registered, raw_final = row.get("registered_at"), row.get("final_since")
-    registered_at, final = _timestamp(raw_registered), None if raw_final is None else _timestamp(raw_final)
-    if registered_at is None:
-        problems.append(f"{where}: registered_at: expected a unix time, got {describe(raw_registered)}")
-    if raw_final is not None and final is None:
-        problems.append(f"{where}: final_since: expected a unix time or null, got {describe(raw_final)}")
-    if problems or task is None or registered_at is None:
-        return None, problems
-    return Registration(task, registered_at, final), []
-
-
-def _check_status(where: str, key: tuple[object, object, object], status: object, since: object) -> list[str]:
-    service, region, task_id = key
-    _, problems = _check_task(where, service, {"id": task_id, "region": region})
-    if not isinstance(status, str) or not is_utf8(status) or not 0 < len(status) <= STATUS_MAX_LENGTH:
-        problems.append(f"{where}: status: expected 1 to {STATUS_MAX_LENGTH} characters of text")
-    if _timestamp(since) is None:
-        problems.append(f"{where}: since: expected a unix time, got {describe(since)}")
-    return problems
-
-
-def _timestamp(value: object) -> float | None:
-    """A finite unix time, or None (SQLite would store NaN as NULL, and NULL breaks the NOT NULL batch)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _json_object(text: object) -> dict[str, object] | None:
-    try:
-        value = json.loads(text) if isinstance(text, str) else None
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _ident(service: object, region: object, task_id: object) -> str:
-    """A row's key for a message: as stored when printable, quoted otherwise (a newline, a surrogate)."""
-    return "/".join(key_text(part) for part in (service, region, task_id))
-
-
 def _is_foreign(path: Path) -> bool:
     """True when `path` exists and is not a SQLite file (an empty file is one SQLite initialises)."""
     try:
@@ -531,41 +460,6 @@ def _is_foreign(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return bool(header) and header != SQLITE_HEADER
-
-
-def _read_legacy(path: Path, limits: LimitsConfig | None, in_place: bool) -> tuple[bytes, list[Registration]]:
-    """A v1 JSON state file's bytes and registrations (the last entry of a key wins, as it did)."""
-    try:
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot read the JSON state file: {exc}") from None
-    if payload.startswith(SQLITE_HEADER):
-        raise StoreError(f"{path}: a SQLite database, not a JSON state file to migrate")
-    # In place, the file was meant to be the store itself: say both things it could have been.
-    expected = "neither a SQLite store nor" if in_place else "not"
-    try:
-        document = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise StoreError(f"{path}: {expected} a version 1 JSON state file: {shown(str(exc), 120)}") from None
-    if not isinstance(document, dict) or document.get("version") != LEGACY_VERSION:
-        raise StoreError(f"{path}: {expected} a version 1 JSON state file")
-    tasks = document.get("tasks")
-    if not isinstance(tasks, list):
-        raise StoreError(f"{path}: tasks: expected a list, got {describe(tasks)}")
-    problems: list[str] = []
-    found: dict[Key, Registration] = {}
-    for index, item in enumerate(tasks):
-        where = f"{path}: tasks[{index}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: expected a mapping, got {describe(item)}")
-            continue
-        registration, errors = _check_registration(where, item, limits)
-        problems.extend(errors)
-        if registration is not None:
-            found[registration.task.key] = registration
-    if problems:
-        raise StoreError("\n".join(problems))
-    return payload, list(found.values())
 
 
 def _insert_legacy(connection: sqlite3.Connection, registrations: list[Registration]) -> None:
@@ -578,29 +472,9 @@ def _insert_legacy(connection: sqlite3.Connection, registrations: list[Registrat
         raise
 
 
-def _remove_old_temporary_files(beside: Path) -> None:
-    """Removes the `.<name>.*.tmp` files the JSON state file's writer left when killed mid-write."""
-    prefix, removed = f".{beside.name}.", 0
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(beside.parent):
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and entry.is_file():
-                os.unlink(entry.path)
-                removed += 1
-    if removed:
-        log.info(
-            "removed temporary files of the JSON state file",
-            extra={"fields": {"directory": str(beside.parent), "files": removed}},
-        )
-
-
 def _fsync_directory(directory: Path) -> None:
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _log_migration(count: int, source: Path, migrated: Path, store: Path) -> None:
-    fields = {"tasks": count, "from": str(source), "kept_as": str(migrated), "store": str(store)}
-    log.info("JSON state file migrated into the store", extra={"fields": fields})

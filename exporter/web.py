@@ -20,7 +20,7 @@ from exporter import __version__
 from exporter.config import ConfigError, parse_task, redacted
 from exporter.daemon import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.scrape import SCRAPES, SharedRenders, Variant
+from exporter.scrape import SCRAPES, Variant, install
 from exporter.services import BY_NAME
 from exporter.state import TaskState
 from exporter.store import StoreError
@@ -52,10 +52,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if variant.gzip:
         response.headers["Content-Encoding"] = "gzip"
     await response.prepare(request)
-    # Scrapes arriving during a render of the same variant share it (exporter.scrape); without SCRAPES
-    # registered on the app, each scrape renders on its own.
-    renders = request.app.get(SCRAPES) or SharedRenders()
-    await renders.stream(
+    # Scrapes arriving during a render of the same variant share it (exporter.scrape), so heavy scraping
+    # renders and compresses once per burst instead of once per scraper and leaves the loop to polling.
+    await request.app[SCRAPES].stream(
         variant,
         # A snapshot of who is watched, taken when a render starts. A poll finishing between two chunks may
         # show in the later ones; a line is never torn, since each task's lines are replaced whole.
@@ -332,6 +331,7 @@ async def _stop(app: web.Application) -> None:
 def create_app(daemon: Daemon, middlewares: Sequence[Middleware] = ()) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app[DAEMON] = daemon
+    install(app)  # the shared renders of /metrics, closed with the app
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.router.add_get("/", landing)

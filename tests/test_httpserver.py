@@ -24,13 +24,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from exporter.cli import build_parser
-from exporter.httpserver import (
-    GuardedSite,
-    RepeatLimiter,
-    _Framing,
-    fit_max_connections,
-    install_loop_exception_handler,
-)
+from exporter.httpframing import Framing
+from exporter.httpserver import GuardedSite, fit_max_connections
+from exporter.looperrors import RepeatLimiter, install_loop_exception_handler
 from tests.helpers import DaemonProcess, Samples, wait_for
 
 GET_OK = b"GET /ok HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -336,7 +332,7 @@ def test_framing_follows_requests_byte_by_byte() -> None:
         (b"4;x=y\r\n\r\n\r\n\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n", 3),
         (b"\r\n\r\nGET /last HTTP/1.0\r\n\r\n", 4),
     ]
-    framing = _Framing()
+    framing = Framing()
     for part, started in stream:
         for i in range(len(part)):
             framing.feed(part[i : i + 1])
@@ -346,11 +342,11 @@ def test_framing_follows_requests_byte_by_byte() -> None:
     assert framing.pending
     assert framing.started == 5
     for odd in (b"Content-Length: 1, 2", b"Content-Length: -1", b"Transfer-Encoding: gzip"):
-        lost = _Framing()
+        lost = Framing()
         lost.feed(b"POST / HTTP/1.1\r\n" + odd + b"\r\n\r\n")
         assert lost.pending, odd  # framing it cannot follow keeps the deadline running
     for size in (b"-1", b"0x1", b"1_0"):
-        lost = _Framing()
+        lost = Framing()
         lost.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n")
         assert lost.pending, size
 
@@ -378,7 +374,7 @@ def _request(draw: st.DrawFn) -> bytes:
 def test_framing_agrees_with_the_request_boundaries(
     requests: list[bytes], sizes: list[int], data: st.DataObject
 ) -> None:
-    framing = _Framing()
+    framing = Framing()
     for number, request in enumerate(requests, 1):
         pos = 0
         while pos < len(request):  # the request arrives in reads of arbitrary sizes

@@ -139,7 +139,7 @@ def test_a_stall_longer_than_the_backlog_forfeits_the_older_slots() -> None:
         max_size=200,
     ),
 )
-def test_never_more_than_floor_rate_within_the_window_whatever_the_lateness(
+def test_never_more_than_the_window_limit_whatever_the_lateness(
     rate: float, steps: list[tuple[str, float]]
 ) -> None:
     clock = FakeClock()
@@ -170,7 +170,7 @@ def test_never_more_than_floor_rate_within_the_window_whatever_the_lateness(
     assert times == sorted(times)
     for last, at in enumerate(times):
         within = sum(1 for t in times[: last + 1] if t > at - WINDOW_SECONDS)
-        # Each reservation is held to the limit of the rate at that moment, never above floor(max_rate).
+        # Each reservation is held to the limit of the rate at that moment, never above the quota's limit.
         assert within <= limits[last] <= window_limit(rate)
 
 
@@ -272,3 +272,16 @@ def test_rate_must_be_positive() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError, match="positive"):
         TokenBucket(5).set_rate(-1)
+
+
+def test_window_limit_is_the_quota_for_integer_quotas_and_never_binds_the_pace_of_a_shard() -> None:
+    assert [window_limit(n) for n in (1, 2, 20, 40, 50, 100, 200)] == [1, 2, 20, 40, 50, 100, 200]
+    for rate in (20 / 3, 40 / 3, 20 / 7, 0.5, 12.5):
+        clock = FakeClock()
+        bucket = TokenBucket(rate, clock)
+        sent, end = 0, clock.now + 60
+        while clock.now < end:
+            clock.now += max(0.0, bucket.reserve())  # an on-time caller on the even pace
+            sent += 1
+        # floor(20 / 3) = 6 per window would have held a third of the quota to 5.9/s instead of 6.4/s.
+        assert abs(sent - rate * SAFETY * 60) <= 2, (rate, sent)

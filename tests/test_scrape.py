@@ -363,15 +363,3 @@ async def test_a_client_disconnecting_mid_stream_does_not_break_the_others(
         assert task_samples(await served.fetch(session, PLAIN)) == task_samples(bodies[0])
         assert served.chunk_calls == [False, False]  # the next scrape renders anew
         assert renders.in_flight() == 0
-
-
-async def test_without_shared_renders_registered_each_scrape_renders_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    served = Served(None)
-    del served.app[SCRAPES]  # the app as create_app makes it, before it registers SharedRenders
-    async with served.running(monkeypatch, tasks=3) as session:
-        bodies = await asyncio.gather(*(served.fetch(session, GZIP) for _ in range(3)))
-    assert served.chunk_calls == [False] * 3
-    for body in bodies:
-        assert Samples(gzip.decompress(body).decode()).get("tencentcloud_exporter_build_info") == 1
