@@ -188,9 +188,6 @@ class Daemon:
     def ready(self) -> bool:
         return self._scheduler is not None and self._scheduler.running
 
-    def render(self, openmetrics: bool) -> bytes:
-        return self.metrics.render(self.store, openmetrics)
-
     # ---- the watched set
 
     def watched(self) -> dict[Key, WatchedTask]:
@@ -198,9 +195,6 @@ class Daemon:
         tasks = {key: r.task for key, r in self._registered.items()}
         tasks.update({t.key: t for t in self.config.tasks})  # the config file's labels win
         return {k: t for k, t in tasks.items() if shard.owns(t.service, t.task_id)}
-
-    def registrations(self) -> list[Registration]:
-        return list(self._registered.values())
 
     def source(self, key: Key) -> str:
         return "config" if key in self._config_keys else "api"
