@@ -45,10 +45,6 @@ class Outcome:
     def ok(self) -> bool:
         return self.code is None
 
-    @property
-    def throttled(self) -> bool:
-        return self.code is not None and self.code.startswith("RequestLimitExceeded")
-
 
 def classify(status: int, body: bytes, service: Service) -> Outcome:
     """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from exporter.services import SERVICES
+from exporter.services import BY_NAME, SERVICES
 from exporter.validation import Checker, ProblemsError, describe, key_text, read_yaml, shown
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -27,7 +27,7 @@ _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
 RESERVED_LABELS = frozenset({"service", "region", "task_id", "status", "code", "info", "job", "instance"})
-_WATCH_KEYS = {"mariadb_flows": "mariadb", "cdb_async_requests": "cdb"}
+_WATCH_KEYS = {s.watch_key: s.name for s in SERVICES}
 
 
 class ConfigError(ProblemsError):
@@ -406,24 +406,7 @@ class _Checker(Checker):
 
 def canonical_task_id(service: str, value: object) -> str | None:
     """The canonical text of a task ID, or None when it is not a valid ID for that service."""
-    if service == "mariadb":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int) and value > 0:
-            return str(value)
-        if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
-            return str(int(value))
-        return None
-    if isinstance(value, str) and is_async_request_id(value):
-        return value
-    return None
-
-
-_ASYNC_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-
-def is_async_request_id(value: str) -> bool:
-    return bool(_ASYNC_REQUEST_ID.fullmatch(value))
+    return BY_NAME[service].id_kind.canonical(value)
 
 
 def _entry(
@@ -441,8 +424,7 @@ def _entry(
         labels = check.labels(item.get("labels"), f"{path}.labels" if path else "labels")
     task_id = canonical_task_id(service, raw_id)
     if task_id is None:
-        expected = "a positive integer flow ID" if service == "mariadb" else "an async request ID string"
-        check.error(path_id, f"expected {expected}, got {describe(raw_id)}")
+        check.error(path_id, f"expected {BY_NAME[service].id_kind.expected}, got {describe(raw_id)}")
         return None
     if region is None:
         check.error(path, "no region: set `region` at the top level or on this task")

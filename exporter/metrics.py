@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client import exposition as text_exposition
@@ -18,6 +17,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from exporter import __version__
 from exporter.client import Outcome
 from exporter.config import PollingConfig
+from exporter.exposition import POLLED, TASK_FAMILIES
 from exporter.services import SERVICES, Service
 from exporter.sharding import Shard
 from exporter.state import TaskState
@@ -27,52 +27,7 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 CHUNK_TASKS = 1000
-_POLLED = "Values come from background polling of the Tencent Cloud API, not from the scrape."
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    kind: str  # Prometheus text type
-    help: str
-
-    def header(self, openmetrics: bool) -> str:
-        name, kind = self.name, self.kind
-        if openmetrics and kind == "counter":
-            name = name.removesuffix("_total")
-        elif openmetrics and name.endswith("_info"):
-            name, kind = name.removesuffix("_info"), "info"
-        return f"# HELP {name} {self.help}\n# TYPE {name} {kind}\n"
-
-
-# Indexed like state.STATUS, STATUS_CHANGE, LAST_SUCCESS, ERRORS, INFO.
-TASK_FAMILIES = (
-    Family(
-        "tencentcloud_task_status",
-        "gauge",
-        f"Current status of the watched task as a state set (1 for the current status). {_POLLED}",
-    ),
-    Family(
-        "tencentcloud_task_status_change_timestamp_seconds",
-        "gauge",
-        f"Unix time the exporter first saw the task's current status. {_POLLED}",
-    ),
-    Family(
-        "tencentcloud_task_last_poll_success_timestamp_seconds",
-        "gauge",
-        f"Unix time of the last successful poll of the task. {_POLLED}",
-    ),
-    Family(
-        "tencentcloud_task_errors_total",
-        "counter",
-        f"Failed polls of the task by error code. {_POLLED}",
-    ),
-    Family(
-        "tencentcloud_task_info",
-        "gauge",
-        f"Task metadata (CDB Info text, user labels) joinable on service, region, task_id. {_POLLED}",
-    ),
-)
+_POLLED = POLLED
 
 
 class Metrics:
@@ -91,6 +46,13 @@ class Metrics:
             "tencentcloud_api_errors",
             f"Failed API requests by error code (Transport.* for failures without an API answer). {_POLLED}",
             (*labels, "code"),
+            registry=self.registry,
+        )
+        self.api_throttled = Counter(
+            "tencentcloud_api_throttled_requests",
+            "API requests rejected as too many (RequestLimitExceeded and its sub-codes, or the product's own "
+            f"throttling codes); each also counts in tencentcloud_api_errors_total. {_POLLED}",
+            labels,
             registry=self.registry,
         )
         self.api_duration = Histogram(
@@ -155,6 +117,7 @@ class Metrics:
         for service in SERVICES:
             # Zero-valued series from the start, so rate() and dashboards work before the first error.
             self.api_requests.labels(service.name, service.action)
+            self.api_throttled.labels(service.name, service.action)
             self.api_duration.labels(service.name, service.action)
         self.set_rate_limits(rate_limits)
 
@@ -176,6 +139,8 @@ class Metrics:
         self.api_duration.labels(service.name, service.action).observe(outcome.duration)
         if outcome.code is not None:
             self.api_errors.labels(service.name, service.action, outcome.code).inc()
+            if service.is_throttling(outcome.code):
+                self.api_throttled.labels(service.name, service.action).inc()
 
     def set_watched(self, counts: dict[str, int]) -> None:
         for service, count in counts.items():

@@ -287,7 +287,7 @@ class ServiceScheduler:
             return self.polling.finished_interval or None
         code = outcome.code or "Transport.InvalidResponse"
         state.fail(code, now)
-        if outcome.throttled:
+        if self.service.is_throttling(outcome.code):
             self.bucket.throttled()
         level = logging.WARNING if state.consecutive_errors == 1 else logging.DEBUG
         log.log(

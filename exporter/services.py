@@ -35,20 +35,58 @@ class Observation:
     info: str | None = None
 
 
+_INT64_MAX = 2**63 - 1  # the SDKs' integer IDs are int64
+_STRING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+@dataclass(frozen=True)
+class IdKind:
+    """How one product spells its task IDs: a positive integer, or a string of letters, digits, _ and -."""
+
+    integer: bool
+    expected: str  # for messages: "expected <this>, got ..."
+
+    def canonical(self, value: object) -> str | None:
+        """The canonical text of an ID (integers without leading zeros), or None when it is not one."""
+        if isinstance(value, bool):
+            return None
+        if self.integer:
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                value = int(value)
+            return str(value) if isinstance(value, int) and 0 < value <= _INT64_MAX else None
+        return value if isinstance(value, str) and _STRING_ID.fullmatch(value) else None
+
+    def request_value(self, task_id: str) -> int | str:
+        return int(task_id) if self.integer else task_id
+
+
+# Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
+_THROTTLING = ("RequestLimitExceeded",)
+
+
 @dataclass(frozen=True)
 class Service:
-    name: str
+    """One product's status API: everything the exporter knows about it, and nothing elsewhere."""
+
+    name: str  # the product key: config, labels, the task API, the credential scope's service
     action: str
     version: str
     id_param: str
+    id_kind: IdKind
+    watch_key: str  # its list under `watch:` in the config file
     default_endpoint: str
-    default_rate_limit: float
+    default_rate_limit: float  # the published quota, requests per second
     statuses: tuple[str, ...]
     final_statuses: frozenset[str]
     parse: Callable[[Mapping[str, Any]], Observation]
+    throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
 
     def payload(self, task_id: str) -> dict[str, Any]:
-        return {self.id_param: int(task_id) if self.name == "mariadb" else task_id}
+        return {self.id_param: self.id_kind.request_value(task_id)}
+
+    def is_throttling(self, code: str | None) -> bool:
+        """True when an error code means "too many requests": the bucket slows down and it counts as such."""
+        return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
 
 
 _FLOW_STATUS = {0: "success", 1: "failed", 2: "running"}
@@ -77,16 +115,22 @@ def _parse_async_request(response: Mapping[str, Any]) -> Observation:
     return Observation(status or UNKNOWN, None if info is None else api_text(info, INFO_MAX_LENGTH))
 
 
+FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
+ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
+
 MARIADB = Service(
     name="mariadb",
     action="DescribeFlow",
     version="2017-03-12",
     id_param="FlowId",
+    id_kind=FLOW_ID,
+    watch_key="mariadb_flows",
     default_endpoint="https://mariadb.tencentcloudapi.com",
     default_rate_limit=20.0,
     statuses=("success", "failed", "running"),
     final_statuses=frozenset({"success", "failed"}),
     parse=_parse_flow,
+    throttling_codes=(*_THROTTLING, "LimitExceeded.TooFrequentlyCalled"),
 )
 
 CDB = Service(
@@ -94,6 +138,8 @@ CDB = Service(
     action="DescribeAsyncRequestInfo",
     version="2017-03-20",
     id_param="AsyncRequestId",
+    id_kind=ASYNC_REQUEST_ID,
+    watch_key="cdb_async_requests",
     default_endpoint="https://cdb.tencentcloudapi.com",
     default_rate_limit=40.0,
     statuses=("initial", "running", "success", "failed", "killed", "removed", "paused", "undefined", UNKNOWN),

@@ -11,18 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import WatchedTask
+from exporter.exposition import TASK_FAMILIES, escape
 from exporter.services import BY_NAME, Observation
-
-# Order of the per-task families; metrics.TASK_FAMILIES describes each one.
-STATUS, STATUS_CHANGE, LAST_SUCCESS, ERRORS, INFO = range(5)
-
-
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def format_value(value: float) -> str:
-    return repr(float(value))
 
 
 @dataclass
@@ -36,7 +26,7 @@ class TaskState:
     last_error: str | None = None
     consecutive_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    lines: tuple[bytes, ...] = (b"", b"", b"", b"", b"")
+    lines: tuple[bytes, ...] = ()  # one entry per TASK_FAMILIES family
     # (status, first seen) kept by an earlier run of the exporter; used by the first poll, then dropped.
     remembered: tuple[str, float] | None = None
 
@@ -84,35 +74,8 @@ class TaskState:
         self.render()
 
     def render(self) -> None:
-        labels = self._labels
-        status_lines = ""
-        if self.status is not None:
-            known = BY_NAME[self.task.service].statuses
-            states = known if self.status in known else (*known, self.status)
-            status_lines = "".join(
-                f'tencentcloud_task_status{{{labels},status="{escape(s)}"}} {1 if s == self.status else 0}\n'
-                for s in states
-            )
-        change = (
-            f"tencentcloud_task_status_change_timestamp_seconds{{{labels}}} "
-            f"{format_value(self.status_since)}\n"
-            if self.status_since is not None
-            else ""
-        )
-        success = (
-            f"tencentcloud_task_last_poll_success_timestamp_seconds{{{labels}}} "
-            f"{format_value(self.last_success)}\n"
-            if self.last_success is not None
-            else ""
-        )
-        errors = "".join(
-            f'tencentcloud_task_errors_total{{{labels},code="{escape(code)}"}} {count}\n'
-            for code, count in sorted(self.errors.items())
-        )
-        user = "".join(f',{name}="{escape(value)}"' for name, value in self.task.labels)
-        info = f'tencentcloud_task_info{{{labels},info="{escape(self.info or "")}"{user}}} 1\n'
         # Encoded here, once per change, so a scrape only copies bytes.
-        self.lines = tuple(s.encode("utf-8") for s in (status_lines, change, success, errors, info))
+        self.lines = tuple(family.render(self, self._labels).encode("utf-8") for family in TASK_FAMILIES)
 
 
 Key = tuple[str, str, str]

@@ -196,6 +196,7 @@ def api_rate(metric: str, by: str = "service, action", extra: str = "") -> str:
 
 REQUESTS = "tencentcloud_api_requests_total"
 ERRORS = "tencentcloud_api_errors_total"
+THROTTLED = "tencentcloud_api_throttled_requests_total"
 QUOTA = f"max by (service, action) (tencentcloud_api_rate_limit_requests_per_second{{{SVC}}})"
 
 
@@ -348,7 +349,7 @@ def poll_errors_table() -> table.Panel:
         .description(
             "Failed polls per task and error code over the dashboard's time range. "
             "InvalidParameter.FlowNotFound / InvalidParameter.InvalidAsyncRequestId: the task ID is unknown; "
-            "AuthFailure.*: credentials; RequestLimitExceeded: throttled; Transport.*: network."
+            "AuthFailure.*: credentials; RequestLimitExceeded.*: throttled; Transport.*: network."
         )
         .datasource(DATASOURCE)
         .with_target(
@@ -562,14 +563,15 @@ def api_error_ratio_panel() -> timeseries.Panel:
 def throttling_panel() -> timeseries.Panel:
     return (
         _timeseries(
-            "Throttled calls (RequestLimitExceeded)",
-            "Calls rejected because the API's rate limit was exceeded. Anything above 0 means the exporter "
-            "(or something else using the same account) is over quota.",
+            "Throttled calls",
+            "Calls rejected as too many (RequestLimitExceeded and its sub-codes for account or IP limits, "
+            "and each product's own throttling codes). Anything above 0 means the exporter (or something "
+            "else using the same sub-account, main account or IP) is over a quota.",
             "reqps",
         )
         .with_target(
             _query(
-                zero_when_absent(api_rate(ERRORS, extra=', code="RequestLimitExceeded"')),
+                zero_when_absent(api_rate(THROTTLED)),
                 "A",
                 "{{service}} {{action}}",
             )

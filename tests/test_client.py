@@ -101,7 +101,7 @@ async def test_every_failure_is_classified(api: c.ApiClient, mock: dict[str, obj
         outcome = await api.describe(CDB, ENDPOINT, "ap-guangzhou", CREDS, "abc")
     assert outcome.code == code
     assert not outcome.ok
-    assert outcome.throttled == code.startswith("RequestLimitExceeded")
+    assert CDB.is_throttling(outcome.code) == code.startswith("RequestLimitExceeded")
 
 
 @pytest.mark.parametrize(

@@ -118,3 +118,21 @@ def test_relabelled_task_keeps_what_was_learnt() -> None:
     relabelled = store.add(WatchedTask("mariadb", "1", "ap-guangzhou", (("team", "x"),)))
     assert relabelled.status == "running"
     assert b'team="x"' in relabelled.lines[4]
+
+
+def test_every_throttling_code_of_a_product_is_counted_as_throttled() -> None:
+    metrics = Metrics({"mariadb": 20, "cdb": 40})
+    for code in (
+        "RequestLimitExceeded",
+        "RequestLimitExceeded.UinLimitExceeded",
+        "RequestLimitExceeded.IPLimitExceeded",
+        "LimitExceeded.TooFrequentlyCalled",  # MariaDB's own
+        "InvalidParameter.FlowNotFound",  # not throttling
+        "RequestLimitExceededButNotReally",  # not a sub-code
+    ):
+        metrics.observe_api(MARIADB, Outcome(code))
+        metrics.observe_api(CDB, Outcome(code))
+    throttled = "tencentcloud_api_throttled_requests_total"
+    get = metrics.registry.get_sample_value
+    assert get(throttled, {"service": "mariadb", "action": "DescribeFlow"}) == 4
+    assert get(throttled, {"service": "cdb", "action": "DescribeAsyncRequestInfo"}) == 3

@@ -1,0 +1,112 @@
+"""The per-task metric families, each declared once: name, type, help and how one task renders its lines.
+
+TaskState renders every family when the task changes and keeps the bytes; /metrics writes each family's
+header once, then every task's lines for it. Adding a per-task metric is one entry in TASK_FAMILIES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from exporter.services import BY_NAME
+
+if TYPE_CHECKING:  # only for annotations: state.py imports this module
+    from exporter.state import TaskState
+
+POLLED = "Values come from background polling of the Tencent Cloud API, not from the scrape."
+
+
+def escape(value: str) -> str:
+    """A label value as the text format writes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def format_value(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # Prometheus text type
+    help: str
+    # One task's lines of this family, given its identifying labels; "" when the task has none.
+    render: Callable[[TaskState, str], str]
+
+    def header(self, openmetrics: bool) -> str:
+        name, kind = self.name, self.kind
+        if openmetrics and kind == "counter":
+            name = name.removesuffix("_total")
+        elif openmetrics and name.endswith("_info"):
+            name, kind = name.removesuffix("_info"), "info"
+        return f"# HELP {name} {self.help}\n# TYPE {name} {kind}\n"
+
+
+def _status(state: TaskState, labels: str) -> str:
+    if state.status is None:
+        return ""  # no series before the first successful poll
+    known = BY_NAME[state.task.service].statuses
+    states = known if state.status in known else (*known, state.status)
+    return "".join(
+        f'tencentcloud_task_status{{{labels},status="{escape(s)}"}} {1 if s == state.status else 0}\n'
+        for s in states
+    )
+
+
+def _timestamp(name: str, value: Callable[[TaskState], float | None]) -> Callable[[TaskState, str], str]:
+    def render(state: TaskState, labels: str) -> str:
+        seconds = value(state)
+        return "" if seconds is None else f"{name}{{{labels}}} {format_value(seconds)}\n"
+
+    return render
+
+
+def _errors(state: TaskState, labels: str) -> str:
+    return "".join(
+        f'tencentcloud_task_errors_total{{{labels},code="{escape(code)}"}} {count}\n'
+        for code, count in sorted(state.errors.items())
+    )
+
+
+def _info(state: TaskState, labels: str) -> str:
+    user = "".join(f',{name}="{escape(value)}"' for name, value in state.task.labels)
+    return f'tencentcloud_task_info{{{labels},info="{escape(state.info or "")}"{user}}} 1\n'
+
+
+_CHANGE = "tencentcloud_task_status_change_timestamp_seconds"
+_SUCCESS = "tencentcloud_task_last_poll_success_timestamp_seconds"
+
+TASK_FAMILIES: tuple[Family, ...] = (
+    Family(
+        "tencentcloud_task_status",
+        "gauge",
+        f"Current status of the watched task as a state set (1 for the current status). {POLLED}",
+        _status,
+    ),
+    Family(
+        _CHANGE,
+        "gauge",
+        f"Unix time the exporter first saw the task's current status. {POLLED}",
+        _timestamp(_CHANGE, lambda s: s.status_since),
+    ),
+    Family(
+        _SUCCESS,
+        "gauge",
+        f"Unix time of the last successful poll of the task. {POLLED}",
+        _timestamp(_SUCCESS, lambda s: s.last_success),
+    ),
+    Family(
+        "tencentcloud_task_errors_total",
+        "counter",
+        f"Failed polls of the task by error code. {POLLED}",
+        _errors,
+    ),
+    Family(
+        "tencentcloud_task_info",
+        "gauge",
+        f"Task metadata (CDB Info text, user labels) joinable on service, region, task_id. {POLLED}",
+        _info,
+    ),
+)
