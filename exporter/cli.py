@@ -22,6 +22,7 @@ from exporter import log as logsetup
 from exporter.config import Config, ConfigError, load_config, parse_duration
 from exporter.credentials import CredentialsError, StaticProvider
 from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
+from exporter.services import SERVICES
 from exporter.sharding import Shard
 from exporter.store import StoreError
 from exporter.web import TASK_API_PREFIX, create_app
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tencentcloud-task-exporter",
         description="Prometheus exporter for Tencent Cloud database async operations "
-        "(MariaDB DescribeFlow, CDB DescribeAsyncRequestInfo).",
+        f"({', '.join(s.title for s in SERVICES)}).",
     )
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML config file")
     parser.add_argument(
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="no config or credentials needed: poll a built-in simulator of both APIs with demo tasks",
+        help="no config or credentials needed: poll a built-in simulator of every product with demo tasks",
     )
     parser.add_argument(
         "--demo.speed",

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.services import InvalidResponse, Observation, Service, api_text
+from exporter.services import NOT_FOUND, InvalidResponse, Observation, Service, TaskNotFound, api_text
 from exporter.signing import Credentials, sign_headers
 
 # Stable codes for failures that never reached a Tencent Cloud error answer; documented in the README.
@@ -75,6 +75,8 @@ def classify(status: int, body: bytes, service: Service) -> Outcome:
         observation = service.parse(response)
     except InvalidResponse as exc:
         return Outcome(INVALID_RESPONSE, message=str(exc), request_id=request_id)
+    except TaskNotFound as exc:
+        return Outcome(NOT_FOUND, message=str(exc), request_id=request_id)
     return Outcome(None, observation, request_id=request_id)
 
 

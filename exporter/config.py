@@ -26,7 +26,9 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
-RESERVED_LABELS = frozenset({"service", "region", "task_id", "status", "code", "info", "job", "instance"})
+RESERVED_LABELS = frozenset(
+    {"service", "region", "task_id", "status", "code", "info", "task_type", "instance_id", "job", "instance"}
+)
 _WATCH_KEYS = {s.watch_key: s.name for s in SERVICES}
 
 

@@ -71,12 +71,28 @@ def _errors(state: TaskState, labels: str) -> str:
 
 
 def _info(state: TaskState, labels: str) -> str:
+    seen = state.observation
+    known = (
+        ("task_type", seen.task_type if seen else None),
+        ("instance_id", seen.instance_id if seen else None),
+    )
+    # Empty is the same as absent to Prometheus: only what the product gave is written.
+    facts = "".join(f',{name}="{escape(value)}"' for name, value in known if value)
     user = "".join(f',{name}="{escape(value)}"' for name, value in state.task.labels)
-    return f'tencentcloud_task_info{{{labels},info="{escape(state.info or "")}"{user}}} 1\n'
+    return f'tencentcloud_task_info{{{labels},info="{escape(state.info or "")}"{facts}{user}}} 1' + "\n"
+
+
+def _progress(state: TaskState, labels: str) -> str:
+    ratio = state.observation.progress if state.observation else None
+    return (
+        "" if ratio is None else f"tencentcloud_task_progress_ratio{{{labels}}} {format_value(ratio)}" + "\n"
+    )
 
 
 _CHANGE = "tencentcloud_task_status_change_timestamp_seconds"
 _SUCCESS = "tencentcloud_task_last_poll_success_timestamp_seconds"
+_START = "tencentcloud_task_start_timestamp_seconds"
+_END = "tencentcloud_task_end_timestamp_seconds"
 
 TASK_FAMILIES: tuple[Family, ...] = (
     Family(
@@ -98,6 +114,24 @@ TASK_FAMILIES: tuple[Family, ...] = (
         _timestamp(_SUCCESS, lambda s: s.last_success),
     ),
     Family(
+        _START,
+        "gauge",
+        f"Unix time the task started, as the product's API reports it (where it does). {POLLED}",
+        _timestamp(_START, lambda s: s.observation.start_time if s.observation else None),
+    ),
+    Family(
+        _END,
+        "gauge",
+        f"Unix time the task ended, as the product's API reports it (where it does). {POLLED}",
+        _timestamp(_END, lambda s: s.observation.end_time if s.observation else None),
+    ),
+    Family(
+        "tencentcloud_task_progress_ratio",
+        "gauge",
+        f"Progress of the task from 0 to 1, as the product's API reports it (where it does). {POLLED}",
+        _progress,
+    ),
+    Family(
         "tencentcloud_task_errors_total",
         "counter",
         f"Failed polls of the task by error code. {POLLED}",
@@ -106,7 +140,8 @@ TASK_FAMILIES: tuple[Family, ...] = (
     Family(
         "tencentcloud_task_info",
         "gauge",
-        f"Task metadata (CDB Info text, user labels) joinable on service, region, task_id. {POLLED}",
+        f"Task metadata (info text, task_type and instance_id where the product gives them, user labels), "
+        f"joinable on service, region, task_id. {POLLED}",
         _info,
     ),
 )

@@ -1,6 +1,10 @@
-"""What the exporter knows about each Tencent Cloud API it polls: action, version, quota, statuses.
+"""The catalogue: everything the exporter knows about each product's status API, in one entry per product.
 
-Parsing a successful `Response` into a status lives here too, beside the status vocabulary it maps onto.
+Action, version, ID field and its kind, the config's watch key, endpoint and published quota, the documented
+statuses and which are final or failures, how an answer becomes an Observation (status and the extra fields
+the product gives), which error codes mean "not found" and "too many requests". Config keys, validation,
+request payloads, the simulator's routing, HELP texts and the README's table come from here; nothing else
+branches on a product's name. Shapes and statuses are those of the official SDKs' models.py.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 UNKNOWN = "unknown"  # the API answered, but Status was null
@@ -32,7 +37,16 @@ class InvalidResponse(ValueError):
 @dataclass(frozen=True)
 class Observation:
     status: str
-    info: str | None = None
+    info: str | None = None  # CDB's Info, Redis's TaskMessage
+    start_time: float | None = None  # unix time
+    end_time: float | None = None
+    task_type: str | None = None
+    instance_id: str | None = None
+    progress: float | None = None  # 0 to 1
+
+
+class TaskNotFound(Exception):
+    """An answer saying, in the product's own way, that no task has this ID (postgres: an empty TaskSet)."""
 
 
 _INT64_MAX = 2**63 - 1  # the SDKs' integer IDs are int64
@@ -79,7 +93,11 @@ class Service:
     statuses: tuple[str, ...]
     final_statuses: frozenset[str]
     parse: Callable[[Mapping[str, Any]], Observation]
+    failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
+    not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
+    extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
+    title: str = ""  # the product's name in documentation
 
     def payload(self, task_id: str) -> dict[str, Any]:
         return {self.id_param: self.id_kind.request_value(task_id)}
@@ -89,13 +107,42 @@ class Service:
         return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
 
 
+# When a product says "no such task" with an empty answer instead of an error code.
+NOT_FOUND = "Exporter.TaskNotFound"
+# Tencent's `YYYY-MM-DD hh:mm:ss` times carry no zone: they are China Standard Time.
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
+_NO_TIME = {"", "0000-00-00 00:00:00"}
+
+
+def tencent_time(value: object) -> float | None:
+    """Unix time of a `YYYY-MM-DD hh:mm:ss` string in UTC+8; None when absent or not such a time."""
+    if not isinstance(value, str) or value.strip() in _NO_TIME:
+        return None
+    try:
+        moment = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
+
+
+def _text(value: object, limit: int) -> str | None:
+    if value is None or value == "":
+        return None
+    return api_text(value if isinstance(value, str) else str(value), limit)
+
+
+def _require_status(response: Mapping[str, Any]) -> object:
+    if "Status" not in response:
+        raise InvalidResponse("Response.Status is missing")
+    return response["Status"]
+
+
 _FLOW_STATUS = {0: "success", 1: "failed", 2: "running"}
 
 
 def _parse_flow(response: Mapping[str, Any]) -> Observation:
-    if "Status" not in response:
-        raise InvalidResponse("Response.Status is missing")
-    raw = response["Status"]
+    """`Status` as an integer: 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C)."""
+    raw = _require_status(response)
     if raw is None:
         return Observation(UNKNOWN)
     if isinstance(raw, bool) or not isinstance(raw, int):
@@ -103,38 +150,100 @@ def _parse_flow(response: Mapping[str, Any]) -> Observation:
     return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:_STATUS_MAX_LENGTH]))
 
 
-def _parse_async_request(response: Mapping[str, Any]) -> Observation:
-    if "Status" not in response:
-        raise InvalidResponse("Response.Status is missing")
-    raw, info = response["Status"], response.get("Info")
-    if raw is not None and not isinstance(raw, str):
-        raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
-    status = api_text(raw.strip().lower(), _STATUS_MAX_LENGTH) if raw else ""
-    if info is not None and not isinstance(info, str):
-        info = str(info)
-    return Observation(status or UNKNOWN, None if info is None else api_text(info, INFO_MAX_LENGTH))
+def _fields(
+    info: str = "",
+    start: str = "",
+    end: str = "",
+    task_type: str = "",
+    instance: str = "",
+    progress: str = "",
+) -> Callable[[Mapping[str, Any]], Observation]:
+    """A parser of a string `Status` (lower-cased; null is `unknown`) and the named extra fields."""
+
+    def parse(answer: Mapping[str, Any]) -> Observation:
+        raw = _require_status(answer)
+        if raw is not None and not isinstance(raw, str):
+            raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
+        status = api_text(raw.strip().lower(), _STATUS_MAX_LENGTH) if raw else ""
+        percent = answer.get(progress) if progress else None
+        ratio = None
+        if isinstance(percent, int | float) and not isinstance(percent, bool) and 0 <= percent <= 100:
+            ratio = percent / 100  # the APIs give 0 to 100
+        return Observation(
+            status or UNKNOWN,
+            info=_text(answer.get(info), INFO_MAX_LENGTH) if info else None,
+            start_time=tencent_time(answer.get(start)) if start else None,
+            end_time=tencent_time(answer.get(end)) if end else None,
+            task_type=_text(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
+            instance_id=_text(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
+            progress=ratio,
+        )
+
+    return parse
+
+
+_postgres_task = _fields(
+    task_type="TaskType", instance="DBInstanceId", start="StartTime", end="EndTime", progress="Progress"
+)
+
+
+def _parse_task_set(response: Mapping[str, Any]) -> Observation:
+    """PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing."""
+    tasks = response.get("TaskSet")
+    if tasks is None or tasks == []:
+        raise TaskNotFound("TaskSet is empty")
+    if not isinstance(tasks, list) or not isinstance(tasks[0], dict):
+        raise InvalidResponse("Response.TaskSet is not a list of tasks")
+    return _postgres_task(tasks[0])
 
 
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
+TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
+_FLOW_STATUSES = ("success", "failed", "running")
+_FLOW_FINAL = frozenset({"success", "failed"})
+_FLOW_FAILED = frozenset({"failed"})
 
-MARIADB = Service(
-    name="mariadb",
-    action="DescribeFlow",
-    version="2017-03-12",
-    id_param="FlowId",
-    id_kind=FLOW_ID,
-    watch_key="mariadb_flows",
-    default_endpoint="https://mariadb.tencentcloudapi.com",
-    default_rate_limit=20.0,
-    statuses=("success", "failed", "running"),
-    final_statuses=frozenset({"success", "failed"}),
-    parse=_parse_flow,
-    throttling_codes=(*_THROTTLING, "LimitExceeded.TooFrequentlyCalled"),
+
+def _flow_product(
+    name: str,
+    title: str,
+    action: str,
+    version: str,
+    not_found: tuple[str, ...],
+    throttling: tuple[str, ...] = (),
+) -> Service:
+    """One of the products whose flows answer an integer Status 0/1/2 (20 requests/s)."""
+    return Service(
+        name=name,
+        action=action,
+        version=version,
+        id_param="FlowId",
+        id_kind=FLOW_ID,
+        watch_key=f"{name}_flows",
+        default_endpoint=f"https://{name}.tencentcloudapi.com",
+        default_rate_limit=20.0,
+        statuses=_FLOW_STATUSES,
+        final_statuses=_FLOW_FINAL,
+        failure_statuses=_FLOW_FAILED,
+        parse=_parse_flow,
+        not_found_codes=not_found,
+        throttling_codes=(*_THROTTLING, *throttling),
+        title=title,
+    )
+
+
+MARIADB = _flow_product(
+    "mariadb",
+    "MariaDB",
+    "DescribeFlow",
+    "2017-03-12",
+    ("InvalidParameter.FlowNotFound",),
+    ("LimitExceeded.TooFrequentlyCalled",),
 )
-
 CDB = Service(
     name="cdb",
+    title="TencentDB for MySQL",
     action="DescribeAsyncRequestInfo",
     version="2017-03-20",
     id_param="AsyncRequestId",
@@ -144,8 +253,103 @@ CDB = Service(
     default_rate_limit=40.0,
     statuses=("initial", "running", "success", "failed", "killed", "removed", "paused", "undefined", UNKNOWN),
     final_statuses=frozenset({"success", "failed", "killed", "removed"}),
-    parse=_parse_async_request,
+    failure_statuses=frozenset({"failed", "killed"}),
+    parse=_fields(info="Info"),
+    not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
+    extra_fields=("Info",),
+)
+DCDB = _flow_product(
+    "dcdb",
+    "TDSQL (DCDB)",
+    "DescribeFlow",
+    "2018-04-11",
+    ("InvalidParameter.FlowNotFound",),
+    ("LimitExceeded.TooFrequentlyCalled",),
+)
+# The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
+SQLSERVER = _flow_product(
+    "sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",)
+)
+CYNOSDB = _flow_product(
+    "cynosdb",
+    "TDSQL-C (CynosDB)",
+    "DescribeFlow",
+    "2019-01-07",
+    ("InvalidParameterValue.FlowNotFound", "FailedOperation.FlowNotFoundError"),
+)
+MONGODB = Service(
+    name="mongodb",
+    title="TencentDB for MongoDB",
+    action="DescribeAsyncRequestInfo",
+    version="2019-07-25",
+    id_param="AsyncRequestId",
+    id_kind=ASYNC_REQUEST_ID,
+    watch_key="mongodb_async_requests",
+    default_endpoint="https://mongodb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    statuses=("initial", "running", "paused", "undoed", "failed", "success", UNKNOWN),
+    # "paused: failed, paused" and "undoed: failed, rolled back" (SDK): failures that end the task.
+    final_statuses=frozenset({"success", "failed", "paused", "undoed"}),
+    failure_statuses=frozenset({"failed", "paused", "undoed"}),
+    parse=_fields(start="StartTime", end="EndTime"),
+    not_found_codes=("ResourceNotFound",),
+    throttling_codes=(*_THROTTLING, "LimitExceeded.TooManyRequests"),
+    extra_fields=("StartTime", "EndTime"),
+)
+REDIS = Service(
+    name="redis",
+    title="TencentDB for Redis",
+    action="DescribeTaskInfo",
+    version="2018-04-12",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="redis_tasks",
+    default_endpoint="https://redis.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
+    final_statuses=frozenset({"succeed", "failed", "error"}),
+    failure_statuses=frozenset({"failed", "error"}),
+    parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
+    not_found_codes=("ResourceNotFound",),
+    extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
+)
+POSTGRES = Service(
+    name="postgres",
+    title="TencentDB for PostgreSQL",
+    action="DescribeTasks",
+    version="2017-03-12",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="postgres_tasks",
+    default_endpoint="https://postgres.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # WaitSwitch: done but for the switch-over, which waits for the maintenance window; Pause may resume.
+    statuses=("running", "success", "waitswitch", "fail", "pause", UNKNOWN),
+    final_statuses=frozenset({"success", "fail"}),
+    failure_statuses=frozenset({"fail"}),
+    parse=_parse_task_set,
+    not_found_codes=(NOT_FOUND,),
+    throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
+    extra_fields=("TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
 )
 
-SERVICES: tuple[Service, ...] = (MARIADB, CDB)
+SERVICES: tuple[Service, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
 BY_NAME: Mapping[str, Service] = {s.name: s for s in SERVICES}
+
+
+def catalogue_table() -> str:
+    """The README's product table, from the catalogue (a test keeps the README's copy equal to it)."""
+    rows = [
+        "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
+        "| Watch key |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in SERVICES:
+        kind = "integer" if s.id_kind.integer else "string"
+        statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
+        rows.append(
+            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
+            f"| {', '.join(sorted(s.failure_statuses))} | {', '.join(s.extra_fields) or '-'} "
+            f"| {s.default_rate_limit:g}/s | `{s.watch_key}` |"
+        )
+    return "\n".join(rows) + "\n"

@@ -26,6 +26,7 @@ class TaskState:
     last_error: str | None = None
     consecutive_errors: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    observation: Observation | None = None  # the last successful poll's, with the product's extra fields
     lines: tuple[bytes, ...] = ()  # one entry per TASK_FAMILIES family
     # (status, first seen) kept by an earlier run of the exporter; used by the first poll, then dropped.
     remembered: tuple[str, float] | None = None
@@ -60,6 +61,7 @@ class TaskState:
                 since = self.remembered[1]
             self.status, self.status_since, self.remembered = observation.status, since, None
         self.info = observation.info
+        self.observation = observation
         self.last_success = self.last_attempt = now
         self.last_error = None
         self.consecutive_errors = 0

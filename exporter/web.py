@@ -246,7 +246,7 @@ async def delete_task(request: web.Request) -> web.Response:
     service, task_id = request.match_info["service"], request.match_info["id"]
     region = request.query.get("region") or daemon.config.region
     if service not in BY_NAME or region is None:
-        return _json_error(400, "expected /api/v1/tasks/{mariadb|cdb}/{id}?region=REGION")
+        return _json_error(400, f"expected /api/v1/tasks/{{{'|'.join(BY_NAME)}}}/{{id}}?region=REGION")
     key = (service, region, task_id)
     try:
         removed = await daemon.unregister(key)

@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.services import SERVICES
+
+# Every product's published quota, as the daemon passes them to Metrics.
+DEFAULT_RATES = {s.name: s.default_rate_limit for s in SERVICES}
+
 _INSTALL_HINTS = {
     "promtool": "Debian package: apt-get install prometheus",
     "prometheus": "Debian package: apt-get install prometheus",

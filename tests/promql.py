@@ -30,8 +30,9 @@ def _exported_metric_names() -> frozenset[str]:
     from exporter.metrics import Metrics
     from exporter.services import MARIADB, Observation
     from exporter.state import TaskStore
+    from tests.helpers import DEFAULT_RATES
 
-    metrics, store = Metrics({"mariadb": 20, "cdb": 40}), TaskStore()
+    metrics, store = Metrics(DEFAULT_RATES), TaskStore()
     state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
     state.observe(Observation("running"), 0.0)
     state.fail("RequestLimitExceeded", 1.0)

@@ -130,7 +130,7 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         before = simulator.stats()["actions"].get("DescribeFlow", {}).get("errors", {})
 
         bad = [
-            ({"service": "redis", "id": 1}, "service: expected one of mariadb, cdb"),
+            ({"service": "rds", "id": 1}, "service: expected one of mariadb, cdb, dcdb"),
             ({"service": "mariadb", "id": "12; DROP"}, "id: expected a positive integer flow ID"),
             ({"service": "mariadb", "id": -4}, "id: expected a positive integer flow ID"),
             ({"service": "cdb", "id": "has spaces"}, "id: expected an async request ID string"),

@@ -21,6 +21,7 @@ from exporter.services import CDB, MARIADB, Service
 from exporter.signing import Credentials
 from exporter.simulator import Faults, Phase, SimTask, Simulator
 from exporter.state import TaskStore
+from tests.helpers import DEFAULT_RATES
 
 CREDS = Credentials("AKIDsched", "sched-key")
 
@@ -66,7 +67,7 @@ def scheduler_for(
         client,
         StaticProvider(CREDS, "test"),
         store,
-        Metrics({"mariadb": 20, "cdb": 40}),
+        Metrics(DEFAULT_RATES),
         polling,
     )
     return scheduler, store

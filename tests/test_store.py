@@ -405,7 +405,7 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     message.encode("utf-8")  # printable and loggable, whatever the rows hold
     prefix = f"{db}: registrations row "
     for expected in (
-        f"{prefix}rds/ap-guangzhou/1: service: expected one of cdb, mariadb",
+        f"{prefix}rds/ap-guangzhou/1: service: expected one of cdb, cynosdb, dcdb, mariadb, mongodb",
         f"{prefix}mariadb/ap-guangzhou/abc: id: expected a positive integer flow ID",
         f"{prefix}mariadb/'ap-guangzhou\\nx'/7: region: expected a region name",
         f"{prefix}cdb/ap-guangzhou/'\\udced\\udca0\\udc80': id: expected UTF-8 text",
@@ -535,7 +535,7 @@ async def test_store_path_holding_the_json_file_becomes_the_database(tmp_path: P
             json.dumps(
                 {"version": 1, "tasks": [{**legacy_document(registration(1))["tasks"][0], "service": "x"}]}
             ),
-            ": tasks[0]: service: expected one of cdb, mariadb",
+            ": tasks[0]: service: expected one of cdb, cynosdb, dcdb, mariadb, mongodb, postgres, redis",
         ),
     ],
 )

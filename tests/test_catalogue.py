@@ -1,0 +1,178 @@
+"""The catalogue in exporter/services.py is the one place per-product facts live; these check what comes
+from it: config keys, ID rules, answer parsing (shapes as the official SDKs' models.py give them), the
+families a task renders, and that no other module branches on a product's name."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.client import INVALID_RESPONSE, classify
+from exporter.config import parse_config
+from exporter.services import BY_NAME, NOT_FOUND, SERVICES, catalogue_table, tencent_time
+from exporter.state import TaskState
+from tests.helpers import Samples
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def answer(service: str, body: dict[str, object]) -> bytes:
+    return json.dumps({"Response": {**body, "RequestId": "r-1"}}).encode()
+
+
+def test_times_are_china_standard_time() -> None:
+    assert tencent_time("2024-08-23 00:00:00") == datetime(2024, 8, 22, 16, 0, tzinfo=UTC).timestamp()
+    for absent in (None, "", "0000-00-00 00:00:00", "yesterday", 5, "2024-02-30 00:00:00"):
+        assert tencent_time(absent) is None
+
+
+def test_every_product_has_config_keys_and_checks_its_ids() -> None:
+    watch = {s.watch_key: ["123" if s.id_kind.integer else "req-1"] for s in SERVICES}
+    config = parse_config({"region": "ap-guangzhou", "watch": watch}, "c.yaml", {})
+    assert sorted(t.service for t in config.tasks) == sorted(s.name for s in SERVICES)
+    assert set(config.apis) == set(BY_NAME)
+    for service in SERVICES:
+        assert config.apis[service.name].endpoint == f"https://{service.name}.tencentcloudapi.com"
+        assert service.payload("123") == {service.id_param: 123 if service.id_kind.integer else "123"}
+    with pytest.raises(Exception, match=r"watch.redis_tasks\[0\]: expected a positive integer task ID"):
+        parse_config({"region": "ap-guangzhou", "watch": {"redis_tasks": ["abc"]}}, "c.yaml", {})
+
+
+@pytest.mark.parametrize(
+    ("service", "body", "status", "final"),
+    [
+        ("mariadb", {"Status": 2}, "running", False),
+        ("dcdb", {"Status": 0}, "success", True),
+        ("sqlserver", {"Status": 1}, "failed", True),
+        ("cynosdb", {"Status": 2}, "running", False),
+        ("cdb", {"Status": "KILLED", "Info": "stopped"}, "killed", True),
+        ("mongodb", {"Status": "undoed", "StartTime": "2026-11-23 10:00:00", "EndTime": ""}, "undoed", True),
+        ("redis", {"Status": "preparing", "StartTime": "2026-11-23 10:00:00"}, "preparing", False),
+        (
+            "postgres",
+            {"TotalCount": 1, "TaskSet": [{"TaskId": 5, "Status": "WaitSwitch"}]},
+            "waitswitch",
+            False,
+        ),
+    ],
+)
+def test_each_products_answer_becomes_a_status(
+    service: str, body: dict[str, object], status: str, final: bool
+) -> None:
+    outcome = classify(200, answer(service, body), BY_NAME[service])
+    assert outcome.observation is not None
+    assert outcome.observation.status == status
+    assert (status in BY_NAME[service].final_statuses) == final
+    assert status in BY_NAME[service].statuses
+
+
+def test_extra_fields_become_families() -> None:
+    redis = classify(
+        200,
+        answer(
+            "redis",
+            {
+                "Status": "running",
+                "StartTime": "2026-11-23 18:00:00",
+                "TaskType": "配置变更",
+                "InstanceId": "crs-1a2b",
+                "TaskMessage": "",
+            },
+        ),
+        BY_NAME["redis"],
+    )
+    postgres = classify(
+        200,
+        answer(
+            "postgres",
+            {
+                "TotalCount": 1,
+                "TaskSet": [
+                    {
+                        "TaskId": 9,
+                        "Status": "Running",
+                        "TaskType": "ModifySpec",
+                        "DBInstanceId": "postgres-x1",
+                        "StartTime": "2026-11-23 18:00:00",
+                        "EndTime": "",
+                        "Progress": 42,
+                    }
+                ],
+            },
+        ),
+        BY_NAME["postgres"],
+    )
+    text = ""
+    for service, task_id, outcome in (("redis", "3", redis), ("postgres", "9", postgres)):
+        assert outcome.observation is not None
+        state = TaskState(
+            parse_config(
+                {"region": "ap-guangzhou", "watch": {BY_NAME[service].watch_key: [task_id]}}, "c", {}
+            ).tasks[0]
+        )
+        state.observe(outcome.observation, 0.0)
+        text += b"".join(state.lines).decode()
+    samples = Samples(text)
+    started = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()  # 18:00 in UTC+8
+    assert samples.get("tencentcloud_task_start_timestamp_seconds", task_id="3") == started
+    assert (
+        samples.get("tencentcloud_task_info", task_id="3", task_type="配置变更", instance_id="crs-1a2b") == 1
+    )
+    assert samples.get("tencentcloud_task_progress_ratio", task_id="9") == 0.42
+    assert samples.get("tencentcloud_task_info", task_id="9", instance_id="postgres-x1") == 1
+    assert samples.get("tencentcloud_task_end_timestamp_seconds", task_id="9") is None  # still running
+    assert samples.get("tencentcloud_task_progress_ratio", task_id="3") is None  # redis gives none
+
+
+def test_postgres_unknown_id_is_not_found_and_odd_task_sets_are_invalid() -> None:
+    empty = classify(200, answer("postgres", {"TotalCount": 0, "TaskSet": []}), BY_NAME["postgres"])
+    assert (empty.code, empty.observation) == (NOT_FOUND, None)
+    assert NOT_FOUND in BY_NAME["postgres"].not_found_codes
+    for odd in ({"TaskSet": "x"}, {"TaskSet": [1]}, {"TaskSet": [{"Status": 5}]}):
+        assert classify(200, answer("postgres", odd), BY_NAME["postgres"]).code == INVALID_RESPONSE
+
+
+def test_alerts_match_every_products_failure_and_not_found_codes() -> None:
+    rules = yaml.safe_load((ROOT / "prometheus" / "alerts.yml").read_text())
+    exprs = {r["alert"]: r["expr"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    selectors = re.findall(r"tencentcloud_task_status\{([^}]*)\}", exprs["TencentCloudTaskFailed"])
+    assert selectors
+    for service in SERVICES:
+        matched: set[str] = set()
+        for selector in selectors:
+            only = re.search(r'service="([^"]+)"', selector)
+            statuses = re.search(r'status=~"([^"]+)"', selector)
+            assert statuses is not None
+            if only is None or only.group(1) == service.name:
+                matched |= set(statuses.group(1).split("|")) & set(service.statuses)
+        assert matched == service.failure_statuses, service.name
+    not_found = re.search(
+        r'tencentcloud_task_errors_total\{code=~"([^"]+)"', exprs["TencentCloudTaskNotFound"]
+    )
+    assert not_found is not None
+    assert set(not_found.group(1).split("|")) == {c for s in SERVICES for c in s.not_found_codes}
+
+
+def test_no_module_outside_the_catalogue_names_a_product() -> None:
+    # The simulator and the demo name products on purpose: each product's scenario lives there.
+    allowed = {"services.py", "demo.py"}
+    names = "|".join(re.escape(s.name) for s in SERVICES)
+    literal = re.compile(rf"""["'](?:{names})["']""")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "exporter").rglob("*.py"))
+        if path.name not in allowed and "simulator" not in (path.stem, *path.parts)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if literal.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_readmes_product_table_is_the_catalogues() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert catalogue_table() in readme
