@@ -39,7 +39,7 @@ from tencentcloud.mariadb.v20170312 import models as mariadb_models
 
 from bench.lateness import LatenessLog
 
-LABELS = ["service", "region", "task_id"]
+LABELS = ["product", "cloud_region", "task_id"]
 MARIADB_STATUSES = {0: "success", 1: "failed", 2: "running"}
 KNOWN = {
     "mariadb": ("success", "failed", "running"),
@@ -53,7 +53,7 @@ CHANGED = Gauge(
 LAST_OK = Gauge("tencentcloud_task_last_poll_success_timestamp_seconds", "Last successful poll.", LABELS)
 INFO = Gauge("tencentcloud_task_info", "Task info text.", [*LABELS, "info"])
 ERRORS = Counter("tencentcloud_task_errors", "Failed polls by code.", [*LABELS, "code"])
-REQUESTS = Counter("tencentcloud_api_requests", "Requests sent.", ["service"])
+REQUESTS = Counter("tencentcloud_api_requests", "Requests sent.", ["product"])
 
 _stop = threading.Event()
 

@@ -64,7 +64,7 @@ async def post_all(
         while position < len(items) and time.monotonic() < deadline:
             service, task_id = items[position]
             position += 1
-            body = {"service": service, "id": int(task_id) if service == "mariadb" else task_id}
+            body = {"product": service, "id": int(task_id) if service == "mariadb" else task_id}
             started = time.perf_counter()
             try:
                 async with session.post(url, json=body) as response:
@@ -230,7 +230,7 @@ def kill9(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log: Log) 
         ready = measure.wait_until(lambda: stage.get(address, "/-/ready")[0] == 200, 60, 0.02)
         ready_s = restart_s + time.perf_counter() - began
         status, body = stage.get(address, "/api/v1/tasks")
-        listed = {(t["service"], str(t["id"])) for t in json.loads(body)["tasks"]} if status == 200 else set()
+        listed = {(t["product"], str(t["id"])) for t in json.loads(body)["tasks"]} if status == 200 else set()
         return {
             "clients": sizes.burst_clients,
             **_figures(answers, started),

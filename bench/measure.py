@@ -205,11 +205,11 @@ def task_series(text: str) -> tuple[dict[tuple[str, str], str], dict[tuple[str, 
             labels_text, _, value = line.rpartition("} ")
             if float(value) == 1:
                 labels = dict(_LABEL.findall(labels_text))
-                status[(labels["service"], labels["task_id"])] = labels["status"]
+                status[(labels["product"], labels["task_id"])] = labels["status"]
         elif line.startswith("tencentcloud_task_status_change_timestamp_seconds{"):
             labels_text, _, value = line.rpartition("} ")
             labels = dict(_LABEL.findall(labels_text))
-            changed[(labels["service"], labels["task_id"])] = float(value)
+            changed[(labels["product"], labels["task_id"])] = float(value)
     return status, changed
 
 

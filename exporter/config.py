@@ -27,7 +27,9 @@ _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
 RESERVED_LABELS = frozenset(
-    {"service", "region", "task_id", "status", "code", "info", "task_type", "instance_id", "job", "instance"}
+    {"product", "cloud_region", "task_id", "status", "code", "info", "task_type", "instance_id", "action"}
+    # Target labels Prometheus or Kubernetes service discovery set: a clash would be renamed exported_*.
+    | {"job", "instance", "service", "region", "namespace", "pod", "container", "endpoint"}
 )
 _WATCH_KEYS = {s.watch_key: s.name for s in SERVICES}
 
@@ -251,7 +253,7 @@ def redacted(config: Config) -> dict[str, Any]:
     }
     data["apis"] = {name: dataclasses.asdict(api) for name, api in config.apis.items()}
     data["tasks"] = [
-        {"service": t.service, "id": t.task_id, "region": t.region, "labels": dict(t.labels)}
+        {"product": t.service, "id": t.task_id, "region": t.region, "labels": dict(t.labels)}
         for t in config.tasks
     ]
     return data

@@ -341,8 +341,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 def _fields(task: WatchedTask, **extra: object) -> dict[str, object]:
-    return {"service": task.service, "region": task.region, "task_id": task.task_id, **extra}
+    return {"product": task.service, "cloud_region": task.region, "task_id": task.task_id, **extra}
 
 
 def _key_fields(key: Key) -> dict[str, object]:
-    return dict(zip(("service", "region", "task_id"), key, strict=True))
+    return dict(zip(("product", "cloud_region", "task_id"), key, strict=True))

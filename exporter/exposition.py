@@ -141,7 +141,7 @@ TASK_FAMILIES: tuple[Family, ...] = (
         "tencentcloud_task_info",
         "gauge",
         f"Task metadata (info text, task_type and instance_id where the product gives them, user labels), "
-        f"joinable on service, region, task_id. {POLLED}",
+        f"joinable on product, cloud_region, task_id. {POLLED}",
         _info,
     ),
 )

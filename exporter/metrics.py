@@ -35,7 +35,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         # process_* series (CPU, memory, open files, start time), as every exporter has.
         ProcessCollector(registry=self.registry)
-        labels = ("service", "action")
+        labels = ("product", "action")
         self.api_requests = Counter(
             "tencentcloud_api_requests",
             f"Requests sent to the Tencent Cloud API. {_POLLED}",
@@ -106,7 +106,7 @@ class Metrics:
         self.watched = Gauge(
             "tencentcloud_exporter_watched_tasks",
             "Number of tasks the exporter watches.",
-            ("service",),
+            ("product",),
             registry=self.registry,
         )
         Info(

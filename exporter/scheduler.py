@@ -280,7 +280,7 @@ class ServiceScheduler:
             if state.status and self.store.first_sighting(task.service, state.status):
                 log.warning(
                     "undocumented status; exported as its own state",
-                    extra={"fields": {"service": task.service, "status": state.status}},
+                    extra={"fields": {"product": task.service, "status": state.status}},
                 )
             if not state.final:
                 return self.polling.interval
@@ -310,7 +310,7 @@ class ServiceScheduler:
 
 
 def _task_fields(task: WatchedTask) -> dict[str, object]:
-    return {"service": task.service, "region": task.region, "task_id": task.task_id}
+    return {"product": task.service, "cloud_region": task.region, "task_id": task.task_id}
 
 
 class Scheduler:

@@ -38,7 +38,9 @@ class TaskState:
         """Takes new watch settings (labels) for the same task, keeping everything learnt about it."""
         self.task = task
         self._labels = (
-            f'service="{escape(self.task.service)}",region="{escape(self.task.region)}",'
+            # product and cloud_region, not service and region: those are target labels under Kubernetes
+            # service discovery and would be renamed exported_* on ingestion.
+            f'product="{escape(self.task.service)}",cloud_region="{escape(self.task.region)}",'
             f'task_id="{escape(self.task.task_id)}"'
         )
         self.render()

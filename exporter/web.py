@@ -135,7 +135,7 @@ def _authorized(request: web.Request) -> web.Response | None:
 def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
     task = state.task
     return {
-        "service": task.service,
+        "product": task.service,
         "id": task.task_id,
         "region": task.region,
         "labels": dict(task.labels),
@@ -173,7 +173,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return None
 
 
-_TASK_SHAPE = "expected a JSON object: {service, id, region?, labels?}"
+_TASK_SHAPE = "expected a JSON object: {product, id, region?, labels?}"
 
 
 def _parse_json(raw: bytes) -> object:
@@ -205,13 +205,13 @@ async def add_task(request: web.Request) -> web.Response:
         return _json_error(400, str(exc))
     if not isinstance(body, dict):
         return _json_error(400, _TASK_SHAPE)
-    unknown = sorted(set(body) - {"service", "id", "region", "labels"})
+    unknown = sorted(set(body) - {"product", "id", "region", "labels"})
     if unknown:
         return _json_error(400, f"unknown fields: {', '.join(key_text(k) for k in unknown[:10])}")
-    service = body.get("service")
+    service = body.get("product")
     if not isinstance(service, str) or service not in BY_NAME:
-        return _json_error(400, f"service: expected one of {', '.join(BY_NAME)}, got {shown(service)}")
-    entry = {k: v for k, v in body.items() if k != "service"}
+        return _json_error(400, f"product: expected one of {', '.join(BY_NAME)}, got {shown(service)}")
+    entry = {k: v for k, v in body.items() if k != "product"}
     try:
         task = parse_task(service, entry, daemon.config.region, "request", limits)
     except ConfigError as exc:
@@ -228,7 +228,7 @@ async def add_task(request: web.Request) -> web.Response:
         return _json_error(503, f"registered but not yet saved to the store: {exc}")
     owned = daemon.options.shard.owns(task.service, task.task_id)
     answer: dict[str, object] = {
-        "service": task.service,
+        "product": task.service,
         "id": task.task_id,
         "region": task.region,
         "labels": dict(task.labels),
@@ -243,7 +243,7 @@ async def delete_task(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
     daemon = request.app[DAEMON]
-    service, task_id = request.match_info["service"], request.match_info["id"]
+    service, task_id = request.match_info["product"], request.match_info["id"]
     region = request.query.get("region") or daemon.config.region
     if service not in BY_NAME or region is None:
         return _json_error(400, f"expected /api/v1/tasks/{{{'|'.join(BY_NAME)}}}/{{id}}?region=REGION")
@@ -291,7 +291,7 @@ async def tasks_page(request: web.Request) -> web.Response:
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         rows.append(f'<tr class="{html.escape(state.status or "unpolled")}">{tds}</tr>')
     headings = [
-        "Service",
+        "Product",
         "Region",
         "Task ID",
         "Status",
@@ -343,5 +343,5 @@ def create_app(daemon: Daemon, middlewares: Sequence[Middleware] = ()) -> web.Ap
     app.router.add_get("/tasks", tasks_page)
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_post("/api/v1/tasks", add_task)
-    app.router.add_delete("/api/v1/tasks/{service}/{id}", delete_task)
+    app.router.add_delete("/api/v1/tasks/{product}/{id}", delete_task)
     return app

@@ -9,8 +9,8 @@ when the two disagree, so edit this file and run::
 Built with grafana-foundation-sdk (the Grafana v11.6 build of the SDK), which is pinned in pyproject's
 ``dashboards`` extra because its releases are versioned ``<build epoch>!<grafana version>``.
 
-Every query filters on the ``$job``, ``$service`` and ``$region`` variables and, where a panel must show a
-number even when nothing is wrong, falls back to ``vector(0)`` so the panel shows 0 rather than "No data".
+Every query filters on the ``$job``, ``$product`` and ``$cloud_region`` variables and, where a panel must
+show a number even when nothing is wrong, falls back to ``vector(0)`` so the panel shows 0, not "No data".
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ FAILED = "failed|killed"
 
 # Label selectors shared by the queries.
 JOB = 'job=~"$job"'
-SVC = f'{JOB}, service=~"$service"'
-TASK = f'{SVC}, region=~"$region"'
-KEY = "service, region, task_id"
+SVC = f'{JOB}, product=~"$product"'
+TASK = f'{SVC}, cloud_region=~"$cloud_region"'
+KEY = "product, cloud_region, task_id"
 
 # Status -> (number drawn by the state timeline, colour). The timeline needs one number per task, so the
 # state set is folded into a code; anything not listed (a status the exporter has not seen before) is 10.
@@ -190,23 +190,23 @@ def timeline_query() -> str:
     return f"max by ({KEY}) (\n    " + "\n  or\n    ".join(parts) + "\n)"
 
 
-def api_rate(metric: str, by: str = "service, action", extra: str = "") -> str:
+def api_rate(metric: str, by: str = "product, action", extra: str = "") -> str:
     return f"sum by ({by}) (rate({metric}{{{SVC}{extra}}}[$__rate_interval]))"
 
 
 REQUESTS = "tencentcloud_api_requests_total"
 ERRORS = "tencentcloud_api_errors_total"
 THROTTLED = "tencentcloud_api_throttled_requests_total"
-QUOTA = f"max by (service, action) (tencentcloud_api_rate_limit_requests_per_second{{{SVC}}})"
+QUOTA = f"max by (product, action) (tencentcloud_api_rate_limit_requests_per_second{{{SVC}}})"
 
 
 def zero_when_absent(expr: str) -> str:
-    """``expr`` per (service, action), with 0 for APIs that were called but never hit ``expr``."""
+    """``expr`` per (product, action), with 0 for APIs that were called but never hit ``expr``."""
     return f"{expr}\n  or\n{api_rate(REQUESTS)} * 0"
 
 
 def latency_quantile(q: float) -> str:
-    buckets = api_rate("tencentcloud_api_request_duration_seconds_bucket", by="service, action, le")
+    buckets = api_rate("tencentcloud_api_request_duration_seconds_bucket", by="product, action, le")
     return f"histogram_quantile({q}, {buckets})"
 
 
@@ -311,7 +311,7 @@ def attention_table() -> table.Panel:
                 id_val="organize",
                 options={
                     "excludeByName": {"Time": True},
-                    "indexByName": {"problem": 0, "service": 1, "region": 2, "task_id": 3, "status": 4},
+                    "indexByName": {"problem": 0, "product": 1, "cloud_region": 2, "task_id": 3, "status": 4},
                     "renameByName": {"Value": "for"},
                 },
             )
@@ -410,8 +410,8 @@ def tasks_table() -> table.Panel:
                 options={
                     "excludeByName": {"Time": True, "Value #A": True, "Value #D": True},
                     "indexByName": {
-                        "service": 0,
-                        "region": 1,
+                        "product": 0,
+                        "cloud_region": 1,
                         "task_id": 2,
                         "status": 3,
                         "Value #B": 4,
@@ -450,7 +450,7 @@ def status_timeline() -> statetimeline.Panel:
         .title("Task status over time")
         .description("Each task's status as polled. Gaps mean the task had no status (not yet polled).")
         .datasource(DATASOURCE)
-        .with_target(_query(timeline_query(), "A", "{{service}} {{region}} {{task_id}}"))
+        .with_target(_query(timeline_query(), "A", "{{product}} {{cloud_region}} {{task_id}}"))
         .mappings(_status_code_mappings())
         .thresholds(_thresholds((None, "text")))
         .show_value(VisibilityMode.AUTO)
@@ -491,8 +491,8 @@ def request_rate_panel() -> timeseries.Panel:
             "quota (dashed). The quota is per account, so other users of the same API share it.",
             "reqps",
         )
-        .with_target(_query(api_rate(REQUESTS), "A", "{{service}} {{action}}"))
-        .with_target(_query(QUOTA, "B", "{{service}} {{action}} quota"))
+        .with_target(_query(api_rate(REQUESTS), "A", "{{product}} {{action}}"))
+        .with_target(_query(QUOTA, "B", "{{product}} {{action}} quota"))
         .override_by_query(
             "B",
             [
@@ -512,9 +512,9 @@ def quota_used_panel() -> bargauge.Panel:
         .datasource(DATASOURCE)
         .with_target(
             _query(
-                f"{api_rate(REQUESTS)} / on (service, action) {QUOTA}",
+                f"{api_rate(REQUESTS)} / on (product, action) {QUOTA}",
                 "A",
-                "{{service}} {{action}}",
+                "{{product}} {{action}}",
                 instant=True,
             )
         )
@@ -536,7 +536,7 @@ def api_errors_panel() -> timeseries.Panel:
             "HTTP and malformed-response failures).",
             "reqps",
         )
-        .with_target(_query(api_rate(ERRORS, by="service, action, code"), "A", "{{service}} {{code}}"))
+        .with_target(_query(api_rate(ERRORS, by="product, action, code"), "A", "{{product}} {{code}}"))
         .min(0)
     )
 
@@ -552,7 +552,7 @@ def api_error_ratio_panel() -> timeseries.Panel:
             _query(
                 f"(\n{zero_when_absent(api_rate(ERRORS))}\n)\n/ {api_rate(REQUESTS)}",
                 "A",
-                "{{service}} {{action}}",
+                "{{product}} {{action}}",
             )
         )
         .min(0)
@@ -573,7 +573,7 @@ def throttling_panel() -> timeseries.Panel:
             _query(
                 zero_when_absent(api_rate(THROTTLED)),
                 "A",
-                "{{service}} {{action}}",
+                "{{product}} {{action}}",
             )
         )
         .min(0)
@@ -587,7 +587,7 @@ def latency_panel() -> timeseries.Panel:
         "s",
     )
     for ref_id, q in (("A", 0.5), ("B", 0.9), ("C", 0.99)):
-        panel = panel.with_target(_query(latency_quantile(q), ref_id, f"{{{{service}}}} p{round(q * 100)}"))
+        panel = panel.with_target(_query(latency_quantile(q), ref_id, f"{{{{product}}}} p{round(q * 100)}"))
     return panel.min(0)
 
 
@@ -599,7 +599,7 @@ def freshness_panel() -> timeseries.Panel:
             "for unfinished ones anything above a few poll intervals means the data is stale.",
             "s",
         )
-        .with_target(_query(seconds_since_poll(), "A", "{{service}} {{region}} {{task_id}}"))
+        .with_target(_query(seconds_since_poll(), "A", "{{product}} {{cloud_region}} {{task_id}}"))
         .thresholds(_thresholds((None, "green"), (300, "red")))
         .thresholds_style(GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.DASHED))
         .min(0)
@@ -616,12 +616,12 @@ def exporter_panels() -> list[timeseries.Panel | table.Panel]:
         .span(6)
     )
     watched = (
-        _timeseries("Watched tasks by service", "Tasks in the exporter's configuration, per service.", "none")
+        _timeseries("Watched tasks by product", "Tasks in the exporter's configuration, per product.", "none")
         .with_target(
             _query(
-                f"sum by (service) (tencentcloud_exporter_watched_tasks{{{SVC}}})",
+                f"sum by (product) (tencentcloud_exporter_watched_tasks{{{SVC}}})",
                 "A",
-                "{{service}}",
+                "{{product}}",
             )
         )
         .min(0)
@@ -700,12 +700,12 @@ def variables() -> list[DatasourceVariable | QueryVariable | CustomVariable]:
         # polluted by unrelated targets.
         _query_variable("job", "Job", "label_values(tencentcloud_exporter_build_info, job)", None),
         _query_variable(
-            "service", "Service", f"label_values(tencentcloud_exporter_watched_tasks{{{JOB}}}, service)", ".*"
+            "product", "Product", f"label_values(tencentcloud_exporter_watched_tasks{{{JOB}}}, product)", ".*"
         ),
         _query_variable(
-            "region",
+            "cloud_region",
             "Region",
-            f'label_values({{__name__=~"{task_metrics}", {SVC}}}, region)',
+            f'label_values({{__name__=~"{task_metrics}", {SVC}}}, cloud_region)',
             ".*",
         ),
         _custom_variable(

@@ -91,7 +91,7 @@ class Samples:
         """The status whose state-set series is 1, or None before the first successful poll."""
         current = [
             labels["status"]
-            for labels, value in self.all("tencentcloud_task_status", service=service, task_id=task_id)
+            for labels, value in self.all("tencentcloud_task_status", product=service, task_id=task_id)
             if value == 1
         ]
         assert len(current) <= 1, f"state set with several 1s: {current}"

@@ -145,7 +145,7 @@ def test_alerts_match_every_products_failure_and_not_found_codes() -> None:
     for service in SERVICES:
         matched: set[str] = set()
         for selector in selectors:
-            only = re.search(r'service="([^"]+)"', selector)
+            only = re.search(r'product="([^"]+)"', selector)
             statuses = re.search(r'status=~"([^"]+)"', selector)
             assert statuses is not None
             if only is None or only.group(1) == service.name:

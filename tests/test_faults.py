@@ -141,7 +141,7 @@ def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed
     assert shared_rate < 14, shared_rate
     assert other_rate > 7, other_rate
     assert (
-        samples.get("tencentcloud_api_errors_total", service="mariadb", code="RequestLimitExceeded") or 0
+        samples.get("tencentcloud_api_errors_total", product="mariadb", code="RequestLimitExceeded") or 0
     ) > 0
     # ... and alone again it is back near the full quota (0.95 x 20).
     assert alone_rate > 16, alone_rate

@@ -72,20 +72,20 @@ async def test_registrations_that_would_break_the_exposition_are_refused(
 ) -> None:
     client, _ = await serve(aiohttp_client, {}, tmp_path)
     refused = [
-        {"service": "mariadb", "id": 1, "labels": {"team\n": "x"}},  # re.match(...$) let the newline in
-        {"service": "mariadb", "id": 2, "region": "ap-guangzhou\n"},
-        {"service": "cdb", "id": "abc\n"},
+        {"product": "mariadb", "id": 1, "labels": {"team\n": "x"}},  # re.match(...$) let the newline in
+        {"product": "mariadb", "id": 2, "region": "ap-guangzhou\n"},
+        {"product": "cdb", "id": "abc\n"},
     ]
     for body in refused:
         status, answer = await post(client, body)
         assert status == 400, (body, answer)
         assert answer["error"]
     # A lone surrogate, as JSON's \ud800 escape carries it: refused before it reaches the store.
-    status, answer = await post(client, b'{"service": "cdb", "id": "x1", "labels": {"team": "\\ud800"}}')
+    status, answer = await post(client, b'{"product": "cdb", "id": "x1", "labels": {"team": "\\ud800"}}')
     assert status == 400
     assert "UTF-8" in answer["error"]
     # The exporter is unharmed: later registrations work and the exposition parses.
-    status, _ = await post(client, {"service": "cdb", "id": "x2", "labels": {"team": 'a"b\\c\nd'}})
+    status, _ = await post(client, {"product": "cdb", "id": "x2", "labels": {"team": 'a"b\\c\nd'}})
     assert status == 201
     samples = Samples(await (await client.get("/metrics")).text())
     assert samples.get("tencentcloud_task_info", task_id="x2", team='a"b\\c\nd') == 1
@@ -219,7 +219,7 @@ async def test_task_api_works_when_basic_auth_guards_the_endpoints(
         create_app(daemon, middlewares(web_config, bearer_paths=(TASK_API_PREFIX,)))
     )
     basic = aiohttp.BasicAuth("prometheus", "scrape-pw")
-    body = {"service": "cdb", "id": "with-basic-auth"}
+    body = {"product": "cdb", "id": "with-basic-auth"}
     assert (await client.post("/api/v1/tasks", json=body, headers=BEARER)).status == 201
     assert (await client.get("/api/v1/tasks", headers=BEARER)).status == 200
     # Basic auth alone does not open the task API, nor a bearer token the other endpoints.
@@ -245,13 +245,13 @@ async def test_limits_are_answered_with_clear_json_errors(aiohttp_client: Any, t
     client, _ = await serve(aiohttp_client, {"limits": limits}, tmp_path)
     cases = [
         (
-            {"service": "cdb", "id": "a", "labels": {"a": "1", "b": "2", "c": "3"}},
+            {"product": "cdb", "id": "a", "labels": {"a": "1", "b": "2", "c": "3"}},
             400,
             "limits.labels_per_task",
         ),
-        ({"service": "cdb", "id": "a", "labels": {"muchtoolong": "1"}}, 400, "at most 8 characters"),
-        ({"service": "cdb", "id": "a", "labels": {"a": "x" * 11}}, 400, "at most 10 characters"),
-        ({"service": "cdb", "id": "a", "labels": {"a": "x" * 500}}, 413, "limits.request_body_bytes"),
+        ({"product": "cdb", "id": "a", "labels": {"muchtoolong": "1"}}, 400, "at most 8 characters"),
+        ({"product": "cdb", "id": "a", "labels": {"a": "x" * 11}}, 400, "at most 10 characters"),
+        ({"product": "cdb", "id": "a", "labels": {"a": "x" * 500}}, 413, "limits.request_body_bytes"),
     ]
     for body, status, reason in cases:
         got, answer = await post(client, body)
@@ -262,11 +262,11 @@ async def test_limits_are_answered_with_clear_json_errors(aiohttp_client: Any, t
     assert got == 400
     assert "nested" in answer["error"]
     for task_id in ("a", "b"):
-        assert (await post(client, {"service": "cdb", "id": task_id}))[0] == 201
-    got, answer = await post(client, {"service": "cdb", "id": "c"})
+        assert (await post(client, {"product": "cdb", "id": task_id}))[0] == 201
+    got, answer = await post(client, {"product": "cdb", "id": "c"})
     assert got == 429
     assert "limits.registered_tasks" in answer["error"]
-    assert (await post(client, {"service": "cdb", "id": "a", "labels": {"x": "1"}}))[0] == 200  # not new
+    assert (await post(client, {"product": "cdb", "id": "a", "labels": {"x": "1"}}))[0] == 200  # not new
 
 
 # ---- defect 8: smaller ones
@@ -396,7 +396,7 @@ def test_registrations_write_a_bounded_amount_each(sim_thread: SimulatorThread, 
         before = written()
         for n in range(count):
             status, _ = daemon.request(
-                "POST", "/api/v1/tasks", {"service": "cdb", "id": f"bulk-{n:05d}"}, headers=BEARER
+                "POST", "/api/v1/tasks", {"product": "cdb", "id": f"bulk-{n:05d}"}, headers=BEARER
             )
             assert status == 201
         per_registration = (written() - before) / count

@@ -149,7 +149,7 @@ def test_hostile_registrations_are_refused_or_exported_safely(served: ServedDaem
     def register(service: str, task_id: object, region: str, task_labels: dict[str, object]) -> None:
         nonlocal accepted
         status, answer = served.post(
-            {"service": service, "id": task_id, "region": region, "labels": task_labels}
+            {"product": service, "id": task_id, "region": region, "labels": task_labels}
         )
         if status >= 400:
             assert status in (400, 413, 429), (status, answer)

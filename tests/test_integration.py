@@ -108,7 +108,7 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     assert samples.status("cdb", CDB_NULL) == "unknown"
     assert samples.status("cdb", CDB_NOVEL) == "rollback"
     novel_logs = [e for e in events if e.get("msg", "").startswith("undocumented status")]
-    assert [(e["service"], e["status"]) for e in novel_logs] == [("cdb", "rollback")]
+    assert [(e["product"], e["status"]) for e in novel_logs] == [("cdb", "rollback")]
 
     # Unknown IDs are counted under the API's error code, with no status, and the daemon stays up.
     flow_errors = samples.get(
@@ -123,7 +123,7 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     assert cdb_errors >= 1
     assert samples.status("mariadb", "999") is None
     assert (
-        samples.get("tencentcloud_api_errors_total", service="mariadb", code="InvalidParameter.FlowNotFound")
+        samples.get("tencentcloud_api_errors_total", product="mariadb", code="InvalidParameter.FlowNotFound")
         is not None
     )
     assert daemon.returncode == 0  # SIGTERM is a clean exit

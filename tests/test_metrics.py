@@ -39,10 +39,10 @@ def populated() -> tuple[Metrics, TaskStore]:
 def test_status_is_a_state_set_with_exactly_one_current_value() -> None:
     metrics, store = populated()
     samples = Samples(metrics.render(store).decode())
-    flow = samples.all("tencentcloud_task_status", service="mariadb", task_id="3340")
+    flow = samples.all("tencentcloud_task_status", product="mariadb", task_id="3340")
     assert {labels["status"]: value for labels, value in flow} == {"success": 0, "failed": 0, "running": 1}
     cdb = samples.all(
-        "tencentcloud_task_status", service="cdb", task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
+        "tencentcloud_task_status", product="cdb", task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
     )
     assert sorted(labels["status"] for labels, _ in cdb) == sorted(CDB.statuses)
     assert samples.status("cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7") == "success"
@@ -78,15 +78,15 @@ def test_timestamps_info_and_user_labels() -> None:
 def test_api_and_exporter_metrics() -> None:
     metrics, store = populated()
     samples = Samples(metrics.render(store).decode())
-    assert samples.get("tencentcloud_api_requests_total", service="mariadb", action="DescribeFlow") == 2
+    assert samples.get("tencentcloud_api_requests_total", product="mariadb", action="DescribeFlow") == 2
     assert (
-        samples.get("tencentcloud_api_requests_total", service="cdb", action="DescribeAsyncRequestInfo") == 1
+        samples.get("tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo") == 1
     )
-    assert samples.get("tencentcloud_api_errors_total", service="cdb", code="Transport.Timeout") == 1
-    assert samples.get("tencentcloud_api_request_duration_seconds_count", service="mariadb") == 2
-    assert samples.get("tencentcloud_api_rate_limit_requests_per_second", service="cdb") == 40
-    assert samples.get("tencentcloud_exporter_watched_tasks", service="mariadb") == 2
-    assert samples.get("tencentcloud_exporter_watched_tasks", service="cdb") == 3
+    assert samples.get("tencentcloud_api_errors_total", product="cdb", code="Transport.Timeout") == 1
+    assert samples.get("tencentcloud_api_request_duration_seconds_count", product="mariadb") == 2
+    assert samples.get("tencentcloud_api_rate_limit_requests_per_second", product="cdb") == 40
+    assert samples.get("tencentcloud_exporter_watched_tasks", product="mariadb") == 2
+    assert samples.get("tencentcloud_exporter_watched_tasks", product="cdb") == 3
     assert samples.get("tencentcloud_exporter_build_info") == 1
 
 
@@ -134,5 +134,5 @@ def test_every_throttling_code_of_a_product_is_counted_as_throttled() -> None:
         metrics.observe_api(CDB, Outcome(code))
     throttled = "tencentcloud_api_throttled_requests_total"
     get = metrics.registry.get_sample_value
-    assert get(throttled, {"service": "mariadb", "action": "DescribeFlow"}) == 4
-    assert get(throttled, {"service": "cdb", "action": "DescribeAsyncRequestInfo"}) == 3
+    assert get(throttled, {"product": "mariadb", "action": "DescribeFlow"}) == 4
+    assert get(throttled, {"product": "cdb", "action": "DescribeAsyncRequestInfo"}) == 3

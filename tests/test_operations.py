@@ -130,13 +130,13 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         before = simulator.stats()["actions"].get("DescribeFlow", {}).get("errors", {})
 
         bad = [
-            ({"service": "rds", "id": 1}, "service: expected one of mariadb, cdb, dcdb"),
-            ({"service": "mariadb", "id": "12; DROP"}, "id: expected a positive integer flow ID"),
-            ({"service": "mariadb", "id": -4}, "id: expected a positive integer flow ID"),
-            ({"service": "cdb", "id": "has spaces"}, "id: expected an async request ID string"),
-            ({"service": "cdb", "id": "ok-id", "labels": {"job": "x"}}, "labels.job: label name is reserved"),
-            ({"service": "mariadb", "id": 5, "extra": 1}, "unknown fields: extra"),
-            ({"service": "mariadb", "id": "${TENCENTCLOUD_SECRET_KEY}"}, "id: expected"),
+            ({"product": "rds", "id": 1}, "product: expected one of mariadb, cdb, dcdb"),
+            ({"product": "mariadb", "id": "12; DROP"}, "id: expected a positive integer flow ID"),
+            ({"product": "mariadb", "id": -4}, "id: expected a positive integer flow ID"),
+            ({"product": "cdb", "id": "has spaces"}, "id: expected an async request ID string"),
+            ({"product": "cdb", "id": "ok-id", "labels": {"job": "x"}}, "labels.job: label name is reserved"),
+            ({"product": "mariadb", "id": 5, "extra": 1}, "unknown fields: extra"),
+            ({"product": "mariadb", "id": "${TENCENTCLOUD_SECRET_KEY}"}, "id: expected"),
             ([1, 2], "expected a JSON object"),
         ]
         for body, reason in bad:
@@ -148,7 +148,7 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         status, answer = daemon.request(
             "POST",
             "/api/v1/tasks",
-            {"service": "mariadb", "id": 7, "labels": {"pipeline": "deploy-42"}},
+            {"product": "mariadb", "id": 7, "labels": {"pipeline": "deploy-42"}},
             AUTH,
         )
         assert (status, answer["id"], answer["region"]) == (201, "7", "ap-guangzhou")
@@ -156,12 +156,12 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
             daemon.request(
                 "POST",
                 "/api/v1/tasks",
-                {"service": "mariadb", "id": "7", "labels": {"pipeline": "deploy-42"}},
+                {"product": "mariadb", "id": "7", "labels": {"pipeline": "deploy-42"}},
                 AUTH,
             )[0]
             == 200
         )
-        status, _ = daemon.request("POST", "/api/v1/tasks", {"service": "cdb", "id": "cdb-x"}, AUTH)
+        status, _ = daemon.request("POST", "/api/v1/tasks", {"product": "cdb", "id": "cdb-x"}, AUTH)
         assert status == 201
         wait_for(
             lambda: polled(daemon, "mariadb", "7") and polled(daemon, "cdb", "cdb-x"), 15, "registered polls"
@@ -197,8 +197,8 @@ def test_finished_registered_tasks_are_forgotten_after_retention(
     storage = tmp_path / "store.db"
     args = ["--config.file", str(config), "--storage.path", str(storage), "--tasks.retention", "1s"]
     with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
-        assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 9}, AUTH)[0] == 201
-        assert daemon.request("POST", "/api/v1/tasks", {"service": "mariadb", "id": 8}, AUTH)[0] == 201
+        assert daemon.request("POST", "/api/v1/tasks", {"product": "mariadb", "id": 9}, AUTH)[0] == 201
+        assert daemon.request("POST", "/api/v1/tasks", {"product": "mariadb", "id": 8}, AUTH)[0] == 201
         wait_for(lambda: daemon.scrape().status("mariadb", "9") == "success", 15, "the finished task's poll")
         wait_for(
             lambda: (
@@ -270,7 +270,7 @@ def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> 
         storage = tmp_path / "store.db"
         args = ["--config.file", str(config), "--storage.path", str(storage)]
         with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
-            assert daemon.request("POST", "/api/v1/tasks", {"service": "cdb", "id": "late"}, AUTH)[0] == 201
+            assert daemon.request("POST", "/api/v1/tasks", {"product": "cdb", "id": "late"}, AUTH)[0] == 201
             wait_for(
                 lambda: slow.stats()["actions"].get("DescribeFlow", {}).get("accepted", 0) >= 5,
                 15,
@@ -305,12 +305,12 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
                 assert samples.get("tencentcloud_exporter_shard_index") == index
                 assert samples.get("tencentcloud_exporter_total_shards") == count
                 assert (
-                    samples.get("tencentcloud_api_rate_limit_requests_per_second", service="cdb")
+                    samples.get("tencentcloud_api_rate_limit_requests_per_second", product="cdb")
                     == 40 / count
                 )
                 seen.append(
                     {
-                        (labels["service"], labels["task_id"])
+                        (labels["product"], labels["task_id"])
                         for labels, _ in samples.all("tencentcloud_task_info")
                     }
                 )

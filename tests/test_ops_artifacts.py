@@ -133,7 +133,7 @@ def test_task_alerts_identify_the_task() -> None:
         if not rule["alert"].startswith("TencentCloudTask"):
             continue
         description = rule["annotations"]["description"]
-        for label in ("service", "region", "task_id"):
+        for label in ("product", "cloud_region", "task_id"):
             assert f"$labels.{label}" in description, f"{rule['alert']}: description lacks {label}"
 
 
@@ -210,13 +210,13 @@ def test_dashboard_variables() -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("service", "region"):
+    for name in ("product", "cloud_region"):
         assert variables[name]["type"] == "query"
         assert variables[name]["includeAll"]
         assert variables[name]["multi"]
         assert variables[name]["datasource"]["uid"] == "${datasource}"
     values = variable_values(dashboard)
-    assert values["service"] == ".*"
+    assert values["product"] == ".*"
     assert values["stuck_after"].isdigit()
     assert values["stale_after"].isdigit()
 

@@ -37,6 +37,7 @@ demo = pytest.importorskip(
     "exporter.demo", reason="exporter.demo (the --demo simulator) is not available yet"
 )
 
+from exporter.services import BY_NAME, SERVICES  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DaemonProcess,
     require_binary,
@@ -57,7 +58,12 @@ LIVE_BUILTINS = {
     "__range_s": "300",
     "__range_ms": "300000",
 }
-NOT_FOUND_CODES = {"InvalidParameter.FlowNotFound", "InvalidParameter.InvalidAsyncRequestId"}
+NOT_FOUND_CODES = {code for service in SERVICES for code in service.not_found_codes}
+TARGET_LABELS = {
+    "service": "tencentcloud-task-exporter",
+    "region": "k8s-cluster-1",
+    "namespace": "monitoring",
+}
 
 
 def free_port() -> int:
@@ -82,7 +88,14 @@ class PrometheusServer:
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
                     "rule_files": [str(rules)],
-                    "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+                    # The target labels a kube-prometheus-stack ServiceMonitor adds: the exporter's own labels
+                    # must not clash with them (else they arrive as exported_service, exported_region).
+                    "scrape_configs": [
+                        {
+                            "job_name": JOB,
+                            "static_configs": [{"targets": [target], "labels": TARGET_LABELS}],
+                        }
+                    ],
                 }
             ),
             encoding="utf-8",
@@ -245,8 +258,8 @@ def test_dashboard_variables_find_values(prometheus: PrometheusServer) -> None:
         v.name: prometheus.label_values(v.label, v.selector) for v in variable_queries(overrides={"job": JOB})
     }
     assert JOB in found["job"]
-    assert {"mariadb", "cdb"} <= set(found["service"])
-    assert found["region"], found
+    assert {"mariadb", "cdb"} <= set(found["product"])
+    assert found["cloud_region"], found
 
 
 def test_dashboard_stats_count_the_demo_tasks(prometheus: PrometheusServer) -> None:
@@ -271,8 +284,10 @@ def test_task_failed_alert_fires_for_the_demo_failed_tasks(prometheus: Prometheu
     for alert in alerts:
         labels = alert["labels"]
         assert labels["severity"] == "warning"
-        assert labels["status"] in {"failed", "killed"}
-        task = f'service="{labels["service"]}", region="{labels["region"]}", task_id="{labels["task_id"]}"'
+        assert labels["status"] in BY_NAME[labels["product"]].failure_statuses
+        assert "exported_service" not in labels
+        key = (labels["product"], labels["cloud_region"], labels["task_id"])
+        task = 'product="{}", cloud_region="{}", task_id="{}"'.format(*key)
         assert prometheus.query(f'tencentcloud_task_status{{{task}, status="{labels["status"]}"}} == 1'), (
             labels
         )
@@ -288,13 +303,16 @@ def test_task_failed_alert_fires_for_the_demo_failed_tasks(prometheus: Prometheu
 
 def test_not_found_alert_fires_for_the_demo_unknown_ids(prometheus: PrometheusServer) -> None:
     wait_for(
-        lambda: len(prometheus.firing("TencentCloudTaskNotFound")) >= 2,
+        lambda: (
+            {"mariadb", "cdb"}
+            <= {a["labels"]["product"] for a in prometheus.firing("TencentCloudTaskNotFound")}
+        ),
         60,
         "TencentCloudTaskNotFound to fire for the unknown MariaDB and CDB IDs",
     )
     alerts = prometheus.firing("TencentCloudTaskNotFound")
-    assert {a["labels"]["code"] for a in alerts} == NOT_FOUND_CODES
-    assert {a["labels"]["service"] for a in alerts} == {"mariadb", "cdb"}
+    assert {a["labels"]["code"] for a in alerts} <= NOT_FOUND_CODES
+    assert {"mariadb", "cdb"} <= {a["labels"]["product"] for a in alerts}
     fired_ids = {a["labels"]["task_id"] for a in alerts}
     expected = {
         str(getattr(demo, name))

@@ -317,7 +317,7 @@ async def test_concurrent_scrapes_share_one_render_per_variant(monkeypatch: pyte
     for same in (plain, zipped, openmetrics):
         assert len(set(same)) == 1
     samples = Samples(plain[0].decode())
-    assert len(samples.all("tencentcloud_task_status", service="mariadb", status="running")) == 2500
+    assert len(samples.all("tencentcloud_task_status", product="mariadb", status="running")) == 2500
     assert task_samples(gzip.decompress(zipped[0])) == task_samples(plain[0])
     assert openmetrics[0].endswith(b"# EOF\n")
     assert served.outcomes == ["ok"] * 10

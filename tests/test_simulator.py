@@ -3,12 +3,11 @@
 Most tests run the simulator in a background thread (SimulatorThread) and call it with the synchronous SDK.
 Timelines and quotas run on an injected fake clock, so they are stepped through instead of slept through.
 Requests the SDK cannot produce (stale timestamps, wrong scopes, tampered bodies) are crafted with
-`exporter.signing`.
+`exporter.signing`. Every product's own answers, and the demo, are in test_simulator_products.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -24,24 +23,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tencentcloud.cdb.v20170320 import cdb_client
-from tencentcloud.cdb.v20170320 import models as cdb_models
-from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
-from tencentcloud.mariadb.v20170312 import mariadb_client
-from tencentcloud.mariadb.v20170312 import models as mariadb_models
 
 from exporter import signing
-from exporter.demo import (
-    DEMO_CREDENTIALS,
-    DEMO_UNKNOWN_ASYNC_REQUEST_ID,
-    DEMO_UNKNOWN_FLOW_ID,
-    demo_config,
-    demo_tasks,
-    demo_watch,
-)
+from exporter.demo import DEMO_CREDENTIALS
 from exporter.signing import Credentials
 from exporter.simulator import (
     Faults,
@@ -52,22 +37,24 @@ from exporter.simulator import (
     task_from_dict,
     task_to_dict,
 )
+from tests.simulator_sdk import (
+    KEY,
+    REGION,
+    TEMP_KEY,
+    FakeClock,
+    describe_async,
+    describe_flow,
+    error_code,
+    post,
+    sdk_call,
+    sdk_client,
+    sdk_clients,
+    sdk_error,
+    signed,
+    simulators,
+)
 
-KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
-TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
-REGION = "ap-guangzhou"
 CDB_ID = "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -78,84 +65,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def start(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
     """Starts simulators on free ports; every one is stopped when the test ends."""
-    with contextlib.ExitStack() as stack:
-
-        def start_simulator(*tasks: SimTask, **options: Any) -> SimulatorThread:
-            simulator = Simulator([KEY, TEMP_KEY], clock=clock, **options)
-            simulator.add_tasks(list(tasks))
-            return stack.enter_context(SimulatorThread(simulator))
-
+    with simulators(clock) as start_simulator:
         yield start_simulator
-
-
-def sdk_clients(
-    thread: SimulatorThread, key: Credentials = KEY
-) -> tuple[mariadb_client.MariadbClient, cdb_client.CdbClient]:
-    http = HttpProfile(protocol="http", endpoint=thread.url.removeprefix("http://"), reqTimeout=5)
-    cred = credential.Credential(key.secret_id, key.secret_key, key.token or None)
-    return (
-        mariadb_client.MariadbClient(cred, REGION, ClientProfile(httpProfile=http)),
-        cdb_client.CdbClient(cred, REGION, ClientProfile(httpProfile=http)),
-    )
-
-
-def describe_flow(client: mariadb_client.MariadbClient, flow_id: int) -> Any:
-    request = mariadb_models.DescribeFlowRequest()
-    request.FlowId = flow_id
-    return client.DescribeFlow(request)
-
-
-def describe_async(client: cdb_client.CdbClient, request_id: str) -> Any:
-    request = cdb_models.DescribeAsyncRequestInfoRequest()
-    request.AsyncRequestId = request_id
-    return client.DescribeAsyncRequestInfo(request)
-
-
-def sdk_error(call: Callable[[], object]) -> str:
-    with pytest.raises(TencentCloudSDKException) as raised:
-        call()
-    return str(raised.value.code)
-
-
-def post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    request = urllib.request.Request(url + "/", data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def signed(
-    thread: SimulatorThread,
-    payload: dict[str, Any] | bytes,
-    *,
-    action: str = "DescribeFlow",
-    service: str = "mariadb",
-    version: str = "2017-03-12",
-    key: Credentials = KEY,
-    timestamp: int | None = None,
-) -> tuple[dict[str, str], bytes]:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = signing.sign_headers(
-        key,
-        service=service,
-        host=thread.url.removeprefix("http://"),
-        action=action,
-        version=version,
-        region=REGION,
-        timestamp=int(time.time()) if timestamp is None else timestamp,
-        payload=body,
-    )
-    return headers, body
-
-
-def error_code(thread: SimulatorThread, headers: dict[str, str], body: bytes) -> str | None:
-    status, raw = post(thread.url, headers, body)
-    assert status == 200
-    response = json.loads(raw)["Response"]
-    assert response["RequestId"]
-    return response.get("Error", {}).get("Code")
 
 
 # --------------------------------------------------------------------------- statuses over time
@@ -221,9 +132,7 @@ def test_unknown_ids_get_each_apis_not_found_code(start: Callable[..., Simulator
 
 def test_tasks_are_looked_up_per_service_not_per_region(start: Callable[..., SimulatorThread]) -> None:
     thread = start(SimTask("cdb", "3340", (Phase(0, "SUCCESS"),)))
-    http = HttpProfile(protocol="http", endpoint=thread.url.removeprefix("http://"))
-    cred = credential.Credential(KEY.secret_id, KEY.secret_key)
-    shanghai = cdb_client.CdbClient(cred, "ap-shanghai", ClientProfile(httpProfile=http))
+    shanghai = sdk_client("cdb", thread.url, region="ap-shanghai")
     mariadb, _ = sdk_clients(thread)
 
     assert describe_async(shanghai, "3340").Status == "SUCCESS"
@@ -625,9 +534,9 @@ def test_simulator_thread_stops_server_and_loop_on_exit() -> None:
 def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps({"tasks": [task_to_dict(SimTask("mariadb", "77", (Phase(0, 1),)))]}))
-    for args, flow_id, expected in (
-        (["--scenario", "demo"], 3340, 0),
-        (["--scenario", str(scenario)], 77, 1),
+    for args, checks in (
+        (["--scenario", "demo"], [("mariadb", "3340", 0), ("redis", "1092301", "succeed")]),
+        (["--scenario", str(scenario)], [("mariadb", "77", 1)]),
     ):
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0", *args],
@@ -639,10 +548,9 @@ def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
             line = process.stderr.readline()
             match = re.search(r"listening on (http://\S+)", line)
             assert match, line
-            http = HttpProfile(protocol="http", endpoint=match.group(1).removeprefix("http://"), reqTimeout=5)
-            cred = credential.Credential(DEMO_CREDENTIALS.secret_id, DEMO_CREDENTIALS.secret_key)
-            client = mariadb_client.MariadbClient(cred, REGION, ClientProfile(httpProfile=http))
-            assert describe_flow(client, flow_id).Status == expected
+            for product, task_id, expected in checks:
+                client = sdk_client(product, match.group(1), DEMO_CREDENTIALS)
+                assert sdk_call(client, product, task_id).Status == expected
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
         finally:
@@ -653,7 +561,7 @@ def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
                 process.stderr.close()
 
 
-# --------------------------------------------------------------------------- task model, demo
+# --------------------------------------------------------------------------- task model
 
 
 def test_task_validation() -> None:
@@ -687,65 +595,3 @@ def test_phases_before_the_first_and_out_of_order() -> None:
 def test_tasks_round_trip_through_json() -> None:
     task = SimTask("cdb", CDB_ID, (Phase(0, None), Phase(1.5, "FAILED", "boom")), latency=0.5, error_code="E")
     assert task_from_dict(json.loads(json.dumps(task_to_dict(task)))) == task
-
-
-def test_demo_scenario_covers_every_documented_status() -> None:
-    tasks = demo_tasks()
-    statuses = {(t.service, p.status) for t in tasks for p in t.phases}
-    assert {("mariadb", s) for s in (0, 1, 2)} <= statuses
-    documented = ("INITIAL", "RUNNING", "SUCCESS", "FAILED", "KILLED", "PAUSED", "UNDEFINED")
-    assert {("cdb", s) for s in documented} <= statuses
-    assert ("cdb", None) in statuses
-    assert ("cdb", "ROLLBACK") in statuses  # never documented
-    for task in tasks:
-        if task.service == "cdb":
-            assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){3}", task.task_id)
-    assert not any(task.faults != Faults() for task in tasks)
-
-
-def test_demo_watch_list_matches_the_scenario() -> None:
-    watch = demo_watch()
-    known = {(t.service, t.task_id) for t in demo_tasks()}
-    watched = {
-        (service, str(entry["id"] if isinstance(entry, dict) else entry))
-        for key, service in (("mariadb_flows", "mariadb"), ("cdb_async_requests", "cdb"))
-        for entry in watch[key]
-    }
-    unknown = {("mariadb", str(DEMO_UNKNOWN_FLOW_ID)), ("cdb", DEMO_UNKNOWN_ASYNC_REQUEST_ID)}
-    assert watched - known == unknown
-    assert known <= watched
-    entries = [e for key in watch for e in watch[key] if isinstance(e, dict)]
-    assert any("labels" in e for e in entries)
-    assert any(e.get("region") == "ap-shanghai" for e in entries)
-
-
-def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
-    config = demo_config("http://127.0.0.1:9", speed=10)
-    assert {api.endpoint for api in config.apis.values()} == {"http://127.0.0.1:9"}
-    watched = {(t.service, t.task_id, t.region) for t in config.tasks}
-    assert ("mariadb", "3345", "ap-shanghai") in watched
-    assert ("mariadb", str(DEMO_UNKNOWN_FLOW_ID), "ap-guangzhou") in watched
-    assert ("cdb", DEMO_UNKNOWN_ASYNC_REQUEST_ID, "ap-guangzhou") in watched
-    assert len(watched) == len(demo_tasks()) + 2
-    assert config.polling.interval == pytest.approx(1.0)
-    assert demo_config("http://127.0.0.1:9").polling.interval == pytest.approx(10.0)
-
-
-def test_demo_scenario_served_with_demo_credentials(clock: FakeClock) -> None:
-    simulator = Simulator([DEMO_CREDENTIALS], speed=60, clock=clock)
-    simulator.add_tasks(demo_tasks())
-    with SimulatorThread(simulator) as thread:
-        http = HttpProfile(protocol="http", endpoint=thread.url.removeprefix("http://"), reqTimeout=5)
-        cred = credential.Credential(DEMO_CREDENTIALS.secret_id, DEMO_CREDENTIALS.secret_key)
-        mariadb = mariadb_client.MariadbClient(cred, REGION, ClientProfile(httpProfile=http))
-        cdb = cdb_client.CdbClient(cred, REGION, ClientProfile(httpProfile=http))
-        assert describe_flow(mariadb, 3342).Status == 2
-        clock.advance(1)  # 60 s of task time: the 45 s flow is done
-        assert describe_flow(mariadb, 3342).Status == 0
-        assert describe_async(cdb, CDB_ID).Info == "Dropped the database table successfully."
-        assert (
-            sdk_error(lambda: describe_flow(mariadb, DEMO_UNKNOWN_FLOW_ID)) == "InvalidParameter.FlowNotFound"
-        )
-        assert sdk_error(lambda: describe_async(cdb, DEMO_UNKNOWN_ASYNC_REQUEST_ID)) == (
-            "InvalidParameter.InvalidAsyncRequestId"
-        )

@@ -1,0 +1,47 @@
+"""A local stand-in for the Tencent Cloud task status APIs the exporter polls, for tests, benchmarks and
+`--demo`.
+
+One aiohttp server answers every product of the catalogue (`exporter.services.SERVICES`) the way the real
+endpoints do: requests are routed by the credential scope's service, `X-TC-Action` and `X-TC-Version`;
+TC3-HMAC-SHA256 signatures are verified from the received bytes; each product's per-second quota is enforced;
+errors come back as HTTP 200 with a Tencent error code and a Content-Type of exactly `application/json`.
+Tasks follow scripted status timelines, and faults (latency, HTTP errors, broken JSON, error codes, missing
+fields) can be injected so the exporter's failure handling can be exercised end to end.
+
+Modules: `scenario` (tasks, phases, faults and their JSON form), `gateway` (routing, signatures, quotas),
+`answers` (each product's answer shape), `server` (the aiohttp app), `thread` (a server in a background
+thread), `cli` (`python -m exporter.simulator`).
+"""
+
+from exporter.simulator.answers import tencent_time_text
+from exporter.simulator.cli import main
+from exporter.simulator.errors import ApiError
+from exporter.simulator.scenario import (
+    Faults,
+    Phase,
+    SimTask,
+    Status,
+    faults_from_dict,
+    load_scenario,
+    task_from_dict,
+    task_to_dict,
+)
+from exporter.simulator.server import CONTROL_PREFIX, Simulator
+from exporter.simulator.thread import SimulatorThread
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "ApiError",
+    "Faults",
+    "Phase",
+    "SimTask",
+    "Simulator",
+    "SimulatorThread",
+    "Status",
+    "faults_from_dict",
+    "load_scenario",
+    "main",
+    "task_from_dict",
+    "task_to_dict",
+    "tencent_time_text",
+]

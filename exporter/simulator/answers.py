@@ -1,0 +1,175 @@
+"""Each product's answer to its status action: the fields beside `Status`, as the official SDKs' models read
+them (mariadb, dcdb, sqlserver, cynosdb: an integer flow Status; cdb: Status and Info; mongodb: Status,
+StartTime, EndTime; redis: Status, StartTime, TaskType, InstanceId, TaskMessage; postgres: a TaskSet).
+
+Which action, version, ID parameter, quota and not-found code a product has comes from the catalogue
+(`exporter.services`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
+answers are written here, separately from the exporter's parsers, so a mistake on one side shows up as a
+disagreement in the tests that drive both with the official SDKs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Final
+
+from exporter.services import SERVICES, Service
+from exporter.simulator.errors import ApiError
+
+if TYPE_CHECKING:  # scenario imports this module to validate statuses
+    from exporter.simulator.scenario import Phase, SimTask
+
+# The APIs write `YYYY-MM-DD hh:mm:ss` without a zone, in China Standard Time.
+_CHINA_STANDARD_TIME: Final = timezone(timedelta(hours=8))
+
+
+def tencent_time_text(unix_time: float) -> str:
+    return datetime.fromtimestamp(unix_time, _CHINA_STANDARD_TIME).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task as its API sees it at one instant; times are unix times already scaled by `speed`."""
+
+    service: Service
+    task: SimTask
+    phase: Phase
+    started_at: float
+    phase_began_at: float
+
+    @property
+    def final(self) -> bool:
+        status = self.phase.status
+        return isinstance(status, str) and status.lower() in self.service.final_statuses
+
+    @property
+    def succeeded(self) -> bool:
+        status = self.phase.status
+        return self.final and isinstance(status, str) and status.lower() not in self.service.failure_statuses
+
+    @property
+    def start_time(self) -> str:
+        return tencent_time_text(self.started_at)
+
+    @property
+    def end_time(self) -> str:
+        """When the task reached its final status; empty while it has not (as MongoDB answers)."""
+        return tencent_time_text(self.phase_began_at) if self.final else ""
+
+    @property
+    def progress(self) -> int:
+        given = self.task.progress_at(self.phase)
+        if given is not None and not self.succeeded:
+            return given
+        return 100 if self.succeeded else 0
+
+
+class Shape:
+    """How one product answers a task that exists and one that does not."""
+
+    integer_status = False
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {"Status": view.phase.status}
+
+    def answer(self, view: TaskView, *, with_status: bool = True) -> dict[str, Any]:
+        fields = self.fields(view)
+        if not with_status:
+            del fields["Status"]
+        return fields
+
+    def not_found(self, service: Service, task_id: str) -> dict[str, Any]:
+        raise ApiError(service.not_found_codes[0], f"The {service.id_param} `{task_id}` was not found.")
+
+
+class _Flow(Shape):
+    integer_status = True  # 0 succeeded, 1 failed, 2 running
+
+
+class _AsyncRequestInfo(Shape):
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {"Status": view.phase.status, "Info": view.phase.info}
+
+
+class _AsyncRequestTimes(Shape):
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {"Status": view.phase.status, "StartTime": view.start_time, "EndTime": view.end_time}
+
+
+class _TaskInfo(Shape):
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {
+            "Status": view.phase.status,
+            "StartTime": view.start_time,
+            "TaskType": view.task.task_type or "",
+            "InstanceId": view.task.instance_id or "",
+            # "Empty while running or after success; the error when it failed" (SDK).
+            "TaskMessage": view.phase.info or "",
+        }
+
+
+class _TaskSet(Shape):
+    """DescribeTasks filtered by TaskId: the task as the only item of TaskSet; an unknown ID is no error."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        steps = list(dict.fromkeys(p.step for p in sorted(view.task.phases, key=lambda p: p.at) if p.step))
+        return {
+            "TaskId": view.service.id_kind.request_value(view.task.task_id),
+            "TaskType": view.task.task_type or "",
+            "DBInstanceId": view.task.instance_id or "",
+            "StartTime": view.start_time,
+            "EndTime": view.end_time,
+            "Status": view.phase.status,
+            "Progress": view.progress,
+            "TaskDetail": {
+                "CurrentStep": view.phase.step or "",
+                "AllSteps": ",".join(steps),
+                "Input": "",
+                "Output": "",
+                # 3: "switch over in the maintenance window", what WaitSwitch waits for; 0: no switch-over.
+                "SwitchTag": 3 if view.phase.status == "WaitSwitch" else 0,
+                "SwitchTime": "",
+                "Message": view.phase.info or "",
+            },
+        }
+
+    def answer(self, view: TaskView, *, with_status: bool = True) -> dict[str, Any]:
+        item = self.fields(view)
+        if not with_status:
+            del item["Status"]
+        return {"TotalCount": 1, "TaskSet": [item]}
+
+    def not_found(self, service: Service, task_id: str) -> dict[str, Any]:
+        return {"TotalCount": 0, "TaskSet": []}
+
+
+_FLOW: Final = _Flow()
+SHAPES: Final[Mapping[str, Shape]] = {
+    "mariadb": _FLOW,
+    "dcdb": _FLOW,
+    "sqlserver": _FLOW,
+    "cynosdb": _FLOW,
+    "cdb": _AsyncRequestInfo(),
+    "mongodb": _AsyncRequestTimes(),
+    "redis": _TaskInfo(),
+    "postgres": _TaskSet(),
+}
+# A product added to the catalogue needs its answer written here; failing at import says so at once.
+if set(SHAPES) != {s.name for s in SERVICES}:
+    raise RuntimeError(
+        f"simulator answers {sorted(SHAPES)} do not match the catalogue {sorted(s.name for s in SERVICES)}"
+    )
+
+
+def status_problem(service: str, status: object) -> str | None:
+    """Why `status` cannot be one of `service`'s statuses (wrong JSON type), or None when it can."""
+    if status is None:
+        return None
+    if SHAPES[service].integer_status:
+        if isinstance(status, bool) or not isinstance(status, int):
+            return f"a {service} flow status is an integer or None, got {status!r}"
+    elif not isinstance(status, str):
+        return f"a {service} status is a string or None, got {status!r}"
+    return None

@@ -1,0 +1,245 @@
+"""What the API gateway does before a product sees a request: routing, Signature v3 checks, quotas.
+
+The real API picks the product by host name (`mariadb.tencentcloudapi.com`). Every product shares one
+simulator address, so the product is the one the request is signed for: the service of the `Authorization`
+header's credential scope (`Credential=<id>/<date>/<service>/tc3_request`), which the SDKs set to the product
+key, together with `X-TC-Action` and `X-TC-Version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from exporter.services import BY_NAME, SERVICES, Service
+from exporter.signing import (
+    SIGNED_HEADERS,
+    Credentials,
+    ParsedAuthorization,
+    canonical_request,
+    parse_authorization,
+    signature,
+    string_to_sign,
+    utc_date,
+)
+from exporter.simulator.errors import ApiError
+
+_WINDOW: Final = 1.0  # quotas are "requests per second"
+# The two products the simulator served first keep the bare action as their stats key, because tests, the
+# benchmark and its saved results read `actions["DescribeFlow"]` as MariaDB's. Others: `product:Action`.
+_BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
+# (action, version) names one product: what the SDK client that sent the request was made for.
+_BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Service]] = {(s.action, s.version): s for s in SERVICES}
+
+
+def stats_key(product: str, action: str) -> str:
+    return action if product in _BARE_STATS_KEYS else f"{product}:{action}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: `service` is None when no product offers it; `problem` is its routing error."""
+
+    service: Service | None
+    stats_key: str
+    problem: ApiError | None
+    authorization: ParsedAuthorization | None
+
+
+def route(headers: Mapping[str, str]) -> Route:
+    authorization = parse_authorization(headers.get("Authorization", ""))
+    scope = authorization.service if authorization else ""
+    action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
+    product = BY_NAME.get(scope)
+    if product is not None and product.action == action:
+        if version == product.version:
+            return Route(product, stats_key(product.name, action), None, authorization)
+        problem = ApiError(
+            "NoSuchVersion", f"The requested version `{version}` of service `{scope}` does not exist."
+        )
+        return Route(product, stats_key(product.name, action), problem, authorization)
+    owner = _BY_ACTION_VERSION.get((action, version))
+    if owner is not None:
+        # The client was made for `owner` but signed for another service (or the scope is unreadable).
+        problem = ApiError("AuthFailure.InvalidAuthorization", "`Service` in Credential not valid.")
+        return Route(owner, stats_key(owner.name, action), problem, authorization)
+    problem = ApiError("InvalidAction", f"The requested action `{action}` does not exist for `{scope}`.")
+    return Route(None, f"{scope}:{action}", problem, authorization)
+
+
+def authenticate(
+    headers: Mapping[str, str],
+    query: str,
+    body: bytes,
+    routed: Route,
+    credentials: Mapping[str, Credentials],
+    now: float,
+    max_clock_skew: float,
+) -> tuple[Service, Credentials]:
+    """Common parameters, routing, then the signature, checked as the docs for Signature v3 describe.
+
+    `headers` must look names up case-insensitively; `now` is wall-clock time, as the real service checks.
+    """
+    _required(headers, "X-TC-Action", "Action")
+    _required(headers, "X-TC-Version", "Version")
+    _required(headers, "X-TC-Region", "Region")
+    raw_timestamp = _required(headers, "X-TC-Timestamp", "Timestamp")
+    if not raw_timestamp.isdigit():
+        raise ApiError(
+            "InvalidParameterValue", f"The value `{raw_timestamp}` of parameter `Timestamp` is not valid."
+        )
+    timestamp = int(raw_timestamp)
+    parsed = routed.authorization
+    if parsed is None:
+        raise ApiError("AuthFailure.InvalidAuthorization", "The request `Authorization` header is invalid.")
+    service = routed.service
+    if routed.problem is not None or service is None:
+        raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
+    signed = parsed.signed_headers.split(";")
+    if "content-type" not in signed or "host" not in signed:
+        raise ApiError(
+            "AuthFailure.InvalidAuthorization", "`SignedHeaders` must include `content-type;host`."
+        )
+    if parsed.date != utc_date(timestamp):
+        raise ApiError(
+            "AuthFailure.InvalidAuthorization", "`Date` in Credential does not match X-TC-Timestamp."
+        )
+    found = credentials.get(parsed.secret_id)
+    if found is None:
+        raise ApiError(
+            "AuthFailure.SecretIdNotFound", "The SecretId is not found, please ensure that it exists."
+        )
+    if abs(now - timestamp) > max_clock_skew:
+        raise ApiError(
+            "AuthFailure.SignatureExpire",
+            f"Signature expired: X-TC-Timestamp {timestamp} is more than "
+            f"{max_clock_skew:g}s away from the server time.",
+        )
+    canonical = _canonical(parsed.signed_headers, headers, query, body)
+    expected = signature(
+        found.secret_key, timestamp, service.name, string_to_sign(timestamp, service.name, canonical)
+    )
+    if not hmac.compare_digest(expected, parsed.signature):
+        raise ApiError(
+            "AuthFailure.SignatureFailure",
+            "The provided credentials could not be validated. Please check your signature is correct.",
+        )
+    if not hmac.compare_digest(headers.get("X-TC-Token", ""), found.token):
+        raise ApiError("AuthFailure.TokenFailure", "The security token is invalid or missing.")
+    return service, found
+
+
+def _required(headers: Mapping[str, str], header: str, parameter: str) -> str:
+    value = headers.get(header, "").strip()
+    if not value:
+        raise ApiError("MissingParameter", f"The request is missing a required parameter `{parameter}`.")
+    return value
+
+
+def _canonical(signed_headers: str, headers: Mapping[str, str], query: str, body: bytes) -> str:
+    content_type, host = headers.get("Content-Type", ""), headers.get("Host", "")
+    if signed_headers == SIGNED_HEADERS:
+        return canonical_request("POST", host, content_type, body, query)
+    # Clients may sign extra headers (the docs allow it, values lowercased); rebuild the canonical form.
+    lines = "".join(f"{name}:{headers.get(name, '').strip().lower()}\n" for name in signed_headers.split(";"))
+    return f"POST\n/\n{query}\n{lines}\n{signed_headers}\n{hashlib.sha256(body).hexdigest()}"
+
+
+def read_task_id(service: Service, body: bytes) -> str:
+    """The task ID of a request body holding exactly the product's ID parameter, of the right JSON type.
+
+    PostgreSQL's DescribeTasks also takes list filters (DBInstanceId, Limit, ...); the simulator answers only
+    the one-task question the exporter asks, and says so with UnknownParameter rather than ignoring them.
+    """
+    try:
+        params = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("InvalidParameter", "The request body is not valid JSON.") from exc
+    if not isinstance(params, dict):
+        raise ApiError("InvalidParameter", "The request body must be a JSON object.")
+    for name in params:
+        if name != service.id_param:
+            raise ApiError("UnknownParameter", f"The parameter `{name}` is not recognized.")
+    if service.id_param not in params:
+        raise ApiError(
+            "MissingParameter", f"The request is missing a required parameter `{service.id_param}`."
+        )
+    value = params[service.id_param]
+    integer = service.id_kind.integer
+    if isinstance(value, bool) or not isinstance(value, int if integer else str):
+        expected = "Integer" if integer else "String"
+        raise ApiError(
+            "InvalidParameter", f"The value type of parameter `{service.id_param}` must be {expected}."
+        )
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------- quotas
+
+
+@dataclass
+class ActionStats:
+    accepted: int = 0
+    throttled: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    max_in_window: int = 0
+    first_accepted: float | None = None
+    last_accepted: float | None = None
+    # Accepted requests from every caller, to report the busiest second the server saw.
+    window: deque[float] = field(default_factory=deque)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "throttled": self.throttled,
+            "errors": dict(self.errors),
+            "faults": dict(self.faults),
+            "max_in_window": self.max_in_window,
+            "first_accepted": self.first_accepted,
+            "last_accepted": self.last_accepted,
+        }
+
+
+def count(counter: dict[str, int], key: str) -> None:
+    counter[key] = counter.get(key, 0) + 1
+
+
+def _slide(window: deque[float], now: float) -> None:
+    while window and window[0] <= now - _WINDOW:
+        window.popleft()
+
+
+class Quotas:
+    """A sliding one-second window of accepted requests per (secret id, product, action)."""
+
+    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
+        unknown = set(overrides or {}) - set(BY_NAME)
+        if unknown:
+            raise ValueError(f"quotas for unknown services: {sorted(unknown)}")
+        self.rates = {s.name: float((overrides or {}).get(s.name, s.default_rate_limit)) for s in SERVICES}
+        self._windows: dict[tuple[str, str, str], deque[float]] = {}
+
+    def admit(self, service: Service, secret_id: str, now: float, stats: ActionStats) -> None:
+        quota = self.rates[service.name]
+        window = self._windows.setdefault((secret_id, service.name, service.action), deque())
+        _slide(window, now)
+        if len(window) >= quota:
+            stats.throttled += 1
+            raise ApiError(
+                "RequestLimitExceeded",
+                f"Your current request rate exceeds the limit of {quota:g} requests per second "
+                f"for {service.action}. Please reduce the frequency of calls.",
+            )
+        window.append(now)
+        stats.accepted += 1
+        stats.first_accepted = now if stats.first_accepted is None else stats.first_accepted
+        stats.last_accepted = now
+        _slide(stats.window, now)
+        stats.window.append(now)
+        stats.max_in_window = max(stats.max_in_window, len(stats.window))

@@ -1,0 +1,281 @@
+"""The simulator's aiohttp server: every product's status action, plus `/_sim` endpoints to steer it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from exporter.services import Service
+from exporter.signing import Credentials
+from exporter.simulator import gateway
+from exporter.simulator.answers import SHAPES, TaskView
+from exporter.simulator.errors import ApiError, error_body, request_id
+from exporter.simulator.gateway import ActionStats, Quotas, count
+from exporter.simulator.scenario import Faults, SimTask, faults_from_dict, task_from_dict
+
+CONTROL_PREFIX: Final = "/_sim"
+# Exactly this: the SDKs read `Response.Error` only when the Content-Type is `application/json` (or
+# `text/plain`); with `; charset=utf-8` appended they silently return an empty model instead of raising.
+_JSON: Final = "application/json"
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = _JSON
+    latency: float = 0.0
+
+
+@dataclass
+class _TaskState:
+    task: SimTask
+    added_at: float  # `clock`: drives the timeline
+    added_wall: float  # `wall_clock`: anchors the times the answers show
+
+
+class Simulator:
+    """Every product of the catalogue on one aiohttp server. All state lives on the loop that serves it.
+
+    `clock` drives task timelines, quotas and statistics (monotonic seconds; inject a fake one to step
+    through timelines without sleeping). Signature freshness and the StartTime/EndTime the answers show are
+    wall-clock time (`wall_clock`), as on the real service. `quotas` overrides the catalogue's per-product
+    rate limits (requests per second).
+    """
+
+    def __init__(
+        self,
+        credentials: Sequence[Credentials],
+        quotas: Mapping[str, float] | None = None,
+        latency: float = 0.0,
+        speed: float = 1.0,
+        max_clock_skew: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self._credentials = {c.secret_id: c for c in credentials}
+        self._quotas = Quotas(quotas)
+        self._faults = Faults(latency=latency)
+        self._speed = speed
+        self._max_clock_skew = max_clock_skew
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._tasks: dict[tuple[str, str], _TaskState] = {}
+        self._stats: dict[str, ActionStats] = {}
+        self._served: dict[
+            str, tuple[str, str]
+        ] = {}  # stats key -> (product, action), for the by-product view
+        self._runner: web.AppRunner | None = None
+
+    # ---- scenario control
+
+    def add_task(self, task: SimTask) -> None:
+        """Adds (or replaces, restarting its timeline) a task; its phase times count from now."""
+        self._tasks[task.key] = _TaskState(task, self._clock(), self._wall_clock())
+
+    def add_tasks(self, tasks: Sequence[SimTask]) -> None:
+        for task in tasks:
+            self.add_task(task)
+
+    def remove_task(self, service: str, task_id: str) -> bool:
+        return self._tasks.pop((service, task_id), None) is not None
+
+    def set_task_faults(self, service: str, task_id: str, faults: Faults) -> None:
+        """Replaces a task's faults without restarting its timeline; KeyError if it is unknown."""
+        state = self._tasks[(service, task_id)]
+        state.task = state.task.with_faults(faults)
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replaces the faults applied to every API request."""
+        self._faults = faults
+
+    def set_latency(self, seconds: float) -> None:
+        self._faults = dataclasses.replace(self._faults, latency=seconds)
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    def reset_stats(self) -> None:
+        self._stats.clear()
+        self._served.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-able snapshot; times are `clock` readings, so rates come from their differences.
+
+        `actions` is keyed by action for MariaDB and CDB (as it always was) and `product:Action` for the
+        other products (requests no product offers: `<credential scope>:<action>`); `services` holds the
+        same counters as `services[product][action]` for every product.
+        """
+        services: dict[str, dict[str, Any]] = {}
+        for key, (product, action) in sorted(self._served.items()):
+            services.setdefault(product, {})[action] = self._stats[key].snapshot()
+        return {
+            "now": self._clock(),
+            "speed": self._speed,
+            "quotas": dict(self._quotas.rates),
+            "faults": dataclasses.asdict(self._faults),
+            "tasks": len(self._tasks),
+            "actions": {key: s.snapshot() for key, s in sorted(self._stats.items())},
+            "services": services,
+        }
+
+    # ---- serving
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self._handle_api)
+        app.router.add_get(f"{CONTROL_PREFIX}/stats", self._handle_stats)
+        app.router.add_post(f"{CONTROL_PREFIX}/stats/reset", self._handle_reset_stats)
+        app.router.add_post(f"{CONTROL_PREFIX}/tasks", self._handle_add_tasks)
+        app.router.add_delete(f"{CONTROL_PREFIX}/tasks/{{service}}/{{task_id}}", self._handle_remove_task)
+        app.router.add_post(f"{CONTROL_PREFIX}/faults", self._handle_faults)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Starts listening (port 0: the OS picks a free one) and returns the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        # A short shutdown timeout: requests held by injected latency must not stall stop().
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        return (
+            f"http://[{bound_host}]:{bound_port}"
+            if ":" in bound_host
+            else f"http://{bound_host}:{bound_port}"
+        )
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        reply = self._answer(request.headers, request.query_string, body)
+        if reply.latency > 0:
+            await asyncio.sleep(reply.latency)
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
+
+    def _answer(self, headers: Mapping[str, str], query: str, body: bytes) -> _Reply:
+        """The reply to one API request; `headers` must look names up case-insensitively.
+
+        Injected faults stand for a misbehaving backend, so they only hit requests the gateway let through
+        (authenticated, within quota, well-formed); latency stands for the network and delays every reply.
+        """
+        routed = gateway.route(headers)
+        stats = self._stats_for(routed)
+        latency, faults = self._faults.latency, Faults()
+        try:
+            service, credentials = gateway.authenticate(
+                headers, query, body, routed, self._credentials, self._wall_clock(), self._max_clock_skew
+            )
+            self._quotas.admit(service, credentials.secret_id, self._clock(), stats)
+            task_id = gateway.read_task_id(service, body)
+            state = self._tasks.get((service.name, task_id))
+            faults = self._faults.combine(state.task.faults) if state else self._faults
+            latency = faults.latency
+            reply = self._describe(service, task_id, state, faults, stats)
+        except ApiError as error:
+            count(stats.errors, error.code)
+            reply = _Reply(body=error_body(error))
+        if faults.malformed and reply.content_type == _JSON:
+            count(stats.faults, "malformed")
+            reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
+        return dataclasses.replace(reply, latency=latency)
+
+    def _stats_for(self, routed: gateway.Route) -> ActionStats:
+        if routed.service is not None:
+            self._served[routed.stats_key] = (routed.service.name, routed.service.action)
+        return self._stats.setdefault(routed.stats_key, ActionStats())
+
+    def _describe(
+        self, service: Service, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
+    ) -> _Reply:
+        if faults.http_status is not None:
+            count(stats.faults, "http_status")
+            return _Reply(
+                faults.http_status, f"{faults.http_status} simulated failure\n".encode(), "text/plain"
+            )
+        if faults.error_code is not None:
+            count(stats.faults, "error_code")
+            raise ApiError(faults.error_code)
+        shape = SHAPES[service.name]
+        if state is None:
+            response = shape.not_found(service, task_id)
+        else:
+            if faults.missing_status:
+                count(stats.faults, "missing_status")
+            response = shape.answer(self._view(service, state), with_status=not faults.missing_status)
+        response["RequestId"] = request_id()
+        return _Reply(body=json.dumps({"Response": response}).encode())
+
+    def _view(self, service: Service, state: _TaskState) -> TaskView:
+        task = state.task
+        phase = task.phase_at((self._clock() - state.added_at) * self._speed)
+        return TaskView(
+            service,
+            task,
+            phase,
+            started_at=state.added_wall + task.started / self._speed,
+            phase_began_at=state.added_wall + phase.at / self._speed,
+        )
+
+    # ---- control endpoints
+
+    async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats())
+
+    async def _handle_reset_stats(self, request: web.Request) -> web.StreamResponse:
+        self.reset_stats()
+        return web.json_response({"ok": True})
+
+    async def _handle_add_tasks(self, request: web.Request) -> web.StreamResponse:
+        try:
+            document = await request.json()
+            entries = document.get("tasks") if isinstance(document, dict) else document
+            if not isinstance(entries, list):
+                raise ValueError("expected a JSON list of tasks or an object with a `tasks` list")
+            tasks = [task_from_dict(entry) for entry in entries]
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        self.add_tasks(tasks)
+        return web.json_response({"added": len(tasks)})
+
+    async def _handle_remove_task(self, request: web.Request) -> web.StreamResponse:
+        removed = self.remove_task(request.match_info["service"], request.match_info["task_id"])
+        return web.json_response({"removed": removed}, status=200 if removed else 404)
+
+    async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
+        """Body: fault fields, plus `service` and `task_id` to target one task instead of every request."""
+        try:
+            document = await request.json()
+            if not isinstance(document, dict):
+                raise ValueError("expected a JSON object")
+            service, task_id = document.pop("service", None), document.pop("task_id", None)
+            faults = faults_from_dict(document)
+            if service is None and task_id is None:
+                self.set_faults(faults)
+            else:
+                self.set_task_faults(str(service), str(task_id), faults)
+        except KeyError:
+            return web.json_response({"error": "no such task"}, status=404)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})

@@ -1,0 +1,179 @@
+"""What the simulator's test modules share: keys, a fake clock, simulators on free ports, and each product's
+official SDK client, which is the judge of whether the simulator speaks the real protocol.
+
+The SDK table is written from the SDKs themselves (client class, action, ID parameter), not from the
+exporter's catalogue, so a mistake in the catalogue shows up as a disagreement instead of being copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+from tencentcloud.cdb.v20170320 import cdb_client
+from tencentcloud.cdb.v20170320 import models as cdb_models
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.cynosdb.v20190107 import cynosdb_client
+from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
+from tencentcloud.dcdb.v20180411 import dcdb_client
+from tencentcloud.dcdb.v20180411 import models as dcdb_models
+from tencentcloud.mariadb.v20170312 import mariadb_client
+from tencentcloud.mariadb.v20170312 import models as mariadb_models
+from tencentcloud.mongodb.v20190725 import models as mongodb_models
+from tencentcloud.mongodb.v20190725 import mongodb_client
+from tencentcloud.postgres.v20170312 import models as postgres_models
+from tencentcloud.postgres.v20170312 import postgres_client
+from tencentcloud.redis.v20180412 import models as redis_models
+from tencentcloud.redis.v20180412 import redis_client
+from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
+from tencentcloud.sqlserver.v20180328 import sqlserver_client
+
+from exporter import signing
+from exporter.signing import Credentials
+from exporter.simulator import SimTask, Simulator, SimulatorThread
+
+KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
+TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
+REGION = "ap-guangzhou"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextlib.contextmanager
+def simulators(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
+    """Starts simulators on free ports, accepting KEY and TEMP_KEY; every one is stopped on exit."""
+    with contextlib.ExitStack() as stack:
+
+        def start_simulator(*tasks: SimTask, **options: Any) -> SimulatorThread:
+            simulator = Simulator([KEY, TEMP_KEY], clock=clock, **options)
+            simulator.add_tasks(list(tasks))
+            return stack.enter_context(SimulatorThread(simulator))
+
+        yield start_simulator
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """One product's official client: its class, models module, status action and ID parameter."""
+
+    client: Any
+    models: ModuleType
+    action: str
+    id_param: str
+    integer_id: bool
+
+
+SDKS: dict[str, Sdk] = {
+    "mariadb": Sdk(mariadb_client.MariadbClient, mariadb_models, "DescribeFlow", "FlowId", True),
+    "cdb": Sdk(cdb_client.CdbClient, cdb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False),
+    "dcdb": Sdk(dcdb_client.DcdbClient, dcdb_models, "DescribeFlow", "FlowId", True),
+    "sqlserver": Sdk(
+        sqlserver_client.SqlserverClient, sqlserver_models, "DescribeFlowStatus", "FlowId", True
+    ),
+    "cynosdb": Sdk(cynosdb_client.CynosdbClient, cynosdb_models, "DescribeFlow", "FlowId", True),
+    "mongodb": Sdk(
+        mongodb_client.MongodbClient, mongodb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False
+    ),
+    "redis": Sdk(redis_client.RedisClient, redis_models, "DescribeTaskInfo", "TaskId", True),
+    "postgres": Sdk(postgres_client.PostgresClient, postgres_models, "DescribeTasks", "TaskId", True),
+}
+
+
+def sdk_client(product: str, url: str, key: Credentials = KEY, region: str = REGION) -> Any:
+    http = HttpProfile(protocol="http", endpoint=url.removeprefix("http://"), reqTimeout=5)
+    cred = credential.Credential(key.secret_id, key.secret_key, key.token or None)
+    return SDKS[product].client(cred, region, ClientProfile(httpProfile=http))
+
+
+def sdk_call(client: Any, product: str, task_id: str) -> Any:
+    """The product's status action for one ID, through its official client; returns the SDK's model."""
+    sdk = SDKS[product]
+    request = getattr(sdk.models, f"{sdk.action}Request")()
+    setattr(request, sdk.id_param, int(task_id) if sdk.integer_id else task_id)
+    return getattr(client, sdk.action)(request)
+
+
+def sdk_clients(
+    thread: SimulatorThread, key: Credentials = KEY
+) -> tuple[mariadb_client.MariadbClient, cdb_client.CdbClient]:
+    return sdk_client("mariadb", thread.url, key), sdk_client("cdb", thread.url, key)
+
+
+def describe_flow(client: mariadb_client.MariadbClient, flow_id: int) -> Any:
+    return sdk_call(client, "mariadb", str(flow_id))
+
+
+def describe_async(client: cdb_client.CdbClient, request_id: str) -> Any:
+    return sdk_call(client, "cdb", request_id)
+
+
+def sdk_error(call: Callable[[], object]) -> str:
+    with pytest.raises(TencentCloudSDKException) as raised:
+        call()
+    return str(raised.value.code)
+
+
+def post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    status, _, raw = post_for_headers(url, headers, body)
+    return status, raw
+
+
+def post_for_headers(url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url + "/", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def signed(
+    thread: SimulatorThread,
+    payload: dict[str, Any] | bytes,
+    *,
+    action: str = "DescribeFlow",
+    service: str = "mariadb",
+    version: str = "2017-03-12",
+    key: Credentials = KEY,
+    timestamp: int | None = None,
+) -> tuple[dict[str, str], bytes]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = signing.sign_headers(
+        key,
+        service=service,
+        host=thread.url.removeprefix("http://"),
+        action=action,
+        version=version,
+        region=REGION,
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+        payload=body,
+    )
+    return headers, body
+
+
+def error_code(thread: SimulatorThread, headers: dict[str, str], body: bytes) -> str | None:
+    status, raw = post(thread.url, headers, body)
+    assert status == 200
+    response = json.loads(raw)["Response"]
+    assert response["RequestId"]
+    return response.get("Error", {}).get("Code")
