@@ -1,10 +1,15 @@
-"""Fixtures and helpers shared by the test modules."""
+"""Fixtures shared by the test modules (plain helpers are in tests/helpers.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from exporter.simulator import Simulator, SimulatorThread
+from tests.helpers import CREDS
 
 
 async def eventually(condition: Callable[[], object], within: float = 10.0, what: str = "") -> None:
@@ -15,3 +20,10 @@ async def eventually(condition: Callable[[], object], within: float = 10.0, what
             return
         await asyncio.sleep(0.01)  # a poll of the condition, not a guess at how long something takes
     raise AssertionError(f"timed out after {within}s waiting for: {what or condition}")
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorThread]:
+    """The simulator in a thread of its own on a free loopback port, accepting CREDS; stopped afterwards."""
+    with SimulatorThread(Simulator([CREDS])) as sim:
+        yield sim

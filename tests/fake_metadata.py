@@ -33,19 +33,6 @@ from exporter.signing import (
 CREDENTIALS_PATH = "/latest/meta-data/cam/security-credentials/"
 
 
-class FakeClock:
-    """Unix time that only moves when told to."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = float(int(time.time())) if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class _Server:
     def __init__(self) -> None:
         self._runner: web.AppRunner | None = None

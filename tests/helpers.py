@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.services import SERVICES
+from exporter.signing import Credentials
+from exporter.simulator import Phase, SimTask, SimulatorThread
 
 # Every product's published quota, as the daemon passes them to Metrics.
 DEFAULT_RATES = {s.name: s.default_rate_limit for s in SERVICES}
@@ -252,3 +255,46 @@ def wait_for(predicate: Callable[[], object], timeout: float, message: str, inte
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
+
+
+# Keys the simulator accepts in the tests that run the real daemon (config files read them from ENV).
+CREDS = Credentials("AKIDintegration", "integration-secret-key-0123456789")
+ENV = {"TENCENTCLOUD_SECRET_ID": CREDS.secret_id, "TENCENTCLOUD_SECRET_KEY": CREDS.secret_key}
+
+
+def write_config(path: Path, url: str, watch: dict[str, list[Any]], **polling: object) -> Path:
+    document = {
+        "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
+        "region": "ap-guangzhou",
+        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s", **polling},
+        "watch": watch,
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def add_running_tasks(
+    sim: SimulatorThread, per_api: int, first_flow: int, cdb_prefix: str
+) -> dict[str, list[Any]]:
+    """`per_api` tasks of each API that stay in progress; returns the matching `watch` section."""
+    flows = [first_flow + n for n in range(per_api)]
+    requests = [f"{cdb_prefix}{n:05d}" for n in range(per_api)]
+    for flow, request in zip(flows, requests, strict=True):
+        sim.add_task(SimTask("mariadb", str(flow), (Phase(0, 2),)))
+        sim.add_task(SimTask("cdb", request, (Phase(0, "RUNNING"),)))
+    return {"mariadb_flows": flows, "cdb_async_requests": requests}
+
+
+class FakeClock:
+    """Time that moves only when told to: `clock()` reads it, `advance()` or setting `now` moves it."""
+
+    def __init__(self, start: float | None = None) -> None:
+        # Near the real time by default: some fakes (the metadata service) hand out absolute expiry times.
+        self.now = float(int(time.time())) if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -42,21 +42,11 @@ from tencentcloud.sqlserver.v20180328 import sqlserver_client
 from exporter import signing
 from exporter.signing import Credentials
 from exporter.simulator import SimTask, Simulator, SimulatorThread
+from tests.helpers import FakeClock
 
 KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
 TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
 REGION = "ap-guangzhou"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @contextlib.contextmanager

@@ -24,8 +24,8 @@ from exporter.credentials import CredentialProvider, CredentialsError, open_prov
 from exporter.services import BY_NAME
 from exporter.signing import Credentials
 from exporter.simulator import Phase, SimTask, Simulator
-from tests.fake_metadata import FakeClock, FakeMetadata, FakeSts
-from tests.helpers import DaemonProcess
+from tests.fake_metadata import FakeMetadata, FakeSts
+from tests.helpers import DaemonProcess, FakeClock
 
 ROLE_ARN = "qcs::cam::uin/100000000001:roleName/task-exporter"
 

@@ -14,8 +14,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mariadb.v20170312 import mariadb_client, models
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
-from tests.helpers import DaemonProcess, wait_for
-from tests.test_integration import CREDS, ENV, write_config
+from tests.helpers import CREDS, ENV, DaemonProcess, wait_for, write_config
 
 
 def free_port() -> int:

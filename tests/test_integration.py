@@ -4,53 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-import yaml
-
-from exporter.signing import Credentials
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
-from tests.helpers import DaemonProcess, Samples, require_binary, wait_for
+from tests.helpers import (
+    CREDS,
+    ENV,
+    DaemonProcess,
+    Samples,
+    add_running_tasks,
+    require_binary,
+    wait_for,
+    write_config,
+)
 
-CREDS = Credentials("AKIDintegration", "integration-secret-key-0123456789")
-ENV = {"TENCENTCLOUD_SECRET_ID": CREDS.secret_id, "TENCENTCLOUD_SECRET_KEY": CREDS.secret_key}
 CDB_A = "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
 CDB_NULL = "0a6e1bd4-3c7f5e20-8d1e6a77-41bc9f02"
 CDB_NOVEL = "c6a9f2d4-7e3b1c8f-9d2a6e4b-3f8c1a7e"
 CDB_UNKNOWN = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
-
-
-def write_config(path: Path, url: str, watch: dict[str, list[Any]], **polling: object) -> Path:
-    document = {
-        "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
-        "region": "ap-guangzhou",
-        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
-        "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s", **polling},
-        "watch": watch,
-    }
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def add_running_tasks(
-    sim: SimulatorThread, per_api: int, first_flow: int, cdb_prefix: str
-) -> dict[str, list[Any]]:
-    """`per_api` tasks of each API that stay in progress; returns the matching `watch` section."""
-    flows = [first_flow + n for n in range(per_api)]
-    requests = [f"{cdb_prefix}{n:05d}" for n in range(per_api)]
-    for flow, request in zip(flows, requests, strict=True):
-        sim.add_task(SimTask("mariadb", str(flow), (Phase(0, 2),)))
-        sim.add_task(SimTask("cdb", request, (Phase(0, "RUNNING"),)))
-    return {"mariadb_flows": flows, "cdb_async_requests": requests}
-
-
-@pytest.fixture
-def simulator() -> Iterator[SimulatorThread]:
-    with SimulatorThread(Simulator([CREDS])) as sim:
-        yield sim
 
 
 def test_statuses_follow_their_timelines_and_odd_answers_are_handled(

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -23,21 +22,20 @@ import trustme
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from exporter.store import Store
-from tests.helpers import DaemonProcess, require_binary, wait_for
-from tests.test_integration import CREDS, ENV, add_running_tasks, write_config
+from tests.helpers import CREDS, ENV, DaemonProcess, add_running_tasks, require_binary, wait_for, write_config
 
 TOKEN = "test-api-token-5f1e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def simulator() -> Iterator[SimulatorThread]:
-    with SimulatorThread(Simulator([CREDS])) as sim:
-        for n in (1, 2, 3, 7, 8):
-            sim.add_task(SimTask("mariadb", str(n), (Phase(0, 2),)))
-        sim.add_task(SimTask("mariadb", "9", (Phase(0, 0),)))  # finished from the start
-        sim.add_task(SimTask("cdb", "cdb-x", (Phase(0, "RUNNING"),)))
-        yield sim
+def simulator(simulator: SimulatorThread) -> SimulatorThread:
+    """conftest's simulator, with a few running flows, a finished one and a running CDB request."""
+    for n in (1, 2, 3, 7, 8):
+        simulator.add_task(SimTask("mariadb", str(n), (Phase(0, 2),)))
+    simulator.add_task(SimTask("mariadb", "9", (Phase(0, 0),)))  # finished from the start
+    simulator.add_task(SimTask("cdb", "cdb-x", (Phase(0, "RUNNING"),)))
+    return simulator
 
 
 def stored_ids(path: Path) -> set[str]:

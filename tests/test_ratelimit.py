@@ -13,14 +13,7 @@ from exporter.ratelimit import (
     TokenBucket,
     window_limit,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import FakeClock
 
 
 def send_times(bucket: TokenBucket, clock: FakeClock, count: int) -> list[float]:
@@ -61,7 +54,7 @@ def max_in_sliding_second(times: list[float]) -> int:
 
 
 def test_never_more_than_the_quota_in_any_sliding_second_even_after_idle() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     times = send_times(bucket, clock, 100)
     clock.now = times[-1] + 30  # idle: at most BACKLOG_SECONDS of slots are still owed, within the limit
@@ -71,7 +64,7 @@ def test_never_more_than_the_quota_in_any_sliding_second_even_after_idle() -> No
 
 
 def test_uses_nearly_all_of_the_quota_when_busy() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(40, clock)
     times = send_times(bucket, clock, 401)
     achieved = 400 / (times[-1] - times[0])
@@ -79,7 +72,7 @@ def test_uses_nearly_all_of_the_quota_when_busy() -> None:
 
 
 def test_a_late_caller_gets_the_slots_it_missed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     assert bucket.reserve() == 0
     clock.now += 0.25  # the loop was busy: 4 slots (at 1/19.2 s each) went by
@@ -91,7 +84,7 @@ def test_a_late_caller_gets_the_slots_it_missed() -> None:
 def test_a_caller_late_on_every_wake_up_still_spends_the_whole_pace() -> None:
     # Lateness longer than the spacing (26 ms at 40 req/s) used to push every later slot back: 40 ms on each
     # wake-up cut the rate to under 80%.
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(40, clock)
     start = clock.now
     times = run_late(bucket, clock, start + 60, [0.04])
@@ -105,7 +98,7 @@ def test_a_caller_late_on_every_wake_up_still_spends_the_whole_pace() -> None:
     lateness=st.lists(st.floats(min_value=0, max_value=0.06), min_size=1, max_size=40),
 )
 def test_missed_slots_are_made_up_over_a_long_run(rate: int, lateness: list[float]) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate, clock)
     start = clock.now
     busy, quiet = 30.0, 30.0
@@ -117,7 +110,7 @@ def test_missed_slots_are_made_up_over_a_long_run(rate: int, lateness: list[floa
 
 
 def test_a_stall_longer_than_the_backlog_forfeits_the_older_slots() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     bucket.reserve()
     clock.now += 10
@@ -142,7 +135,7 @@ def test_a_stall_longer_than_the_backlog_forfeits_the_older_slots() -> None:
 def test_never_more_than_the_window_limit_whatever_the_lateness(
     rate: float, steps: list[tuple[str, float]]
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate, clock)
     times: list[float] = []
     limits: list[int] = []
@@ -175,7 +168,7 @@ def test_never_more_than_the_window_limit_whatever_the_lateness(
 
 
 def test_a_late_wake_up_widens_the_window_for_a_while() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     assert bucket.window_seconds() == WINDOW_SECONDS
     before = run_late(bucket, clock, clock.now + 3, [0.0])
@@ -195,7 +188,7 @@ def test_a_late_wake_up_widens_the_window_for_a_while() -> None:
 
 
 async def test_acquire_waits_for_its_slot_and_notices_when_it_woke_up_late() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -211,7 +204,7 @@ async def test_acquire_waits_for_its_slot_and_notices_when_it_woke_up_late() -> 
 
 
 def test_throttling_cuts_the_rate_then_recovers_additively() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     bucket.throttled()
     assert bucket.current_rate() == pytest.approx(20 * DECREASE_FACTOR)
@@ -224,7 +217,7 @@ def test_throttling_cuts_the_rate_then_recovers_additively() -> None:
 
 
 def test_throttling_lowers_the_window_limit_at_once_and_forgets_missed_slots() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     before = run_late(bucket, clock, clock.now + 5, [0.0])
     clock.now += 0.5  # late: these slots would be owed, but the API just said we send too much
@@ -239,7 +232,7 @@ def test_throttling_lowers_the_window_limit_at_once_and_forgets_missed_slots() -
 
 
 def test_repeated_throttling_keeps_a_floor() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     for _ in range(20):
         bucket.throttled()
@@ -248,7 +241,7 @@ def test_repeated_throttling_keeps_a_floor() -> None:
 
 
 def test_set_rate_changes_the_pace_and_the_limit_and_forgets_throttling() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(20, clock)
     bucket.throttled()
     bucket.set_rate(40)
@@ -277,7 +270,7 @@ def test_rate_must_be_positive() -> None:
 def test_window_limit_is_the_quota_for_integer_quotas_and_never_binds_the_pace_of_a_shard() -> None:
     assert [window_limit(n) for n in (1, 2, 20, 40, 50, 100, 200)] == [1, 2, 20, 40, 50, 100, 200]
     for rate in (20 / 3, 40 / 3, 20 / 7, 0.5, 12.5):
-        clock = FakeClock()
+        clock = FakeClock(1000.0)
         bucket = TokenBucket(rate, clock)
         sent, end = 0, clock.now + 60
         while clock.now < end:

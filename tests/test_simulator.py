@@ -59,7 +59,7 @@ CDB_ID = "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

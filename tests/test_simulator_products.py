@@ -87,7 +87,7 @@ ANSWER_FIELDS = {
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
