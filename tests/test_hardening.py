@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,14 @@ from exporter.ratelimit import TokenBucket
 from exporter.scheduler import ServiceScheduler
 from exporter.services import CDB, MARIADB, Service
 from exporter.signing import Credentials
-from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
+from exporter.simulator import Phase, SimTask, SimulatorThread
 from exporter.state import TaskState, TaskStore
 from exporter.web import TASK_API_PREFIX, create_app
 from exporter.webconfig import middlewares, parse_web_config
 from tests.conftest import eventually
 from tests.fake_metadata import FakeMetadata
-from tests.helpers import DEFAULT_RATES, DaemonProcess, Samples, wait_for
+from tests.helpers import CREDS, DEFAULT_RATES, DaemonProcess, Samples, wait_for
 
-CREDS = Credentials("AKIDhardening", "hardening-secret-key")
 TOKEN = "hardening-token-7c1d"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -140,20 +138,17 @@ class FlakyClient(ApiClient):
 
 
 @pytest.fixture
-async def simulator() -> AsyncIterator[tuple[Simulator, str]]:
-    sim = Simulator([CREDS])
-    sim.add_task(SimTask("mariadb", "5", (Phase(0, 0),)))
-    url = await sim.start()
-    try:
-        yield sim, url
-    finally:
-        await sim.stop()
+def simulator(simulator: SimulatorThread) -> SimulatorThread:
+    """conftest's simulator with a finished flow (5) and a running one (7)."""
+    simulator.add_task(SimTask("mariadb", "5", (Phase(0, 0),)))
+    simulator.add_task(SimTask("mariadb", "7", (Phase(0, 2),)))
+    return simulator
 
 
 async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
-    simulator: tuple[Simulator, str], caplog: pytest.LogCaptureFixture
+    simulator: SimulatorThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, url = simulator
+    url = simulator.url
     store = TaskStore()
     async with aiohttp.ClientSession() as session:
         client = FlakyClient(session)
@@ -334,13 +329,6 @@ def test_a_bad_entry_in_the_state_file_exits_2_naming_it(tmp_path: Path) -> None
     assert legacy.exists()  # nothing migrated, nothing lost
 
 
-@pytest.fixture
-def sim_thread() -> Iterator[SimulatorThread]:
-    with SimulatorThread(Simulator([CREDS])) as sim:
-        sim.add_task(SimTask("mariadb", "7", (Phase(0, 2),)))
-        yield sim
-
-
 def _config(path: Path, url: str) -> list[str]:
     document = {
         "credentials": {"secret_id": CREDS.secret_id, "secret_key": CREDS.secret_key},
@@ -353,10 +341,8 @@ def _config(path: Path, url: str) -> list[str]:
     return ["--config.file", str(path)]
 
 
-def test_sighup_during_shutdown_does_not_kill_the_process(
-    sim_thread: SimulatorThread, tmp_path: Path
-) -> None:
-    with DaemonProcess(_config(tmp_path / "config.yaml", sim_thread.url)) as daemon:
+def test_sighup_during_shutdown_does_not_kill_the_process(simulator: SimulatorThread, tmp_path: Path) -> None:
+    with DaemonProcess(_config(tmp_path / "config.yaml", simulator.url)) as daemon:
         wait_for(lambda: daemon.scrape().status("mariadb", "7") is not None, 15, "the first poll")
         daemon.signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -367,8 +353,8 @@ def test_sighup_during_shutdown_does_not_kill_the_process(
         assert daemon.wait(10) == 0
 
 
-def test_status_first_seen_time_survives_a_restart(sim_thread: SimulatorThread, tmp_path: Path) -> None:
-    args = [*_config(tmp_path / "config.yaml", sim_thread.url), "--storage.path", str(tmp_path / "s.db")]
+def test_status_first_seen_time_survives_a_restart(simulator: SimulatorThread, tmp_path: Path) -> None:
+    args = [*_config(tmp_path / "config.yaml", simulator.url), "--storage.path", str(tmp_path / "s.db")]
     with DaemonProcess(args) as daemon:
         wait_for(lambda: daemon.scrape().status("mariadb", "7") == "running", 15, "the first poll")
         since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
@@ -380,11 +366,11 @@ def test_status_first_seen_time_survives_a_restart(sim_thread: SimulatorThread, 
     assert again == since
 
 
-def test_registrations_write_a_bounded_amount_each(sim_thread: SimulatorThread, tmp_path: Path) -> None:
+def test_registrations_write_a_bounded_amount_each(simulator: SimulatorThread, tmp_path: Path) -> None:
     io = Path("/proc/self/io")
     if not io.exists():
         pytest.skip("needs /proc/<pid>/io (Linux)")
-    args = [*_config(tmp_path / "config.yaml", sim_thread.url), "--storage.path", str(tmp_path / "s.db")]
+    args = [*_config(tmp_path / "config.yaml", simulator.url), "--storage.path", str(tmp_path / "s.db")]
     with DaemonProcess(args, env={API_TOKEN_ENV: TOKEN}) as daemon:
         pid = daemon.pid
 

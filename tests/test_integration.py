@@ -165,7 +165,7 @@ def test_quota_is_never_exceeded_and_mostly_used(tmp_path: Path) -> None:
         watch = add_running_tasks(simulator, per_api, 10_000, "bench-")
         config = write_config(tmp_path / "config.yaml", simulator.url, watch, interval="1s")
         with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
-            time.sleep(8)
+            time.sleep(8)  # the measurement window: rates are counted over it (not a synchronisation)
             samples = daemon.scrape()
         stats = simulator.stats()["actions"]
 

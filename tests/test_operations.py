@@ -297,7 +297,7 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
         try:
             for daemon in daemons:
                 daemon.__enter__()
-            time.sleep(5)
+            time.sleep(5)  # the measurement window for the shared quota (not a synchronisation)
             for index, daemon in enumerate(daemons):
                 samples = daemon.scrape()
                 assert samples.get("tencentcloud_exporter_shard_index") == index

@@ -19,11 +19,9 @@ from exporter.ratelimit import TokenBucket
 from exporter.scheduler import ServiceScheduler, backoff_delay
 from exporter.services import CDB, MARIADB, Service
 from exporter.signing import Credentials
-from exporter.simulator import Faults, Phase, SimTask, Simulator
+from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from exporter.state import TaskStore
-from tests.helpers import DEFAULT_RATES
-
-CREDS = Credentials("AKIDsched", "sched-key")
+from tests.helpers import CREDS, DEFAULT_RATES
 
 
 class RecordingClient(ApiClient):
@@ -38,16 +36,6 @@ class RecordingClient(ApiClient):
     ) -> Outcome:
         self.polls.append((time.monotonic(), task_id))
         return await super().describe(service, endpoint, region, credentials, task_id)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[tuple[Simulator, str]]:
-    simulator = Simulator([CREDS])
-    url = await simulator.start()
-    try:
-        yield simulator, url
-    finally:
-        await simulator.stop()
 
 
 @pytest.fixture
@@ -81,9 +69,9 @@ async def run_for(scheduler: ServiceScheduler, seconds: float) -> None:
 
 
 async def test_first_polls_are_spread_over_one_interval(
-    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+    simulator: SimulatorThread, session: aiohttp.ClientSession
 ) -> None:
-    simulator, url = sim
+    url = simulator.url
     for n in range(10):
         simulator.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
     client = RecordingClient(session, 2.0)
@@ -103,9 +91,9 @@ async def test_first_polls_are_spread_over_one_interval(
 
 
 async def test_tasks_in_progress_go_first_when_the_quota_is_short(
-    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+    simulator: SimulatorThread, session: aiohttp.ClientSession
 ) -> None:
-    simulator, url = sim
+    url = simulator.url
     running = [f"run-{n}" for n in range(2)]
     finished = [f"done-{n}" for n in range(20)]
     for task_id in running:
@@ -129,8 +117,8 @@ async def test_tasks_in_progress_go_first_when_the_quota_is_short(
     assert len(client.polls) <= 4.0 * 10 + 1
 
 
-async def test_failed_polls_back_off(sim: tuple[Simulator, str], session: aiohttp.ClientSession) -> None:
-    _, url = sim  # the task is unknown to the simulator: every poll fails with FlowNotFound
+async def test_failed_polls_back_off(simulator: SimulatorThread, session: aiohttp.ClientSession) -> None:
+    url = simulator.url  # the task is unknown to the simulator: every poll fails with FlowNotFound
     client = RecordingClient(session, 2.0)
     polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
     scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
@@ -155,9 +143,9 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 
 async def test_throttling_slows_the_bucket(
-    sim: tuple[Simulator, str], session: aiohttp.ClientSession
+    simulator: SimulatorThread, session: aiohttp.ClientSession
 ) -> None:
-    simulator, url = sim
+    url = simulator.url
     simulator.add_task(
         SimTask("mariadb", "1", (Phase(0, 2),)).with_faults(Faults(error_code="RequestLimitExceeded"))
     )
