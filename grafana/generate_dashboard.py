@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import bargauge, stat, statetimeline, table, timeseries
@@ -62,6 +63,8 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from exporter.services import SERVICES
+
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "dashboards" / "tencentcloud-task-exporter.json"
 
@@ -71,9 +74,11 @@ JOB_NAME = "tencentcloud-task-exporter"
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
-# Statuses after which a task never changes again (MariaDB: success/failed; CDB: plus killed/removed).
-FINAL = "success|failed|killed|removed"
-FAILED = "failed|killed"
+# Each product's status sets, from the catalogue: they differ (CDB's paused is not final, MongoDB's is a
+# failure), so a query selects per group of products that share a set.
+FINAL = {s.name: s.final_statuses for s in SERVICES}
+FAILED = {s.name: s.failure_statuses for s in SERVICES}
+SUCCEEDED = {s.name: s.final_statuses - s.failure_statuses for s in SERVICES}
 
 # Label selectors shared by the queries.
 JOB = 'job=~"$job"'
@@ -93,6 +98,14 @@ STATUS_CODES: dict[str, tuple[int, str]] = {
     "removed": (7, "gray"),
     "undefined": (8, "orange"),
     "unknown": (9, "orange"),
+    # The other products' spellings share the codes of the same meaning.
+    "preparing": (1, "light-blue"),
+    "waitswitch": (3, "yellow"),
+    "pause": (3, "yellow"),
+    "succeed": (4, "green"),
+    "fail": (5, "red"),
+    "error": (5, "red"),
+    "undoed": (6, "dark-red"),
 }
 OTHER_STATUS = (10, "purple")
 
@@ -139,10 +152,22 @@ def _status_code_mappings() -> list[ValueMapping]:
 # --- queries ---------------------------------------------------------------------------------------------
 
 
-def status_is(regex: str, negate: bool = False) -> str:
-    """Tasks whose current status matches (or, negated, does not match) ``regex``; value 1."""
+def status_is(statuses: Mapping[str, frozenset[str]], negate: bool = False) -> str:
+    """Tasks whose current status is (or, negated, is not) in their product's set of ``statuses``; value 1."""
+    groups: dict[frozenset[str], list[str]] = {}
+    for product, chosen in statuses.items():
+        groups.setdefault(chosen, []).append(product)
     op = "!~" if negate else "=~"
-    return f'max by ({KEY}, status) (tencentcloud_task_status{{{TASK}, status{op}"{regex}"}} == 1)'
+    selectors = []
+    for chosen, products in groups.items():
+        match = f'product=~"{"|".join(products)}", status{op}"{"|".join(sorted(chosen))}"'
+        selectors.append(f"tencentcloud_task_status{{{TASK}, {match}}} == 1")
+    return f"max by ({KEY}, status) (\n    " + "\n  or\n    ".join(selectors) + "\n)"
+
+
+def current_status() -> str:
+    """Every task's current status; value 1."""
+    return f"max by ({KEY}, status) (tencentcloud_task_status{{{TASK}}} == 1)"
 
 
 def seconds_in_status() -> str:
@@ -267,7 +292,7 @@ def overview_stats() -> list[stat.Panel]:
             count_or_zero(status_is(FINAL, negate=True)),
             [(None, "blue")],
         ),
-        _stat("Succeeded", "Tasks that finished successfully.", count_or_zero(status_is("success")), ok),
+        _stat("Succeeded", "Tasks that finished successfully.", count_or_zero(status_is(SUCCEEDED)), ok),
         _stat(
             "Failed / killed",
             "Tasks that ended as failed or killed. See the table below for which ones.",
@@ -380,11 +405,11 @@ def tasks_table() -> table.Panel:
         .title("All tasks")
         .description(
             "Every watched task: current status, how long it has been in it (since the exporter first "
-            "saw it), the age of the last successful poll, CDB's Info text, user labels and failed polls "
+            "saw it), the age of the last successful poll, the Info text, user labels and failed polls "
             "in the time range."
         )
         .datasource(DATASOURCE)
-        .with_target(_query(status_is(".+"), "A", instant=True, as_table=True))
+        .with_target(_query(current_status(), "A", instant=True, as_table=True))
         .with_target(_query(seconds_in_status(), "B", instant=True, as_table=True))
         .with_target(_query(seconds_since_poll(), "C", instant=True, as_table=True))
         .with_target(
@@ -727,7 +752,9 @@ def build_dashboard() -> Dashboard:
     dashboard = (
         Dashboard(TITLE)
         .uid(UID)
-        .description("Status of Tencent Cloud database async operations (MariaDB flows, CDB async requests).")
+        .description(
+            "Status of Tencent Cloud database async operations, every product of the exporter's catalogue."
+        )
         .tags(["tencentcloud", "database", "tencentcloud-task-exporter"])
         .timezone("browser")
         .refresh("30s")
