@@ -19,7 +19,6 @@ from exporter.services import BY_NAME, Observation
 class TaskState:
     task: WatchedTask
     status: str | None = None
-    info: str | None = None
     status_since: float | None = None  # unix time the current status was first seen
     last_success: float | None = None  # unix time
     last_attempt: float | None = None  # unix time
@@ -33,6 +32,11 @@ class TaskState:
 
     def __post_init__(self) -> None:
         self.retask(self.task)
+
+    @property
+    def info(self) -> str | None:
+        """The product's free text from the last successful poll (CDB Info, Redis TaskMessage)."""
+        return self.observation.info if self.observation else None
 
     def retask(self, task: WatchedTask) -> None:
         """Takes new watch settings (labels) for the same task, keeping everything learnt about it."""
@@ -62,7 +66,6 @@ class TaskState:
                 # Same status as before the restart: it has held since then, not since now.
                 since = self.remembered[1]
             self.status, self.status_since, self.remembered = observation.status, since, None
-        self.info = observation.info
         self.observation = observation
         self.last_success = self.last_attempt = now
         self.last_error = None
