@@ -19,7 +19,7 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from exporter import webconfig
+from exporter import webconfig, webguard
 from exporter.config import parse_config
 from exporter.credentials import StaticProvider
 from exporter.daemon import Daemon
@@ -309,13 +309,13 @@ async def test_bcrypt_runs_off_the_loop_and_successes_are_cached(
     tmp_path: Path, password_hash: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bool] = []
-    real_check: Callable[[bytes, bytes], bool] = webconfig._bcrypt_check
+    real_check: Callable[[bytes, bytes], bool] = webguard._bcrypt_check
 
     def counting(password: bytes, hashed: bytes) -> bool:
         calls.append(threading.current_thread() is threading.main_thread())
         return real_check(password, hashed)
 
-    monkeypatch.setattr(webconfig, "_bcrypt_check", counting)
+    monkeypatch.setattr(webguard, "_bcrypt_check", counting)
     config = load_web_config(write(tmp_path, f"basic_auth_users:\n  alice: '{password_hash}'\n"))
     async with serve(config) as url:
         for _ in range(3):

@@ -1,0 +1,234 @@
+"""The request-time half of the web config: an aiohttp middleware enforcing the client certificate's
+allowed SANs, the rate limit, basic auth (bcrypt, with a cache of successes) and the response headers.
+
+`exporter.webconfig` validates the file into a WebConfig; this module only reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import bcrypt
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+if TYPE_CHECKING:
+    # Only for annotations: webconfig imports this module, so a runtime import would be circular.
+    from exporter.webconfig import WebConfig
+
+# The logger keeps its name from before the split, so existing logging configuration still applies.
+log = logging.getLogger("exporter.webconfig")
+
+REALM = "tencentcloud-task-exporter"
+WWW_AUTHENTICATE = f'Basic realm="{REALM}"'
+# bcrypt only ever uses the first 72 bytes of a password (Go's implementation and htpasswd likewise).
+_BCRYPT_MAX_PASSWORD = 72
+
+
+class _RateLimit:
+    """A token bucket: `burst` requests at once, then one per `interval` (the toolkit's rate.Limiter)."""
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self._interval = interval
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) / self._interval)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+def _bcrypt_check(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], hashed)
+    except ValueError:
+        return False
+
+
+class _BasicAuth:
+    """Checks `Authorization: Basic` credentials against bcrypt hashes without blocking the event loop.
+
+    bcrypt is slow on purpose (~60 ms at cost 10), and Prometheus scrapes every few seconds with the same
+    credentials, so successful checks are cached:
+
+    - Only successes are cached, so the cache never turns a wrong password into a fast "no" to probe with,
+      and never grows from failed guesses; entries can only be added by someone who knows a password.
+    - The key is an HMAC-SHA256 of user, password and stored hash under a random per-process key. A hit
+      therefore requires presenting the very same user and password (a SHA-256 collision aside). Nothing in
+      the cache reveals a password: unlike an unkeyed fast hash, entries cannot be brute-forced without the
+      process's key, and they die with the process. Dict lookup timing reveals nothing either, since nobody
+      outside the process can compute the keys being looked up.
+    - The cache holds at most `_CACHE_SIZE` entries (least recently used evicted), and the users and hashes
+      cannot change while the process runs, so an entry never outlives the hash it was checked against.
+
+    Misses run bcrypt in a worker thread, one at a time (like the toolkit): a flood of wrong passwords then
+    costs one core, not all of them, and cached scrapes are not queued behind it. Unknown users are checked
+    against a dummy hash of the highest configured cost so their timing matches known users'.
+    """
+
+    _CACHE_SIZE = 64
+
+    def __init__(self, users: tuple[tuple[str, bytes], ...]) -> None:
+        self._secret = secrets.token_bytes(32)
+        self._users = [(self._mac(name.encode()), hashed) for name, hashed in users]
+        cost = max(int(hashed[4:6]) for _, hashed in users)
+        # A well-formed hash that no password matches; checking against it costs the same as a real one.
+        self._dummy = bcrypt.gensalt(rounds=cost) + b"." * 31
+        self._cache: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def _mac(self, *parts: bytes) -> bytes:
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big"))
+            mac.update(part)
+        return mac.digest()
+
+    def _lookup(self, user: bytes) -> bytes | None:
+        wanted, found = self._mac(user), None
+        for name, hashed in self._users:  # every entry compared, in constant time: no early exit
+            if hmac.compare_digest(name, wanted):
+                found = hashed
+        return found
+
+    async def check(self, header: str | None) -> bool:
+        credentials = _parse_basic(header)
+        if credentials is None:
+            return False
+        user, password = credentials
+        hashed = self._lookup(user)
+        key = self._mac(user, password, hashed or b"")
+        if hashed is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return True
+        async with self._lock:
+            if hashed is not None and key in self._cache:  # a concurrent request just checked the same
+                return True
+            ok = await asyncio.to_thread(_bcrypt_check, password, hashed or self._dummy)
+        if ok and hashed is not None:
+            self._cache[key] = None
+            while len(self._cache) > self._CACHE_SIZE:
+                self._cache.popitem(last=False)
+            return True
+        return False
+
+
+def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    return (user, password) if sep else None
+
+
+def _subject_alt_names(peercert: object) -> set[str]:
+    names: set[str] = set()
+    if not isinstance(peercert, dict):
+        return names
+    for entry in peercert.get("subjectAltName", ()):
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            continue
+        kind, value = entry
+        if kind in ("DNS", "email", "URI"):
+            names.add(str(value))
+        elif kind == "IP Address":
+            names.add(_normal_ip(str(value).strip()))
+    return names
+
+
+def _normal_ip(text: str) -> str:
+    # ssl spells IPv6 addresses in full upper case; Go (and an operator) in the short form.
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
+def _plain(status: int, reason: str, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(status=status, text=f"{status}: {reason}\n", headers=headers)
+
+
+def middleware(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> Middleware:
+    """An aiohttp middleware enforcing the config on every request, whatever the path.
+
+    In order: the client certificate's SAN (403), the rate limit (429), basic auth (401 with a
+    `WWW-Authenticate` challenge); then the configured headers are added to every response, errors included.
+    Put it first in `web.Application(middlewares=...)` so nothing runs before it.
+
+    A request under one of `bearer_paths` that carries a bearer token is not asked for basic auth: both
+    would need the one `Authorization` header, and the handler there checks the token (a secret of its own).
+    """
+    headers = dict(config.headers)
+    allowed_sans = {_normal_ip(san) for san in config.tls.client_allowed_sans} if config.tls else set()
+    limiter = (
+        _RateLimit(config.rate_limit_interval, config.rate_limit_burst)
+        if config.rate_limit_interval
+        else None
+    )
+    auth = _BasicAuth(config.basic_auth_users) if config.basic_auth_users else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if allowed_sans:
+            peercert = request.transport.get_extra_info("peercert") if request.transport else None
+            if not _subject_alt_names(peercert) & allowed_sans:
+                log.debug("rejected a client certificate without an allowed SAN", extra=_fields(request))
+                response = _plain(403, "Forbidden", headers)
+                response.force_close()
+                return response
+        if limiter is not None and not limiter.allow():
+            return _plain(429, "Too Many Requests", headers)
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        bearer = authorization is not None and authorization.split(" ", 1)[0].lower() == "bearer"
+        if bearer and request.path.startswith(bearer_paths):
+            pass  # the handler checks the bearer token
+        elif auth is not None and not await auth.check(authorization):
+            log.debug("rejected a request without valid basic auth credentials", extra=_fields(request))
+            return _plain(401, "Unauthorized", {**headers, hdrs.WWW_AUTHENTICATE: WWW_AUTHENTICATE})
+        try:
+            served = await handler(request)
+        except web.HTTPException as exc:  # 404, 405 and friends
+            exc.headers.update(headers)
+            raise
+        if headers and not served.prepared:
+            served.headers.update(headers)
+        return served
+
+    return guard
+
+
+def _fields(request: web.Request) -> dict[str, Any]:
+    # Only where the request came from and what it asked for: never its headers.
+    return {"fields": {"remote": request.remote, "path": request.path}}
+
+
+def middlewares(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> list[Middleware]:
+    """What `create_app(..., middlewares=...)` needs for this config; empty when nothing is to be enforced."""
+    if config.headers or config.basic_auth_users or config.rate_limit_interval:
+        return [middleware(config, bearer_paths)]
+    if config.tls is not None and config.tls.client_allowed_sans:
+        return [middleware(config, bearer_paths)]
+    return []
