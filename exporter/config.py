@@ -215,6 +215,10 @@ _LIMIT_MAXIMA = {
 }
 
 
+# (product, region, task ID): how every layer keys a task.
+Key = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class WatchedTask:
     service: str
@@ -223,8 +227,22 @@ class WatchedTask:
     labels: tuple[tuple[str, str], ...] = ()
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> Key:
         return (self.service, self.region, self.task_id)
+
+    def as_json(self) -> dict[str, object]:
+        """The task as the task API and /-/config show it (the shape the task API accepts)."""
+        return {
+            "product": self.service,
+            "id": self.task_id,
+            "region": self.region,
+            "labels": dict(self.labels),
+        }
+
+
+def key_fields(key: Key) -> dict[str, object]:
+    """A task's identity as structured log fields, named like its labels on /metrics."""
+    return dict(zip(("product", "cloud_region", "task_id"), key, strict=True))
 
 
 @dataclass(frozen=True)
@@ -252,10 +270,7 @@ def redacted(config: Config) -> dict[str, Any]:
         k: ("<secret>" if k in SECRET_FIELDS and v else v) for k, v in data["credentials"].items()
     }
     data["apis"] = {name: dataclasses.asdict(api) for name, api in config.apis.items()}
-    data["tasks"] = [
-        {"product": t.service, "id": t.task_id, "region": t.region, "labels": dict(t.labels)}
-        for t in config.tasks
-    ]
+    data["tasks"] = [t.as_json() for t in config.tasks]
     return data
 
 
@@ -408,11 +423,6 @@ class _Checker(Checker):
         return tuple(sorted(result))
 
 
-def canonical_task_id(service: str, value: object) -> str | None:
-    """The canonical text of a task ID, or None when it is not a valid ID for that service."""
-    return BY_NAME[service].id_kind.canonical(value)
-
-
 def _entry(
     check: _Checker, service: str, entry: object, path: str, default_region: str | None
 ) -> WatchedTask | None:
@@ -426,9 +436,10 @@ def _entry(
         if item.get("region") is not None:
             region = check.region(item["region"], f"{path}.region" if path else "region")
         labels = check.labels(item.get("labels"), f"{path}.labels" if path else "labels")
-    task_id = canonical_task_id(service, raw_id)
+    id_kind = BY_NAME[service].id_kind
+    task_id = id_kind.canonical(raw_id)
     if task_id is None:
-        check.error(path_id, f"expected {BY_NAME[service].id_kind.expected}, got {describe(raw_id)}")
+        check.error(path_id, f"expected {id_kind.expected}, got {describe(raw_id)}")
         return None
     if region is None:
         check.error(path, "no region: set `region` at the top level or on this task")

@@ -21,14 +21,14 @@ import aiohttp
 
 from exporter import __version__
 from exporter.client import ApiClient
-from exporter.config import Config, ConfigError, WatchedTask, load_config
+from exporter.config import Config, ConfigError, Key, WatchedTask, key_fields, load_config
 from exporter.credentials import CredentialProvider, CredentialsError, open_provider
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.scheduler import Scheduler, ServiceScheduler
 from exporter.services import SERVICES
 from exporter.sharding import Shard
-from exporter.state import Key, TaskStore
+from exporter.state import TaskStore
 from exporter.store import Registration, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class Daemon:
             self._scheduler.add(task)  # O(log n): no re-sync of the whole watched set
             self.metrics.set_watched(self.store.count_by_service())
         await self.db.put_registration(registration)
-        log.info("task registered", extra={"fields": _fields(task, new=old is None)})
+        log.info("task registered", extra={"fields": {**key_fields(task.key), "new": old is None}})
         return old is None
 
     async def unregister(self, key: Key) -> bool:
@@ -231,7 +231,7 @@ class Daemon:
             return False
         self._unwatch(key)
         await self.db.delete_registrations([key])
-        log.info("task unregistered", extra={"fields": _key_fields(key)})
+        log.info("task unregistered", extra={"fields": key_fields(key)})
         return True
 
     def _unwatch(self, key: Key) -> None:
@@ -261,7 +261,7 @@ class Daemon:
                 del self._registered[key]
                 self._unwatch(key)
                 log.info(
-                    "finished registered task forgotten after retention", extra={"fields": _key_fields(key)}
+                    "finished registered task forgotten after retention", extra={"fields": key_fields(key)}
                 )
             try:
                 for registration in changed:
@@ -338,11 +338,3 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     except Exception:
         # Stopping goes on: every other resource still has to be closed.
         log.exception("background task failed", extra={"fields": {"task": task.get_name()}})
-
-
-def _fields(task: WatchedTask, **extra: object) -> dict[str, object]:
-    return {"product": task.service, "cloud_region": task.region, "task_id": task.task_id, **extra}
-
-
-def _key_fields(key: Key) -> dict[str, object]:
-    return dict(zip(("product", "cloud_region", "task_id"), key, strict=True))

@@ -27,7 +27,6 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 CHUNK_TASKS = 1000
-_POLLED = POLLED
 
 
 class Metrics:
@@ -38,26 +37,26 @@ class Metrics:
         labels = ("product", "action")
         self.api_requests = Counter(
             "tencentcloud_api_requests",
-            f"Requests sent to the Tencent Cloud API. {_POLLED}",
+            f"Requests sent to the Tencent Cloud API. {POLLED}",
             labels,
             registry=self.registry,
         )
         self.api_errors = Counter(
             "tencentcloud_api_errors",
-            f"Failed API requests by error code (Transport.* for failures without an API answer). {_POLLED}",
+            f"Failed API requests by error code (Transport.* for failures without an API answer). {POLLED}",
             (*labels, "code"),
             registry=self.registry,
         )
         self.api_throttled = Counter(
             "tencentcloud_api_throttled_requests",
             "API requests rejected as too many (RequestLimitExceeded and its sub-codes, or the product's own "
-            f"throttling codes); each also counts in tencentcloud_api_errors_total. {_POLLED}",
+            f"throttling codes); each also counts in tencentcloud_api_errors_total. {POLLED}",
             labels,
             registry=self.registry,
         )
         self.api_duration = Histogram(
             "tencentcloud_api_request_duration_seconds",
-            f"Latency of Tencent Cloud API requests. {_POLLED}",
+            f"Latency of Tencent Cloud API requests. {POLLED}",
             labels,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,

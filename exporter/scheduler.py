@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, Outcome
-from exporter.config import PollingConfig, WatchedTask
+from exporter.config import PollingConfig, WatchedTask, key_fields
 from exporter.credentials import CredentialProvider, CredentialsError
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
@@ -247,7 +247,7 @@ class ServiceScheduler:
         frames = traceback.extract_tb(exc.__traceback__)
         where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
         signature = (type(exc).__name__, where)
-        fields = {**_task_fields(state.task), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
+        fields = {**key_fields(state.task.key), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
         if signature not in self._reported:
             self._reported.add(signature)
             log.error(
@@ -267,7 +267,7 @@ class ServiceScheduler:
     def _record(self, state: TaskState, outcome: Outcome) -> float | None:
         """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
         task, now = state.task, self._wall_clock()
-        fields = _task_fields(task)
+        fields = key_fields(task.key)
         if outcome.observation is not None:
             recovered, previous = state.consecutive_errors > 0, state.status
             if recovered:
@@ -307,10 +307,6 @@ class ServiceScheduler:
         if state.final and self.polling.finished_interval:
             delay = max(delay, self.polling.finished_interval)
         return delay
-
-
-def _task_fields(task: WatchedTask) -> dict[str, object]:
-    return {"product": task.service, "cloud_region": task.region, "task_id": task.task_id}
 
 
 class Scheduler:

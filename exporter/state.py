@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from exporter.config import WatchedTask
+from exporter.config import Key, WatchedTask
 from exporter.exposition import TASK_FAMILIES, escape
 from exporter.services import BY_NAME, Observation
 
@@ -83,9 +83,6 @@ class TaskState:
     def render(self) -> None:
         # Encoded here, once per change, so a scrape only copies bytes.
         self.lines = tuple(family.render(self, self._labels).encode("utf-8") for family in TASK_FAMILIES)
-
-
-Key = tuple[str, str, str]
 
 
 class TaskStore:

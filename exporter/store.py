@@ -24,7 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import LimitsConfig
+from exporter.config import Key, LimitsConfig
 from exporter.store_legacy import (
     SQLITE_HEADER,
     log_migration,
@@ -32,7 +32,6 @@ from exporter.store_legacy import (
     remove_old_temporary_files,
 )
 from exporter.store_rows import (
-    Key,
     Registration,
     StatusSince,
     StoreError,

@@ -9,8 +9,8 @@ import logging
 import os
 from pathlib import Path
 
-from exporter.config import LimitsConfig
-from exporter.store_rows import Key, Registration, StoreError, check_registration
+from exporter.config import Key, LimitsConfig
+from exporter.store_rows import Registration, StoreError, check_registration
 from exporter.validation import describe, shown
 
 log = logging.getLogger("exporter.store")

@@ -12,7 +12,6 @@ from exporter.config import ConfigError, LimitsConfig, WatchedTask, parse_task
 from exporter.services import BY_NAME
 from exporter.validation import describe, is_utf8, key_text
 
-Key = tuple[str, str, str]
 STATUS_MAX_LENGTH = 256  # above what the services keep (64): only a bound on untrusted rows
 _SERVICES = ", ".join(sorted(BY_NAME))
 

@@ -135,10 +135,7 @@ def _authorized(request: web.Request) -> web.Response | None:
 def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
     task = state.task
     return {
-        "product": task.service,
-        "id": task.task_id,
-        "region": task.region,
-        "labels": dict(task.labels),
+        **task.as_json(),
         "source": daemon.source(task.key),
         "status": state.status,
         "status_since": _iso(state.status_since),
@@ -227,13 +224,7 @@ async def add_task(request: web.Request) -> web.Response:
         # Watched from now on, and written with the next batch that succeeds; the caller should retry.
         return _json_error(503, f"registered but not yet saved to the store: {exc}")
     owned = daemon.options.shard.owns(task.service, task.task_id)
-    answer: dict[str, object] = {
-        "product": task.service,
-        "id": task.task_id,
-        "region": task.region,
-        "labels": dict(task.labels),
-        "polled_here": owned,
-    }
+    answer = {**task.as_json(), "polled_here": owned}
     if not owned:
         answer["shard"] = daemon.options.shard.owner(task.service, task.task_id)
     return web.json_response(answer, status=201 if new else 200)
