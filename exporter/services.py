@@ -9,70 +9,28 @@ branches on a product's name. Shapes and statuses are those of the official SDKs
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-UNKNOWN = "unknown"  # the API answered, but Status was null
-INFO_MAX_LENGTH = 200  # keeps one chatty task from blowing up label sizes
-_STATUS_MAX_LENGTH = 64
+from exporter import listapis
 
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def api_text(value: str, limit: int) -> str:
-    """Text from an API answer made safe to export: valid UTF-8 (a JSON answer can carry lone surrogates,
-    which would break encoding the exposition) and at most `limit` characters."""
-    text = _SURROGATE.sub("\ufffd", value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class InvalidResponse(ValueError):
-    """A 200 answer whose body lacks what the API documents (counted as Transport.InvalidResponse)."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    status: str
-    info: str | None = None  # CDB's Info, Redis's TaskMessage
-    start_time: float | None = None  # unix time
-    end_time: float | None = None
-    task_type: str | None = None
-    instance_id: str | None = None
-    progress: float | None = None  # 0 to 1
-
-
-class TaskNotFound(Exception):
-    """An answer saying, in the product's own way, that no task has this ID (postgres: an empty TaskSet)."""
-
-
-_INT64_MAX = 2**63 - 1  # the SDKs' integer IDs are int64
-_STRING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-
-@dataclass(frozen=True)
-class IdKind:
-    """How one product spells its task IDs: a positive integer, or a string of letters, digits, _ and -."""
-
-    integer: bool
-    expected: str  # for messages: "expected <this>, got ..."
-
-    def canonical(self, value: object) -> str | None:
-        """The canonical text of an ID (integers without leading zeros), or None when it is not one."""
-        if isinstance(value, bool):
-            return None
-        if self.integer:
-            if isinstance(value, str) and value.isascii() and value.isdigit():
-                value = int(value)
-            return str(value) if isinstance(value, int) and 0 < value <= _INT64_MAX else None
-        return value if isinstance(value, str) and _STRING_ID.fullmatch(value) else None
-
-    def request_value(self, task_id: str) -> int | str:
-        return int(task_id) if self.integer else task_id
-
+# Re-exported: the rest of the exporter reads every catalogue fact from this module.
+from exporter.apifields import (
+    INFO_MAX_LENGTH,
+    NOT_FOUND,
+    STATUS_MAX_LENGTH,
+    UNKNOWN,
+    IdKind,
+    InvalidResponse,
+    Observation,
+    TaskNotFound,
+    api_text,
+    percent_ratio,
+    tencent_time,
+    text_field,
+)
+from exporter.listapis import ListApi
 
 # Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
 _THROTTLING = ("RequestLimitExceeded",)
@@ -98,6 +56,15 @@ class Service:
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
+    listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
+
+    @property
+    def listing_shares_quota(self) -> bool:
+        """True when the list API is the status action itself, so the two spend one quota between them."""
+        return self.listing is not None and (self.listing.action, self.listing.version) == (
+            self.action,
+            self.version,
+        )
 
     def payload(self, task_id: str) -> dict[str, Any]:
         return {self.id_param: self.id_kind.request_value(task_id)}
@@ -105,30 +72,6 @@ class Service:
     def is_throttling(self, code: str | None) -> bool:
         """True when an error code means "too many requests": the bucket slows down and it counts as such."""
         return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
-
-
-# When a product says "no such task" with an empty answer instead of an error code.
-NOT_FOUND = "Exporter.TaskNotFound"
-# Tencent's `YYYY-MM-DD hh:mm:ss` times carry no zone: they are China Standard Time.
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
-_NO_TIME = {"", "0000-00-00 00:00:00"}
-
-
-def tencent_time(value: object) -> float | None:
-    """Unix time of a `YYYY-MM-DD hh:mm:ss` string in UTC+8; None when absent or not such a time."""
-    if not isinstance(value, str) or value.strip() in _NO_TIME:
-        return None
-    try:
-        moment = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
-
-
-def _text(value: object, limit: int) -> str | None:
-    if value is None or value == "":
-        return None
-    return api_text(value if isinstance(value, str) else str(value), limit)
 
 
 def _require_status(response: Mapping[str, Any]) -> object:
@@ -147,7 +90,7 @@ def _parse_flow(response: Mapping[str, Any]) -> Observation:
         return Observation(UNKNOWN)
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
-    return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:_STATUS_MAX_LENGTH]))
+    return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH]))
 
 
 def _fields(
@@ -164,18 +107,15 @@ def _fields(
         raw = _require_status(answer)
         if raw is not None and not isinstance(raw, str):
             raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
-        status = api_text(raw.strip().lower(), _STATUS_MAX_LENGTH) if raw else ""
-        percent = answer.get(progress) if progress else None
-        ratio = None
-        if isinstance(percent, int | float) and not isinstance(percent, bool) and 0 <= percent <= 100:
-            ratio = percent / 100  # the APIs give 0 to 100
+        status = api_text(raw.strip().lower(), STATUS_MAX_LENGTH) if raw else ""
+        ratio = percent_ratio(answer.get(progress)) if progress else None
         return Observation(
             status or UNKNOWN,
-            info=_text(answer.get(info), INFO_MAX_LENGTH) if info else None,
+            info=text_field(answer.get(info), INFO_MAX_LENGTH) if info else None,
             start_time=tencent_time(answer.get(start)) if start else None,
             end_time=tencent_time(answer.get(end)) if end else None,
-            task_type=_text(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
-            instance_id=_text(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
+            task_type=text_field(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
+            instance_id=text_field(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
             progress=ratio,
         )
 
@@ -212,6 +152,7 @@ def _flow_product(
     version: str,
     not_found: tuple[str, ...],
     throttling: tuple[str, ...] = (),
+    listing: ListApi | None = None,
 ) -> Service:
     """One of the products whose flows answer an integer Status 0/1/2 (20 requests/s)."""
     return Service(
@@ -230,6 +171,7 @@ def _flow_product(
         not_found_codes=not_found,
         throttling_codes=(*_THROTTLING, *throttling),
         title=title,
+        listing=listing,
     )
 
 
@@ -240,6 +182,7 @@ MARIADB = _flow_product(
     "2017-03-12",
     ("InvalidParameter.FlowNotFound",),
     ("LimitExceeded.TooFrequentlyCalled",),
+    listapis.MARIADB_INSTANCES,
 )
 CDB = Service(
     name="cdb",
@@ -257,6 +200,7 @@ CDB = Service(
     parse=_fields(info="Info"),
     not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
     extra_fields=("Info",),
+    listing=listapis.CDB_TASKS,
 )
 DCDB = _flow_product(
     "dcdb",
@@ -265,6 +209,7 @@ DCDB = _flow_product(
     "2018-04-11",
     ("InvalidParameter.FlowNotFound",),
     ("LimitExceeded.TooFrequentlyCalled",),
+    listapis.DCDB_INSTANCES,
 )
 # The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
 SQLSERVER = _flow_product(
@@ -276,6 +221,7 @@ CYNOSDB = _flow_product(
     "DescribeFlow",
     "2019-01-07",
     ("InvalidParameterValue.FlowNotFound", "FailedOperation.FlowNotFoundError"),
+    listing=listapis.CYNOSDB_TASKS,
 )
 MONGODB = Service(
     name="mongodb",
@@ -312,6 +258,7 @@ REDIS = Service(
     parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
     not_found_codes=("ResourceNotFound",),
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
+    listing=listapis.REDIS_TASKS,
 )
 POSTGRES = Service(
     name="postgres",
@@ -331,18 +278,38 @@ POSTGRES = Service(
     not_found_codes=(NOT_FOUND,),
     throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
     extra_fields=("TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
+    listing=listapis.POSTGRES_TASKS,
 )
 
 SERVICES: tuple[Service, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
 BY_NAME: Mapping[str, Service] = {s.name: s for s in SERVICES}
+__all__ = [
+    "BY_NAME",
+    "DISCOVERABLE",
+    "INFO_MAX_LENGTH",
+    "NOT_FOUND",
+    "SERVICES",
+    "UNKNOWN",
+    "IdKind",
+    "InvalidResponse",
+    "ListApi",
+    "Observation",
+    "Service",
+    "TaskNotFound",
+    "api_text",
+    "catalogue_table",
+    "tencent_time",
+]
+# The products discovery can sweep: those with a list API.
+DISCOVERABLE: tuple[Service, ...] = tuple(s for s in SERVICES if s.listing is not None)
 
 
 def catalogue_table() -> str:
     """The README's product table, from the catalogue (a test keeps the README's copy equal to it)."""
     rows = [
         "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
-        "| Watch key |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Watch key | Discovery: list action (quota) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in SERVICES:
         kind = "integer" if s.id_kind.integer else "string"
@@ -350,6 +317,14 @@ def catalogue_table() -> str:
         rows.append(
             f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
             f"| {', '.join(sorted(s.failure_statuses))} | {', '.join(s.extra_fields) or '-'} "
-            f"| {s.default_rate_limit:g}/s | `{s.watch_key}` |"
+            f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _listing_cell(service: Service) -> str:
+    listing = service.listing
+    if listing is None:
+        return "none without an instance ID"
+    note = f"; {listing.note}" if listing.note else ""
+    return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"
