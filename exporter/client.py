@@ -7,6 +7,7 @@ success, the API's `Response.Error.Code`, or one of the `Transport.*` codes belo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from exporter.listapis import ListApi, Page
 from exporter.services import NOT_FOUND, InvalidResponse, Observation, Service, TaskNotFound, api_text
 from exporter.signing import Credentials, sign_headers
 
@@ -46,38 +48,72 @@ class Outcome:
         return self.code is None
 
 
-def classify(status: int, body: bytes, service: Service) -> Outcome:
-    """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
+def _envelope(status: int, body: bytes) -> tuple[dict[str, Any] | None, Outcome | None]:
+    """The `Response` object of one HTTP answer, or the Outcome saying why there is none (an error)."""
     if status != 200:
-        return Outcome(HTTP_STATUS, message=f"HTTP status {status}")
+        return None, Outcome(HTTP_STATUS, message=f"HTTP status {status}")
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Outcome(INVALID_RESPONSE, message=f"body is not JSON: {exc}"[:_MAX_MESSAGE])
+        return None, Outcome(INVALID_RESPONSE, message=f"body is not JSON: {exc}"[:_MAX_MESSAGE])
     except RecursionError:
-        return Outcome(INVALID_RESPONSE, message="body is JSON nested too deeply")
+        return None, Outcome(INVALID_RESPONSE, message="body is JSON nested too deeply")
     response = document.get("Response") if isinstance(document, dict) else None
     if not isinstance(response, dict):
-        return Outcome(INVALID_RESPONSE, message="body has no Response object")
+        return None, Outcome(INVALID_RESPONSE, message="body has no Response object")
     request_id = response.get("RequestId")
     request_id = api_text(request_id, 100) if isinstance(request_id, str) else ""
     error = response.get("Error")
     if error is not None:
         code = error.get("Code") if isinstance(error, dict) else None
         if not isinstance(code, str) or not code:
-            return Outcome(INVALID_RESPONSE, message="Response.Error has no Code", request_id=request_id)
+            return None, Outcome(
+                INVALID_RESPONSE, message="Response.Error has no Code", request_id=request_id
+            )
         message = error.get("Message")
         text = message[:_MAX_MESSAGE] if isinstance(message, str) else ""
-        return Outcome(
+        return None, Outcome(
             api_text(code, _MAX_MESSAGE), message=api_text(text, _MAX_MESSAGE), request_id=request_id
         )
+    return response, Outcome(None, request_id=request_id)
+
+
+def classify(status: int, body: bytes, service: Service) -> Outcome:
+    """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
+    response, outcome = _envelope(status, body)
+    if response is None or outcome is None:
+        return outcome or Outcome(INVALID_RESPONSE)
     try:
         observation = service.parse(response)
     except InvalidResponse as exc:
-        return Outcome(INVALID_RESPONSE, message=str(exc), request_id=request_id)
+        return Outcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
     except TaskNotFound as exc:
-        return Outcome(NOT_FOUND, message=str(exc), request_id=request_id)
-    return Outcome(None, observation, request_id=request_id)
+        return Outcome(NOT_FOUND, message=str(exc), request_id=outcome.request_id)
+    return Outcome(None, observation, request_id=outcome.request_id)
+
+
+def classify_page(status: int, body: bytes, service: Service, listing: ListApi) -> PageOutcome:
+    """One list API answer as a page of listed operations, or the error; pure like classify."""
+    response, outcome = _envelope(status, body)
+    if response is None or outcome is None:
+        failed = outcome or Outcome(INVALID_RESPONSE)
+        return PageOutcome(failed.code, message=failed.message, request_id=failed.request_id)
+    try:
+        page = listing.page(response, service.id_kind)
+    except InvalidResponse as exc:
+        return PageOutcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
+    return PageOutcome(None, page, request_id=outcome.request_id)
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """One page of a list API: `code` is None with the page, or the error as in Outcome."""
+
+    code: str | None
+    page: Page | None = None
+    message: str = ""
+    request_id: str = ""
+    duration: float = 0.0
 
 
 class ApiClient:
@@ -111,25 +147,53 @@ class ApiClient:
         self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
     ) -> Outcome:
         started = time.perf_counter()
-        outcome = await self._call(service, endpoint, region, credentials, service.payload(task_id))
-        return Outcome(
-            outcome.code,
-            outcome.observation,
-            outcome.message,
-            outcome.request_id,
-            time.perf_counter() - started,
+        answer = await self._post(
+            service.name,
+            service.action,
+            service.version,
+            endpoint,
+            region,
+            credentials,
+            service.payload(task_id),
         )
+        outcome = answer if isinstance(answer, Outcome) else classify(*answer, service)
+        return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
-    async def _call(
+    async def list_page(
         self, service: Service, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
-    ) -> Outcome:
+    ) -> PageOutcome:
+        """One page of the product's list API (`service.listing`, which must be set)."""
+        listing = service.listing
+        if listing is None:
+            raise ValueError(f"{service.name} has no list API")
+        started = time.perf_counter()
+        answer = await self._post(
+            service.name, listing.action, listing.version, endpoint, region, credentials, payload
+        )
+        if isinstance(answer, Outcome):
+            outcome = PageOutcome(answer.code, message=answer.message)
+        else:
+            outcome = classify_page(*answer, service, listing)
+        return dataclasses.replace(outcome, duration=time.perf_counter() - started)
+
+    async def _post(
+        self,
+        product: str,
+        action: str,
+        version: str,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        payload: dict[str, Any],
+    ) -> tuple[int, bytes] | Outcome:
+        """The HTTP status and body of one signed call, or the transport failure as an Outcome."""
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         headers = sign_headers(
             credentials,
-            service=service.name,
+            service=product,
             host=urlsplit(endpoint).netloc,
-            action=service.action,
-            version=service.version,
+            action=action,
+            version=version,
             region=region,
             timestamp=int(self._wall_clock()),
             payload=body,
@@ -138,8 +202,7 @@ class ApiClient:
             async with self._session.post(
                 endpoint + "/", data=body, headers=headers, timeout=self._timeout, proxy=self._proxy(endpoint)
             ) as response:
-                raw = await response.read()
-                return classify(response.status, raw, service)
+                return response.status, await response.read()
         except TimeoutError:
             return Outcome(TIMEOUT, message=f"no answer within {self._timeout.total:g}s")
         except aiohttp.ClientPayloadError as exc:

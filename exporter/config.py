@@ -26,16 +26,21 @@ from exporter.configvalues import (
     has_user_info,
     parse_duration,
 )
-from exporter.services import BY_NAME, SERVICES
+from exporter.discoveryconfig import DiscoveryConfig, parse_discovery
+from exporter.services import BY_NAME, SERVICES, Service
 from exporter.validation import ProblemsError, describe, read_yaml, shown
 
 # Re-exported: callers read every config type from this module.
 __all__ = [
+    "API",
+    "CONFIG",
+    "DISCOVERED",
     "RESERVED_LABELS",
     "ApiConfig",
     "Config",
     "ConfigError",
     "CredentialsConfig",
+    "DiscoveryConfig",
     "Key",
     "LimitsConfig",
     "PollingConfig",
@@ -193,6 +198,13 @@ def _metadata_url(check: ValueChecker, value: object, default: str) -> str:
 class ApiConfig:
     endpoint: str
     rate_limit: float
+    list_rate_limit: float | None = None  # the product's list API (discovery); None: it has none
+
+    @classmethod
+    def default(cls, service: Service) -> ApiConfig:
+        listing = service.listing
+        list_rate = None if listing is None else listing.default_rate_limit
+        return cls(service.default_endpoint, service.default_rate_limit, list_rate)
 
 
 @dataclass(frozen=True)
@@ -207,12 +219,18 @@ class PollingConfig:
 Key = tuple[str, str, str]
 
 
+# Where a task was first known: the config file, the task API, or discovery (the `source` label).
+CONFIG, API, DISCOVERED = "config", "api", "discovered"
+
+
 @dataclass(frozen=True)
 class WatchedTask:
     service: str
     task_id: str
     region: str
     labels: tuple[tuple[str, str], ...] = ()
+    # Not part of a task's identity or settings: the same task declared twice is the same task.
+    origin: str = field(default=CONFIG, compare=False)
 
     @property
     def key(self) -> Key:
@@ -239,13 +257,12 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     region: str | None = None
     apis: Mapping[str, ApiConfig] = field(
-        default_factory=lambda: {
-            s.name: ApiConfig(s.default_endpoint, s.default_rate_limit) for s in SERVICES
-        }
+        default_factory=lambda: {s.name: ApiConfig.default(s) for s in SERVICES}
     )
     polling: PollingConfig = field(default_factory=PollingConfig)
     tasks: tuple[WatchedTask, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    discovery: DiscoveryConfig | None = None
 
 
 SECRET_FIELDS = frozenset({"secret_key", "token"})
@@ -320,7 +337,8 @@ def parse_task(
     source: str,
     limits: LimitsConfig | None = None,
 ) -> WatchedTask:
-    """One task given at run time (`{id, region, labels}`), checked exactly like a watch entry in the file.
+    """One task given at run time (`{id, region, labels}`), checked exactly like a watch entry in the file;
+    its origin is the task API.
 
     Nothing is expanded from the environment: the input comes from outside and must not reach secrets.
     """
@@ -329,7 +347,7 @@ def parse_task(
     task = _entry(check, service, dict(entry), "", default_region)
     if task is None or check.problems:
         raise ConfigError(check.problems)
-    return task
+    return dataclasses.replace(task, origin=API)
 
 
 def _limits(check: ValueChecker, value: object) -> LimitsConfig:
@@ -348,22 +366,16 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     check = ValueChecker(source)
     expanded = expand_env(document, os.environ if env is None else env)
     check.utf8(expanded)
-    data = check.mapping(expanded, "", {"credentials", "region", "apis", "polling", "watch", "limits"})
+    data = check.mapping(
+        expanded, "", {"credentials", "region", "apis", "polling", "watch", "limits", "discovery"}
+    )
     check.limits = _limits(check, data.get("limits"))
 
     credentials = _credentials(check, data.get("credentials"))
     region = check.region(data.get("region"), "region")
 
     apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in SERVICES})
-    apis = {}
-    for spec in SERVICES:
-        api = check.mapping(apis_raw.get(spec.name), f"apis.{spec.name}", {"endpoint", "rate_limit"})
-        apis[spec.name] = ApiConfig(
-            endpoint=check.endpoint(api.get("endpoint"), f"apis.{spec.name}.endpoint", spec.default_endpoint),
-            rate_limit=check.positive_number(
-                api.get("rate_limit"), f"apis.{spec.name}.rate_limit", spec.default_rate_limit
-            ),
-        )
+    apis = {spec.name: _api(check, spec, apis_raw.get(spec.name)) for spec in SERVICES}
 
     defaults = PollingConfig()
     poll = check.mapping(
@@ -381,9 +393,33 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     )
 
     tasks = _watch(check, data.get("watch"), region)
+    discovery = parse_discovery(check, data.get("discovery"))
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(source, credentials, region, apis, polling, tasks, check.limits)
+    return Config(source, credentials, region, apis, polling, tasks, check.limits, discovery)
+
+
+def _api(check: ValueChecker, spec: Service, value: object) -> ApiConfig:
+    """`apis.<product>`: endpoint and the quotas the exporter may spend of the status and list APIs."""
+    path, default = f"apis.{spec.name}", ApiConfig.default(spec)
+    keys = {"endpoint", "rate_limit"} | ({"list_rate_limit"} if spec.listing else set())
+    api = check.mapping(value, path, keys)
+    rate = check.positive_number(api.get("rate_limit"), f"{path}.rate_limit", default.rate_limit)
+    list_rate = default.list_rate_limit
+    if list_rate is not None:
+        list_rate = check.positive_number(api.get("list_rate_limit"), f"{path}.list_rate_limit", list_rate)
+        if spec.listing_shares_quota and list_rate >= rate:
+            # One quota for both: discovery takes its share out of the status API's rate.
+            check.error(
+                f"{path}.list_rate_limit",
+                f"expected less than rate_limit ({rate:g}): {spec.name}'s list API is its status action, "
+                f"so both spend one quota, got {list_rate:g}",
+            )
+    return ApiConfig(
+        endpoint=check.endpoint(api.get("endpoint"), f"{path}.endpoint", default.endpoint),
+        rate_limit=rate,
+        list_rate_limit=list_rate,
+    )
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -16,10 +16,11 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Names the exporter itself puts on task series, plus those Prometheus would rename on ingestion.
 RESERVED_LABELS = frozenset(
     {"product", "cloud_region", "task_id", "status", "code", "info", "task_type", "instance_id", "action"}
+    | {"source", "instance_name"}  # tencentcloud_task_info, for discovered tasks
     # Target labels Prometheus or Kubernetes service discovery set: a clash would be renamed exported_*.
     | {"job", "instance", "service", "region", "namespace", "pod", "container", "endpoint"}
 )
@@ -186,7 +187,7 @@ class ValueChecker(Checker):
         for name, raw in value.items():
             where = f"{path}.{key_text(name)}"
             text = str(raw).lower() if isinstance(raw, bool) else str(raw)
-            if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            if not isinstance(name, str) or not LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 self.error(
                     where, "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting __)"
                 )

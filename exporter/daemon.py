@@ -21,8 +21,20 @@ import aiohttp
 
 from exporter import __version__
 from exporter.client import ApiClient
-from exporter.config import Config, ConfigError, Key, WatchedTask, key_fields, load_config
+from exporter.config import (
+    API,
+    CONFIG,
+    DISCOVERED,
+    Config,
+    ConfigError,
+    Key,
+    WatchedTask,
+    key_fields,
+    load_config,
+)
 from exporter.credentials import CredentialProvider, CredentialsError, open_provider
+from exporter.discovery import Discovery
+from exporter.listapis import Listed
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.scheduler import Scheduler, ServiceScheduler
@@ -90,6 +102,7 @@ class Daemon:
         self.metrics.reloaded(True, time.time())
         self._scheduler: Scheduler | None = None
         self._client: ApiClient | None = None
+        self.discovery = Discovery(self._watch_discovered, self._owns, self.metrics)
         self._resources = contextlib.AsyncExitStack()
         self._reload_lock = asyncio.Lock()
 
@@ -100,7 +113,17 @@ class Daemon:
         return self._credentials
 
     def _rate_limits(self, config: Config) -> dict[str, float]:
-        return {name: api.rate_limit / self.options.shard.count for name, api in config.apis.items()}
+        """Each status API's rate for this replica: its share of the quota, less what discovery spends of
+        it where the list API is the status action itself (postgres)."""
+        swept = set(config.discovery.products) if config.discovery else set()
+        rates = {}
+        for spec in SERVICES:
+            api = config.apis[spec.name]
+            rate = api.rate_limit
+            if spec.listing_shares_quota and spec.name in swept and api.list_rate_limit is not None:
+                rate -= api.list_rate_limit
+            rates[spec.name] = rate / self.options.shard.count
+        return rates
 
     async def start(self) -> None:
         """Opens everything; on any failure, closes what was opened and raises (CredentialsError,
@@ -152,7 +175,15 @@ class Daemon:
         self.db.forget_statuses(self.store.unclaimed())
         self._scheduler.start()
         resources.push_async_callback(self._scheduler.stop)
-        for coroutine, name in ((self._sweep_registered(), "retention"), (self._probe_loop(), "loop-probe")):
+        # Stopped before the schedulers (callbacks run in reverse): no sweep adds tasks to a stopped one.
+        resources.push_async_callback(self.discovery.stop)
+        self._start_discovery(self.config)
+        background = (
+            (self._sweep_registered(), "retention"),
+            (self._expire_discovered(), "discovery-retention"),
+            (self._probe_loop(), "loop-probe"),
+        )
+        for coroutine, name in background:
             task = asyncio.create_task(coroutine, name=name)
             resources.push_async_callback(_cancel, task)
         log.info(
@@ -186,18 +217,27 @@ class Daemon:
 
     @property
     def ready(self) -> bool:
-        return self._scheduler is not None and self._scheduler.running
+        return self._scheduler is not None and self._scheduler.running and self.discovery.running
 
     # ---- the watched set
 
     def watched(self) -> dict[Key, WatchedTask]:
-        shard = self.options.shard
-        tasks = {key: r.task for key, r in self._registered.items()}
+        tasks = {key: found.task for key, found in self.discovery.found.items()}
+        tasks.update({key: r.task for key, r in self._registered.items()})
         tasks.update({t.key: t for t in self.config.tasks})  # the config file's labels win
-        return {k: t for k, t in tasks.items() if shard.owns(t.service, t.task_id)}
+        return {k: t for k, t in tasks.items() if self._owns(t)}
+
+    def _owns(self, task: WatchedTask) -> bool:
+        return self.options.shard.owns(task.service, task.task_id)
 
     def source(self, key: Key) -> str:
-        return "config" if key in self._config_keys else "api"
+        """Which declaration of the task is in force now: the config file's, a registration, or discovery."""
+        if key in self._config_keys:
+            return CONFIG
+        return API if key in self._registered else DISCOVERED
+
+    def _wanted(self, key: Key) -> bool:
+        return key in self._config_keys or key in self._registered or key in self.discovery.found
 
     def _sync(self, spread: bool) -> None:
         if self._scheduler is not None:
@@ -235,9 +275,63 @@ class Daemon:
         return True
 
     def _unwatch(self, key: Key) -> None:
-        if self._scheduler is not None and key not in self._config_keys:
+        if self._scheduler is not None and not self._wanted(key):
             self._scheduler.discard(key)
             self.metrics.set_watched(self.store.count_by_service())
+
+    # ---- discovery
+
+    def _start_discovery(self, config: Config) -> None:
+        if config.discovery is not None and self._client is not None:
+            shards = self.options.shard.count
+            self.discovery.start(config.discovery, config.apis, self._client, self.credentials, shards)
+
+    async def _restart_discovery(self, config: Config) -> None:
+        """New discovery settings (or credentials): sweepers start afresh; tasks of (product, region) pairs
+        still swept stay, the others are no longer watched (unless declared otherwise)."""
+        await self.discovery.stop()
+        discovery = config.discovery
+        swept = {(p, r) for p in discovery.products for r in discovery.regions} if discovery else set()
+        for key in self.discovery.retain(swept):
+            self._unwatch(key)
+        if discovery is None:
+            self.metrics.discovery.interval.set(0)
+        self._start_discovery(config)
+
+    def _watch_discovered(self, task: WatchedTask, listed: Listed) -> None:
+        """A sweep listed `task`: watched from now on (unless declared otherwise), with the list's facts."""
+        if self._scheduler is None:
+            return
+        if task.key not in self._config_keys and task.key not in self._registered:
+            if self.store.get(task.key) is None:
+                fields = {**key_fields(task.key), "instance_id": listed.instance_id, "type": listed.task_type}
+                log.info("task discovered", extra={"fields": fields})
+            self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
+        state = self.store.get(task.key)
+        if state is not None:
+            state.list(listed)
+        self.metrics.set_watched(self.store.count_by_service())
+
+    def _final_since(self, key: Key) -> float | None:
+        state = self.store.get(key)
+        if state is None or not state.final:
+            return None
+        # The product's end time where known: a task discovered long after it ended is not kept longer.
+        return state.end_time if state.end_time is not None else state.status_since
+
+    def _known(self, key: Key) -> bool:
+        state = self.store.get(key)
+        return state is not None and state.status is not None
+
+    async def _expire_discovered(self) -> None:
+        """Forgets discovered tasks `discovery.retention` after they reached a final state."""
+        while True:
+            discovery = self.config.discovery
+            retention = discovery.retention if discovery else 60.0
+            await asyncio.sleep(min(60.0, max(0.5, retention / 4)))
+            for key in self.discovery.expire(time.time(), self._final_since, self._known):
+                self._unwatch(key)
+                log.info("discovered task forgotten after retention", extra={"fields": key_fields(key)})
 
     async def _sweep_registered(self) -> None:
         """Forgets registered tasks that have been final for longer than the retention."""
@@ -313,6 +407,7 @@ class Daemon:
                 raise ReloadError(str(exc)) from None
             old_credentials = self.credentials
         # Nothing below can fail: the new config is applied whole or not at all.
+        old_config = self.config
         self.config, self._credentials, self.api_token = config, credentials, api_token
         self.db.limits = config.limits
         self._config_keys = {t.key for t in config.tasks}
@@ -323,6 +418,9 @@ class Daemon:
             self._client.set_timeout(config.polling.timeout)
         self.metrics.set_rate_limits(rates)
         self.metrics.set_polling(config.polling)
+        changed = (config.discovery, config.apis) != (old_config.discovery, old_config.apis)
+        if changed or old_credentials is not None:
+            await self._restart_discovery(config)
         self._sync(spread=False)
         if old_credentials is not None:
             await old_credentials.close()

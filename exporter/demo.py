@@ -9,6 +9,7 @@ compresses them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -216,8 +217,71 @@ def _postgres_tasks() -> list[SimTask]:
     ]
 
 
-def demo_tasks() -> list[SimTask]:
-    """Fresh task objects on every call, so callers can tweak their copy."""
+def demo_unlisted_operations() -> list[SimTask]:
+    """Operations no config names (started from the console, by Terraform, by Tencent's maintenance): the
+    demo's discovery finds them through the list APIs. Two start while the demo runs."""
+    return [
+        SimTask(
+            "cdb",
+            "6f1d9b3e-0a7c4e2f-b8d5a1c6-3e9f7b2d",
+            (Phase(0, "RUNNING", "Modifying instance parameters."), Phase(3 * _MINUTE, "SUCCESS", "Done.")),
+            task_type="MODIFY PARAM",
+            instance_id="cdb-8kz3p1qa",
+            started=-2 * _MINUTE,
+        ),
+        SimTask(
+            "cdb",
+            "b2e7c4a9-5d1f8e3b-6a0c9d7e-f4b1a8c5",
+            (Phase(90, "RUNNING", "Rolling back the database."), Phase(6 * _MINUTE, "FAILED", "Binlog gap.")),
+            task_type="ROLLBACK",
+            instance_id="cdb-2nv7w4xe",
+            started=90,
+        ),
+        SimTask(
+            "mariadb",
+            "3390",
+            (Phase(0, _RUNNING), Phase(8 * _MINUTE, _SUCCEEDED)),
+            instance_id="tdsql-ow728lmc",
+            instance_name="orders-prod",
+            tags=(("team", "dba"), ("env", "prod")),
+        ),
+        SimTask(
+            "dcdb",
+            "81290",
+            (Phase(60, _RUNNING), Phase(5 * _MINUTE, _FAILED)),
+            instance_id="dcdbt-2t4cf98d",
+            instance_name="ledger-shards",
+            tags=(("team", "payments"),),
+            started=60,
+        ),
+        SimTask(
+            "cynosdb",
+            "740090",
+            (Phase(0, _RUNNING), Phase(4 * _MINUTE, _SUCCEEDED)),
+            task_type="ModifyInstance",
+            instance_id="cynosdbmysql-ins-3kq9v2zd",
+            started=-30,
+        ),
+        SimTask(
+            "redis",
+            "1092390",
+            (Phase(0, "running"), Phase(7 * _MINUTE, "succeed")),
+            task_type="FLOW_BACKUPINSTANCE",
+            instance_id="crs-6xg2m8rt",
+            started=-90,
+        ),
+        SimTask(
+            "postgres",
+            "60210090",
+            (Phase(0, "Running", progress=10), Phase(5 * _MINUTE, "Success")),
+            task_type="RestartInstance",
+            instance_id="postgres-q6fj84vb",
+            started=-60,
+        ),
+    ]
+
+
+def _watched_tasks() -> list[SimTask]:
     return [
         *_mariadb_flows(),
         *_cdb_async_requests(),
@@ -228,6 +292,16 @@ def demo_tasks() -> list[SimTask]:
         *_redis_tasks(),
         *_postgres_tasks(),
     ]
+
+
+def demo_tasks() -> list[SimTask]:
+    """Fresh task objects on every call, so callers can tweak their copy: the watched ones, then the ones
+    only discovery finds. A task watched in another region is listed only there."""
+    watched = [
+        dataclasses.replace(task, region=_WATCH_EXTRAS.get(task.key, {}).get("region"))
+        for task in _watched_tasks()
+    ]
+    return [*watched, *demo_unlisted_operations()]
 
 
 # Watch entries beyond a bare ID: user labels, and one task in another region.
@@ -247,7 +321,7 @@ def demo_watch() -> dict[str, list[object]]:
     """The `watch` section of the demo config (the region default is DEMO_REGION): every demo task of every
     product, then that product's unknown ID."""
     watch: dict[str, list[object]] = {s.watch_key: [] for s in SERVICES}
-    for task in demo_tasks():
+    for task in _watched_tasks():
         service = BY_NAME[task.service]
         task_id = service.id_kind.request_value(task.task_id)
         extras = _WATCH_EXTRAS.get(task.key)
@@ -275,5 +349,12 @@ def demo_config(url: str, speed: float = 1.0) -> Config:
             "max_backoff": max(120.0 / speed, 0.1),
         },
         "watch": demo_watch(),
+        # Sweeps often enough that the operations starting during the demo show up within a minute or so.
+        "discovery": {
+            "regions": [DEMO_REGION],
+            "interval": max(20.0 / speed, 1.0),
+            "retention": max(30 * _MINUTE / speed, 1.0),
+            "tag_labels": ["team"],
+        },
     }
     return parse_config(document, "<demo>", env={})

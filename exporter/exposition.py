@@ -71,10 +71,11 @@ def _errors(state: TaskState, labels: str) -> str:
 
 
 def _info(state: TaskState, labels: str) -> str:
-    seen = state.observation
     known = (
-        ("task_type", seen.task_type if seen else None),
-        ("instance_id", seen.instance_id if seen else None),
+        ("task_type", state.task_type),
+        ("instance_id", state.instance_id),
+        ("instance_name", state.listed.instance_name if state.listed else None),
+        ("source", state.source),
     )
     # Empty is the same as absent to Prometheus: only what the product gave is written.
     facts = "".join(f',{name}="{escape(value)}"' for name, value in known if value)
@@ -83,7 +84,7 @@ def _info(state: TaskState, labels: str) -> str:
 
 
 def _progress(state: TaskState, labels: str) -> str:
-    ratio = state.observation.progress if state.observation else None
+    ratio = state.progress
     return (
         "" if ratio is None else f"tencentcloud_task_progress_ratio{{{labels}}} {format_value(ratio)}" + "\n"
     )
@@ -116,19 +117,20 @@ TASK_FAMILIES: tuple[Family, ...] = (
     Family(
         _START,
         "gauge",
-        f"Unix time the task started, as the product's API reports it (where it does). {POLLED}",
-        _timestamp(_START, lambda s: s.observation.start_time if s.observation else None),
+        f"Unix time the task started, as the product's status or list API reports it (if it does). {POLLED}",
+        _timestamp(_START, lambda s: s.start_time),
     ),
     Family(
         _END,
         "gauge",
-        f"Unix time the task ended, as the product's API reports it (where it does). {POLLED}",
-        _timestamp(_END, lambda s: s.observation.end_time if s.observation else None),
+        f"Unix time the task ended, as the product's status or list API reports it (if it does). {POLLED}",
+        _timestamp(_END, lambda s: s.end_time),
     ),
     Family(
         "tencentcloud_task_progress_ratio",
         "gauge",
-        f"Progress of the task from 0 to 1, as the product's API reports it (where it does). {POLLED}",
+        f"Progress of the task from 0 to 1, as the product's status or list API reports it (where it does). "
+        f"{POLLED}",
         _progress,
     ),
     Family(
@@ -140,8 +142,9 @@ TASK_FAMILIES: tuple[Family, ...] = (
     Family(
         "tencentcloud_task_info",
         "gauge",
-        f"Task metadata (info text, task_type and instance_id where the product gives them, user labels), "
-        f"joinable on product, cloud_region, task_id. {POLLED}",
+        "Task metadata: info text; task_type, instance_id and instance_name where the product gives them; "
+        "source (config, api or discovered: where the task was first known); user labels and discovered "
+        f"resource tags. Joinable on product, cloud_region, task_id. {POLLED}",
         _info,
     ),
 )

@@ -109,12 +109,12 @@ def _text(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(entry.get(name), INFO_MAX_LENGTH) if name else None
 
 
-def _first(entry: Mapping[str, Any], name: str) -> str | None:
-    """The first string of a list field (CDB's InstanceIds)."""
-    values = entry.get(name)
-    if isinstance(values, list) and values and isinstance(values[0], str):
-        return text_field(values[0], INFO_MAX_LENGTH)
-    return None
+def _instance(entry: Mapping[str, Any], name: str) -> str | None:
+    """An instance ID field, or the first of a list of them (CDB's InstanceIds)."""
+    value = entry.get(name) if name else None
+    if isinstance(value, list):
+        value = value[0] if value and isinstance(value[0], str) else None
+    return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
 
 
 def _tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -151,7 +151,7 @@ def _task_list(
             start_time=tencent_time(entry.get(start)),
             end_time=tencent_time(entry.get(end)),
             task_type=_text(entry, task_type),
-            instance_id=_text(entry, instance) or _first(entry, instance) or _text(entry, fallback_instance),
+            instance_id=_instance(entry, instance) or _instance(entry, fallback_instance),
             progress=percent_ratio(entry.get(progress)),
         )
 

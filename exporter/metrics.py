@@ -7,6 +7,7 @@ registry, so tests and several apps in one process never share counters).
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -15,10 +16,10 @@ from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
 from exporter import __version__
-from exporter.client import Outcome
+from exporter.client import Outcome, PageOutcome
 from exporter.config import PollingConfig
 from exporter.exposition import POLLED, TASK_FAMILIES
-from exporter.services import SERVICES, Service
+from exporter.services import BY_NAME, SERVICES, Service
 from exporter.sharding import Shard
 from exporter.state import TaskState
 
@@ -119,6 +120,7 @@ class Metrics:
             self.api_throttled.labels(service.name, service.action)
             self.api_duration.labels(service.name, service.action)
         self.set_rate_limits(rate_limits)
+        self.discovery = DiscoveryMetrics(self.registry)
 
     def set_rate_limits(self, rate_limits: dict[str, float]) -> None:
         for service in SERVICES:
@@ -133,13 +135,22 @@ class Metrics:
         if success:
             self.reload_timestamp.set(now)
 
-    def observe_api(self, service: Service, outcome: Outcome) -> None:
-        self.api_requests.labels(service.name, service.action).inc()
-        self.api_duration.labels(service.name, service.action).observe(outcome.duration)
+    def observe_api(self, service: Service, outcome: Outcome | PageOutcome, action: str = "") -> None:
+        """One request to the product's status action, or to `action` (its list action) when given."""
+        action = action or service.action
+        self.api_requests.labels(service.name, action).inc()
+        self.api_duration.labels(service.name, action).observe(outcome.duration)
         if outcome.code is not None:
-            self.api_errors.labels(service.name, service.action, outcome.code).inc()
+            self.api_errors.labels(service.name, action, outcome.code).inc()
             if service.is_throttling(outcome.code):
-                self.api_throttled.labels(service.name, service.action).inc()
+                self.api_throttled.labels(service.name, action).inc()
+
+    def set_list_rate_limits(self, rate_limits: dict[str, float]) -> None:
+        """The rates the list APIs are swept at, for the products discovery sweeps."""
+        for name, rate in rate_limits.items():
+            listing = BY_NAME[name].listing
+            if listing is not None:
+                self.api_rate_limit.labels(name, listing.action).set(rate)
 
     def set_watched(self, counts: dict[str, int]) -> None:
         for service, count in counts.items():
@@ -164,3 +175,65 @@ class Metrics:
 
     def render(self, tasks: Iterable[TaskState], openmetrics: bool = False) -> bytes:
         return b"".join(self.chunks(list(tasks), openmetrics))
+
+
+class DiscoveryMetrics:
+    """The health of discovery's sweeps per (product, cloud_region), on the exporter's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("product", "cloud_region")
+        self.sweeps = Counter(
+            "tencentcloud_discovery_sweeps",
+            "Sweeps of a product's list API in a region (each pages through every operation it lists).",
+            labels,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "tencentcloud_discovery_errors",
+            "Failed sweeps by the error code of the page that failed; retried at the next interval.",
+            (*labels, "code"),
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "tencentcloud_discovery_last_success_timestamp_seconds",
+            "Unix time the last complete sweep succeeded.",
+            labels,
+            registry=registry,
+        )
+        self.failures = Gauge(
+            "tencentcloud_discovery_consecutive_failed_sweeps",
+            "Sweeps that failed since the last one that succeeded.",
+            labels,
+            registry=registry,
+        )
+        self.tasks = Gauge(
+            "tencentcloud_discovery_tasks",
+            "Discovered tasks this exporter watches.",
+            labels,
+            registry=registry,
+        )
+        self.duration = Gauge(
+            "tencentcloud_discovery_last_sweep_duration_seconds",
+            "How long the last sweep took, every page included.",
+            labels,
+            registry=registry,
+        )
+        self.interval = Gauge(
+            "tencentcloud_discovery_interval_seconds",
+            "Configured discovery interval: how often each product and region is swept (0: discovery off).",
+            registry=registry,
+        )
+
+    def configure(self, interval: float, pairs: Iterable[tuple[str, str]]) -> None:
+        """Series for every swept (product, region) from the start, so alerts see them before a failure."""
+        self.interval.set(interval)
+        for product, region in pairs:
+            self.sweeps.labels(product, region)
+            self.failures.labels(product, region)
+            self.tasks.labels(product, region)
+
+    def forget(self, product: str, region: str) -> None:
+        """A (product, region) no longer swept after a reload: its series go, not linger with old values."""
+        for family in (self.sweeps, self.failures, self.tasks, self.duration, self.last_success):
+            with contextlib.suppress(KeyError):
+                family.remove(product, region)

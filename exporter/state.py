@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from exporter.config import Key, WatchedTask
 from exporter.exposition import TASK_FAMILIES, escape
+from exporter.listapis import Listed
 from exporter.services import BY_NAME, Observation
 
 
@@ -29,9 +30,46 @@ class TaskState:
     lines: tuple[bytes, ...] = ()  # one entry per TASK_FAMILIES family
     # (status, first seen) kept by an earlier run of the exporter; used by the first poll, then dropped.
     remembered: tuple[str, float] | None = None
+    # What the product's list API last said of the task (discovery): fills in what the status API lacks.
+    listed: Listed | None = None
+    source: str = ""  # where the task was first known (config, api, discovered); kept through retask()
 
     def __post_init__(self) -> None:
+        self.source = self.source or self.task.origin
         self.retask(self.task)
+
+    # The product's extra fields: the status API's answer first, the list API's where it has none.
+
+    @property
+    def start_time(self) -> float | None:
+        seen = self.observation.start_time if self.observation else None
+        return seen if seen is not None else (self.listed.start_time if self.listed else None)
+
+    @property
+    def end_time(self) -> float | None:
+        seen = self.observation.end_time if self.observation else None
+        return seen if seen is not None else (self.listed.end_time if self.listed else None)
+
+    @property
+    def task_type(self) -> str | None:
+        seen = self.observation.task_type if self.observation else None
+        return seen if seen is not None else (self.listed.task_type if self.listed else None)
+
+    @property
+    def instance_id(self) -> str | None:
+        seen = self.observation.instance_id if self.observation else None
+        return seen if seen is not None else (self.listed.instance_id if self.listed else None)
+
+    @property
+    def progress(self) -> float | None:
+        seen = self.observation.progress if self.observation else None
+        return seen if seen is not None else (self.listed.progress if self.listed else None)
+
+    def list(self, listed: Listed) -> None:
+        """Takes what a sweep of the list API said of the task."""
+        if listed != self.listed:
+            self.listed = listed
+            self.render()
 
     @property
     def info(self) -> str | None:

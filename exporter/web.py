@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -17,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import __version__
-from exporter.config import ConfigError, parse_task, redacted
+from exporter.config import CONFIG, ConfigError, parse_task, redacted
 from exporter.daemon import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.scrape import SCRAPES, Variant, install
@@ -136,7 +137,12 @@ def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
     task = state.task
     return {
         **task.as_json(),
-        "source": daemon.source(task.key),
+        "source": state.source,
+        "instance_id": state.instance_id,
+        "instance_name": state.listed.instance_name if state.listed else None,
+        "task_type": state.task_type,
+        "started": _iso(state.start_time),
+        "ended": _iso(state.end_time),
         "status": state.status,
         "status_since": _iso(state.status_since),
         "last_poll": _iso(state.last_attempt),
@@ -245,8 +251,10 @@ async def delete_task(request: web.Request) -> web.Response:
         return _json_error(503, f"removed but not yet saved to the store: {exc}")
     if removed:
         return web.Response(status=204)
-    if daemon.source(key) == "config":
+    if daemon.source(key) == CONFIG:
         return _json_error(409, "this task is watched by the config file; remove it there and reload")
+    if key in daemon.discovery.found:
+        return _json_error(409, "this task was discovered; it is forgotten after discovery.retention")
     return _json_error(404, "no such registered task")
 
 
@@ -262,17 +270,39 @@ def _shown(timestamp: float | None) -> str:
     return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _running_for(state: TaskState, now: float) -> str:
+    """How long the task has run: from its start time (or, lacking one, since its current status was
+    first seen) to its end (or now)."""
+    start = state.start_time if state.start_time is not None else state.status_since
+    if start is None:
+        return ""
+    end = state.end_time if state.final and state.end_time is not None else now
+    if state.final and state.end_time is None:
+        return ""  # ended, but when is unknown
+    seconds = max(0, int(end - start))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 async def tasks_page(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
+    now = time.time()
     rows = []
     for state in sorted(daemon.store, key=lambda s: s.task.key):
         task, status = state.task, state.status or "not polled yet"
         labels = ", ".join(f"{k}={v}" for k, v in task.labels)
+        instance = state.instance_id or ""
+        if state.listed and state.listed.instance_name:
+            instance = f"{instance} ({state.listed.instance_name})"
         cells = [
             task.service,
             task.region,
             task.task_id,
             status,
+            instance,
+            state.task_type or "",
+            state.source,
+            _running_for(state, now),
             _shown(state.status_since),
             _shown(state.last_attempt),
             state.last_error or "",
@@ -286,6 +316,10 @@ async def tasks_page(request: web.Request) -> web.Response:
         "Region",
         "Task ID",
         "Status",
+        "Instance",
+        "Type",
+        "Source",
+        "Running for",
         "Since",
         "Last poll",
         "Last error",

@@ -235,6 +235,37 @@ def latency_quantile(q: float) -> str:
     return f"histogram_quantile({q}, {buckets})"
 
 
+# Discovery sweeps each (product, cloud_region) on its own: its series carry those labels and no task_id.
+SWEEP = "product, cloud_region"
+
+
+def per_sweep(aggregation: str, metric: str) -> str:
+    return f"{aggregation} by ({SWEEP}) ({metric}{{{TASK}}})"
+
+
+def discovery_errors() -> str:
+    """Failed sweeps per second by product and code; 0 for products whose sweeps never failed.
+
+    The fallback is matched on product only, so it adds a line just for products without any error series.
+    """
+    errors = f"sum by (product, code) (rate(tencentcloud_discovery_errors_total{{{TASK}}}[$__rate_interval]))"
+    sweeps = f"sum by (product) (rate(tencentcloud_discovery_sweeps_total{{{TASK}}}[$__rate_interval]))"
+    return f"{errors}\n  or on (product)\n{sweeps} * 0"
+
+
+def operations_by_instance() -> str:
+    """How many operations each (instance, task type) has in each status.
+
+    tencentcloud_task_info holds the instance and type, tencentcloud_task_status the status; both are reduced
+    to one series per task first (user labels and the info text vary per task and would split the count).
+    """
+    info = f'max by ({KEY}, instance_id, task_type) (tencentcloud_task_info{{{TASK}, source=~"$source"}})'
+    return (
+        f"count by (product, cloud_region, instance_id, task_type, status) (\n  {info}\n"
+        f"  * on ({KEY}) group_left (status)\n  {current_status()}\n)"
+    )
+
+
 # --- panels ----------------------------------------------------------------------------------------------
 
 
@@ -469,6 +500,50 @@ def tasks_table() -> table.Panel:
     )
 
 
+def operations_table() -> table.Panel:
+    return (
+        table.Panel()
+        .title("Operations by instance and type")
+        .description(
+            "How many watched operations each instance has, per task type and current status. The 'Source' "
+            "variable narrows it to tasks from the configuration (config), named through the API (api) or "
+            "found by discovery (discovered). An empty instance or type: the product's status API does not "
+            "give it and discovery has not seen the task."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(operations_by_instance(), "A", instant=True, as_table=True))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "indexByName": {
+                        "product": 0,
+                        "cloud_region": 1,
+                        "instance_id": 2,
+                        "task_type": 3,
+                        "status": 4,
+                        "Value": 5,
+                    },
+                    "renameByName": {"Value": "operations"},
+                },
+            )
+        )
+        .override_by_name(
+            "status",
+            [
+                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+                DynamicConfigValue(id_val="mappings", value=_status_text_mappings()),
+            ],
+        )
+        .override_by_name("operations", [DynamicConfigValue(id_val="decimals", value=0)])
+        .sort_by([TableSortByFieldState().display_name("operations").desc(True)])
+        .no_value("No watched operations")
+        .span(24)
+        .height(8)
+    )
+
+
 def status_timeline() -> statetimeline.Panel:
     return (
         statetimeline.Panel()
@@ -632,6 +707,138 @@ def freshness_panel() -> timeseries.Panel:
     )
 
 
+def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
+    discovered = (
+        _stat(
+            "Discovered tasks",
+            "Operations discovery found that nobody configured, and that the exporter now watches.",
+            f"sum(tencentcloud_discovery_tasks{{{TASK}}}) or vector(0)",
+            [(None, "blue")],
+        )
+        .span(4)
+        .height(8)
+    )
+    # One row per swept (product, cloud_region); the failure streak is always exported, so a region that
+    # never succeeded still has a row (with an empty "last success").
+    health = (
+        table.Panel()
+        .title("Discovery health")
+        .description(
+            "Per product and region: how long ago the last complete sweep succeeded, how many sweeps "
+            "failed since (3 fire TencentCloudDiscoveryFailing), the discovered tasks watched, and how long "
+            "the last sweep took. A last success older than a few sweep intervals means new operations go "
+            "unseen."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            _query(
+                f"time() - {per_sweep('max', 'tencentcloud_discovery_last_success_timestamp_seconds')}",
+                "A",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_target(
+            _query(
+                per_sweep("max", "tencentcloud_discovery_consecutive_failed_sweeps"),
+                "B",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_target(
+            _query(per_sweep("sum", "tencentcloud_discovery_tasks"), "C", instant=True, as_table=True)
+        )
+        .with_target(
+            _query(
+                per_sweep("max", "tencentcloud_discovery_last_sweep_duration_seconds"),
+                "D",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "indexByName": {
+                        "product": 0,
+                        "cloud_region": 1,
+                        "Value #A": 2,
+                        "Value #B": 3,
+                        "Value #C": 4,
+                        "Value #D": 5,
+                    },
+                    "renameByName": {
+                        "Value #A": "last success (ago)",
+                        "Value #B": "failed sweeps in a row",
+                        "Value #C": "discovered tasks",
+                        "Value #D": "last sweep took",
+                    },
+                },
+            )
+        )
+        .override_by_name("last success (ago)", [DynamicConfigValue(id_val="unit", value="dtdurations")])
+        .override_by_name(
+            "failed sweeps in a row",
+            [
+                DynamicConfigValue(id_val="decimals", value=0),
+                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+                # Orange from the first failure, red from the alert's threshold.
+                DynamicConfigValue(
+                    id_val="thresholds",
+                    value=_thresholds((None, "green"), (1, "orange"), (3, "red")).build(),
+                ),
+            ],
+        )
+        .override_by_name("discovered tasks", [DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("last sweep took", [DynamicConfigValue(id_val="unit", value="s")])
+        .sort_by([TableSortByFieldState().display_name("failed sweeps in a row").desc(True)])
+        .no_value("Discovery is off")
+        .span(20)
+        .height(8)
+    )
+    errors = (
+        _timeseries(
+            "Discovery errors by code",
+            "Failed sweeps per second by product and error code (Tencent Cloud codes, Transport.* for "
+            "network and malformed answers, Exporter.* for the exporter's own). Dashed: sweeps attempted. "
+            "Sweeps run once per interval, so a failing region shows as regular spikes.",
+            "ops",
+        )
+        .with_target(_query(discovery_errors(), "A", "{{product}} {{code}}"))
+        .with_target(
+            _query(
+                f"sum by (product) (rate(tencentcloud_discovery_sweeps_total{{{TASK}}}[$__rate_interval]))",
+                "B",
+                "{{product}} sweeps",
+            )
+        )
+        .override_by_query(
+            "B",
+            [
+                DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+                DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+            ],
+        )
+        .min(0)
+    )
+    tasks_over_time = (
+        _timeseries(
+            "Discovered tasks by product",
+            "Discovered operations the exporter watches, per product and region.",
+            "none",
+        )
+        .with_target(
+            _query(per_sweep("sum", "tencentcloud_discovery_tasks"), "A", "{{product}} {{cloud_region}}")
+        )
+        .min(0)
+    )
+    return [discovered, health, errors, tasks_over_time]
+
+
 def exporter_panels() -> list[timeseries.Panel | table.Panel]:
     up = (
         _timeseries("Scrape target up", "1 when Prometheus could scrape the exporter.", "none")
@@ -718,7 +925,11 @@ def _query_variable(name: str, label: str, query: str, all_value: str | None) ->
 
 
 def variables() -> list[DatasourceVariable | QueryVariable | CustomVariable]:
-    task_metrics = "tencentcloud_task_info|tencentcloud_task_status|tencentcloud_task_errors_total"
+    # The discovery gauge lists the regions discovery sweeps even before it has found a task there.
+    task_metrics = (
+        "tencentcloud_task_info|tencentcloud_task_status|tencentcloud_task_errors_total"
+        "|tencentcloud_discovery_consecutive_failed_sweeps"
+    )
     return [
         DatasourceVariable("datasource").label("Data source").type("prometheus"),
         # No custom "All" value: "All" expands to exactly the jobs that run this exporter, so `up` is not
@@ -745,6 +956,9 @@ def variables() -> list[DatasourceVariable | QueryVariable | CustomVariable]:
             [("2m", 120), ("5m", 300), ("10m", 600), ("30m", 1800)],
             "5m",
         ),
+        # Where each task was first known (config, api, discovered). "All" is .* rather than the list of
+        # values found, so tasks from an exporter without the label (older versions) still show.
+        _query_variable("source", "Source", f"label_values(tencentcloud_task_info{{{TASK}}}, source)", ".*"),
     ]
 
 
@@ -779,7 +993,12 @@ def build_dashboard() -> Dashboard:
         dashboard = dashboard.with_panel(panel)
     dashboard = dashboard.with_panel(attention_table()).with_panel(poll_errors_table())
 
-    dashboard = dashboard.with_row(Row("Tasks")).with_panel(tasks_table()).with_panel(status_timeline())
+    dashboard = (
+        dashboard.with_row(Row("Tasks"))
+        .with_panel(tasks_table())
+        .with_panel(operations_table())
+        .with_panel(status_timeline())
+    )
 
     dashboard = dashboard.with_row(Row("Tencent Cloud API"))
     for api_panel in (
@@ -793,6 +1012,10 @@ def build_dashboard() -> Dashboard:
         dashboard = dashboard.with_panel(api_panel)
 
     dashboard = dashboard.with_row(Row("Data freshness")).with_panel(freshness_panel())
+
+    dashboard = dashboard.with_row(Row("Discovery"))
+    for discovery_panel in discovery_panels():
+        dashboard = dashboard.with_panel(discovery_panel)
 
     dashboard = dashboard.with_row(Row("Exporter health"))
     for exporter_panel in exporter_panels():

@@ -167,3 +167,46 @@ def error_code(thread: SimulatorThread, headers: dict[str, str], body: bytes) ->
     response = json.loads(raw)["Response"]
     assert response["RequestId"]
     return response.get("Error", {}).get("Code")
+
+
+# --------------------------------------------------------------------------- the list actions (discovery)
+
+
+@dataclass(frozen=True)
+class ListSdk:
+    """One product's list action through its official client, from its models.py: the action, the
+    response's list attribute, and the request's start-time bounds (None: a snapshot of instances)."""
+
+    action: str
+    items: str
+    window: tuple[str, str] | None
+
+
+LIST_SDKS: dict[str, ListSdk] = {
+    "cdb": ListSdk("DescribeTasks", "Items", ("StartTimeBegin", "StartTimeEnd")),
+    "redis": ListSdk("DescribeTaskList", "Tasks", ("BeginTime", "EndTime")),
+    "cynosdb": ListSdk("DescribeTasks", "TaskList", ("StartTimeBegin", "StartTimeEnd")),
+    "postgres": ListSdk("DescribeTasks", "TaskSet", ("MinStartTime", "MaxStartTime")),
+    "mariadb": ListSdk("DescribeDBInstances", "Instances", None),
+    "dcdb": ListSdk("DescribeDCDBInstances", "Instances", None),
+}
+
+
+def sdk_list(client: Any, product: str, **params: Any) -> Any:
+    """The product's list action through its official client; returns the SDK's response model."""
+    sdk = LIST_SDKS[product]
+    request = getattr(SDKS[product].models, f"{sdk.action}Request")()
+    request.from_json_string(json.dumps(params))
+    return getattr(client, sdk.action)(request)
+
+
+def sdk_list_items(client: Any, product: str, **params: Any) -> tuple[int, list[Any]]:
+    """TotalCount and the items of one page of the product's list action."""
+    response = sdk_list(client, product, **params)
+    return response.TotalCount, list(getattr(response, LIST_SDKS[product].items) or [])
+
+
+def sdk_list_raw(client: Any, product: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The list action's `Response` as the JSON the simulator sent, through the client's `call_json`."""
+    response: dict[str, Any] = client.call_json(LIST_SDKS[product].action, params)["Response"]
+    return response

@@ -22,6 +22,7 @@ from tests.promql import (
     DASHBOARD,
     REPO,
     SCRAPE_METRICS,
+    PanelQuery,
     iter_panels,
     load_dashboard,
     metric_names,
@@ -41,7 +42,21 @@ PROVISIONING = REPO / "grafana" / "provisioning"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS
+# Discovery's metrics (exporter/discovery.py, exporter/metrics.py). They appear in a rendering only once a
+# (product, region) is swept, so CONTRACT_METRICS, read off a rendering without discovery, lacks them;
+# test_discovery_metrics_are_declared_by_the_exporter keeps this list honest instead.
+DISCOVERY_METRICS = frozenset(
+    {
+        "tencentcloud_discovery_sweeps_total",
+        "tencentcloud_discovery_errors_total",
+        "tencentcloud_discovery_last_success_timestamp_seconds",
+        "tencentcloud_discovery_consecutive_failed_sweeps",
+        "tencentcloud_discovery_tasks",
+        "tencentcloud_discovery_last_sweep_duration_seconds",
+        "tencentcloud_discovery_interval_seconds",
+    }
+)
+ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS | DISCOVERY_METRICS
 
 
 def run(
@@ -202,7 +217,7 @@ def test_dashboard_variable_queries_use_contract_metrics() -> None:
         assert variable.selector is not None, variable.name
         used = metric_names(variable.selector)
         assert used, variable.name
-        assert used <= CONTRACT_METRICS, f"${variable.name}: {used}"
+        assert used <= CONTRACT_METRICS | DISCOVERY_METRICS, f"${variable.name}: {used}"
 
 
 def test_dashboard_variables() -> None:
@@ -276,6 +291,156 @@ def test_substitution_handles_grafana_syntaxes() -> None:
     expr = 'sum by (le) (rate(m_bucket{a="b{c}"}[5m])) / on (x) group_left n'
     assert metric_names(expr) == {"m_bucket", "n"}
     assert metric_names('label_replace(up, "a", "b", "", "") or vector(1e3)') == {"up"}
+
+
+# --- discovery -------------------------------------------------------------------------------------------
+
+
+def test_discovery_metrics_are_declared_by_the_exporter() -> None:
+    sources = {path: path.read_text(encoding="utf-8") for path in sorted((REPO / "exporter").rglob("*.py"))}
+    if not any("tencentcloud_discovery_" in text for text in sources.values()):
+        pytest.skip("the exporter has no discovery metrics yet")
+    text = "\n".join(sources.values())
+    for name in sorted(DISCOVERY_METRICS):
+        # prometheus_client appends _total to a Counter's name itself.
+        declared = name.removesuffix("_total")
+        assert f'"{declared}"' in text, f"{name}: used by the artifacts, declared nowhere in exporter/"
+
+
+def test_discovery_alert_fires_per_product_and_region_on_three_failed_sweeps() -> None:
+    rule = next(r for r in alert_rules() if r["alert"] == "TencentCloudDiscoveryFailing")
+    assert metric_names(rule["expr"]) == {"tencentcloud_discovery_consecutive_failed_sweeps"}
+    assert re.search(r"max by \(product, cloud_region\) \(\w+\) >= 3\s*$", rule["expr"]), rule["expr"]
+    assert rule["labels"]["severity"] == "warning"
+    description = rule["annotations"]["description"]
+    for part in ("$labels.product", "$labels.cloud_region", "$value", "tencentcloud_discovery_errors_total"):
+        assert part in description, part
+
+
+def test_runbook_lists_the_permissions_discovery_needs() -> None:
+    from exporter.services import DISCOVERABLE
+
+    section = RUNBOOK.read_text(encoding="utf-8").split("## TencentCloudDiscoveryFailing\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert DISCOVERABLE
+    for service in DISCOVERABLE:
+        assert service.listing is not None
+        # CAM names each product's actions after its API host: <product>:<Action>.
+        assert f"`{service.name}:{service.listing.action}`" in section, service.name
+
+
+def test_dashboard_shows_discovery_and_operations_by_instance() -> None:
+    dashboard = load_dashboard()
+    panels = {p["title"]: p for p in iter_panels(dashboard)}
+    expected = {
+        "Discovery": "row",
+        "Discovered tasks": "stat",
+        "Discovery health": "table",
+        "Discovery errors by code": "timeseries",
+        "Operations by instance and type": "table",
+    }
+    assert {title: panels[title]["type"] for title in expected if title in panels} == expected
+    health = " ".join(t["expr"] for t in panels["Discovery health"]["targets"])
+    for metric in (
+        "tencentcloud_discovery_last_success_timestamp_seconds",
+        "tencentcloud_discovery_consecutive_failed_sweeps",
+        "tencentcloud_discovery_tasks",
+        "tencentcloud_discovery_last_sweep_duration_seconds",
+    ):
+        assert metric in health, metric
+    (operations,) = (t["expr"] for t in panels["Operations by instance and type"]["targets"])
+    assert "group_left (status)" in operations
+    for variable in ("$product", "$cloud_region", "$source"):
+        assert variable in operations, variable
+    source = next(v for v in dashboard["templating"]["list"] if v["name"] == "source")
+    # "All" must also match tasks without the label, which an expansion into the values found would not.
+    assert source["includeAll"]
+    assert source["allValue"] == ".*"
+
+
+def _by_title(queries: list[PanelQuery], title: str, ref_id: str = "A") -> str:
+    return next(q.expr for q in queries if q.panel_title == title and q.ref_id == ref_id)
+
+
+def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: Path) -> None:
+    """promtool evaluates the new panels' queries over made-up series and compares their answers."""
+    promtool = require_binary("promtool")
+    builtins = {"__rate_interval": "5m"}
+    queries = panel_queries(builtins=builtins)
+    only_discovered = panel_queries(overrides={"source": "discovered"}, builtins=builtins)
+    gz, sh = 'product="cdb",cloud_region="ap-guangzhou"', 'product="redis",cloud_region="ap-shanghai"'
+    flow = 'product="mariadb",cloud_region="ap-shanghai",task_id="9"'
+    series = {
+        # cdb-a has two BACKUP operations running (one configured, one discovered) and an UPGRADE done.
+        f'tencentcloud_task_info{{{gz},task_id="1",instance_id="cdb-a",task_type="BACKUP",source="config",'
+        'info="",team="dba"}': "1+0x10",
+        f'tencentcloud_task_info{{{gz},task_id="2",instance_id="cdb-a",task_type="BACKUP",source="discovered",'
+        'info="copying"}': "1+0x10",
+        f'tencentcloud_task_info{{{gz},task_id="3",instance_id="cdb-a",task_type="UPGRADE",'
+        'source="discovered",info=""}': "1+0x10",
+        f'tencentcloud_task_status{{{gz},task_id="1",status="running"}}': "1+0x10",
+        f'tencentcloud_task_status{{{gz},task_id="1",status="success"}}': "0+0x10",
+        f'tencentcloud_task_status{{{gz},task_id="2",status="running"}}': "1+0x10",
+        f'tencentcloud_task_status{{{gz},task_id="3",status="success"}}': "1+0x10",
+        # A configured MariaDB flow: its status API gives neither instance nor type.
+        f'tencentcloud_task_info{{{flow},source="config",info=""}}': "1+0x10",
+        f'tencentcloud_task_status{{{flow},status="failed"}}': "1+0x10",
+        # Discovery: cdb healthy with two tasks found, redis throttled for four sweeps.
+        f"tencentcloud_discovery_sweeps_total{{{gz}}}": "0+1x10",
+        f"tencentcloud_discovery_consecutive_failed_sweeps{{{gz}}}": "0+0x10",
+        f"tencentcloud_discovery_tasks{{{gz}}}": "2+0x10",
+        f"tencentcloud_discovery_sweeps_total{{{sh}}}": "0+1x10",
+        f"tencentcloud_discovery_consecutive_failed_sweeps{{{sh}}}": "0 0 0 0 0 0 0 1 2 3 4",
+        f'tencentcloud_discovery_errors_total{{{sh},code="RequestLimitExceeded"}}': "0 0 0 0 0 0 0 1 2 3 4",
+        f"tencentcloud_discovery_tasks{{{sh}}}": "0+0x10",
+    }
+    expected: list[tuple[str, list[tuple[str, float]]]] = [
+        (
+            _by_title(queries, "Operations by instance and type"),
+            [
+                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",status="running"}}', 2),
+                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
+                ('{product="mariadb",cloud_region="ap-shanghai",status="failed"}', 1),
+            ],
+        ),
+        (
+            _by_title(only_discovered, "Operations by instance and type"),
+            [
+                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",status="running"}}', 1),
+                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
+            ],
+        ),
+        (_by_title(queries, "Discovered tasks"), [("{}", 2)]),
+        (_by_title(queries, "Discovery health", "B"), [(f"{{{gz}}}", 0), (f"{{{sh}}}", 4)]),
+        (_by_title(queries, "Discovery health", "C"), [(f"{{{gz}}}", 2), (f"{{{sh}}}", 0)]),
+        # Errors where there are some, a 0 line for products whose sweeps all succeed.
+        (
+            f"({_by_title(queries, 'Discovery errors by code')}) > bool 0",
+            [('{product="redis",code="RequestLimitExceeded"}', 1), ('{product="cdb"}', 0)],
+        ),
+    ]
+    document = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": labels, "value": value} for labels, value in samples],
+                    }
+                    for expr, samples in expected
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "discovery_queries_test.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    result = run([promtool, "test", "rules", path.name], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- provisioning ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from exporter.demo import (
     DEMO_UNKNOWN_IDS,
     demo_config,
     demo_tasks,
+    demo_unlisted_operations,
     demo_watch,
 )
 from exporter.services import BY_NAME, SERVICES, tencent_time
@@ -425,7 +426,8 @@ def test_demo_scenario_covers_every_documented_status_of_every_product() -> None
 def test_demo_watch_list_matches_the_scenario() -> None:
     watch = demo_watch()
     assert set(watch) == {s.watch_key for s in SERVICES}
-    known = {(t.service, t.task_id) for t in demo_tasks()}
+    unlisted = {(t.service, t.task_id) for t in demo_unlisted_operations()}
+    known = {(t.service, t.task_id) for t in demo_tasks()} - unlisted
     watched = {
         (service.name, str(entry["id"] if isinstance(entry, dict) else entry))
         for service in SERVICES
@@ -433,6 +435,9 @@ def test_demo_watch_list_matches_the_scenario() -> None:
     }
     assert watched - known == {(product, str(task_id)) for product, task_id in DEMO_UNKNOWN_IDS.items()}
     assert known <= watched
+    # What only discovery finds: no watch entry names it, and every product with a list API has one.
+    assert not unlisted & watched
+    assert {product for product, _ in unlisted} == {s.name for s in SERVICES if s.listing is not None}
     assert set(DEMO_UNKNOWN_IDS) == set(BY_NAME)
     assert (DEMO_UNKNOWN_IDS["mariadb"], DEMO_UNKNOWN_IDS["cdb"]) == (
         DEMO_UNKNOWN_FLOW_ID,
@@ -451,7 +456,9 @@ def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
     assert ("mariadb", "3345", "ap-shanghai") in watched
     for product, task_id in DEMO_UNKNOWN_IDS.items():
         assert (product, str(task_id), "ap-guangzhou") in watched
-    assert len(watched) == len(demo_tasks()) + len(SERVICES)
+    assert len(watched) == len(demo_tasks()) - len(demo_unlisted_operations()) + len(SERVICES)
+    assert config.discovery is not None
+    assert config.discovery.products == tuple(s.name for s in SERVICES if s.listing is not None)
     assert config.polling.interval == pytest.approx(1.0)
     assert demo_config("http://127.0.0.1:9").polling.interval == pytest.approx(10.0)
 

@@ -1,16 +1,18 @@
-"""A local stand-in for the Tencent Cloud task status APIs the exporter polls, for tests, benchmarks and
-`--demo`.
+"""A local stand-in for the Tencent Cloud task status APIs the exporter polls, and the list APIs its
+discovery sweeps, for tests, benchmarks and `--demo`.
 
 One aiohttp server answers every product of the catalogue (`exporter.services.SERVICES`) the way the real
 endpoints do: requests are routed by the credential scope's service, `X-TC-Action` and `X-TC-Version`;
-TC3-HMAC-SHA256 signatures are verified from the received bytes; each product's per-second quota is enforced;
-errors come back as HTTP 200 with a Tencent error code and a Content-Type of exactly `application/json`.
-Tasks follow scripted status timelines, and faults (latency, HTTP errors, broken JSON, error codes, missing
-fields) can be injected so the exporter's failure handling can be exercised end to end.
+TC3-HMAC-SHA256 signatures are verified from the received bytes; each action's per-second quota is enforced
+(PostgreSQL's list action is its status action, with one quota); errors come back as HTTP 200 with a Tencent
+error code and a Content-Type of exactly `application/json`. Tasks follow scripted status timelines and are
+listed by region and start time, and faults (latency, HTTP errors, broken JSON, error codes, missing fields)
+can be injected for every request, one action or one task, so the exporter's failure handling can be
+exercised end to end.
 
 Modules: `scenario` (tasks, phases, faults and their JSON form), `gateway` (routing, signatures, quotas),
-`answers` (each product's answer shape), `server` (the aiohttp app), `thread` (a server in a background
-thread), `cli` (`python -m exporter.simulator`).
+`answers` (each product's status answer), `listing` (each product's list answer), `server` (the aiohttp
+app), `thread` (a server in a background thread), `cli` (`python -m exporter.simulator`).
 """
 
 from exporter.simulator.answers import tencent_time_text

@@ -22,11 +22,14 @@ if TYPE_CHECKING:  # scenario imports this module to validate statuses
     from exporter.simulator.scenario import Phase, SimTask
 
 # The APIs write `YYYY-MM-DD hh:mm:ss` without a zone, in China Standard Time.
-_CHINA_STANDARD_TIME: Final = timezone(timedelta(hours=8))
+CHINA_STANDARD_TIME: Final = timezone(timedelta(hours=8))
+TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+# An integer flow Status, as the flow products' SDKs describe it: 0 succeeded, 1 failed, 2 running.
+_FLOW_SUCCEEDED, _FLOW_FAILED = 0, 1
 
 
 def tencent_time_text(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, _CHINA_STANDARD_TIME).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(unix_time, CHINA_STANDARD_TIME).strftime(TIME_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,15 @@ class TaskView:
     @property
     def final(self) -> bool:
         status = self.phase.status
+        if isinstance(status, int):  # the list answers show a flow's end time and progress too
+            return status in (_FLOW_SUCCEEDED, _FLOW_FAILED)
         return isinstance(status, str) and status.lower() in self.service.final_statuses
 
     @property
     def succeeded(self) -> bool:
         status = self.phase.status
+        if isinstance(status, int):
+            return status == _FLOW_SUCCEEDED
         return self.final and isinstance(status, str) and status.lower() not in self.service.failure_statuses
 
     @property

@@ -3,7 +3,8 @@
 The real API picks the product by host name (`mariadb.tencentcloudapi.com`). Every product shares one
 simulator address, so the product is the one the request is signed for: the service of the `Authorization`
 header's credential scope (`Credential=<id>/<date>/<service>/tc3_request`), which the SDKs set to the product
-key, together with `X-TC-Action` and `X-TC-Version`.
+key, together with `X-TC-Action` and `X-TC-Version`. A product offers its status action and, where the
+catalogue has one, its list action (`Service.listing`); PostgreSQL's are one and the same action.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from exporter.listapis import ListApi
 from exporter.services import BY_NAME, SERVICES, Service
 from exporter.signing import (
     SIGNED_HEADERS,
@@ -33,8 +35,28 @@ _WINDOW: Final = 1.0  # quotas are "requests per second"
 # The two products the simulator served first keep the bare action as their stats key, because tests, the
 # benchmark and its saved results read `actions["DescribeFlow"]` as MariaDB's. Others: `product:Action`.
 _BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
+
+
+def _apis(service: Service) -> dict[str, str]:
+    """A product's actions and their versions: the status action, and the list action if it has one."""
+    apis = {service.action: service.version}
+    if service.listing is not None:
+        apis.setdefault(service.listing.action, service.listing.version)
+    return apis
+
+
+def _owners() -> dict[tuple[str, str], Service]:
+    owners: dict[tuple[str, str], Service] = {}
+    for service in SERVICES:
+        for action, version in _apis(service).items():
+            other = owners.setdefault((action, version), service)
+            if other is not service:
+                raise RuntimeError(f"{action} {version} is both {other.name}'s and {service.name}'s")
+    return owners
+
+
 # (action, version) names one product: what the SDK client that sent the request was made for.
-_BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Service]] = {(s.action, s.version): s for s in SERVICES}
+_BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Service]] = _owners()
 
 
 def stats_key(product: str, action: str) -> str:
@@ -43,12 +65,23 @@ def stats_key(product: str, action: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: `service` is None when no product offers it; `problem` is its routing error."""
+    """Where a request goes: `service` is None when no product offers it; `problem` is its routing error.
+
+    `listing` is the product's list API when `action` is its list action; for PostgreSQL that is also its
+    status action, and the request's parameters tell the two apart (`is_list_request`).
+    """
 
     service: Service | None
     stats_key: str
     problem: ApiError | None
     authorization: ParsedAuthorization | None
+    action: str = ""
+    listing: ListApi | None = None
+
+
+def _listing_of(service: Service, action: str) -> ListApi | None:
+    listing = service.listing
+    return listing if listing is not None and listing.action == action else None
 
 
 def route(headers: Mapping[str, str]) -> Route:
@@ -56,20 +89,22 @@ def route(headers: Mapping[str, str]) -> Route:
     scope = authorization.service if authorization else ""
     action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
     product = BY_NAME.get(scope)
-    if product is not None and product.action == action:
-        if version == product.version:
-            return Route(product, stats_key(product.name, action), None, authorization)
+    if product is not None and action in _apis(product):
+        key, listing = stats_key(product.name, action), _listing_of(product, action)
+        if version == _apis(product)[action]:
+            return Route(product, key, None, authorization, action, listing)
         problem = ApiError(
             "NoSuchVersion", f"The requested version `{version}` of service `{scope}` does not exist."
         )
-        return Route(product, stats_key(product.name, action), problem, authorization)
+        return Route(product, key, problem, authorization, action, listing)
     owner = _BY_ACTION_VERSION.get((action, version))
     if owner is not None:
         # The client was made for `owner` but signed for another service (or the scope is unreadable).
         problem = ApiError("AuthFailure.InvalidAuthorization", "`Service` in Credential not valid.")
-        return Route(owner, stats_key(owner.name, action), problem, authorization)
+        key = stats_key(owner.name, action)
+        return Route(owner, key, problem, authorization, action, _listing_of(owner, action))
     problem = ApiError("InvalidAction", f"The requested action `{action}` does not exist for `{scope}`.")
-    return Route(None, f"{scope}:{action}", problem, authorization)
+    return Route(None, f"{scope}:{action}", problem, authorization, action)
 
 
 def authenticate(
@@ -150,18 +185,31 @@ def _canonical(signed_headers: str, headers: Mapping[str, str], query: str, body
     return f"POST\n/\n{query}\n{lines}\n{signed_headers}\n{hashlib.sha256(body).hexdigest()}"
 
 
-def read_task_id(service: Service, body: bytes) -> str:
-    """The task ID of a request body holding exactly the product's ID parameter, of the right JSON type.
-
-    PostgreSQL's DescribeTasks also takes list filters (DBInstanceId, Limit, ...); the simulator answers only
-    the one-task question the exporter asks, and says so with UnknownParameter rather than ignoring them.
-    """
+def read_params(body: bytes) -> dict[str, Any]:
+    """The request's parameters: a JSON object (an empty body is no parameters)."""
     try:
         params = json.loads(body) if body.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("InvalidParameter", "The request body is not valid JSON.") from exc
     if not isinstance(params, dict):
         raise ApiError("InvalidParameter", "The request body must be a JSON object.")
+    return params
+
+
+def is_list_request(routed: Route, params: Mapping[str, Any]) -> bool:
+    """True when the request asks the product's list API rather than its status API.
+
+    PostgreSQL's DescribeTasks is both: a request naming a TaskId is the one-task question the status poll
+    asks (answered as before, other parameters beside it being UnknownParameter), any other is a list.
+    """
+    service = routed.service
+    if routed.listing is None or service is None:
+        return False
+    return not service.listing_shares_quota or service.id_param not in params
+
+
+def read_task_id(service: Service, params: Mapping[str, Any]) -> str:
+    """The task ID of a request holding exactly the product's ID parameter, of the right JSON type."""
     for name in params:
         if name != service.id_param:
             raise ApiError("UnknownParameter", f"The parameter `{name}` is not recognized.")
@@ -216,25 +264,47 @@ def _slide(window: deque[float], now: float) -> None:
 
 
 class Quotas:
-    """A sliding one-second window of accepted requests per (secret id, product, action)."""
+    """A sliding one-second window of accepted requests per (secret id, product, action).
 
-    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
+    A list action has a quota of its own (`list_rates`), except PostgreSQL's, which is its status action:
+    listing and polling spend that action's one quota between them.
+    """
+
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, list_overrides: Mapping[str, float] | None = None
+    ) -> None:
         unknown = set(overrides or {}) - set(BY_NAME)
         if unknown:
             raise ValueError(f"quotas for unknown services: {sorted(unknown)}")
         self.rates = {s.name: float((overrides or {}).get(s.name, s.default_rate_limit)) for s in SERVICES}
+        own = {s.name: s.listing for s in SERVICES if s.listing is not None and not s.listing_shares_quota}
+        unlisted = set(list_overrides or {}) - set(own)
+        if unlisted:
+            raise ValueError(
+                f"list quotas for services without a list API of their own: {sorted(unlisted)} "
+                f"(those with one: {sorted(own)}; a shared one is set with the status quota)"
+            )
+        self.list_rates = {
+            name: float((list_overrides or {}).get(name, listing.default_rate_limit))
+            for name, listing in own.items()
+        }
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 
-    def admit(self, service: Service, secret_id: str, now: float, stats: ActionStats) -> None:
-        quota = self.rates[service.name]
-        window = self._windows.setdefault((secret_id, service.name, service.action), deque())
+    def admit(
+        self, service: Service, secret_id: str, now: float, stats: ActionStats, *, listing: bool = False
+    ) -> None:
+        """Counts one request to the status action, or with `listing` to the list action."""
+        action, quota = service.action, self.rates[service.name]
+        if False:
+            action, quota = service.listing.action, self.list_rates[service.name]
+        window = self._windows.setdefault((secret_id, service.name, action), deque())
         _slide(window, now)
         if len(window) >= quota:
             stats.throttled += 1
             raise ApiError(
                 "RequestLimitExceeded",
                 f"Your current request rate exceeds the limit of {quota:g} requests per second "
-                f"for {service.action}. Please reduce the frequency of calls.",
+                f"for {action}. Please reduce the frequency of calls.",
             )
         window.append(now)
         stats.accepted += 1

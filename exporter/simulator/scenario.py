@@ -81,7 +81,9 @@ class SimTask:
     """One task of one product (`service` is the catalogue's product key) and how it behaves.
 
     `started` is the task time at which the task began (its StartTime; negative: before the simulator was
-    given it); `task_type` and `instance_id` are what Redis and PostgreSQL report beside the status.
+    given it); `task_type` and `instance_id` are what Redis and PostgreSQL report beside the status, and
+    what the list APIs show. The list APIs also show `instance_name` and the instance's resource `tags`
+    ((key, value) pairs), and list the task only in `region` (None: in every region).
     """
 
     service: str
@@ -95,6 +97,9 @@ class SimTask:
     task_type: str | None = None
     instance_id: str | None = None
     started: float = 0.0
+    region: str | None = None
+    instance_name: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.service not in BY_NAME:
@@ -108,6 +113,13 @@ class SimTask:
                 raise ValueError(f"{where}: {problem}")
         if not math.isfinite(self.started):
             raise ValueError(f"{where}: started must be a finite number of seconds, got {self.started!r}")
+        if self.region is not None and (not isinstance(self.region, str) or not self.region):
+            raise ValueError(f"{where}: region must be a region name or None, got {self.region!r}")
+        if not isinstance(self.tags, tuple) or not all(
+            isinstance(tag, tuple) and len(tag) == 2 and all(isinstance(part, str) for part in tag)
+            for tag in self.tags
+        ):
+            raise ValueError(f"{where}: tags must be (key, value) pairs of strings, got {self.tags!r}")
         _ = self.faults  # Faults.__post_init__ validates the fault fields
 
     @property
@@ -143,17 +155,30 @@ def task_from_dict(data: Mapping[str, Any]) -> SimTask:
     try:
         phases = tuple(_phase_from_dict(p) for p in data["phases"])
         faults = faults_from_dict({k: v for k, v in data.items() if k in _FAULT_FIELDS})
-        task_type, instance_id = data.get("task_type"), data.get("instance_id")
         return SimTask(
             str(data["service"]),
             str(data["task_id"]),
             phases,
-            task_type=None if task_type is None else str(task_type),
-            instance_id=None if instance_id is None else str(instance_id),
+            task_type=_optional_text(data.get("task_type")),
+            instance_id=_optional_text(data.get("instance_id")),
             started=float(data.get("started", 0.0)),
+            region=_optional_text(data.get("region")),
+            instance_name=_optional_text(data.get("instance_name")),
+            # JSON has no tuples: task_to_dict's pairs come back as two-item lists.
+            tags=tuple(_tag(pair) for pair in data.get("tags", ())),
         ).with_faults(faults)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed task {dict(data)!r}: {exc!r}") from exc
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _tag(pair: object) -> tuple[str, str]:
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        raise ValueError(f"a tag is a [key, value] pair, got {pair!r}")
+    return (str(pair[0]), str(pair[1]))
 
 
 def _phase_from_dict(data: Mapping[str, Any]) -> Phase:

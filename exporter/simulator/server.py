@@ -1,4 +1,5 @@
-"""The simulator's aiohttp server: every product's status action, plus `/_sim` endpoints to steer it."""
+"""The simulator's aiohttp server: every product's status and list actions, plus `/_sim` endpoints to steer
+it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from exporter.services import Service
+from exporter.services import BY_NAME, Service
 from exporter.signing import Credentials
-from exporter.simulator import gateway
+from exporter.simulator import gateway, listing
 from exporter.simulator.answers import SHAPES, TaskView
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import ActionStats, Quotas, count
@@ -39,6 +40,7 @@ class _TaskState:
     task: SimTask
     added_at: float  # `clock`: drives the timeline
     added_wall: float  # `wall_clock`: anchors the times the answers show
+    serial: int  # the order tasks were given in: the IDs a list shows beside the task's own
 
 
 class Simulator:
@@ -47,7 +49,8 @@ class Simulator:
     `clock` drives task timelines, quotas and statistics (monotonic seconds; inject a fake one to step
     through timelines without sleeping). Signature freshness and the StartTime/EndTime the answers show are
     wall-clock time (`wall_clock`), as on the real service. `quotas` overrides the catalogue's per-product
-    rate limits (requests per second).
+    rate limits (requests per second) of the status actions, `list_quotas` those of the list actions
+    (PostgreSQL's list action is its status action, whose one quota both kinds of request spend).
     """
 
     def __init__(
@@ -59,12 +62,15 @@ class Simulator:
         max_clock_skew: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        list_quotas: Mapping[str, float] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self._credentials = {c.secret_id: c for c in credentials}
-        self._quotas = Quotas(quotas)
+        self._quotas = Quotas(quotas, list_quotas)
         self._faults = Faults(latency=latency)
+        self._action_faults: dict[tuple[str, str], Faults] = {}
+        self._serial = 0
         self._speed = speed
         self._max_clock_skew = max_clock_skew
         self._clock = clock
@@ -80,7 +86,8 @@ class Simulator:
 
     def add_task(self, task: SimTask) -> None:
         """Adds (or replaces, restarting its timeline) a task; its phase times count from now."""
-        self._tasks[task.key] = _TaskState(task, self._clock(), self._wall_clock())
+        self._serial += 1
+        self._tasks[task.key] = _TaskState(task, self._clock(), self._wall_clock(), self._serial)
 
     def add_tasks(self, tasks: Sequence[SimTask]) -> None:
         for task in tasks:
@@ -97,6 +104,23 @@ class Simulator:
     def set_faults(self, faults: Faults) -> None:
         """Replaces the faults applied to every API request."""
         self._faults = faults
+
+    def set_action_faults(self, service: str, action: str, faults: Faults) -> None:
+        """Faults for every request to one action of one product (its status or list action), on top of the
+        global ones; `Faults()` clears them. KeyError when the product has no such action.
+
+        PostgreSQL's list action is its status action, so faults set on it hit both kinds of request.
+        """
+        product = BY_NAME.get(service)
+        actions = {product.action} if product is not None else set()
+        if product is not None and product.listing is not None:
+            actions.add(product.listing.action)
+        if action not in actions:
+            raise KeyError(f"{service!r} has no action {action!r}")
+        if faults == Faults():
+            self._action_faults.pop((service, action), None)
+        else:
+            self._action_faults[(service, action)] = faults
 
     def set_latency(self, seconds: float) -> None:
         self._faults = dataclasses.replace(self._faults, latency=seconds)
@@ -123,7 +147,13 @@ class Simulator:
             "now": self._clock(),
             "speed": self._speed,
             "quotas": dict(self._quotas.rates),
+            # The list actions with a quota of their own (PostgreSQL's spends its status quota).
+            "list_quotas": dict(self._quotas.list_rates),
             "faults": dataclasses.asdict(self._faults),
+            "action_faults": {
+                f"{product}:{action}": dataclasses.asdict(faults)
+                for (product, action), faults in sorted(self._action_faults.items())
+            },
             "tasks": len(self._tasks),
             "actions": {key: s.snapshot() for key, s in sorted(self._stats.items())},
             "services": services,
@@ -178,6 +208,7 @@ class Simulator:
 
         Injected faults stand for a misbehaving backend, so they only hit requests the gateway let through
         (authenticated, within quota, well-formed); latency stands for the network and delays every reply.
+        Global faults, then the action's, then the task's (status requests) apply.
         """
         routed = gateway.route(headers)
         stats = self._stats_for(routed)
@@ -186,12 +217,23 @@ class Simulator:
             service, credentials = gateway.authenticate(
                 headers, query, body, routed, self._credentials, self._wall_clock(), self._max_clock_skew
             )
-            self._quotas.admit(service, credentials.secret_id, self._clock(), stats)
-            task_id = gateway.read_task_id(service, body)
-            state = self._tasks.get((service.name, task_id))
-            faults = self._faults.combine(state.task.faults) if state else self._faults
-            latency = faults.latency
-            reply = self._describe(service, task_id, state, faults, stats)
+            listing_api = routed.listing is not None
+            self._quotas.admit(service, credentials.secret_id, self._clock(), stats, listing=listing_api)
+            params = gateway.read_params(body)
+            action_faults = self._faults.combine(
+                self._action_faults.get((service.name, routed.action), Faults())
+            )
+            if gateway.is_list_request(routed, params):
+                faults = action_faults
+                latency = faults.latency
+                region = headers.get("X-TC-Region", "").strip()
+                reply = self._list(service, params, region, faults, stats)
+            else:
+                task_id = gateway.read_task_id(service, params)
+                state = self._tasks.get((service.name, task_id))
+                faults = action_faults.combine(state.task.faults) if state else action_faults
+                latency = faults.latency
+                reply = self._describe(service, task_id, state, faults, stats)
         except ApiError as error:
             count(stats.errors, error.code)
             reply = _Reply(body=error_body(error))
@@ -202,12 +244,12 @@ class Simulator:
 
     def _stats_for(self, routed: gateway.Route) -> ActionStats:
         if routed.service is not None:
-            self._served[routed.stats_key] = (routed.service.name, routed.service.action)
+            self._served[routed.stats_key] = (routed.service.name, routed.action)
         return self._stats.setdefault(routed.stats_key, ActionStats())
 
-    def _describe(
-        self, service: Service, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
-    ) -> _Reply:
+    @staticmethod
+    def _injected(faults: Faults, stats: ActionStats) -> _Reply | None:
+        """The reply an injected HTTP status stands for; an injected error code is raised."""
         if faults.http_status is not None:
             count(stats.faults, "http_status")
             return _Reply(
@@ -216,6 +258,14 @@ class Simulator:
         if faults.error_code is not None:
             count(stats.faults, "error_code")
             raise ApiError(faults.error_code)
+        return None
+
+    def _describe(
+        self, service: Service, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
+    ) -> _Reply:
+        injected = self._injected(faults, stats)
+        if injected is not None:
+            return injected
         shape = SHAPES[service.name]
         if state is None:
             response = shape.not_found(service, task_id)
@@ -226,9 +276,37 @@ class Simulator:
         response["RequestId"] = request_id()
         return _Reply(body=json.dumps({"Response": response}).encode())
 
-    def _view(self, service: Service, state: _TaskState) -> TaskView:
+    def _list(
+        self, service: Service, params: Mapping[str, Any], region: str, faults: Faults, stats: ActionStats
+    ) -> _Reply:
+        """The product's list answer over its tasks listed in `region` (a task without one: in every one)."""
+        injected = self._injected(faults, stats)
+        if injected is not None:
+            return injected
+        now = self._clock()
+        tasks = [
+            listing.Listable(
+                self._view(service, state, now),
+                state.serial,
+                began=(now - state.added_at) * self._speed >= state.task.started,
+            )
+            for state in self._tasks.values()
+            if state.task.service == service.name and state.task.region in (None, region)
+        ]
+        response = listing.answer(
+            service.name, listing.ListRequest(params, tasks, region, self._wall_clock())
+        )
+        if faults.missing_status:
+            # What every list parser needs, as Status is for a status parser.
+            count(stats.faults, "missing_status")
+            del response["TotalCount"]
+        response["RequestId"] = request_id()
+        return _Reply(body=json.dumps({"Response": response}).encode())
+
+    def _view(self, service: Service, state: _TaskState, now: float | None = None) -> TaskView:
         task = state.task
-        phase = task.phase_at((self._clock() - state.added_at) * self._speed)
+        now = self._clock() if now is None else now
+        phase = task.phase_at((now - state.added_at) * self._speed)
         return TaskView(
             service,
             task,
@@ -263,19 +341,27 @@ class Simulator:
         return web.json_response({"removed": removed}, status=200 if removed else 404)
 
     async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
-        """Body: fault fields, plus `service` and `task_id` to target one task instead of every request."""
+        """Body: fault fields, plus `service` and `task_id` to target one task, or `service` and `action` to
+        target one action, instead of every request."""
+        target = "task"
         try:
             document = await request.json()
             if not isinstance(document, dict):
                 raise ValueError("expected a JSON object")
             service, task_id = document.pop("service", None), document.pop("task_id", None)
+            action = document.pop("action", None)
             faults = faults_from_dict(document)
-            if service is None and task_id is None:
+            if action is not None:
+                if task_id is not None:
+                    raise ValueError("target either a `task_id` or an `action`, not both")
+                target = "action"
+                self.set_action_faults(str(service), str(action), faults)
+            elif service is None and task_id is None:
                 self.set_faults(faults)
             else:
                 self.set_task_faults(str(service), str(task_id), faults)
         except KeyError:
-            return web.json_response({"error": "no such task"}, status=404)
+            return web.json_response({"error": f"no such {target}"}, status=404)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"ok": True})

@@ -104,3 +104,6 @@ class SimulatorThread:
 
     def set_task_faults(self, service: str, task_id: str, faults: Faults) -> None:
         self._call(lambda: self.simulator.set_task_faults(service, task_id, faults))
+
+    def set_action_faults(self, service: str, action: str, faults: Faults) -> None:
+        self._call(lambda: self.simulator.set_action_faults(service, action, faults))

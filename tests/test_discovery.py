@@ -1,0 +1,233 @@
+"""Discovery end to end: the real daemon (a subprocess) sweeping the real simulator's list APIs, with an empty
+watch list; plus the config section and the retention rules on their own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.config import ConfigError, parse_config
+from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
+from tests.helpers import ENV, DaemonProcess, Samples, wait_for
+
+REGION = "ap-guangzhou"
+CDB_ID = "2d8f6b1e-93a4c7d0-5e1f8b2a-c6d3e9f4"
+WATCHED_CDB_ID = "7c4e2a9b-1f6d8e3c-b5a07d4f-e2c9b6a1"
+
+
+def _config(path: Path, url: str, watch: dict[str, list[Any]] | None = None, **discovery: Any) -> Path:
+    document = {
+        "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
+        "region": REGION,
+        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s"},
+        "watch": watch or {},
+        "discovery": {
+            "regions": [REGION],
+            "products": ["cdb", "mariadb"],
+            "interval": "1s",
+            "lookback": "1h",
+            "tag_labels": ["team"],
+            **discovery,
+        },
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def _gauge(daemon: DaemonProcess, name: str, **labels: str) -> float | None:
+    return daemon.scrape().get(name, product="cdb", cloud_region=REGION, **labels)
+
+
+def _info(samples: Samples, task_id: str) -> dict[str, str] | None:
+    found = samples.all("tencentcloud_task_info", task_id=task_id)
+    return found[0][0] if found else None
+
+
+def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    config = _config(tmp_path / "config.yaml", simulator.url, retention="2s")
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+        # The first sweeps have run and found nothing: the operations below start after the daemon did.
+        wait_for(
+            lambda: daemon.scrape().get(
+                "tencentcloud_discovery_last_success_timestamp_seconds", product="cdb"
+            ),
+            10,
+            "a first successful cdb sweep",
+        )
+        started = time.monotonic()
+        simulator.add_task(
+            SimTask(
+                "cdb",
+                CDB_ID,
+                (Phase(0, "RUNNING"), Phase(3, "SUCCESS", "Parameters modified.")),
+                task_type="MODIFY PARAM",
+                instance_id="cdb-k2v9x1aa",
+            )
+        )
+        simulator.add_task(
+            SimTask(
+                "mariadb",
+                "8801",
+                (Phase(0, 2), Phase(3, 0)),
+                instance_id="tdsql-ow728lmc",
+                instance_name="orders-prod",
+                tags=(("team", "dba"), ("cost_center", "42")),
+            )
+        )
+        # Within one interval (1 s) plus one poll (200 ms), with room for a loaded machine.
+        wait_for(
+            lambda: _info(daemon.scrape(), CDB_ID) and _info(daemon.scrape(), "8801"),
+            8,
+            "both operations on /metrics",
+            interval=0.1,
+        )
+        appeared_after = time.monotonic() - started
+        samples = daemon.scrape()
+        cdb, flow = _info(samples, CDB_ID), _info(samples, "8801")
+        assert cdb is not None
+        assert flow is not None
+        assert cdb["source"] == "discovered"
+        assert (cdb["instance_id"], cdb["task_type"]) == ("cdb-k2v9x1aa", "MODIFY PARAM")
+        assert flow["source"] == "discovered"
+        assert (flow["instance_id"], flow["instance_name"]) == ("tdsql-ow728lmc", "orders-prod")
+        assert flow["team"] == "dba"
+        assert "cost_center" not in flow  # only the configured tag keys
+        # The list API gives CDB's start time, which its status API lacks.
+        start = samples.get("tencentcloud_task_start_timestamp_seconds", task_id=CDB_ID)
+        assert start is not None
+        assert abs(start - time.time()) < 30
+
+        wait_for(
+            lambda: (
+                daemon.scrape().status("cdb", CDB_ID) == "success"
+                and daemon.scrape().status("mariadb", "8801") == "success"
+            ),
+            15,
+            "both operations to succeed",
+        )
+        samples = daemon.scrape()
+        assert samples.get("tencentcloud_discovery_tasks", product="cdb", cloud_region=REGION) == 1
+        # Gone after retention (2 s after they ended), and the list (which still shows the CDB task) does
+        # not bring it back.
+        wait_for(
+            lambda: _info(daemon.scrape(), CDB_ID) is None and _info(daemon.scrape(), "8801") is None,
+            15,
+            "both operations forgotten after retention",
+        )
+        sweeps = daemon.scrape().get(
+            "tencentcloud_discovery_sweeps_total", product="cdb", cloud_region=REGION
+        )
+        wait_for(
+            lambda: (
+                (
+                    daemon.scrape().get(
+                        "tencentcloud_discovery_sweeps_total", product="cdb", cloud_region=REGION
+                    )
+                    or 0
+                )
+                >= (sweeps or 0) + 2
+            ),
+            10,
+            "two more sweeps",
+        )
+        samples = daemon.scrape()
+        assert _info(samples, CDB_ID) is None
+        assert samples.get("tencentcloud_discovery_tasks", product="cdb", cloud_region=REGION) == 0
+        assert samples.get("tencentcloud_discovery_consecutive_failed_sweeps", product="cdb") == 0
+        events = daemon.events()
+
+    assert appeared_after < 8
+    assert any(e.get("msg") == "task discovered" and e.get("task_id") == CDB_ID for e in events)
+    # Zero quota violations on every action, list and status alike.
+    for product, actions in simulator.stats()["services"].items():
+        for action, stats in actions.items():
+            assert stats["throttled"] == 0, (product, action, stats)
+            assert stats["accepted"] > 0, (product, action)
+
+
+def test_a_failing_list_api_leaves_status_polling_and_discovered_tasks_alone(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    simulator.add_task(SimTask("cdb", WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
+    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    config = _config(tmp_path / "config.yaml", simulator.url, {"cdb_async_requests": [WATCHED_CDB_ID]})
+    with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
+        wait_for(lambda: _info(daemon.scrape(), CDB_ID), 10, "the discovered task")
+        assert (_info(daemon.scrape(), WATCHED_CDB_ID) or {}).get("source") == "config"
+
+        simulator.set_action_faults("cdb", "DescribeTasks", Faults(error_code="InternalError.DBError"))
+
+        def failing() -> bool:
+            return (_gauge(daemon, "tencentcloud_discovery_consecutive_failed_sweeps") or 0) >= 3
+
+        wait_for(failing, 15, "three failed cdb sweeps in a row")
+        samples = daemon.scrape()
+        errors = _gauge(daemon, "tencentcloud_discovery_errors_total", code="InternalError.DBError")
+        assert errors is not None
+        assert errors >= 3
+        # Status polling went on at its own pace, without a single error, for both tasks.
+        for task_id in (WATCHED_CDB_ID, CDB_ID):
+            last = samples.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id=task_id)
+            assert last is not None, task_id
+            assert time.time() - last < 3, task_id
+        assert not samples.all("tencentcloud_api_errors_total", action="DescribeAsyncRequestInfo")
+        # The task found before the failures stays watched.
+        assert (_info(samples, CDB_ID) or {}).get("source") == "discovered"
+
+        simulator.set_action_faults("cdb", "DescribeTasks", Faults())
+        wait_for(
+            lambda: (
+                daemon.scrape().get("tencentcloud_discovery_consecutive_failed_sweeps", product="cdb") == 0
+            ),
+            10,
+            "a successful sweep after the fault cleared",
+        )
+        assert daemon.get("/-/ready")[0] == 200
+
+
+def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
+    document = {
+        "discovery": {
+            "regions": ["ap-guangzhou", "ap-guangzhou", "Guangzhou"],
+            "products": ["cdb", "sqlserver", "oracle"],
+            "interval": "0.5s",
+            "lookback": "forever",
+            "tag_labels": ["team", "source", "cost-center"],
+        },
+        "apis": {"postgres": {"list_rate_limit": 25}, "mongodb": {"list_rate_limit": 5}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, "config.yaml", env={})
+    problems = str(caught.value)
+    for expected in (
+        "config.yaml: discovery.regions[1]: 'ap-guangzhou' is listed twice",
+        "config.yaml: discovery.regions[2]: expected a region name like ap-guangzhou",
+        "config.yaml: discovery.products[1]: sqlserver has no API listing an account's operations",
+        "config.yaml: discovery.products[2]: expected one of mariadb, cdb, dcdb, cynosdb, redis, postgres",
+        "config.yaml: discovery.interval: expected at least 1s",
+        "config.yaml: discovery.lookback: expected a duration",
+        "config.yaml: discovery.tag_labels[1]: source is a label the exporter or Prometheus sets itself",
+        "config.yaml: discovery.tag_labels[2]: expected a tag key that is also a Prometheus label name",
+        "config.yaml: apis.postgres.list_rate_limit: expected less than rate_limit (20)",
+        "config.yaml: apis.mongodb.list_rate_limit: unknown key",
+    ):
+        assert expected in problems, (expected, problems)
+    with pytest.raises(ConfigError, match=r"discovery\.regions: required"):
+        parse_config({"discovery": {}}, "config.yaml", env={})
+    # Present and valid: `watch` may be empty, and the defaults are every product with a list API.
+    config = parse_config({"discovery": {"regions": ["ap-shanghai"]}}, "config.yaml", env={})
+    assert config.discovery is not None
+    assert config.discovery.products == ("mariadb", "cdb", "dcdb", "cynosdb", "redis", "postgres")
+    assert (config.discovery.interval, config.discovery.lookback, config.discovery.retention) == (
+        60.0,
+        86400.0,
+        86400.0,
+    )
+    assert parse_config({}, "config.yaml", env={}).discovery is None
