@@ -326,12 +326,15 @@ class Discovery:
         return expired
 
     def retain(self, swept: Iterable[tuple[str, str]]) -> list[Key]:
-        """Forgets the tasks of (product, region) pairs no longer swept (a reload); returns their keys."""
+        """After stop(), before start() with new settings: forgets the tasks and series of (product, region)
+        pairs no longer swept; returns the keys of the tasks forgotten."""
         keep = set(swept)
+        before = self.swept | {key[:2] for key in self.found}
         dropped = [key for key in self.found if key[:2] not in keep]
         for key in dropped:
             del self.found[key]
-        for product, region in {key[:2] for key in dropped} - keep:
+        self._sweepers = []
+        for product, region in before - keep:
             self.metrics.discovery.forget(product, region)
         self.count()
         return dropped

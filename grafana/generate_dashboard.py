@@ -711,8 +711,9 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
     discovered = (
         _stat(
             "Discovered tasks",
-            "Operations discovery found that nobody configured, and that the exporter now watches.",
-            f"sum(tencentcloud_discovery_tasks{{{TASK}}}) or vector(0)",
+            "Operations the exporter watches only because discovery found them: nobody configured or "
+            "registered them (source=discovered).",
+            count_or_zero(f'max by ({KEY}) (tencentcloud_task_info{{{TASK}, source="discovered"}})'),
             [(None, "blue")],
         )
         .span(4)
@@ -725,9 +726,9 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
         .title("Discovery health")
         .description(
             "Per product and region: how long ago the last complete sweep succeeded, how many sweeps "
-            "failed since (3 fire TencentCloudDiscoveryFailing), the discovered tasks watched, and how long "
-            "the last sweep took. A last success older than a few sweep intervals means new operations go "
-            "unseen."
+            "failed since (3 fire TencentCloudDiscoveryFailing), how many watched tasks the sweeps found "
+            "(configured ones included) and how long the last sweep took. A last success older than a few "
+            "sweep intervals means new operations go unseen."
         )
         .datasource(DATASOURCE)
         .with_target(
@@ -774,7 +775,7 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
                     "renameByName": {
                         "Value #A": "last success (ago)",
                         "Value #B": "failed sweeps in a row",
-                        "Value #C": "discovered tasks",
+                        "Value #C": "tasks found",
                         "Value #D": "last sweep took",
                     },
                 },
@@ -793,7 +794,7 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
                 ),
             ],
         )
-        .override_by_name("discovered tasks", [DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("tasks found", [DynamicConfigValue(id_val="decimals", value=0)])
         .override_by_name("last sweep took", [DynamicConfigValue(id_val="unit", value="s")])
         .sort_by([TableSortByFieldState().display_name("failed sweeps in a row").desc(True)])
         .no_value("Discovery is off")
@@ -827,8 +828,8 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
     )
     tasks_over_time = (
         _timeseries(
-            "Discovered tasks by product",
-            "Discovered operations the exporter watches, per product and region.",
+            "Tasks found by discovery",
+            "Watched operations the sweeps found, per product and region, configured ones included.",
             "none",
         )
         .with_target(

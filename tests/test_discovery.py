@@ -103,6 +103,12 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         start = samples.get("tencentcloud_task_start_timestamp_seconds", task_id=CDB_ID)
         assert start is not None
         assert abs(start - time.time()) < 30
+        # The /tasks page shows instance, type, source and how long it has been running.
+        status, page = daemon.get("/tasks")
+        assert status == 200
+        row = next(line for line in page.decode().splitlines() if CDB_ID in line)
+        for cell in ("cdb-k2v9x1aa", "MODIFY PARAM", "discovered", "0m0"):
+            assert f"<td>{cell}" in row, (cell, row)
 
         wait_for(
             lambda: (
@@ -231,3 +237,43 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
         86400.0,
     )
     assert parse_config({}, "config.yaml", env={}).discovery is None
+
+
+def test_a_reload_without_the_section_stops_discovery_and_forgets_what_it_found(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    simulator.add_task(SimTask("cdb", WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
+    config = _config(tmp_path / "config.yaml", simulator.url, {"cdb_async_requests": [WATCHED_CDB_ID]})
+    with DaemonProcess(["--config.file", str(config), "--web.enable-lifecycle"], env=ENV) as daemon:
+        wait_for(lambda: _info(daemon.scrape(), CDB_ID), 10, "the discovered task")
+        assert daemon.scrape().get("tencentcloud_discovery_interval_seconds") == 1.0
+
+        document = yaml.safe_load(config.read_text())
+        del document["discovery"]
+        config.write_text(yaml.safe_dump(document))
+        assert daemon.request("POST", "/-/reload")[0] == 200
+        samples = daemon.scrape()
+        assert _info(samples, CDB_ID) is None  # gone with the reload, not a retention later
+        assert (_info(samples, WATCHED_CDB_ID) or {}).get("source") == "config"
+        assert samples.get("tencentcloud_discovery_interval_seconds") == 0
+        assert not samples.all("tencentcloud_discovery_tasks")
+        swept = (simulator.stats()["services"]["cdb"].get("DescribeTasks") or {}).get("accepted", 0)
+        # No sweep after the reload: wait for two status polls' worth of time, measured by the polls.
+        polls = samples.get(
+            "tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo"
+        )
+        wait_for(
+            lambda: (
+                (
+                    daemon.scrape().get(
+                        "tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo"
+                    )
+                    or 0
+                )
+                >= (polls or 0) + 10
+            ),
+            10,
+            "twenty more status polls",
+        )
+        assert simulator.stats()["services"]["cdb"]["DescribeTasks"]["accepted"] == swept

@@ -385,10 +385,11 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
         # A configured MariaDB flow: its status API gives neither instance nor type.
         f'tencentcloud_task_info{{{flow},source="config",info=""}}': "1+0x10",
         f'tencentcloud_task_status{{{flow},status="failed"}}': "1+0x10",
-        # Discovery: cdb healthy with two tasks found, redis throttled for four sweeps.
+        # Discovery: cdb healthy, its sweeps list five watched tasks (configured ones too); redis
+        # throttled for four sweeps.
         f"tencentcloud_discovery_sweeps_total{{{gz}}}": "0+1x10",
         f"tencentcloud_discovery_consecutive_failed_sweeps{{{gz}}}": "0+0x10",
-        f"tencentcloud_discovery_tasks{{{gz}}}": "2+0x10",
+        f"tencentcloud_discovery_tasks{{{gz}}}": "5+0x10",
         f"tencentcloud_discovery_sweeps_total{{{sh}}}": "0+1x10",
         f"tencentcloud_discovery_consecutive_failed_sweeps{{{sh}}}": "0 0 0 0 0 0 0 1 2 3 4",
         f'tencentcloud_discovery_errors_total{{{sh},code="RequestLimitExceeded"}}': "0 0 0 0 0 0 0 1 2 3 4",
@@ -410,9 +411,10 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
                 (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
             ],
         ),
+        # Tasks 2 and 3: task 1 was configured.
         (_by_title(queries, "Discovered tasks"), [("{}", 2)]),
         (_by_title(queries, "Discovery health", "B"), [(f"{{{gz}}}", 0), (f"{{{sh}}}", 4)]),
-        (_by_title(queries, "Discovery health", "C"), [(f"{{{gz}}}", 2), (f"{{{sh}}}", 0)]),
+        (_by_title(queries, "Discovery health", "C"), [(f"{{{gz}}}", 5), (f"{{{sh}}}", 0)]),
         # Errors where there are some, a 0 line for products whose sweeps all succeed.
         (
             f"({_by_title(queries, 'Discovery errors by code')}) > bool 0",

@@ -295,7 +295,7 @@ class Quotas:
     ) -> None:
         """Counts one request to the status action, or with `listing` to the list action."""
         action, quota = service.action, self.rates[service.name]
-        if False:
+        if listing and service.listing is not None and not service.listing_shares_quota:
             action, quota = service.listing.action, self.list_rates[service.name]
         window = self._windows.setdefault((secret_id, service.name, action), deque())
         _slide(window, now)
