@@ -171,8 +171,9 @@ class Daemon:
         }
         self._scheduler = Scheduler(services)
         self._sync(spread=True)
-        # Statuses kept for tasks no longer watched are not needed again.
-        self.db.forget_statuses(self.store.unclaimed())
+        # Statuses kept for tasks no longer watched are not needed again; those of tasks discovery may find
+        # again wait for it, so a discovered task keeps its status's first-seen time across a restart.
+        self.db.forget_statuses(self.store.unclaimed(self._discoverable))
         self._scheduler.start()
         resources.push_async_callback(self._scheduler.stop)
         # Stopped before the schedulers (callbacks run in reverse): no sweep adds tasks to a stopped one.
@@ -235,6 +236,10 @@ class Daemon:
         if key in self._config_keys:
             return CONFIG
         return API if key in self._registered else DISCOVERED
+
+    def _discoverable(self, key: Key) -> bool:
+        discovery = self.config.discovery
+        return discovery is not None and key[0] in discovery.products and key[1] in discovery.regions
 
     def _wanted(self, key: Key) -> bool:
         return key in self._config_keys or key in self._registered or key in self.discovery.found

@@ -167,10 +167,12 @@ class TaskStore:
             if self._on_remove is not None:
                 self._on_remove(key)
 
-    def unclaimed(self) -> list[Key]:
-        """Keys remembered from an earlier run that no watched task took up; forgotten from now on."""
-        keys = list(self._remembered)
-        self._remembered.clear()
+    def unclaimed(self, pending: Callable[[Key], bool] = lambda key: False) -> list[Key]:
+        """Keys remembered from an earlier run that no watched task took up, forgotten from now on; except
+        those `pending` says a task may still take up (discovery has not swept yet)."""
+        keys = [key for key in self._remembered if not pending(key)]
+        for key in keys:
+            del self._remembered[key]
         return keys
 
     def observe(self, state: TaskState, observation: Observation, now: float) -> bool:

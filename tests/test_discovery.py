@@ -277,3 +277,21 @@ def test_a_reload_without_the_section_stops_discovery_and_forgets_what_it_found(
             "twenty more status polls",
         )
         assert simulator.stats()["services"]["cdb"]["DescribeTasks"]["accepted"] == swept
+
+
+def test_a_discovered_task_keeps_its_status_first_seen_time_across_a_restart(
+    simulator: SimulatorThread, tmp_path: Path
+) -> None:
+    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    config = _config(tmp_path / "config.yaml", simulator.url)
+    flags = ["--config.file", str(config), "--storage.path", str(tmp_path / "store.db")]
+    change = "tencentcloud_task_status_change_timestamp_seconds"
+    with DaemonProcess(flags, env=ENV) as daemon:
+        wait_for(
+            lambda: daemon.scrape().get(change, task_id=CDB_ID), 10, "the discovered task's first status"
+        )
+        first_seen = daemon.scrape().get(change, task_id=CDB_ID)
+    with DaemonProcess(flags, env=ENV) as daemon:
+        wait_for(lambda: daemon.scrape().get(change, task_id=CDB_ID), 10, "the task discovered again")
+        # Running since before the restart, not since the restart: a running-too-long alert keeps its clock.
+        assert daemon.scrape().get(change, task_id=CDB_ID) == first_seen
