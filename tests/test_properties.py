@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.client import INVALID_RESPONSE, classify
+from exporter.client import INVALID_RESPONSE, classify, classify_page
 from exporter.config import Config, ConfigError, load_config, parse_config, parse_task
-from exporter.services import NOT_FOUND, SERVICES
+from exporter.services import DISCOVERABLE, NOT_FOUND, SERVICES, Service
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 documents = st.recursive(
@@ -140,3 +140,48 @@ def test_any_json_answer_is_a_status_an_error_code_or_invalid(document: object, 
     else:
         assert outcome.code
         assert outcome.code in (INVALID_RESPONSE, NOT_FOUND) or isinstance(document, dict)
+
+
+# List answers shaped like the real ones (the item fields each list API documents), with hostile values.
+_LIST_FIELDS = [
+    "TotalCount",
+    "Items",
+    "Instances",
+    "Tasks",
+    "TaskList",
+    "TaskSet",
+    "Locker",
+    "AsyncRequestId",
+]
+_LIST_FIELDS += [
+    "FlowId",
+    "TaskId",
+    "StartTime",
+    "EndTime",
+    "InstanceIds",
+    "InstanceId",
+    "Progress",
+    "Process",
+]
+_LIST_FIELDS += ["ResourceTags", "TagKey", "TagValue", "TaskType", "InstanceName", "Error", "Code"]
+list_answers = st.recursive(
+    json_values,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_LIST_FIELDS), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+@given(list_answers, st.sampled_from(DISCOVERABLE))
+@settings(max_examples=400, deadline=None)
+def test_any_list_answer_is_a_page_an_error_code_or_invalid(document: object, service: Service) -> None:
+    assert service.listing is not None
+    outcome = classify_page(200, json.dumps({"Response": document}).encode(), service, service.listing)
+    if outcome.code is None:
+        assert outcome.page is not None
+        assert outcome.page.total >= 0
+        # Every operation found carries an ID the status API takes.
+        assert all(service.id_kind.canonical(item.task_id) == item.task_id for item in outcome.page.items)
+    else:
+        assert outcome.page is None
