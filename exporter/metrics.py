@@ -208,7 +208,7 @@ class DiscoveryMetrics:
         )
         self.tasks = Gauge(
             "tencentcloud_discovery_tasks",
-            "Discovered tasks this exporter watches.",
+            "Tasks the sweeps found that this exporter watches (those also in the config or registered too).",
             labels,
             registry=registry,
         )

@@ -154,6 +154,10 @@ def read_yaml(path: str | Path, error: type[ProblemsError]) -> object:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot parse"
         raise error([f"{source}: {where}invalid YAML: {problem}"]) from None
+    except (ValueError, OverflowError) as exc:
+        # A scalar the YAML grammar accepts but its type cannot hold (a timestamp like 0000-0-0 0:00:00);
+        # the value itself is not quoted, as it may be a secret.
+        raise error([f"{source}: invalid YAML: a value cannot be read ({type(exc).__name__})"]) from None
     if nesting(document) > MAX_NESTING:
         raise error([f"{source}: nested deeper than {MAX_NESTING} levels"])
     return document

@@ -246,3 +246,11 @@ def test_endpoint_host_is_lower_cased_for_signing() -> None:
         {"apis": {"cdb": {"endpoint": "https://CDB.intl.TencentCloudAPI.com/"}}}, "c.yaml", {}
     )
     assert config.apis["cdb"].endpoint == "https://cdb.intl.tencentcloudapi.com"
+
+
+def test_a_yaml_value_its_type_cannot_hold_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("region: ap-guangzhou\nwatch:\n  mariadb_flows: [0000-0-0 0:00:00]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert caught.value.problems == [f"{path}: invalid YAML: a value cannot be read (ValueError)"]
