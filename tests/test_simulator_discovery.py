@@ -1,7 +1,7 @@
 """The list actions discovery sweeps, through each product's official SDK client: tasks appear as they start,
-fields deserialize into the SDKs' models, paging, time and region bounds, the Locker of snapshot lists,
-quotas of their own (PostgreSQL's shared with its status action), per-action faults, and the exporter's own
-list parser (`exporter.listapis`) reading the same answers into the same operations.
+fields deserialize into the SDKs' models, paging, time and region bounds, and the Locker of snapshot lists.
+Quotas, routing, counting and per-action faults are in test_simulator_list_gateway.py; the exporter's own list
+parser (`exporter.listapis`) reading the same answers is in test_simulator_list_parsing.py.
 
 Parameters and fields are the SDKs' (tests/simulator_sdk.py LIST_SDKS), not the catalogue's, so the
 catalogue's list entries are checked here too.
@@ -10,71 +10,47 @@ catalogue's list entries are checked here too.
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from exporter.listapis import PAGE_SIZE
-from exporter.services import BY_NAME, DISCOVERABLE, InvalidResponse
-from exporter.simulator import (
-    Faults,
-    Phase,
-    SimTask,
-    Simulator,
-    SimulatorThread,
-    task_from_dict,
-    task_to_dict,
+from exporter.services import BY_NAME, DISCOVERABLE
+from exporter.simulator import Phase, task_from_dict, task_to_dict
+from tests.helpers import FakeClock
+from tests.simulator_listing import (
+    DEFAULT_LIMITS,
+    LIST_QUOTAS,
+    OTHER_REGION,
+    PRODUCTS,
+    SNAPSHOTS,
+    SPELLING,
+    START,
+    STARTED_LISTS,
+    WALL,
+    Start,
+    china_time,
+    key,
+    key_of,
+    listed,
+    listing_simulators,
+    shows,
+    task,
+    task_id,
 )
-from exporter.simulator.scenario import Status
 from tests.simulator_sdk import (
-    KEY,
     LIST_SDKS,
     REGION,
     SDKS,
-    TEMP_KEY,
-    FakeClock,
-    error_code,
     sdk_call,
     sdk_client,
     sdk_error,
     sdk_list,
     sdk_list_items,
     sdk_list_raw,
-    signed,
-    simulators,
 )
-
-PRODUCTS = sorted(LIST_SDKS)
-STARTED_LISTS = [p for p in PRODUCTS if LIST_SDKS[p].window is not None]
-SNAPSHOTS = [p for p in PRODUCTS if LIST_SDKS[p].window is None]
-START = 1000.0
-# The wall clock starts at a whole second near now and moves with the fake clock, so the times the answers
-# show are exact and signatures stay fresh.
-WALL = float(int(time.time()))
-OTHER_REGION = "ap-shanghai"
-
-# The published quotas of the list actions, from the products' API documentation.
-LIST_QUOTAS = {"cdb": 100, "redis": 100, "cynosdb": 1000, "mariadb": 200, "dcdb": 200, "postgres": 20}
-# Limit when none is given, where the SDK's request model documents one.
-DEFAULT_LIMITS = {"cdb": 20, "redis": 20, "postgres": 20, "mariadb": 20, "dcdb": 10}
-# Each product's running and succeeded status, as its status API spells them, and its instance IDs' prefix.
-SPELLING: dict[str, tuple[Status, Status, str]] = {
-    "cdb": ("RUNNING", "SUCCESS", "cdb-"),
-    "redis": ("running", "succeed", "crs-"),
-    "cynosdb": (2, 0, "cynosdbmysql-ins-"),
-    "postgres": ("Running", "Success", "postgres-"),
-    "mariadb": (2, 0, "tdsql-"),
-    "dcdb": (2, 0, "dcdbt-"),
-}
-AUTH_FAILURE = "AuthFailure.InvalidAuthorization"
-Start = Callable[..., SimulatorThread]  # the fixture: starts a simulator with these tasks and options
 
 
 @pytest.fixture
@@ -84,88 +60,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def start(clock: FakeClock) -> Iterator[Start]:
-    with simulators(clock) as start_simulator:
-
-        def start_listing(*tasks: SimTask, **options: Any) -> SimulatorThread:
-            options.setdefault("wall_clock", lambda: WALL + clock.now - START)
-            return start_simulator(*tasks, **options)
-
+    with listing_simulators(clock) as start_listing:
         yield start_listing
-
-
-def china_time(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def task_id(product: str, n: int) -> str:
-    return f"{n:08x}-5eed0000-00000000-00000000" if product == "cdb" else str(1000 + n)
-
-
-def task(
-    product: str, n: int, *phases: Phase, started: float = 0.0, instance: str | None = None, **fields: Any
-) -> SimTask:
-    """Task n of a product, running unless phases say otherwise, on an instance of its own by default."""
-    return SimTask(
-        product,
-        task_id(product, n),
-        phases or (Phase(0, SPELLING[product][0]),),
-        instance_id=instance or f"{SPELLING[product][2]}{n:04d}",
-        started=started,
-        **fields,
-    )
-
-
-def key(product: str, n: int) -> str:
-    """How task n shows in its product's list: by its ID, or in a snapshot by its instance."""
-    return f"{SPELLING[product][2]}{n:04d}" if product in SNAPSHOTS else task_id(product, n)
-
-
-def key_of(product: str, item: Any) -> str:
-    """What one SDK item stands for: the ID the status action takes, or a snapshot's instance."""
-    if product == "cdb":
-        return str(item.AsyncRequestId)
-    if product == "cynosdb":
-        return str(item.FlowId)
-    if product in SNAPSHOTS:
-        return str(item.InstanceId)
-    return str(item.TaskId)
-
-
-def listed(client: Any, product: str, **params: Any) -> list[str]:
-    """Every item of a list that fits on one page, by key_of, in the order the API gives them."""
-    total, items = sdk_list_items(client, product, Limit=100, **params)
-    assert total == len(items)
-    return [key_of(product, item) for item in items]
-
-
-def burst(thread: SimulatorThread, product: str, count: int, payload: dict[str, Any]) -> list[str | None]:
-    """`count` list requests as fast as one signature allows; the error code of each (None: answered)."""
-    service = BY_NAME[product]
-    assert service.listing is not None
-    headers, body = signed(
-        thread, payload, action=service.listing.action, service=product, version=service.listing.version
-    )
-    return [error_code(thread, headers, body) for _ in range(count)]
-
-
-def shows(item: Any, **expected: Any) -> None:
-    """The SDK model holds these field values."""
-    assert {name: getattr(item, name) for name in expected} == expected
-
-
-def faults(thread: SimulatorThread, **document: Any) -> int:
-    """POSTs to the control endpoint for faults; its HTTP status."""
-    request = urllib.request.Request(
-        thread.url + "/_sim/faults",
-        data=json.dumps(document).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
 
 
 def test_the_list_sdk_table_agrees_with_the_catalogue() -> None:
@@ -461,240 +357,6 @@ def test_snapshot_lists_show_the_locker_only_while_the_flow_runs(
     assert locks(ExcludeStatus=[1]) == {f"{prefix}a": 0}
     assert locks(TagKeys=["team"]) == {f"{prefix}a": 0}
     assert locks(InstanceIds=[f"{prefix}b", f"{prefix}z"]) == {f"{prefix}b": 1004}
-
-
-# --------------------------------------------------------------------------- quotas
-
-
-@pytest.mark.parametrize("product", [p for p in PRODUCTS if p != "postgres"])
-def test_each_list_action_has_its_published_quota(start: Start, clock: FakeClock, product: str) -> None:
-    thread = start(task(product, 1))
-    client = sdk_client(product, thread.url)
-    quota = LIST_QUOTAS[product]
-
-    assert burst(thread, product, quota + 2, {"Limit": 10}) == [None] * quota + ["RequestLimitExceeded"] * 2
-    assert sdk_error(lambda: sdk_list(client, product)) == "RequestLimitExceeded"
-    # The status action and another key have quotas of their own.
-    assert sdk_call(client, product, task_id(product, 1)).Status == SPELLING[product][0]
-    assert sdk_list_items(sdk_client(product, thread.url, TEMP_KEY), product)[0] == 1
-    clock.advance(1.0)
-    assert sdk_list_items(client, product)[0] == 1
-
-    stats = thread.stats()
-    action = LIST_SDKS[product].action
-    assert stats["list_quotas"][product] == quota
-    assert stats["services"][product][action]["throttled"] == 3
-    assert stats["services"][product][action]["max_in_window"] == quota + 1  # TEMP_KEY's in the same second
-
-
-def test_list_quotas_can_be_overridden_and_postgres_has_none_of_its_own(start: Start) -> None:
-    thread = start(task("cdb", 1), list_quotas={"cdb": 2})
-    assert burst(thread, "cdb", 3, {}) == [None, None, "RequestLimitExceeded"]
-    assert thread.stats()["list_quotas"] == {
-        **{p: LIST_QUOTAS[p] for p in PRODUCTS if p != "postgres"},
-        "cdb": 2,
-    }
-    for product in ("postgres", "sqlserver", "cvm"):
-        with pytest.raises(ValueError, match="list quotas"):
-            Simulator([KEY], list_quotas={product: 5})
-
-
-def test_postgres_listing_and_polling_share_one_quota(start: Start, clock: FakeClock) -> None:
-    thread = start(task("postgres", 1))
-    client = sdk_client("postgres", thread.url)
-    for _ in range(10):
-        assert sdk_list_items(client, "postgres")[0] == 1
-        assert sdk_call(client, "postgres", "1001").TotalCount == 1
-    assert sdk_error(lambda: sdk_list(client, "postgres")) == "RequestLimitExceeded"
-    assert sdk_error(lambda: sdk_call(client, "postgres", "1001")) == "RequestLimitExceeded"
-    clock.advance(1.0)
-    assert sdk_list_items(client, "postgres")[0] == 1
-
-    counted = thread.stats()["services"]["postgres"]
-    assert set(counted) == {"DescribeTasks"}
-    assert (counted["DescribeTasks"]["accepted"], counted["DescribeTasks"]["throttled"]) == (21, 2)
-    assert "postgres" not in thread.stats()["list_quotas"]
-
-
-def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
-    thread = start()
-    for product in PRODUCTS:
-        assert sdk_list_items(sdk_client(product, thread.url), product) == (0, [])
-    stats = thread.stats()
-    assert set(stats["actions"]) == {
-        "DescribeTasks",  # cdb keeps the bare action, as MariaDB does
-        "DescribeDBInstances",
-        "dcdb:DescribeDCDBInstances",
-        "redis:DescribeTaskList",
-        "cynosdb:DescribeTasks",
-        "postgres:DescribeTasks",
-    }
-    for product in PRODUCTS:
-        assert stats["services"][product][LIST_SDKS[product].action]["accepted"] == 1
-
-
-@pytest.mark.parametrize(
-    ("scope", "action", "version", "expected", "counted_as"),
-    [
-        ("cdb", "DescribeTasks", "2017-03-20", None, "DescribeTasks"),
-        ("cdb", "DescribeTasks", "2019-01-07", "NoSuchVersion", "DescribeTasks"),
-        # A list action and version only TDSQL (then MariaDB) has, signed for another product.
-        ("mariadb", "DescribeDCDBInstances", "2018-04-11", AUTH_FAILURE, "dcdb:DescribeDCDBInstances"),
-        ("sqlserver", "DescribeDBInstances", "2017-03-12", AUTH_FAILURE, "DescribeDBInstances"),
-        ("sqlserver", "DescribeDBInstances", "2018-03-28", "InvalidAction", "sqlserver:DescribeDBInstances"),
-        ("postgres", "DescribeTasks", "2017-03-12", None, "postgres:DescribeTasks"),
-    ],
-)
-def test_list_actions_are_routed_by_credential_scope_action_and_version(
-    start: Start,
-    scope: str,
-    action: str,
-    version: str,
-    expected: str | None,
-    counted_as: str,
-) -> None:
-    thread = start()
-    headers, body = signed(thread, {"Limit": 10}, action=action, service=scope, version=version)
-    assert error_code(thread, headers, body) == expected
-    assert set(thread.stats()["actions"]) == {counted_as}
-
-
-# --------------------------------------------------------------------------- faults
-
-
-def test_action_faults_break_only_that_action(start: Start) -> None:
-    thread = start(task("cdb", 1), task("cynosdb", 1), task("redis", 1), task("postgres", 1))
-    cdb, cynosdb = sdk_client("cdb", thread.url), sdk_client("cynosdb", thread.url)
-    redis, postgres = sdk_client("redis", thread.url), sdk_client("postgres", thread.url)
-
-    thread.set_action_faults("cdb", "DescribeTasks", Faults(error_code="InternalError"))
-    assert sdk_error(lambda: sdk_list(cdb, "cdb")) == "InternalError"
-    assert sdk_call(cdb, "cdb", task_id("cdb", 1)).Status == "RUNNING"
-    assert sdk_list_items(cynosdb, "cynosdb")[0] == 1  # another product's DescribeTasks
-    assert thread.stats()["action_faults"] == {
-        "cdb:DescribeTasks": asdict(Faults(error_code="InternalError"))
-    }
-    thread.set_action_faults("cdb", "DescribeTasks", Faults())
-    assert sdk_list_items(cdb, "cdb")[0] == 1
-    assert thread.stats()["action_faults"] == {}
-
-    # The control endpoint does the same; PostgreSQL's list action is its status action, so both break.
-    assert faults(thread, service="redis", action="DescribeTaskList", http_status=503) == 200
-    assert sdk_error(lambda: sdk_list(redis, "redis")) == "ServerNetworkError"
-    assert sdk_call(redis, "redis", "1001").Status == "running"
-    assert faults(thread, service="redis", action="DescribeTaskList") == 200
-    assert sdk_list_items(redis, "redis")[0] == 1
-    assert faults(thread, service="postgres", action="DescribeTasks", error_code="X.Y") == 200
-    assert sdk_error(lambda: sdk_list(postgres, "postgres")) == "X.Y"
-    assert sdk_error(lambda: sdk_call(postgres, "postgres", "1001")) == "X.Y"
-    assert faults(thread, service="sqlserver", action="DescribeDBInstances") == 404
-    assert faults(thread, service="cdb", action="DescribeTasks", task_id="1") == 400
-    with pytest.raises(KeyError):
-        thread.set_action_faults("mongodb", "DescribeTasks", Faults(error_code="X"))
-
-    # Faults set for every request hit the list actions too.
-    thread.set_faults(Faults(error_code="ResourceUnavailable"))
-    assert sdk_error(lambda: sdk_list(cynosdb, "cynosdb")) == "ResourceUnavailable"
-
-
-# --------------------------------------------------------------------------- the exporter's parser
-
-
-def sdk_fields(product: str, item: Any) -> dict[str, Any]:
-    """What one SDK item says of its operation, read from the SDK's model (empty text: None)."""
-    if product in SNAPSHOTS:
-        return {
-            "task_id": str(item.Locker),
-            "instance_id": item.InstanceId,
-            "instance_name": item.InstanceName or None,
-            "tags": tuple((t.TagKey, t.TagValue) for t in item.ResourceTags),
-        }
-    if product == "cdb":
-        task, instance, progress = item.AsyncRequestId, (item.InstanceIds or [None])[0], item.Progress
-    elif product == "cynosdb":  # DescribeFlow takes the FlowId; a cluster's task names no instance
-        task, instance, progress = item.FlowId, item.InstanceId or item.ClusterId, item.Process
-    elif product == "postgres":
-        task, instance, progress = item.TaskId, item.DBInstanceId, item.Progress
-    else:
-        task, instance, progress = item.TaskId, item.InstanceId, item.Progress
-    return {
-        "task_id": str(task),
-        "start": item.StartTime,
-        "end": item.EndTime or None,
-        "task_type": item.TaskType or None,
-        "instance_id": instance or None,
-        "progress": progress / 100,
-    }
-
-
-@pytest.mark.parametrize("product", PRODUCTS)
-def test_the_exporters_parser_reads_the_simulators_list_answers(
-    start: Start, clock: FakeClock, product: str
-) -> None:
-    running, done, _ = SPELLING[product]
-    resize = (Phase(0, running, progress=30), Phase(600, done))
-    tasks = [
-        task(
-            product,
-            1,
-            *resize,
-            started=-120,
-            task_type="Resize",
-            instance_name="orders",
-            tags=(("team", "dba"),),
-        ),
-        task(product, 2, Phase(0, running), Phase(20, done), started=-60, task_type="Reboot"),
-    ]
-    if product == "cynosdb":
-        tasks.append(task(product, 3, instance="cynosdbmysql-c0ffee00", started=-30))  # a cluster's task
-    thread = start(*tasks)
-    clock.advance(30)
-    service = BY_NAME[product]
-    listing = service.listing
-    assert listing is not None
-    client = sdk_client(product, thread.url)
-    # The exporter's own request: its page payload, over the last hour.
-    payload = listing.payload(0, WALL - 3600, WALL + 30)
-
-    page = listing.page(sdk_list_raw(client, product, payload), service.id_kind)
-    total, items = sdk_list_items(client, product, **payload)
-    assert (page.total, page.size) == (total, len(items))
-    if product in SNAPSHOTS:
-        assert [i.Locker for i in items] == [1001]  # Status [1]: only the instance whose flow still runs
-    assert len(page.items) == len(items) >= 1
-    for parsed, item in zip(page.items, items, strict=True):
-        expected = sdk_fields(product, item)
-        assert parsed.task_id == expected["task_id"]
-        assert parsed.instance_id == expected["instance_id"]
-        if product in SNAPSHOTS:
-            assert (parsed.instance_name, parsed.tags) == (expected["instance_name"], expected["tags"])
-            assert (parsed.instance_name, parsed.tags) == ("orders", (("team", "dba"),))
-            continue
-        assert china_time(parsed.start_time or 0) == expected["start"]
-        assert (china_time(parsed.end_time) if parsed.end_time else None) == expected["end"]
-        assert parsed.task_type == expected["task_type"]
-        assert parsed.progress == pytest.approx(expected["progress"])
-        # And each is an ID the status action answers for.
-        sdk_call(client, product, parsed.task_id)
-    if product not in SNAPSHOTS:
-        first = {p.task_id: p for p in page.items}[task_id(product, 1)]
-        assert (first.start_time, first.end_time, first.progress) == (WALL - 120, None, pytest.approx(0.3))
-        second = {p.task_id: p for p in page.items}[task_id(product, 2)]
-        assert (second.end_time, second.progress, second.task_type) == (WALL + 20, 1.0, "Reboot")
-
-
-def test_a_missing_total_count_is_an_invalid_answer_to_the_exporter(start: Start) -> None:
-    thread = start(task("redis", 1))
-    thread.set_action_faults("redis", "DescribeTaskList", Faults(missing_status=True))
-    client = sdk_client("redis", thread.url)
-    raw = sdk_list_raw(client, "redis", {})
-    assert "TotalCount" not in raw
-    assert len(raw["Tasks"]) == 1
-    listing = BY_NAME["redis"].listing
-    assert listing is not None
-    with pytest.raises(InvalidResponse):
-        listing.page(raw, BY_NAME["redis"].id_kind)
-    assert thread.stats()["services"]["redis"]["DescribeTaskList"]["faults"] == {"missing_status": 1}
 
 
 # --------------------------------------------------------------------------- the tasks' new fields

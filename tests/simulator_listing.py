@@ -1,0 +1,140 @@
+"""What the simulator's list-action test modules share (test_simulator_discovery.py and
+test_simulator_list_*.py): the products and their spellings, the list quotas, simulators whose wall clock
+moves with the fake clock, tasks, and helpers that read list answers through the SDKs
+(tests/simulator_sdk.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from exporter.services import BY_NAME
+from exporter.simulator import Phase, SimTask, SimulatorThread
+from exporter.simulator.scenario import Status
+from tests.helpers import FakeClock
+from tests.simulator_sdk import (
+    LIST_SDKS,
+    error_code,
+    sdk_list_items,
+    signed,
+    simulators,
+)
+
+PRODUCTS = sorted(LIST_SDKS)
+STARTED_LISTS = [p for p in PRODUCTS if LIST_SDKS[p].window is not None]
+SNAPSHOTS = [p for p in PRODUCTS if LIST_SDKS[p].window is None]
+START = 1000.0
+# The wall clock starts at a whole second near now and moves with the fake clock, so the times the answers
+# show are exact and signatures stay fresh.
+WALL = float(int(time.time()))
+OTHER_REGION = "ap-shanghai"
+
+# The published quotas of the list actions, from the products' API documentation.
+LIST_QUOTAS = {"cdb": 100, "redis": 100, "cynosdb": 1000, "mariadb": 200, "dcdb": 200, "postgres": 20}
+# Limit when none is given, where the SDK's request model documents one.
+DEFAULT_LIMITS = {"cdb": 20, "redis": 20, "postgres": 20, "mariadb": 20, "dcdb": 10}
+# Each product's running and succeeded status, as its status API spells them, and its instance IDs' prefix.
+SPELLING: dict[str, tuple[Status, Status, str]] = {
+    "cdb": ("RUNNING", "SUCCESS", "cdb-"),
+    "redis": ("running", "succeed", "crs-"),
+    "cynosdb": (2, 0, "cynosdbmysql-ins-"),
+    "postgres": ("Running", "Success", "postgres-"),
+    "mariadb": (2, 0, "tdsql-"),
+    "dcdb": (2, 0, "dcdbt-"),
+}
+AUTH_FAILURE = "AuthFailure.InvalidAuthorization"
+Start = Callable[..., SimulatorThread]  # the fixture: starts a simulator with these tasks and options
+
+
+@contextlib.contextmanager
+def listing_simulators(clock: FakeClock) -> Iterator[Start]:
+    """simulators(clock), each with a wall clock that starts at WALL and moves with the fake clock."""
+    with simulators(clock) as start_simulator:
+
+        def start_listing(*tasks: SimTask, **options: Any) -> SimulatorThread:
+            options.setdefault("wall_clock", lambda: WALL + clock.now - START)
+            return start_simulator(*tasks, **options)
+
+        yield start_listing
+
+
+def china_time(unix_time: float) -> str:
+    return datetime.fromtimestamp(unix_time, timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def task_id(product: str, n: int) -> str:
+    return f"{n:08x}-5eed0000-00000000-00000000" if product == "cdb" else str(1000 + n)
+
+
+def task(
+    product: str, n: int, *phases: Phase, started: float = 0.0, instance: str | None = None, **fields: Any
+) -> SimTask:
+    """Task n of a product, running unless phases say otherwise, on an instance of its own by default."""
+    return SimTask(
+        product,
+        task_id(product, n),
+        phases or (Phase(0, SPELLING[product][0]),),
+        instance_id=instance or f"{SPELLING[product][2]}{n:04d}",
+        started=started,
+        **fields,
+    )
+
+
+def key(product: str, n: int) -> str:
+    """How task n shows in its product's list: by its ID, or in a snapshot by its instance."""
+    return f"{SPELLING[product][2]}{n:04d}" if product in SNAPSHOTS else task_id(product, n)
+
+
+def key_of(product: str, item: Any) -> str:
+    """What one SDK item stands for: the ID the status action takes, or a snapshot's instance."""
+    if product == "cdb":
+        return str(item.AsyncRequestId)
+    if product == "cynosdb":
+        return str(item.FlowId)
+    if product in SNAPSHOTS:
+        return str(item.InstanceId)
+    return str(item.TaskId)
+
+
+def listed(client: Any, product: str, **params: Any) -> list[str]:
+    """Every item of a list that fits on one page, by key_of, in the order the API gives them."""
+    total, items = sdk_list_items(client, product, Limit=100, **params)
+    assert total == len(items)
+    return [key_of(product, item) for item in items]
+
+
+def burst(thread: SimulatorThread, product: str, count: int, payload: dict[str, Any]) -> list[str | None]:
+    """`count` list requests as fast as one signature allows; the error code of each (None: answered)."""
+    service = BY_NAME[product]
+    assert service.listing is not None
+    headers, body = signed(
+        thread, payload, action=service.listing.action, service=product, version=service.listing.version
+    )
+    return [error_code(thread, headers, body) for _ in range(count)]
+
+
+def shows(item: Any, **expected: Any) -> None:
+    """The SDK model holds these field values."""
+    assert {name: getattr(item, name) for name in expected} == expected
+
+
+def faults(thread: SimulatorThread, **document: Any) -> int:
+    """POSTs to the control endpoint for faults; its HTTP status."""
+    request = urllib.request.Request(
+        thread.url + "/_sim/faults",
+        data=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)

@@ -1,0 +1,139 @@
+"""The exporter's own list parser (`exporter.listapis`) reading the simulator's list answers: it finds the
+same operations, with the same fields, that each product's official SDK client reads from them
+(tests/simulator_sdk.py), and refuses an answer without its total count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from exporter.services import BY_NAME, InvalidResponse
+from exporter.simulator import Faults, Phase
+from tests.helpers import FakeClock
+from tests.simulator_listing import (
+    PRODUCTS,
+    SNAPSHOTS,
+    SPELLING,
+    START,
+    WALL,
+    Start,
+    china_time,
+    listing_simulators,
+    task,
+    task_id,
+)
+from tests.simulator_sdk import sdk_call, sdk_client, sdk_list_items, sdk_list_raw
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def start(clock: FakeClock) -> Iterator[Start]:
+    with listing_simulators(clock) as start_listing:
+        yield start_listing
+
+
+# --------------------------------------------------------------------------- the exporter's parser
+
+
+def sdk_fields(product: str, item: Any) -> dict[str, Any]:
+    """What one SDK item says of its operation, read from the SDK's model (empty text: None)."""
+    if product in SNAPSHOTS:
+        return {
+            "task_id": str(item.Locker),
+            "instance_id": item.InstanceId,
+            "instance_name": item.InstanceName or None,
+            "tags": tuple((t.TagKey, t.TagValue) for t in item.ResourceTags),
+        }
+    if product == "cdb":
+        task, instance, progress = item.AsyncRequestId, (item.InstanceIds or [None])[0], item.Progress
+    elif product == "cynosdb":  # DescribeFlow takes the FlowId; a cluster's task names no instance
+        task, instance, progress = item.FlowId, item.InstanceId or item.ClusterId, item.Process
+    elif product == "postgres":
+        task, instance, progress = item.TaskId, item.DBInstanceId, item.Progress
+    else:
+        task, instance, progress = item.TaskId, item.InstanceId, item.Progress
+    return {
+        "task_id": str(task),
+        "start": item.StartTime,
+        "end": item.EndTime or None,
+        "task_type": item.TaskType or None,
+        "instance_id": instance or None,
+        "progress": progress / 100,
+    }
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_the_exporters_parser_reads_the_simulators_list_answers(
+    start: Start, clock: FakeClock, product: str
+) -> None:
+    running, done, _ = SPELLING[product]
+    resize = (Phase(0, running, progress=30), Phase(600, done))
+    tasks = [
+        task(
+            product,
+            1,
+            *resize,
+            started=-120,
+            task_type="Resize",
+            instance_name="orders",
+            tags=(("team", "dba"),),
+        ),
+        task(product, 2, Phase(0, running), Phase(20, done), started=-60, task_type="Reboot"),
+    ]
+    if product == "cynosdb":
+        tasks.append(task(product, 3, instance="cynosdbmysql-c0ffee00", started=-30))  # a cluster's task
+    thread = start(*tasks)
+    clock.advance(30)
+    service = BY_NAME[product]
+    listing = service.listing
+    assert listing is not None
+    client = sdk_client(product, thread.url)
+    # The exporter's own request: its page payload, over the last hour.
+    payload = listing.payload(0, WALL - 3600, WALL + 30)
+
+    page = listing.page(sdk_list_raw(client, product, payload), service.id_kind)
+    total, items = sdk_list_items(client, product, **payload)
+    assert (page.total, page.size) == (total, len(items))
+    if product in SNAPSHOTS:
+        assert [i.Locker for i in items] == [1001]  # Status [1]: only the instance whose flow still runs
+    assert len(page.items) == len(items) >= 1
+    for parsed, item in zip(page.items, items, strict=True):
+        expected = sdk_fields(product, item)
+        assert parsed.task_id == expected["task_id"]
+        assert parsed.instance_id == expected["instance_id"]
+        if product in SNAPSHOTS:
+            assert (parsed.instance_name, parsed.tags) == (expected["instance_name"], expected["tags"])
+            assert (parsed.instance_name, parsed.tags) == ("orders", (("team", "dba"),))
+            continue
+        assert china_time(parsed.start_time or 0) == expected["start"]
+        assert (china_time(parsed.end_time) if parsed.end_time else None) == expected["end"]
+        assert parsed.task_type == expected["task_type"]
+        assert parsed.progress == pytest.approx(expected["progress"])
+        # And each is an ID the status action answers for.
+        sdk_call(client, product, parsed.task_id)
+    if product not in SNAPSHOTS:
+        first = {p.task_id: p for p in page.items}[task_id(product, 1)]
+        assert (first.start_time, first.end_time, first.progress) == (WALL - 120, None, pytest.approx(0.3))
+        second = {p.task_id: p for p in page.items}[task_id(product, 2)]
+        assert (second.end_time, second.progress, second.task_type) == (WALL + 20, 1.0, "Reboot")
+
+
+def test_a_missing_total_count_is_an_invalid_answer_to_the_exporter(start: Start) -> None:
+    thread = start(task("redis", 1))
+    thread.set_action_faults("redis", "DescribeTaskList", Faults(missing_status=True))
+    client = sdk_client("redis", thread.url)
+    raw = sdk_list_raw(client, "redis", {})
+    assert "TotalCount" not in raw
+    assert len(raw["Tasks"]) == 1
+    listing = BY_NAME["redis"].listing
+    assert listing is not None
+    with pytest.raises(InvalidResponse):
+        listing.page(raw, BY_NAME["redis"].id_kind)
+    assert thread.stats()["services"]["redis"]["DescribeTaskList"]["faults"] == {"missing_status": 1}
