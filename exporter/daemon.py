@@ -303,18 +303,20 @@ class Daemon:
             self.metrics.discovery.interval.set(0)
         self._start_discovery(config)
 
-    def _watch_discovered(self, task: WatchedTask, listed: Listed) -> None:
-        """A sweep listed `task`: watched from now on (unless declared otherwise), with the list's facts."""
+    def _watch_discovered(self, batch: list[tuple[WatchedTask, Listed]]) -> None:
+        """Tasks a sweep listed: watched from now on (unless declared otherwise), with the list's facts."""
         if self._scheduler is None:
             return
-        if task.key not in self._config_keys and task.key not in self._registered:
-            if self.store.get(task.key) is None:
+        for task, listed in batch:
+            state = self.store.get(task.key)
+            if state is None:
                 fields = {**key_fields(task.key), "instance_id": listed.instance_id, "type": listed.task_type}
                 log.info("task discovered", extra={"fields": fields})
-            self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
-        state = self.store.get(task.key)
-        if state is not None:
-            state.list(listed)
+                self.store.add(task, listed)  # rendered once, with the list's facts
+            else:
+                state.list(listed)
+            if task.key not in self._config_keys and task.key not in self._registered:
+                self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
         self.metrics.set_watched(self.store.count_by_service())
 
     def _final_since(self, key: Key) -> float | None:

@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, PageOutcome
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_PAGES = 16
 # A sweep reads at most this many pages (100,000 operations): an account listing more is cut short, loudly.
 MAX_PAGES = 1000
+# Listed operations set up between two turns of the event loop (each is rendered once when new).
+ABSORB_BATCH = 200
 # The end of a start-time window lies this far in the future, so clock skew cannot hide a new operation.
 WINDOW_END_SLACK = 300.0
 
@@ -55,7 +57,7 @@ class Sweeper:
         credentials: CredentialProvider,
         metrics: Metrics,
         config: DiscoveryConfig,
-        found: Callable[[Service, str, list[Listed], float], None],
+        found: Callable[[Service, str, list[Listed], float], Awaitable[None]],
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,16 +90,16 @@ class Sweeper:
         try:
             await self._pages(now, items)
         except SweepFailed as exc:
-            self._failed(exc.code, exc.message, items, now)
+            await self._failed(exc.code, exc.message, items, now)
             return False
         except Exception as exc:
             # Whatever a sweep runs into, it is counted and tried again at the next interval.
             self._internal_error(exc)
-            self._failed(INTERNAL_ERROR, type(exc).__name__, items, now)
+            await self._failed(INTERNAL_ERROR, type(exc).__name__, items, now)
             return False
         finally:
             health.duration.labels(*self.labels).set(self._clock() - started)
-        self._found(self.service, self.region, list(items.values()), now)
+        await self._found(self.service, self.region, list(items.values()), now)
         if self._failures:
             log.info("discovery sweep recovered", extra={"fields": self._fields()})
         self._failures = 0
@@ -153,14 +155,14 @@ class Sweeper:
             raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
         return outcome.page
 
-    def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
+    async def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
         self._failures += 1
         health = self.metrics.discovery
         health.errors.labels(*self.labels, code).inc()
         health.failures.labels(*self.labels).set(self._failures)
         # Pages read before the failure still name real operations: watch them now, not an interval later.
         if items:
-            self._found(self.service, self.region, list(items.values()), now)
+            await self._found(self.service, self.region, list(items.values()), now)
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
             level,
@@ -198,13 +200,13 @@ class Found:
 class Discovery:
     """Every discovered task, and the sweepers that find them; owned by the daemon, which watches them.
 
-    `watch` hears of each task that is new or whose labels changed, with what the list said of it;
+    `watch` hears of the tasks a sweep listed, in batches, each with what the list said of it;
     `owns` says whether this replica's shard polls a task (the others are neither kept nor counted).
     """
 
     def __init__(
         self,
-        watch: Callable[[WatchedTask, Listed], None],
+        watch: Callable[[list[tuple[WatchedTask, Listed]]], None],
         owns: Callable[[WatchedTask], bool],
         metrics: Metrics,
         wall_clock: Callable[[], float] = time.time,
@@ -246,7 +248,7 @@ class Discovery:
                         credentials,
                         self.metrics,
                         config,
-                        self._absorb,
+                        self._take,
                         self._wall_clock,
                     )
                 )
@@ -274,10 +276,20 @@ class Discovery:
 
     # ---- the discovered tasks
 
+    async def _take(self, service: Service, region: str, items: list[Listed], now: float) -> None:
+        """What a sweep listed, taken in batches that let the event loop breathe between them: a first
+        sweep of thousands of operations must not hold up status polling while they are set up."""
+        for start in range(0, len(items), ABSORB_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            self._absorb(service, region, items[start : start + ABSORB_BATCH], now)
+        self.count()
+
     def _absorb(self, service: Service, region: str, items: list[Listed], now: float) -> None:
         config = self.config
         if config is None:
             return
+        batch = []
         for listed in items:
             key = (service.name, region, listed.task_id)
             if key in self._gone:
@@ -292,8 +304,8 @@ class Discovery:
                 self.found[key] = Found(task, listed, now)
             else:
                 found.task, found.listed, found.last_listed = task, listed, now
-            self._watch(task, listed)
-        self.count()
+            batch.append((task, listed))
+        self._watch(batch)
 
     def expire(
         self, now: float, final_since: Callable[[Key], float | None], known: Callable[[Key], bool]

@@ -152,10 +152,12 @@ class TaskStore:
     def get(self, key: Key) -> TaskState | None:
         return self._tasks.get(key)
 
-    def add(self, task: WatchedTask) -> TaskState:
+    def add(self, task: WatchedTask, listed: Listed | None = None) -> TaskState:
+        """The task's state, new or with the task's new settings; `listed`: what a list API said of it."""
         state = self._tasks.get(task.key)
         if state is None:
-            state = self._tasks[task.key] = TaskState(task, remembered=self._remembered.pop(task.key, None))
+            remembered = self._remembered.pop(task.key, None)
+            state = self._tasks[task.key] = TaskState(task, remembered=remembered, listed=listed)
             self._counts[task.service] += 1
         elif state.task != task:
             state.retask(task)

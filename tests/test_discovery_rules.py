@@ -100,8 +100,8 @@ class _Watcher:
     def __init__(self) -> None:
         self.watched: list[tuple[WatchedTask, Listed]] = []
 
-    def __call__(self, task: WatchedTask, listed: Listed) -> None:
-        self.watched.append((task, listed))
+    def __call__(self, batch: list[tuple[WatchedTask, Listed]]) -> None:
+        self.watched.extend(batch)
 
 
 def _discovery(config: DiscoveryConfig, owns: bool = True) -> tuple[Discovery, _Watcher]:
