@@ -884,6 +884,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, probe logs)")
     parser.add_argument("--hardening", action="store_true", help="only bench/hardening.py (see README)")
+    parser.add_argument("--discovery", action="store_true", help="only bench/discovery.py (see README)")
     args = parser.parse_args(argv)
     settings = defaults
     if args.quick:
@@ -954,6 +955,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import hardening  # it imports this module
 
         return hardening.main(settings, args)
+    if args.discovery:
+        from bench import discovery  # it imports this module
+
+        return discovery.main(settings, args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output: Path = args.output or Path(__file__).resolve().parent / "results" / f"{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,23 @@ instant is printed with the wall-clock time read next to it: a phase at `at` sec
 `epoch_wall + at`, which is what detection latency is measured from. Everything else is the stock simulator
 (signatures, per-second quotas, latency, the /_sim control endpoints).
 
+For the discovery benchmark (`bench.discovery`) three more switches, all off by default:
+
+- `--list-quota PRODUCT=RATE` sets a list action's quota (the catalogue's published one otherwise);
+- `--record` keeps, for every API request, when it arrived and was answered (wall clock), its action, the
+  task ID (status requests) or Offset (list requests) and its error code, served as
+  `GET /_sim/bench/requests?since=N` (entries N onwards) so windows can be cut to the millisecond; and
+  `POST /_sim/bench/load` with `{"path": FILE}` adds the tasks of a scenario file at once (5,000 tasks are
+  more than the 1 MiB a request body to `/_sim/tasks` may hold, and sent in parts a sweep could list half);
+- `--list-cache` serves the start-time lists without a lookback of their own (CDB's DescribeTasks, TDSQL-C's)
+  from a whole list built once (per product, region and filter) and kept for 60 s or until tasks are added,
+  each page cut from it by its time window (compared as `YYYY-MM-DD hh:mm:ss` text) and paging. The stock
+  simulator builds every item of the list for each page, about 55 ms a page at 5,000 CDB tasks: the
+  simulator, not the exporter, was the bottleneck of a 50-page sweep, and each page held its event loop long
+  enough to bunch the status requests behind it into throttling. `/_sim/bench/load` builds the lists of the
+  tasks it adds at once. A status that changes shows in a list up to 60 s late, so the benchmark's listed
+  tasks never change; requests with injected faults (latency apart) get the stock answer.
+
 Prints one JSON line on stdout once listening, then serves until SIGTERM/SIGINT or `--max-runtime` seconds.
 """
 
@@ -13,15 +30,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from aiohttp import web
+
+from exporter.listapis import ListApi
+from exporter.services import BY_NAME, SERVICES, Service
 from exporter.signing import Credentials
-from exporter.simulator import Simulator, load_scenario
+from exporter.simulator import Faults, SimTask, Simulator, listing, load_scenario
+from exporter.simulator.errors import request_id
+from exporter.simulator.gateway import ActionStats
+
+# The ID parameter of each status action (a list request is logged with its Offset instead).
+_ID_PARAMS = {s.action: s.id_param for s in SERVICES}
+_CACHED_ANSWERS = 8  # distinct list requests kept at once (a sweep asks one, with every page)
+_CACHE_SECONDS = 60.0  # a cached list is built again after this long, so that statuses move on
+_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_WHOLE_LIST = 10**9  # a Limit past every list, for building a whole answer at once
 
 
 class HeldClock:
@@ -34,11 +68,176 @@ class HeldClock:
         return time.monotonic() if self.held is None else self.held
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    """A whole list answer: its items, the rest of its fields (TotalCount), and the stock reply it came in."""
+
+    generation: int
+    built: float  # time.monotonic()
+    items: list[Any]
+    rest: dict[str, Any]
+    reply: Any
+
+
+class BenchSimulator(Simulator):
+    """The stock simulator, plus the request log (`record`) and the list-answer cache (`list_cache`)."""
+
+    def __init__(self, *args: Any, record: bool = False, list_cache: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record, self.list_cache = record, list_cache
+        self.requests: list[tuple[float, float, str, object, str | None]] = []
+        self._generation = 0  # bumped by every task added: a cached answer is of one generation
+        self._answers: dict[tuple[str, str, str], _Answer] = {}  # by product, region, parameters but paging
+
+    def add_task(self, task: SimTask) -> None:
+        super().add_task(task)
+        self._generation += 1
+
+    def remove_task(self, service: str, task_id: str) -> bool:
+        self._generation += 1
+        return super().remove_task(service, task_id)
+
+    def app(self) -> web.Application:
+        app = super().app()
+        if self.record:
+            app.middlewares.append(self._log_request)
+            app.router.add_get("/_sim/bench/requests", self._handle_requests)
+            app.router.add_post("/_sim/bench/load", self._handle_load)
+        return app
+
+    @web.middleware
+    async def _log_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path != "/":
+            return await handler(request)
+        arrived = time.time()
+        body = await request.read()  # cached: the handler reads the same bytes
+        response = await handler(request)
+        action = request.headers.get("X-TC-Action", "")
+        key: object = None
+        try:
+            params = json.loads(body) if body else {}
+            if isinstance(params, dict):
+                key = params.get(_ID_PARAMS.get(action, ""), params.get("Offset"))
+        except ValueError:
+            pass
+        code = None
+        payload = getattr(response, "body", None)
+        if isinstance(payload, bytes) and b'"Error"' in payload[:200]:
+            try:
+                code = json.loads(payload)["Response"]["Error"]["Code"]
+            except (ValueError, KeyError, TypeError):
+                code = "unreadable"
+        self.requests.append((arrived, time.time(), action, key, code))
+        return response
+
+    async def _handle_requests(self, request: web.Request) -> web.StreamResponse:
+        since = int(request.query.get("since", "0"))
+        return web.json_response({"next": len(self.requests), "requests": self.requests[since:]})
+
+    async def _handle_load(self, request: web.Request) -> web.StreamResponse:
+        """Reading the file and building the lists run in a thread: the loop goes on answering meanwhile
+        (each holds the GIL for at most the switch interval, 5 ms), so requests are not bunched behind it."""
+        try:
+            tasks = await asyncio.to_thread(load_scenario, Path((await request.json())["path"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.add_tasks(tasks)
+        await asyncio.to_thread(self.warm, tasks)
+        return web.json_response({"added": len(tasks)})
+
+    def _list(
+        self, service: Service, params: Mapping[str, Any], region: str, faults: Faults, stats: ActionStats
+    ) -> Any:
+        api = _cacheable(service) if self.list_cache else None
+        if api is None or api.window is None:
+            return super()._list(service, params, region, faults, stats)
+        offset, limit = params.get("Offset", 0), params.get("Limit", 20)
+        begin, end = (params.get(name) for name in api.window)
+        pageable = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, limit))
+        well_formed = (
+            pageable
+            and offset >= 0
+            and 1 <= limit <= listing.MAX_LIMIT
+            and all(t is None or (isinstance(t, str) and _TIME_TEXT.fullmatch(t)) for t in (begin, end))
+        )
+        if not (well_formed and dataclasses.replace(faults, latency=0.0) == Faults()):
+            return super()._list(service, params, region, faults, stats)
+        rest = {k: v for k, v in params.items() if k not in ("Offset", "Limit", *api.window)}
+        whole = self._whole(service, region, rest, stats)
+        if not isinstance(whole, _Answer):
+            return whole  # the stock error answer
+        # `YYYY-MM-DD hh:mm:ss` texts sort as the times do; the bounds are inclusive, in whole seconds.
+        items = [
+            item
+            for item in whole.items
+            if (begin is None or item["StartTime"] >= begin) and (end is None or item["StartTime"] <= end)
+        ]
+        page = {
+            **whole.rest,
+            "TotalCount": len(items),
+            api.items_field: items[offset : offset + limit],
+            "RequestId": request_id(),
+        }
+        return dataclasses.replace(whole.reply, body=json.dumps({"Response": page}).encode())
+
+    def _whole(self, service: Service, region: str, rest: dict[str, Any], stats: ActionStats) -> Any:
+        """The whole list `rest` asks for (no time window, no paging), from the cache when it is fresh."""
+        assert service.listing is not None
+        key = (service.name, region, json.dumps(rest, sort_keys=True))
+        cached, now = self._answers.get(key), time.monotonic()
+        if (
+            cached is not None
+            and cached.generation == self._generation
+            and now - cached.built < _CACHE_SECONDS
+        ):
+            return cached
+        saved, listing.MAX_LIMIT = listing.MAX_LIMIT, _WHOLE_LIST  # type: ignore[misc]
+        try:
+            reply = super()._list(
+                service, {**rest, "Offset": 0, "Limit": _WHOLE_LIST}, region, Faults(), stats
+            )
+        finally:
+            listing.MAX_LIMIT = saved  # type: ignore[misc]
+        response = json.loads(reply.body)["Response"]
+        if reply.status != 200 or "Error" in response:
+            return reply
+        items = response.pop(service.listing.items_field) or []
+        response.pop("RequestId", None)
+        # list() copies the keys at once: `warm` runs in a thread while the loop may read the cache.
+        for stale in list(self._answers)[: max(0, len(self._answers) + 1 - _CACHED_ANSWERS)]:
+            self._answers.pop(stale, None)
+        self._answers[key] = _Answer(self._generation, now, items, response, reply)
+        return self._answers[key]
+
+    def warm(self, tasks: Sequence[SimTask]) -> None:
+        """Builds the unfiltered lists of the products and regions in `tasks` now, not at a first page."""
+        for product, region in sorted({(t.service, t.region) for t in tasks if t.region is not None}):
+            if self.list_cache and _cacheable(BY_NAME[product]) is not None:
+                self._whole(BY_NAME[product], region, {}, ActionStats())
+
+
+def _cacheable(service: Service) -> ListApi | None:
+    """A start-time list without a lookback of the simulator's own (CDB, TDSQL-C): its window is a filter."""
+    api = service.listing
+    return api if api is not None and api.window is not None and api.max_lookback is None else None
+
+
 async def serve(args: argparse.Namespace) -> None:
     clock = HeldClock()
     quotas = {"mariadb": args.quota_mariadb, "cdb": args.quota_cdb}
     credentials = Credentials(os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"])
-    simulator = Simulator([credentials], quotas=quotas, latency=args.latency, clock=clock)
+    simulator = BenchSimulator(
+        [credentials],
+        quotas=quotas,
+        latency=args.latency,
+        clock=clock,
+        list_quotas=dict(args.list_quota),
+        record=args.record,
+        list_cache=args.list_cache,
+    )
     tasks = load_scenario(Path(args.tasks))
     url = await simulator.start(args.host, 0)
     stop = asyncio.Event()
@@ -68,7 +267,27 @@ def main() -> None:
     parser.add_argument("--quota-mariadb", type=float, default=20.0)
     parser.add_argument("--quota-cdb", type=float, default=40.0)
     parser.add_argument("--max-runtime", type=float, default=3600.0, help="stop by itself after this long")
+    parser.add_argument(
+        "--list-quota",
+        type=_list_quota,
+        action="append",
+        default=[],
+        metavar="PRODUCT=RATE",
+        help="a list action's quota, req/s (default: the catalogue's)",
+    )
+    parser.add_argument("--record", action="store_true", help="log every API request (/_sim/bench/requests)")
+    parser.add_argument("--list-cache", action="store_true", help="build each list answer once, page from it")
     asyncio.run(serve(parser.parse_args()))
+
+
+def _list_quota(text: str) -> tuple[str, float]:
+    product, sep, rate = text.partition("=")
+    if not sep or product not in BY_NAME:
+        raise argparse.ArgumentTypeError(f"expected PRODUCT=RATE with a product key, got {text!r}")
+    try:
+        return product, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of requests per second, got {rate!r}") from None
 
 
 if __name__ == "__main__":

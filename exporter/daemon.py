@@ -307,16 +307,30 @@ class Daemon:
         """Tasks a sweep listed: watched from now on (unless declared otherwise), with the list's facts."""
         if self._scheduler is None:
             return
+        new = 0
         for task, listed in batch:
             state = self.store.get(task.key)
             if state is None:
-                fields = {**key_fields(task.key), "instance_id": listed.instance_id, "type": listed.task_type}
-                log.info("task discovered", extra={"fields": fields})
+                new += 1
+                if log.isEnabledFor(
+                    logging.DEBUG
+                ):  # a first sweep may find thousands: one line each is debug
+                    fields = {
+                        **key_fields(task.key),
+                        "instance_id": listed.instance_id,
+                        "type": listed.task_type,
+                    }
+                    log.debug("task discovered", extra={"fields": fields})
                 self.store.add(task, listed)  # rendered once, with the list's facts
             else:
                 state.list(listed)
             if task.key not in self._config_keys and task.key not in self._registered:
                 self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
+        if new:
+            product, region, _ = batch[0][0].key
+            log.info(
+                "tasks discovered", extra={"fields": {"product": product, "cloud_region": region, "new": new}}
+            )
         self.metrics.set_watched(self.store.count_by_service())
 
     def _final_since(self, key: Key) -> float | None:

@@ -70,3 +70,35 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert isinstance(kill9["missing"], int)
     assert kill9["restart_to_listening_s"] > 0
     assert {row["figure"] for row in document["table"]} >= {"  acknowledged but missing after restart"}
+
+
+def test_discovery_runs_quick(tmp_path: Path) -> None:
+    """`--discovery --quick`: the sweep, the utilisation windows, the discovered count and first polls are
+    measured, nothing is throttled (no speed is asserted)."""
+    output = tmp_path / "discovery.json"
+    command = [sys.executable, "-m", "bench", "--discovery", "--quick", "--output", str(output)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "status utilisation" in result.stdout
+
+    document = json.loads(output.read_text())
+    sizes, summary = document["sizes"], document["discovery"]["summary"]
+    assert summary["runs"] == sizes["repeats"] == 1
+    (run,) = document["discovery"]["runs"]
+    assert run["discovering_sweep"]["pages"] == summary["pages"] == -(-sizes["tasks"] // 100)
+    assert run["discovering_sweep"]["seconds"] > 0
+    assert run["discovering_sweep"]["errors"] == 0
+    for window in ("before", "short", "window"):
+        assert run[window]["accepted"] > 0
+        assert run[window]["utilisation"] > 0
+    assert summary["discovered_min"] == sizes["tasks"]
+    assert summary["watched_min"] == sizes["tasks"] + sizes["watched"]
+    assert run["coverage"]["polled"] == sizes["tasks"]
+    assert run["coverage"]["seconds"] > 0
+    assert run["rss_mb"]["with_discovered"] > 0
+    assert run["lag_window"]["observations"] > 0
+    # Neither action is ever throttled, by the simulator's count or the exporter's.
+    assert summary["throttled_simulator"] == 0
+    assert summary["throttled_exporter"] == 0
+    assert summary["sweep_errors"] == 0
+    assert run["error_codes"] == {}

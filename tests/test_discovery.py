@@ -150,7 +150,7 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         events = daemon.events()
 
     assert appeared_after < 8
-    assert any(e.get("msg") == "task discovered" and e.get("task_id") == CDB_ID for e in events)
+    assert any(e.get("msg") == "tasks discovered" and e.get("product") == "cdb" for e in events)
     # Zero quota violations on every action, list and status alike.
     for product, actions in simulator.stats()["services"].items():
         for action, stats in actions.items():

@@ -157,6 +157,10 @@ def _started_list(
         chosen.append(task)
     chosen.sort(key=lambda t: _id_order(t.task_id))
     chosen.sort(key=order, reverse=not ascending)  # stable, even reversed: ties stay in ID order
+    if not filters:
+        # Only the page's items are built: at thousands of tasks, building all of them for every page made
+        # the simulator, not the exporter, the bottleneck of the discovery benchmark.
+        return len(chosen), [item(t, request) for t in chosen[offset : offset + limit]]
     items = [entry for entry in (item(t, request) for t in chosen) if all(f(entry) for f in filters)]
     return len(items), items[offset : offset + limit]
 

@@ -1,0 +1,297 @@
+"""Discovery figures for the issue's benchmark: `python -m bench --discovery`.
+
+"5,000 CDB tasks in the list (50 pages): the sweep time against the list quota, and status polling
+utilisation during the sweep (goal: at least 0.95)."
+
+Each repeat runs its own simulator (bench.simserver: quotas at the published values, DescribeAsyncRequestInfo
+40/s and DescribeTasks 100/s, the API latency, a log of every request) and `python -m exporter`, on
+127.0.0.1 in a temporary folder. The exporter watches `watched` CDB tasks in ap-shanghai, more than the status
+quota can poll every `polling.interval`, so polling always wants more than the quota; discovery sweeps CDB in
+ap-guangzhou every `sweep_every_s`, where the list is empty at first. After a warm-up and a window of polling
+alone, `tasks` operations appear in the simulator's list at once (in progress, started within the last hour,
+with instances and types); the next sweep reads all their pages and hands them over. Windows are cut from the
+simulator's request log (arrival times, to the millisecond). In the last repeat the run goes on until every
+discovered task has had a status poll. bench/README.md says what each figure means.
+
+The stage (sizes, processes, log and /metrics readers) is in `discovery_stage.py`, the summary over repeats
+and the table in `discovery_report.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench.discovery_report import rows, summarize, table
+from bench.discovery_stage import (
+    LIST_ACTION,
+    LIST_QUOTA,
+    QUICK,
+    STATUS_ACTION,
+    Exposition,
+    Log,
+    Request,
+    Sizes,
+    Stage,
+    busiest_second,
+    even_pace,
+    lag_between,
+    operations,
+    sweeps,
+)
+from bench.hardening import _code_state
+from bench.measure import ProcessSampler, quantile
+from bench.run import REGION, Settings, _workdir, machine
+
+DEFAULT_LATENCY = 0.05  # API latency unless --latency says otherwise
+MB = 2**20
+
+
+# --------------------------------------------------------------------------------------------- one run
+
+
+def utilisation(requests: list[Request], start: float, end: float, quota: float) -> dict[str, Any]:
+    """Accepted requests that arrived in [start, end) over what the quota allows in that time."""
+    inside = [r for r in requests if start <= r.arrived < end]
+    accepted = sum(1 for r in inside if r.accepted)
+    seconds = end - start
+    return {
+        "start": start,
+        "seconds": seconds,
+        "accepted": accepted,
+        "throttled": len(inside) - accepted,
+        "utilisation": accepted / (quota * seconds) if seconds > 0 else None,
+    }
+
+
+def sweep_figures(requests: list[Request], quota: float) -> dict[str, Any]:
+    """One sweep, from its first page's arrival to its last page's answer, against pages / even pace."""
+    first, last = requests[0], max(requests, key=lambda r: r.answered)
+    span = last.answered - first.arrived
+    bound = len(requests) / even_pace(quota)
+    return {
+        "pages": len(requests),
+        "first_arrived": first.arrived,
+        "last_answered": last.answered,
+        "seconds": span,
+        "requests_seconds": max(r.arrived for r in requests) - first.arrived,
+        "bound_s": bound,
+        "ratio": span / bound,
+        "busiest_second": busiest_second(requests),
+        "errors": sum(1 for r in requests if r.code is not None),
+    }
+
+
+def per_tenth(requests: list[Request], start: float, end: float) -> list[int]:
+    """Accepted requests in each 100 ms from `start` to `end`: the shape of a window, for the JSON."""
+    counts = Counter(
+        int((r.arrived - start) * 10) for r in requests if r.accepted and start <= r.arrived < end
+    )
+    return [counts.get(index, 0) for index in range(math.ceil((end - start) * 10))]
+
+
+def run_once(
+    settings: Settings, sizes: Sizes, workdir: Path, index: int, coverage: bool, log: Log
+) -> dict[str, Any]:
+    watched, found = operations(sizes, settings.seed + index)
+    quota = settings.quota_cdb
+    with Stage(f"run{index}", workdir, settings, sizes) as stage:
+        stage.simulator(watched)
+        exporter = stage.exporter(watched)
+        memory = ProcessSampler(exporter.pid).start()
+        stage.callback(memory.stop)
+        time.sleep(sizes.warmup_s)
+        first_scrape = stage.metrics()
+        time.sleep(sizes.before_s)
+        before_scrape = stage.metrics()
+        rss_before = memory.sample()
+        sent, appeared = stage.add_tasks(found)
+        log(f"run {index}: {len(found):,} operations in the list; waiting for the sweep that finds them")
+        discovering = _discovering_sweep(stage, appeared, sizes.sweep_wait_s)
+        begun = discovering[0].arrived
+        window_end = begun + sizes.window_s
+        while time.time() < window_end:
+            time.sleep(min(0.5, max(0.0, window_end - time.time())))
+            stage.log.read()
+        after_scrape = stage.metrics()
+        rss_found = memory.max_rss(begun, time.time())
+        stage.log.read()
+        status = stage.log.of(STATUS_ACTION)
+        sweep = sweep_figures(discovering, LIST_QUOTA)
+        handed_over = sweep["last_answered"]
+        out: dict[str, Any] = {
+            "operations": len(found),
+            "watched": len(watched),
+            "load_s": appeared - sent,
+            "discovering_sweep": sweep,
+            "before": utilisation(status, sent - sizes.before_s, sent, quota),
+            "short": utilisation(status, begun, handed_over + sizes.settle_s, quota),
+            "window": utilisation(status, begun, window_end, quota),
+            "status_per_100ms": per_tenth(status, begun - 1.0, handed_over + 2.0),
+            "lag_before": lag_between(first_scrape, before_scrape),
+            "lag_window": lag_between(before_scrape, after_scrape),
+            "exporter": _exporter_figures(after_scrape),
+            "rss_mb": {
+                "before": rss_before.rss / MB if rss_before else None,
+                "with_discovered": rss_found / MB if rss_found else None,
+            },
+        }
+        if coverage:
+            out["coverage"] = _coverage(stage, found, handed_over, sizes, log)
+            out["rss_mb"]["after_coverage"] = (memory.max_rss(time.time() - 5.0) or 0) / MB
+        # Throttling over the whole run, from both sides at the same moment.
+        last_scrape = stage.metrics()
+        out["throttled_exporter"] = _exporter_figures(last_scrape)["throttled"]
+        if coverage:
+            out["coverage"]["lag"] = lag_between(after_scrape, last_scrape)
+        stage.log.read()
+        out["simulator"] = stage.sim_stats()["services"].get("cdb", {})
+        out["list_busiest_second"] = busiest_second(stage.log.of(LIST_ACTION))
+        out["status_busiest_second"] = busiest_second(stage.log.of(STATUS_ACTION))
+        codes = Counter(f"{r.action}: {r.code}" for r in stage.log.requests if r.code is not None)
+        out["error_codes"] = dict(codes)
+        out["status_per_second"] = _per_second(stage.log.of(STATUS_ACTION), appeared)
+        out["throttled_at"] = [round(r.arrived - appeared, 3) for r in stage.log.requests if not r.accepted]
+        out["exporter_alive"] = exporter.proc.poll() is None
+        return out
+
+
+def _discovering_sweep(stage: Stage, appeared: float, wait_s: float) -> list[Request]:
+    """The first sweep that began after the operations appeared, once all its pages have been answered."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        stage.log.read()
+        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= appeared]
+        # Complete once the next sweep began, or once its pages have all been asked and a second passed.
+        if later and (len(later) > 1 or (time.time() - max(r.answered for r in later[0]) > 1.0)):
+            return later[0]
+        time.sleep(0.2)
+    raise RuntimeError(f"no sweep began and ended within {wait_s:g} s of the operations appearing")
+
+
+def _per_second(requests: list[Request], origin: float) -> dict[str, int]:
+    """Accepted requests in each whole second, counted from `origin` (negative: before it)."""
+    counts = Counter(math.floor(r.arrived - origin) for r in requests if r.accepted)
+    return {str(second): counts[second] for second in sorted(counts)}
+
+
+def _exporter_figures(scrape: Exposition) -> dict[str, Any]:
+    where = {"product": "cdb", "cloud_region": REGION}
+    throttled = "tencentcloud_api_throttled_requests_total"
+    return {
+        "discovery_tasks": scrape.value("tencentcloud_discovery_tasks", **where),
+        "last_sweep_duration_s": scrape.value("tencentcloud_discovery_last_sweep_duration_seconds", **where),
+        "sweeps": scrape.value("tencentcloud_discovery_sweeps_total", **where),
+        "sweep_errors": scrape.value("tencentcloud_discovery_errors_total", **where) or 0.0,
+        "watched_cdb": scrape.value("tencentcloud_exporter_watched_tasks", product="cdb"),
+        "throttled": {
+            action: scrape.value(throttled, product="cdb", action=action) or 0.0
+            for action in (STATUS_ACTION, LIST_ACTION)
+        },
+    }
+
+
+def _coverage(
+    stage: Stage, found: list[dict[str, Any]], handed_over: float, sizes: Sizes, log: Log
+) -> dict[str, Any]:
+    """Waits until every discovered task has had an accepted status poll: the time from the end of the
+    discovering sweep (when the exporter had them all) to the last of those first polls, and the status
+    utilisation meanwhile."""
+    wanted = {task["task_id"] for task in found}
+    log(f"coverage: waiting until all {len(wanted):,} discovered tasks have been polled")
+    first_poll: dict[str, float] = {}
+    deadline = time.monotonic() + sizes.coverage_cap_s
+    seen = 0
+    while len(first_poll) < len(wanted) and time.monotonic() < deadline:
+        stage.log.read()
+        for request in stage.log.requests[seen:]:
+            if request.action == STATUS_ACTION and request.accepted and request.key in wanted:
+                first_poll.setdefault(request.key, request.arrived)
+        seen = len(stage.log.requests)
+        if len(first_poll) < len(wanted):
+            time.sleep(1.0)
+    last = max(first_poll.values(), default=handed_over)
+    quota = stage.settings.quota_cdb
+    bound = len(wanted) / even_pace(quota)
+    times = [t - handed_over for t in first_poll.values()]
+    status = stage.log.of(STATUS_ACTION)
+    # What the status quota went to meanwhile: first polls, polls again of discovered tasks, watched tasks.
+    spent = Counter(
+        "first" if first_poll.get(r.key) == r.arrived else ("again" if r.key in wanted else "watched")
+        for r in status
+        if r.accepted and handed_over <= r.arrived <= last
+    )
+    return {
+        "polled": len(first_poll),
+        "of": len(wanted),
+        "seconds": last - handed_over if first_poll else None,
+        "half_s": quantile(times, 0.5),
+        "deciles_s": [quantile(times, q / 10) for q in range(1, 11)],
+        "polls_meanwhile": dict(spent),
+        "bound_s": bound,
+        "ratio": (last - handed_over) / bound if first_poll else None,
+        "capped": len(first_poll) < len(wanted),
+        "utilisation": utilisation(status, handed_over, last, quota),
+    }
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    sizes = QUICK if args.quick else Sizes()
+    if args.repeats is not None:
+        sizes = replace(sizes, repeats=args.repeats)
+    if args.latency is None:
+        settings = replace(settings, latency=DEFAULT_LATENCY)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output: Path = args.output or Path(__file__).resolve().parent / "results" / f"discovery-{stamp}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    log(f"discovery: sizes {json.dumps(asdict(sizes))}, latency {settings.latency:g} s")
+    runs: list[dict[str, Any]] = []
+    with _workdir(args.keep) as workdir:
+        for index in range(sizes.repeats):
+            coverage = sizes.coverage and index == sizes.repeats - 1
+            try:
+                runs.append(run_once(settings, sizes, workdir, index, coverage, log))
+            except Exception:  # the other repeats still run; the error goes to the JSON
+                runs.append({"error": traceback.format_exc()})
+                log(f"run {index} failed:\n{runs[-1]['error']}")
+    summary = summarize(runs, sizes)
+    text, table_rows = table(rows(summary, sizes, settings))
+    info = machine()
+    document = {
+        "discovery": {"summary": summary, "runs": runs},
+        "table": table_rows,
+        "sizes": asdict(sizes),
+        "settings": asdict(settings),
+        "list_quota": LIST_QUOTA,
+        "code": _code_state(),
+        "machine": info,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_s": time.monotonic() - began,
+    }
+    output.write_text(json.dumps(document, indent=2, default=str))
+    print(
+        f"tencentcloud-task-exporter discovery: {info['nproc']} CPUs ({info['cpu_model']}), Python "
+        f"{info['python']}, API latency {settings.latency * 1000:.0f} ms, quotas {STATUS_ACTION} "
+        f"{settings.quota_cdb:g}/s, {LIST_ACTION} {LIST_QUOTA:g}/s; {sizes.tasks:,} operations listed, "
+        f"{sizes.watched} watched; polling.interval {sizes.poll_every_s:g}s, discovery.interval "
+        f"{sizes.sweep_every_s:g}s; {summary['runs']} run(s)"
+    )
+    print(text)
+    print(f"results: {output} ({time.monotonic() - began:.0f} s)")
+    return 1 if summary["failed_runs"] or not summary["runs"] else 0

@@ -1,0 +1,299 @@
+"""What the discovery benchmark (`bench.discovery`) runs on: its sizes, the CDB operations, one simulator and
+one exporter process in a folder of their own, and readers for the simulator's request log and /metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import measure
+from bench.measure import Child
+from bench.run import CREDENTIALS, REGION, Settings
+from exporter.listapis import CDB_TASKS, PAGE_SIZE
+from exporter.ratelimit import SAFETY
+
+WATCH_REGION = "ap-shanghai"  # the watched tasks' region: never swept, so discovery finds only the others
+STATUS_ACTION, LIST_ACTION = "DescribeAsyncRequestInfo", CDB_TASKS.action
+LIST_QUOTA = CDB_TASKS.default_rate_limit  # the published quota of DescribeTasks, 100 req/s
+THROTTLED = "RequestLimitExceeded"
+TASK_TYPES = ("REBOOT", "MODIFY PARAM", "UPGRADE MASTER", "IMPORT DATA", "SQL OPERATION", "ROLLBACK")
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    tasks: int = 5_000  # CDB operations the list shows (started within the last hour, all RUNNING)
+    watched: int = 100  # CDB tasks named in `watch`: enough to want more than the status quota
+    instances: int = 500  # instances the operations are spread over
+    repeats: int = 3
+    sweep_every_s: float = 12.0  # discovery.interval: one sweep in each window
+    poll_every_s: float = 1.0  # polling.interval
+    warmup_s: float = 6.0  # after /-/ready, before the first window
+    before_s: float = 10.0  # window before the operations appear: polling, and sweeps of an empty list
+    window_s: float = 10.0  # window from the discovering sweep's first page (< sweep_every_s: one sweep)
+    settle_s: float = 1.0  # the short window ends this long after the discovering sweep's last answer
+    coverage: bool = True  # in the last repeat, wait until every discovered task has had a status poll
+    coverage_cap_s: float = 600.0
+    sweep_wait_s: float = 30.0  # the discovering sweep must begin this soon after the operations appear
+
+
+QUICK = Sizes(
+    tasks=200,
+    watched=60,
+    instances=20,
+    repeats=1,
+    sweep_every_s=5.0,
+    warmup_s=2.0,
+    before_s=3.0,
+    window_s=4.0,
+    coverage_cap_s=60.0,
+)
+
+
+def pages(tasks: int) -> int:
+    return max(1, math.ceil(tasks / PAGE_SIZE))
+
+
+def _task_id(rng: random.Random) -> str:
+    return "-".join(f"{rng.getrandbits(32):08x}" for _ in range(4))
+
+
+def operations(sizes: Sizes, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The watched tasks (in WATCH_REGION, in progress) and the ones only discovery finds (in REGION, in
+    progress, started within the last hour, with instance and type), in the simulator's JSON form."""
+    rng = random.Random(seed)
+    running = [{"at": 0.0, "status": "RUNNING", "info": "Benchmark operation, running."}]
+    watched = [
+        {"service": "cdb", "task_id": _task_id(rng), "phases": running, "region": WATCH_REGION}
+        for _ in range(sizes.watched)
+    ]
+    found = []
+    for _ in range(sizes.tasks):
+        instance = rng.randrange(sizes.instances)
+        found.append(
+            {
+                "service": "cdb",
+                "task_id": _task_id(rng),
+                "phases": running,
+                "region": REGION,
+                "started": -round(rng.uniform(10.0, 3600.0), 3),
+                "task_type": rng.choice(TASK_TYPES),
+                "instance_id": f"cdb-bench{instance:04d}",
+                "instance_name": f"bench-{instance:04d}",
+            }
+        )
+    return watched, found
+
+
+class Stage(contextlib.ExitStack):
+    """A simulator and an exporter in one folder; both stopped on exit."""
+
+    def __init__(self, name: str, workdir: Path, settings: Settings, sizes: Sizes) -> None:
+        super().__init__()
+        self.name, self.settings, self.sizes = name, settings, sizes
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True)
+
+    def simulator(self, tasks: list[dict[str, Any]]) -> None:
+        tasks_file = self.dir / "simulator-tasks.json"
+        tasks_file.write_text(json.dumps(tasks))
+        s = self.settings
+        args = ["--tasks", str(tasks_file), "--latency", str(s.latency), "--max-runtime", "3600"]
+        args += ["--quota-mariadb", str(s.quota_mariadb), "--quota-cdb", str(s.quota_cdb)]
+        args += ["--list-quota", f"cdb={LIST_QUOTA:g}", "--record", "--list-cache"]
+        sim = Child(f"{self.name}/simulator", "bench.simserver", args, CREDENTIALS, stream="stdout")
+        self.callback(sim.stop)
+        self.sim_url: str = sim.wait_listening(60)["url"]
+        self.log = RequestLog(self.sim_url)
+
+    def exporter(self, watched: list[dict[str, Any]]) -> Child:
+        s, z = self.settings, self.sizes
+        config = {
+            "region": REGION,
+            "apis": {
+                "cdb": {"endpoint": self.sim_url, "rate_limit": s.quota_cdb, "list_rate_limit": LIST_QUOTA}
+            },
+            "polling": {"interval": z.poll_every_s, "finished_interval": "10m", "timeout": "10s"},
+            "watch": {"cdb_async_requests": [{"id": t["task_id"], "region": t["region"]} for t in watched]},
+            "discovery": {
+                "regions": [REGION],
+                "products": ["cdb"],
+                "interval": z.sweep_every_s,
+                "lookback": "24h",
+            },
+        }
+        config_file = self.dir / "exporter.yaml"
+        config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
+        args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
+        args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(self.dir / "tasks.db")]
+        child = Child(f"{self.name}/exporter", "exporter", args, CREDENTIALS)
+        self.callback(child.stop)
+        self.address: str = child.wait_listening(120)["address"]
+        if not measure.wait_until(lambda: self.get("/-/ready")[0] == 200, 60):
+            raise RuntimeError(f"{self.name}: the exporter never became ready")
+        return child
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with _OPENER.open(f"http://{self.address}{path}", timeout=60) as got:
+                return got.status, got.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metrics(self) -> Exposition:
+        status, text = self.get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"{self.name}: GET /metrics answered {status}")
+        return Exposition(time.time(), text)
+
+    def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float]:
+        """Gives the simulator `tasks` at once; returns the wall times the request was sent and answered
+        (the simulator serves nothing else meanwhile; the tasks are listed from the answer on)."""
+        path = self.dir / "appearing-tasks.json"
+        path.write_text(json.dumps(tasks))
+        sent = time.time()
+        answer = measure.post_json(self.sim_url + "/_sim/bench/load", {"path": str(path)}, timeout=120)
+        if answer.get("added") != len(tasks):
+            raise RuntimeError(f"{self.name}: the simulator added {answer} of {len(tasks)} tasks")
+        return sent, time.time()
+
+    def sim_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = measure.get_json(self.sim_url + "/_sim/stats")
+        return stats
+
+
+# --------------------------------------------------------------------------------------------- request log
+
+
+@dataclass(frozen=True)
+class Request:
+    arrived: float  # wall time the simulator read it (and counted it against the quota)
+    answered: float  # wall time its answer was ready (after the API latency)
+    action: str
+    key: Any  # the task ID of a status request, the Offset of a list request
+    code: str | None  # the error code; None for a successful answer
+
+    @property
+    def accepted(self) -> bool:
+        """Within the quota (an error after the quota check, as an unknown ID, still spent it)."""
+        return self.code is None or not (self.code == THROTTLED or self.code.startswith("AuthFailure"))
+
+
+class RequestLog:
+    """The simulator's log of API requests (`bench.simserver --record`), read incrementally."""
+
+    def __init__(self, sim_url: str) -> None:
+        self._url = sim_url + "/_sim/bench/requests"
+        self.requests: list[Request] = []
+        self._next = 0
+
+    def read(self) -> list[Request]:
+        """Fetches the entries not read yet; returns them."""
+        got = measure.get_json(f"{self._url}?since={self._next}", timeout=30)
+        new = [Request(*entry) for entry in got["requests"]]
+        self._next += len(new)
+        self.requests += new
+        return new
+
+    def of(self, action: str, start: float = -math.inf, end: float = math.inf) -> list[Request]:
+        return [r for r in self.requests if r.action == action and start <= r.arrived < end]
+
+
+def sweeps(requests: Iterable[Request]) -> list[list[Request]]:
+    """List requests grouped by sweep: each sweep begins with the page at Offset 0."""
+    found: list[list[Request]] = []
+    for request in sorted(requests, key=lambda r: r.arrived):
+        if request.key == 0 or not found:
+            found.append([])
+        found[-1].append(request)
+    return found
+
+
+def busiest_second(requests: Iterable[Request]) -> int:
+    """The most accepted requests that arrived within any one second (the simulator's sliding window)."""
+    times = sorted(r.arrived for r in requests if r.accepted)
+    best, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - 1.0:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def even_pace(quota: float) -> float:
+    """Requests per second the exporter's token bucket sends at: SAFETY of the quota."""
+    return quota * SAFETY
+
+
+# --------------------------------------------------------------------------------------------- /metrics
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+LAG = "tencentcloud_exporter_event_loop_lag_seconds"
+
+
+@dataclass(frozen=True)
+class Exposition:
+    wall: float
+    text: str
+
+    def values(self, name: str, **labels: str) -> list[float]:
+        """Values of the series called `name` whose labels include `labels`."""
+        out = []
+        for line in self.text.splitlines():
+            if not line.startswith(name):
+                continue
+            match = _SAMPLE.match(line)
+            if match is None or match.group(1) != name:
+                continue
+            have = dict(_LABEL.findall(match.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                out.append(float(match.group(3)))
+        return out
+
+    def value(self, name: str, **labels: str) -> float | None:
+        found = self.values(name, **labels)
+        return sum(found) if found else None
+
+    def lag_buckets(self) -> dict[float, float]:
+        """The loop-lag histogram's cumulative counts by upper bound (+Inf as math.inf)."""
+        buckets = {}
+        for line in self.text.splitlines():
+            if line.startswith(LAG + "_bucket{"):
+                match = _SAMPLE.match(line)
+                if match is not None:
+                    le = dict(_LABEL.findall(match.group(2) or "")).get("le", "+Inf")
+                    buckets[math.inf if le == "+Inf" else float(le)] = float(match.group(3))
+        return buckets
+
+
+def lag_between(before: Exposition, after: Exposition) -> dict[str, Any]:
+    """The loop-lag observations made between two scrapes: how many, over 20/50/100 ms, and the largest
+    bucket bound any of them reached (None: one was over the last finite bound)."""
+    start, end = before.lag_buckets(), after.lag_buckets()
+    counts = {le: end.get(le, 0.0) - start.get(le, 0.0) for le in end}
+    total = counts.get(math.inf, 0.0)
+    over = {f"over_{round(b * 1000)}ms": int(total - counts.get(b, 0.0)) for b in (0.02, 0.05, 0.1)}
+    reached = min((le for le, n in counts.items() if n >= total), default=math.inf)
+    return {
+        "observations": int(total),
+        **over,
+        "max_bound_s": None if math.isinf(reached) else reached,
+        "seconds": after.wall - before.wall,
+    }
