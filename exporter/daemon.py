@@ -312,15 +312,10 @@ class Daemon:
             state = self.store.get(task.key)
             if state is None:
                 new += 1
-                if log.isEnabledFor(
-                    logging.DEBUG
-                ):  # a first sweep may find thousands: one line each is debug
-                    fields = {
-                        **key_fields(task.key),
-                        "instance_id": listed.instance_id,
-                        "type": listed.task_type,
-                    }
-                    log.debug("task discovered", extra={"fields": fields})
+                # A first sweep may find thousands: one line each is for debugging, one per batch is info.
+                if log.isEnabledFor(logging.DEBUG):
+                    fields = {**key_fields(task.key), "instance_id": listed.instance_id}
+                    log.debug("task discovered", extra={"fields": {**fields, "type": listed.task_type}})
                 self.store.add(task, listed)  # rendered once, with the list's facts
             else:
                 state.list(listed)
@@ -328,9 +323,8 @@ class Daemon:
                 self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
         if new:
             product, region, _ = batch[0][0].key
-            log.info(
-                "tasks discovered", extra={"fields": {"product": product, "cloud_region": region, "new": new}}
-            )
+            fields = {"product": product, "cloud_region": region, "new": new}
+            log.info("tasks discovered", extra={"fields": fields})
         self.metrics.set_watched(self.store.count_by_service())
 
     def _final_since(self, key: Key) -> float | None:

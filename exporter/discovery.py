@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, 
 from exporter.config import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
 from exporter.credentials import CredentialProvider, CredentialsError
 from exporter.listapis import PAGE_SIZE, Listed, Page
+from exporter.log import FirstOfKind
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.services import BY_NAME, Service
@@ -69,7 +69,7 @@ class Sweeper:
         self._found = found
         self._wall_clock, self._clock = wall_clock, clock
         self._failures = 0
-        self._reported: set[tuple[str, str]] = set()
+        self._reported = FirstOfKind()
 
     @property
     def labels(self) -> tuple[str, str]:
@@ -173,10 +173,7 @@ class Sweeper:
         )
 
     def _internal_error(self, exc: Exception) -> None:
-        frames = traceback.extract_tb(exc.__traceback__)
-        signature = (type(exc).__name__, f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?")
-        if signature not in self._reported:
-            self._reported.add(signature)
+        if self._reported.first(exc):
             log.error("unexpected error in a discovery sweep", exc_info=exc, extra={"fields": self._fields()})
 
     def _fields(self) -> dict[str, object]:

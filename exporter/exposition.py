@@ -74,7 +74,7 @@ def _info(state: TaskState, labels: str) -> str:
     known = (
         ("task_type", state.task_type),
         ("instance_id", state.instance_id),
-        ("instance_name", state.listed.instance_name if state.listed else None),
+        ("instance_name", state.instance_name),
         ("source", state.source),
     )
     # Empty is the same as absent to Prometheus: only what the product gave is written.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,3 +57,21 @@ def setup(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would add a line per scrape; errors still come through its other loggers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class FirstOfKind:
+    """Remembers which unexpected exceptions were already reported with a traceback: one report for each
+    (exception type, where it was raised), so a bug hit on every poll does not flood the log."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+
+    def first(self, exc: BaseException) -> bool:
+        """True the first time an exception of this type is raised at this place."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        signature = (type(exc).__name__, where)
+        if signature in self._seen:
+            return False
+        self._seen.add(signature)
+        return True

@@ -15,13 +15,13 @@ import logging
 import math
 import random
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, Outcome
 from exporter.config import PollingConfig, WatchedTask, key_fields
 from exporter.credentials import CredentialProvider, CredentialsError
+from exporter.log import FirstOfKind
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
 from exporter.services import Service
@@ -109,8 +109,7 @@ class ServiceScheduler:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = Slots(concurrency_for(bucket.max_rate, polling.timeout))
-        # (exception type, where it was raised) already logged with a traceback: one each, not one per poll.
-        self._reported: set[tuple[str, str]] = set()
+        self._reported = FirstOfKind()
 
     def reconfigure(
         self, endpoint: str, rate: float, polling: PollingConfig, credentials: CredentialProvider
@@ -244,12 +243,8 @@ class ServiceScheduler:
         return self._record(state, outcome)
 
     def _internal_error(self, state: TaskState, exc: Exception) -> float:
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-        signature = (type(exc).__name__, where)
         fields = {**key_fields(state.task.key), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
-        if signature not in self._reported:
-            self._reported.add(signature)
+        if self._reported.first(exc):
             log.error(
                 "unexpected error while polling; the task is polled again",
                 exc_info=exc,

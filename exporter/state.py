@@ -61,6 +61,10 @@ class TaskState:
         return seen if seen is not None else (self.listed.instance_id if self.listed else None)
 
     @property
+    def instance_name(self) -> str | None:
+        return self.listed.instance_name if self.listed else None  # only the list APIs give it
+
+    @property
     def progress(self) -> float | None:
         seen = self.observation.progress if self.observation else None
         return seen if seen is not None else (self.listed.progress if self.listed else None)

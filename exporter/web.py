@@ -139,7 +139,7 @@ def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
         **task.as_json(),
         "source": state.source,
         "instance_id": state.instance_id,
-        "instance_name": state.listed.instance_name if state.listed else None,
+        "instance_name": state.instance_name,
         "task_type": state.task_type,
         "started": _iso(state.start_time),
         "ended": _iso(state.end_time),
@@ -292,8 +292,8 @@ async def tasks_page(request: web.Request) -> web.Response:
         task, status = state.task, state.status or "not polled yet"
         labels = ", ".join(f"{k}={v}" for k, v in task.labels)
         instance = state.instance_id or ""
-        if state.listed and state.listed.instance_name:
-            instance = f"{instance} ({state.listed.instance_name})"
+        if state.instance_name:
+            instance = f"{instance} ({state.instance_name})"
         cells = [
             task.service,
             task.region,
