@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from exporter.accountsconfig import (
+    ACCOUNT_NAME,
+    DEFAULT_ACCOUNT,
+    AccountConfig,
+    CredentialsConfig,
+    parse_accounts,
+    parse_credentials,
+)
 from exporter.configvalues import (
     LIMIT_MAXIMA,
     RESERVED_LABELS,
-    USER_INFO_PROBLEM,
     LimitsConfig,
     ValueChecker,
     expand_env,
-    has_user_info,
     parse_duration,
 )
 from exporter.discoveryconfig import DiscoveryConfig, parse_discovery
@@ -34,8 +39,10 @@ from exporter.validation import ProblemsError, describe, read_yaml, shown
 __all__ = [
     "API",
     "CONFIG",
+    "DEFAULT_ACCOUNT",
     "DISCOVERED",
     "RESERVED_LABELS",
+    "AccountConfig",
     "ApiConfig",
     "Config",
     "ConfigError",
@@ -61,150 +68,40 @@ class ConfigError(ProblemsError):
     """Raised with every problem found in a configuration; `str()` gives one problem per line."""
 
 
-DEFAULT_STS_ENDPOINT = "https://sts.tencentcloudapi.com"
-DEFAULT_ROLE_SESSION_NAME = "tencentcloud-task-exporter"
-MAX_ROLE_DURATION = 43200  # AssumeRole's DurationSeconds: default 7200, at most 43200
-_CAM_ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,128}")
-_ROLE_SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,128}")
-_CREDENTIALS_KEYS = {
-    "secret_id",
-    "secret_key",
-    "token",
-    "profile",
-    "profile_section",
-    "cvm_role",
-    "role_arn",
-    "role_session_name",
-    "role_duration",
-    "sts_endpoint",
-    "metadata_url",
-}
-DEFAULT_METADATA_URL = "http://metadata.tencentyun.com/latest/meta-data/cam/security-credentials/"
-
-
-@dataclass(frozen=True)
-class CredentialsConfig:
-    secret_id: str = ""
-    secret_key: str = ""
-    token: str = ""
-    profile: str = ""  # "": $TENCENTCLOUD_CREDENTIALS_FILE, ~/.tencentcloud/..., /etc/tencentcloud/...
-    profile_section: str = "default"
-    cvm_role: str = ""  # "": the role the metadata service lists
-    cvm_role_enabled: bool = True  # `cvm_role: false` skips the metadata service
-    role_arn: str = ""  # set: STS AssumeRole with the keys the chain found
-    role_session_name: str = DEFAULT_ROLE_SESSION_NAME
-    role_duration: int = 7200
-    sts_endpoint: str = DEFAULT_STS_ENDPOINT
-    # Where the CVM role's keys are listed; a proxy or a test stands in for the real metadata service here.
-    metadata_url: str = DEFAULT_METADATA_URL
-
-    def __repr__(self) -> str:
-        parts = (
-            f"{f.name}='<secret>'"
-            if f.name in ("secret_key", "token")
-            else f"{f.name}={getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
-        return f"CredentialsConfig({', '.join(parts)})"
-
-
-def _credentials(check: ValueChecker, value: object) -> CredentialsConfig:
-    """The `credentials:` section; every key is optional."""
-    creds = check.mapping(value, "credentials", _CREDENTIALS_KEYS)
-    default = CredentialsConfig()
-
-    cvm_role, cvm_role_enabled = "", True
-    raw_role = creds.get("cvm_role")
-    if isinstance(raw_role, bool):
-        cvm_role_enabled = raw_role
-    elif raw_role is not None:
-        if isinstance(raw_role, str) and (raw_role == "" or _CAM_ROLE_NAME.fullmatch(raw_role)):
-            cvm_role = raw_role
-        else:
-            check.error(
-                "credentials.cvm_role",
-                "expected a CAM role name (1-128 of A-Z a-z 0-9 _+=,.@-), empty to use the role the metadata "
-                f"service lists, or false to skip the metadata service, got {describe(raw_role)}",
-            )
-
-    section = check.string(
-        creds.get("profile_section"), "credentials.profile_section", default.profile_section
-    )
-    if not section.strip() or "]" in section or "\n" in section:
-        check.error("credentials.profile_section", f"expected an INI section name, got {shown(section)}")
-        section = default.profile_section
-
-    role_arn = check.string(creds.get("role_arn"), "credentials.role_arn")
-    if role_arn and not role_arn.startswith("qcs::cam::"):
-        check.error(
-            "credentials.role_arn",
-            f"expected a role ARN like qcs::cam::uin/12345678:roleName/NAME, got {shown(role_arn)}",
-        )
-        role_arn = ""
-
-    session_name = check.string(
-        creds.get("role_session_name"), "credentials.role_session_name", default.role_session_name
-    )
-    if not _ROLE_SESSION_NAME.fullmatch(session_name):
-        check.error(
-            "credentials.role_session_name",
-            f"expected 2-128 of A-Z a-z 0-9 _+=,.@- (the AssumeRole limits), got {shown(session_name)}",
-        )
-        session_name = default.role_session_name
-
-    duration = check.duration(
-        creds.get("role_duration"), "credentials.role_duration", default.role_duration, 300, False
-    )
-    if duration > MAX_ROLE_DURATION or duration != int(duration):
-        check.error(
-            "credentials.role_duration",
-            f"expected whole seconds from 5m to 12h (AssumeRole allows at most 43200s), "
-            f"got {creds.get('role_duration')!r}",
-        )
-        duration = default.role_duration
-
-    return CredentialsConfig(
-        secret_id=check.string(creds.get("secret_id"), "credentials.secret_id"),
-        secret_key=check.string(creds.get("secret_key"), "credentials.secret_key"),
-        token=check.string(creds.get("token"), "credentials.token"),
-        profile=check.string(creds.get("profile"), "credentials.profile"),
-        profile_section=section,
-        cvm_role=cvm_role,
-        cvm_role_enabled=cvm_role_enabled,
-        role_arn=role_arn,
-        role_session_name=session_name,
-        role_duration=int(duration),
-        sts_endpoint=check.endpoint(
-            creds.get("sts_endpoint"), "credentials.sts_endpoint", default.sts_endpoint
-        ),
-        metadata_url=_metadata_url(check, creds.get("metadata_url"), default.metadata_url),
-    )
-
-
-def _metadata_url(check: ValueChecker, value: object, default: str) -> str:
-    text = check.string(value, "credentials.metadata_url", default)
-    parts = urlsplit(text)
-    if has_user_info(parts):
-        check.error("credentials.metadata_url", USER_INFO_PROBLEM)
-        return default
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        check.error("credentials.metadata_url", f"expected an http(s) URL, got {shown(text)}")
-        return default
-    # The role name is appended to this URL.
-    return text if text.endswith("/") else text + "/"
+def is_financial(region: str) -> bool:
+    """The financial zones (ap-shanghai-fsi, ap-shenzhen-fsi...) answer only on their own regional host."""
+    return region.endswith("-fsi")
 
 
 @dataclass(frozen=True)
 class ApiConfig:
-    endpoint: str
-    rate_limit: float
+    endpoint: str  # may hold `{region}`: every region its own host
+    rate_limit: float  # per (account, endpoint): Tencent counts each endpoint's quota on its own
     list_rate_limit: float | None = None  # the product's list API (discovery); None: it has none
+    endpoints: tuple[tuple[str, str], ...] = ()  # (region, endpoint): overrides for single regions
+    regional_endpoint: str = ""  # the product's `{region}` host, where financial regions go by default
 
     @classmethod
     def default(cls, service: Service) -> ApiConfig:
         listing = service.listing
         list_rate = None if listing is None else listing.default_rate_limit
-        return cls(service.default_endpoint, service.default_rate_limit, list_rate)
+        return cls(
+            service.default_endpoint,
+            service.default_rate_limit,
+            list_rate,
+            regional_endpoint=service.regional_endpoint,
+        )
+
+    def endpoint_for(self, region: str) -> str:
+        """Where a request about `region` goes: an override, else the endpoint (its `{region}` filled in),
+        except that a financial region goes to its own host unless an override or `{region}` says where."""
+        for name, endpoint in self.endpoints:
+            if name == region:
+                return endpoint
+        template = self.endpoint
+        if "{region}" not in template and is_financial(region) and self.regional_endpoint:
+            template = self.regional_endpoint
+        return template.replace("{region}", region)
 
 
 @dataclass(frozen=True)
@@ -229,6 +126,9 @@ class WatchedTask:
     task_id: str
     region: str
     labels: tuple[tuple[str, str], ...] = ()
+    # Whose operation it is: its keys sign the requests, its buckets pace them (not part of the key: an ID
+    # names one operation in one region, whichever account asks).
+    account: str = DEFAULT_ACCOUNT
     # Not part of a task's identity or settings: the same task declared twice is the same task.
     origin: str = field(default=CONFIG, compare=False)
 
@@ -242,6 +142,7 @@ class WatchedTask:
             "product": self.service,
             "id": self.task_id,
             "region": self.region,
+            "account": self.account,
             "labels": dict(self.labels),
         }
 
@@ -254,7 +155,7 @@ def key_fields(key: Key) -> dict[str, object]:
 @dataclass(frozen=True)
 class Config:
     source: str
-    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)  # the top-level section
     region: str | None = None
     apis: Mapping[str, ApiConfig] = field(
         default_factory=lambda: {s.name: ApiConfig.default(s) for s in SERVICES}
@@ -263,6 +164,16 @@ class Config:
     tasks: tuple[WatchedTask, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     discovery: DiscoveryConfig | None = None
+    # Without `accounts:`, the one account "default" with `credentials`.
+    accounts: tuple[AccountConfig, ...] = (AccountConfig(DEFAULT_ACCOUNT),)
+
+    @property
+    def account_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.accounts)
+
+    def where(self, account: AccountConfig) -> str:
+        """An account's credentials section as messages name it: `config.yaml: accounts[1].credentials`."""
+        return f"{self.source}: {account.where}"
 
 
 SECRET_FIELDS = frozenset({"secret_key", "token"})
@@ -271,27 +182,61 @@ SECRET_FIELDS = frozenset({"secret_key", "token"})
 def redacted(config: Config) -> dict[str, Any]:
     """The effective config as plain data, every secret replaced by `<secret>` (for /-/config)."""
     data = dataclasses.asdict(config)
-    data["credentials"] = {
-        k: ("<secret>" if k in SECRET_FIELDS and v else v) for k, v in data["credentials"].items()
-    }
-    data["apis"] = {name: dataclasses.asdict(api) for name, api in config.apis.items()}
+    # Each account's credentials once: the top-level section is the default account's, shown there.
+    del data["credentials"]
+    data["accounts"] = [
+        {"name": a.name, "credentials": _redacted_credentials(a.credentials)} for a in config.accounts
+    ]
+    data["apis"] = {name: _api_json(api) for name, api in config.apis.items()}
     data["tasks"] = [t.as_json() for t in config.tasks]
     return data
 
 
+def _redacted_credentials(credentials: CredentialsConfig) -> dict[str, Any]:
+    return {
+        k: ("<secret>" if k in SECRET_FIELDS and v else v) for k, v in dataclasses.asdict(credentials).items()
+    }
+
+
+def _api_json(api: ApiConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(api)
+    data["endpoints"] = dict(api.endpoints)
+    return data
+
+
 def _entry(
-    check: ValueChecker, service: str, entry: object, path: str, default_region: str | None
+    check: ValueChecker,
+    service: str,
+    entry: object,
+    path: str,
+    default_region: str | None,
+    accounts: Sequence[str] | None,
 ) -> WatchedTask | None:
-    """One watch entry (`ID` or `{id, region, labels}`), or None after recording what is wrong with it."""
+    """One watch entry (`ID` or `{id, region, account, labels}`), or None after recording what is wrong.
+    `accounts`: the config's account names, the first the default; None: any well-formed name."""
     raw_id, region = entry, default_region
+    account = accounts[0] if accounts else DEFAULT_ACCOUNT
     labels: tuple[tuple[str, str], ...] = ()
     path_id = path
     if isinstance(entry, dict):
-        item = check.mapping(entry, path, {"id", "region", "labels"})
+        item = check.mapping(entry, path, {"id", "region", "account", "labels"})
         raw_id, path_id = item.get("id"), f"{path}.id" if path else "id"
         if item.get("region") is not None:
             region = check.region(item["region"], f"{path}.region" if path else "region")
         labels = check.labels(item.get("labels"), f"{path}.labels" if path else "labels")
+        raw_account = item.get("account")
+        if raw_account is not None:
+            if accounts is None and isinstance(raw_account, str) and ACCOUNT_NAME.fullmatch(raw_account):
+                account = raw_account
+            elif accounts is not None and raw_account in accounts:
+                account = str(raw_account)
+            else:
+                expected = f"one of the accounts {', '.join(accounts)}" if accounts else "an account name"
+                check.error(
+                    f"{path}.account" if path else "account",
+                    f"expected {expected}, got {describe(raw_account)}",
+                )
+                return None
     id_kind = BY_NAME[service].id_kind
     task_id = id_kind.canonical(raw_id)
     if task_id is None:
@@ -300,10 +245,12 @@ def _entry(
     if region is None:
         check.error(path, "no region: set `region` at the top level or on this task")
         return None
-    return WatchedTask(service, task_id, region, labels)
+    return WatchedTask(service, task_id, region, labels, account)
 
 
-def _watch(check: ValueChecker, value: object, default_region: str | None) -> tuple[WatchedTask, ...]:
+def _watch(
+    check: ValueChecker, value: object, default_region: str | None, accounts: Sequence[str]
+) -> tuple[WatchedTask, ...]:
     watch = check.mapping(value, "watch", set(_WATCH_KEYS))
     tasks: list[WatchedTask] = []
     seen: dict[tuple[str, str, str], str] = {}
@@ -316,7 +263,7 @@ def _watch(check: ValueChecker, value: object, default_region: str | None) -> tu
             continue
         for index, entry in enumerate(entries):
             path = f"watch.{key}[{index}]"
-            task = _entry(check, service, entry, path, default_region)
+            task = _entry(check, service, entry, path, default_region, accounts)
             if task is None:
                 continue
             if task.key in seen:
@@ -336,15 +283,16 @@ def parse_task(
     default_region: str | None,
     source: str,
     limits: LimitsConfig | None = None,
+    accounts: Sequence[str] | None = (DEFAULT_ACCOUNT,),
 ) -> WatchedTask:
-    """One task given at run time (`{id, region, labels}`), checked exactly like a watch entry in the file;
-    its origin is the task API.
+    """One task given at run time (`{id, region, account, labels}`), checked exactly like a watch entry in
+    the file; its origin is the task API.
 
     Nothing is expanded from the environment: the input comes from outside and must not reach secrets.
     """
     check = ValueChecker(source, limits)
     check.utf8(dict(entry))
-    task = _entry(check, service, dict(entry), "", default_region)
+    task = _entry(check, service, dict(entry), "", default_region, accounts)
     if task is None or check.problems:
         raise ConfigError(check.problems)
     return dataclasses.replace(task, origin=API)
@@ -367,11 +315,15 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     expanded = expand_env(document, os.environ if env is None else env)
     check.utf8(expanded)
     data = check.mapping(
-        expanded, "", {"credentials", "region", "apis", "polling", "watch", "limits", "discovery"}
+        expanded,
+        "",
+        {"credentials", "accounts", "region", "apis", "polling", "watch", "limits", "discovery"},
     )
     check.limits = _limits(check, data.get("limits"))
 
-    credentials = _credentials(check, data.get("credentials"))
+    credentials = parse_credentials(check, data.get("credentials"))
+    accounts = parse_accounts(check, data.get("accounts"), credentials, data.get("credentials") is not None)
+    names = tuple(a.name for a in accounts)
     region = check.region(data.get("region"), "region")
 
     apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in SERVICES})
@@ -392,17 +344,17 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
         ),
     )
 
-    tasks = _watch(check, data.get("watch"), region)
-    discovery = parse_discovery(check, data.get("discovery"))
+    tasks = _watch(check, data.get("watch"), region, names)
+    discovery = parse_discovery(check, data.get("discovery"), names)
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(source, credentials, region, apis, polling, tasks, check.limits, discovery)
+    return Config(source, credentials, region, apis, polling, tasks, check.limits, discovery, accounts)
 
 
 def _api(check: ValueChecker, spec: Service, value: object) -> ApiConfig:
     """`apis.<product>`: endpoint and the quotas the exporter may spend of the status and list APIs."""
     path, default = f"apis.{spec.name}", ApiConfig.default(spec)
-    keys = {"endpoint", "rate_limit"} | ({"list_rate_limit"} if spec.listing else set())
+    keys = {"endpoint", "endpoints", "rate_limit"} | ({"list_rate_limit"} if spec.listing else set())
     api = check.mapping(value, path, keys)
     rate = check.positive_number(api.get("rate_limit"), f"{path}.rate_limit", default.rate_limit)
     list_rate = default.list_rate_limit
@@ -416,10 +368,47 @@ def _api(check: ValueChecker, spec: Service, value: object) -> ApiConfig:
                 f"so both spend one quota, got {list_rate:g}",
             )
     return ApiConfig(
-        endpoint=check.endpoint(api.get("endpoint"), f"{path}.endpoint", default.endpoint),
+        endpoint=_endpoint(check, api.get("endpoint"), f"{path}.endpoint", default.endpoint),
         rate_limit=rate,
         list_rate_limit=list_rate,
+        endpoints=_endpoints(check, api.get("endpoints"), f"{path}.endpoints"),
+        regional_endpoint=default.regional_endpoint,
     )
+
+
+def _endpoint(check: ValueChecker, value: object, path: str, default: str) -> str:
+    """An endpoint URL that may hold `{region}` in its host (checked with a region filled in)."""
+    if not isinstance(value, str) or "{region}" not in value:
+        return check.endpoint(value, path, default)
+    sample = "ap-guangzhou"
+    if "{region}" not in (urlsplit(value).hostname or ""):
+        check.error(path, f"expected {{region}} in the host name, got {shown(value)}")
+        return default
+    before = len(check.problems)
+    filled = check.endpoint(value.replace("{region}", sample), path, default)
+    return default if len(check.problems) > before else filled.replace(sample, "{region}")
+
+
+def _endpoints(check: ValueChecker, value: object, path: str) -> tuple[tuple[str, str], ...]:
+    """`endpoints: {region: URL}`: the endpoint of single regions."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        check.error(path, f"expected a mapping of region names to endpoint URLs, got {describe(value)}")
+        return ()
+    endpoints = []
+    for region, url in value.items():
+        where = f"{path}.{region}"
+        if check.region(region, where) is None:
+            continue
+        if isinstance(url, str) and "{region}" in url:
+            check.error(where, f"expected the region's own endpoint, without {{region}}, got {shown(url)}")
+            continue
+        before = len(check.problems)
+        endpoint = check.endpoint(url, where, "")
+        if len(check.problems) == before:
+            endpoints.append((region, endpoint))
+    return tuple(sorted(endpoints))
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -21,6 +21,7 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset(
     {"product", "cloud_region", "task_id", "status", "code", "info", "task_type", "instance_id", "action"}
     | {"source", "instance_name"}  # tencentcloud_task_info, for discovered tasks
+    | {"account", "api_endpoint"}  # every task series; per-API series
     # Target labels Prometheus or Kubernetes service discovery set: a clash would be renamed exported_*.
     | {"job", "instance", "service", "region", "namespace", "pod", "container", "endpoint"}
 )

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from exporter.config import (
     API,
     CONFIG,
     DISCOVERED,
+    AccountConfig,
     Config,
     ConfigError,
     Key,
@@ -36,8 +37,7 @@ from exporter.credentials import CredentialProvider, CredentialsError, open_prov
 from exporter.discovery import Discovery
 from exporter.listapis import Listed
 from exporter.metrics import Metrics
-from exporter.ratelimit import TokenBucket
-from exporter.scheduler import Scheduler, ServiceScheduler
+from exporter.scheduler import Plan, Scheduler
 from exporter.services import SERVICES
 from exporter.sharding import Shard
 from exporter.state import TaskStore
@@ -87,17 +87,20 @@ class Daemon:
         options: Options | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """`credentials`: a provider to adopt (closed by stop()); None opens one from the config at start."""
+        """`credentials`: one provider to adopt for every account (closed by stop()); None opens each
+        account's own chain from the config at start."""
         self.config = config
         self._config_keys = {t.key for t in config.tasks}
-        self._credentials = credentials
+        self._adopted = credentials
+        # By account; several accounts may share the adopted provider, which is closed once.
+        self._providers: dict[str, CredentialProvider] = {}
         self.options = options or Options()
         self.env = os.environ if env is None else env
         self.api_token = read_api_token(self.options, self.env)
         self.db = Store(self.options.storage_path, self.options.legacy_state_file, limits=config.limits)
         self.store = TaskStore()
         self._registered: dict[Key, Registration] = {}
-        self.metrics = Metrics(self._rate_limits(config), self.options.shard)
+        self.metrics = Metrics(self.options.shard)
         self.metrics.set_polling(config.polling)
         self.metrics.reloaded(True, time.time())
         self._scheduler: Scheduler | None = None
@@ -107,23 +110,57 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
 
     @property
-    def credentials(self) -> CredentialProvider:
-        if self._credentials is None:
+    def credentials(self) -> Mapping[str, CredentialProvider]:
+        """Each account's credential provider."""
+        if not self._providers:
             raise RuntimeError("the daemon has not started")
-        return self._credentials
+        return self._providers
 
-    def _rate_limits(self, config: Config) -> dict[str, float]:
-        """Each status API's rate for this replica: its share of the quota, less what discovery spends of
-        it where the list API is the status action itself (postgres)."""
-        swept = set(config.discovery.products) if config.discovery else set()
+    def _rate_limits(self, config: Config) -> dict[tuple[str, str], float]:
+        """Each (account, product) status lane's rate for this replica: its share of the quota, less what
+        discovery spends of it where the list API is the status action itself (postgres)."""
+        discovery = config.discovery
         rates = {}
-        for spec in SERVICES:
-            api = config.apis[spec.name]
-            rate = api.rate_limit
-            if spec.listing_shares_quota and spec.name in swept and api.list_rate_limit is not None:
-                rate -= api.list_rate_limit
-            rates[spec.name] = rate / self.options.shard.count
+        for account in config.account_names:
+            swept = set(discovery.products) if discovery and account in discovery.accounts else set()
+            for spec in SERVICES:
+                api = config.apis[spec.name]
+                rate = api.rate_limit
+                if spec.listing_shares_quota and spec.name in swept and api.list_rate_limit is not None:
+                    rate -= api.list_rate_limit
+                rates[account, spec.name] = rate / self.options.shard.count
         return rates
+
+    def _plan(self, config: Config) -> Plan:
+        return Plan(config.apis, self._rate_limits(config), config.polling, self.credentials)
+
+    async def _open_providers(
+        self, config: Config, keep: Mapping[str, CredentialProvider]
+    ) -> dict[str, CredentialProvider]:
+        """A provider per account of `config`, taken from `keep` where given; on failure the ones opened
+        here are closed and CredentialsError names the account."""
+        providers = dict(keep)
+        opened: list[CredentialProvider] = []
+        try:
+            for account in config.accounts:
+                if account.name in providers:
+                    continue
+                if self._adopted is not None:
+                    providers[account.name] = self._adopted
+                    continue
+                provider = await open_provider(
+                    account.credentials, self.env, where=config.where(account), use_env=account.use_env
+                )
+                opened.append(provider)
+                providers[account.name] = provider
+        except BaseException:
+            for provider in opened:
+                await provider.close()
+            raise
+        return providers
+
+    def _count(self) -> None:
+        self.metrics.set_watched(self.store.count_by_account(self.config.account_names))
 
     async def start(self) -> None:
         """Opens everything; on any failure, closes what was opened and raises (CredentialsError,
@@ -138,8 +175,7 @@ class Daemon:
         resources = self._resources
         # The provider in use when stopping is closed, whichever reload put it there.
         resources.push_async_callback(self._close_credentials)
-        if self._credentials is None:
-            self._credentials = await open_provider(self.config, self.env)
+        self._providers = await self._open_providers(self.config, {})
         # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
         resources.push_async_callback(self._close_store)
         # A corrupt store stops the start (StoreError) rather than being overwritten with nothing.
@@ -155,21 +191,7 @@ class Daemon:
         )
         resources.push_async_callback(session.close)
         self._client = ApiClient(session, self.config.polling.timeout)
-        rates = self._rate_limits(self.config)
-        services = {
-            spec.name: ServiceScheduler(
-                spec,
-                self.config.apis[spec.name].endpoint,
-                TokenBucket(rates[spec.name]),
-                self._client,
-                self.credentials,
-                self.store,
-                self.metrics,
-                self.config.polling,
-            )
-            for spec in SERVICES
-        }
-        self._scheduler = Scheduler(services)
+        self._scheduler = Scheduler(self._client, self.store, self.metrics, self._plan(self.config))
         self._sync(spread=True)
         # Statuses kept for tasks no longer watched are not needed again; those of tasks discovery may find
         # again wait for it, so a discovered task keeps its status's first-seen time across a restart.
@@ -210,8 +232,9 @@ class Daemon:
             log.error("could not write the store's last changes", extra={"fields": {"error": str(exc)}})
 
     async def _close_credentials(self) -> None:
-        if self._credentials is not None:
-            await self._credentials.close()
+        providers, self._providers = self._providers, {}
+        adopted = [self._adopted] if self._adopted is not None else []
+        await _close_all([*providers.values(), *adopted])
 
     def _forget_status(self, key: Key) -> None:
         self.db.forget_statuses([key])
@@ -226,7 +249,8 @@ class Daemon:
         tasks = {key: found.task for key, found in self.discovery.found.items()}
         tasks.update({key: r.task for key, r in self._registered.items()})
         tasks.update({t.key: t for t in self.config.tasks})  # the config file's labels win
-        return {k: t for k, t in tasks.items() if self._owns(t)}
+        accounts = set(self.config.account_names)
+        return {k: t for k, t in tasks.items() if self._owns(t) and t.account in accounts}
 
     def _owns(self, task: WatchedTask) -> bool:
         return self.options.shard.owns(task.service, task.task_id)
@@ -245,9 +269,18 @@ class Daemon:
         return key in self._config_keys or key in self._registered or key in self.discovery.found
 
     def _sync(self, spread: bool) -> None:
+        accounts = set(self.config.account_names)
+        orphans = sorted({r.task.account for r in self._registered.values()} - accounts)
+        if orphans:
+            # Kept in the store, not polled: putting the account back into the config brings them back.
+            waiting = sum(r.task.account in orphans for r in self._registered.values())
+            log.warning(
+                "registered tasks name accounts the config does not have; they are not polled",
+                extra={"fields": {"accounts": ", ".join(orphans), "tasks": waiting}},
+            )
         if self._scheduler is not None:
             self._scheduler.sync(self.watched().values(), spread)
-        self.metrics.set_watched(self.store.count_by_service())
+        self._count()
 
     def can_register(self, key: Key) -> bool:
         """False when a new registration would go over limits.registered_tasks."""
@@ -266,7 +299,7 @@ class Daemon:
         owned = self.options.shard.owns(task.service, task.task_id)
         if self._scheduler is not None and owned and task.key not in self._config_keys:
             self._scheduler.add(task)  # O(log n): no re-sync of the whole watched set
-            self.metrics.set_watched(self.store.count_by_service())
+            self._count()
         await self.db.put_registration(registration)
         log.info("task registered", extra={"fields": {**key_fields(task.key), "new": old is None}})
         return old is None
@@ -282,7 +315,7 @@ class Daemon:
     def _unwatch(self, key: Key) -> None:
         if self._scheduler is not None and not self._wanted(key):
             self._scheduler.discard(key)
-            self.metrics.set_watched(self.store.count_by_service())
+            self._count()
 
     # ---- discovery
 
@@ -296,7 +329,11 @@ class Daemon:
         still swept stay, the others are no longer watched (unless declared otherwise)."""
         await self.discovery.stop()
         discovery = config.discovery
-        swept = {(p, r) for p in discovery.products for r in discovery.regions} if discovery else set()
+        swept = (
+            {(a, p, r) for a in discovery.accounts for p in discovery.products for r in discovery.regions}
+            if discovery
+            else set()
+        )
         for key in self.discovery.retain(swept):
             self._unwatch(key)
         if discovery is None:
@@ -325,7 +362,7 @@ class Daemon:
             product, region, _ = batch[0][0].key
             fields = {"product": product, "cloud_region": region, "new": new}
             log.info("tasks discovered", extra={"fields": fields})
-        self.metrics.set_watched(self.store.count_by_service())
+        self._count()
 
     def _final_since(self, key: Key) -> float | None:
         state = self.store.get(key)
@@ -414,32 +451,47 @@ class Daemon:
         except ConfigError as exc:
             raise ReloadError(str(exc)) from None
         api_token = read_api_token(self.options, self.env)
-        credentials, old_credentials = self.credentials, None
-        if config.credentials != self.config.credentials:
-            try:
-                credentials = await open_provider(config, self.env)
-            except CredentialsError as exc:
-                raise ReloadError(str(exc)) from None
-            old_credentials = self.credentials
+        # Accounts whose credentials section is unchanged keep their provider (and its cached keys).
+        before = {a.name: a for a in self.config.accounts}
+        kept = {
+            a.name: self._providers[a.name]
+            for a in config.accounts
+            if _same_account(before.get(a.name), a) and a.name in self._providers
+        }
+        try:
+            providers = await self._open_providers(config, kept)
+        except CredentialsError as exc:
+            raise ReloadError(str(exc)) from None
+        in_use = [id(p) for p in providers.values()]
+        retired = [p for p in self._providers.values() if id(p) not in in_use]
         # Nothing below can fail: the new config is applied whole or not at all.
         old_config = self.config
-        self.config, self._credentials, self.api_token = config, credentials, api_token
+        self.config, self._providers, self.api_token = config, providers, api_token
         self.db.limits = config.limits
         self._config_keys = {t.key for t in config.tasks}
-        rates = self._rate_limits(config)
-        for name, scheduler in self._scheduler.services.items():
-            scheduler.reconfigure(config.apis[name].endpoint, rates[name], config.polling, credentials)
+        self._scheduler.reconfigure(self._plan(config))
         if self._client is not None:
             self._client.set_timeout(config.polling.timeout)
-        self.metrics.set_rate_limits(rates)
         self.metrics.set_polling(config.polling)
         changed = (config.discovery, config.apis) != (old_config.discovery, old_config.apis)
-        if changed or old_credentials is not None:
+        if changed or retired:
             await self._restart_discovery(config)
         self._sync(spread=False)
-        if old_credentials is not None:
-            await old_credentials.close()
+        await _close_all(retired)
         log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "source": str(path)}})
+
+
+def _same_account(old: AccountConfig | None, new: AccountConfig) -> bool:
+    return old is not None and (old.credentials, old.use_env) == (new.credentials, new.use_env)
+
+
+async def _close_all(providers: Iterable[CredentialProvider]) -> None:
+    """Closes each provider once (accounts may share one)."""
+    closed: set[int] = set()
+    for provider in providers:
+        if id(provider) not in closed:
+            closed.add(id(provider))
+            await provider.close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

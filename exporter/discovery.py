@@ -1,7 +1,8 @@
 """Discovery: finds the operations nobody named by sweeping each product's list API, per region.
 
-A Sweeper pages through one (product, region) every interval inside the list API's own token bucket, so a
-sweep never takes a status-polling token and polling never waits for a sweep. What a sweep finds goes to
+A Sweeper pages through one (account, product, region) every interval inside the list API's own token bucket
+(one per account and endpoint, as Tencent counts the quota), so a sweep never takes a status-polling token and
+polling never waits for a sweep. What a sweep finds goes to
 Discovery, which keeps every discovered task with what the list said of it, hands new ones to the daemon to
 watch, and forgets them `retention` after they reached a final state. A failed sweep (throttled, auth,
 transport, a page missing) is counted and tried again at the next interval; the tasks found before stay.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, PageOutcome
 from exporter.config import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
 from exporter.credentials import CredentialProvider, CredentialsError
+from exporter.lanes import Lane
 from exporter.listapis import PAGE_SIZE, Listed, Page
 from exporter.log import FirstOfKind
 from exporter.metrics import Metrics
@@ -44,27 +46,31 @@ class SweepFailed(Exception):
         self.message = message
 
 
+# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started).
+FoundCallback = Callable[[str, Service, str, list[Listed], float], Awaitable[None]]
+
+
 class Sweeper:
-    """Sweeps one product's list API in one region, every interval, until cancelled."""
+    """Sweeps one product's list API in one region for one account, every interval, until cancelled."""
 
     def __init__(
         self,
         service: Service,
         region: str,
-        endpoint: str,
+        lane: Lane,
         bucket: TokenBucket,
         client: ApiClient,
         credentials: CredentialProvider,
         metrics: Metrics,
         config: DiscoveryConfig,
-        found: Callable[[Service, str, list[Listed], float], Awaitable[None]],
+        found: FoundCallback,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if service.listing is None:
             raise ValueError(f"{service.name} has no list API")
-        self.service, self.listing, self.region = service, service.listing, region
-        self.endpoint, self.bucket, self.client, self.credentials = endpoint, bucket, client, credentials
+        self.service, self.listing, self.region, self.lane = service, service.listing, region, lane
+        self.endpoint, self.bucket, self.client, self.credentials = lane.endpoint, bucket, client, credentials
         self.metrics, self.config = metrics, config
         self._found = found
         self._wall_clock, self._clock = wall_clock, clock
@@ -72,8 +78,8 @@ class Sweeper:
         self._reported = FirstOfKind()
 
     @property
-    def labels(self) -> tuple[str, str]:
-        return (self.service.name, self.region)
+    def labels(self) -> tuple[str, str, str]:
+        return (self.lane.account, self.service.name, self.region)
 
     async def run(self) -> None:
         while True:
@@ -99,7 +105,7 @@ class Sweeper:
             return False
         finally:
             health.duration.labels(*self.labels).set(self._clock() - started)
-        await self._found(self.service, self.region, list(items.values()), now)
+        await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
         if self._failures:
             log.info("discovery sweep recovered", extra={"fields": self._fields()})
         self._failures = 0
@@ -146,7 +152,7 @@ class Sweeper:
         outcome: PageOutcome = await self.client.list_page(
             self.service, self.endpoint, self.region, credentials, payload
         )
-        self.metrics.observe_api(self.service, outcome, self.listing.action)
+        self.metrics.observe_api(self.lane, self.service, outcome)
         if outcome.code is not None:
             if self.service.is_throttling(outcome.code):
                 self.bucket.throttled()
@@ -158,11 +164,11 @@ class Sweeper:
     async def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
         self._failures += 1
         health = self.metrics.discovery
-        health.errors.labels(*self.labels, code).inc()
+        health.failed(self.labels, code)
         health.failures.labels(*self.labels).set(self._failures)
         # Pages read before the failure still name real operations: watch them now, not an interval later.
         if items:
-            await self._found(self.service, self.region, list(items.values()), now)
+            await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
             level,
@@ -177,7 +183,8 @@ class Sweeper:
             log.error("unexpected error in a discovery sweep", exc_info=exc, extra={"fields": self._fields()})
 
     def _fields(self) -> dict[str, object]:
-        return {"product": self.service.name, "cloud_region": self.region, "action": self.listing.action}
+        account, product, region = self.labels
+        return {"account": account, "product": product, "cloud_region": region, "action": self.listing.action}
 
 
 def _collect(page: Page, items: dict[str, Listed]) -> None:
@@ -215,6 +222,7 @@ class Discovery:
         # Keys forgotten after retention, so the list (which may still show them) does not bring them back.
         self._gone: dict[Key, float] = {}
         self._sweepers: list[Sweeper] = []
+        self._buckets: dict[Lane, TokenBucket] = {}
         self._workers: list[asyncio.Task[None]] = []
 
     # ---- sweeping
@@ -224,37 +232,43 @@ class Discovery:
         config: DiscoveryConfig,
         apis: Mapping[str, ApiConfig],
         client: ApiClient,
-        credentials: CredentialProvider,
+        credentials: Mapping[str, CredentialProvider],
         shards: int,
     ) -> None:
-        """Sweeps `config.regions` for `config.products` from now on, each list API inside its own bucket."""
+        """Sweeps `config.regions` for `config.products` as each of `config.accounts` from now on, each list
+        API inside a bucket per (account, endpoint): regions reached through one host share it."""
         self.config = config
         self._sweepers = []
-        for name in config.products:
-            service, api = BY_NAME[name], apis[name]
-            rate = (api.list_rate_limit or 1.0) / shards  # every replica sweeps; each keeps its shard's tasks
-            bucket = TokenBucket(rate)  # shared by the regions: the quota is per API and endpoint host
-            for region in config.regions:
-                self._sweepers.append(
-                    Sweeper(
-                        service,
-                        region,
-                        api.endpoint,
-                        bucket,
-                        client,
-                        credentials,
-                        self.metrics,
-                        config,
-                        self._take,
-                        self._wall_clock,
+        for account in config.accounts:
+            for name in config.products:
+                service, api = BY_NAME[name], apis[name]
+                listing = service.listing
+                if listing is None:
+                    continue
+                for region in config.regions:
+                    lane = Lane(account, name, listing.action, api.endpoint_for(region))
+                    bucket = self._buckets.get(lane)
+                    if bucket is None:
+                        # Every replica sweeps; each keeps only its shard's tasks.
+                        bucket = self._buckets[lane] = TokenBucket((api.list_rate_limit or 1.0) / shards)
+                        self.metrics.lane_opened(lane, bucket)
+                    self._sweepers.append(
+                        Sweeper(
+                            service,
+                            region,
+                            lane,
+                            bucket,
+                            client,
+                            credentials[account],
+                            self.metrics,
+                            config,
+                            self._take,
+                            self._wall_clock,
+                        )
                     )
-                )
         self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
-        self.metrics.set_list_rate_limits(
-            {n: (apis[n].list_rate_limit or 0.0) / shards for n in config.products}
-        )
         self._workers = [
-            asyncio.create_task(s.run(), name=f"discover-{s.service.name}-{s.region}") for s in self._sweepers
+            asyncio.create_task(s.run(), name=f"discover-{'-'.join(s.labels)}") for s in self._sweepers
         ]
 
     async def stop(self) -> None:
@@ -262,9 +276,13 @@ class Discovery:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        for lane, bucket in self._buckets.items():
+            self.metrics.lane_closed(lane, bucket)
+        self._buckets = {}
 
     @property
-    def swept(self) -> set[tuple[str, str]]:
+    def swept(self) -> set[tuple[str, str, str]]:
+        """The (account, product, region) triples swept."""
         return {s.labels for s in self._sweepers}
 
     @property
@@ -273,16 +291,18 @@ class Discovery:
 
     # ---- the discovered tasks
 
-    async def _take(self, service: Service, region: str, items: list[Listed], now: float) -> None:
+    async def _take(
+        self, account: str, service: Service, region: str, items: list[Listed], now: float
+    ) -> None:
         """What a sweep listed, taken in batches that let the event loop breathe between them: a first
         sweep of thousands of operations must not hold up status polling while they are set up."""
         for start in range(0, len(items), ABSORB_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self._absorb(service, region, items[start : start + ABSORB_BATCH], now)
+            self._absorb(account, service, region, items[start : start + ABSORB_BATCH], now)
         self.count()
 
-    def _absorb(self, service: Service, region: str, items: list[Listed], now: float) -> None:
+    def _absorb(self, account: str, service: Service, region: str, items: list[Listed], now: float) -> None:
         config = self.config
         if config is None:
             return
@@ -293,7 +313,7 @@ class Discovery:
                 continue
             tags = dict(listed.tags)
             labels = tuple((name, tags[name]) for name in config.tag_labels if tags.get(name))
-            task = WatchedTask(service.name, listed.task_id, region, labels, origin=DISCOVERED)
+            task = WatchedTask(service.name, listed.task_id, region, labels, account, origin=DISCOVERED)
             if not self._owns(task):
                 continue
             found = self.found.get(key)
@@ -334,21 +354,27 @@ class Discovery:
             self.count()
         return expired
 
-    def retain(self, swept: Iterable[tuple[str, str]]) -> list[Key]:
-        """After stop(), before start() with new settings: forgets the tasks and series of (product, region)
-        pairs no longer swept; returns the keys of the tasks forgotten."""
+    def retain(self, swept: Iterable[tuple[str, str, str]]) -> list[Key]:
+        """After stop(), before start() with new settings: forgets the tasks and series of (account,
+        product, region) triples no longer swept; returns the keys of the tasks forgotten."""
         keep = set(swept)
-        before = self.swept | {key[:2] for key in self.found}
-        dropped = [key for key in self.found if key[:2] not in keep]
+        before = self.swept | {_triple(found) for found in self.found.values()}
+        dropped = [key for key, found in self.found.items() if _triple(found) not in keep]
         for key in dropped:
             del self.found[key]
         self._sweepers = []
-        for product, region in before - keep:
-            self.metrics.discovery.forget(product, region)
+        for labels in before - keep:
+            self.metrics.discovery.forget(labels)
         self.count()
         return dropped
 
     def count(self) -> None:
-        counts = Counter(key[:2] for key in self.found)
-        for pair in self.swept | set(counts):
-            self.metrics.discovery.tasks.labels(*pair).set(counts.get(pair, 0))
+        counts = Counter(_triple(found) for found in self.found.values())
+        for labels in self.swept | set(counts):
+            self.metrics.discovery.tasks.labels(*labels).set(counts.get(labels, 0))
+
+
+def _triple(found: Found) -> tuple[str, str, str]:
+    """The (account, product, region) a discovered task was found in."""
+    task = found.task
+    return (task.account, task.service, task.region)

@@ -9,12 +9,13 @@ from exporter.configvalues import LABEL_NAME, RESERVED_LABELS, ValueChecker
 from exporter.services import BY_NAME, DISCOVERABLE
 from exporter.validation import describe, shown
 
-_KEYS = {"regions", "products", "interval", "lookback", "retention", "tag_labels"}
+_KEYS = {"regions", "accounts", "products", "interval", "lookback", "retention", "tag_labels"}
 
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
     regions: tuple[str, ...]
+    accounts: tuple[str, ...] = ("default",)  # whose operations are listed: every account by default
     products: tuple[str, ...] = tuple(s.name for s in DISCOVERABLE)
     interval: float = 60.0  # each (product, region) is swept this often
     lookback: float = 86400.0  # operations that started within this window are listed
@@ -22,8 +23,9 @@ class DiscoveryConfig:
     tag_labels: tuple[str, ...] = ()  # resource tag keys copied onto tencentcloud_task_info as labels
 
 
-def parse_discovery(check: ValueChecker, value: object) -> DiscoveryConfig | None:
-    """The section, or None when it is absent (discovery off); problems are recorded on `check`."""
+def parse_discovery(check: ValueChecker, value: object, accounts: tuple[str, ...]) -> DiscoveryConfig | None:
+    """The section, or None when it is absent (discovery off); problems are recorded on `check`.
+    `accounts`: the config's account names."""
     if value is None:
         return None
     raw = check.mapping(value, "discovery", _KEYS)
@@ -34,6 +36,7 @@ def parse_discovery(check: ValueChecker, value: object) -> DiscoveryConfig | Non
     lookback = check.duration(raw.get("lookback"), "discovery.lookback", default.lookback, 60.0, False)
     return DiscoveryConfig(
         regions=_regions(check, raw.get("regions")),
+        accounts=_accounts(check, raw.get("accounts"), accounts),
         products=_products(check, raw.get("products"), default.products),
         interval=interval,
         lookback=lookback,
@@ -71,6 +74,21 @@ def _regions(check: ValueChecker, value: object) -> tuple[str, ...]:
     if not regions and value == []:
         check.error("discovery.regions", "expected at least one region")
     return tuple(regions)
+
+
+def _accounts(check: ValueChecker, value: object, known: tuple[str, ...]) -> tuple[str, ...]:
+    if value is None:
+        return known
+
+    def valid(name: str, where: str) -> bool:
+        if name not in known:
+            check.error(where, f"expected one of the accounts {', '.join(known)}, got {shown(name)}")
+        return name in known
+
+    names = _strings(check, value, "discovery.accounts", "account names", valid)
+    if not names and value == []:
+        check.error("discovery.accounts", "expected at least one account")
+    return tuple(names)
 
 
 def _products(check: ValueChecker, value: object, default: tuple[str, ...]) -> tuple[str, ...]:

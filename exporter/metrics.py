@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client import exposition as text_exposition
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.client import Outcome, PageOutcome
 from exporter.config import PollingConfig
 from exporter.exposition import POLLED, TASK_FAMILIES
-from exporter.services import BY_NAME, SERVICES, Service
+from exporter.lanes import Lane
+from exporter.ratelimit import TokenBucket
+from exporter.services import Service
 from exporter.sharding import Shard
 from exporter.state import TaskState
 
@@ -30,12 +35,55 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset
 CHUNK_TASKS = 1000
 
 
+# Every per-API series: one per token bucket (api_endpoint: host[:port], the unit Tencent counts quotas by).
+API_LABELS = ("account", "product", "action", "api_endpoint")
+
+
+class BucketCollector(Collector):
+    """Each bucket's configured and current rate, read at scrape time (the current one moves on its own).
+
+    Buckets of one Lane are summed: PostgreSQL's list and status requests spend one quota from two buckets.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[Lane, list[TokenBucket]] = defaultdict(list)
+
+    def track(self, lane: Lane, bucket: TokenBucket) -> None:
+        self._buckets[lane].append(bucket)
+
+    def untrack(self, lane: Lane, bucket: TokenBucket) -> None:
+        buckets = self._buckets.get(lane, [])
+        if bucket in buckets:
+            buckets.remove(bucket)
+        if not buckets:
+            self._buckets.pop(lane, None)
+
+    def collect(self) -> Iterator[Metric]:
+        configured = GaugeMetricFamily(
+            "tencentcloud_api_rate_limit_requests_per_second",
+            "Request rate this exporter process keeps to, per token bucket: one per (account, product, "
+            "action, endpoint), at the configured rate_limit / shard count.",
+            labels=API_LABELS,
+        )
+        current = GaugeMetricFamily(
+            "tencentcloud_api_current_rate_limit_requests_per_second",
+            "Request rate the token bucket allows now: its rate limit, lowered after throttling "
+            "(another client spending the same quota) and climbing back within seconds.",
+            labels=API_LABELS,
+        )
+        for lane, buckets in sorted(self._buckets.items(), key=lambda item: item[0].labels):
+            configured.add_metric(lane.labels, sum(b.max_rate for b in buckets))
+            current.add_metric(lane.labels, sum(b.current_rate() for b in buckets))
+        yield configured
+        yield current
+
+
 class Metrics:
-    def __init__(self, rate_limits: dict[str, float], shard: Shard | None = None) -> None:
+    def __init__(self, shard: Shard | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         # process_* series (CPU, memory, open files, start time), as every exporter has.
         ProcessCollector(registry=self.registry)
-        labels = ("product", "action")
+        labels = API_LABELS
         self.api_requests = Counter(
             "tencentcloud_api_requests",
             f"Requests sent to the Tencent Cloud API. {POLLED}",
@@ -62,12 +110,8 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
-        self.api_rate_limit = Gauge(
-            "tencentcloud_api_rate_limit_requests_per_second",
-            "Request rate this exporter process keeps to, per API (the configured rate_limit / shard count).",
-            labels,
-            registry=self.registry,
-        )
+        self.buckets = BucketCollector()
+        self.registry.register(self.buckets)
         self.poll_interval = Gauge(
             "tencentcloud_exporter_poll_interval_seconds",
             "Configured polling interval by task state (in_progress, finished; 0 = not polled again).",
@@ -106,7 +150,7 @@ class Metrics:
         self.watched = Gauge(
             "tencentcloud_exporter_watched_tasks",
             "Number of tasks the exporter watches.",
-            ("product",),
+            ("account", "product"),
             registry=self.registry,
         )
         Info(
@@ -114,17 +158,19 @@ class Metrics:
             "Build information of the exporter.",
             registry=self.registry,
         ).info({"version": __version__, "python_version": platform.python_version()})
-        for service in SERVICES:
-            # Zero-valued series from the start, so rate() and dashboards work before the first error.
-            self.api_requests.labels(service.name, service.action)
-            self.api_throttled.labels(service.name, service.action)
-            self.api_duration.labels(service.name, service.action)
-        self.set_rate_limits(rate_limits)
         self.discovery = DiscoveryMetrics(self.registry)
 
-    def set_rate_limits(self, rate_limits: dict[str, float]) -> None:
-        for service in SERVICES:
-            self.api_rate_limit.labels(service.name, service.action).set(rate_limits[service.name])
+    def lane_opened(self, lane: Lane, bucket: TokenBucket) -> None:
+        """A token bucket in use from now on: its rates are exported, and its request series exist at zero
+        from the start, so rate() and dashboards work before the first error."""
+        self.buckets.track(lane, bucket)
+        self.api_requests.labels(*lane.labels)
+        self.api_throttled.labels(*lane.labels)
+        self.api_duration.labels(*lane.labels)
+
+    def lane_closed(self, lane: Lane, bucket: TokenBucket) -> None:
+        """The bucket is no longer used; its request counters stay (a counter does not go back)."""
+        self.buckets.untrack(lane, bucket)
 
     def set_polling(self, polling: PollingConfig) -> None:
         self.poll_interval.labels("in_progress").set(polling.interval)
@@ -135,26 +181,21 @@ class Metrics:
         if success:
             self.reload_timestamp.set(now)
 
-    def observe_api(self, service: Service, outcome: Outcome | PageOutcome, action: str = "") -> None:
-        """One request to the product's status action, or to `action` (its list action) when given."""
-        action = action or service.action
-        self.api_requests.labels(service.name, action).inc()
-        self.api_duration.labels(service.name, action).observe(outcome.duration)
+    def observe_api(self, lane: Lane, service: Service, outcome: Outcome | PageOutcome) -> None:
+        """One request through `lane`'s bucket to one of `service`'s actions."""
+        labels = lane.labels
+        self.api_requests.labels(*labels).inc()
+        self.api_duration.labels(*labels).observe(outcome.duration)
         if outcome.code is not None:
-            self.api_errors.labels(service.name, action, outcome.code).inc()
+            self.api_errors.labels(*labels, outcome.code).inc()
             if service.is_throttling(outcome.code):
-                self.api_throttled.labels(service.name, action).inc()
+                self.api_throttled.labels(*labels).inc()
 
-    def set_list_rate_limits(self, rate_limits: dict[str, float]) -> None:
-        """The rates the list APIs are swept at, for the products discovery sweeps."""
-        for name, rate in rate_limits.items():
-            listing = BY_NAME[name].listing
-            if listing is not None:
-                self.api_rate_limit.labels(name, listing.action).set(rate)
-
-    def set_watched(self, counts: dict[str, int]) -> None:
-        for service, count in counts.items():
-            self.watched.labels(service).set(count)
+    def set_watched(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Watched tasks per (account, product): exactly these series, so a removed account's go."""
+        self.watched.clear()
+        for (account, product), count in counts.items():
+            self.watched.labels(account, product).set(count)
 
     def chunks(self, tasks: Sequence[TaskState], openmetrics: bool = False) -> Iterator[bytes]:
         """The exposition in pieces of at most CHUNK_TASKS tasks' lines, so a caller can yield between them.
@@ -181,10 +222,12 @@ class DiscoveryMetrics:
     """The health of discovery's sweeps per (product, cloud_region), on the exporter's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("product", "cloud_region")
+        labels = ("account", "product", "cloud_region")
+        self._codes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.sweeps = Counter(
             "tencentcloud_discovery_sweeps",
-            "Sweeps of a product's list API in a region (each pages through every operation it lists).",
+            "Sweeps of a product's list API in a region for an account (each pages through every operation "
+            "it lists).",
             labels,
             registry=registry,
         )
@@ -224,16 +267,25 @@ class DiscoveryMetrics:
             registry=registry,
         )
 
-    def configure(self, interval: float, pairs: Iterable[tuple[str, str]]) -> None:
-        """Series for every swept (product, region) from the start, so alerts see them before a failure."""
+    def configure(self, interval: float, swept: Iterable[tuple[str, str, str]]) -> None:
+        """Series for every swept (account, product, region) from the start, so alerts see them before a
+        failure."""
         self.interval.set(interval)
-        for product, region in pairs:
-            self.sweeps.labels(product, region)
-            self.failures.labels(product, region)
-            self.tasks.labels(product, region)
+        for labels in swept:
+            self.sweeps.labels(*labels)
+            self.failures.labels(*labels)
+            self.tasks.labels(*labels)
 
-    def forget(self, product: str, region: str) -> None:
-        """A (product, region) no longer swept after a reload: its series go, not linger with old values."""
+    def failed(self, labels: tuple[str, str, str], code: str) -> None:
+        self.errors.labels(*labels, code).inc()
+        self._codes[labels].add(code)
+
+    def forget(self, labels: tuple[str, str, str]) -> None:
+        """An (account, product, region) no longer swept after a reload: its series go, not linger with
+        old values."""
         for family in (self.sweeps, self.failures, self.tasks, self.duration, self.last_success):
             with contextlib.suppress(KeyError):
-                family.remove(product, region)
+                family.remove(*labels)
+        for code in self._codes.pop(labels, set()):
+            with contextlib.suppress(KeyError):
+                self.errors.remove(*labels, code)

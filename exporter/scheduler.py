@@ -1,9 +1,11 @@
-"""Decides which task to poll next, per API, inside that API's token bucket.
+"""Decides which task to poll next, per token bucket, inside that bucket.
 
-Each task has its own due time. One worker per API waits for the earliest due task, takes a token, then polls
-the most urgent task due at that moment: tasks still in progress (or never polled) before tasks in a final
-state, earliest due first within each group. Polls run concurrently, so API latency does not cap throughput;
-only the bucket does.
+Tencent counts a quota per (sub-account, API, endpoint), so the Scheduler keeps one lane per (account,
+product, endpoint) a watched task needs, each with its own bucket and worker; a task's requests carry its
+account's keys and go to its region's endpoint only. Within a lane each task has its own due time. The worker
+waits for the earliest due task, takes a token, then polls the most urgent task due at that moment: tasks
+still in progress (or never polled) before tasks in a final state, earliest due first within each group.
+Polls run concurrently, so API latency does not cap throughput; only the bucket does.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, Outcome
-from exporter.config import PollingConfig, WatchedTask, key_fields
+from exporter.config import DEFAULT_ACCOUNT, ApiConfig, Key, PollingConfig, WatchedTask, key_fields
 from exporter.credentials import CredentialProvider, CredentialsError
+from exporter.lanes import Lane
 from exporter.log import FirstOfKind
 from exporter.metrics import Metrics
 from exporter.ratelimit import TokenBucket
-from exporter.services import Service
+from exporter.services import BY_NAME, Service
 from exporter.state import TaskState, TaskStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,9 @@ def backoff_delay(consecutive_errors: int, polling: PollingConfig, rand: Callabl
 
 
 class ServiceScheduler:
-    """Polls every watched task of one API."""
+    """Polls the watched tasks of one lane: one product's status API, as one account, at one endpoint.
+
+    It schedules the tasks it is given; which tasks exist is the Scheduler's (and the store's) business."""
 
     def __init__(
         self,
@@ -90,8 +95,10 @@ class ServiceScheduler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        account: str = DEFAULT_ACCOUNT,
     ) -> None:
         self.service = service
+        self.lane = Lane(account, service.name, service.action, endpoint)
         self.endpoint = endpoint
         self.bucket = bucket
         self.client = client
@@ -111,11 +118,9 @@ class ServiceScheduler:
         self._slots = Slots(concurrency_for(bucket.max_rate, polling.timeout))
         self._reported = FirstOfKind()
 
-    def reconfigure(
-        self, endpoint: str, rate: float, polling: PollingConfig, credentials: CredentialProvider
-    ) -> None:
+    def reconfigure(self, rate: float, polling: PollingConfig, credentials: CredentialProvider) -> None:
         """New settings from a reload; they apply from the next request."""
-        self.endpoint, self.polling, self.credentials = endpoint, polling, credentials
+        self.polling, self.credentials = polling, credentials
         if self.bucket.max_rate != rate:
             self.bucket.set_rate(rate)
         self._slots.resize(concurrency_for(rate, polling.timeout))
@@ -125,13 +130,13 @@ class ServiceScheduler:
         return self._slots.limit
 
     def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
-        """Makes `tasks` the watched set: new ones are scheduled, gone ones dropped, the rest keep their state
-        and schedule (labels may change). With `spread`, first polls are spaced over one interval."""
+        """Makes `tasks` the lane's set: new ones are scheduled, gone ones dropped (their state is the
+        caller's to remove), the rest keep their state and schedule (labels may change). With `spread`,
+        first polls are spaced over one interval."""
         wanted = {t.key: t for t in tasks}
         for key in [k for k in self._generation if k not in wanted]:
             # Forgetting the key makes every heap entry for it stale, and an in-flight poll's result unwanted.
             del self._generation[key]
-            self.store.remove(key)
         new = [t for key, t in wanted.items() if key not in self._generation]
         for task in wanted.values():
             self.store.add(task)
@@ -146,9 +151,9 @@ class ServiceScheduler:
         if task.key not in self._generation:
             self._schedule(state, self._clock())
 
-    def discard(self, key: tuple[str, str, str]) -> None:
-        if self._generation.pop(key, None) is not None:
-            self.store.remove(key)
+    def discard(self, key: Key) -> None:
+        """Stops polling the task here (its state is the caller's to remove, or to hand to another lane)."""
+        self._generation.pop(key, None)
 
     @property
     def watched(self) -> int:
@@ -224,7 +229,9 @@ class ServiceScheduler:
             delay = self._internal_error(state, exc)
         finally:
             self._slots.release()
-        if delay is not None and self.store.get(state.task.key) is state:
+        key = state.task.key
+        # Not when the task left this lane meanwhile (unwatched, or moved to another account or endpoint).
+        if delay is not None and key in self._generation and self.store.get(key) is state:
             self._schedule(state, started + delay)
 
     async def _poll_once(self, state: TaskState) -> float | None:
@@ -237,7 +244,7 @@ class ServiceScheduler:
             outcome = await self.client.describe(
                 self.service, self.endpoint, task.region, credentials, task.task_id
             )
-        self.metrics.observe_api(self.service, outcome)
+        self.metrics.observe_api(self.lane, self.service, outcome)
         if self.store.get(task.key) is not state:
             return None  # removed while in flight
         return self._record(state, outcome)
@@ -304,41 +311,129 @@ class ServiceScheduler:
         return delay
 
 
-class Scheduler:
-    """One ServiceScheduler per API, sharing a token bucket per (credentials, API)."""
+@dataclass(frozen=True)
+class Plan:
+    """What the lanes take from the config: where each product's requests go, how fast, and as whom."""
 
-    def __init__(self, services: dict[str, ServiceScheduler]) -> None:
-        self.services = services
-        self._workers: list[asyncio.Task[None]] = []
+    apis: Mapping[str, ApiConfig]
+    rates: Mapping[tuple[str, str], float]  # (account, product): each of its lanes' rate for this replica
+    polling: PollingConfig
+    credentials: Mapping[str, CredentialProvider]  # by account
+
+    def lane(self, task: WatchedTask) -> Lane:
+        service = BY_NAME[task.service]
+        endpoint = self.apis[task.service].endpoint_for(task.region)
+        return Lane(task.account, task.service, service.action, endpoint)
+
+
+class Scheduler:
+    """The lanes the watched tasks need, each started on first use, and which task is in which."""
+
+    def __init__(self, client: ApiClient, store: TaskStore, metrics: Metrics, plan: Plan) -> None:
+        self.client, self.store, self.metrics, self.plan = client, store, metrics, plan
+        self.lanes: dict[Lane, ServiceScheduler] = {}
+        self._lane_of: dict[Key, Lane] = {}
+        self._workers: dict[Lane, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    def _open(self, lane: Lane) -> ServiceScheduler:
+        scheduler = self.lanes.get(lane)
+        if scheduler is None:
+            plan = self.plan
+            scheduler = ServiceScheduler(
+                BY_NAME[lane.product],
+                lane.endpoint,
+                TokenBucket(plan.rates[lane.account, lane.product]),
+                self.client,
+                plan.credentials[lane.account],
+                self.store,
+                self.metrics,
+                plan.polling,
+                account=lane.account,
+            )
+            self.lanes[lane] = scheduler
+            self.metrics.lane_opened(lane, scheduler.bucket)
+            if self._started:
+                self._start(lane, scheduler)
+        return scheduler
+
+    def _close(self, lane: Lane) -> None:
+        scheduler = self.lanes.pop(lane)
+        self.metrics.lane_closed(lane, scheduler.bucket)
+        worker = self._workers.pop(lane, None)
+        if worker is not None:
+            worker.cancel()
+            self._stopping.add(worker)
+            worker.add_done_callback(self._stopping.discard)
+
+    def reconfigure(self, plan: Plan) -> None:
+        """New settings from a reload, for the lanes of accounts still configured; sync() then moves the
+        tasks whose endpoint or account changed and closes the lanes left empty."""
+        self.plan = plan
+        for lane, scheduler in self.lanes.items():
+            credentials = plan.credentials.get(lane.account)
+            rate = plan.rates.get((lane.account, lane.product))
+            if credentials is not None and rate is not None:
+                scheduler.reconfigure(rate, plan.polling, credentials)
 
     def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
-        by_service: dict[str, list[WatchedTask]] = {name: [] for name in self.services}
+        """Makes `tasks` the watched set, each in its lane; tasks no longer watched lose their state."""
+        by_lane: dict[Lane, list[WatchedTask]] = {}
+        lane_of: dict[Key, Lane] = {}
         for task in tasks:
-            by_service[task.service].append(task)
-        for name, group in by_service.items():
-            self.services[name].sync(group, spread)
+            lane = self.plan.lane(task)
+            by_lane.setdefault(lane, []).append(task)
+            lane_of[task.key] = lane
+        for key in [k for k in self._lane_of if k not in lane_of]:
+            self.store.remove(key)
+        self._lane_of = lane_of
+        for lane in [lane for lane in self.lanes if lane not in by_lane]:
+            self._close(lane)
+        for lane, group in by_lane.items():
+            self._open(lane).sync(group, spread)
 
     def add(self, task: WatchedTask) -> None:
-        self.services[task.service].add(task)
+        """Watches one more task, or takes its new settings (which may move it to another lane)."""
+        lane = self.plan.lane(task)
+        old = self._lane_of.get(task.key)
+        if old is not None and old != lane and old in self.lanes:
+            self.lanes[old].discard(task.key)
+        self._lane_of[task.key] = lane
+        self._open(lane).add(task)
 
-    def discard(self, key: tuple[str, str, str]) -> None:
-        self.services[key[0]].discard(key)
+    def discard(self, key: Key) -> None:
+        lane = self._lane_of.pop(key, None)
+        if lane is not None and lane in self.lanes:
+            self.lanes[lane].discard(key)
+        self.store.remove(key)
+
+    def lanes_of(self, product: str) -> list[ServiceScheduler]:
+        return [s for lane, s in self.lanes.items() if lane.product == product]
+
+    def _start(self, lane: Lane, scheduler: ServiceScheduler) -> None:
+        name = f"poll-{lane.account}-{lane.product}-{lane.host}"
+        worker = asyncio.create_task(scheduler.run(), name=name)
+        worker.add_done_callback(_worker_ended)
+        self._workers[lane] = worker
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(s.run(), name=f"poll-{n}") for n, s in self.services.items()]
-        for worker in self._workers:
-            worker.add_done_callback(_worker_ended)
+        self._started = True
+        for lane, scheduler in self.lanes.items():
+            self._start(lane, scheduler)
 
     async def stop(self) -> None:
-        for worker in self._workers:
+        self._started = False
+        workers = [*self._workers.values(), *self._stopping]
+        for worker in workers:
             worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers = {}
 
     @property
     def running(self) -> bool:
-        """Every API's worker is alive: one that died shows as not ready (/-/ready answers 503)."""
-        return bool(self._workers) and all(not w.done() for w in self._workers)
+        """Started, and every lane's worker alive: one that died shows as not ready (/-/ready answers 503)."""
+        return self._started and all(not w.done() for w in self._workers.values())
 
 
 def _worker_ended(worker: asyncio.Task[None]) -> None:

@@ -66,6 +66,16 @@ class Service:
             self.version,
         )
 
+    @property
+    def regional_endpoint(self) -> str:
+        """The product's endpoint in one region, `{region}` to fill in: cdb.ap-shanghai.tencentcloudapi.com.
+
+        Tencent counts quotas per endpoint, so each regional host has a quota of its own; the financial
+        regions are reached only through theirs."""
+        scheme, host = self.default_endpoint.split("://", 1)
+        product, domain = host.split(".", 1)
+        return f"{scheme}://{product}.{{region}}.{domain}"
+
     def payload(self, task_id: str) -> dict[str, Any]:
         return {self.id_param: self.id_kind.request_value(task_id)}
 

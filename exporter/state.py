@@ -7,7 +7,7 @@ concatenation of ready strings, as kube-state-metrics does, and never waits on r
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import Key, WatchedTask
@@ -87,7 +87,7 @@ class TaskState:
             # product and cloud_region, not service and region: those are target labels under Kubernetes
             # service discovery and would be renamed exported_* on ingestion.
             f'product="{escape(self.task.service)}",cloud_region="{escape(self.task.region)}",'
-            f'task_id="{escape(self.task.task_id)}"'
+            f'task_id="{escape(self.task.task_id)}",account="{escape(self.task.account)}"'
         )
         self.render()
 
@@ -142,7 +142,7 @@ class TaskStore:
     ) -> None:
         self._tasks: dict[Key, TaskState] = {}
         self._novel_statuses: set[tuple[str, str]] = set()
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()  # (account, product)
         self._remembered = dict(remembered or {})
         self._on_status = on_status
         self._on_remove = on_remove
@@ -162,14 +162,17 @@ class TaskStore:
         if state is None:
             remembered = self._remembered.pop(task.key, None)
             state = self._tasks[task.key] = TaskState(task, remembered=remembered, listed=listed)
-            self._counts[task.service] += 1
+            self._counts[task.account, task.service] += 1
         elif state.task != task:
+            self._counts[state.task.account, task.service] -= 1
+            self._counts[task.account, task.service] += 1
             state.retask(task)
         return state
 
     def remove(self, key: Key) -> None:
-        if self._tasks.pop(key, None) is not None:
-            self._counts[key[0]] -= 1
+        state = self._tasks.pop(key, None)
+        if state is not None:
+            self._counts[state.task.account, key[0]] -= 1
             if self._on_remove is not None:
                 self._on_remove(key)
 
@@ -189,7 +192,17 @@ class TaskStore:
         return changed
 
     def count_by_service(self) -> dict[str, int]:
-        return {name: self._counts[name] for name in BY_NAME}
+        counts = dict.fromkeys(BY_NAME, 0)
+        for (_, product), count in self._counts.items():
+            counts[product] += count
+        return counts
+
+    def count_by_account(self, accounts: Iterable[str]) -> dict[tuple[str, str], int]:
+        """Watched tasks per (account, product): every product of every account in `accounts`, and any
+        other account a task still names."""
+        counts = {(account, product): 0 for account in accounts for product in BY_NAME}
+        counts.update((pair, count) for pair, count in self._counts.items() if count)
+        return counts
 
     def first_sighting(self, service: str, status: str) -> bool:
         """True the first time a status outside the documented set is seen for a service."""

@@ -48,20 +48,36 @@ __all__ = ["SCHEMA_VERSION", "SQLITE_HEADER", "Registration", "StatusSince", "St
 log = logging.getLogger(__name__)
 
 
-SCHEMA_VERSION = 1  # PRAGMA user_version
+SCHEMA_VERSION = 2  # PRAGMA user_version
 APPLICATION_ID = 0x54435445  # PRAGMA application_id ("TCTE"): this exporter's file, not another database
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds before a failed batch is tried again when nothing new comes
 
+_STATUSES = (
+    # Not tied to registrations: tasks from the config file keep their statuses here too.
+    "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID"
+)
+# Version 1, before accounts; still read (and migrated) from older files.
+_SCHEMA_V1 = (
+    "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
+    " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+    _STATUSES,
+)
+# Version 2 adds the account ("": a row from version 1, the account named default). This is the text SQLite
+# keeps after the migration's ALTER TABLE too, so a migrated file and a new one have the same schema.
 _SCHEMA = (
     # Keyed like WatchedTask.key; WITHOUT ROWID stores each row once, in key order.
     "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
     " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
-    " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
-    # Not tied to registrations: tasks from the config file keep their statuses here too.
-    "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
-    " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+    " account TEXT NOT NULL DEFAULT '', PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+    _STATUSES,
 )
-_PUT = "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?, ?)"
+_MIGRATE_V1 = "ALTER TABLE registrations ADD COLUMN account TEXT NOT NULL DEFAULT ''"
+_PUT = (
+    "INSERT OR REPLACE INTO registrations (service, region, task_id, labels, registered_at, final_since,"
+    " account) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _DELETE = "DELETE FROM registrations WHERE service = ? AND region = ? AND task_id = ?"
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
 _FORGET = "DELETE FROM statuses WHERE service = ? AND region = ? AND task_id = ?"
@@ -357,12 +373,13 @@ class Store:
 
     def _load(self, connection: sqlite3.Connection) -> None:
         problems: list[str] = []
-        for service, region, task_id, labels, registered_at, final_since in connection.execute(
-            "SELECT service, region, task_id, labels, registered_at, final_since FROM registrations"
+        for service, region, task_id, labels, registered_at, final_since, account in connection.execute(
+            "SELECT service, region, task_id, labels, registered_at, final_since, account FROM registrations"
             " ORDER BY registered_at, service, region, task_id"
         ):
             where = f"{self.name}: registrations row {ident(service, region, task_id)}"
             row = {"service": service, "id": task_id, "region": region, "labels": json_object(labels)}
+            row["account"] = account
             if row["labels"] is None:
                 problems.append(f"{where}: labels: expected a JSON object, got {shown(labels)}")
                 continue
@@ -435,8 +452,15 @@ def _prepare(connection: sqlite3.Connection, name: str) -> None:
         )
     # Exactly this schema: a planted trigger could fail or change every write, a missing column every read.
     schema = {row[0] for row in connection.execute("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")}
-    if application not in (0, APPLICATION_ID) or schema != (set(_SCHEMA) if version else set()):
+    expected = {0: set(), 1: set(_SCHEMA_V1)}.get(version, set(_SCHEMA))
+    if application not in (0, APPLICATION_ID) or schema != expected:
         raise StoreError(f"{name}: not this exporter's store (unexpected application or tables)")
+    if version == 1:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(_MIGRATE_V1)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+        log.info("store migrated to schema version 2 (accounts)", extra={"fields": {"store": name}})
     if version == 0:
         connection.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:
@@ -446,9 +470,9 @@ def _prepare(connection: sqlite3.Connection, name: str) -> None:
         connection.execute("COMMIT")
 
 
-def _registration_row(r: Registration) -> tuple[str, str, str, str, float, float | None]:
+def _registration_row(r: Registration) -> tuple[str, str, str, str, float, float | None, str]:
     labels = json.dumps(dict(r.task.labels), sort_keys=True)
-    return (*r.task.key, labels, r.registered_at, r.final_since)
+    return (*r.task.key, labels, r.registered_at, r.final_since, r.task.account)
 
 
 def _is_foreign(path: Path) -> bool:

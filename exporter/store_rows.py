@@ -40,7 +40,7 @@ def check_task(
     if not isinstance(service, str) or service not in BY_NAME:
         return None, [f"{where}: service: expected one of {_SERVICES}, got {describe(service)}"]
     try:
-        task = parse_task(service, entry, None, where, limits)
+        task = parse_task(service, entry, None, where, limits, accounts=None)
     except ConfigError as exc:
         return None, exc.problems
     if task.task_id != entry["id"]:
@@ -53,6 +53,8 @@ def check_registration(
     where: str, row: Mapping[str, object], limits: LimitsConfig | None
 ) -> tuple[Registration | None, list[str]]:
     entry = {"id": row.get("id"), "region": row.get("region"), "labels": row.get("labels")}
+    if row.get("account"):  # "" in rows from before accounts: the account named default
+        entry["account"] = row["account"]
     task, problems = check_task(where, row.get("service"), entry, limits)
     raw_registered, raw_final = row.get("registered_at"), row.get("final_since")
     registered_at, final = timestamp(raw_registered), None if raw_final is None else timestamp(raw_final)

@@ -176,7 +176,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return None
 
 
-_TASK_SHAPE = "expected a JSON object: {product, id, region?, labels?}"
+_TASK_SHAPE = "expected a JSON object: {product, id, region?, account?, labels?}"
 
 
 def _parse_json(raw: bytes) -> object:
@@ -208,7 +208,7 @@ async def add_task(request: web.Request) -> web.Response:
         return _json_error(400, str(exc))
     if not isinstance(body, dict):
         return _json_error(400, _TASK_SHAPE)
-    unknown = sorted(set(body) - {"product", "id", "region", "labels"})
+    unknown = sorted(set(body) - {"product", "id", "region", "account", "labels"})
     if unknown:
         return _json_error(400, f"unknown fields: {', '.join(key_text(k) for k in unknown[:10])}")
     service = body.get("product")
@@ -216,7 +216,9 @@ async def add_task(request: web.Request) -> web.Response:
         return _json_error(400, f"product: expected one of {', '.join(BY_NAME)}, got {shown(service)}")
     entry = {k: v for k, v in body.items() if k != "product"}
     try:
-        task = parse_task(service, entry, daemon.config.region, "request", limits)
+        task = parse_task(
+            service, entry, daemon.config.region, "request", limits, daemon.config.account_names
+        )
     except ConfigError as exc:
         return _json_error(400, "; ".join(p.removeprefix("request: ") for p in exc.problems)[:1000])
     if not daemon.can_register(task.key):
@@ -297,6 +299,7 @@ async def tasks_page(request: web.Request) -> web.Response:
         cells = [
             task.service,
             task.region,
+            task.account,
             task.task_id,
             status,
             instance,
@@ -314,6 +317,7 @@ async def tasks_page(request: web.Request) -> web.Response:
     headings = [
         "Product",
         "Region",
+        "Account",
         "Task ID",
         "Status",
         "Instance",

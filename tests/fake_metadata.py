@@ -1,9 +1,11 @@
-"""Fakes of the CVM metadata service and of STS AssumeRole, as real aiohttp servers on loopback ports.
+"""Fakes of the CVM metadata service and of STS, as real aiohttp servers on loopback ports.
 
 FakeMetadata lists one CAM role and hands out temporary keys for it: new ones on every fetch (or fixed ones),
 expiring `lifetime` seconds after the fetch by the shared `clock`. FakeSts checks each AssumeRole request's
 TC3-HMAC-SHA256 signature with exporter.signing (the functions the simulator uses) and answers with
-temporary keys. Every secret either hands out is added to `secrets`, so tests can prove none leaks.
+temporary keys. Given an OidcTrust, it also answers AssumeRoleWithWebIdentity (TKE workload identity) as
+the SDKs send it: unsigned (`Authorization: SKIP`), the token being the proof, which must be what the token
+file holds at that moment. Every secret either hands out is added to `secrets`, so tests can prove none leaks.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import asyncio
 import hmac
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -31,6 +35,9 @@ from exporter.signing import (
 )
 
 CREDENTIALS_PATH = "/latest/meta-data/cam/security-credentials/"
+STS_VERSION = "2018-08-13"
+OIDC_PARAMS = {"ProviderId", "WebIdentityToken", "RoleArn", "RoleSessionName", "DurationSeconds"}
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,128}")
 
 
 class _Server:
@@ -59,7 +66,7 @@ class _Server:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> _Server:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -141,28 +148,46 @@ class FakeMetadata(_Server):
 
 @dataclass(frozen=True)
 class StsCall:
-    secret_id: str  # the base key pair that signed the request
+    secret_id: str  # the base key pair that signed the request ("" for AssumeRoleWithWebIdentity)
     token: str  # its X-TC-Token header, "" when absent
     params: dict[str, Any]
+    region: str
+    action: str = "AssumeRole"
+
+
+@dataclass(frozen=True)
+class OidcTrust:
+    """What FakeSts trusts for AssumeRoleWithWebIdentity: one identity provider and role, and as the token
+    whatever `token_file` holds when the request arrives (so a token rotated away is refused)."""
+
+    provider_id: str
+    role_arn: str
+    token_file: Path
     region: str
 
 
 class FakeSts(_Server):
-    """STS AssumeRole (version 2018-08-13, service `sts`) for the key pairs it knows."""
+    """STS (version 2018-08-13, service `sts`): AssumeRole for the key pairs it knows (and every pair it
+    issued), AssumeRoleWithWebIdentity for the `oidc` trust when given."""
 
     def __init__(
         self,
         known: list[Credentials],
         clock: Callable[[], float] = time.time,
         secrets: set[str] | None = None,
+        oidc: OidcTrust | None = None,
     ) -> None:
         super().__init__()
         self.known = {c.secret_id: c for c in known}
         self.clock = clock
         self.secrets = secrets if secrets is not None else set()
+        self.oidc = oidc
         self.calls: list[StsCall] = []
         self.rejected: list[str] = []  # error codes sent
         self.error_code: str | None = None  # answer every request with this error
+        self.raw_answer: tuple[int, bytes] | None = None  # answer with this HTTP status and body instead
+        self.delay = 0.0  # seconds before each answer
+        self.requests = 0  # requests received, refused ones included
         self.issued: list[Credentials] = []
         self._serial = itertools.count(1)
 
@@ -172,8 +197,18 @@ class FakeSts(_Server):
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/", self._assume_role)
+        app.router.add_post("/", self._dispatch)
         return app
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        await asyncio.sleep(self.delay)
+        if self.raw_answer is not None:
+            status, body = self.raw_answer
+            return web.Response(status=status, body=body, content_type="application/json")
+        if request.headers.get("X-TC-Action") == "AssumeRoleWithWebIdentity":
+            return await self._assume_role_with_web_identity(request)
+        return await self._assume_role(request)
 
     def _error(self, code: str, message: str) -> web.Response:
         self.rejected.append(code)
@@ -215,11 +250,64 @@ class FakeSts(_Server):
         duration = params.get("DurationSeconds", 7200)
         if not isinstance(params.get("RoleArn"), str) or not isinstance(duration, int):
             return self._error("InvalidParameter", "RoleArn or DurationSeconds")
+        return self._answer(duration)
+
+    async def _assume_role_with_web_identity(self, request: web.Request) -> web.Response:
+        headers, trust = request.headers, self.oidc
+        if trust is None:
+            return self._error("InvalidAction", "no OIDC identity provider configured")
+        # Unsigned, exactly as the SDKs send it (SkipSign): a TC3 signature would need keys there are not yet.
+        if headers.get("Authorization") != "SKIP" or "X-TC-Token" in headers:
+            return self._error("AuthFailure.SignatureFailure", "expected Authorization: SKIP and no token")
+        if headers.get("X-TC-Version") != STS_VERSION or headers.get("Content-Type") != "application/json":
+            return self._error("InvalidParameter", "expected version 2018-08-13 and a JSON body")
+        try:
+            timestamp = int(headers.get("X-TC-Timestamp", ""))
+        except ValueError:
+            return self._error("MissingParameter", "X-TC-Timestamp")
+        if abs(timestamp - self.clock()) > 300:
+            return self._error("AuthFailure.SignatureExpire", "timestamp too far off")
+        if headers.get("X-TC-Region") != trust.region:
+            return self._error("InvalidParameter", f"region {headers.get('X-TC-Region')!r} is not the IdP's")
+        try:
+            params = json.loads(await request.read())
+        except ValueError:
+            return self._error("InvalidParameter", "body is not JSON")
+        if not isinstance(params, dict) or set(params) != OIDC_PARAMS:
+            return self._error("InvalidParameter", f"expected exactly {sorted(OIDC_PARAMS)}")
+        token = params["WebIdentityToken"]
+        self.calls.append(StsCall("", "", params, trust.region, "AssumeRoleWithWebIdentity"))
+        if self.error_code is not None:
+            # Echoes the token, as a careless service might: the client must not repeat it.
+            return self._error(self.error_code, f"simulated failure for WebIdentityToken {token}")
+        if params["ProviderId"] != trust.provider_id:
+            return self._error("ResourceNotFound.IdentityProviderNotExist", "unknown ProviderId")
+        if params["RoleArn"] != trust.role_arn:
+            return self._error("InvalidParameter.RoleNotExist", "no such role trusts this provider")
+        try:
+            current = trust.token_file.read_text().strip()
+        except OSError:
+            current = ""  # no token file: no token is current
+        if (
+            not isinstance(token, str)
+            or not current
+            or not hmac.compare_digest(token.encode(), current.encode())
+        ):
+            return self._error("InvalidParameter.WebIdentityTokenError", "token is not the current one")
+        name, duration = params["RoleSessionName"], params["DurationSeconds"]
+        if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
+            return self._error("InvalidParameter", "RoleSessionName")
+        if not isinstance(duration, int) or isinstance(duration, bool) or not 0 < duration <= 43200:
+            return self._error("InvalidParameter", "DurationSeconds")
+        return self._answer(duration)
+
+    def _answer(self, duration: int) -> web.Response:
         n = next(self._serial)
         keys = Credentials(
             f"AKIDsts{n}x{uuid.uuid4().hex[:8]}", f"stskey-{uuid.uuid4().hex}", f"ststok-{uuid.uuid4().hex}"
         )
         self.issued.append(keys)
+        self.known[keys.secret_id] = keys  # temporary keys may call AssumeRole in turn
         self.secrets.update((keys.secret_id, keys.secret_key, keys.token))
         expired = int(self.clock()) + duration
         return web.json_response(

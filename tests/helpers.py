@@ -21,12 +21,19 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.services import SERVICES
+from exporter.lanes import Lane
+from exporter.services import SERVICES, Service
 from exporter.signing import Credentials
 from exporter.simulator import Phase, SimTask, SimulatorThread
 
 # Every product's published quota, as the daemon passes them to Metrics.
 DEFAULT_RATES = {s.name: s.default_rate_limit for s in SERVICES}
+
+
+def status_lane(service: Service, account: str = "default") -> Lane:
+    """The lane of the product's status API at its default endpoint."""
+    return Lane(account, service.name, service.action, service.default_endpoint)
+
 
 _INSTALL_HINTS = {
     "promtool": "Debian package: apt-get install prometheus",

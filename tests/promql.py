@@ -28,17 +28,19 @@ def _exported_metric_names() -> frozenset[str]:
     from exporter.client import Outcome
     from exporter.config import WatchedTask
     from exporter.metrics import Metrics
+    from exporter.ratelimit import TokenBucket
     from exporter.services import MARIADB, Observation
     from exporter.state import TaskStore
-    from tests.helpers import DEFAULT_RATES
+    from tests.helpers import status_lane
 
-    metrics, store = Metrics(DEFAULT_RATES), TaskStore()
+    metrics, store = Metrics(), TaskStore()
     state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
     state.observe(Observation("running"), 0.0)
     state.fail("RequestLimitExceeded", 1.0)
-    metrics.observe_api(MARIADB, Outcome("RequestLimitExceeded"))
+    metrics.lane_opened(status_lane(MARIADB), TokenBucket(MARIADB.default_rate_limit))
+    metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome("RequestLimitExceeded"))
     metrics.loop_lag.observe(0.001)
-    metrics.set_watched(store.count_by_service())
+    metrics.set_watched(store.count_by_account(["default"]))
     text = metrics.render(store).decode()
     return frozenset(s.name for f in text_string_to_metric_families(text) for s in f.samples)
 

@@ -163,7 +163,8 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 async def resolve(config: Config, env: dict[str, str]) -> Credentials:
-    return await (await open_provider(config, env)).get()
+    provider = await open_provider(config.credentials, env, where=f"{config.source}: credentials")
+    return await provider.get()
 
 
 async def test_credentials_come_from_config_then_environment() -> None:

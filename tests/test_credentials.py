@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from exporter.client import ApiClient
-from exporter.config import ConfigError, parse_config
+from exporter.config import ConfigError, CredentialsConfig, parse_config
 from exporter.credentials import CredentialProvider, CredentialsError, open_provider, refresh_time
 from exporter.services import BY_NAME
 from exporter.signing import Credentials
@@ -55,8 +55,12 @@ def nowhere(tmp_path: Path) -> dict[str, Any]:
     return {"home": tmp_path / "home", "system_profile": tmp_path / "etc" / "credentials"}
 
 
-def config(**credentials: object) -> Any:
-    return parse_config({"credentials": credentials, "region": "ap-guangzhou"}, "c.yaml", {})
+WHERE = "c.yaml: credentials"  # where open_provider says the section is
+
+
+def config(**credentials: object) -> CredentialsConfig:
+    """The `credentials:` section of a config file `c.yaml`."""
+    return parse_config({"credentials": credentials, "region": "ap-guangzhou"}, "c.yaml", {}).credentials
 
 
 def write_profile(path: Path, secret_id: str, secret_key: str, section: str = "default") -> Path:
@@ -69,7 +73,8 @@ def write_profile(path: Path, secret_id: str, secret_key: str, section: str = "d
 
 @asynccontextmanager
 async def opened(*args: Any, **kwargs: Any) -> AsyncIterator[CredentialProvider]:
-    provider = await open_provider(*args, **kwargs)
+    """open_provider (for the default account's section at WHERE unless told), closed afterwards."""
+    provider = await open_provider(*args, **{"where": WHERE, **kwargs})
     try:
         yield provider
     finally:
@@ -113,7 +118,7 @@ async def test_sources_are_tried_in_the_sdk_order(
         async with opened(config(), {}, **kwargs) as p:
             assert p.source == f"profile file {home / '.tencentcloud' / 'credentials'} [default]"
             assert await p.get() == Credentials("AKIDprof", "profkey")
-            assert p.identity == f"profile:{home / '.tencentcloud' / 'credentials'}"
+            assert p.identity == f"profile:{home / '.tencentcloud' / 'credentials'}[default]"
         assert fake.listings == fake.fetches == 0  # never asked while an earlier source had keys
         (home / ".tencentcloud" / "credentials").unlink()
         async with opened(config(), {}, **kwargs) as p:
@@ -150,7 +155,9 @@ async def test_profile_file_locations_sections_and_quotes(
     async with opened(config(profile=str(quoted), cvm_role=False), {}, **off) as p:
         assert await p.get() == Credentials("AKIDd", "keyd")
     # a file without the section is skipped, and said so
-    message = await failure(open_provider(config(profile_section="nope", cvm_role=False), {}, **off), secrets)
+    message = await failure(
+        open_provider(config(profile_section="nope", cvm_role=False), {}, where=WHERE, **off), secrets
+    )
     assert f"profile file {nowhere['system_profile']} (no [nope] section)" in message
 
 
@@ -161,13 +168,15 @@ async def test_broken_profile_files_are_errors_that_quote_no_line(
     off = {**nowhere, "metadata_url": "http://127.0.0.1:9/unused/"}
     broken = tmp_path / "broken.ini"
     broken.write_text("secret_id = AKIDleak\nsecret_key = leakkey\n")  # no section header
-    message = await failure(open_provider(config(profile=str(broken)), {}, **off), secrets)
+    message = await failure(open_provider(config(profile=str(broken)), {}, where=WHERE, **off), secrets)
     assert f"profile file {broken}: not a valid INI file (line 1)" in message
     half = tmp_path / "half.ini"
     half.write_text("[default]\nsecret_id = AKIDleak\n")
-    message = await failure(open_provider(config(profile=str(half)), {}, **off), secrets)
+    message = await failure(open_provider(config(profile=str(half)), {}, where=WHERE, **off), secrets)
     assert "secret_key is empty while the other half of the key pair is set" in message
-    message = await failure(open_provider(config(profile=str(tmp_path / "gone.ini")), {}, **off), secrets)
+    message = await failure(
+        open_provider(config(profile=str(tmp_path / "gone.ini")), {}, where=WHERE, **off), secrets
+    )
     assert (
         f"profile file {tmp_path / 'gone.ini'} (set by c.yaml: credentials.profile): file not found"
         in message
@@ -297,13 +306,15 @@ async def test_configured_discovered_and_disabled_cvm_role(
             assert p.identity == "cvm-role:exporter-role"
             await p.get()
         assert fake.listings == 0  # a configured role is not looked up
-        message = await failure(open_provider(config(cvm_role="someone-else"), {}, **kwargs), secrets)
+        message = await failure(
+            open_provider(config(cvm_role="someone-else"), {}, where=WHERE, **kwargs), secrets
+        )
         assert f"{fake.url}someone-else: no such role bound to this instance (HTTP 404)" in message
-        message = await failure(open_provider(config(cvm_role=False), {}, **kwargs), secrets)
-        assert "CVM role (metadata service disabled by credentials.cvm_role: false)" in message
+        message = await failure(open_provider(config(cvm_role=False), {}, where=WHERE, **kwargs), secrets)
+        assert "CVM role (metadata service disabled by c.yaml: credentials.cvm_role: false)" in message
         assert fake.listings == 0
         fake.role = None
-        message = await failure(open_provider(config(), {}, **kwargs), secrets)
+        message = await failure(open_provider(config(), {}, where=WHERE, **kwargs), secrets)
         assert "no CAM role is bound to this instance (HTTP 404)" in message
 
 
@@ -317,6 +328,7 @@ async def test_nothing_found_names_every_source(
         open_provider(
             config(role_arn=ROLE_ARN),
             {"HOME": str(tmp_path / "home")},
+            where=WHERE,
             metadata_url=url,
             system_profile=nowhere["system_profile"],
         ),
@@ -329,10 +341,13 @@ async def test_nothing_found_names_every_source(
         f"profile file {tmp_path / 'home' / '.tencentcloud' / 'credentials'} (not found)",
         f"profile file {nowhere['system_profile']} (not found)",
         f"CVM role (metadata service {url}: ClientConnectorError",
-        "(credentials.role_arn needs base credentials from one of them)",
+        "TKE OIDC (TKE_REGION/TKE_PROVIDER_ID/TKE_WEB_IDENTITY_TOKEN_FILE/TKE_ROLE_ARN unset)",
+        "(c.yaml: credentials.role_arn needs base credentials from one of them)",
     ):
         assert part in message
-    message = await failure(open_provider(config(), {}, metadata_url=url, system_profile=None), secrets)
+    message = await failure(
+        open_provider(config(), {}, where=WHERE, metadata_url=url, system_profile=None), secrets
+    )
     assert "profile file ~/.tencentcloud/credentials (HOME unset)" in message
 
 
@@ -342,7 +357,8 @@ async def test_a_silent_metadata_service_fails_fast(secrets: set[str], nowhere: 
         loop = asyncio.get_running_loop()
         started = loop.time()
         message = await failure(
-            open_provider(config(), {}, **nowhere, metadata_url=fake.url, probe_timeout=0.2), secrets
+            open_provider(config(), {}, where=WHERE, **nowhere, metadata_url=fake.url, probe_timeout=0.2),
+            secrets,
         )
         assert loop.time() - started < 1.0
         assert f"CVM role (metadata service {fake.url}: no answer within 0.2s)" in message
@@ -416,7 +432,7 @@ async def test_sts_refusal_at_start_is_reported(
         cfg = config(
             secret_id=base.secret_id, secret_key=base.secret_key, role_arn=ROLE_ARN, sts_endpoint=sts.endpoint
         )
-        message = await failure(open_provider(cfg, {}, **nowhere, clock=clock), secrets)
+        message = await failure(open_provider(cfg, {}, where=WHERE, **nowhere, clock=clock), secrets)
         assert (
             f"STS {sts.endpoint} AssumeRole: AuthFailure.UnauthorizedOperation: simulated failure" in message
         )
@@ -424,7 +440,7 @@ async def test_sts_refusal_at_start_is_reported(
             secret_id="AKIDother", secret_key="other-key", role_arn=ROLE_ARN, sts_endpoint=sts.endpoint
         )
         secrets.update({"AKIDother", "other-key"})
-        message = await failure(open_provider(wrong, {}, **nowhere, clock=clock), secrets)
+        message = await failure(open_provider(wrong, {}, where=WHERE, **nowhere, clock=clock), secrets)
         assert "AuthFailure.SecretIdNotFound" in message
 
 
@@ -514,7 +530,7 @@ async def test_metadata_keys_sign_a_real_call_to_the_simulator(
             cfg = parse_config(
                 {"region": "ap-guangzhou", "apis": {"mariadb": {"endpoint": endpoint}}}, "c.yaml", {}
             )
-            async with opened(cfg, {}, **nowhere, metadata_url=fake.url) as provider:
+            async with opened(cfg.credentials, {}, **nowhere, metadata_url=fake.url) as provider:
                 keys = await provider.get()
                 async with aiohttp.ClientSession() as session:
                     client = ApiClient(session, timeout=5.0)

@@ -106,7 +106,7 @@ class _Watcher:
 
 def _discovery(config: DiscoveryConfig, owns: bool = True) -> tuple[Discovery, _Watcher]:
     watcher = _Watcher()
-    discovery = Discovery(watcher, lambda task: owns, Metrics({s: 1.0 for s in BY_NAME}))
+    discovery = Discovery(watcher, lambda task: owns, Metrics())
     discovery.config = config
     return discovery, watcher
 
@@ -115,7 +115,7 @@ def test_discovered_tasks_take_only_the_configured_tags_and_are_forgotten_after_
     config = DiscoveryConfig(regions=("ap-guangzhou",), retention=100.0, interval=10.0, lookback=1000.0)
     discovery, watcher = _discovery(config)
     listed = Listed("3340", tags=(("cost", "1"), ("team", "dba")))
-    discovery._absorb(MARIADB, "ap-guangzhou", [listed], now=0.0)
+    discovery._absorb("default", MARIADB, "ap-guangzhou", [listed], now=0.0)
     key: Key = ("mariadb", "ap-guangzhou", "3340")
     [(task, _)] = watcher.watched
     assert task == WatchedTask("mariadb", "3340", "ap-guangzhou", ())  # tag_labels is empty: no labels
@@ -128,18 +128,18 @@ def test_discovered_tasks_take_only_the_configured_tags_and_are_forgotten_after_
     assert discovery.expire(119.0, final.get, lambda k: True) == []
     assert discovery.expire(120.0, final.get, lambda k: True) == [key]
     # The list may still show it: it does not come back while the tombstone lasts...
-    discovery._absorb(MARIADB, "ap-guangzhou", [listed], now=121.0)
+    discovery._absorb("default", MARIADB, "ap-guangzhou", [listed], now=121.0)
     assert key not in discovery.found
     # ...which is as long as the list can show it (lookback plus three intervals).
     discovery.expire(120.0 + 1030.1, final.get, lambda k: True)
-    discovery._absorb(MARIADB, "ap-guangzhou", [listed], now=1200.0)
+    discovery._absorb("default", MARIADB, "ap-guangzhou", [listed], now=1200.0)
     assert key in discovery.found
 
 
 def test_tasks_the_status_api_never_knew_go_once_no_sweep_lists_them() -> None:
     config = DiscoveryConfig(regions=("ap-guangzhou",), retention=30.0, interval=60.0, tag_labels=("team",))
     discovery, watcher = _discovery(config)
-    discovery._absorb(MARIADB, "ap-guangzhou", [Listed("77", tags=(("team", "dba"),))], now=0.0)
+    discovery._absorb("default", MARIADB, "ap-guangzhou", [Listed("77", tags=(("team", "dba"),))], now=0.0)
     assert watcher.watched[0][0].labels == (("team", "dba"),)
     key: Key = ("mariadb", "ap-guangzhou", "77")
     none: dict[Key, float] = {}
@@ -151,7 +151,7 @@ def test_tasks_the_status_api_never_knew_go_once_no_sweep_lists_them() -> None:
 
 def test_tasks_of_other_shards_are_neither_kept_nor_watched() -> None:
     discovery, watcher = _discovery(DiscoveryConfig(regions=("ap-guangzhou",)), owns=False)
-    discovery._absorb(MARIADB, "ap-guangzhou", [Listed("3340")], now=0.0)
+    discovery._absorb("default", MARIADB, "ap-guangzhou", [Listed("3340")], now=0.0)
     assert watcher.watched == []
     assert discovery.found == {}
 
@@ -161,7 +161,7 @@ def test_postgres_status_polling_gives_discovery_its_share_of_the_one_quota() ->
     rates = Daemon(parse_config(document, "c.yaml", env={}))._rate_limits(
         parse_config(document, "c.yaml", {})
     )
-    assert rates["postgres"] == 15.0  # DescribeTasks is both: 20 per second between them
-    assert rates["cdb"] == 40.0  # its list API is another action with a quota of its own
+    assert rates["default", "postgres"] == 15.0  # DescribeTasks is both: 20 per second between them
+    assert rates["default", "cdb"] == 40.0  # its list API is another action with a quota of its own
     without = Daemon(parse_config({}, "c.yaml", env={}))
-    assert without._rate_limits(without.config)["postgres"] == 20.0
+    assert without._rate_limits(without.config)["default", "postgres"] == 20.0

@@ -38,7 +38,7 @@ from exporter.web import TASK_API_PREFIX, create_app
 from exporter.webconfig import middlewares, parse_web_config
 from tests.conftest import eventually
 from tests.fake_metadata import FakeMetadata
-from tests.helpers import CREDS, DEFAULT_RATES, DaemonProcess, Samples, wait_for
+from tests.helpers import CREDS, DaemonProcess, Samples, wait_for
 
 TOKEN = "hardening-token-7c1d"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -159,7 +159,7 @@ async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
             client,
             StaticProvider(CREDS, "test"),
             store,
-            Metrics(DEFAULT_RATES),
+            Metrics(),
             PollingConfig(interval=0.05, finished_interval=60, max_backoff=0.1),
         )
         scheduler.sync([WatchedTask("mariadb", "5", "ap-guangzhou")], spread=False)
@@ -280,18 +280,21 @@ async def test_reload_over_http_needs_enable_lifecycle(aiohttp_client: Any, tmp_
 
 async def test_reload_resizes_the_concurrency_cap(aiohttp_client: Any, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"region": "ap-guangzhou"}))
-    _, daemon = await serve(aiohttp_client, {}, tmp_path, config_path=path)
+    # Unreachable endpoint: the lane exists for the watched flow; what it answers does not matter here.
+    base = {"region": "ap-guangzhou", "watch": {"mariadb_flows": [1]}}
+    apis = {"mariadb": {"endpoint": "http://127.0.0.1:9"}}
+    path.write_text(yaml.safe_dump({**base, "apis": apis}))
+    _, daemon = await serve(aiohttp_client, {**base, "apis": apis}, tmp_path, config_path=path)
     assert daemon._scheduler is not None
-    before = daemon._scheduler.services["mariadb"].concurrency
-    path.write_text(
-        yaml.safe_dump(
-            {"region": "ap-guangzhou", "apis": {"mariadb": {"rate_limit": 40}}, "polling": {"timeout": "20s"}}
-        )
-    )
+    [lane] = daemon._scheduler.lanes_of("mariadb")
+    before = lane.concurrency
+    apis["mariadb"]["rate_limit"] = 40
+    path.write_text(yaml.safe_dump({**base, "apis": apis, "polling": {"timeout": "20s"}}))
     await daemon.reload()
     # rate x timeout: 20 x 10 s before, 40 x 20 s after (it stayed at the first figure before the fix).
-    assert (before, daemon._scheduler.services["mariadb"].concurrency) == (201, 801)
+    [after] = daemon._scheduler.lanes_of("mariadb")
+    assert after is lane
+    assert (before, lane.concurrency) == (201, 801)
 
 
 def test_a_bad_entry_in_the_state_file_exits_2_naming_it(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from exporter.metrics import Metrics
 from exporter.signing import Credentials
 from exporter.state import TaskState
 from exporter.web import create_app
-from tests.helpers import DEFAULT_RATES, Samples, require_binary
+from tests.helpers import Samples, require_binary
 
 TOKEN = "hostile-text-token"
 NASTY = list('\n\r\t"\\{}=,# \x00\x01\x7f\x85\u2028\u2029\ufeff\ud800\udbff\udc00\udfff\U0001f600aZ_9é-')
@@ -190,4 +190,4 @@ def test_hostile_config_files_are_refused_or_exported_safely() -> None:
 
     load()
     assert states
-    promtool_accepts(Metrics(DEFAULT_RATES).render(states.values()).decode("utf-8"))
+    promtool_accepts(Metrics().render(states.values()).decode("utf-8"))

@@ -9,15 +9,16 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from exporter.client import Outcome
 from exporter.config import WatchedTask
 from exporter.metrics import Metrics
+from exporter.ratelimit import TokenBucket
 from exporter.services import CDB, MARIADB, Observation
 from exporter.state import TaskStore
-from tests.helpers import DEFAULT_RATES, Samples, require_binary
+from tests.helpers import Samples, require_binary, status_lane
 
 NOW = 1_763_856_000.5
 
 
 def populated() -> tuple[Metrics, TaskStore]:
-    metrics = Metrics(DEFAULT_RATES)
+    metrics = Metrics()
     store = TaskStore()
     flow = store.add(WatchedTask("mariadb", "3340", "ap-guangzhou", (("team", "dba"),)))
     flow.observe(Observation("running"), NOW)
@@ -29,10 +30,14 @@ def populated() -> tuple[Metrics, TaskStore]:
     unknown.fail("InvalidParameter.FlowNotFound", NOW)
     unknown.fail("InvalidParameter.FlowNotFound", NOW + 1)
     store.add(WatchedTask("cdb", "never-polled", "ap-guangzhou"))
-    metrics.observe_api(MARIADB, Outcome(None, Observation("running"), duration=0.12))
-    metrics.observe_api(MARIADB, Outcome("InvalidParameter.FlowNotFound", duration=0.05))
-    metrics.observe_api(CDB, Outcome("Transport.Timeout", duration=10.0))
-    metrics.set_watched(store.count_by_service())
+    for service in (MARIADB, CDB):
+        metrics.lane_opened(status_lane(service), TokenBucket(service.default_rate_limit))
+    metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome(None, Observation("running"), duration=0.12))
+    metrics.observe_api(
+        status_lane(MARIADB), MARIADB, Outcome("InvalidParameter.FlowNotFound", duration=0.05)
+    )
+    metrics.observe_api(status_lane(CDB), CDB, Outcome("Transport.Timeout", duration=10.0))
+    metrics.set_watched(store.count_by_account(["default"]))
     return metrics, store
 
 
@@ -85,6 +90,9 @@ def test_api_and_exporter_metrics() -> None:
     assert samples.get("tencentcloud_api_errors_total", product="cdb", code="Transport.Timeout") == 1
     assert samples.get("tencentcloud_api_request_duration_seconds_count", product="mariadb") == 2
     assert samples.get("tencentcloud_api_rate_limit_requests_per_second", product="cdb") == 40
+    assert samples.get("tencentcloud_api_current_rate_limit_requests_per_second", product="cdb") == 40
+    cdb_host = {"account": "default", "api_endpoint": "cdb.tencentcloudapi.com"}
+    assert samples.get("tencentcloud_api_requests_total", product="cdb", **cdb_host) == 1
     assert samples.get("tencentcloud_exporter_watched_tasks", product="mariadb") == 2
     assert samples.get("tencentcloud_exporter_watched_tasks", product="cdb") == 3
     assert samples.get("tencentcloud_exporter_build_info") == 1
@@ -121,7 +129,7 @@ def test_relabelled_task_keeps_what_was_learnt() -> None:
 
 
 def test_every_throttling_code_of_a_product_is_counted_as_throttled() -> None:
-    metrics = Metrics(DEFAULT_RATES)
+    metrics = Metrics()
     for code in (
         "RequestLimitExceeded",
         "RequestLimitExceeded.UinLimitExceeded",
@@ -130,9 +138,11 @@ def test_every_throttling_code_of_a_product_is_counted_as_throttled() -> None:
         "InvalidParameter.FlowNotFound",  # not throttling
         "RequestLimitExceededButNotReally",  # not a sub-code
     ):
-        metrics.observe_api(MARIADB, Outcome(code))
-        metrics.observe_api(CDB, Outcome(code))
+        metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome(code))
+        metrics.observe_api(status_lane(CDB), CDB, Outcome(code))
     throttled = "tencentcloud_api_throttled_requests_total"
     get = metrics.registry.get_sample_value
-    assert get(throttled, {"product": "mariadb", "action": "DescribeFlow"}) == 4
-    assert get(throttled, {"product": "cdb", "action": "DescribeAsyncRequestInfo"}) == 3
+    lane = {"account": "default", "api_endpoint": "mariadb.tencentcloudapi.com"}
+    assert get(throttled, {"product": "mariadb", "action": "DescribeFlow", **lane}) == 4
+    lane = {"account": "default", "api_endpoint": "cdb.tencentcloudapi.com"}
+    assert get(throttled, {"product": "cdb", "action": "DescribeAsyncRequestInfo", **lane}) == 3

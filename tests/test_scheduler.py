@@ -21,7 +21,7 @@ from exporter.services import CDB, MARIADB, Service
 from exporter.signing import Credentials
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from exporter.state import TaskStore
-from tests.helpers import CREDS, DEFAULT_RATES
+from tests.helpers import CREDS
 
 
 class RecordingClient(ApiClient):
@@ -55,7 +55,7 @@ def scheduler_for(
         client,
         StaticProvider(CREDS, "test"),
         store,
-        Metrics(DEFAULT_RATES),
+        Metrics(),
         polling,
     )
     return scheduler, store

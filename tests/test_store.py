@@ -351,7 +351,10 @@ async def test_corrupt_database_is_refused(db: Path) -> None:
 @pytest.mark.parametrize(
     ("statement", "problem"),
     [
-        (f"PRAGMA user_version = {SCHEMA_VERSION + 1}", "schema version 2 is newer than this exporter knows"),
+        (
+            f"PRAGMA user_version = {SCHEMA_VERSION + 1}",
+            f"schema version {SCHEMA_VERSION + 1} is newer than this exporter knows",
+        ),
         ("PRAGMA application_id = 42", "not this exporter's store"),
         # A planted trigger could fail or rewrite every write: only the exporter's own schema is accepted.
         (
@@ -391,11 +394,14 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
         ("'cdb'", "'ap-guangzhou'", "CAST(X'EDA080' AS TEXT)", "'{}'"),  # a lone surrogate, as UTF-8 bytes
         ("'mariadb'", "'ap-guangzhou'", "'8'", '\'{"team": "\\ud800"}\''),
         ("'mariadb'", "'ap-guangzhou'", "'9'", "'[1]'"),
+        ("'mariadb'", "'ap-guangzhou'", "'10'", "'{}'", "'no spaces'"),
     ]
     with contextlib.closing(sqlite3.connect(db)) as raw:
-        for service, region, task_id, labels in rows:
+        empty = "''"
+        for service, region, task_id, labels, *account in rows:
             raw.execute(
-                f"INSERT INTO registrations VALUES ({service}, {region}, {task_id}, {labels}, 1.0, NULL)"
+                f"INSERT INTO registrations VALUES ({service}, {region}, {task_id}, {labels}, 1.0, NULL,"
+                f" {account[0] if account else empty})"
             )
         raw.execute("INSERT INTO statuses VALUES ('mariadb', 'ap-guangzhou', '1', 'running', 'soon')")
         raw.commit()
@@ -411,6 +417,7 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
         f"{prefix}cdb/ap-guangzhou/'\\udced\\udca0\\udc80': id: expected UTF-8 text",
         f"{prefix}mariadb/ap-guangzhou/8: labels.team: expected UTF-8 text",
         f"{prefix}mariadb/ap-guangzhou/9: labels: expected a JSON object",
+        f"{prefix}mariadb/ap-guangzhou/10: account: expected an account name",
         f"{db}: statuses row mariadb/ap-guangzhou/1: since: expected a unix time",
     ):
         assert any(line.startswith(expected) for line in message.splitlines()), (expected, message)
