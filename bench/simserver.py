@@ -23,6 +23,12 @@ For the discovery benchmark (`bench.discovery`) three more switches, all off by 
   tasks it adds at once. A status that changes shows in a list up to 60 s late, so the benchmark's listed
   tasks never change; requests with injected faults (latency apart) get the stock answer.
 
+Accounts: the keys in TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY (when set), plus any
+`--credentials ID:KEY[:TOKEN]` (repeatable) and `--accounts-file` (as `python -m exporter.simulator` takes
+them); at least one is needed. Quotas are counted per secret id. `--region R` makes the process one regional
+endpoint: requests for another region are refused (`UnsupportedRegion`), counted per account in the
+`accounts` of `/_sim/stats`.
+
 Prints one JSON line on stdout once listening, then serves until SIGTERM/SIGINT or `--max-runtime` seconds.
 """
 
@@ -47,8 +53,9 @@ from exporter.listapis import ListApi
 from exporter.services import BY_NAME, SERVICES, Service
 from exporter.signing import Credentials
 from exporter.simulator import Faults, SimTask, Simulator, listing, load_scenario
+from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.errors import request_id
-from exporter.simulator.gateway import ActionStats
+from exporter.simulator.stats import ActionStats
 
 # The ID parameter of each status action (a list request is logged with its Offset instead).
 _ID_PARAMS = {s.action: s.id_param for s in SERVICES}
@@ -90,7 +97,8 @@ class BenchSimulator(Simulator):
         self.record, self.list_cache = record, list_cache
         self.requests: list[tuple[float, float, str, object, str | None]] = []
         self._generation = 0  # bumped by every task added: a cached answer is of one generation
-        self._answers: dict[tuple[str, str, str], _Answer] = {}  # by product, region, parameters but paging
+        # By product, region, caller (whose tasks it lists) and parameters but paging.
+        self._answers: dict[tuple[str, str, str | None, str], _Answer] = {}
 
     def add_task(self, task: SimTask) -> None:
         super().add_task(task)
@@ -149,11 +157,17 @@ class BenchSimulator(Simulator):
         return web.json_response({"added": len(tasks)})
 
     def _list(
-        self, service: Service, params: Mapping[str, Any], region: str, faults: Faults, stats: ActionStats
+        self,
+        service: Service,
+        params: Mapping[str, Any],
+        region: str,
+        faults: Faults,
+        stats: ActionStats,
+        caller: str | None = None,
     ) -> Any:
         api = _cacheable(service) if self.list_cache else None
         if api is None or api.window is None:
-            return super()._list(service, params, region, faults, stats)
+            return super()._list(service, params, region, faults, stats, caller)
         offset, limit = params.get("Offset", 0), params.get("Limit", 20)
         begin, end = (params.get(name) for name in api.window)
         pageable = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, limit))
@@ -164,9 +178,9 @@ class BenchSimulator(Simulator):
             and all(t is None or (isinstance(t, str) and _TIME_TEXT.fullmatch(t)) for t in (begin, end))
         )
         if not (well_formed and dataclasses.replace(faults, latency=0.0) == Faults()):
-            return super()._list(service, params, region, faults, stats)
+            return super()._list(service, params, region, faults, stats, caller)
         rest = {k: v for k, v in params.items() if k not in ("Offset", "Limit", *api.window)}
-        whole = self._whole(service, region, rest, stats)
+        whole = self._whole(service, region, rest, stats, caller)
         if not isinstance(whole, _Answer):
             return whole  # the stock error answer
         # `YYYY-MM-DD hh:mm:ss` texts sort as the times do; the bounds are inclusive, in whole seconds.
@@ -183,10 +197,13 @@ class BenchSimulator(Simulator):
         }
         return dataclasses.replace(whole.reply, body=json.dumps({"Response": page}).encode())
 
-    def _whole(self, service: Service, region: str, rest: dict[str, Any], stats: ActionStats) -> Any:
-        """The whole list `rest` asks for (no time window, no paging), from the cache when it is fresh."""
+    def _whole(
+        self, service: Service, region: str, rest: dict[str, Any], stats: ActionStats, caller: str | None
+    ) -> Any:
+        """The whole list `rest` asks for (no time window, no paging) of the tasks `caller` sees, from the
+        cache when it is fresh."""
         assert service.listing is not None
-        key = (service.name, region, json.dumps(rest, sort_keys=True))
+        key = (service.name, region, caller, json.dumps(rest, sort_keys=True))
         cached, now = self._answers.get(key), time.monotonic()
         if (
             cached is not None
@@ -197,7 +214,7 @@ class BenchSimulator(Simulator):
         saved, listing.MAX_LIMIT = listing.MAX_LIMIT, _WHOLE_LIST  # type: ignore[misc]
         try:
             reply = super()._list(
-                service, {**rest, "Offset": 0, "Limit": _WHOLE_LIST}, region, Faults(), stats
+                service, {**rest, "Offset": 0, "Limit": _WHOLE_LIST}, region, Faults(), stats, caller
             )
         finally:
             listing.MAX_LIMIT = saved  # type: ignore[misc]
@@ -213,10 +230,12 @@ class BenchSimulator(Simulator):
         return self._answers[key]
 
     def warm(self, tasks: Sequence[SimTask]) -> None:
-        """Builds the unfiltered lists of the products and regions in `tasks` now, not at a first page."""
+        """Builds the unfiltered lists of the products and regions in `tasks` now, not at a first page, as
+        each account sees them."""
         for product, region in sorted({(t.service, t.region) for t in tasks if t.region is not None}):
             if self.list_cache and _cacheable(BY_NAME[product]) is not None:
-                self._whole(BY_NAME[product], region, {}, ActionStats())
+                for secret_id in self.secret_ids:
+                    self._whole(BY_NAME[product], region, {}, ActionStats(), secret_id)
 
 
 def _cacheable(service: Service) -> ListApi | None:
@@ -228,15 +247,15 @@ def _cacheable(service: Service) -> ListApi | None:
 async def serve(args: argparse.Namespace) -> None:
     clock = HeldClock()
     quotas = {"mariadb": args.quota_mariadb, "cdb": args.quota_cdb}
-    credentials = Credentials(os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"])
     simulator = BenchSimulator(
-        [credentials],
+        accounts(args),
         quotas=quotas,
         latency=args.latency,
         clock=clock,
         list_quotas=dict(args.list_quota),
         record=args.record,
         list_cache=args.list_cache,
+        region=args.region,
     )
     tasks = load_scenario(Path(args.tasks))
     url = await simulator.start(args.host, 0)
@@ -249,7 +268,13 @@ async def serve(args: argparse.Namespace) -> None:
         epoch_wall = time.time()
         simulator.add_tasks(tasks)
         epoch_mono, clock.held = clock.held, None
-        line = {"msg": "listening", "url": url, "epoch_wall": epoch_wall, "epoch_mono": epoch_mono}
+        line = {
+            "msg": "listening",
+            "url": url,
+            "epoch_wall": epoch_wall,
+            "epoch_mono": epoch_mono,
+            "region": simulator.region,
+        }
         print(json.dumps(line), flush=True)
         try:
             await asyncio.wait_for(stop.wait(), args.max_runtime)
@@ -257,6 +282,29 @@ async def serve(args: argparse.Namespace) -> None:
             print(json.dumps({"msg": "max runtime reached"}), file=sys.stderr, flush=True)
     finally:
         await simulator.stop()
+
+
+def accounts(args: argparse.Namespace) -> list[Credentials]:
+    """The environment's keys (when set), then `--credentials`, then `--accounts-file`'s."""
+    found = []
+    secret_id, secret_key = (
+        os.environ.get("TENCENTCLOUD_SECRET_ID"),
+        os.environ.get("TENCENTCLOUD_SECRET_KEY"),
+    )
+    if secret_id and secret_key:
+        found.append(Credentials(secret_id, secret_key))
+    found.extend(args.credentials)
+    if args.accounts_file is not None:
+        try:
+            found.extend(load_accounts(Path(args.accounts_file)))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--accounts-file: {exc}") from None
+    if not found:
+        raise SystemExit(
+            "no accounts: set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, or give --credentials "
+            "or --accounts-file"
+        )
+    return found
 
 
 def main() -> None:
@@ -277,6 +325,16 @@ def main() -> None:
     )
     parser.add_argument("--record", action="store_true", help="log every API request (/_sim/bench/requests)")
     parser.add_argument("--list-cache", action="store_true", help="build each list answer once, page from it")
+    parser.add_argument(
+        "--credentials",
+        type=credentials_arg,
+        action="append",
+        default=[],
+        metavar="ID:KEY[:TOKEN]",
+        help="one more accepted account, repeatable",
+    )
+    parser.add_argument("--accounts-file", default=None, help="JSON list of accounts' keys to accept")
+    parser.add_argument("--region", default=None, help="serve this region only (default: every region)")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -174,7 +174,8 @@ def parse_accounts(
             "not both",
         )
     if not isinstance(value, list) or not value:
-        check.error("accounts", f"expected a list of {{name, credentials}}, got {describe(value)}")
+        got = "an empty list" if value == [] else describe(value)
+        check.error("accounts", f"expected a list of {{name, credentials}}, got {got}")
         return (AccountConfig(DEFAULT_ACCOUNT, credentials),)
     accounts: list[AccountConfig] = []
     seen: dict[str, str] = {}

@@ -215,7 +215,10 @@ class ServiceScheduler:
                 return
             timeout = None if due is None else due - self._clock()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the wake-up
+                # event is set, and the worker then outlives stop() (seen as a hang with several lanes).
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 return
 

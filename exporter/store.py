@@ -154,6 +154,7 @@ class Store:
         """Inserts or replaces the registration of its task's key; committed when this returns."""
         task = registration.task
         row: dict[str, object] = dict(service=task.service, id=task.task_id, region=task.region)
+        row.update(account=task.account)
         row.update(labels=dict(task.labels), registered_at=registration.registered_at)
         row.update(final_since=registration.final_since)
         where = f"{self.name}: registration {ident(*task.key)}"

@@ -9,8 +9,11 @@ when the two disagree, so edit this file and run::
 Built with grafana-foundation-sdk (the Grafana v11.6 build of the SDK), which is pinned in pyproject's
 ``dashboards`` extra because its releases are versioned ``<build epoch>!<grafana version>``.
 
-Every query filters on the ``$job``, ``$product`` and ``$cloud_region`` variables and, where a panel must
-show a number even when nothing is wrong, falls back to ``vector(0)`` so the panel shows 0, not "No data".
+Every query of the exporter's series filters on the ``$job``, ``$account``, ``$product`` and ``$cloud_region``
+variables and, where a panel must show a number even when nothing is wrong, falls back to ``vector(0)`` so the
+panel shows 0, not "No data". Per-task series are keyed by (account, product, cloud_region, task_id), per-API
+series by the token bucket they are paced by, (account, product, action, api_endpoint): api_endpoint is the
+endpoint's host[:port] (not `endpoint`, which Kubernetes service discovery sets on every target).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from string import ascii_uppercase
 
-from grafana_foundation_sdk.builders import bargauge, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders.common import (
     GraphThresholdsStyleConfig,
     ReduceDataOptions,
@@ -38,6 +42,7 @@ from grafana_foundation_sdk.builders.dashboard import (
     ThresholdsConfig,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import (
     BigValueColorMode,
@@ -52,6 +57,7 @@ from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DataTransformerConfig,
     DynamicConfigValue,
+    Panel,
     Threshold,
     ThresholdsMode,
     ValueMap,
@@ -82,9 +88,15 @@ SUCCEEDED = {s.name: s.final_statuses - s.failure_statuses for s in SERVICES}
 
 # Label selectors shared by the queries.
 JOB = 'job=~"$job"'
-SVC = f'{JOB}, product=~"$product"'
+ACCOUNT = f'{JOB}, account=~"$account"'
+SVC = f'{ACCOUNT}, product=~"$product"'
 TASK = f'{SVC}, cloud_region=~"$cloud_region"'
-KEY = "product, cloud_region, task_id"
+# What identifies a task, an API, one token bucket of an API (a quota: Tencent Cloud counts it per API,
+# endpoint and sub-account) and a discovery sweep.
+KEY = "account, product, cloud_region, task_id"
+API = "account, product, action"
+BUCKET = "account, product, action, api_endpoint"
+SWEEP = "account, product, cloud_region"
 
 # Status -> (number drawn by the state timeline, colour). The timeline needs one number per task, so the
 # state set is folded into a code; anything not listed (a status the exporter has not seen before) is 10.
@@ -215,42 +227,61 @@ def timeline_query() -> str:
     return f"max by ({KEY}) (\n    " + "\n  or\n    ".join(parts) + "\n)"
 
 
-def api_rate(metric: str, by: str = "product, action", extra: str = "") -> str:
+def api_rate(metric: str, by: str = API, extra: str = "") -> str:
     return f"sum by ({by}) (rate({metric}{{{SVC}{extra}}}[$__rate_interval]))"
 
 
+BUCKET_LEGEND = "{{account}} {{product}} {{action}} {{api_endpoint}}"
 REQUESTS = "tencentcloud_api_requests_total"
 ERRORS = "tencentcloud_api_errors_total"
 THROTTLED = "tencentcloud_api_throttled_requests_total"
-QUOTA = f"max by (product, action) (tencentcloud_api_rate_limit_requests_per_second{{{SVC}}})"
+# A bucket's rates are summed over the replicas: each shard keeps to rate_limit / --shard.count, so the sum is
+# the configured rate_limit, which the requests of every replica together are measured against.
+RATE_LIMIT = f"sum by ({BUCKET}) (tencentcloud_api_rate_limit_requests_per_second{{{SVC}}})"
+CURRENT_RATE_LIMIT = f"sum by ({BUCKET}) (tencentcloud_api_current_rate_limit_requests_per_second{{{SVC}}})"
 
 
-def zero_when_absent(expr: str) -> str:
-    """``expr`` per (product, action), with 0 for APIs that were called but never hit ``expr``."""
-    return f"{expr}\n  or\n{api_rate(REQUESTS)} * 0"
+def zero_when_absent(expr: str, by: str = API) -> str:
+    """``expr`` per ``by``, with 0 for APIs (buckets) that were called but never hit ``expr``."""
+    return f"{expr}\n  or\n{api_rate(REQUESTS, by)} * 0"
+
+
+def bucket_utilisation() -> str:
+    """Requests per second as a share of the rate limit of the same bucket (the alert's measure)."""
+    return f"{api_rate(REQUESTS, BUCKET)}\n/ on ({BUCKET})\n{RATE_LIMIT}"
 
 
 def latency_quantile(q: float) -> str:
-    buckets = api_rate("tencentcloud_api_request_duration_seconds_bucket", by="product, action, le")
+    # Latency is the network path's and the endpoint's, whichever account asks.
+    buckets = api_rate(
+        "tencentcloud_api_request_duration_seconds_bucket", by="product, action, api_endpoint, le"
+    )
     return f"histogram_quantile({q}, {buckets})"
 
 
-# Discovery sweeps each (product, cloud_region) on its own: its series carry those labels and no task_id.
-SWEEP = "product, cloud_region"
-
-
+# Discovery sweeps each (account, product, cloud_region) on its own: its series carry those labels and no
+# task_id.
 def per_sweep(aggregation: str, metric: str) -> str:
     return f"{aggregation} by ({SWEEP}) ({metric}{{{TASK}}})"
 
 
 def discovery_errors() -> str:
-    """Failed sweeps per second by product and code; 0 for products whose sweeps never failed.
+    """Failed sweeps per second by account, product and code; 0 for products whose sweeps never failed.
 
-    The fallback is matched on product only, so it adds a line just for products without any error series.
+    The fallback is matched on (account, product) only, so it adds a line just for those without any error
+    series.
     """
-    errors = f"sum by (product, code) (rate(tencentcloud_discovery_errors_total{{{TASK}}}[$__rate_interval]))"
-    sweeps = f"sum by (product) (rate(tencentcloud_discovery_sweeps_total{{{TASK}}}[$__rate_interval]))"
-    return f"{errors}\n  or on (product)\n{sweeps} * 0"
+    errors = (
+        "sum by (account, product, code) "
+        f"(rate(tencentcloud_discovery_errors_total{{{TASK}}}[$__rate_interval]))"
+    )
+    return f"{errors}\n  or on (account, product)\n{discovery_sweeps()} * 0"
+
+
+def discovery_sweeps() -> str:
+    return (
+        f"sum by (account, product) (rate(tencentcloud_discovery_sweeps_total{{{TASK}}}[$__rate_interval]))"
+    )
 
 
 def operations_by_instance() -> str:
@@ -261,7 +292,7 @@ def operations_by_instance() -> str:
     """
     info = f'max by ({KEY}, instance_id, task_type) (tencentcloud_task_info{{{TASK}, source=~"$source"}})'
     return (
-        f"count by (product, cloud_region, instance_id, task_type, status) (\n  {info}\n"
+        f"count by (account, product, cloud_region, instance_id, task_type, status) (\n  {info}\n"
         f"  * on ({KEY}) group_left (status)\n  {current_status()}\n)"
     )
 
@@ -352,27 +383,68 @@ def overview_stats() -> list[stat.Panel]:
     ]
 
 
+# A table column: a field shown under its own name, or (field, the name shown). Several queries merged into
+# one table name their values "Value #A", "Value #B"... after their ref ids.
+Column = str | tuple[str, str]
+
+
+def _table(
+    title: str,
+    description: str,
+    exprs: Sequence[str],
+    columns: Sequence[Column] = (),
+    hidden: Sequence[str] = (),
+) -> table.Panel:
+    """An instant table of one query, or of several merged into one row per label set.
+
+    ``columns`` come first in their order (fields not named follow them, user labels for example); ``hidden``
+    fields are left out, and so is every query's Time.
+    """
+    panel = table.Panel().title(title).description(description).datasource(DATASOURCE)
+    for ref_id, expr in zip(ascii_uppercase, exprs, strict=False):
+        panel = panel.with_target(_query(expr, ref_id, instant=True, as_table=True))
+    if len(exprs) > 1:
+        panel = panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
+    names = [(column, column) if isinstance(column, str) else column for column in columns]
+    options: dict[str, object] = {"excludeByName": dict.fromkeys(("Time", *hidden), True)}
+    if names:
+        options["indexByName"] = {field: index for index, (field, _) in enumerate(names)}
+    renames = {field: shown for field, shown in names if field != shown}
+    if renames:
+        options["renameByName"] = renames
+    return panel.with_transformation(DataTransformerConfig(id_val="organize", options=options))
+
+
+def _unit(unit: str) -> list[DynamicConfigValue]:
+    return [DynamicConfigValue(id_val="unit", value=unit)]
+
+
+WHOLE = [DynamicConfigValue(id_val="decimals", value=0)]
+STATUS_CELLS = [
+    DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+    DynamicConfigValue(id_val="mappings", value=_status_text_mappings()),
+]
+DASHED = [
+    DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+    DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+]
+DOTTED = [
+    DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dot", "dash": [0, 10]}),
+    DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+]
+TASK_COLUMNS: list[Column] = ["account", "product", "cloud_region", "task_id"]
+
+
 def attention_table() -> table.Panel:
     return (
-        table.Panel()
-        .title("Failed, stuck and stale tasks")
-        .description(
+        _table(
+            "Failed, stuck and stale tasks",
             "Tasks that need a look: failed or killed (for = time since the exporter saw it fail), stuck "
-            "(unfinished for longer than 'Stuck after') and stale (no successful poll for 'Stale after')."
+            "(unfinished for longer than 'Stuck after') and stale (no successful poll for 'Stale after').",
+            [attention_query()],
+            ["problem", *TASK_COLUMNS, "status", ("Value", "for")],
         )
-        .datasource(DATASOURCE)
-        .with_target(_query(attention_query(), "A", instant=True, as_table=True))
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True},
-                    "indexByName": {"problem": 0, "product": 1, "cloud_region": 2, "task_id": 3, "status": 4},
-                    "renameByName": {"Value": "for"},
-                },
-            )
-        )
-        .override_by_name("for", [DynamicConfigValue(id_val="unit", value="dtdurations")])
+        .override_by_name("for", _unit("dtdurations"))
         .override_by_name(
             "problem",
             [
@@ -400,29 +472,15 @@ def attention_table() -> table.Panel:
 
 def poll_errors_table() -> table.Panel:
     return (
-        table.Panel()
-        .title("Tasks whose polls fail")
-        .description(
+        _table(
+            "Tasks whose polls fail",
             "Failed polls per task and error code over the dashboard's time range. "
             "InvalidParameter.FlowNotFound / InvalidParameter.InvalidAsyncRequestId: the task ID is unknown; "
-            "AuthFailure.*: credentials; RequestLimitExceeded.*: throttled; Transport.*: network."
+            "AuthFailure.*: credentials; RequestLimitExceeded.*: throttled; Transport.*: network.",
+            [f"sum by ({KEY}, code) (increase(tencentcloud_task_errors_total{{{TASK}}}[$__range])) > 0"],
+            [*TASK_COLUMNS, "code", ("Value", "errors")],
         )
-        .datasource(DATASOURCE)
-        .with_target(
-            _query(
-                f"sum by ({KEY}, code) (increase(tencentcloud_task_errors_total{{{TASK}}}[$__range])) > 0",
-                "A",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True}, "renameByName": {"Value": "errors"}},
-            )
-        )
-        .override_by_name("errors", [DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("errors", WHOLE)
         .sort_by([TableSortByFieldState().display_name("errors").desc(True)])
         .no_value("No failed polls")
         .span(10)
@@ -432,67 +490,32 @@ def poll_errors_table() -> table.Panel:
 
 def tasks_table() -> table.Panel:
     return (
-        table.Panel()
-        .title("All tasks")
-        .description(
-            "Every watched task: current status, how long it has been in it (since the exporter first "
-            "saw it), the age of the last successful poll, the Info text, user labels and failed polls "
-            "in the time range."
-        )
-        .datasource(DATASOURCE)
-        .with_target(_query(current_status(), "A", instant=True, as_table=True))
-        .with_target(_query(seconds_in_status(), "B", instant=True, as_table=True))
-        .with_target(_query(seconds_since_poll(), "C", instant=True, as_table=True))
-        .with_target(
-            _query(
-                f"max without (job, instance) (tencentcloud_task_info{{{TASK}}})",
-                "D",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            _query(
-                f"sum by ({KEY}) (increase(tencentcloud_task_errors_total{{{TASK}}}[$__range]))",
-                "E",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True, "Value #A": True, "Value #D": True},
-                    "indexByName": {
-                        "product": 0,
-                        "cloud_region": 1,
-                        "task_id": 2,
-                        "status": 3,
-                        "Value #B": 4,
-                        "Value #C": 5,
-                        "info": 6,
-                        "Value #E": 7,
-                    },
-                    "renameByName": {
-                        "Value #B": "in status for",
-                        "Value #C": "last poll (ago)",
-                        "Value #E": "failed polls",
-                    },
-                },
-            )
-        )
-        .override_by_name(
-            "status",
+        _table(
+            "All tasks",
+            "Every watched task: its account, current status, how long it has been in it (since the exporter "
+            "first saw it), the age of the last successful poll, the Info text, user labels and failed polls "
+            "in the time range.",
             [
-                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-                DynamicConfigValue(id_val="mappings", value=_status_text_mappings()),
+                current_status(),
+                seconds_in_status(),
+                seconds_since_poll(),
+                f"max without (job, instance) (tencentcloud_task_info{{{TASK}}})",
+                f"sum by ({KEY}) (increase(tencentcloud_task_errors_total{{{TASK}}}[$__range]))",
             ],
+            [
+                *TASK_COLUMNS,
+                "status",
+                ("Value #B", "in status for"),
+                ("Value #C", "last poll (ago)"),
+                "info",
+                ("Value #E", "failed polls"),
+            ],
+            hidden=["Value #A", "Value #D"],
         )
-        .override_by_name("in status for", [DynamicConfigValue(id_val="unit", value="dtdurations")])
-        .override_by_name("last poll (ago)", [DynamicConfigValue(id_val="unit", value="dtdurations")])
-        .override_by_name("failed polls", [DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("status", STATUS_CELLS)
+        .override_by_name("in status for", _unit("dtdurations"))
+        .override_by_name("last poll (ago)", _unit("dtdurations"))
+        .override_by_name("failed polls", WHOLE)
         .override_by_name("info", [DynamicConfigValue(id_val="custom.width", value=320)])
         .sort_by([TableSortByFieldState().display_name("status")])
         .span(24)
@@ -502,41 +525,25 @@ def tasks_table() -> table.Panel:
 
 def operations_table() -> table.Panel:
     return (
-        table.Panel()
-        .title("Operations by instance and type")
-        .description(
+        _table(
+            "Operations by instance and type",
             "How many watched operations each instance has, per task type and current status. The 'Source' "
             "variable narrows it to tasks from the configuration (config), named through the API (api) or "
             "found by discovery (discovered). An empty instance or type: the product's status API does not "
-            "give it and discovery has not seen the task."
-        )
-        .datasource(DATASOURCE)
-        .with_target(_query(operations_by_instance(), "A", instant=True, as_table=True))
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True},
-                    "indexByName": {
-                        "product": 0,
-                        "cloud_region": 1,
-                        "instance_id": 2,
-                        "task_type": 3,
-                        "status": 4,
-                        "Value": 5,
-                    },
-                    "renameByName": {"Value": "operations"},
-                },
-            )
-        )
-        .override_by_name(
-            "status",
+            "give it and discovery has not seen the task.",
+            [operations_by_instance()],
             [
-                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-                DynamicConfigValue(id_val="mappings", value=_status_text_mappings()),
+                "account",
+                "product",
+                "cloud_region",
+                "instance_id",
+                "task_type",
+                "status",
+                ("Value", "operations"),
             ],
         )
-        .override_by_name("operations", [DynamicConfigValue(id_val="decimals", value=0)])
+        .override_by_name("status", STATUS_CELLS)
+        .override_by_name("operations", WHOLE)
         .sort_by([TableSortByFieldState().display_name("operations").desc(True)])
         .no_value("No watched operations")
         .span(24)
@@ -550,7 +557,7 @@ def status_timeline() -> statetimeline.Panel:
         .title("Task status over time")
         .description("Each task's status as polled. Gaps mean the task had no status (not yet polled).")
         .datasource(DATASOURCE)
-        .with_target(_query(timeline_query(), "A", "{{product}} {{cloud_region}} {{task_id}}"))
+        .with_target(_query(timeline_query(), "A", "{{account}} {{product}} {{cloud_region}} {{task_id}}"))
         .mappings(_status_code_mappings())
         .thresholds(_thresholds((None, "text")))
         .show_value(VisibilityMode.AUTO)
@@ -583,61 +590,23 @@ def _timeseries(title: str, description: str, unit: str) -> timeseries.Panel:
     )
 
 
-def request_rate_panel() -> timeseries.Panel:
-    return (
-        _timeseries(
-            "API request rate vs quota",
-            "Requests per second the exporter sends to each API (solid) against the configured per-second "
-            "quota (dashed). The quota is per account, so other users of the same API share it.",
-            "reqps",
-        )
-        .with_target(_query(api_rate(REQUESTS), "A", "{{product}} {{action}}"))
-        .with_target(_query(QUOTA, "B", "{{product}} {{action}} quota"))
-        .override_by_query(
-            "B",
-            [
-                DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
-                DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-            ],
-        )
-        .min(0)
-    )
-
-
-def quota_used_panel() -> bargauge.Panel:
-    return (
-        bargauge.Panel()
-        .title("Quota used")
-        .description("Request rate as a share of each API's per-second quota.")
-        .datasource(DATASOURCE)
-        .with_target(
-            _query(
-                f"{api_rate(REQUESTS)} / on (product, action) {QUOTA}",
-                "A",
-                "{{product}} {{action}}",
-                instant=True,
-            )
-        )
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .thresholds(_thresholds((None, "green"), (0.5, "yellow"), (0.8, "red")))
-        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .span(12)
-        .height(8)
-    )
-
-
 def api_errors_panel() -> timeseries.Panel:
     return (
         _timeseries(
             "API errors by code",
-            "Failed API calls per second by error code (Tencent Cloud codes, or Transport.* for network, "
-            "HTTP and malformed-response failures).",
+            "Failed API calls per second by account, API and error code (Tencent Cloud codes, or Transport.* "
+            "for network, HTTP and malformed-response failures).",
             "reqps",
         )
-        .with_target(_query(api_rate(ERRORS, by="product, action, code"), "A", "{{product}} {{code}}"))
+        .with_target(
+            _query(
+                api_rate(ERRORS, by=f"{API}, code"),
+                "A",
+                "{{account}} {{product}} {{action}} {{code}}",
+            )
+        )
         .min(0)
+        .span(8)
     )
 
 
@@ -645,50 +614,124 @@ def api_error_ratio_panel() -> timeseries.Panel:
     return (
         _timeseries(
             "API error ratio",
-            "Share of API calls that failed, per API (all error codes, including unknown task IDs).",
+            "Share of API calls that failed, per account, API and endpoint (all error codes, including "
+            "unknown task IDs).",
             "percentunit",
         )
         .with_target(
             _query(
-                f"(\n{zero_when_absent(api_rate(ERRORS))}\n)\n/ {api_rate(REQUESTS)}",
+                f"(\n{zero_when_absent(api_rate(ERRORS, BUCKET), BUCKET)}\n)\n/ {api_rate(REQUESTS, BUCKET)}",
                 "A",
-                "{{product}} {{action}}",
+                BUCKET_LEGEND,
             )
         )
         .min(0)
         .max(1)
-    )
-
-
-def throttling_panel() -> timeseries.Panel:
-    return (
-        _timeseries(
-            "Throttled calls",
-            "Calls rejected as too many (RequestLimitExceeded and its sub-codes for account or IP limits, "
-            "and each product's own throttling codes). Anything above 0 means the exporter (or something "
-            "else using the same sub-account, main account or IP) is over a quota.",
-            "reqps",
-        )
-        .with_target(
-            _query(
-                zero_when_absent(api_rate(THROTTLED)),
-                "A",
-                "{{product}} {{action}}",
-            )
-        )
-        .min(0)
+        .span(8)
     )
 
 
 def latency_panel() -> timeseries.Panel:
     panel = _timeseries(
         "API latency",
-        "Duration of API calls: median, 90th and 99th percentile per API.",
+        "Duration of API calls: median, 90th and 99th percentile per API and endpoint.",
         "s",
     )
     for ref_id, q in (("A", 0.5), ("B", 0.9), ("C", 0.99)):
-        panel = panel.with_target(_query(latency_quantile(q), ref_id, f"{{{{product}}}} p{round(q * 100)}"))
-    return panel.min(0)
+        legend = f"{{{{product}}}} {{{{action}}}} {{{{api_endpoint}}}} p{round(q * 100)}"
+        panel = panel.with_target(_query(latency_quantile(q), ref_id, legend))
+    return panel.min(0).span(8)
+
+
+# --- quota use: one token bucket per (account, product, action, endpoint) --------------------------------
+
+
+def quota_table() -> table.Panel:
+    return (
+        _table(
+            "Quota utilisation per account and endpoint",
+            "One row per token bucket: an API's quota at one endpoint for one account (Tencent Cloud "
+            "counts them apart). Requests per second the exporter sends, the rate limit it keeps to "
+            "(rate_limit, or list_rate_limit for a list action; sharded replicas' shares added up), the rate "
+            "the bucket allows now (lowered after throttling, climbing back to the rate limit) and "
+            "utilisation = requests / rate limit. Above 80% for 15 minutes fires "
+            "TencentCloudApiQuotaNearlyExhausted.",
+            [
+                api_rate(REQUESTS, BUCKET),
+                RATE_LIMIT,
+                CURRENT_RATE_LIMIT,
+                bucket_utilisation(),
+            ],
+            [
+                "account",
+                ("api_endpoint", "endpoint"),
+                "product",
+                "action",
+                ("Value #A", "requests/s"),
+                ("Value #B", "rate limit"),
+                ("Value #C", "current rate limit"),
+                ("Value #D", "utilisation"),
+            ],
+        )
+        .override_by_name("requests/s", _unit("reqps"))
+        .override_by_name("rate limit", _unit("reqps"))
+        .override_by_name("current rate limit", _unit("reqps"))
+        .override_by_name(
+            "utilisation",
+            [
+                *_unit("percentunit"),
+                DynamicConfigValue(id_val="min", value=0),
+                DynamicConfigValue(id_val="max", value=1),
+                DynamicConfigValue(id_val="custom.cellOptions", value={"type": "gauge", "mode": "basic"}),
+                DynamicConfigValue(
+                    id_val="thresholds",
+                    value=_thresholds((None, "green"), (0.5, "yellow"), (0.8, "red")).build(),
+                ),
+            ],
+        )
+        .sort_by([TableSortByFieldState().display_name("utilisation").desc(True)])
+        .no_value("No API calls")
+        .span(24)
+        .height(8)
+    )
+
+
+def bucket_rates_panel() -> timeseries.Panel:
+    return (
+        _timeseries(
+            "Requests vs rate limits per bucket",
+            "Per account, API and endpoint: requests per second sent (solid), the configured rate limit "
+            "(dashed) and the rate the bucket allows now (dotted). The current limit drops to 70% when the "
+            "API throttles and climbs back to the configured one; below it for long, something else spends "
+            "the same account's quota at that endpoint.",
+            "reqps",
+        )
+        .with_target(_query(api_rate(REQUESTS, BUCKET), "A", BUCKET_LEGEND))
+        .with_target(_query(RATE_LIMIT, "B", f"{BUCKET_LEGEND} rate limit"))
+        .with_target(_query(CURRENT_RATE_LIMIT, "C", f"{BUCKET_LEGEND} current limit"))
+        .override_by_query("B", DASHED)
+        .override_by_query("C", DOTTED)
+        .min(0)
+    )
+
+
+def throttling_panel() -> timeseries.Panel:
+    return (
+        _timeseries(
+            "Throttled requests by account and endpoint",
+            "Calls rejected as too many (RequestLimitExceeded and its sub-codes for account or IP limits, "
+            "and each product's own throttling codes), per account, API and endpoint. Anything above 0 "
+            "means the exporter (or something else using the same sub-account, main account or IP) is over "
+            "that endpoint's quota.",
+            "reqps",
+        )
+        .with_target(_query(zero_when_absent(api_rate(THROTTLED, BUCKET), BUCKET), "A", BUCKET_LEGEND))
+        .min(0)
+    )
+
+
+def quota_panels() -> list[table.Panel | timeseries.Panel]:
+    return [quota_table(), bucket_rates_panel(), throttling_panel()]
 
 
 def freshness_panel() -> timeseries.Panel:
@@ -699,7 +742,9 @@ def freshness_panel() -> timeseries.Panel:
             "for unfinished ones anything above a few poll intervals means the data is stale.",
             "s",
         )
-        .with_target(_query(seconds_since_poll(), "A", "{{product}} {{cloud_region}} {{task_id}}"))
+        .with_target(
+            _query(seconds_since_poll(), "A", "{{account}} {{product}} {{cloud_region}} {{task_id}}")
+        )
         .thresholds(_thresholds((None, "green"), (300, "red")))
         .thresholds_style(GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.DASHED))
         .min(0)
@@ -719,73 +764,36 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
         .span(4)
         .height(8)
     )
-    # One row per swept (product, cloud_region); the failure streak is always exported, so a region that
-    # never succeeded still has a row (with an empty "last success").
+    # One row per swept (account, product, cloud_region); the failure streak is always exported, so a region
+    # that never succeeded still has a row (with an empty "last success").
     health = (
-        table.Panel()
-        .title("Discovery health")
-        .description(
-            "Per product and region: how long ago the last complete sweep succeeded, how many sweeps "
-            "failed since (3 fire TencentCloudDiscoveryFailing), how many watched tasks the sweeps found "
-            "(configured ones included) and how long the last sweep took. A last success older than a few "
-            "sweep intervals means new operations go unseen."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            _query(
+        _table(
+            "Discovery health",
+            "Per account, product and region: how long ago the last complete sweep succeeded, how many "
+            "sweeps failed since (3 fire TencentCloudDiscoveryFailing), how many watched tasks the sweeps "
+            "found (configured ones included) and how long the last sweep took. A last success older than a "
+            "few sweep intervals means new operations go unseen.",
+            [
                 f"time() - {per_sweep('max', 'tencentcloud_discovery_last_success_timestamp_seconds')}",
-                "A",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            _query(
                 per_sweep("max", "tencentcloud_discovery_consecutive_failed_sweeps"),
-                "B",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            _query(per_sweep("sum", "tencentcloud_discovery_tasks"), "C", instant=True, as_table=True)
-        )
-        .with_target(
-            _query(
+                per_sweep("sum", "tencentcloud_discovery_tasks"),
                 per_sweep("max", "tencentcloud_discovery_last_sweep_duration_seconds"),
-                "D",
-                instant=True,
-                as_table=True,
-            )
+            ],
+            [
+                "account",
+                "product",
+                "cloud_region",
+                ("Value #A", "last success (ago)"),
+                ("Value #B", "failed sweeps in a row"),
+                ("Value #C", "tasks found"),
+                ("Value #D", "last sweep took"),
+            ],
         )
-        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True},
-                    "indexByName": {
-                        "product": 0,
-                        "cloud_region": 1,
-                        "Value #A": 2,
-                        "Value #B": 3,
-                        "Value #C": 4,
-                        "Value #D": 5,
-                    },
-                    "renameByName": {
-                        "Value #A": "last success (ago)",
-                        "Value #B": "failed sweeps in a row",
-                        "Value #C": "tasks found",
-                        "Value #D": "last sweep took",
-                    },
-                },
-            )
-        )
-        .override_by_name("last success (ago)", [DynamicConfigValue(id_val="unit", value="dtdurations")])
+        .override_by_name("last success (ago)", _unit("dtdurations"))
         .override_by_name(
             "failed sweeps in a row",
             [
-                DynamicConfigValue(id_val="decimals", value=0),
+                *WHOLE,
                 DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
                 # Orange from the first failure, red from the alert's threshold.
                 DynamicConfigValue(
@@ -794,8 +802,8 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
                 ),
             ],
         )
-        .override_by_name("tasks found", [DynamicConfigValue(id_val="decimals", value=0)])
-        .override_by_name("last sweep took", [DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("tasks found", WHOLE)
+        .override_by_name("last sweep took", _unit("s"))
         .sort_by([TableSortByFieldState().display_name("failed sweeps in a row").desc(True)])
         .no_value("Discovery is off")
         .span(20)
@@ -804,36 +812,28 @@ def discovery_panels() -> list[stat.Panel | table.Panel | timeseries.Panel]:
     errors = (
         _timeseries(
             "Discovery errors by code",
-            "Failed sweeps per second by product and error code (Tencent Cloud codes, Transport.* for "
-            "network and malformed answers, Exporter.* for the exporter's own). Dashed: sweeps attempted. "
-            "Sweeps run once per interval, so a failing region shows as regular spikes.",
+            "Failed sweeps per second by account, product and error code (Tencent Cloud codes, Transport.* "
+            "for network and malformed answers, Exporter.* for the exporter's own). Dashed: sweeps "
+            "attempted. Sweeps run once per interval, so a failing region shows as regular spikes.",
             "ops",
         )
-        .with_target(_query(discovery_errors(), "A", "{{product}} {{code}}"))
-        .with_target(
-            _query(
-                f"sum by (product) (rate(tencentcloud_discovery_sweeps_total{{{TASK}}}[$__rate_interval]))",
-                "B",
-                "{{product}} sweeps",
-            )
-        )
-        .override_by_query(
-            "B",
-            [
-                DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
-                DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-            ],
-        )
+        .with_target(_query(discovery_errors(), "A", "{{account}} {{product}} {{code}}"))
+        .with_target(_query(discovery_sweeps(), "B", "{{account}} {{product}} sweeps"))
+        .override_by_query("B", DASHED)
         .min(0)
     )
     tasks_over_time = (
         _timeseries(
             "Tasks found by discovery",
-            "Watched operations the sweeps found, per product and region, configured ones included.",
+            "Watched operations the sweeps found, per account, product and region, configured ones included.",
             "none",
         )
         .with_target(
-            _query(per_sweep("sum", "tencentcloud_discovery_tasks"), "A", "{{product}} {{cloud_region}}")
+            _query(
+                per_sweep("sum", "tencentcloud_discovery_tasks"),
+                "A",
+                "{{account}} {{product}} {{cloud_region}}",
+            )
         )
         .min(0)
     )
@@ -849,12 +849,16 @@ def exporter_panels() -> list[timeseries.Panel | table.Panel]:
         .span(6)
     )
     watched = (
-        _timeseries("Watched tasks by product", "Tasks in the exporter's configuration, per product.", "none")
+        _timeseries(
+            "Watched tasks by account and product",
+            "Tasks the exporter polls, per account and product.",
+            "none",
+        )
         .with_target(
             _query(
-                f"sum by (product) (tencentcloud_exporter_watched_tasks{{{SVC}}})",
+                f"sum by (account, product) (tencentcloud_exporter_watched_tasks{{{SVC}}})",
                 "A",
-                "{{product}}",
+                "{{account}} {{product}}",
             )
         )
         .min(0)
@@ -867,23 +871,11 @@ def exporter_panels() -> list[timeseries.Panel | table.Panel]:
         .span(6)
     )
     build = (
-        table.Panel()
-        .title("Build info")
-        .description("Exporter versions running.")
-        .datasource(DATASOURCE)
-        .with_target(
-            _query(
-                f"max by (job, instance, version) (tencentcloud_exporter_build_info{{{JOB}}})",
-                "A",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True, "Value": True}},
-            )
+        _table(
+            "Build info",
+            "Exporter versions running.",
+            [f"max by (job, instance, version) (tencentcloud_exporter_build_info{{{JOB}}})"],
+            hidden=["Value"],
         )
         .span(6)
         .height(8)
@@ -931,13 +923,23 @@ def variables() -> list[DatasourceVariable | QueryVariable | CustomVariable]:
         "tencentcloud_task_info|tencentcloud_task_status|tencentcloud_task_errors_total"
         "|tencentcloud_discovery_consecutive_failed_sweeps"
     )
+    account_metrics = "tencentcloud_exporter_watched_tasks|tencentcloud_api_rate_limit_requests_per_second"
     return [
         DatasourceVariable("datasource").label("Data source").type("prometheus"),
         # No custom "All" value: "All" expands to exactly the jobs that run this exporter, so `up` is not
         # polluted by unrelated targets.
         _query_variable("job", "Job", "label_values(tencentcloud_exporter_build_info, job)", None),
+        # The config's account names ("default" without an `accounts:` section). The rate-limit gauges list
+        # an account before it watches any task (one that only runs discovery, say). "All" is .* so series of
+        # an exporter without the label (older versions) still show.
         _query_variable(
-            "product", "Product", f"label_values(tencentcloud_exporter_watched_tasks{{{JOB}}}, product)", ".*"
+            "account", "Account", f'label_values({{__name__=~"{account_metrics}", {JOB}}}, account)', ".*"
+        ),
+        _query_variable(
+            "product",
+            "Product",
+            f"label_values(tencentcloud_exporter_watched_tasks{{{ACCOUNT}}}, product)",
+            ".*",
         ),
         _query_variable(
             "cloud_region",
@@ -988,40 +990,24 @@ def build_dashboard() -> Dashboard:
     )
     for variable in variables():
         dashboard = dashboard.with_variable(variable)
-
-    dashboard = dashboard.with_row(Row("Overview"))
-    for panel in overview_stats():
-        dashboard = dashboard.with_panel(panel)
-    dashboard = dashboard.with_panel(attention_table()).with_panel(poll_errors_table())
-
-    dashboard = (
-        dashboard.with_row(Row("Tasks"))
-        .with_panel(tasks_table())
-        .with_panel(operations_table())
-        .with_panel(status_timeline())
-    )
-
-    dashboard = dashboard.with_row(Row("Tencent Cloud API"))
-    for api_panel in (
-        request_rate_panel(),
-        quota_used_panel(),
-        api_errors_panel(),
-        api_error_ratio_panel(),
-        throttling_panel(),
-        latency_panel(),
-    ):
-        dashboard = dashboard.with_panel(api_panel)
-
-    dashboard = dashboard.with_row(Row("Data freshness")).with_panel(freshness_panel())
-
-    dashboard = dashboard.with_row(Row("Discovery"))
-    for discovery_panel in discovery_panels():
-        dashboard = dashboard.with_panel(discovery_panel)
-
-    dashboard = dashboard.with_row(Row("Exporter health"))
-    for exporter_panel in exporter_panels():
-        dashboard = dashboard.with_panel(exporter_panel)
+    for title, panels in sections():
+        dashboard = dashboard.with_row(Row(title))
+        for panel in panels:
+            dashboard = dashboard.with_panel(panel)
     return dashboard
+
+
+def sections() -> list[tuple[str, Sequence[Builder[Panel]]]]:
+    """The dashboard's rows, top to bottom, each with its panels."""
+    return [
+        ("Overview", [*overview_stats(), attention_table(), poll_errors_table()]),
+        ("Tasks", [tasks_table(), operations_table(), status_timeline()]),
+        ("Quota use per account and endpoint", quota_panels()),
+        ("Tencent Cloud API", [api_errors_panel(), api_error_ratio_panel(), latency_panel()]),
+        ("Data freshness", [freshness_panel()]),
+        ("Discovery", discovery_panels()),
+        ("Exporter health", exporter_panels()),
+    ]
 
 
 def render() -> str:

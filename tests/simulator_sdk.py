@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +47,7 @@ from tencentcloud.sqlserver.v20180328 import sqlserver_client
 from exporter import signing
 from exporter.signing import Credentials
 from exporter.simulator import SimTask, Simulator, SimulatorThread
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, wait_for
 
 KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
 TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
@@ -210,3 +215,101 @@ def sdk_list_raw(client: Any, product: str, params: dict[str, Any]) -> dict[str,
     """The list action's `Response` as the JSON the simulator sent, through the client's `call_json`."""
     response: dict[str, Any] = client.call_json(LIST_SDKS[product].action, params)["Response"]
     return response
+
+
+# --------------------------------------------------------------------------- the simulator as a process
+
+
+class SimulatorProcess:
+    """`python -m exporter.simulator` (or `bench.simserver`) as a subprocess on a port it picks itself.
+
+    A context manager: on entry it waits, by polling, until the process has said where it listens and its
+    `/_sim/stats` answers; on exit it is stopped with SIGTERM (killed if that does not end it). `lines` is
+    everything it wrote on stdout and stderr.
+    """
+
+    def __init__(
+        self, args: list[str], module: str = "exporter.simulator", env: dict[str, str] | None = None
+    ) -> None:
+        self.args, self.module, self.env = args, module, env
+        self.lines: list[str] = []
+        self.url = ""
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        self._readers: list[threading.Thread] = []
+
+    def __enter__(self) -> SimulatorProcess:
+        listen = ["--listen", "127.0.0.1:0"] if self.module == "exporter.simulator" else []
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, *listen, *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        for stream in (self._proc.stdout, self._proc.stderr):
+            reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+            reader.start()
+            self._readers.append(reader)
+        try:
+            wait_for(
+                lambda: self._found_url() or self._proc is None or self._proc.poll() is not None, 30, "url"
+            )
+            if not self.url:
+                raise AssertionError(f"{self.module} did not start:\n" + "\n".join(self.lines))
+            wait_for(self._answers, 30, f"{self.url}/_sim/stats to answer", interval=0.05)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def _found_url(self) -> bool:
+        for line in list(self.lines):
+            match = re.search(r"listening on (http://\S+)", line)
+            if match is None and line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and event.get("msg") == "listening":
+                        self.url = str(event["url"])
+            elif match is not None:
+                self.url = match.group(1)
+        return bool(self.url)
+
+    def _answers(self) -> bool:
+        try:
+            self.stats()
+        except OSError:  # urllib.error.URLError is one
+            return False
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/_sim/stats", timeout=5) as response:
+            stats: dict[str, Any] = json.loads(response.read())
+        return stats
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (killed after 10 s)."""
+        proc = self._proc
+        assert proc is not None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for reader in self._readers:
+            reader.join(5)
+        self.returncode = proc.returncode
+        return proc.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self.returncode is None:
+            self.stop()
+        for stream in (self._proc.stdout, self._proc.stderr) if self._proc is not None else ():
+            if stream is not None:
+                stream.close()

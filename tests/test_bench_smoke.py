@@ -102,3 +102,44 @@ def test_discovery_runs_quick(tmp_path: Path) -> None:
     assert summary["throttled_exporter"] == 0
     assert summary["sweep_errors"] == 0
     assert run["error_codes"] == {}
+
+
+def test_accounts_runs_quick(tmp_path: Path) -> None:
+    """`--accounts --quick`: four buckets (2 accounts x 2 regional simulators) and the one-bucket control
+    are measured from the simulators' per-account counters, and every figure is reported (no speed or
+    utilisation is asserted)."""
+    output = tmp_path / "accounts.json"
+    command = [sys.executable, "-m", "bench", "--accounts", "--quick", "--output", str(output)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "all 4 buckets" in result.stdout
+    assert "control: prod @ one endpoint" in result.stdout
+
+    document = json.loads(output.read_text())
+    summary = document["accounts"]["summary"]
+    assert summary["runs"] == document["sizes"]["repeats"] == 1
+    accounts, control = summary["accounts"], summary["control"]
+    assert sorted(accounts["buckets"]) == [
+        "prod@ap-guangzhou",
+        "prod@ap-shanghai",
+        "staging@ap-guangzhou",
+        "staging@ap-shanghai",
+    ]
+    assert len(control["buckets"]) == 1
+    for stage in (accounts, control):
+        for bucket in stage["buckets"].values():
+            for field in ("rate", "utilisation", "max_in_window", "exporter_requests_per_s"):
+                assert bucket[field] > 0, field
+            for field in ("violations", "throttled", "foreign", "wrong_region"):
+                assert isinstance(bucket[field], int), field
+            assert bucket["current_rate_limit"] is not None
+        assert stage["aggregate_rate"] > 0
+        assert stage["sum_quotas"] == summary["quota"] * len(stage["buckets"])
+        assert stage["watched"] == 4 * document["sizes"]["tasks_per_bucket"]
+        assert stage["clock_shared"]
+    assert isinstance(accounts["all_at_goal_runs"], int)
+    assert summary["gain"] > 0
+    (run,) = document["accounts"]["runs"]
+    for name, bucket in run["accounts"]["buckets"].items():
+        assert len(bucket["per_second"]) == int(run["accounts"]["seconds"]), name
+        assert bucket["accepted"] > 0

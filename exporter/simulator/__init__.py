@@ -10,9 +10,15 @@ listed by region and start time, and faults (latency, HTTP errors, broken JSON, 
 can be injected for every request, one action or one task, so the exporter's failure handling can be
 exercised end to end.
 
+Several accounts (secret ids) may sign requests: quotas are counted per account, a task may belong to one
+(`SimTask.owner`: another account reads it as unknown, and never sees it listed), and a task lives in one
+region. A simulator may stand for one regional endpoint (`Simulator(region=...)`), refusing requests for
+other regions with `UnsupportedRegion`; `stats()["accounts"]` counts each account's requests apart.
+
 Modules: `scenario` (tasks, phases, faults and their JSON form), `gateway` (routing, signatures, quotas),
-`answers` (each product's status answer), `listing` (each product's list answer), `server` (the aiohttp
-app), `thread` (a server in a background thread), `cli` (`python -m exporter.simulator`).
+`stats` (what is counted, per action and per account), `answers` (each product's status answer), `listing`
+(each product's list answer), `server` (the aiohttp app), `thread` (a server in a background thread), `cli`
+(`python -m exporter.simulator`).
 """
 
 from exporter.simulator.answers import tencent_time_text

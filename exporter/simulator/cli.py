@@ -1,10 +1,16 @@
-"""`python -m exporter.simulator`: the simulator as a process of its own, with the demo or a scenario file."""
+"""`python -m exporter.simulator`: the simulator as a process of its own, with the demo or a scenario file.
+
+Accounts: `--secret-id`/`--secret-key` (one), `--credentials ID:KEY[:TOKEN]` (repeatable) and
+`--accounts-file` (JSON: `[{"secret_id": ..., "secret_key": ..., "token": ...}]` or `{"accounts": [...]}`)
+add up; with none of them the demo credentials are accepted. Keys are never logged, nor echoed in errors.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Sequence
@@ -35,6 +41,42 @@ def _quota(value: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected SERVICE=RATE with SERVICE in {sorted(BY_NAME)}") from None
 
 
+def credentials_arg(value: str) -> Credentials:
+    """`ID:KEY` or `ID:KEY:TOKEN`, as an argparse type; its error never quotes the value (a key)."""
+    secret_id, _, rest = value.partition(":")
+    secret_key, _, token = rest.partition(":")
+    if not secret_id.strip() or not secret_key.strip():
+        raise argparse.ArgumentTypeError(
+            "expected SECRET_ID:SECRET_KEY[:TOKEN] (value not shown: it holds a key)"
+        )
+    return Credentials(secret_id.strip(), secret_key.strip(), token.strip())
+
+
+def load_accounts(path: Path) -> list[Credentials]:
+    """Accounts from a JSON file: a list of `{"secret_id", "secret_key", "token"?}` objects, or an object with
+    such a list under `accounts`. Raises OSError or ValueError, whose messages never quote a key."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    entries = document.get("accounts") if isinstance(document, dict) else document
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of accounts or an object with an `accounts` list")
+    accounts = []
+    for index, entry in enumerate(entries):
+        fields = ("secret_id", "secret_key", "token")
+        if (
+            not isinstance(entry, dict)
+            or set(entry) - set(fields)
+            or not all(isinstance(entry.get(name, ""), str) for name in fields)
+            or not entry.get("secret_id")
+            or not entry.get("secret_key")
+        ):
+            raise ValueError(
+                f"{path}: account {index}: expected an object of strings `secret_id`, `secret_key` "
+                "and optionally `token`"
+            )
+        accounts.append(Credentials(entry["secret_id"], entry["secret_key"], entry.get("token", "")))
+    return accounts
+
+
 def _parser() -> argparse.ArgumentParser:
     actions = ", ".join(f"{s.name} {s.action}" for s in SERVICES)
     parser = argparse.ArgumentParser(
@@ -53,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--secret-id", default=None, help="accepted SecretId (default: the demo credentials)")
     parser.add_argument("--secret-key", default=None, help="its SecretKey")
     parser.add_argument("--token", default="", help="session token the credentials require, if any")
+    parser.add_argument(
+        "--credentials",
+        type=credentials_arg,
+        action="append",
+        default=[],
+        metavar="ID:KEY[:TOKEN]",
+        help="one more accepted account, repeatable (quotas are counted per secret id)",
+    )
+    parser.add_argument("--accounts-file", default=None, help="JSON list of accounts' keys to accept")
+    parser.add_argument(
+        "--region",
+        default=None,
+        help="serve this region only, as a regional endpoint does (default: every region)",
+    )
     return parser
 
 
@@ -62,7 +118,12 @@ async def _serve(simulator: Simulator, host: str, port: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     url = await simulator.start(host, port)
-    log.info("simulator listening on %s", url)
+    log.info(
+        "simulator listening on %s (region %s, %d accounts)",
+        url,
+        simulator.region or "any",
+        len(simulator.secret_ids),
+    )
     try:
         await stop.wait()
     finally:
@@ -79,19 +140,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.secret_id is None) != (args.secret_key is None):
         log.error("--secret-id and --secret-key go together")
         return 2
-    credentials = (
-        DEMO_CREDENTIALS
-        if args.secret_id is None
-        else Credentials(args.secret_id, args.secret_key, args.token)
-    )
+    accounts: list[Credentials] = []
+    if args.secret_id is not None:
+        accounts.append(Credentials(args.secret_id, args.secret_key, args.token))
+    accounts.extend(args.credentials)
     try:
+        if args.accounts_file is not None:
+            accounts.extend(load_accounts(Path(args.accounts_file)))
         if args.scenario is None:
             tasks: list[SimTask] = []
         elif args.scenario == "demo":
             tasks = demo_tasks()
         else:
             tasks = load_scenario(Path(args.scenario))
-        simulator = Simulator([credentials], quotas=dict(args.quota), latency=args.latency, speed=args.speed)
+        simulator = Simulator(
+            accounts or [DEMO_CREDENTIALS],
+            quotas=dict(args.quota),
+            latency=args.latency,
+            speed=args.speed,
+            region=args.region,
+        )
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 2

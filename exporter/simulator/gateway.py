@@ -14,7 +14,7 @@ import hmac
 import json
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from exporter.listapis import ListApi
@@ -30,8 +30,10 @@ from exporter.signing import (
     utc_date,
 )
 from exporter.simulator.errors import ApiError
+from exporter.simulator.stats import ActionStats as ActionStats
+from exporter.simulator.stats import count as count
+from exporter.simulator.stats import slide
 
-_WINDOW: Final = 1.0  # quotas are "requests per second"
 # The two products the simulator served first keep the bare action as their stats key, because tests, the
 # benchmark and its saved results read `actions["DescribeFlow"]` as MariaDB's. Others: `product:Action`.
 _BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
@@ -230,39 +232,6 @@ def read_task_id(service: Service, params: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------- quotas
 
 
-@dataclass
-class ActionStats:
-    accepted: int = 0
-    throttled: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    faults: dict[str, int] = field(default_factory=dict)
-    max_in_window: int = 0
-    first_accepted: float | None = None
-    last_accepted: float | None = None
-    # Accepted requests from every caller, to report the busiest second the server saw.
-    window: deque[float] = field(default_factory=deque)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "throttled": self.throttled,
-            "errors": dict(self.errors),
-            "faults": dict(self.faults),
-            "max_in_window": self.max_in_window,
-            "first_accepted": self.first_accepted,
-            "last_accepted": self.last_accepted,
-        }
-
-
-def count(counter: dict[str, int], key: str) -> None:
-    counter[key] = counter.get(key, 0) + 1
-
-
-def _slide(window: deque[float], now: float) -> None:
-    while window and window[0] <= now - _WINDOW:
-        window.popleft()
-
-
 class Quotas:
     """A sliding one-second window of accepted requests per (secret id, product, action).
 
@@ -290,26 +259,38 @@ class Quotas:
         }
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 
-    def admit(
-        self, service: Service, secret_id: str, now: float, stats: ActionStats, *, listing: bool = False
-    ) -> None:
-        """Counts one request to the status action, or with `listing` to the list action."""
-        action, quota = service.action, self.rates[service.name]
+    def bucket(self, service: Service, *, listing: bool = False) -> tuple[str, float]:
+        """The action whose quota a request spends, and that quota: the status action's, or with `listing`
+        the list action's (PostgreSQL's list action is its status action: the one quota)."""
         if listing and service.listing is not None and not service.listing_shares_quota:
-            action, quota = service.listing.action, self.list_rates[service.name]
+            return service.listing.action, self.list_rates[service.name]
+        return service.action, self.rates[service.name]
+
+    def admit(
+        self,
+        service: Service,
+        secret_id: str,
+        now: float,
+        stats: ActionStats,
+        *,
+        listing: bool = False,
+        account: ActionStats | None = None,
+    ) -> None:
+        """Counts one request to the status action, or with `listing` to the list action, in `stats` (every
+        caller's) and `account` (the secret id's own)."""
+        action, quota = self.bucket(service, listing=listing)
         window = self._windows.setdefault((secret_id, service.name, action), deque())
-        _slide(window, now)
+        slide(window, now)
         if len(window) >= quota:
-            stats.throttled += 1
+            for counted in (stats, account):
+                if counted is not None:
+                    counted.throttled += 1
             raise ApiError(
                 "RequestLimitExceeded",
                 f"Your current request rate exceeds the limit of {quota:g} requests per second "
                 f"for {action}. Please reduce the frequency of calls.",
             )
         window.append(now)
-        stats.accepted += 1
-        stats.first_accepted = now if stats.first_accepted is None else stats.first_accepted
-        stats.last_accepted = now
-        _slide(stats.window, now)
-        stats.window.append(now)
-        stats.max_in_window = max(stats.max_in_window, len(stats.window))
+        stats.accept(now)
+        if account is not None:
+            account.accept(now)

@@ -83,7 +83,9 @@ class SimTask:
     `started` is the task time at which the task began (its StartTime; negative: before the simulator was
     given it); `task_type` and `instance_id` are what Redis and PostgreSQL report beside the status, and
     what the list APIs show. The list APIs also show `instance_name` and the instance's resource `tags`
-    ((key, value) pairs), and list the task only in `region` (None: in every region).
+    ((key, value) pairs). The task lives in `region` (None: in every region): listed only there, and a
+    status request from another region reads it as unknown. `owner` is the secret id of the account it
+    belongs to ("": every account's): to any other account it is unknown and never listed.
     """
 
     service: str
@@ -100,6 +102,7 @@ class SimTask:
     region: str | None = None
     instance_name: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    owner: str = ""
 
     def __post_init__(self) -> None:
         if self.service not in BY_NAME:
@@ -120,6 +123,8 @@ class SimTask:
             for tag in self.tags
         ):
             raise ValueError(f"{where}: tags must be (key, value) pairs of strings, got {self.tags!r}")
+        if not isinstance(self.owner, str):
+            raise ValueError(f'{where}: owner must be a secret id or "", got {self.owner!r}')
         _ = self.faults  # Faults.__post_init__ validates the fault fields
 
     @property
@@ -166,6 +171,7 @@ def task_from_dict(data: Mapping[str, Any]) -> SimTask:
             instance_name=_optional_text(data.get("instance_name")),
             # JSON has no tuples: task_to_dict's pairs come back as two-item lists.
             tags=tuple(_tag(pair) for pair in data.get("tags", ())),
+            owner=_owner(data.get("owner", "")),
         ).with_faults(faults)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed task {dict(data)!r}: {exc!r}") from exc
@@ -173,6 +179,14 @@ def task_from_dict(data: Mapping[str, Any]) -> SimTask:
 
 def _optional_text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _owner(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"owner is a secret id (a string), got {value!r}")
+    return value
 
 
 def _tag(pair: object) -> tuple[str, str]:

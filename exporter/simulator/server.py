@@ -18,8 +18,9 @@ from exporter.signing import Credentials
 from exporter.simulator import gateway, listing
 from exporter.simulator.answers import SHAPES, TaskView
 from exporter.simulator.errors import ApiError, error_body, request_id
-from exporter.simulator.gateway import ActionStats, Quotas, count
+from exporter.simulator.gateway import Quotas
 from exporter.simulator.scenario import Faults, SimTask, faults_from_dict, task_from_dict
+from exporter.simulator.stats import Accounts, AccountStats, ActionStats, accepted_report, count
 
 CONTROL_PREFIX: Final = "/_sim"
 # Exactly this: the SDKs read `Response.Error` only when the Content-Type is `application/json` (or
@@ -51,6 +52,12 @@ class Simulator:
     wall-clock time (`wall_clock`), as on the real service. `quotas` overrides the catalogue's per-product
     rate limits (requests per second) of the status actions, `list_quotas` those of the list actions
     (PostgreSQL's list action is its status action, whose one quota both kinds of request spend).
+
+    `credentials` are the accounts whose keys sign requests (one secret id each); quotas are counted per
+    secret id, and a task with an `owner` is only seen by that account. `region` makes the simulator one
+    regional endpoint (`cdb.ap-shanghai.tencentcloudapi.com`): a request for another region is refused
+    with `UnsupportedRegion`; None serves every region. Each account's accept times are kept for the last
+    `history_seconds`, for `accepted_in`.
     """
 
     def __init__(
@@ -63,10 +70,19 @@ class Simulator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         list_quotas: Mapping[str, float] | None = None,
+        region: str | None = None,
+        history_seconds: float = 120.0,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
-        self._credentials = {c.secret_id: c for c in credentials}
+        if region is not None and (not isinstance(region, str) or not region.strip()):
+            raise ValueError(f"region must be a region name or None, got {region!r}")
+        self._credentials: dict[str, Credentials] = {}
+        for given in credentials:
+            if self._credentials.setdefault(given.secret_id, given) != given:
+                raise ValueError(f"two different keys for secret id {given.secret_id!r}")
+        self._region = region
+        self._accounts = Accounts(history_seconds)
         self._quotas = Quotas(quotas, list_quotas)
         self._faults = Faults(latency=latency)
         self._action_faults: dict[tuple[str, str], Faults] = {}
@@ -129,9 +145,24 @@ class Simulator:
     def faults(self) -> Faults:
         return self._faults
 
+    @property
+    def region(self) -> str | None:
+        return self._region
+
+    @property
+    def secret_ids(self) -> tuple[str, ...]:
+        """The accounts whose keys this simulator accepts."""
+        return tuple(self._credentials)
+
     def reset_stats(self) -> None:
         self._stats.clear()
         self._served.clear()
+        self._accounts.clear()
+
+    def accepted_in(self, secret_id: str, product: str, action: str, start: float, end: float) -> int:
+        """Requests of the account `secret_id` to `product`'s `action` that its quota let through at
+        `start <= t <= end` (`clock` readings within the last `history_seconds`)."""
+        return self._accounts.accepted_in(secret_id, product, action, start, end)
 
     def stats(self) -> dict[str, Any]:
         """A JSON-able snapshot; times are `clock` readings, so rates come from their differences.
@@ -139,6 +170,8 @@ class Simulator:
         `actions` is keyed by action for MariaDB and CDB (as it always was) and `product:Action` for the
         other products (requests no product offers: `<credential scope>:<action>`); `services` holds the
         same counters as `services[product][action]` for every product.
+        `accounts[secret_id]["product:Action"]` holds one account's counters of one action
+        (`AccountStats.snapshot`); `region` is the one region this simulator serves (None: every region).
         """
         services: dict[str, dict[str, Any]] = {}
         for key, (product, action) in sorted(self._served.items()):
@@ -157,6 +190,8 @@ class Simulator:
             "tasks": len(self._tasks),
             "actions": {key: s.snapshot() for key, s in sorted(self._stats.items())},
             "services": services,
+            "region": self._region,
+            "accounts": self._accounts.snapshot(),
         }
 
     # ---- serving
@@ -166,6 +201,7 @@ class Simulator:
         app.router.add_post("/", self._handle_api)
         app.router.add_get(f"{CONTROL_PREFIX}/stats", self._handle_stats)
         app.router.add_post(f"{CONTROL_PREFIX}/stats/reset", self._handle_reset_stats)
+        app.router.add_get(f"{CONTROL_PREFIX}/stats/accepted", self._handle_accepted)
         app.router.add_post(f"{CONTROL_PREFIX}/tasks", self._handle_add_tasks)
         app.router.add_delete(f"{CONTROL_PREFIX}/tasks/{{service}}/{{task_id}}", self._handle_remove_task)
         app.router.add_post(f"{CONTROL_PREFIX}/faults", self._handle_faults)
@@ -209,16 +245,33 @@ class Simulator:
         Injected faults stand for a misbehaving backend, so they only hit requests the gateway let through
         (authenticated, within quota, well-formed); latency stands for the network and delays every reply.
         Global faults, then the action's, then the task's (status requests) apply.
+
+        Requests signed with a known secret id are counted in that account's stats too (their errors even
+        when the signature is wrong); a request for another region than this simulator's is refused before
+        it spends quota.
         """
         routed = gateway.route(headers)
         stats = self._stats_for(routed)
+        claimed = routed.authorization.secret_id if routed.authorization is not None else ""
+        account = self._account(claimed, routed)
         latency, faults = self._faults.latency, Faults()
         try:
             service, credentials = gateway.authenticate(
                 headers, query, body, routed, self._credentials, self._wall_clock(), self._max_clock_skew
             )
+            account = self._account(credentials.secret_id, routed)
+            assert account is not None  # authenticated: a known secret id and a product's action
+            region = headers.get("X-TC-Region", "").strip()
+            if self._region is not None and region != self._region:
+                account.wrong_region += 1
+                raise ApiError(
+                    "UnsupportedRegion",
+                    f"The region `{region}` is not supported by this endpoint, which serves {self._region}.",
+                )
             listing_api = routed.listing is not None
-            self._quotas.admit(service, credentials.secret_id, self._clock(), stats, listing=listing_api)
+            self._quotas.admit(
+                service, credentials.secret_id, self._clock(), stats, listing=listing_api, account=account
+            )
             params = gateway.read_params(body)
             action_faults = self._faults.combine(
                 self._action_faults.get((service.name, routed.action), Faults())
@@ -226,16 +279,18 @@ class Simulator:
             if gateway.is_list_request(routed, params):
                 faults = action_faults
                 latency = faults.latency
-                region = headers.get("X-TC-Region", "").strip()
-                reply = self._list(service, params, region, faults, stats)
+                reply = self._list(service, params, region, faults, stats, credentials.secret_id)
             else:
                 task_id = gateway.read_task_id(service, params)
                 state = self._tasks.get((service.name, task_id))
+                state = self._visible(state, region, account, credentials.secret_id)
                 faults = action_faults.combine(state.task.faults) if state else action_faults
                 latency = faults.latency
                 reply = self._describe(service, task_id, state, faults, stats)
         except ApiError as error:
             count(stats.errors, error.code)
+            if account is not None:
+                count(account.errors, error.code)
             reply = _Reply(body=error_body(error))
         if faults.malformed and reply.content_type == _JSON:
             count(stats.faults, "malformed")
@@ -246,6 +301,31 @@ class Simulator:
         if routed.service is not None:
             self._served[routed.stats_key] = (routed.service.name, routed.action)
         return self._stats.setdefault(routed.stats_key, ActionStats())
+
+    def _account(self, secret_id: str, routed: gateway.Route) -> AccountStats | None:
+        """The stats of a known account's requests to a product's action (the one whose quota they spend)."""
+        service = routed.service
+        if service is None or secret_id not in self._credentials:
+            return None
+        action, quota = self._quotas.bucket(service, listing=routed.listing is not None)
+        return self._accounts.entry(secret_id, service.name, action, quota)
+
+    @staticmethod
+    def _visible(
+        state: _TaskState | None, region: str, account: AccountStats, secret_id: str
+    ) -> _TaskState | None:
+        """The task as the account sees it in `region`: another account's task, or one of another region,
+        is unknown (counted as `foreign`, `wrong_region`)."""
+        if state is None:
+            return None
+        task = state.task
+        if task.owner and task.owner != secret_id:
+            account.foreign += 1
+            return None
+        if task.region is not None and task.region != region:
+            account.wrong_region += 1
+            return None
+        return state
 
     @staticmethod
     def _injected(faults: Faults, stats: ActionStats) -> _Reply | None:
@@ -277,9 +357,16 @@ class Simulator:
         return _Reply(body=json.dumps({"Response": response}).encode())
 
     def _list(
-        self, service: Service, params: Mapping[str, Any], region: str, faults: Faults, stats: ActionStats
+        self,
+        service: Service,
+        params: Mapping[str, Any],
+        region: str,
+        faults: Faults,
+        stats: ActionStats,
+        caller: str | None = None,
     ) -> _Reply:
-        """The product's list answer over its tasks listed in `region` (a task without one: in every one)."""
+        """The product's list answer over its tasks listed in `region` (a task without one: in every one)
+        that the account `caller` may see: its own and those without an owner (None: every task)."""
         injected = self._injected(faults, stats)
         if injected is not None:
             return injected
@@ -291,7 +378,9 @@ class Simulator:
                 began=(now - state.added_at) * self._speed >= state.task.started,
             )
             for state in self._tasks.values()
-            if state.task.service == service.name and state.task.region in (None, region)
+            if state.task.service == service.name
+            and state.task.region in (None, region)
+            and (caller is None or state.task.owner in ("", caller))
         ]
         response = listing.answer(
             service.name, listing.ListRequest(params, tasks, region, self._wall_clock())
@@ -319,6 +408,15 @@ class Simulator:
 
     async def _handle_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats())
+
+    async def _handle_accepted(self, request: web.Request) -> web.StreamResponse:
+        """One account's requests to one action accepted in an interval (`stats.accepted_report`)."""
+        try:
+            return web.json_response(accepted_report(self._accounts, request.query, self._clock()))
+        except KeyError as missing:
+            return web.json_response({"error": f"missing query parameter {missing}"}, status=400)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
 
     async def _handle_reset_stats(self, request: web.Request) -> web.StreamResponse:
         self.reset_stats()

@@ -90,6 +90,9 @@ class SimulatorThread:
     def reset_stats(self) -> None:
         self._call(self.simulator.reset_stats)
 
+    def accepted_in(self, secret_id: str, product: str, action: str, start: float, end: float) -> int:
+        return self._call(lambda: self.simulator.accepted_in(secret_id, product, action, start, end))
+
     def add_task(self, task: SimTask) -> None:
         self._call(lambda: self.simulator.add_task(task))
 
