@@ -63,6 +63,7 @@ TARGET_LABELS = {
     "service": "tencentcloud-task-exporter",
     "region": "k8s-cluster-1",
     "namespace": "monitoring",
+    "endpoint": "http-metrics",  # what a Prometheus Operator ServiceMonitor adds: no clash with api_endpoint
 }
 
 
@@ -275,6 +276,7 @@ def test_dashboard_variables_find_values(prometheus: PrometheusServer) -> None:
     assert JOB in found["job"]
     assert {"mariadb", "cdb"} <= set(found["product"])
     assert found["cloud_region"], found
+    assert "default" in found["account"], found
 
 
 def test_dashboard_stats_count_the_demo_tasks(prometheus: PrometheusServer) -> None:
@@ -381,3 +383,24 @@ def test_promtool_check_metrics_is_clean(exporter: DaemonProcess) -> None:
     report = (result.stdout + result.stderr).strip()
     assert result.returncode == 0, report
     assert report == "", report
+
+
+def test_quota_table_names_each_bucket(prometheus: PrometheusServer) -> None:
+    """Quota use per (account, endpoint): every row says whose quota at which host, beside the target's
+    own `endpoint` label (which a ServiceMonitor sets and must not be renamed)."""
+    queries = [
+        q
+        for q in panel_queries(overrides={"job": JOB}, builtins=LIVE_BUILTINS)
+        if q.panel_title == "Quota utilisation per account and endpoint"
+    ]
+    assert queries
+
+    def rows() -> list[dict[str, Any]]:
+        return [row for q in queries for row in prometheus.query(q.expr)]
+
+    wait_for(lambda: rows(), 60, "quota rows")
+    for row in rows():
+        labels = row["metric"]
+        assert labels.get("account") == "default", labels
+        assert labels.get("api_endpoint", "").startswith("127.0.0.1:"), labels
+        assert "exported_endpoint" not in labels, labels
