@@ -197,5 +197,22 @@ def parse_accounts(
             continue
         seen[name] = path
         where = f"{path}.credentials"
-        accounts.append(AccountConfig(name, parse_credentials(check, item.get("credentials"), where), where))
+        credentials = parse_credentials(check, item.get("credentials"), where)
+        twin = next(
+            (
+                a
+                for a in accounts
+                if credentials.secret_id and a.credentials.secret_id == credentials.secret_id
+            ),
+            None,
+        )
+        if twin is not None:
+            # Tencent counts the quota per sub-account: two names for one key pair would each spend all of it.
+            check.error(
+                f"{where}.secret_id",
+                f"the same SecretId as account {shown(twin.name)}: Tencent counts one quota for both; "
+                "give each account its own keys",
+            )
+            continue
+        accounts.append(AccountConfig(name, credentials, where))
     return tuple(accounts) or (AccountConfig(DEFAULT_ACCOUNT, credentials),)

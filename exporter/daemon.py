@@ -157,6 +157,7 @@ class Daemon:
             for provider in opened:
                 await provider.close()
             raise
+        _warn_shared_identities(providers, self._adopted)
         return providers
 
     def _count(self) -> None:
@@ -479,6 +480,23 @@ class Daemon:
         self._sync(spread=False)
         await _close_all(retired)
         log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "source": str(path)}})
+
+
+def _warn_shared_identities(
+    providers: Mapping[str, CredentialProvider], adopted: CredentialProvider | None
+) -> None:
+    """Two accounts whose chains end at one identity (the same CVM role, profile section or AssumeRole) are
+    one sub-account to Tencent: each of their buckets would spend the whole of one quota."""
+    first: dict[str, str] = {}
+    for name, provider in providers.items():
+        if provider is adopted:
+            continue
+        other = first.setdefault(provider.identity, name)
+        if other != name:
+            log.warning(
+                "two accounts use the same credentials; Tencent counts one quota for them",
+                extra={"fields": {"accounts": f"{other}, {name}", "source": provider.source}},
+            )
 
 
 def _same_account(old: AccountConfig | None, new: AccountConfig) -> bool:

@@ -83,6 +83,11 @@ def test_bad_accounts_are_reported_with_their_key_paths() -> None:
     ]
     for line in expected:
         assert any(p.startswith(line) for p in found), (line, found)
+    twins = [{"name": n, "credentials": {"secret_id": "AKIDsame", "secret_key": "k"}} for n in ("a", "b")]
+    assert problems({"accounts": twins}) == [
+        "cfg.yaml: accounts[1].credentials.secret_id: the same SecretId as account 'a': Tencent counts one "
+        "quota for both; give each account its own keys"
+    ]
     assert problems({"accounts": []}) == [
         "cfg.yaml: accounts: expected a list of {name, credentials}, got an empty list"
     ]
@@ -275,3 +280,20 @@ async def test_a_version_1_store_is_migrated_and_its_tasks_belong_to_the_default
     await again.close()
     with contextlib.closing(sqlite3.connect(path)) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+async def test_two_accounts_ending_at_one_identity_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    profile = tmp_path / "credentials"
+    profile.write_text("[default]\nsecret_id = AKIDshared\nsecret_key = shared-key\n")
+    section = {"profile": str(profile), "cvm_role": False}
+    document = {"accounts": [{"name": n, "credentials": section} for n in ("a", "b")]}
+    daemon = Daemon(parse_config(document, "cfg.yaml", {}), None, Options(), env={})
+    await daemon.start()
+    try:
+        [record] = [r for r in caplog.records if "same credentials" in r.getMessage()]
+        assert record.fields["accounts"] == "a, b"  # type: ignore[attr-defined]
+        assert "shared-key" not in caplog.text
+    finally:
+        await daemon.stop()
