@@ -11,6 +11,7 @@ transport, a page missing) is counted and tried again at the next interval; the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -317,6 +318,10 @@ class Discovery:
             if not self._owns(task):
                 continue
             found = self.found.get(key)
+            if found is not None and found.task.account != account:
+                # Sub-accounts of one main account list the same operations: the first account to find a
+                # task keeps it, so its label, bucket and keys do not change from one sweep to the next.
+                task = dataclasses.replace(task, account=found.task.account)
             if found is None:
                 self.found[key] = Found(task, listed, now)
             else:

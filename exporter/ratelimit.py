@@ -1,4 +1,5 @@
-"""A token bucket per (credentials, API) that keeps every sliding second within the API's quota.
+"""A token bucket per (account, API, endpoint), as Tencent counts quotas, that keeps every sliding second
+within the API's quota.
 
 Requests leave on an even pace slightly under the quota, one slot after another. A caller that comes late for
 its slot (the event loop was busy elsewhere) may still use the slots that passed meanwhile, up to

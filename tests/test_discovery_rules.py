@@ -165,3 +165,14 @@ def test_postgres_status_polling_gives_discovery_its_share_of_the_one_quota() ->
     assert rates["default", "cdb"] == 40.0  # its list API is another action with a quota of its own
     without = Daemon(parse_config({}, "c.yaml", env={}))
     assert without._rate_limits(without.config)["default", "postgres"] == 20.0
+
+
+def test_a_task_two_accounts_list_stays_with_the_first_that_found_it() -> None:
+    """Sub-accounts of one main account list the same operations; the task must not change account (and
+    so label, bucket and keys) from one sweep to the next."""
+    discovery, watcher = _discovery(DiscoveryConfig(regions=("ap-guangzhou",), accounts=("a", "b")))
+    discovery._absorb("a", MARIADB, "ap-guangzhou", [Listed("5")], now=0.0)
+    discovery._absorb("b", MARIADB, "ap-guangzhou", [Listed("5")], now=1.0)
+    assert [task.account for task, _ in watcher.watched] == ["a", "a"]
+    found = discovery.found[("mariadb", "ap-guangzhou", "5")]
+    assert (found.task.account, found.last_listed) == ("a", 1.0)
