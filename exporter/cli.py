@@ -20,7 +20,7 @@ from aiohttp import web
 from exporter import __version__, httpserver, looperrors
 from exporter import log as logsetup
 from exporter.config import Config, ConfigError, load_config, parse_duration
-from exporter.credentials import CredentialsError, StaticProvider
+from exporter.credentials import CredentialsError
 from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
 from exporter.services import SERVICES
 from exporter.sharding import Shard
@@ -230,14 +230,14 @@ async def _serve_demo(speed: float, options: Options, listener: Listener) -> Non
     from exporter import demo
     from exporter.simulator import Simulator
 
-    simulator = Simulator([demo.DEMO_CREDENTIALS], speed=speed)
+    simulator = Simulator(list(demo.DEMO_ACCOUNTS.values()), speed=speed)
     for task in demo.demo_tasks():
         simulator.add_task(task)
     url = await simulator.start()
     try:
         log.info("demo mode: polling the built-in simulator", extra={"fields": {"simulator": url}})
-        credentials = StaticProvider(demo.DEMO_CREDENTIALS, "demo")
-        await _serve(Daemon(demo.demo_config(url, speed), credentials, options), listener)
+        # Each demo account's made-up keys come from the demo config, as a real config's would.
+        await _serve(Daemon(demo.demo_config(url, speed), None, options, env={}), listener)
     finally:
         await simulator.stop()
 

@@ -23,6 +23,15 @@ DEMO_CREDENTIALS: Final = Credentials(
     secret_id="AKIDDEMO0000000000000000NOTAREALKEY",
     secret_key="demo-secret-key-not-valid-anywhere",
 )
+# The demo's second account: its operations are polled with its own keys, inside its own buckets.
+DEMO_STAGING_CREDENTIALS: Final = Credentials(
+    secret_id="AKIDDEMOSTAGING000000000NOTAREALKEY",
+    secret_key="demo-staging-key-not-valid-anywhere",
+)
+DEMO_ACCOUNTS: Final[Mapping[str, Credentials]] = {
+    "prod": DEMO_CREDENTIALS,
+    "staging": DEMO_STAGING_CREDENTIALS,
+}
 DEMO_REGION: Final = "ap-guangzhou"
 DEMO_OTHER_REGION: Final = "ap-shanghai"
 
@@ -296,12 +305,32 @@ def _watched_tasks() -> list[SimTask]:
 
 def demo_tasks() -> list[SimTask]:
     """Fresh task objects on every call, so callers can tweak their copy: the watched ones, then the ones
-    only discovery finds. A task watched in another region is listed only there."""
+    only discovery finds. A task watched in another region is listed only there; each task belongs to one
+    of DEMO_ACCOUNTS (prod, but for those _STAGING names)."""
     watched = [
         dataclasses.replace(task, region=_WATCH_EXTRAS.get(task.key, {}).get("region"))
         for task in _watched_tasks()
     ]
-    return [*watched, *demo_unlisted_operations()]
+    return [
+        dataclasses.replace(t, owner=DEMO_ACCOUNTS[_account(t.key)].secret_id)
+        for t in [*watched, *demo_unlisted_operations()]
+    ]
+
+
+# The staging account's operations; every other one is prod's.
+_STAGING: Final = frozenset(
+    {
+        ("mariadb", "3345"),
+        ("redis", "1092305"),
+        ("postgres", "60210002"),
+        ("redis", "1092390"),
+        ("dcdb", "81290"),
+    }
+)
+
+
+def _account(key: tuple[str, str]) -> str:
+    return "staging" if key in _STAGING else "prod"
 
 
 # Watch entries beyond a bare ID: user labels, and one task in another region.
@@ -324,7 +353,9 @@ def demo_watch() -> dict[str, list[object]]:
     for task in _watched_tasks():
         service = BY_NAME[task.service]
         task_id = service.id_kind.request_value(task.task_id)
-        extras = _WATCH_EXTRAS.get(task.key)
+        extras = dict(_WATCH_EXTRAS.get(task.key, {}))
+        if _account(task.key) != "prod":
+            extras["account"] = _account(task.key)
         watch[service.watch_key].append({"id": task_id, **extras} if extras else task_id)
     for service in SERVICES:
         watch[service.watch_key].append(DEMO_UNKNOWN_IDS[service.name])
@@ -334,12 +365,16 @@ def demo_watch() -> dict[str, list[object]]:
 def demo_config(url: str, speed: float = 1.0) -> Config:
     """The exporter config for `--demo`: every API at the simulator on `url`, polling sped up like its tasks.
 
-    Credentials stay empty here; demo mode hands DEMO_CREDENTIALS to the daemon directly.
+    Two accounts, prod and staging, with the demo's made-up keys (DEMO_ACCOUNTS).
     """
     if speed <= 0:
         raise ValueError(f"speed must be > 0, got {speed}")
     # Intervals short enough that the 45 s and 90 s flows visibly change state on a dashboard.
     document = {
+        "accounts": [
+            {"name": name, "credentials": {"secret_id": keys.secret_id, "secret_key": keys.secret_key}}
+            for name, keys in DEMO_ACCOUNTS.items()
+        ],
         "region": DEMO_REGION,
         "apis": {s.name: {"endpoint": url} for s in SERVICES},
         "polling": {

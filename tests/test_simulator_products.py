@@ -18,6 +18,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from exporter.demo import (
+    DEMO_ACCOUNTS,
     DEMO_CREDENTIALS,
     DEMO_UNKNOWN_ASYNC_REQUEST_ID,
     DEMO_UNKNOWN_FLOW_ID,
@@ -454,6 +455,12 @@ def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
     assert {api.endpoint for api in config.apis.values()} == {"http://127.0.0.1:9"}
     watched = {(t.service, t.task_id, t.region) for t in config.tasks}
     assert ("mariadb", "3345", "ap-shanghai") in watched
+    # Two accounts, each polling its own operations (the simulator hides the other's).
+    owners = {(t.service, t.task_id): t.owner for t in demo_tasks()}
+    keys = {name: keys.secret_id for name, keys in DEMO_ACCOUNTS.items()}
+    assert {t.account for t in config.tasks} == {"prod", "staging"}
+    for task in config.tasks:
+        assert owners.get((task.service, task.task_id), keys[task.account]) == keys[task.account]
     for product, task_id in DEMO_UNKNOWN_IDS.items():
         assert (product, str(task_id), "ap-guangzhou") in watched
     assert len(watched) == len(demo_tasks()) - len(demo_unlisted_operations()) + len(SERVICES)

@@ -2,7 +2,7 @@
 
 Accounts: `--secret-id`/`--secret-key` (one), `--credentials ID:KEY[:TOKEN]` (repeatable) and
 `--accounts-file` (JSON: `[{"secret_id": ..., "secret_key": ..., "token": ...}]` or `{"accounts": [...]}`)
-add up; with none of them the demo credentials are accepted. Keys are never logged, nor echoed in errors.
+add up; with none of them the demo accounts' keys are accepted. Keys are never logged, nor echoed in errors.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency", type=float, default=0.0, help="extra seconds before every answer")
     parser.add_argument("--quota", type=_quota, action="append", default=[], help="SERVICE=RATE, repeatable")
-    parser.add_argument("--secret-id", default=None, help="accepted SecretId (default: the demo credentials)")
+    parser.add_argument("--secret-id", default=None, help="accepted SecretId (default: the demo's)")
     parser.add_argument("--secret-key", default=None, help="its SecretKey")
     parser.add_argument("--token", default="", help="session token the credentials require, if any")
     parser.add_argument(
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here: the demo builds its scenario from this package's types.
-    from exporter.demo import DEMO_CREDENTIALS, demo_tasks
+    from exporter.demo import DEMO_ACCOUNTS, demo_tasks
 
     if (args.secret_id is None) != (args.secret_key is None):
         log.error("--secret-id and --secret-key go together")
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             tasks = load_scenario(Path(args.scenario))
         simulator = Simulator(
-            accounts or [DEMO_CREDENTIALS],
+            accounts or list(DEMO_ACCOUNTS.values()),
             quotas=dict(args.quota),
             latency=args.latency,
             speed=args.speed,
