@@ -885,6 +885,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, probe logs)")
     parser.add_argument("--hardening", action="store_true", help="only bench/hardening.py (see README)")
     parser.add_argument("--discovery", action="store_true", help="only bench/discovery.py (see README)")
+    parser.add_argument("--accounts", action="store_true", help="only bench/accounts.py (see README)")
     args = parser.parse_args(argv)
     settings = defaults
     if args.quick:
@@ -959,6 +960,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import discovery  # it imports this module
 
         return discovery.main(settings, args)
+    if args.accounts:
+        from bench import accounts  # it imports this module
+
+        return accounts.main(settings, args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output: Path = args.output or Path(__file__).resolve().parent / "results" / f"{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
