@@ -1,9 +1,9 @@
 """The running exporter: task states, metrics, HTTP session, schedulers, the store and registered tasks.
 
-It owns every resource it opens (credential provider, HTTP session, store, schedulers, background tasks) and
-closes each exactly once, in reverse order, whether start() finished, failed half-way or was never called, and
-after any number of reloads. The watched set is always `config tasks + registered tasks`, filtered to this
-replica's shard.
+It owns every resource it opens (each account's credential provider, HTTP session, store, schedulers,
+discovery, background tasks) and closes each exactly once, in reverse order, whether start() finished, failed
+half-way or was never called, and after any number of reloads. The watched set is always `config tasks +
+registered tasks + discovered tasks` of the configured accounts, filtered to this replica's shard.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from exporter import __version__
+from exporter.accounts import AccountProviders
 from exporter.client import ApiClient
 from exporter.config import (
     API,
     CONFIG,
     DISCOVERED,
-    AccountConfig,
     Config,
     ConfigError,
     Key,
@@ -33,7 +33,7 @@ from exporter.config import (
     key_fields,
     load_config,
 )
-from exporter.credentials import CredentialProvider, CredentialsError, open_provider
+from exporter.credentials import CredentialProvider, CredentialsError
 from exporter.discovery import Discovery
 from exporter.listapis import Listed
 from exporter.metrics import Metrics
@@ -91,11 +91,9 @@ class Daemon:
         account's own chain from the config at start."""
         self.config = config
         self._config_keys = {t.key for t in config.tasks}
-        self._adopted = credentials
-        # By account; several accounts may share the adopted provider, which is closed once.
-        self._providers: dict[str, CredentialProvider] = {}
         self.options = options or Options()
         self.env = os.environ if env is None else env
+        self.accounts = AccountProviders(credentials, self.env)
         self.api_token = read_api_token(self.options, self.env)
         self.db = Store(self.options.storage_path, self.options.legacy_state_file, limits=config.limits)
         self.store = TaskStore()
@@ -112,9 +110,9 @@ class Daemon:
     @property
     def credentials(self) -> Mapping[str, CredentialProvider]:
         """Each account's credential provider."""
-        if not self._providers:
+        if not self.accounts.current:
             raise RuntimeError("the daemon has not started")
-        return self._providers
+        return self.accounts.current
 
     def _rate_limits(self, config: Config) -> dict[tuple[str, str], float]:
         """Each (account, product) status lane's rate for this replica: its share of the quota, less what
@@ -134,32 +132,6 @@ class Daemon:
     def _plan(self, config: Config) -> Plan:
         return Plan(config.apis, self._rate_limits(config), config.polling, self.credentials)
 
-    async def _open_providers(
-        self, config: Config, keep: Mapping[str, CredentialProvider]
-    ) -> dict[str, CredentialProvider]:
-        """A provider per account of `config`, taken from `keep` where given; on failure the ones opened
-        here are closed and CredentialsError names the account."""
-        providers = dict(keep)
-        opened: list[CredentialProvider] = []
-        try:
-            for account in config.accounts:
-                if account.name in providers:
-                    continue
-                if self._adopted is not None:
-                    providers[account.name] = self._adopted
-                    continue
-                provider = await open_provider(
-                    account.credentials, self.env, where=config.where(account), use_env=account.use_env
-                )
-                opened.append(provider)
-                providers[account.name] = provider
-        except BaseException:
-            for provider in opened:
-                await provider.close()
-            raise
-        _warn_shared_identities(providers, self._adopted)
-        return providers
-
     def _count(self) -> None:
         self.metrics.set_watched(self.store.count_by_account(self.config.account_names))
 
@@ -175,8 +147,8 @@ class Daemon:
     async def _start(self) -> None:
         resources = self._resources
         # The provider in use when stopping is closed, whichever reload put it there.
-        resources.push_async_callback(self._close_credentials)
-        self._providers = await self._open_providers(self.config, {})
+        resources.push_async_callback(self.accounts.close)
+        await self.accounts.open(self.config)
         # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
         resources.push_async_callback(self._close_store)
         # A corrupt store stops the start (StoreError) rather than being overwritten with nothing.
@@ -231,11 +203,6 @@ class Daemon:
         except StoreError as exc:
             # Stopping goes on; what could not be written is named in the message.
             log.error("could not write the store's last changes", extra={"fields": {"error": str(exc)}})
-
-    async def _close_credentials(self) -> None:
-        providers, self._providers = self._providers, {}
-        adopted = [self._adopted] if self._adopted is not None else []
-        await _close_all([*providers.values(), *adopted])
 
     def _forget_status(self, key: Key) -> None:
         self.db.forget_statuses([key])
@@ -452,22 +419,14 @@ class Daemon:
         except ConfigError as exc:
             raise ReloadError(str(exc)) from None
         api_token = read_api_token(self.options, self.env)
-        # Accounts whose credentials section is unchanged keep their provider (and its cached keys).
-        before = {a.name: a for a in self.config.accounts}
-        kept = {
-            a.name: self._providers[a.name]
-            for a in config.accounts
-            if _same_account(before.get(a.name), a) and a.name in self._providers
-        }
         try:
-            providers = await self._open_providers(config, kept)
+            providers = await self.accounts.prepare(config)
         except CredentialsError as exc:
             raise ReloadError(str(exc)) from None
-        in_use = [id(p) for p in providers.values()]
-        retired = [p for p in self._providers.values() if id(p) not in in_use]
         # Nothing below can fail: the new config is applied whole or not at all.
         old_config = self.config
-        self.config, self._providers, self.api_token = config, providers, api_token
+        self.config, self.api_token = config, api_token
+        retired = self.accounts.commit(config, providers)
         self.db.limits = config.limits
         self._config_keys = {t.key for t in config.tasks}
         self._scheduler.reconfigure(self._plan(config))
@@ -478,38 +437,8 @@ class Daemon:
         if changed or retired:
             await self._restart_discovery(config)
         self._sync(spread=False)
-        await _close_all(retired)
+        await self.accounts.retire(retired)
         log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "source": str(path)}})
-
-
-def _warn_shared_identities(
-    providers: Mapping[str, CredentialProvider], adopted: CredentialProvider | None
-) -> None:
-    """Two accounts whose chains end at one identity (the same CVM role, profile section or AssumeRole) are
-    one sub-account to Tencent: each of their buckets would spend the whole of one quota."""
-    first: dict[str, str] = {}
-    for name, provider in providers.items():
-        if provider is adopted:
-            continue
-        other = first.setdefault(provider.identity, name)
-        if other != name:
-            log.warning(
-                "two accounts use the same credentials; Tencent counts one quota for them",
-                extra={"fields": {"accounts": f"{other}, {name}", "source": provider.source}},
-            )
-
-
-def _same_account(old: AccountConfig | None, new: AccountConfig) -> bool:
-    return old is not None and (old.credentials, old.use_env) == (new.credentials, new.use_env)
-
-
-async def _close_all(providers: Iterable[CredentialProvider]) -> None:
-    """Closes each provider once (accounts may share one)."""
-    closed: set[int] = set()
-    for provider in providers:
-        if id(provider) not in closed:
-            closed.add(id(provider))
-            await provider.close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
