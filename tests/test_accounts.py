@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import ConfigError, parse_config, parse_task, redacted
+from exporter.config import ConfigError, load_config, parse_config, parse_task, redacted
 from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon, Options
+from exporter.daemon import Daemon, Options, ReloadError
 from exporter.lanes import Lane
 from exporter.signing import Credentials
 from exporter.store import Store
@@ -295,5 +295,31 @@ async def test_two_accounts_ending_at_one_identity_are_warned_about(
         [record] = [r for r in caplog.records if "same credentials" in r.getMessage()]
         assert record.fields["accounts"] == "a, b"  # type: ignore[attr-defined]
         assert "shared-key" not in caplog.text
+    finally:
+        await daemon.stop()
+
+
+async def test_a_reload_replaces_only_the_accounts_whose_credentials_changed(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    document: dict[str, Any] = {**TWO_ACCOUNTS, "apis": {"cdb": {"endpoint": "http://127.0.0.1:9"}}}
+    path.write_text(yaml.safe_dump(document))
+    daemon = Daemon(load_config(path, {}), None, Options(config_path=path), env={})
+    await daemon.start()
+    try:
+        before = dict(daemon.credentials)
+        assert (await before["staging"].get()).secret_id == "AKIDstaging"
+        document["accounts"][1]["credentials"] = {"secret_id": "AKIDstaging2", "secret_key": "new-key"}
+        path.write_text(yaml.safe_dump(document))
+        await daemon.reload()
+        after = daemon.credentials
+        assert after["prod"] is before["prod"]  # unchanged section: same provider, same cached keys
+        assert after["staging"] is not before["staging"]
+        assert (await after["staging"].get()).secret_id == "AKIDstaging2"
+        # A section that cannot give keys keeps the running config whole.
+        document["accounts"][1]["credentials"] = {"secret_id": "AKIDhalf", "cvm_role": False}
+        path.write_text(yaml.safe_dump(document))
+        with pytest.raises(ReloadError, match=r"accounts\[1\]\.credentials"):
+            await daemon.reload()
+        assert daemon.credentials["staging"] is after["staging"]
     finally:
         await daemon.stop()
