@@ -253,7 +253,7 @@ class ServiceScheduler:
         return self._record(state, outcome)
 
     def _internal_error(self, state: TaskState, exc: Exception) -> float:
-        fields = {**key_fields(state.task.key), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
+        fields = {**_task_fields(state.task), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
         if self._reported.first(exc):
             log.error(
                 "unexpected error while polling; the task is polled again",
@@ -272,7 +272,7 @@ class ServiceScheduler:
     def _record(self, state: TaskState, outcome: Outcome) -> float | None:
         """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
         task, now = state.task, self._wall_clock()
-        fields = key_fields(task.key)
+        fields = _task_fields(task)
         if outcome.observation is not None:
             recovered, previous = state.consecutive_errors > 0, state.status
             if recovered:
@@ -437,6 +437,11 @@ class Scheduler:
     def running(self) -> bool:
         """Started, and every lane's worker alive: one that died shows as not ready (/-/ready answers 503)."""
         return self._started and all(not w.done() for w in self._workers.values())
+
+
+def _task_fields(task: WatchedTask) -> dict[str, object]:
+    """A polled task as log fields: its key, and whose keys polled it."""
+    return {**key_fields(task.key), "account": task.account}
 
 
 def _worker_ended(worker: asyncio.Task[None]) -> None:
