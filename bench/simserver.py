@@ -53,7 +53,7 @@ from exporter.listapis import ListApi
 from exporter.services import BY_NAME, SERVICES, Service
 from exporter.signing import Credentials
 from exporter.simulator import Faults, SimTask, Simulator, listing, load_scenario
-from exporter.simulator.cli import credentials_arg, load_accounts
+from exporter.simulator.cli import add_account_arguments, load_accounts
 from exporter.simulator.errors import request_id
 from exporter.simulator.stats import ActionStats
 
@@ -325,16 +325,7 @@ def main() -> None:
     )
     parser.add_argument("--record", action="store_true", help="log every API request (/_sim/bench/requests)")
     parser.add_argument("--list-cache", action="store_true", help="build each list answer once, page from it")
-    parser.add_argument(
-        "--credentials",
-        type=credentials_arg,
-        action="append",
-        default=[],
-        metavar="ID:KEY[:TOKEN]",
-        help="one more accepted account, repeatable",
-    )
-    parser.add_argument("--accounts-file", default=None, help="JSON list of accounts' keys to accept")
-    parser.add_argument("--region", default=None, help="serve this region only (default: every region)")
+    add_account_arguments(parser)
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -77,6 +77,25 @@ def load_accounts(path: Path) -> list[Credentials]:
     return accounts
 
 
+def add_account_arguments(parser: argparse.ArgumentParser) -> None:
+    """--credentials, --accounts-file and --region: whose keys a simulator process accepts and which
+    regional endpoint it stands for (this command's and the benchmark's simulator server's)."""
+    parser.add_argument(
+        "--credentials",
+        type=credentials_arg,
+        action="append",
+        default=[],
+        metavar="ID:KEY[:TOKEN]",
+        help="one more accepted account, repeatable (quotas are counted per secret id)",
+    )
+    parser.add_argument("--accounts-file", default=None, help="JSON list of accounts' keys to accept")
+    parser.add_argument(
+        "--region",
+        default=None,
+        help="serve this region only, as a regional endpoint does (default: every region)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     actions = ", ".join(f"{s.name} {s.action}" for s in SERVICES)
     parser = argparse.ArgumentParser(
@@ -95,20 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--secret-id", default=None, help="accepted SecretId (default: the demo's)")
     parser.add_argument("--secret-key", default=None, help="its SecretKey")
     parser.add_argument("--token", default="", help="session token the credentials require, if any")
-    parser.add_argument(
-        "--credentials",
-        type=credentials_arg,
-        action="append",
-        default=[],
-        metavar="ID:KEY[:TOKEN]",
-        help="one more accepted account, repeatable (quotas are counted per secret id)",
-    )
-    parser.add_argument("--accounts-file", default=None, help="JSON list of accounts' keys to accept")
-    parser.add_argument(
-        "--region",
-        default=None,
-        help="serve this region only, as a regional endpoint does (default: every region)",
-    )
+    add_account_arguments(parser)
     return parser
 
 
