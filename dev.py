@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Developer entry point: `python3 dev.py demo` or `python3 dev.py test`.
 
-Creates `.venv` beside this file on first use (and again when pyproject.toml changes), installs the project
-with its test extra into it, then runs the exporter's demo or the whole check suite (lint, types, tests).
-Needs nothing but Python 3.11+.
+Creates `.venv` beside this file on first use (and again when pyproject.toml or requirements.lock changes),
+installs the project with its test extra into it, the runtime dependencies at the versions requirements.lock
+pins (the ones the container image installs), then runs the exporter's demo or the whole check suite (lint,
+types, tests). Needs nothing but Python 3.11+.
 """
 
 from __future__ import annotations
@@ -19,10 +20,24 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".pyproject-sha256"
+LOCK = ROOT / "requirements.lock"
+CONSTRAINTS = VENV / "constraints.txt"
+
+
+def lock_constraints() -> str:
+    """requirements.lock as pip constraints: its pins without the hashes (pip allows no hashes beside an
+    editable install), so the tests run the runtime dependencies the image installs."""
+    pins = []
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        text = line.strip().removesuffix("\\").strip()
+        if text and not text.startswith(("#", "--")):
+            pins.append(text)
+    return "\n".join(pins) + "\n"
 
 
 def ensure_venv() -> None:
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes())
+    wanted = digest.hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not (BIN / "python").exists():
@@ -30,7 +45,8 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("dev.py: installing the project and its test dependencies (first run takes a minute)", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-qq"]
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
+    CONSTRAINTS.write_text(lock_constraints(), encoding="utf-8")
+    subprocess.run([*pip, "install", "-c", str(CONSTRAINTS), "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(wanted)
 
 
