@@ -1,4 +1,10 @@
-"""Command line: parse flags, load and check the config, then serve until SIGINT/SIGTERM."""
+"""Command line: parse flags, load and check the config, then serve until SIGINT/SIGTERM; or a subcommand.
+
+`tencentcloud-task-exporter [FLAGS]` runs the daemon. When the first word names a subcommand (SUBCOMMANDS),
+that runs instead, with the rest of the words: `tencentcloud-task-exporter healthcheck [FLAGS]`. A word that
+is a flag, or anything after one, is the daemon's, so every invocation without a subcommand works as before.
+Adding a subcommand is one entry in SUBCOMMANDS: a function from its words to an exit status.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,142 +24,48 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from exporter import __version__, httpserver, looperrors
+from exporter import __version__, cliflags, healthcheck, httpserver, looperrors
 from exporter import log as logsetup
+from exporter.cliflags import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_STORAGE_PATH,
+    EXIT_INVALID,
+    KEEPALIVE_TIMEOUT,
+    LEGACY_STATE_FILE,
+    parse_listen_address,
+)
 from exporter.config import Config, ConfigError, load_config, parse_duration
 from exporter.credentials import CredentialsError
-from exporter.daemon import API_TOKEN_ENV, Daemon, Options, ReloadError
-from exporter.services import SERVICES
+from exporter.daemon import Daemon, Options, ReloadError
 from exporter.sharding import Shard
 from exporter.store import StoreError
-from exporter.web import TASK_API_PREFIX, create_app
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config, middlewares, ssl_context, summary
+from exporter.web import DEFAULT_TELEMETRY_PATH, TASK_API_PREFIX, create_app
+from exporter.webconfig import WebConfig, WebConfigError, middlewares, summary
+from exporter.webreload import WebConfigReloader
 
 log = logging.getLogger("exporter")
-
-EXIT_INVALID = 2
-KEEPALIVE_TIMEOUT = 120.0  # seconds; longer than any usual scrape interval
-DEFAULT_STORAGE_PATH = Path("data/tencentcloud-task-exporter.db")
-# Where releases before the SQLite store kept registered tasks; migrated when found.
-LEGACY_STATE_FILE = Path("data/registered-tasks.json")
-
-
-def parse_listen_address(value: str) -> tuple[str | None, int]:
-    """`HOST:PORT`, `:PORT` (every interface) or `[IPV6]:PORT`; port 0 lets the OS pick one."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    host = host.removeprefix("[").removesuffix("]")
-    return (host or None), int(port_text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tencentcloud-task-exporter",
-        description="Prometheus exporter for Tencent Cloud database async operations "
-        f"({', '.join(s.title for s in SERVICES)}).",
-    )
-    parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML config file")
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen",
-        default=":10123",
-        type=parse_listen_address,
-        help="address to serve /metrics on (default :10123; port 0 picks a free port)",
-    )
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        default="",
-        help="TLS, mTLS and basic auth for every endpoint (Prometheus exporter-toolkit format)",
-    )
-    parser.add_argument(
-        "--web.read-header-timeout",
-        dest="read_header_timeout",
-        metavar="DURATION",
-        default=httpserver.DEFAULT_READ_HEADER_TIMEOUT,
-        type=httpserver.read_header_timeout_flag,
-        help="close a connection whose request headers are not complete within this time after its first "
-        "byte (after the accept, TLS handshake included, for the first request) (default 10s)",
-    )
-    parser.add_argument(
-        "--web.max-connections",
-        dest="max_connections",
-        metavar="N",
-        default=httpserver.DEFAULT_MAX_CONNECTIONS,
-        type=httpserver.max_connections_flag,
-        help="close new connections at once beyond this many open ones (default 512; lowered to leave "
-        f"{httpserver.FD_RESERVE} file descriptors free under the open-files limit)",
-    )
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=logsetup.LEVELS)
-    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
-    parser.add_argument(
-        "--check-config", action="store_true", help="validate the config file and exit (0 valid, 2 invalid)"
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="no config or credentials needed: poll a built-in simulator of every product with demo tasks",
-    )
-    parser.add_argument(
-        "--demo.speed",
-        dest="demo_speed",
-        type=float,
-        default=1.0,
-        help="with --demo, run the demo timelines and poll intervals this many times faster",
-    )
-    parser.add_argument("--shard.index", dest="shard_index", type=int, default=0, help="this replica's shard")
-    parser.add_argument(
-        "--shard.count",
-        dest="shard_count",
-        type=int,
-        default=1,
-        help="replicas the watched tasks are split across by a stable hash; each takes rate_limit/count",
-    )
-    parser.add_argument(
-        "--tasks.api-token-file",
-        dest="api_token_file",
-        type=Path,
-        help=f"file holding the bearer token that enables the task API (or set {API_TOKEN_ENV})",
-    )
-    parser.add_argument(
-        "--storage.path",
-        dest="storage_path",
-        type=Path,
-        default=None,
-        help="SQLite file keeping registered tasks and status first-seen times across restarts "
-        f"(default {DEFAULT_STORAGE_PATH}; with --demo, nothing is kept unless this is given)",
-    )
-    parser.add_argument(
-        "--tasks.state-file",
-        dest="state_file",
-        type=Path,
-        default=None,
-        help="deprecated: the v1 JSON state file, migrated into --storage.path on start",
-    )
-    parser.add_argument(
-        "--web.enable-lifecycle",
-        dest="enable_lifecycle",
-        action="store_true",
-        help="allow POST /-/reload (SIGHUP reloads either way)",
-    )
-    parser.add_argument(
-        "--tasks.retention",
-        dest="retention",
-        default="24h",
-        help="how long a registered task is kept once it reached a final state (default 24h)",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
 
 
 @dataclass(frozen=True)
 class Listener:
-    address: tuple[str | None, int]
+    addresses: tuple[tuple[str | None, int], ...]
     web_config: WebConfig
     tls: ssl.SSLContext | None
     read_header_timeout: float = httpserver.DEFAULT_READ_HEADER_TIMEOUT
     max_connections: int = httpserver.DEFAULT_MAX_CONNECTIONS
+    # Serve on the sockets systemd passed, not on `addresses`.
+    systemd_socket: bool = False
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH
+    # Absolute, for the healthcheck file; "" without one.
+    web_config_file: str = ""
+    # Re-reads --web.config.file when it changes; None without one.
+    web_reloader: WebConfigReloader | None = None
+
+    def bind(self) -> list[socket.socket]:
+        """The listening sockets, all or none; raises httpserver.ListenError."""
+        if self.systemd_socket:
+            return httpserver.systemd_sockets()
+        return httpserver.bind(self.addresses)
 
 
 async def _serve_config(config: Config, options: Options, listener: Listener) -> None:
@@ -161,9 +74,31 @@ async def _serve_config(config: Config, options: Options, listener: Listener) ->
 
 
 async def _serve(daemon: Daemon, listener: Listener) -> None:
-    app = create_app(daemon, middlewares(listener.web_config, bearer_paths=(TASK_API_PREFIX,)))
+    reloader = listener.web_reloader
+    app = create_app(
+        daemon,
+        reloader.middlewares((TASK_API_PREFIX,))
+        if reloader is not None
+        else middlewares(listener.web_config, bearer_paths=(TASK_API_PREFIX,)),
+        telemetry_path=listener.telemetry_path,
+    )
+    if reloader is not None:
+        # The configured headers, on /metrics too: it streams its answer past the guard.
+        app.on_response_prepare.append(reloader.add_headers)
     # Before anything opens a socket: the polls and the server share the process's descriptors.
     httpserver.raise_open_files_limit()
+    # Every address is bound before the daemon starts, so one that cannot be fails at once (exit 2).
+    sockets = listener.bind()
+    try:
+        await _serve_on(daemon, app, listener, sockets)
+    finally:
+        for sock in sockets:  # the site closed them when it started; not when it never did
+            sock.close()
+
+
+async def _serve_on(
+    daemon: Daemon, app: web.Application, listener: Listener, sockets: list[socket.socket]
+) -> None:
     # Repeated loop errors (accept() failing, say) are logged once per kind and interval, not each time.
     looperrors.install_loop_exception_handler(asyncio.get_running_loop())
     # shutdown_timeout bounds how long in-flight requests may delay exit after SIGTERM. An idle keep-alive
@@ -173,21 +108,25 @@ async def _serve(daemon: Daemon, listener: Listener) -> None:
         app, handle_signals=False, shutdown_timeout=2.0, keepalive_timeout=KEEPALIVE_TIMEOUT
     )
     await runner.setup()
+    healthcheck_file: Path | None = None
     try:
-        listen = listener.address
+        # One site for every socket: --web.max-connections caps them all together.
         site = httpserver.GuardedSite(
             runner,
-            listen[0],
-            listen[1],
             ssl_context=listener.tls,
             read_header_timeout=listener.read_header_timeout,
             max_connections=listener.max_connections,
             registry=daemon.metrics.registry,
+            sockets=sockets,
         )
         await site.start()
+        if listener.web_reloader is not None:
+            listener.web_reloader.register(daemon.metrics.registry)
+            await listener.web_reloader.start()
+        # Before the `listening` lines, which say the daemon can be asked from then on.
+        healthcheck_file = healthcheck.write_file(runner.addresses[0], listener.web_config_file)
         for address in runner.addresses:
-            host, port = address[0], address[1]
-            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            shown = httpserver.show_address(str(address[0]), int(address[1]))
             log.info("listening", extra={"fields": {"address": shown, "version": __version__}})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -216,7 +155,11 @@ async def _serve(daemon: Daemon, listener: Listener) -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         log.info("shutting down")
     finally:
+        if listener.web_reloader is not None:
+            await listener.web_reloader.stop()
         await runner.cleanup()
+        if healthcheck_file is not None:
+            healthcheck.remove_file(healthcheck_file)
 
 
 async def _reload_logged(daemon: Daemon) -> None:
@@ -276,7 +219,21 @@ def _options(args: argparse.Namespace, config_path: Path | None) -> Options:
     )
 
 
+@dataclass(frozen=True)
+class Subcommand:
+    summary: str
+    # The words after the subcommand's name -> the exit status.
+    run: Callable[[list[str]], int]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[words[0]].run(words[1:])
+    return run_daemon(words)
+
+
+def run_daemon(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     logsetup.setup(args.log_level, args.log_format)
     # Process-wide switch of the client library: `*_created` series double the per-API series for a value
@@ -289,10 +246,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if args.systemd_socket and args.listen:
+        log.info("--web.listen-address ignored: --web.systemd-socket serves on the sockets systemd passes")
     try:
-        web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+        reloader = WebConfigReloader(args.web_config_file) if args.web_config_file else None
+        web_config = reloader.config if reloader is not None else WebConfig()
         listener = Listener(
-            args.listen, web_config, ssl_context(web_config), args.read_header_timeout, args.max_connections
+            tuple(args.listen or [parse_listen_address(DEFAULT_LISTEN_ADDRESS)]),
+            web_config,
+            reloader.ssl_context if reloader is not None else None,
+            args.read_header_timeout,
+            args.max_connections,
+            systemd_socket=args.systemd_socket,
+            telemetry_path=args.telemetry_path,
+            web_config_file=str(Path(args.web_config_file).absolute()) if args.web_config_file else "",
+            web_reloader=reloader,
         )
     except WebConfigError as exc:
         print(f"invalid web configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
@@ -324,7 +292,17 @@ def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:
     """Runs the daemon; problems with its inputs found while starting exit 2 with the reason."""
     try:
         asyncio.run(main_coroutine)
-    except (CredentialsError, StoreError, ReloadError) as exc:
+    except (CredentialsError, StoreError, ReloadError, httpserver.ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return 0
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "healthcheck": Subcommand(healthcheck.SUMMARY, healthcheck.healthcheck),
+}
+
+
+def build_parser(subcommand: str | None = None) -> argparse.ArgumentParser:
+    """The daemon's parser (or a subcommand's), with every subcommand named in its help."""
+    return cliflags.build_parser(subcommand, {name: sub.summary for name, sub in SUBCOMMANDS.items()})

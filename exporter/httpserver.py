@@ -12,6 +12,9 @@ accept() fail). `GuardedSite` serves an aiohttp runner with:
 - a cap on open connections (TLS handshakes included): beyond it a new connection is closed right after
   accept(), so descriptors stay free for the API client.
 
+One site serves every listening socket: those `bind()` opens for each --web.listen-address, or those systemd
+passed (`systemd_sockets()`, --web.systemd-socket). The cap counts connections on all of them together.
+
 The framing those deadlines follow is in `exporter.httpframing`; the rate limit on repeated warnings and
 event loop error reports (accept() failures) is in `exporter.looperrors`.
 """
@@ -25,7 +28,7 @@ import os
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from aiohttp import web
@@ -58,6 +61,85 @@ def max_connections_flag(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
+
+
+class ListenError(OSError):
+    """An address that cannot be listened on, or sockets from systemd that cannot be used."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+
+
+def show_address(host: str | None, port: int) -> str:
+    """`HOST:PORT` as the flags take it; IPv6 hosts in brackets, every interface as `:PORT`."""
+    if not host:
+        return f":{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(addresses: Sequence[tuple[str | None, int]], backlog: int = 128) -> list[socket.socket]:
+    """Listening sockets for every address, in order (several for a name with several addresses; `:PORT` is
+    IPv4 and IPv6, each IPv6 socket IPv6-only, as asyncio's create_server binds them).
+
+    All or nothing: if one address cannot be bound, the sockets already open are closed and ListenError
+    names the address and the reason.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for host, port in addresses:
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+                for family, _, _, _, address in dict.fromkeys(infos):
+                    sockets.append(socket.create_server(address, family=family, backlog=backlog))
+                    sockets[-1].setblocking(False)
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                raise ListenError(f"--web.listen-address {show_address(host, port)}", reason) from exc
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first descriptor systemd passes
+
+
+def systemd_sockets(env: Mapping[str, str] | None = None, pid: int | None = None) -> list[socket.socket]:
+    """The listening sockets systemd's socket activation passed (LISTEN_FDS descriptors from 3 on), checked to
+    be meant for this process (LISTEN_PID) and to be listening TCP sockets. Raises ListenError."""
+    env = os.environ if env is None else env
+    pid = os.getpid() if pid is None else pid
+    what = "--web.systemd-socket"
+    listen_pid, listen_fds = env.get("LISTEN_PID", ""), env.get("LISTEN_FDS", "")
+    if not listen_pid or not listen_fds:
+        raise ListenError(
+            what, "no sockets passed (LISTEN_PID and LISTEN_FDS are not set): start me from a .socket unit"
+        )
+    if not listen_pid.isdigit() or int(listen_pid) != pid:
+        raise ListenError(
+            what, f"the sockets were passed to process {listen_pid!r} (LISTEN_PID), not to this one ({pid})"
+        )
+    if not listen_fds.isdigit() or not 1 <= int(listen_fds) <= 1024:
+        raise ListenError(what, f"expected LISTEN_FDS to be a number of sockets, got {listen_fds!r}")
+    sockets: list[socket.socket] = []
+    try:
+        for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(listen_fds)):
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as exc:
+                raise ListenError(what, f"descriptor {fd}: {exc.strerror or exc}") from exc
+            sockets.append(sock)
+            tcp = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+            if not tcp or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                raise ListenError(what, f"descriptor {fd} is not a listening TCP socket")
+            sock.set_inheritable(False)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def raise_open_files_limit() -> int:
@@ -244,6 +326,8 @@ class _Listeners:
 class GuardedSite(web.BaseSite):
     """aiohttp's TCPSite with a request-header deadline and a connection cap; metrics with `registry`.
 
+    It listens on `host` and `port`, or on `sockets` (already listening; the site closes them when stopped).
+
     It accepts by itself: under asyncio's accept loop a refused socket lives on for a few loop iterations,
     and a burst of them could use more descriptors than the cap saves.
     """
@@ -259,6 +343,7 @@ class GuardedSite(web.BaseSite):
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 128,
         registry: CollectorRegistry | None = None,
+        sockets: Sequence[socket.socket] = (),
     ) -> None:
         if read_header_timeout <= 0:
             raise ValueError(f"read_header_timeout must be positive, got {read_header_timeout}")
@@ -266,6 +351,7 @@ class GuardedSite(web.BaseSite):
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host, self._port, self._listen_backlog = host, port, backlog
+        self._given = list(sockets)
         self._listeners: _Listeners | None = None
         self.ssl_context = ssl_context
         self.read_header_timeout = read_header_timeout
@@ -284,6 +370,8 @@ class GuardedSite(web.BaseSite):
     def name(self) -> str:
         scheme = "https" if self.ssl_context else "http"
         host = self._host or "0.0.0.0"
+        if self._listeners is not None:
+            host = str(self._listeners.sockets[0].getsockname()[0])
         shown = f"[{host}]" if ":" in host else host
         return f"{scheme}://{shown}:{self.port}"
 
@@ -319,6 +407,8 @@ class GuardedSite(web.BaseSite):
                 connection.abort()
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> list[socket.socket]:
+        if self._given:
+            return self._given
         # One socket per address, as asyncio's create_server binds them (IPv6 ones IPv6-only).
         infos = await loop.getaddrinfo(
             self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

@@ -1,7 +1,11 @@
-"""Structured logging in logfmt or JSON, one event per line.
+"""Structured logging in logfmt or JSON, one event per line, with promslog's keys.
 
-Call sites pass their key/values as `extra={"fields": {...}}`; nothing here knows about secrets because
-nothing that holds a secret is ever passed in.
+Every event starts with `time` (UTC, milliseconds), `level` (`debug`, `info`, `warn`, `error`), `source` (the
+file and line of the call) and `msg`, as Prometheus programs log them (github.com/prometheus/common/promslog),
+then `logger` (the Python logger's name) and the call's own key/values. Call sites pass those as
+`extra={"fields": {...}}`; nothing here knows about secrets because nothing that holds a secret is ever passed
+in. A field named like one of the keys above is written as `field_<name>` (`field_source=...`), so the
+leading keys always mean the same thing.
 """
 
 from __future__ import annotations
@@ -13,19 +17,47 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-LEVELS = ("debug", "info", "warning", "error")
+# What --log.level accepts: promslog's names, and `warning` (this exporter's name before 0.2.0) as an alias.
+LEVELS = ("debug", "info", "warn", "warning", "error")
+_LEVEL_NUMBERS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+RESERVED_KEYS = ("time", "level", "source", "msg", "logger")
+
+
+def level_name(levelno: int) -> str:
+    """promslog's lower-case level names; CRITICAL (unused here) counts as error."""
+    if levelno >= logging.ERROR:
+        return "error"
+    if levelno >= logging.WARNING:
+        return "warn"
+    if levelno >= logging.INFO:
+        return "info"
+    return "debug"
+
+
+def _time(created: float) -> str:
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _event(record: logging.LogRecord) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-        "level": record.levelname.lower(),
-        "logger": record.name,
+        "time": _time(record.created),
+        "level": level_name(record.levelno),
+        "source": f"{record.filename}:{record.lineno}",
         "msg": record.getMessage(),
+        "logger": record.name,
     }
     fields = getattr(record, "fields", None)
     if isinstance(fields, dict):
-        event.update(fields)
+        for key, value in fields.items():
+            name = str(key)
+            event[f"field_{name}" if name in RESERVED_KEYS else name] = value
     if record.exc_info:
         event["error"] = logging.Formatter().formatException(record.exc_info)
     return event
@@ -50,11 +82,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str, fmt: str) -> None:
+    """`level`: one of LEVELS; `fmt`: logfmt or json."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(_LEVEL_NUMBERS[level])
     # aiohttp's access log would add a line per scrape; errors still come through its other loggers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 

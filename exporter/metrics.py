@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import __version__, buildinfo
 from exporter.client import Outcome, PageOutcome
 from exporter.config import PollingConfig
 from exporter.exposition import POLLED, TASK_FAMILIES
@@ -153,11 +153,20 @@ class Metrics:
             ("account", "product"),
             registry=self.registry,
         )
+        build = buildinfo.current()
         Info(
             "tencentcloud_exporter_build",
-            "Build information of the exporter.",
+            "Build information of the exporter: version, VCS revision and branch (unknown when neither the "
+            "image build nor a git checkout says), Python version.",
             registry=self.registry,
-        ).info({"version": __version__, "python_version": platform.python_version()})
+        ).info(
+            {
+                "version": __version__,
+                "revision": build.revision,
+                "branch": build.branch,
+                "python_version": platform.python_version(),
+            }
+        )
         self.discovery = DiscoveryMetrics(self.registry)
 
     def lane_opened(self, lane: Lane, bucket: TokenBucket) -> None:

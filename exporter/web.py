@@ -1,11 +1,12 @@
-"""The HTTP side around a running Daemon: /metrics, the landing and /tasks pages, health and readiness,
-/-/reload and /-/config, and the task API under /api/v1/tasks.
+"""The HTTP side around a running Daemon: /metrics (or --web.telemetry-path), the landing and /tasks pages,
+health and readiness, /-/reload and /-/config, and the task API under /api/v1/tasks.
 
 A scrape only concatenates pre-rendered bytes; it never waits on the Tencent Cloud API.
 """
 
 from __future__ import annotations
 
+import argparse
 import hmac
 import html
 import json
@@ -28,8 +29,32 @@ from exporter.store import StoreError
 from exporter.validation import MAX_NESTING, key_text, nesting, shown
 
 DAEMON = web.AppKey("daemon", Daemon)
+TELEMETRY_PATH = web.AppKey("telemetry_path", str)
+DEFAULT_TELEMETRY_PATH = "/metrics"
 # The task API authenticates with its own bearer token, also when basic auth guards everything else.
 TASK_API_PREFIX = "/api/v1/"
+
+
+def telemetry_path_flag(value: str) -> str:
+    """--web.telemetry-path: an absolute path, not one the exporter's other pages already take."""
+    if not value.startswith("/") or value == "/":
+        raise argparse.ArgumentTypeError(f"expected a path starting with / (like /metrics), got {value!r}")
+    if not value.isprintable() or any(c in value for c in " ?#{}%\\"):
+        raise argparse.ArgumentTypeError(f"expected a plain path (no spaces, ?, #, {{, }}, %), got {value!r}")
+    if "//" in value or "/./" in value or "/../" in value or value.endswith(("/.", "/..")):
+        raise argparse.ArgumentTypeError(f"expected a normalised path, got {value!r}")
+    if value.rstrip("/") in ("/tasks", "/-", "/api") or value.startswith(("/-/", "/api/")):
+        raise argparse.ArgumentTypeError(f"{value!r} is taken by the exporter's own pages (/tasks, /-/...)")
+    return value
+
+
+def _relative(path: str) -> str:
+    """A link to `path` from a page at the root, relative (as /metrics has always been linked) so a proxy
+    serving the exporter under a prefix keeps the links working."""
+    link = path.lstrip("/")
+    if ":" in link.split("/", 1)[0]:
+        link = "./" + link  # `a:b` would read as a URL scheme
+    return html.escape(link, quote=True)
 
 
 def _wants_openmetrics(request: web.Request) -> bool:
@@ -86,7 +111,7 @@ async def landing(request: web.Request) -> web.Response:
 <h1>Tencent Cloud task exporter</h1>
 <p>Version {html.escape(__version__)}. Watching {watched} tasks.</p>
 <ul>
-<li><a href="metrics">Metrics</a></li>
+<li><a href="{_relative(request.app[TELEMETRY_PATH])}">Metrics</a></li>
 <li><a href="tasks">Watched tasks</a></li>
 <li><a href="-/config">Effective configuration</a> (secrets hidden)</li>
 <li><a href="-/healthy">Health</a></li>
@@ -330,13 +355,14 @@ async def tasks_page(request: web.Request) -> web.Response:
         "Info",
         "Labels",
     ]
+    metrics_link = _relative(request.app[TELEMETRY_PATH])
     page = f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Watched tasks - Tencent Cloud task exporter</title>
 <style>{_PAGE_STYLE}</style></head>
 <body>
 <h1>Watched tasks</h1>
-<p>{len(rows)} task(s). Times are UTC. <a href="./">Home</a> · <a href="metrics">Metrics</a></p>
+<p>{len(rows)} task(s). Times are UTC. <a href="./">Home</a> · <a href="{metrics_link}">Metrics</a></p>
 <table id="tasks">
 <thead><tr>{"".join(f"<th>{h}</th>" for h in headings)}</tr></thead>
 <tbody>
@@ -357,14 +383,20 @@ async def _stop(app: web.Application) -> None:
     await app[DAEMON].stop()
 
 
-def create_app(daemon: Daemon, middlewares: Sequence[Middleware] = ()) -> web.Application:
+def create_app(
+    daemon: Daemon,
+    middlewares: Sequence[Middleware] = (),
+    telemetry_path: str = DEFAULT_TELEMETRY_PATH,
+) -> web.Application:
+    """The exporter's routes; the metrics are served at `telemetry_path` only (/metrics is then a 404)."""
     app = web.Application(middlewares=list(middlewares))
     app[DAEMON] = daemon
-    install(app)  # the shared renders of /metrics, closed with the app
+    app[TELEMETRY_PATH] = telemetry_path
+    install(app)  # the shared renders of the metrics, closed with the app
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.router.add_get("/", landing)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)

@@ -11,7 +11,9 @@ in an error, a log line or a response.
 Where Python's `ssl` module or aiohttp cannot do what the toolkit does, the setting is an error or a warning
 (in `WebConfig.warnings`, for the caller to log), never silently dropped:
 
-- The file is read once at startup; a new certificate or user needs a restart (the toolkit re-reads it).
+- The file is re-read when it changes, as the toolkit re-reads it for each connection: `exporter.webreload`
+  checks it (and the certificate, key and CA files it names) once a second, off the event loop, and keeps the
+  last good version in force when a new one is invalid. Turning TLS on or off still needs a restart.
 - `client_auth_type: RequireAnyClientCert` (and its old alias `RequireClientCert`) is an error: `ssl` cannot
   demand a certificate without verifying it. Use `RequireAndVerifyClientCert` with a client CA.
 - `client_auth_type: RequestClientCert` is a warning: no certificate is requested, because `ssl` cannot ask
@@ -26,16 +28,23 @@ Where Python's `ssl` module or aiohttp cannot do what the toolkit does, the sett
 - `http_server_config.http2: true` is a warning: aiohttp serves HTTP/1.1 only (and says so in ALPN).
 - Giving both an inline value and a file (`cert` and `cert_file`, ...) is an error, not a silent preference.
 - `rate_limit.interval` needs a unit (`1s`); a bare non-zero number would mean nanoseconds to the toolkit.
+- `http_server_config.headers` values may be numbers (`X-XSS-Protection: 1`), as Go's YAML decoder turns a
+  number into text; they are sent in decimal (Go sends them as written: quote `0x10` to send that). A YAML
+  boolean (`true`, `yes`, `on`) is an error: no header the toolkit allows takes one (quote it if meant).
+- The headers are added by the request middleware, and also by `header_hook()` (for the app's
+  `on_response_prepare`) to responses a handler streams itself, as /metrics does.
 
 This module validates the file into a WebConfig. `exporter.webtls` holds the TLS part (parsing
-`tls_server_config`, building the `ssl.SSLContext`), `exporter.webguard` the request-time middleware, and
-`exporter.webcheck` the error type and checker they share; the public names are re-exported here.
+`tls_server_config`, building the `ssl.SSLContext`), `exporter.webguard` the request-time middleware,
+`exporter.webreload` the watching of the file, and `exporter.webcheck` the error type and checker they share;
+the public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +54,7 @@ from exporter.webcheck import WebChecker, value_kind
 from exporter.webcheck import WebConfigError as WebConfigError
 from exporter.webguard import REALM as REALM
 from exporter.webguard import WWW_AUTHENTICATE as WWW_AUTHENTICATE
+from exporter.webguard import header_hook as header_hook
 from exporter.webguard import middleware as middleware
 from exporter.webguard import middlewares as middlewares
 from exporter.webtls import TLSServerConfig as TLSServerConfig
@@ -110,12 +120,34 @@ def _go_duration(value: object) -> float | None:
     return total if pos == len(text) and pos > 0 and math.isfinite(total) else None
 
 
+def _header_text(check: WebChecker, value: object, path: str) -> str:
+    """A header value as text: a string, or a number as Go's YAML decoder would give it ("" if unusable)."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, bool):
+        # PyYAML reads `true`, `yes` and `on` alike, so what was written cannot even be sent back; and no
+        # header the toolkit allows takes a boolean (X-XSS-Protection takes 0 or 1).
+        check.error(
+            path, f"expected text or a number, got {describe(value)}: no header takes true/false (quote it)"
+        )
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)  # the shortest text that reads back as the same number: 1.0, 0.5, 1e+20
+        check.error(path, f"expected text or a finite number, got {describe(value)}")
+        return ""
+    check.error(path, f"expected text or a number, got {describe(value)}")
+    return ""
+
+
 def _headers(check: WebChecker, value: object) -> tuple[tuple[str, str], ...]:
     path = "http_server_config.headers"
     data = check.mapping(value, path, set(_HEADERS))
     result = []
     for name, raw in data.items():
-        text = check.string(raw, f"{path}.{name}")
+        text = _header_text(check, raw, f"{path}.{name}")
         if not text:
             continue  # blank: the header is not sent
         if "\r" in text or "\n" in text:
@@ -161,6 +193,13 @@ def _users(check: WebChecker, value: object) -> tuple[tuple[str, bytes], ...]:
 
 def parse_web_config(document: object, source: str, base_dir: Path) -> WebConfig:
     """Validates a parsed YAML document; relative file paths are taken from `base_dir`."""
+    return build_web_config(document, source, base_dir)[0]
+
+
+def build_web_config(
+    document: object, source: str, base_dir: Path
+) -> tuple[WebConfig, ssl.SSLContext | None]:
+    """parse_web_config(), also handing back the server context built from the files as they were read now."""
     check = WebChecker(source)
     check.utf8(document)
     data = check.mapping(document, "", _TOP_KEYS)
@@ -212,9 +251,8 @@ def parse_web_config(document: object, source: str, base_dir: Path) -> WebConfig
         rate_limit_burst=burst if interval > 0 else 0,
         warnings=tuple(check.warnings),
     )
-    if tls is not None:
-        build_context(tls, source)  # loads the certificate, key and CAs now, so a bad file fails at startup
-    return config
+    # Loads the certificate, key and CAs now, so a bad file fails at startup (or fails the reload).
+    return config, None if tls is None else build_context(tls, source)
 
 
 def load_web_config(path: str | Path) -> WebConfig:

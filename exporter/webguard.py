@@ -1,7 +1,10 @@
 """The request-time half of the web config: an aiohttp middleware enforcing the client certificate's
 allowed SANs, the rate limit, basic auth (bcrypt, with a cache of successes) and the response headers.
 
-`exporter.webconfig` validates the file into a WebConfig; this module only reads it.
+`exporter.webconfig` validates the file into a WebConfig; this module only reads it. Given a function instead
+of a WebConfig, the middleware asks it for the config in force on every request (`exporter.webreload` swaps
+in a new one when the file changes), so a reload applies to the next request, on open connections too, as
+the toolkit's handler re-reads its file for every request.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import bcrypt
@@ -76,7 +79,8 @@ class _BasicAuth:
       process's key, and they die with the process. Dict lookup timing reveals nothing either, since nobody
       outside the process can compute the keys being looked up.
     - The cache holds at most `_CACHE_SIZE` entries (least recently used evicted), and the users and hashes
-      cannot change while the process runs, so an entry never outlives the hash it was checked against.
+      of one instance never change: a reload that changes them makes a new instance (new key, empty cache),
+      so an entry never outlives the hash it was checked against.
 
     Misses run bcrypt in a worker thread, one at a time (like the toolkit): a flood of wrong passwords then
     costs one core, not all of them, and cached scrapes are not queued behind it. Unknown users are checked
@@ -171,41 +175,70 @@ def _plain(status: int, reason: str, headers: Mapping[str, str]) -> web.Response
     return web.Response(status=status, text=f"{status}: {reason}\n", headers=headers)
 
 
-def middleware(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> Middleware:
+class _Rules:
+    """What one WebConfig asks of every request, prepared once per config.
+
+    The rate limiter and the basic auth checker (with its cache) carry over from the previous config's rules
+    when their settings did not change, so a reload that only rotates a certificate resets neither.
+    """
+
+    def __init__(self, config: WebConfig, previous: _Rules | None = None) -> None:
+        self.config = config
+        self.headers = dict(config.headers)
+        self.allowed_sans = (
+            {_normal_ip(san) for san in config.tls.client_allowed_sans} if config.tls else set[str]()
+        )
+        self.rate = (config.rate_limit_interval, config.rate_limit_burst)
+        self.limiter: _RateLimit | None
+        if previous is not None and previous.rate == self.rate:
+            self.limiter = previous.limiter
+        else:
+            self.limiter = _RateLimit(*self.rate) if config.rate_limit_interval else None
+        self.auth: _BasicAuth | None
+        if previous is not None and previous.config.basic_auth_users == config.basic_auth_users:
+            self.auth = previous.auth
+        else:
+            self.auth = _BasicAuth(config.basic_auth_users) if config.basic_auth_users else None
+
+
+def middleware(config: WebConfig | Callable[[], WebConfig], bearer_paths: tuple[str, ...] = ()) -> Middleware:
     """An aiohttp middleware enforcing the config on every request, whatever the path.
 
     In order: the client certificate's SAN (403), the rate limit (429), basic auth (401 with a
     `WWW-Authenticate` challenge); then the configured headers are added to every response, errors included.
     Put it first in `web.Application(middlewares=...)` so nothing runs before it.
 
+    `config` is either the WebConfig to enforce or a function returning the one in force, called on every
+    request (it must be cheap: an attribute read).
+
     A request under one of `bearer_paths` that carries a bearer token is not asked for basic auth: both
     would need the one `Authorization` header, and the handler there checks the token (a secret of its own).
     """
-    headers = dict(config.headers)
-    allowed_sans = {_normal_ip(san) for san in config.tls.client_allowed_sans} if config.tls else set()
-    limiter = (
-        _RateLimit(config.rate_limit_interval, config.rate_limit_burst)
-        if config.rate_limit_interval
-        else None
-    )
-    auth = _BasicAuth(config.basic_auth_users) if config.basic_auth_users else None
+    current: Callable[[], WebConfig] = config if callable(config) else (lambda: config)
+    rules = _Rules(current())
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if allowed_sans:
+        nonlocal rules
+        if current() is not rules.config:
+            rules = _Rules(current(), rules)
+        # This request keeps the rules it started with, whatever a reload does while it waits on bcrypt.
+        ruled = rules
+        headers = ruled.headers
+        if ruled.allowed_sans:
             peercert = request.transport.get_extra_info("peercert") if request.transport else None
-            if not _subject_alt_names(peercert) & allowed_sans:
+            if not _subject_alt_names(peercert) & ruled.allowed_sans:
                 log.debug("rejected a client certificate without an allowed SAN", extra=_fields(request))
                 response = _plain(403, "Forbidden", headers)
                 response.force_close()
                 return response
-        if limiter is not None and not limiter.allow():
+        if ruled.limiter is not None and not ruled.limiter.allow():
             return _plain(429, "Too Many Requests", headers)
         authorization = request.headers.get(hdrs.AUTHORIZATION)
         bearer = authorization is not None and authorization.split(" ", 1)[0].lower() == "bearer"
         if bearer and request.path.startswith(bearer_paths):
             pass  # the handler checks the bearer token
-        elif auth is not None and not await auth.check(authorization):
+        elif ruled.auth is not None and not await ruled.auth.check(authorization):
             log.debug("rejected a request without valid basic auth credentials", extra=_fields(request))
             return _plain(401, "Unauthorized", {**headers, hdrs.WWW_AUTHENTICATE: WWW_AUTHENTICATE})
         try:
@@ -218,6 +251,24 @@ def middleware(config: WebConfig, bearer_paths: tuple[str, ...] = ()) -> Middlew
         return served
 
     return guard
+
+
+def header_hook(
+    config: WebConfig | Callable[[], WebConfig],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An `app.on_response_prepare` handler setting the configured headers on every response as it is sent.
+
+    The middleware adds them only to a response its handler returns unsent; one the handler streams itself
+    (/metrics) is sent before the middleware sees it. The toolkit sets them before any handler runs, so
+    every response has them: append this to the app's `on_response_prepare` before the app starts.
+    `config` is the WebConfig or a function returning the one in force, as for middleware().
+    """
+    current: Callable[[], WebConfig] = config if callable(config) else (lambda: config)
+
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(current().headers)
+
+    return add_headers
 
 
 def _fields(request: web.Request) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """`tls_server_config` of the web config: validating it into a TLSServerConfig and building the server's
-`ssl.SSLContext` from it (certificates, private key, client CAs, versions, suites, curve).
+`ssl.SSLContext` from it (certificates, private key, client CAs, versions, suites, curve); and the
+listener's SwitchingContext, which makes each new connection with the context in force after a reload.
 
 `exporter.webconfig` describes what is supported and how it differs from the exporter-toolkit; this module
 is its TLS half, split off to keep either file readable. Nothing secret (inline keys) ever appears in an
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,6 +355,51 @@ def build_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
     if problems:
         raise WebConfigError(problems)
     return context
+
+
+class SwitchingContext(ssl.SSLContext):
+    """The listener's server context, whose every new connection is made by the context `current()` returns
+    then: a certificate, key or client CA loaded since applies from the next handshake on, with every
+    setting of its config (client certificate verification, versions, suites, curve), while connections
+    already open keep the context they were made with.
+
+    asyncio makes each TLS connection with `wrap_bio()` (ssl sockets with `wrap_socket()`), the only ways
+    to make one, which hand over to the context in force. This context itself holds no certificate: used
+    any other way, a handshake fails rather than falling back to something stale.
+
+    Each loaded context has its own session cache and ticket keys, so a client resumes a TLS session only
+    with the context that made it: a session made before a reload, whose client certificate the config in
+    force may no longer accept, or that had none, is never resumed after it (a full handshake checks it).
+    """
+
+    def __new__(cls, current: Callable[[], ssl.SSLContext]) -> SwitchingContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self, current: Callable[[], ssl.SSLContext]) -> None:
+        self._current = current
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self._current().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return self._current().wrap_socket(
+            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, server_hostname, session
+        )
 
 
 def ssl_context(config: WebConfig) -> ssl.SSLContext | None:

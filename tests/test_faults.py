@@ -75,7 +75,7 @@ def test_api_down_for_a_while_keeps_statuses_and_recovers(tmp_path: Path) -> Non
             e for e in daemon.events() if e.get("msg") == "task poll failed" and e.get("task_id") == "1"
         ]
     # One warning per failure streak, the rest at debug level: a long outage does not flood the log.
-    assert [e["level"] for e in errors] == ["warning"]
+    assert [e["level"] for e in errors] == ["warn"]
 
 
 class OtherClient(threading.Thread):

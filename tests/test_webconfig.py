@@ -347,6 +347,55 @@ async def test_headers_are_added_to_every_response(tmp_path: Path, password_hash
             assert reply.headers["X-Content-Type-Options"] == "nosniff"
 
 
+async def test_header_hook_reaches_streamed_responses(tmp_path: Path) -> None:
+    """/metrics streams its answer, sent before the middleware sees it; the hook sets the headers as it is."""
+    config = load_web_config(write(tmp_path, "http_server_config:\n  headers:\n    X-XSS-Protection: 0\n"))
+    daemon = Daemon(parse_config({}, "x.yaml", {}), StaticProvider(Credentials("id", "key"), "test"))
+    app = create_app(daemon)
+    app.on_response_prepare.append(webconfig.header_hook(config))
+    async with serve(config, app) as url:
+        for page in ("/metrics", "/", "/no-such-page"):
+            assert (await get(f"{url}{page}")).headers.get("X-XSS-Protection") == "0", page
+
+
+async def test_numeric_header_values_are_sent_as_text(tmp_path: Path) -> None:
+    # YAML reads these as numbers; Go's YAML decoder (and so the toolkit) takes them as the text they are.
+    text = "http_server_config:\n  headers:\n    X-XSS-Protection: 1\n    Strict-Transport-Security: ''\n"
+    config = load_web_config(write(tmp_path, text))
+    assert config.headers == (("X-XSS-Protection", "1"),)
+    for value, sent in (("0", "0"), ("1.0", "1.0"), ("'1; mode=block'", "1; mode=block")):
+        other = write(tmp_path, f"http_server_config:\n  headers:\n    X-XSS-Protection: {value}\n", "n.yml")
+        assert load_web_config(other).headers == (("X-XSS-Protection", sent),)
+    async with serve(config) as url:
+        reply = await get(f"{url}/")
+        assert (reply.status, reply.headers["X-XSS-Protection"]) == (200, "1")
+        assert "Strict-Transport-Security" not in reply.headers
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", "expected text or a number, got a boolean (True): no header takes true/false (quote it)"),
+        ("yes", "got a boolean (True)"),
+        (".nan", "expected text or a finite number, got float nan"),
+        ("{a: 1}", "expected text or a number, got a mapping"),
+        ("[1]", "expected text or a number, got a list"),
+        ("2024-01-01", "expected text or a number, got date"),
+        ('"1\\r\\nSet-Cookie: a=b"', "expected a single-line value"),
+    ],
+)
+def test_header_values_that_are_refused(tmp_path: Path, value: str, expected: str) -> None:
+    path = write(tmp_path, f"http_server_config:\n  headers:\n    X-XSS-Protection: {value}\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}: http_server_config.headers.X-XSS-Protection: "), problem
+    assert expected in problem, problem
+
+
+def test_a_number_is_still_checked_against_the_allowed_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "http_server_config:\n  headers:\n    X-Frame-Options: 1\n")
+    assert "X-Frame-Options: expected one of deny, sameorigin, got '1'" in problems_of(path)[0]
+
+
 async def test_rate_limit(tmp_path: Path) -> None:
     config = load_web_config(write(tmp_path, "rate_limit:\n  interval: 1h\n  burst: 2\n"))
     assert (config.rate_limit_interval, config.rate_limit_burst) == (3600.0, 2)
