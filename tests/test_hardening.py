@@ -6,6 +6,7 @@ Each test here failed on the code before the hardening work (the defect it guard
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import signal
@@ -213,17 +214,17 @@ async def test_task_api_works_when_basic_auth_guards_the_endpoints(
     client = await aiohttp_client(
         create_app(daemon, middlewares(web_config, bearer_paths=(TASK_API_PREFIX,)))
     )
-    basic = aiohttp.BasicAuth("prometheus", "scrape-pw")
+    basic = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-pw").decode()}
     body = {"product": "cdb", "id": "with-basic-auth"}
     assert (await client.post("/api/v1/tasks", json=body, headers=BEARER)).status == 201
     assert (await client.get("/api/v1/tasks", headers=BEARER)).status == 200
     # Basic auth alone does not open the task API, nor a bearer token the other endpoints.
-    assert (await client.post("/api/v1/tasks", json=body, auth=basic)).status == 401
+    assert (await client.post("/api/v1/tasks", json=body, headers=basic)).status == 401
     assert (await client.get("/metrics", headers=BEARER)).status == 401
     assert (
         await client.post("/api/v1/tasks", json=body, headers={"Authorization": "Bearer nope"})
     ).status == 401
-    assert (await client.get("/metrics", auth=basic)).status == 200
+    assert (await client.get("/metrics", headers=basic)).status == 200
 
 
 # ---- defect 6: limits, answered with clear errors

@@ -267,14 +267,20 @@ def test_rate_must_be_positive() -> None:
         TokenBucket(5).set_rate(-1)
 
 
-def test_window_limit_is_the_quota_for_integer_quotas_and_never_binds_the_pace_of_a_shard() -> None:
+def test_window_limit_is_the_quota_for_integer_quotas_and_shards_add_up_to_at_most_the_quota() -> None:
     assert [window_limit(n) for n in (1, 2, 20, 40, 50, 100, 200)] == [1, 2, 20, 40, 50, 100, 200]
-    for rate in (20 / 3, 40 / 3, 20 / 7, 0.5, 12.5):
+    for quota, shards in ((20, 3), (40, 3), (20, 7), (1, 2), (25, 2)):
+        rate = quota / shards
+        # Shards cannot see each other's phases: only their per-second maxima adding up is safe.
+        assert shards * window_limit(rate) <= max(quota, shards)
         clock = FakeClock(1000.0)
         bucket = TokenBucket(rate, clock)
-        sent, end = 0, clock.now + 60
+        sent, times, end = 0, [], clock.now + 60
         while clock.now < end:
-            clock.now += max(0.0, bucket.reserve())  # an on-time caller on the even pace
+            clock.now += max(0.0, bucket.reserve())  # an on-time caller
+            times.append(clock.now)
             sent += 1
-        # floor(20 / 3) = 6 per window would have held a third of the quota to 5.9/s instead of 6.4/s.
-        assert abs(sent - rate * SAFETY * 60) <= 2, (rate, sent)
+        busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+        assert busiest <= window_limit(rate), (quota, shards, busiest)
+        # What it costs: the pace held to the window limit, never below it.
+        assert sent >= min(rate * SAFETY, window_limit(rate) / WINDOW_SECONDS) * 60 - 2, (quota, shards, sent)
