@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -77,6 +78,10 @@ def show_address(host: str | None, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# What creating or binding an IPv6 socket fails with where the host has no IPv6.
+_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
+
+
 def bind(addresses: Sequence[tuple[str | None, int]], backlog: int = 128) -> list[socket.socket]:
     """Listening sockets for every address, in order (several for a name with several addresses; `:PORT` is
     IPv4 and IPv6, each IPv6 socket IPv6-only, as asyncio's create_server binds them).
@@ -89,9 +94,19 @@ def bind(addresses: Sequence[tuple[str | None, int]], backlog: int = 128) -> lis
         for host, port in addresses:
             try:
                 infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+                bound = 0
                 for family, _, _, _, address in dict.fromkeys(infos):
-                    sockets.append(socket.create_server(address, family=family, backlog=backlog))
+                    try:
+                        sockets.append(socket.create_server(address, family=family, backlog=backlog))
+                    except OSError as exc:
+                        # `:PORT` on a host without IPv6 (ipv6.disable=1): serve IPv4 alone, as asyncio would.
+                        if host or family != socket.AF_INET6 or exc.errno not in _NO_IPV6:
+                            raise
+                        continue
                     sockets[-1].setblocking(False)
+                    bound += 1
+                if not bound:
+                    raise OSError(errno.EADDRNOTAVAIL, "no address of this name could be bound")
             except OSError as exc:
                 reason = exc.strerror or str(exc) or type(exc).__name__
                 raise ListenError(f"--web.listen-address {show_address(host, port)}", reason) from exc

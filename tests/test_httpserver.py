@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import resource
 import socket
@@ -23,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from exporter import httpserver
 from exporter.cli import build_parser
 from exporter.httpframing import Framing
 from exporter.httpserver import GuardedSite, fit_max_connections
@@ -495,3 +497,26 @@ def test_daemon_keeps_serving_and_polling_through_a_half_open_flood() -> None:
     stderr = sum(len(line) + 1 for line in daemon.lines)
     assert stderr < 200_000, stderr
     assert not [line for line in daemon.lines if "Too many open files" in line]
+
+
+def test_a_wildcard_address_serves_ipv4_alone_where_the_host_has_no_ipv6(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel booted with ipv6.disable=1 refuses IPv6 sockets; `:PORT` must still serve (asyncio's
+    create_server skips the family too), while an IPv6 address asked for by name still fails."""
+    real = socket.create_server
+
+    def without_ipv6(address: Any, *, family: int = socket.AF_INET, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(address, family=family, **kwargs)
+
+    monkeypatch.setattr(socket, "create_server", without_ipv6)
+    sockets = httpserver.bind([(None, 0)])
+    try:
+        assert [s.family for s in sockets] == [socket.AF_INET]
+    finally:
+        for sock in sockets:
+            sock.close()
+    with pytest.raises(httpserver.ListenError, match="Address family not supported"):
+        httpserver.bind([("::1", 0)])
