@@ -87,7 +87,7 @@ class AccountProviders:
             if other != name:
                 log.warning(
                     "two accounts use the same credentials; Tencent counts one quota for them",
-                    extra={"fields": {"accounts": f"{other}, {name}", "source": provider.source}},
+                    extra={"fields": {"accounts": f"{other}, {name}", "credentials": provider.source}},
                 )
 
 

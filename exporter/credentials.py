@@ -171,7 +171,7 @@ async def open_provider(
     except BaseException:
         await sessions.close()
         raise
-    fields: dict[str, object] = {"source": provider.source, "for": where}
+    fields: dict[str, object] = {"credentials": provider.source, "for": where}
     if tried:
         fields["skipped"] = "; ".join(tried)
     log.info("credentials source chosen", extra={"fields": fields})

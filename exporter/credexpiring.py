@@ -117,7 +117,7 @@ class ExpiringProvider:
                 if lease is None or self._clock() >= lease.refresh_at:
                     await self._attempt()
         except Exception:  # a bug must not vanish in an unobserved task
-            log.exception("credentials refresh crashed", extra={"fields": {"source": self._source}})
+            log.exception("credentials refresh crashed", extra={"fields": {"credentials": self._source}})
 
     async def _attempt(self) -> None:
         """One fetch, with the lock held; failures are recorded, not raised."""
@@ -134,7 +134,7 @@ class ExpiringProvider:
                 "credentials refresh failed",
                 extra={
                     "fields": {
-                        "source": self._source,
+                        "credentials": self._source,
                         "error": self._last_error,
                         "current_keys_valid_for": f"{left:.0f}s",
                         "retry_in": f"{self._retry_delay:g}s",
@@ -144,7 +144,9 @@ class ExpiringProvider:
             return
         log.info(
             "credentials refreshed",
-            extra={"fields": {"source": self._source, "expires_in": f"{expires_at - self._clock():.0f}s"}},
+            extra={
+                "fields": {"credentials": self._source, "expires_in": f"{expires_at - self._clock():.0f}s"}
+            },
         )
 
     def _store(self, credentials: Credentials, fetched_at: float, expires_at: float) -> None:

@@ -133,7 +133,8 @@ class ProfileProvider:
             self._signature, self._problem = read.signature, ""
             if read.credentials != self._credentials:
                 self._credentials = read.credentials
-                log.info("profile file changed, new keys loaded", extra={"fields": {"source": self.source}})
+                fields = {"credentials": self.source}
+                log.info("profile file changed, new keys loaded", extra={"fields": fields})
         return self._credentials
 
     def _keep(self, problem: str) -> None:
@@ -143,7 +144,7 @@ class ProfileProvider:
         self._problem = problem
         log.warning(
             "profile file unusable, keeping the keys read before",
-            extra={"fields": {"source": self.source, "error": problem}},
+            extra={"fields": {"credentials": self.source, "error": problem}},
         )
 
     async def close(self) -> None:

@@ -87,7 +87,8 @@ class CvmRoleProvider(ExpiringProvider):
             # The instance was given another role: follow it (the quota identity stays the first one's).
             role = await discover_role(self._session, self._url, self.timeout)
             if role != self._role:
-                log.info("CVM role changed", extra={"fields": {"source": self._source, "new_role": role}})
+                fields = {"credentials": self._source, "new_role": role}
+                log.info("CVM role changed", extra={"fields": fields})
                 self._role = role
                 what = f"metadata service {self._url}{role}"
                 status, body = await http(self._session, "GET", self._url + role, self.timeout, what)

@@ -438,7 +438,7 @@ class Daemon:
             await self._restart_discovery(config)
         self._sync(spread=False)
         await self.accounts.retire(retired)
-        log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "source": str(path)}})
+        log.info("config reloaded", extra={"fields": {"tasks": len(self.store), "file": str(path)}})
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

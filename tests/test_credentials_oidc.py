@@ -237,7 +237,7 @@ async def test_keys_come_from_assume_role_with_web_identity(
         assert all(s not in repr(p) for s in (keys.secret_key, keys.token, volume.current))
     fields = chosen(caplog)
     assert fields["for"] == WHERE
-    assert fields["source"] == OIDC_SOURCE
+    assert fields["credentials"] == OIDC_SOURCE
     assert (
         f"CVM role (metadata service {not_cvm.url}: no CAM role is bound to this instance"
         in fields["skipped"]
