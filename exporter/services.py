@@ -54,6 +54,9 @@ class Service:
     failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
     not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
+    # The one final status that means it worked: every other final one is a failure to `wait` (CDB's removed,
+    # MongoDB's paused and undoed too, which the TaskFailed alert leaves out).
+    success_status: str = "success"
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
@@ -269,6 +272,7 @@ REDIS = Service(
     not_found_codes=("ResourceNotFound",),
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
     listing=listapis.REDIS_TASKS,
+    success_status="succeed",
 )
 POSTGRES = Service(
     name="postgres",

@@ -176,3 +176,10 @@ def test_no_module_outside_the_catalogue_names_a_product() -> None:
 def test_the_readmes_product_table_is_the_catalogues() -> None:
     readme = (ROOT / "README.md").read_text()
     assert catalogue_table() in readme
+
+
+def test_each_product_has_one_success_status_among_its_final_ones() -> None:
+    for service in SERVICES:
+        assert service.success_status in service.final_statuses, service.name
+        assert service.success_status not in service.failure_statuses, service.name
+        assert service.success_status in service.statuses, service.name
