@@ -24,8 +24,9 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from exporter import __version__, cliflags, healthcheck, httpserver, looperrors
+from exporter import __version__, cliflags, getwait, healthcheck, httpserver, looperrors
 from exporter import log as logsetup
+from exporter import register as register_command
 from exporter.cliflags import (
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_STORAGE_PATH,
@@ -300,6 +301,9 @@ def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "healthcheck": Subcommand(healthcheck.SUMMARY, healthcheck.healthcheck),
+    "get": Subcommand(getwait.GET_SUMMARY, getwait.get),
+    "wait": Subcommand(getwait.WAIT_SUMMARY, getwait.wait),
+    "register": Subcommand(register_command.SUMMARY, register_command.register),
 }
 
 
