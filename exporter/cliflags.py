@@ -40,7 +40,7 @@ def parse_listen_address(value: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-class _VersionAction(argparse.Action):
+class VersionAction(argparse.Action):
     """--version: the Prometheus-style version text (buildinfo.version_text), read only when asked for."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
@@ -197,7 +197,12 @@ def _add_daemon_flags(parser: argparse.ArgumentParser) -> None:
         default="24h",
         help="how long a registered task is kept once it reached a final state (default 24h)",
     )
-    parser.add_argument("--version", action=_VersionAction)
+    add_version_flag(parser)
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """--version, printing what Prometheus programs print: the daemon's, and every subcommand's."""
+    parser.add_argument("--version", action=VersionAction, help="print the version and build, then exit")
 
 
 def _add_healthcheck_flags(parser: argparse.ArgumentParser) -> None:

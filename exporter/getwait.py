@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from exporter import log as logsetup
+from exporter.cliflags import PROG, add_version_flag
 from exporter.config import Config, parse_duration
 from exporter.oneshot import (
     EXIT_ERROR,
@@ -42,7 +43,6 @@ from exporter.oneshot import (
 )
 from exporter.services import SERVICES, Service
 
-PROG = "tencentcloud-task-exporter"
 GET_SUMMARY = "poll tasks once and print their status (exit 0 ok, 3 an ID not found, 4 API error)"
 WAIT_SUMMARY = "poll tasks until all are final (exit 0 all succeeded, 1 one failed, 3 not found, 124 timeout)"
 # A throttled answer says nothing about the task: get asks again, this many times at most.
@@ -132,6 +132,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         "--log.level", dest="log_level", default="warn", choices=logsetup.LEVELS, help="(default warn)"
     )
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json"))
+    add_version_flag(parser)
     return parser
 
 

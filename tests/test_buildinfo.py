@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from exporter import __version__, buildinfo
+from exporter import __version__, buildinfo, cli
 from exporter.buildinfo import UNKNOWN, BuildInfo
 from exporter.metrics import Metrics
 from tests.helpers import Samples
@@ -282,3 +282,10 @@ def test_build_info_metric_has_revision_and_branch() -> None:
         "python_version": platform.python_version(),
     }
     assert samples.get("tencentcloud_exporter_build_info", **labels) == 1
+
+
+@pytest.mark.parametrize("subcommand", sorted(cli.SUBCOMMANDS))
+def test_every_subcommand_prints_the_version(subcommand: str) -> None:
+    result = run_exporter(subcommand, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"tencentcloud-task-exporter, version {__version__} ("), result.stdout
