@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__, httpserver
+from exporter import __version__, httpcall, httpserver
 from exporter.cliflags import (
     DEFAULT_LISTEN_ADDRESS,
     EXIT_UNHEALTHY,
@@ -119,7 +119,7 @@ def healthcheck(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
     try:
         status, reason = _get(target, args.healthcheck_timeout)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS failed, not HTTP
-        print(f"unhealthy: GET {target.url}: {_describe(exc)}", file=sys.stderr)
+        print(f"unhealthy: GET {target.url}: {httpcall.describe_failure(exc)}", file=sys.stderr)
         return EXIT_UNHEALTHY
     if status != 200:
         print(f"unhealthy: GET {target.url}: {status} {reason}", file=sys.stderr)
@@ -128,29 +128,18 @@ def healthcheck(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
     return 0
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 def _get(target: HealthcheckTarget, timeout: float) -> tuple[int, str]:
-    connection: http.client.HTTPConnection
-    if target.tls is None:
-        connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
-    else:
-        connection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=timeout, context=target.tls
-        )
-    try:
-        connection.request("GET", HEALTHY_PATH, headers=dict(target.headers))
-        response = connection.getresponse()
-        response.read(4096)
-        return response.status, response.reason
-    finally:
-        connection.close()
+    status, reason, _ = httpcall.call(
+        target.host,
+        target.port,
+        target.tls,
+        "GET",
+        HEALTHY_PATH,
+        headers=target.headers,
+        timeout=timeout,
+        limit=4096,
+    )
+    return status, reason
 
 
 @dataclass(frozen=True)
@@ -219,7 +208,7 @@ def _client_context(tls: TLSServerConfig, args: argparse.Namespace) -> ssl.SSLCo
         elif tls.client_auth_type == "RequireAndVerifyClientCert" and tls.cert_file and tls.key_file:
             context.load_cert_chain(tls.cert_file, tls.key_file)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise HealthcheckError(f"TLS client settings: {_describe(exc)}") from None
+        raise HealthcheckError(f"TLS client settings: {httpcall.describe_failure(exc)}") from None
     return context
 
 
@@ -233,7 +222,7 @@ def _basic_auth(args: argparse.Namespace, env: Mapping[str, str]) -> str:
             password = Path(args.healthcheck_password_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise HealthcheckError(
-                f"--healthcheck.password-file: cannot read it ({_describe(exc)})"
+                f"--healthcheck.password-file: cannot read it ({httpcall.describe_failure(exc)})"
             ) from None
     elif env.get(HEALTHCHECK_AUTH_ENV):
         user, colon, password = env[HEALTHCHECK_AUTH_ENV].partition(":")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import __version__
+from exporter import __version__, httpcall
 from exporter.cliflags import EXIT_INVALID, PROG, build_parser
 from exporter.configvalues import LABEL_NAME, RESERVED_LABELS, parse_duration
 from exporter.daemon import API_TOKEN_ENV
@@ -163,7 +163,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext:
         if args.cert_file:
             context.load_cert_chain(args.cert_file, args.key_file or None)
     except (OSError, ValueError, ssl.SSLError) as exc:
-        raise UsageError(f"TLS settings: {_describe(exc)}") from None
+        raise UsageError(f"TLS settings: {httpcall.describe_failure(exc)}") from None
     return context
 
 
@@ -176,7 +176,7 @@ def read_token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         try:
             token = Path(name).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{flag} {name}: cannot read it ({_describe(exc)})") from None
+            raise UsageError(f"{flag} {name}: cannot read it ({httpcall.describe_failure(exc)})") from None
         if not token:
             raise UsageError(f"{flag} {name}: the file is empty")
     else:
@@ -241,7 +241,7 @@ def register(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     try:
         status, reason, raw = _post(where, token, _body(args, labels), timeout)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS failed, not HTTP
-        message = _describe(exc).replace(token, "<token>")
+        message = httpcall.describe_failure(exc).replace(token, "<token>")
         if where.tls is not None and not args.cert_file and isinstance(exc, _HANGUPS):
             message += " (does the exporter require a client certificate? see --cert-file)"
         print(f"error: POST {where.shown}: {message}", file=sys.stderr)
@@ -262,23 +262,24 @@ def register(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
 
 def _post(where: Target, token: str, body: object, timeout: float) -> tuple[int, str, bytes]:
-    connection: http.client.HTTPConnection
-    if where.tls is None:
-        connection = http.client.HTTPConnection(where.host, where.port, timeout=timeout)
-    else:
-        connection = http.client.HTTPSConnection(where.host, where.port, timeout=timeout, context=where.tls)
     headers: dict[str, str | bytes] = {
         "Authorization": f"Bearer {token}".encode(),
         "Content-Type": "application/json",
         "Accept": "application/json",
         "User-Agent": f"{PROG}-register/{__version__}",
     }
-    try:
-        connection.request("POST", where.path, body=json.dumps(body).encode(), headers=headers)
-        response = connection.getresponse()
-        return response.status, response.reason, response.read(_MAX_ANSWER)
-    finally:
-        connection.close()
+    data = json.dumps(body).encode()
+    return httpcall.call(
+        where.host,
+        where.port,
+        where.tls,
+        "POST",
+        where.path,
+        headers=headers,
+        timeout=timeout,
+        limit=_MAX_ANSWER,
+        body=data,
+    )
 
 
 def _json(raw: bytes) -> object:
@@ -312,15 +313,3 @@ def _summary(answer: Mapping[str, object], new: bool) -> str:
         f"registered: {answer.get('product')} {answer.get('id')} in {answer.get('region')} "
         f"(account {answer.get('account')}){shown_labels}: {'new' if new else 'already registered'}, {polled}"
     )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: certificate verify failed: {exc.verify_message or exc.reason or exc}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
