@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from exporter import __version__
 from exporter.listapis import ListApi, Page
 from exporter.services import NOT_FOUND, InvalidResponse, Observation, Service, TaskNotFound, api_text
 from exporter.signing import Credentials, sign_headers
@@ -114,6 +115,18 @@ class PageOutcome:
     message: str = ""
     request_id: str = ""
     duration: float = 0.0
+
+
+def api_session() -> aiohttp.ClientSession:
+    """The HTTP session API calls go over (the daemon's, and a one-shot command's); the caller closes it.
+
+    No connection cap: the callers bound concurrency themselves (per-task slots), and a hidden lower cap would
+    throttle below the quota. Proxies come from ApiClient._proxy, read once, not trust_env per request."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        trust_env=False,
+        headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
+    )
 
 
 class ApiClient:

@@ -17,11 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
-from exporter import __version__
 from exporter.accounts import AccountProviders
-from exporter.client import ApiClient
+from exporter.client import ApiClient, api_session
 from exporter.config import (
     API,
     CONFIG,
@@ -156,12 +153,7 @@ class Daemon:
         self._registered = {r.task.key: r for r in self.db.registrations()}
         remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
         self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
-        # The per-task slots bound concurrency; the connector must not add a lower, hidden cap.
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            trust_env=False,  # proxies come from ApiClient._proxy, read once
-            headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
-        )
+        session = api_session()
         resources.push_async_callback(session.close)
         self._client = ApiClient(session, self.config.polling.timeout)
         self._scheduler = Scheduler(self._client, self.store, self.metrics, self._plan(self.config))

@@ -18,16 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from exporter import __version__
-from exporter.client import CREDENTIALS_UNAVAILABLE, ApiClient, Outcome
+from exporter.client import ApiClient, Outcome, api_session
 from exporter.config import Config, ConfigError, PollingConfig, WatchedTask, load_config
 from exporter.configvalues import ValueChecker
 from exporter.credentials import CredentialProvider, CredentialsError, open_provider
 from exporter.lanes import Lane
 from exporter.ratelimit import TokenBucket
-from exporter.scheduler import Plan, backoff_delay
+from exporter.scheduler import Plan, backoff_delay, describe_task
 from exporter.services import BY_NAME, NOT_FOUND, SERVICES, Observation, Service
 
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -201,14 +198,9 @@ class Session:
         lane = self.plan.lane(task)
         bucket = self.bucket(lane)
         await bucket.acquire()
-        try:
-            credentials = await self.plan.credentials[task.account].get()
-        except CredentialsError as exc:
-            outcome = Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-        else:
-            outcome = await self.client.describe(
-                service, lane.endpoint, task.region, credentials, task.task_id
-            )
+        outcome = await describe_task(
+            self.client, service, lane.endpoint, task, self.plan.credentials[task.account]
+        )
         if service.is_throttling(outcome.code):
             bucket.throttled()
         result.polls += 1
@@ -243,11 +235,7 @@ async def open_session(
     except CredentialsError as exc:
         raise UsageError(str(exc)) from None
     try:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            trust_env=False,  # proxies come from ApiClient._proxy
-            headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
-        ) as http:
+        async with api_session() as http:
             rates = {(account, s.name): config.apis[s.name].rate_limit for s in SERVICES}
             plan = Plan(config.apis, rates, config.polling, {account: provider})
             yield Session(config, region, account, plan, ApiClient(http, config.polling.timeout))

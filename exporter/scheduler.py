@@ -64,6 +64,18 @@ class Slots:
         self._freed.set()
 
 
+async def describe_task(
+    client: ApiClient, service: Service, endpoint: str, task: WatchedTask, credentials: CredentialProvider
+) -> Outcome:
+    """One status request for `task` signed with the provider's current keys; a provider that has none gives
+    the Exporter.CredentialsUnavailable outcome, counted like any error and retried with backoff."""
+    try:
+        keys = await credentials.get()
+    except CredentialsError as exc:
+        return Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
+    return await client.describe(service, endpoint, task.region, keys, task.task_id)
+
+
 def concurrency_for(rate: float, timeout: float) -> int:
     """Enough concurrent calls to spend the whole quota even if every call takes the full timeout."""
     return max(4, math.ceil(rate * timeout) + 1)
@@ -239,14 +251,7 @@ class ServiceScheduler:
 
     async def _poll_once(self, state: TaskState) -> float | None:
         task = state.task
-        try:
-            credentials = await self.credentials.get()
-        except CredentialsError as exc:
-            outcome = Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-        else:
-            outcome = await self.client.describe(
-                self.service, self.endpoint, task.region, credentials, task.task_id
-            )
+        outcome = await describe_task(self.client, self.service, self.endpoint, task, self.credentials)
         self.metrics.observe_api(self.lane, self.service, outcome)
         if self.store.get(task.key) is not state:
             return None  # removed while in flight
