@@ -416,9 +416,6 @@ class Scheduler:
             self.lanes[lane].discard(key)
         self.store.remove(key)
 
-    def lanes_of(self, product: str) -> list[ServiceScheduler]:
-        return [s for lane, s in self.lanes.items() if lane.product == product]
-
     def _start(self, lane: Lane, scheduler: ServiceScheduler) -> None:
         name = f"poll-{lane.account}-{lane.product}-{lane.host}"
         worker = asyncio.create_task(scheduler.run(), name=name)

@@ -287,13 +287,13 @@ async def test_reload_resizes_the_concurrency_cap(aiohttp_client: Any, tmp_path:
     path.write_text(yaml.safe_dump({**base, "apis": apis}))
     _, daemon = await serve(aiohttp_client, {**base, "apis": apis}, tmp_path, config_path=path)
     assert daemon._scheduler is not None
-    [lane] = daemon._scheduler.lanes_of("mariadb")
+    [lane] = daemon._scheduler.lanes.values()  # the one watched flow's
     before = lane.concurrency
     apis["mariadb"]["rate_limit"] = 40
     path.write_text(yaml.safe_dump({**base, "apis": apis, "polling": {"timeout": "20s"}}))
     await daemon.reload()
     # rate x timeout: 20 x 10 s before, 40 x 20 s after (it stayed at the first figure before the fix).
-    [after] = daemon._scheduler.lanes_of("mariadb")
+    [after] = daemon._scheduler.lanes.values()
     assert after is lane
     assert (before, lane.concurrency) == (201, 801)
 
