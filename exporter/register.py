@@ -11,6 +11,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import ssl
 import sys
 import urllib.parse
@@ -210,6 +211,13 @@ def parse_labels(words: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def _redact(message: str, token: str) -> str:
+    """The message with the token shown as <token> wherever it stands as a word of its own: a short token
+    must not mangle the words it happens to be part of ("Connection refused" with the token "t")."""
+    edge = "A-Za-z0-9"
+    return re.sub(rf"(?<![{edge}]){re.escape(token)}(?![{edge}])", "<token>", message)
+
+
 def _body(args: argparse.Namespace, labels: Mapping[str, str]) -> dict[str, object]:
     body: dict[str, object] = {"product": args.product, "id": args.task_id}
     if args.region:
@@ -241,7 +249,7 @@ def register(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     try:
         status, reason, raw = _post(where, token, _body(args, labels), timeout)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS failed, not HTTP
-        message = httpcall.describe_failure(exc).replace(token, "<token>")
+        message = _redact(httpcall.describe_failure(exc), token)
         if where.tls is not None and not args.cert_file and isinstance(exc, _HANGUPS):
             message += " (does the exporter require a client certificate? see --cert-file)"
         print(f"error: POST {where.shown}: {message}", file=sys.stderr)
