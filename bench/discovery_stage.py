@@ -22,8 +22,8 @@ import yaml
 from bench import measure
 from bench.measure import Child
 from bench.run import CREDENTIALS, REGION, Settings
-from exporter.listapis import CDB_TASKS, PAGE_SIZE
-from exporter.ratelimit import SAFETY
+from exporter.catalogue.listapis import CDB_TASKS, PAGE_SIZE
+from exporter.polling.ratelimit import SAFETY
 
 WATCH_REGION = "ap-shanghai"  # the watched tasks' region: never swept, so discovery finds only the others
 STATUS_ACTION, LIST_ACTION = "DescribeAsyncRequestInfo", CDB_TASKS.action

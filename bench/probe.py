@@ -11,7 +11,7 @@ seconds just before. The probe appends to the file named by BENCH_LOOP_PROBE_FIL
 What-if switches, for experiments only (`python -m bench --what-if KEY=VALUE` sets them; the default run
 uses none, so it measures the exporter as shipped):
 
-    BENCH_WHATIF_SAFETY=0.97     exporter.ratelimit.SAFETY, the share of the quota the token bucket spends
+    BENCH_WHATIF_SAFETY=0.97     exporter.polling.ratelimit.SAFETY, the share of the quota the bucket spends
 
 Usage: python -m bench.probe [exporter flags...]
 """
@@ -25,8 +25,8 @@ import sys
 from typing import TextIO
 
 from bench.lateness import LatenessLog
-from exporter import ratelimit
-from exporter.cli import main as exporter_main
+from exporter.cli.main import main as exporter_main
+from exporter.polling import ratelimit
 
 PERIOD = 0.005
 THRESHOLD = 0.002

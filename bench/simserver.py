@@ -49,9 +49,9 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.listapis import ListApi
-from exporter.services import BY_NAME, SERVICES, Service
-from exporter.signing import Credentials
+from exporter.catalogue.listapis import ListApi
+from exporter.catalogue.products import BY_NAME, SERVICES, Service
+from exporter.credentials.signing import Credentials
 from exporter.simulator import Faults, SimTask, Simulator, listing, load_scenario
 from exporter.simulator.cli import add_account_arguments, load_accounts
 from exporter.simulator.errors import request_id

@@ -69,7 +69,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.services import SERVICES
+from exporter.catalogue.products import SERVICES
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "dashboards" / "tencentcloud-task-exporter.json"

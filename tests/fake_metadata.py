@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from exporter.signing import (
+from exporter.credentials.signing import (
     SIGNED_HEADERS,
     Credentials,
     canonical_request,

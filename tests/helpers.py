@@ -21,9 +21,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lanes import Lane
-from exporter.services import SERVICES, Service
-from exporter.signing import Credentials
+from exporter.catalogue.products import SERVICES, Service
+from exporter.config.lanes import Lane
+from exporter.credentials.signing import Credentials
 from exporter.simulator import Phase, SimTask, SimulatorThread
 
 # Every product's published quota, as the daemon passes them to Metrics.

@@ -25,12 +25,12 @@ def _exported_metric_names() -> frozenset[str]:
     """Every sample name the exporter can expose, read off a real rendering (so new metrics count too)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from exporter.client import Outcome
-    from exporter.config import WatchedTask
-    from exporter.metrics import Metrics
-    from exporter.ratelimit import TokenBucket
-    from exporter.services import MARIADB, Observation
-    from exporter.state import TaskStore
+    from exporter.catalogue.products import MARIADB, Observation
+    from exporter.config.parser import WatchedTask
+    from exporter.exposition.metrics import Metrics
+    from exporter.exposition.state import TaskStore
+    from exporter.polling.client import Outcome
+    from exporter.polling.ratelimit import TokenBucket
     from tests.helpers import status_lane
 
     metrics, store = Metrics(), TaskStore()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exporter.services import BY_NAME
+from exporter.catalogue.products import BY_NAME
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from exporter.simulator.scenario import Status
 from tests.helpers import FakeClock

@@ -44,8 +44,8 @@ from tencentcloud.redis.v20180412 import redis_client
 from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
 from tencentcloud.sqlserver.v20180328 import sqlserver_client
 
-from exporter import signing
-from exporter.signing import Credentials
+from exporter.credentials import signing
+from exporter.credentials.signing import Credentials
 from exporter.simulator import SimTask, Simulator, SimulatorThread
 from tests.helpers import FakeClock, wait_for
 

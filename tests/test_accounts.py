@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import ConfigError, load_config, parse_config, parse_task, redacted
-from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon, Options, ReloadError
-from exporter.lanes import Lane
-from exporter.signing import Credentials
-from exporter.store import Store
+from exporter.config.lanes import Lane
+from exporter.config.parser import ConfigError, load_config, parse_config, parse_task, redacted
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import Daemon, Options, ReloadError
+from exporter.store.database import Store
 
 TWO_ACCOUNTS: dict[str, Any] = {
     "accounts": [

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from exporter import __version__, buildinfo, cli
+from exporter import __version__, buildinfo
 from exporter.buildinfo import UNKNOWN, BuildInfo
-from exporter.metrics import Metrics
+from exporter.cli import main as cli
+from exporter.exposition.metrics import Metrics
 from tests.helpers import Samples
 
 SHA1 = "0123456789abcdef0123456789abcdef01234567"

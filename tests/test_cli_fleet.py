@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from exporter import cli, httpserver
 from exporter import log as logsetup
-from exporter.config import parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon
-from exporter.signing import Credentials
-from exporter.web import create_app, telemetry_path_flag
+from exporter.cli import main as cli
+from exporter.config.parser import parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import Daemon
+from exporter.web import httpserver
+from exporter.web.app import create_app, telemetry_path_flag
 from tests.helpers import DaemonProcess, Samples, wait_for
 
 
@@ -42,7 +43,7 @@ def run_exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.Co
 
 
 def _record(level: int, message: str, **fields: object) -> logging.LogRecord:
-    record = logging.LogRecord("exporter.test", level, "/src/exporter/daemon.py", 42, message, (), None)
+    record = logging.LogRecord("exporter.test", level, "/src/exporter/daemon/core.py", 42, message, (), None)
     record.fields = fields
     record.created = 1795428000.25  # 2026-11-23T10:00:00.250Z
     return record
@@ -54,14 +55,14 @@ def test_log_keys_follow_promslog() -> None:
     assert event == {
         "time": "2026-11-23T10:00:00.250Z",
         "level": "warn",
-        "source": "daemon.py:42",
+        "source": "core.py:42",
         "msg": "slow",
         "logger": "exporter.test",
         "task_id": "7",
     }
     line = logsetup.LogfmtFormatter().format(_record(logging.INFO, "task poll failed", error="a b"))
     assert line == (
-        "time=2026-11-23T10:00:00.250Z level=info source=daemon.py:42 "
+        "time=2026-11-23T10:00:00.250Z level=info source=core.py:42 "
         'msg="task poll failed" logger=exporter.test error="a b"'
     )
 
@@ -75,7 +76,7 @@ def test_log_levels_are_promslog_names() -> None:
 def test_a_field_named_like_a_leading_key_does_not_replace_it() -> None:
     record = _record(logging.INFO, "credentials source chosen", source="CVM role", time="t", msg="m")
     event = json.loads(logsetup.JsonFormatter().format(record))
-    assert event["source"] == "daemon.py:42"
+    assert event["source"] == "core.py:42"
     assert event["msg"] == "credentials source chosen"
     assert (event["field_source"], event["field_time"], event["field_msg"]) == ("CVM role", "t", "m")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.services import SERVICES
+from exporter.catalogue.products import SERVICES
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, ENV
 

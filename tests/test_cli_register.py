@@ -16,7 +16,7 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.daemon import API_TOKEN_ENV
+from exporter.daemon.core import API_TOKEN_ENV
 from tests.helpers import DaemonProcess, wait_for
 
 TOKEN = "register-test-token-7c2d9e"
@@ -286,7 +286,7 @@ def test_unusable_tls_files_exit_2(tmp_path: Path) -> None:
 
 
 def test_a_token_is_redacted_as_a_word_without_mangling_the_message() -> None:
-    from exporter.register import _redact
+    from exporter.cli.register import _redact
 
     assert _redact("POST x: Connection refused", "t") == "POST x: Connection refused"
     assert _redact("bad header Bearer s3cr.et-tok=", "s3cr.et-tok=") == "bad header Bearer <token>"

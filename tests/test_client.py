@@ -25,9 +25,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
-from exporter import client as c
-from exporter.services import CDB, MARIADB
-from exporter.signing import Credentials, authorization
+from exporter.catalogue.products import CDB, MARIADB
+from exporter.credentials.signing import Credentials, authorization
+from exporter.polling import client as c
 
 API_HOST = "cdb.tencentcloudapi.com"
 ENDPOINT = f"https://{API_HOST}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import (
+from exporter.config.parser import (
     Config,
     ConfigError,
     PollingConfig,
@@ -16,8 +16,8 @@ from exporter.config import (
     parse_config,
     parse_duration,
 )
-from exporter.credentials import CredentialsError, open_provider
-from exporter.signing import Credentials
+from exporter.credentials.chain import CredentialsError, open_provider
+from exporter.credentials.signing import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 

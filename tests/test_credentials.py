@@ -18,11 +18,11 @@ import aiohttp
 import pytest
 import yaml
 
-from exporter.client import ApiClient
-from exporter.config import ConfigError, CredentialsConfig, parse_config
-from exporter.credentials import CredentialProvider, CredentialsError, open_provider, refresh_time
-from exporter.services import BY_NAME
-from exporter.signing import Credentials
+from exporter.catalogue.products import BY_NAME
+from exporter.config.parser import ConfigError, CredentialsConfig, parse_config
+from exporter.credentials.chain import CredentialProvider, CredentialsError, open_provider, refresh_time
+from exporter.credentials.signing import Credentials
+from exporter.polling.client import ApiClient
 from exporter.simulator import Phase, SimTask, Simulator
 from tests.fake_metadata import FakeMetadata, FakeSts
 from tests.helpers import DaemonProcess, FakeClock

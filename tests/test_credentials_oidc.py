@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from exporter.config import CredentialsConfig
-from exporter.credentials import CredentialProvider, CredentialsError, open_provider, refresh_time
+from exporter.config.parser import CredentialsConfig
+from exporter.credentials.chain import CredentialProvider, CredentialsError, open_provider, refresh_time
 from tests.fake_metadata import FakeMetadata, FakeSts, OidcTrust
 from tests.helpers import FakeClock
 

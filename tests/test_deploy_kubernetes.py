@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import exporter
-from exporter.config import parse_config
+from exporter.config.parser import parse_config
 from tests.helpers import require_binary, require_module
 
 ROOT = Path(__file__).resolve().parent.parent

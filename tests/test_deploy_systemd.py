@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import cli
-from exporter.credentials import ENV_SECRET_ID, ENV_SECRET_KEY, ENV_TOKEN
-from exporter.daemon import API_TOKEN_ENV
+from exporter.cli import main as cli
+from exporter.credentials.chain import ENV_SECRET_ID, ENV_SECRET_KEY, ENV_TOKEN
+from exporter.daemon.core import API_TOKEN_ENV
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, DaemonProcess, require_binary, wait_for, write_config
 

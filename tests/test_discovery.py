@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import ConfigError, parse_config
+from exporter.config.parser import ConfigError, parse_config
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.helpers import ENV, DaemonProcess, Samples, wait_for
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from exporter.config import DISCOVERED, DiscoveryConfig, Key, WatchedTask, parse_config
-from exporter.daemon import Daemon
-from exporter.discovery import Discovery
-from exporter.listapis import TAG_MAX, Listed
-from exporter.metrics import Metrics
-from exporter.services import BY_NAME, CDB, InvalidResponse
+from exporter.catalogue.listapis import TAG_MAX, Listed
+from exporter.catalogue.products import BY_NAME, CDB, InvalidResponse
+from exporter.config.parser import DISCOVERED, DiscoveryConfig, Key, WatchedTask, parse_config
+from exporter.daemon.core import Daemon
+from exporter.exposition.metrics import Metrics
+from exporter.polling.discovery import Discovery
 
 MARIADB = BY_NAME["mariadb"]
 

@@ -7,7 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from exporter import __version__, cliflags
+from exporter import __version__
+from exporter.cli import flags as cliflags
 from tests.helpers import require_binary
 
 REPO = Path(__file__).resolve().parent.parent

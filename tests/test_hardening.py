@@ -24,19 +24,19 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from exporter.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, Outcome, classify
-from exporter.config import PollingConfig, WatchedTask, parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import API_TOKEN_ENV, Daemon, Options
-from exporter.metrics import Metrics
-from exporter.ratelimit import TokenBucket
-from exporter.scheduler import ServiceScheduler
-from exporter.services import CDB, MARIADB, Service
-from exporter.signing import Credentials
+from exporter.catalogue.products import CDB, MARIADB, Service
+from exporter.config.parser import PollingConfig, WatchedTask, parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import API_TOKEN_ENV, Daemon, Options
+from exporter.exposition.metrics import Metrics
+from exporter.exposition.state import TaskState, TaskStore
+from exporter.polling.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, Outcome, classify
+from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.scheduler import ServiceScheduler
 from exporter.simulator import Phase, SimTask, SimulatorThread
-from exporter.state import TaskState, TaskStore
-from exporter.web import TASK_API_PREFIX, create_app
-from exporter.webconfig import middlewares, parse_web_config
+from exporter.web.app import TASK_API_PREFIX, create_app
+from exporter.web.config import middlewares, parse_web_config
 from tests.conftest import eventually
 from tests.fake_metadata import FakeMetadata
 from tests.helpers import CREDS, DaemonProcess, Samples, wait_for

@@ -13,8 +13,9 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter import cli, cliflags
-from exporter import healthcheck as healthchecks
+from exporter.cli import flags as cliflags
+from exporter.cli import healthcheck as healthchecks
+from exporter.cli import main as cli
 from tests.helpers import DaemonProcess
 
 PASSWORD = "healthcheck-Pa55word"

@@ -19,13 +19,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import API_TOKEN_ENV, Daemon, Options
-from exporter.metrics import Metrics
-from exporter.signing import Credentials
-from exporter.state import TaskState
-from exporter.web import create_app
+from exporter.config.parser import ConfigError, parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import API_TOKEN_ENV, Daemon, Options
+from exporter.exposition.metrics import Metrics
+from exporter.exposition.state import TaskState
+from exporter.web.app import create_app
 from tests.helpers import Samples, require_binary
 
 TOKEN = "hostile-text-token"

@@ -24,11 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter import httpserver
-from exporter.cli import build_parser
-from exporter.httpframing import Framing
-from exporter.httpserver import GuardedSite, fit_max_connections
-from exporter.looperrors import RepeatLimiter, install_loop_exception_handler
+from exporter.cli.main import build_parser
+from exporter.web import httpserver
+from exporter.web.framing import Framing
+from exporter.web.httpserver import GuardedSite, fit_max_connections
+from exporter.web.looperrors import RepeatLimiter, install_loop_exception_handler
 from tests.helpers import DaemonProcess, Samples, wait_for
 
 GET_OK = b"GET /ok HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -412,7 +412,7 @@ def test_flags() -> None:
 def test_open_files_soft_limit_is_raised_to_the_hard_limit() -> None:
     # In a child: the test process' own limits stay as they are.
     code = (
-        "import resource; from exporter.httpserver import raise_open_files_limit as r; "
+        "import resource; from exporter.web.httpserver import raise_open_files_limit as r; "
         "print(r(), *resource.getrlimit(resource.RLIMIT_NOFILE))"
     )
 

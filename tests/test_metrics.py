@@ -6,12 +6,12 @@ import subprocess
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from exporter.client import Outcome
-from exporter.config import WatchedTask
-from exporter.metrics import Metrics
-from exporter.ratelimit import TokenBucket
-from exporter.services import CDB, MARIADB, Observation
-from exporter.state import TaskStore
+from exporter.catalogue.products import CDB, MARIADB, Observation
+from exporter.config.parser import WatchedTask
+from exporter.exposition.metrics import Metrics
+from exporter.exposition.state import TaskStore
+from exporter.polling.client import Outcome
+from exporter.polling.ratelimit import TokenBucket
 from tests.helpers import Samples, require_binary, status_lane
 
 NOW = 1_763_856_000.5

@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
-from exporter.store import Store
+from exporter.store.database import Store
 from tests.helpers import CREDS, ENV, DaemonProcess, add_running_tasks, require_binary, wait_for, write_config
 
 TOKEN = "test-api-token-5f1e"

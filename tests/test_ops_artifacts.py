@@ -42,7 +42,7 @@ PROVISIONING = REPO / "grafana" / "provisioning"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-# Discovery's metrics (exporter/discovery.py, exporter/metrics.py). They appear in a rendering only once a
+# Discovery's metrics (polling/discovery.py, exposition/metrics.py). They appear in a rendering only once a
 # (product, region) is swept, so CONTRACT_METRICS, read off a rendering without discovery, lacks them;
 # test_discovery_metrics_are_declared_by_the_exporter keeps this list honest instead.
 DISCOVERY_METRICS = frozenset(
@@ -231,7 +231,7 @@ def test_api_alerts_are_per_bucket() -> None:
 
 def test_the_bucket_is_the_exporters_per_api_labels() -> None:
     """The artifacts group per-API series by the labels the exporter puts on them, in the same order."""
-    metrics = pytest.importorskip("exporter.metrics")
+    metrics = pytest.importorskip("exporter.exposition.metrics")
     if not hasattr(metrics, "API_LABELS"):
         pytest.skip("the exporter has no per-bucket API labels yet")
     assert tuple(metrics.API_LABELS) == BUCKET
@@ -550,7 +550,7 @@ def test_discovery_alert_fires_per_sweep_on_three_failed_sweeps() -> None:
 
 
 def test_runbook_lists_the_permissions_discovery_needs() -> None:
-    from exporter.services import DISCOVERABLE
+    from exporter.catalogue.products import DISCOVERABLE
 
     section = RUNBOOK.read_text(encoding="utf-8").split("## TencentCloudDiscoveryFailing\n", 1)[1]
     section = section.split("\n## ", 1)[0]

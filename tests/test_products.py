@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from exporter.services import BY_NAME, SERVICES
+from exporter.catalogue.products import BY_NAME, SERVICES
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS, DaemonProcess, Samples, wait_for
 

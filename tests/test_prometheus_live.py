@@ -12,8 +12,8 @@ evaluates ``prometheus/alerts.yml`` every second. Then, through Prometheus' HTTP
 - ``promtool check metrics`` finds nothing to complain about in the exporter's /metrics.
 
 All files live under pytest's tmp_path; ports are picked free at run time; every process started is
-stopped in a ``finally``. Skipped while ``exporter.demo`` cannot be imported, and when the binaries are
-missing (failed instead with CI=true).
+stopped in a ``finally``. Skipped while ``exporter.simulator.demo`` cannot be imported, and when the
+binaries are missing (failed instead with CI=true).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import pytest
 import yaml
 
 demo = pytest.importorskip(
-    "exporter.demo", reason="exporter.demo (the --demo simulator) is not available yet"
+    "exporter.simulator.demo", reason="exporter.simulator.demo (the --demo simulator) is not available yet"
 )
 
-from exporter.services import BY_NAME, SERVICES  # noqa: E402
+from exporter.catalogue.products import BY_NAME, SERVICES  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DaemonProcess,
     require_binary,

@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.client import INVALID_RESPONSE, classify, classify_page
-from exporter.config import Config, ConfigError, load_config, parse_config, parse_task
-from exporter.services import DISCOVERABLE, NOT_FOUND, SERVICES, Service
+from exporter.catalogue.products import DISCOVERABLE, NOT_FOUND, SERVICES, Service
+from exporter.config.parser import Config, ConfigError, load_config, parse_config, parse_task
+from exporter.polling.client import INVALID_RESPONSE, classify, classify_page
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 documents = st.recursive(

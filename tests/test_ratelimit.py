@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.ratelimit import (
+from exporter.polling.ratelimit import (
     BACKLOG_SECONDS,
     DECREASE_FACTOR,
     LATENESS_HALF_LIFE,

@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from exporter.client import ApiClient, Outcome
-from exporter.config import PollingConfig, WatchedTask
-from exporter.credentials import StaticProvider
-from exporter.metrics import Metrics
-from exporter.ratelimit import TokenBucket
-from exporter.scheduler import ServiceScheduler, backoff_delay
-from exporter.services import CDB, MARIADB, Service
-from exporter.signing import Credentials
+from exporter.catalogue.products import CDB, MARIADB, Service
+from exporter.config.parser import PollingConfig, WatchedTask
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.exposition.metrics import Metrics
+from exporter.exposition.state import TaskStore
+from exporter.polling.client import ApiClient, Outcome
+from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.scheduler import ServiceScheduler, backoff_delay
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
-from exporter.state import TaskStore
 from tests.helpers import CREDS
 
 

@@ -11,13 +11,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.config import WatchedTask, parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon
-from exporter.scrape import SCRAPES, RenderFailed, SharedRenders, Variant, install
-from exporter.services import Observation
-from exporter.signing import Credentials
-from exporter.web import create_app
+from exporter.catalogue.products import Observation
+from exporter.config.parser import WatchedTask, parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import Daemon
+from exporter.exposition.scrape import SCRAPES, RenderFailed, SharedRenders, Variant, install
+from exporter.web.app import create_app
 from tests.conftest import eventually
 from tests.helpers import Samples
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.cli import _options, build_parser
-from exporter.sharding import Shard
+from exporter.cli.main import _options, build_parser
+from exporter.config.sharding import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""`exporter.signing` against Tencent's published example and against the official SDK's own signer."""
+"""`exporter.credentials.signing` against Tencent's published example and the official SDK's signer."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.common.sign import Sign
 from tencentcloud.mariadb.v20170312 import mariadb_client
 
-from exporter import signing
-from exporter.signing import Credentials
+from exporter.credentials import signing
+from exporter.credentials.signing import Credentials
 
 # The worked example of the "Signature v3" page (DescribeInstances on CVM). Every value below is printed in
 # the document; its example key pair is a placeholder that ends in EXAMPLE.

@@ -3,7 +3,7 @@
 Most tests run the simulator in a background thread (SimulatorThread) and call it with the synchronous SDK.
 Timelines and quotas run on an injected fake clock, so they are stepped through instead of slept through.
 Requests the SDK cannot produce (stale timestamps, wrong scopes, tampered bodies) are crafted with
-`exporter.signing`. Every product's own answers, and the demo, are in test_simulator_products.py.
+`exporter.credentials.signing`. Every product's own answers, and the demo, are in test_simulator_products.py.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import aiohttp
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter import signing
-from exporter.demo import DEMO_CREDENTIALS
-from exporter.signing import Credentials
+from exporter.credentials import signing
+from exporter.credentials.signing import Credentials
 from exporter.simulator import (
     Faults,
     Phase,
@@ -37,6 +36,7 @@ from exporter.simulator import (
     task_from_dict,
     task_to_dict,
 )
+from exporter.simulator.demo import DEMO_CREDENTIALS
 from tests.simulator_sdk import (
     KEY,
     REGION,

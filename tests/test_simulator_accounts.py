@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.services import BY_NAME
-from exporter.signing import Credentials
+from exporter.catalogue.products import BY_NAME
+from exporter.credentials.signing import Credentials
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread, task_from_dict, task_to_dict
 from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.cli import main as cli_main

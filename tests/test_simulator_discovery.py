@@ -1,7 +1,7 @@
 """The list actions discovery sweeps, through each product's official SDK client: tasks appear as they start,
 fields deserialize into the SDKs' models, paging, time and region bounds, and the Locker of snapshot lists.
 Quotas, routing, counting and per-action faults are in test_simulator_list_gateway.py; the exporter's own list
-parser (`exporter.listapis`) reading the same answers is in test_simulator_list_parsing.py.
+parser (`exporter.catalogue.listapis`) reading the same answers is in test_simulator_list_parsing.py.
 
 Parameters and fields are the SDKs' (tests/simulator_sdk.py LIST_SDKS), not the catalogue's, so the
 catalogue's list entries are checked here too.
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.listapis import PAGE_SIZE
-from exporter.services import BY_NAME, DISCOVERABLE
+from exporter.catalogue.listapis import PAGE_SIZE
+from exporter.catalogue.products import BY_NAME, DISCOVERABLE
 from exporter.simulator import Phase, task_from_dict, task_to_dict
 from tests.helpers import FakeClock
 from tests.simulator_listing import (

@@ -1,4 +1,4 @@
-"""The exporter's own list parser (`exporter.listapis`) reading the simulator's list answers: it finds the
+"""The exporter's own list parser (`catalogue.listapis`) reading the simulator's list answers: it finds the
 same operations, with the same fields, that each product's official SDK client reads from them
 (tests/simulator_sdk.py), and refuses an answer without its total count.
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from exporter.services import BY_NAME, InvalidResponse
+from exporter.catalogue.products import BY_NAME, InvalidResponse
 from exporter.simulator import Faults, Phase
 from tests.helpers import FakeClock
 from tests.simulator_listing import (

@@ -17,7 +17,18 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.demo import (
+from exporter.catalogue.products import BY_NAME, SERVICES, tencent_time
+from exporter.credentials.signing import Credentials
+from exporter.simulator import (
+    Faults,
+    Phase,
+    SimTask,
+    Simulator,
+    SimulatorThread,
+    task_from_dict,
+    task_to_dict,
+)
+from exporter.simulator.demo import (
     DEMO_ACCOUNTS,
     DEMO_CREDENTIALS,
     DEMO_UNKNOWN_ASYNC_REQUEST_ID,
@@ -27,17 +38,6 @@ from exporter.demo import (
     demo_tasks,
     demo_unlisted_operations,
     demo_watch,
-)
-from exporter.services import BY_NAME, SERVICES, tencent_time
-from exporter.signing import Credentials
-from exporter.simulator import (
-    Faults,
-    Phase,
-    SimTask,
-    Simulator,
-    SimulatorThread,
-    task_from_dict,
-    task_to_dict,
 )
 from tests.simulator_sdk import (
     KEY,

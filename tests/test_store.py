@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 
-from exporter.config import WatchedTask
-from exporter.store import SCHEMA_VERSION, SQLITE_HEADER, Registration, StatusSince, Store, StoreError
+from exporter.config.parser import WatchedTask
+from exporter.store.database import (
+    SCHEMA_VERSION,
+    SQLITE_HEADER,
+    Registration,
+    StatusSince,
+    Store,
+    StoreError,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "ap-guangzhou"
@@ -177,8 +184,8 @@ async def test_concurrent_registrations_share_transactions(db: Path) -> None:
 CHILD = """
 import asyncio, os, signal, sys
 from pathlib import Path
-from exporter.config import WatchedTask
-from exporter.store import Registration, Store
+from exporter.config.parser import WatchedTask
+from exporter.store.database import Registration, Store
 
 async def put(store, number, kill_at):
     await store.put_registration(Registration(WatchedTask("mariadb", str(number), "ap-guangzhou"), 1.0))

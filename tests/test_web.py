@@ -9,12 +9,12 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from exporter import __version__
-from exporter.config import parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import API_TOKEN_ENV, Daemon, Options
-from exporter.signing import Credentials
-from exporter.store import Store
-from exporter.web import create_app
+from exporter.config.parser import parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import API_TOKEN_ENV, Daemon, Options
+from exporter.store.database import Store
+from exporter.web.app import create_app
 from tests.helpers import Samples
 
 

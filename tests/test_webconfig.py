@@ -19,13 +19,14 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from exporter import webconfig, webguard
-from exporter.config import parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon
-from exporter.signing import Credentials
-from exporter.web import create_app
-from exporter.webconfig import (
+from exporter.config.parser import parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import Daemon
+from exporter.web import config as webconfig
+from exporter.web import guard as webguard
+from exporter.web.app import create_app
+from exporter.web.config import (
     WWW_AUTHENTICATE,
     WebConfig,
     WebConfigError,

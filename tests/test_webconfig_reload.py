@@ -26,15 +26,15 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from exporter import webreload
-from exporter.config import parse_config
-from exporter.credentials import StaticProvider
-from exporter.daemon import Daemon
-from exporter.httpserver import GuardedSite
-from exporter.signing import Credentials
-from exporter.web import create_app
-from exporter.webconfig import WebConfigError
-from exporter.webreload import WebConfigReloader
+from exporter.config.parser import parse_config
+from exporter.credentials.chain import StaticProvider
+from exporter.credentials.signing import Credentials
+from exporter.daemon.core import Daemon
+from exporter.web import reload as webreload
+from exporter.web.app import create_app
+from exporter.web.config import WebConfigError
+from exporter.web.httpserver import GuardedSite
+from exporter.web.reload import WebConfigReloader
 
 INTERVAL = 0.02  # seconds between checks: fast tests; production checks once a second
 PASSWORD = "rotate-Me-0123"

@@ -3,7 +3,7 @@ them (mariadb, dcdb, sqlserver, cynosdb: an integer flow Status; cdb: Status and
 StartTime, EndTime; redis: Status, StartTime, TaskType, InstanceId, TaskMessage; postgres: a TaskSet).
 
 Which action, version, ID parameter, quota and not-found code a product has comes from the catalogue
-(`exporter.services`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
+(`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
 answers are written here, separately from the exporter's parsers, so a mistake on one side shows up as a
 disagreement in the tests that drive both with the official SDKs.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
-from exporter.services import SERVICES, Service
+from exporter.catalogue.products import SERVICES, Service
 from exporter.simulator.errors import ApiError
 
 if TYPE_CHECKING:  # scenario imports this module to validate statuses

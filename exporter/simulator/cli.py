@@ -16,8 +16,8 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.services import BY_NAME, SERVICES
-from exporter.signing import Credentials
+from exporter.catalogue.products import BY_NAME, SERVICES
+from exporter.credentials.signing import Credentials
 from exporter.simulator.scenario import SimTask, load_scenario
 from exporter.simulator.server import Simulator
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here: the demo builds its scenario from this package's types.
-    from exporter.demo import DEMO_ACCOUNTS, demo_tasks
+    from exporter.simulator.demo import DEMO_ACCOUNTS, demo_tasks
 
     if (args.secret_id is None) != (args.secret_key is None):
         log.error("--secret-id and --secret-key go together")

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from exporter.listapis import ListApi
-from exporter.services import BY_NAME, SERVICES, Service
-from exporter.signing import (
+from exporter.catalogue.listapis import ListApi
+from exporter.catalogue.products import BY_NAME, SERVICES, Service
+from exporter.credentials.signing import (
     SIGNED_HEADERS,
     Credentials,
     ParsedAuthorization,

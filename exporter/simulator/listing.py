@@ -7,7 +7,7 @@ name one: an instance whose latest started flow still runs is in status 1 ("flow
 flow's ID in `Locker`.
 
 Parameters, defaults and fields are written from the official SDKs' request and response models, apart from
-the exporter's list catalogue (`exporter.listapis`), so a mistake on either side shows up as a disagreement
+the exporter's list catalogue (`catalogue.listapis`), so a mistake on either side shows up as a disagreement
 in the tests that read these answers with both the SDKs and the exporter.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from exporter.services import SERVICES
+from exporter.catalogue.products import SERVICES
 from exporter.simulator.answers import CHINA_STANDARD_TIME, SHAPES, TIME_FORMAT, TaskView, tencent_time_text
 from exporter.simulator.errors import ApiError
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from exporter.services import BY_NAME
+from exporter.catalogue.products import BY_NAME
 from exporter.simulator.answers import status_problem
 
 Status = int | str | None

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from exporter.services import BY_NAME, Service
-from exporter.signing import Credentials
+from exporter.catalogue.products import BY_NAME, Service
+from exporter.credentials.signing import Credentials
 from exporter.simulator import gateway, listing
 from exporter.simulator.answers import SHAPES, TaskView
 from exporter.simulator.errors import ApiError, error_body, request_id

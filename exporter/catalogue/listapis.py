@@ -1,0 +1,232 @@
+"""The list half of the catalogue: for each product that has one, the API that lists an account's operations
+in a region, so discovery can watch operations nobody named.
+
+Each entry says which action and version to call, its published quota, how a page is asked for (a start-time
+window, or a fixed filter for the products that only show the flow an instance is locked by), where the items
+are in the answer, and how one item becomes a Listed operation: the ID the status API takes, plus what the
+status API may not say (start time, type, instance, progress, resource tags). Field names are those of the
+official SDKs' models.py. sqlserver and mongodb have no account-wide list without an instance ID, so they have
+no entry. `exporter.catalogue.products` attaches each entry to its product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from exporter.catalogue.apifields import (
+    CHINA_STANDARD_TIME,
+    INFO_MAX_LENGTH,
+    IdKind,
+    InvalidResponse,
+    api_text,
+    percent_ratio,
+    tencent_time,
+    text_field,
+)
+
+PAGE_SIZE = 100  # every list API's largest Limit
+TAG_MAX = 50  # resource tags kept from one item: bounds what one instance can add to the exposition
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One operation a list API reported: its status-API ID, and what the status API may lack."""
+
+    task_id: str
+    start_time: float | None = None  # unix time
+    end_time: float | None = None
+    task_type: str | None = None
+    instance_id: str | None = None
+    instance_name: str | None = None
+    progress: float | None = None  # 0 to 1
+    tags: tuple[tuple[str, str], ...] = ()  # (tag key, value): resource tags, where the API gives them
+
+
+@dataclass(frozen=True)
+class Page:
+    items: tuple[Listed, ...]
+    total: int  # TotalCount: how many items every page together holds
+    size: int  # how many items this page held, including any that named no operation
+
+
+@dataclass(frozen=True)
+class ListApi:
+    """One product's list API and how to read it."""
+
+    action: str
+    version: str
+    default_rate_limit: float  # the published quota, requests per second
+    items_field: str
+    item: Callable[[Mapping[str, Any], IdKind], Listed | None]  # None: the item names no operation
+    # Request parameters bounding the operations' start time (begin, end); None: the API lists a snapshot
+    # (instances locked by a running flow), so a flow that starts and ends between two sweeps is missed.
+    window: tuple[str, str] | None = None
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    max_lookback: float | None = None  # how far back the API can list at all, seconds
+    note: str = ""  # for the README's table
+
+    @property
+    def snapshot(self) -> bool:
+        return self.window is None
+
+    def payload(self, offset: int, begin: float, end: float) -> dict[str, Any]:
+        """One page's request: operations that started from `begin` to `end` (unix times), from `offset`."""
+        params: dict[str, Any] = {**self.filters, "Offset": offset, "Limit": PAGE_SIZE}
+        if self.window is not None:
+            params[self.window[0]] = tencent_time_text(begin)
+            params[self.window[1]] = tencent_time_text(end)
+        return params
+
+    def page(self, response: Mapping[str, Any], id_kind: IdKind) -> Page:
+        """Reads one page of answer; raises InvalidResponse when it lacks what the API documents."""
+        total = response.get("TotalCount")
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise InvalidResponse(f"Response.TotalCount is not a count: {total!r}"[:200])
+        raw = response.get(self.items_field)
+        if raw is None:
+            raw = []  # some APIs answer null rather than [] for an empty page
+        if not isinstance(raw, list):
+            raise InvalidResponse(f"Response.{self.items_field} is not a list")
+        items = []
+        for entry in raw:
+            if not isinstance(entry, dict):
+                raise InvalidResponse(f"Response.{self.items_field} holds a {type(entry).__name__}")
+            listed = self.item(entry, id_kind)
+            if listed is not None:
+                items.append(listed)
+        return Page(tuple(items), total, len(raw))
+
+
+def tencent_time_text(unix_time: float) -> str:
+    """The `YYYY-MM-DD hh:mm:ss` (UTC+8) form the list APIs take their time bounds in."""
+    return datetime.fromtimestamp(unix_time, CHINA_STANDARD_TIME).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _text(entry: Mapping[str, Any], name: str) -> str | None:
+    return text_field(entry.get(name), INFO_MAX_LENGTH) if name else None
+
+
+def _instance(entry: Mapping[str, Any], name: str) -> str | None:
+    """An instance ID field, or the first of a list of them (CDB's InstanceIds)."""
+    value = entry.get(name) if name else None
+    if isinstance(value, list):
+        value = value[0] if value and isinstance(value[0], str) else None
+    return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
+
+
+def _tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    raw = entry.get("ResourceTags")
+    if not isinstance(raw, list):
+        return ()
+    tags = {}
+    for tag in raw[:TAG_MAX]:
+        if isinstance(tag, dict) and isinstance(tag.get("TagKey"), str) and tag["TagKey"]:
+            value = tag.get("TagValue")
+            tags[api_text(tag["TagKey"], INFO_MAX_LENGTH)] = api_text(
+                value if isinstance(value, str) else "", INFO_MAX_LENGTH
+            )
+    return tuple(sorted(tags.items()))
+
+
+def _task_list(
+    id_field: str,
+    task_type: str,
+    instance: str,
+    start: str,
+    end: str,
+    progress: str,
+    fallback_instance: str = "",
+) -> Callable[[Mapping[str, Any], IdKind], Listed | None]:
+    """An item of a start-time list: the operation's ID in `id_field`, and the named fields beside it."""
+
+    def item(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
+        task_id = id_kind.canonical(entry.get(id_field))
+        if task_id is None:
+            return None  # an entry without an ID the status API takes (a CynosDB task with no flow)
+        return Listed(
+            task_id,
+            start_time=tencent_time(entry.get(start)),
+            end_time=tencent_time(entry.get(end)),
+            task_type=_text(entry, task_type),
+            instance_id=_instance(entry, instance) or _instance(entry, fallback_instance),
+            progress=percent_ratio(entry.get(progress)),
+        )
+
+    return item
+
+
+def _locked_instance(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
+    """An instance of MariaDB or TDSQL: `Locker` is the FlowId of the flow it is busy with (0: none)."""
+    task_id = id_kind.canonical(entry.get("Locker"))
+    if task_id is None:
+        return None
+    return Listed(
+        task_id,
+        instance_id=_text(entry, "InstanceId"),
+        instance_name=_text(entry, "InstanceName"),
+        tags=_tags(entry),
+    )
+
+
+_DAY = 86400.0
+# Instances in status 1, "flow in progress": their Locker is the running flow.
+_LOCKED = {"Status": [1]}
+
+CDB_TASKS = ListApi(
+    "DescribeTasks",
+    "2017-03-20",
+    100.0,
+    "Items",
+    _task_list("AsyncRequestId", "TaskType", "InstanceIds", "StartTime", "EndTime", "Progress"),
+    window=("StartTimeBegin", "StartTimeEnd"),
+)
+MARIADB_INSTANCES = ListApi(
+    "DescribeDBInstances",
+    "2017-03-12",
+    200.0,
+    "Instances",
+    _locked_instance,
+    filters=_LOCKED,
+    note="`Locker` of instances busy with a flow",
+)
+DCDB_INSTANCES = ListApi(
+    "DescribeDCDBInstances",
+    "2018-04-11",
+    200.0,
+    "Instances",
+    _locked_instance,
+    filters=_LOCKED,
+    note="`Locker` of instances busy with a flow",
+)
+REDIS_TASKS = ListApi(
+    "DescribeTaskList",
+    "2018-04-12",
+    100.0,
+    "Tasks",
+    _task_list("TaskId", "TaskType", "InstanceId", "StartTime", "EndTime", "Progress"),
+    window=("BeginTime", "EndTime"),
+    max_lookback=30 * _DAY,
+)
+CYNOSDB_TASKS = ListApi(
+    "DescribeTasks",
+    "2019-01-07",
+    1000.0,
+    "TaskList",
+    # The status API (DescribeFlow) takes the task's FlowId, not its ID.
+    _task_list("FlowId", "TaskType", "InstanceId", "StartTime", "EndTime", "Process", "ClusterId"),
+    window=("StartTimeBegin", "StartTimeEnd"),
+)
+# The status action itself, listing by start time: the two share one quota (see ListApi users).
+POSTGRES_TASKS = ListApi(
+    "DescribeTasks",
+    "2017-03-12",
+    2.0,
+    "TaskSet",
+    _task_list("TaskId", "TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
+    window=("MinStartTime", "MaxStartTime"),
+    max_lookback=180 * _DAY,
+    note="the status action itself: 2/s of its 20/s go to discovery",
+)

@@ -1,0 +1,344 @@
+"""The catalogue: everything the exporter knows about each product's status API, in one entry per product.
+
+Action, version, ID field and its kind, the config's watch key, endpoint and published quota, the documented
+statuses and which are final or failures, how an answer becomes an Observation (status and the extra fields
+the product gives), which error codes mean "not found" and "too many requests". Config keys, validation,
+request payloads, the simulator's routing, HELP texts and the README's table come from here; nothing else
+branches on a product's name. Shapes and statuses are those of the official SDKs' models.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.catalogue import listapis
+
+# Re-exported: the rest of the exporter reads every catalogue fact from this module.
+from exporter.catalogue.apifields import (
+    INFO_MAX_LENGTH,
+    NOT_FOUND,
+    STATUS_MAX_LENGTH,
+    UNKNOWN,
+    IdKind,
+    InvalidResponse,
+    Observation,
+    TaskNotFound,
+    api_text,
+    percent_ratio,
+    tencent_time,
+    text_field,
+)
+from exporter.catalogue.listapis import ListApi
+
+# Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
+_THROTTLING = ("RequestLimitExceeded",)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One product's status API: everything the exporter knows about it, and nothing elsewhere."""
+
+    name: str  # the product key: config, labels, the task API, the credential scope's service
+    action: str
+    version: str
+    id_param: str
+    id_kind: IdKind
+    watch_key: str  # its list under `watch:` in the config file
+    default_endpoint: str
+    default_rate_limit: float  # the published quota, requests per second
+    statuses: tuple[str, ...]
+    final_statuses: frozenset[str]
+    parse: Callable[[Mapping[str, Any]], Observation]
+    failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
+    not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
+    throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
+    # The one final status that means it worked: every other final one is a failure to `wait` (CDB's removed,
+    # MongoDB's paused and undoed too, which the TaskFailed alert leaves out).
+    success_status: str = "success"
+    extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
+    title: str = ""  # the product's name in documentation
+    listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
+
+    @property
+    def listing_shares_quota(self) -> bool:
+        """True when the list API is the status action itself, so the two spend one quota between them."""
+        return self.listing is not None and (self.listing.action, self.listing.version) == (
+            self.action,
+            self.version,
+        )
+
+    @property
+    def regional_endpoint(self) -> str:
+        """The product's endpoint in one region, `{region}` to fill in: cdb.ap-shanghai.tencentcloudapi.com.
+
+        Tencent counts quotas per endpoint, so each regional host has a quota of its own; the financial
+        regions are reached only through theirs."""
+        scheme, host = self.default_endpoint.split("://", 1)
+        product, domain = host.split(".", 1)
+        return f"{scheme}://{product}.{{region}}.{domain}"
+
+    def payload(self, task_id: str) -> dict[str, Any]:
+        return {self.id_param: self.id_kind.request_value(task_id)}
+
+    def is_throttling(self, code: str | None) -> bool:
+        """True when an error code means "too many requests": the bucket slows down and it counts as such."""
+        return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
+
+
+def _require_status(response: Mapping[str, Any]) -> object:
+    if "Status" not in response:
+        raise InvalidResponse("Response.Status is missing")
+    return response["Status"]
+
+
+_FLOW_STATUS = {0: "success", 1: "failed", 2: "running"}
+
+
+def _parse_flow(response: Mapping[str, Any]) -> Observation:
+    """`Status` as an integer: 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C)."""
+    raw = _require_status(response)
+    if raw is None:
+        return Observation(UNKNOWN)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
+    return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH]))
+
+
+def _fields(
+    info: str = "",
+    start: str = "",
+    end: str = "",
+    task_type: str = "",
+    instance: str = "",
+    progress: str = "",
+) -> Callable[[Mapping[str, Any]], Observation]:
+    """A parser of a string `Status` (lower-cased; null is `unknown`) and the named extra fields."""
+
+    def parse(answer: Mapping[str, Any]) -> Observation:
+        raw = _require_status(answer)
+        if raw is not None and not isinstance(raw, str):
+            raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
+        status = api_text(raw.strip().lower(), STATUS_MAX_LENGTH) if raw else ""
+        ratio = percent_ratio(answer.get(progress)) if progress else None
+        return Observation(
+            status or UNKNOWN,
+            info=text_field(answer.get(info), INFO_MAX_LENGTH) if info else None,
+            start_time=tencent_time(answer.get(start)) if start else None,
+            end_time=tencent_time(answer.get(end)) if end else None,
+            task_type=text_field(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
+            instance_id=text_field(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
+            progress=ratio,
+        )
+
+    return parse
+
+
+_postgres_task = _fields(
+    task_type="TaskType", instance="DBInstanceId", start="StartTime", end="EndTime", progress="Progress"
+)
+
+
+def _parse_task_set(response: Mapping[str, Any]) -> Observation:
+    """PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing."""
+    tasks = response.get("TaskSet")
+    if tasks is None or tasks == []:
+        raise TaskNotFound("TaskSet is empty")
+    if not isinstance(tasks, list) or not isinstance(tasks[0], dict):
+        raise InvalidResponse("Response.TaskSet is not a list of tasks")
+    return _postgres_task(tasks[0])
+
+
+FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
+TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
+ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
+_FLOW_STATUSES = ("success", "failed", "running")
+_FLOW_FINAL = frozenset({"success", "failed"})
+_FLOW_FAILED = frozenset({"failed"})
+
+
+def _flow_product(
+    name: str,
+    title: str,
+    action: str,
+    version: str,
+    not_found: tuple[str, ...],
+    throttling: tuple[str, ...] = (),
+    listing: ListApi | None = None,
+) -> Service:
+    """One of the products whose flows answer an integer Status 0/1/2 (20 requests/s)."""
+    return Service(
+        name=name,
+        action=action,
+        version=version,
+        id_param="FlowId",
+        id_kind=FLOW_ID,
+        watch_key=f"{name}_flows",
+        default_endpoint=f"https://{name}.tencentcloudapi.com",
+        default_rate_limit=20.0,
+        statuses=_FLOW_STATUSES,
+        final_statuses=_FLOW_FINAL,
+        failure_statuses=_FLOW_FAILED,
+        parse=_parse_flow,
+        not_found_codes=not_found,
+        throttling_codes=(*_THROTTLING, *throttling),
+        title=title,
+        listing=listing,
+    )
+
+
+MARIADB = _flow_product(
+    "mariadb",
+    "MariaDB",
+    "DescribeFlow",
+    "2017-03-12",
+    ("InvalidParameter.FlowNotFound",),
+    ("LimitExceeded.TooFrequentlyCalled",),
+    listapis.MARIADB_INSTANCES,
+)
+CDB = Service(
+    name="cdb",
+    title="TencentDB for MySQL",
+    action="DescribeAsyncRequestInfo",
+    version="2017-03-20",
+    id_param="AsyncRequestId",
+    id_kind=ASYNC_REQUEST_ID,
+    watch_key="cdb_async_requests",
+    default_endpoint="https://cdb.tencentcloudapi.com",
+    default_rate_limit=40.0,
+    statuses=("initial", "running", "success", "failed", "killed", "removed", "paused", "undefined", UNKNOWN),
+    final_statuses=frozenset({"success", "failed", "killed", "removed"}),
+    failure_statuses=frozenset({"failed", "killed"}),
+    parse=_fields(info="Info"),
+    not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
+    extra_fields=("Info",),
+    listing=listapis.CDB_TASKS,
+)
+DCDB = _flow_product(
+    "dcdb",
+    "TDSQL (DCDB)",
+    "DescribeFlow",
+    "2018-04-11",
+    ("InvalidParameter.FlowNotFound",),
+    ("LimitExceeded.TooFrequentlyCalled",),
+    listapis.DCDB_INSTANCES,
+)
+# The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
+SQLSERVER = _flow_product(
+    "sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",)
+)
+CYNOSDB = _flow_product(
+    "cynosdb",
+    "TDSQL-C (CynosDB)",
+    "DescribeFlow",
+    "2019-01-07",
+    ("InvalidParameterValue.FlowNotFound", "FailedOperation.FlowNotFoundError"),
+    listing=listapis.CYNOSDB_TASKS,
+)
+MONGODB = Service(
+    name="mongodb",
+    title="TencentDB for MongoDB",
+    action="DescribeAsyncRequestInfo",
+    version="2019-07-25",
+    id_param="AsyncRequestId",
+    id_kind=ASYNC_REQUEST_ID,
+    watch_key="mongodb_async_requests",
+    default_endpoint="https://mongodb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    statuses=("initial", "running", "paused", "undoed", "failed", "success", UNKNOWN),
+    # "paused: failed, paused" and "undoed: failed, rolled back" (SDK): failures that end the task.
+    final_statuses=frozenset({"success", "failed", "paused", "undoed"}),
+    failure_statuses=frozenset({"failed", "paused", "undoed"}),
+    parse=_fields(start="StartTime", end="EndTime"),
+    not_found_codes=("ResourceNotFound",),
+    throttling_codes=(*_THROTTLING, "LimitExceeded.TooManyRequests"),
+    extra_fields=("StartTime", "EndTime"),
+)
+REDIS = Service(
+    name="redis",
+    title="TencentDB for Redis",
+    action="DescribeTaskInfo",
+    version="2018-04-12",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="redis_tasks",
+    default_endpoint="https://redis.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
+    final_statuses=frozenset({"succeed", "failed", "error"}),
+    failure_statuses=frozenset({"failed", "error"}),
+    parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
+    not_found_codes=("ResourceNotFound",),
+    extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
+    listing=listapis.REDIS_TASKS,
+    success_status="succeed",
+)
+POSTGRES = Service(
+    name="postgres",
+    title="TencentDB for PostgreSQL",
+    action="DescribeTasks",
+    version="2017-03-12",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="postgres_tasks",
+    default_endpoint="https://postgres.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # WaitSwitch: done but for the switch-over, which waits for the maintenance window; Pause may resume.
+    statuses=("running", "success", "waitswitch", "fail", "pause", UNKNOWN),
+    final_statuses=frozenset({"success", "fail"}),
+    failure_statuses=frozenset({"fail"}),
+    parse=_parse_task_set,
+    not_found_codes=(NOT_FOUND,),
+    throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
+    extra_fields=("TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
+    listing=listapis.POSTGRES_TASKS,
+)
+
+SERVICES: tuple[Service, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
+BY_NAME: Mapping[str, Service] = {s.name: s for s in SERVICES}
+__all__ = [
+    "BY_NAME",
+    "DISCOVERABLE",
+    "INFO_MAX_LENGTH",
+    "NOT_FOUND",
+    "SERVICES",
+    "UNKNOWN",
+    "IdKind",
+    "InvalidResponse",
+    "ListApi",
+    "Observation",
+    "Service",
+    "TaskNotFound",
+    "api_text",
+    "catalogue_table",
+    "tencent_time",
+]
+# The products discovery can sweep: those with a list API.
+DISCOVERABLE: tuple[Service, ...] = tuple(s for s in SERVICES if s.listing is not None)
+
+
+def catalogue_table() -> str:
+    """The README's product table, from the catalogue (a test keeps the README's copy equal to it)."""
+    rows = [
+        "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
+        "| Watch key | Discovery: list action (quota) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in SERVICES:
+        kind = "integer" if s.id_kind.integer else "string"
+        statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
+        rows.append(
+            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
+            f"| {', '.join(sorted(s.failure_statuses))} | {', '.join(s.extra_fields) or '-'} "
+            f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _listing_cell(service: Service) -> str:
+    listing = service.listing
+    if listing is None:
+        return "none without an instance ID"
+    note = f"; {listing.note}" if listing.note else ""
+    return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"

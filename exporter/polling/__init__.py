@@ -1,0 +1,9 @@
+"""Polling: asking Tencent Cloud about each task inside the quotas.
+
+Owns the signed API client and how an answer is classified (`client`), the token buckets that keep every
+(account, product, action, endpoint) lane inside its quota (`ratelimit`), the per-lane schedulers that decide
+which task is due next (`scheduler`), and the discovery sweeps over the list APIs (`discovery`).
+
+May import: `exporter.exposition`, `exporter.store`, `exporter.credentials`, `exporter.config`,
+`exporter.catalogue`, `exporter.log`.
+"""

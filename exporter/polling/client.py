@@ -1,0 +1,233 @@
+"""The HTTP client for the Tencent Cloud API: one signed JSON POST, every outcome classified.
+
+A call never raises for anything the network or the API can do: it returns an Outcome whose `code` is None on
+success, the API's `Response.Error.Code`, or one of the `Transport.*` codes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from exporter import __version__
+from exporter.catalogue.listapis import ListApi, Page
+from exporter.catalogue.products import (
+    NOT_FOUND,
+    InvalidResponse,
+    Observation,
+    Service,
+    TaskNotFound,
+    api_text,
+)
+from exporter.credentials.signing import Credentials, sign_headers
+
+# Stable codes for failures that never reached a Tencent Cloud error answer; documented in the README.
+TIMEOUT = "Transport.Timeout"
+CONNECTION_ERROR = "Transport.ConnectionError"
+HTTP_STATUS = "Transport.HTTPStatus"
+INVALID_RESPONSE = "Transport.InvalidResponse"
+# No request was sent: the credential source (metadata service, STS) could not provide keys.
+CREDENTIALS_UNAVAILABLE = "Exporter.CredentialsUnavailable"
+# A bug or an input nobody foresaw raised inside one poll; counted, logged with its traceback, polled again.
+INTERNAL_ERROR = "Exporter.InternalError"
+
+_MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: str | None
+    observation: Observation | None = None
+    message: str = ""
+    request_id: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+def _envelope(status: int, body: bytes) -> tuple[dict[str, Any] | None, Outcome | None]:
+    """The `Response` object of one HTTP answer, or the Outcome saying why there is none (an error)."""
+    if status != 200:
+        return None, Outcome(HTTP_STATUS, message=f"HTTP status {status}")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, Outcome(INVALID_RESPONSE, message=f"body is not JSON: {exc}"[:_MAX_MESSAGE])
+    except RecursionError:
+        return None, Outcome(INVALID_RESPONSE, message="body is JSON nested too deeply")
+    response = document.get("Response") if isinstance(document, dict) else None
+    if not isinstance(response, dict):
+        return None, Outcome(INVALID_RESPONSE, message="body has no Response object")
+    request_id = response.get("RequestId")
+    request_id = api_text(request_id, 100) if isinstance(request_id, str) else ""
+    error = response.get("Error")
+    if error is not None:
+        code = error.get("Code") if isinstance(error, dict) else None
+        if not isinstance(code, str) or not code:
+            return None, Outcome(
+                INVALID_RESPONSE, message="Response.Error has no Code", request_id=request_id
+            )
+        message = error.get("Message")
+        text = message[:_MAX_MESSAGE] if isinstance(message, str) else ""
+        return None, Outcome(
+            api_text(code, _MAX_MESSAGE), message=api_text(text, _MAX_MESSAGE), request_id=request_id
+        )
+    return response, Outcome(None, request_id=request_id)
+
+
+def classify(status: int, body: bytes, service: Service) -> Outcome:
+    """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
+    response, outcome = _envelope(status, body)
+    if response is None or outcome is None:
+        return outcome or Outcome(INVALID_RESPONSE)
+    try:
+        observation = service.parse(response)
+    except InvalidResponse as exc:
+        return Outcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
+    except TaskNotFound as exc:
+        return Outcome(NOT_FOUND, message=str(exc), request_id=outcome.request_id)
+    return Outcome(None, observation, request_id=outcome.request_id)
+
+
+def classify_page(status: int, body: bytes, service: Service, listing: ListApi) -> PageOutcome:
+    """One list API answer as a page of listed operations, or the error; pure like classify."""
+    response, outcome = _envelope(status, body)
+    if response is None or outcome is None:
+        failed = outcome or Outcome(INVALID_RESPONSE)
+        return PageOutcome(failed.code, message=failed.message, request_id=failed.request_id)
+    try:
+        page = listing.page(response, service.id_kind)
+    except InvalidResponse as exc:
+        return PageOutcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
+    return PageOutcome(None, page, request_id=outcome.request_id)
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """One page of a list API: `code` is None with the page, or the error as in Outcome."""
+
+    code: str | None
+    page: Page | None = None
+    message: str = ""
+    request_id: str = ""
+    duration: float = 0.0
+
+
+def api_session() -> aiohttp.ClientSession:
+    """The HTTP session API calls go over (the daemon's, and a one-shot command's); the caller closes it.
+
+    No connection cap: the callers bound concurrency themselves (per-task slots), and a hidden lower cap would
+    throttle below the quota. Proxies come from ApiClient._proxy, read once, not trust_env per request."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        trust_env=False,
+        headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
+    )
+
+
+class ApiClient:
+    """Calls the APIs over one keep-alive session; owned and closed by the caller."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._wall_clock = wall_clock
+        self._proxies: dict[str, str | None] = {}
+
+    def _proxy(self, endpoint: str) -> str | None:
+        """HTTP(S)_PROXY / NO_PROXY for this endpoint, read once. The session's own trust_env would look
+        for ~/.netrc in a worker thread on every request, which measured as 44% of the CPU per request."""
+        if endpoint not in self._proxies:
+            proxies = urllib.request.getproxies_environment()
+            host = urlsplit(endpoint).hostname or ""
+            bypass = bool(proxies) and bool(urllib.request.proxy_bypass(host))
+            self._proxies[endpoint] = None if bypass else proxies.get(urlsplit(endpoint).scheme)
+        return self._proxies[endpoint]
+
+    def set_timeout(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def describe(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+    ) -> Outcome:
+        started = time.perf_counter()
+        answer = await self._post(
+            service.name,
+            service.action,
+            service.version,
+            endpoint,
+            region,
+            credentials,
+            service.payload(task_id),
+        )
+        outcome = answer if isinstance(answer, Outcome) else classify(*answer, service)
+        return dataclasses.replace(outcome, duration=time.perf_counter() - started)
+
+    async def list_page(
+        self, service: Service, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
+    ) -> PageOutcome:
+        """One page of the product's list API (`service.listing`, which must be set)."""
+        listing = service.listing
+        if listing is None:
+            raise ValueError(f"{service.name} has no list API")
+        started = time.perf_counter()
+        answer = await self._post(
+            service.name, listing.action, listing.version, endpoint, region, credentials, payload
+        )
+        if isinstance(answer, Outcome):
+            outcome = PageOutcome(answer.code, message=answer.message)
+        else:
+            outcome = classify_page(*answer, service, listing)
+        return dataclasses.replace(outcome, duration=time.perf_counter() - started)
+
+    async def _post(
+        self,
+        product: str,
+        action: str,
+        version: str,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        payload: dict[str, Any],
+    ) -> tuple[int, bytes] | Outcome:
+        """The HTTP status and body of one signed call, or the transport failure as an Outcome."""
+        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        headers = sign_headers(
+            credentials,
+            service=product,
+            host=urlsplit(endpoint).netloc,
+            action=action,
+            version=version,
+            region=region,
+            timestamp=int(self._wall_clock()),
+            payload=body,
+        )
+        try:
+            async with self._session.post(
+                endpoint + "/", data=body, headers=headers, timeout=self._timeout, proxy=self._proxy(endpoint)
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError:
+            return Outcome(TIMEOUT, message=f"no answer within {self._timeout.total:g}s")
+        except aiohttp.ClientPayloadError as exc:
+            return Outcome(INVALID_RESPONSE, message=f"truncated body: {exc}"[:_MAX_MESSAGE])
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(CONNECTION_ERROR, message=f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE])
+        except asyncio.CancelledError:
+            raise

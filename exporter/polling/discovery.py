@@ -1,0 +1,385 @@
+"""Discovery: finds the operations nobody named by sweeping each product's list API, per region.
+
+A Sweeper pages through one (account, product, region) every interval inside the list API's own token bucket
+(one per account and endpoint, as Tencent counts the quota), so a sweep never takes a status-polling token and
+polling never waits for a sweep. What a sweep finds goes to
+Discovery, which keeps every discovered task with what the list said of it, hands new ones to the daemon to
+watch, and forgets them `retention` after they reached a final state. A failed sweep (throttled, auth,
+transport, a page missing) is counted and tried again at the next interval; the tasks found before stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from exporter.catalogue.listapis import PAGE_SIZE, Listed, Page
+from exporter.catalogue.products import BY_NAME, Service
+from exporter.config.lanes import Lane
+from exporter.config.parser import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
+from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.exposition.metrics import Metrics
+from exporter.log import FirstOfKind
+from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, PageOutcome
+from exporter.polling.ratelimit import TokenBucket
+
+log = logging.getLogger("exporter.discovery")
+
+# Pages of one sweep in flight at once: enough to spend a list quota at loopback-to-Tencent latencies.
+MAX_CONCURRENT_PAGES = 16
+# A sweep reads at most this many pages (100,000 operations): an account listing more is cut short, loudly.
+MAX_PAGES = 1000
+# Listed operations set up between two turns of the event loop (each is rendered once when new).
+ABSORB_BATCH = 200
+# The end of a start-time window lies this far in the future, so clock skew cannot hide a new operation.
+WINDOW_END_SLACK = 300.0
+
+
+class SweepFailed(Exception):
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started).
+FoundCallback = Callable[[str, Service, str, list[Listed], float], Awaitable[None]]
+
+
+class Sweeper:
+    """Sweeps one product's list API in one region for one account, every interval, until cancelled."""
+
+    def __init__(
+        self,
+        service: Service,
+        region: str,
+        lane: Lane,
+        bucket: TokenBucket,
+        client: ApiClient,
+        credentials: CredentialProvider,
+        metrics: Metrics,
+        config: DiscoveryConfig,
+        found: FoundCallback,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if service.listing is None:
+            raise ValueError(f"{service.name} has no list API")
+        self.service, self.listing, self.region, self.lane = service, service.listing, region, lane
+        self.endpoint, self.bucket, self.client, self.credentials = lane.endpoint, bucket, client, credentials
+        self.metrics, self.config = metrics, config
+        self._found = found
+        self._wall_clock, self._clock = wall_clock, clock
+        self._failures = 0
+        self._reported = FirstOfKind()
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return (self.lane.account, self.service.name, self.region)
+
+    async def run(self) -> None:
+        while True:
+            started = self._clock()
+            await self.sweep()
+            await asyncio.sleep(max(0.0, started + self.config.interval - self._clock()))
+
+    async def sweep(self) -> bool:
+        """One sweep; True when every page was read. Never raises but for cancellation."""
+        health = self.metrics.discovery
+        started, now = self._clock(), self._wall_clock()
+        health.sweeps.labels(*self.labels).inc()
+        items: dict[str, Listed] = {}
+        try:
+            await self._pages(now, items)
+        except SweepFailed as exc:
+            await self._failed(exc.code, exc.message, items, now)
+            return False
+        except Exception as exc:
+            # Whatever a sweep runs into, it is counted and tried again at the next interval.
+            self._internal_error(exc)
+            await self._failed(INTERNAL_ERROR, type(exc).__name__, items, now)
+            return False
+        finally:
+            health.duration.labels(*self.labels).set(self._clock() - started)
+        await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
+        if self._failures:
+            log.info("discovery sweep recovered", extra={"fields": self._fields()})
+        self._failures = 0
+        health.failures.labels(*self.labels).set(0)
+        health.last_success.labels(*self.labels).set(self._wall_clock())
+        return True
+
+    async def _pages(self, now: float, items: dict[str, Listed]) -> None:
+        lookback = self.config.lookback
+        if self.listing.max_lookback is not None:
+            lookback = min(lookback, self.listing.max_lookback)
+        begin, end = now - lookback, now + WINDOW_END_SLACK
+        first = await self._page(0, begin, end)
+        _collect(first, items)
+        # The first page tells how many there are; the rest are read concurrently, each inside the bucket.
+        offsets = range(PAGE_SIZE, min(first.total, MAX_PAGES * PAGE_SIZE), PAGE_SIZE)
+        if first.total > MAX_PAGES * PAGE_SIZE:
+            log.warning(
+                "discovery lists more operations than one sweep reads; the rest are not watched",
+                extra={"fields": {**self._fields(), "listed": first.total, "read": MAX_PAGES * PAGE_SIZE}},
+            )
+        slots = asyncio.Semaphore(MAX_CONCURRENT_PAGES)
+
+        async def read(offset: int) -> Page:
+            async with slots:
+                return await self._page(offset, begin, end)
+
+        pages = [asyncio.ensure_future(read(offset)) for offset in offsets]
+        try:
+            for page in asyncio.as_completed(pages):
+                _collect(await page, items)
+        finally:
+            for pending in pages:
+                pending.cancel()
+            await asyncio.gather(*pages, return_exceptions=True)
+
+    async def _page(self, offset: int, begin: float, end: float) -> Page:
+        try:
+            credentials = await self.credentials.get()
+        except CredentialsError as exc:
+            raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
+        await self.bucket.acquire()
+        payload = self.listing.payload(offset, begin, end)
+        outcome: PageOutcome = await self.client.list_page(
+            self.service, self.endpoint, self.region, credentials, payload
+        )
+        self.metrics.observe_api(self.lane, self.service, outcome)
+        if outcome.code is not None:
+            if self.service.is_throttling(outcome.code):
+                self.bucket.throttled()
+            raise SweepFailed(outcome.code, outcome.message)
+        if outcome.page is None:
+            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
+        return outcome.page
+
+    async def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
+        self._failures += 1
+        health = self.metrics.discovery
+        health.failed(self.labels, code)
+        health.failures.labels(*self.labels).set(self._failures)
+        # Pages read before the failure still name real operations: watch them now, not an interval later.
+        if items:
+            await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "discovery sweep failed; tried again at the next interval",
+            extra={
+                "fields": {**self._fields(), "code": code, "message": message, "failures": self._failures}
+            },
+        )
+
+    def _internal_error(self, exc: Exception) -> None:
+        if self._reported.first(exc):
+            log.error("unexpected error in a discovery sweep", exc_info=exc, extra={"fields": self._fields()})
+
+    def _fields(self) -> dict[str, object]:
+        account, product, region = self.labels
+        return {"account": account, "product": product, "cloud_region": region, "action": self.listing.action}
+
+
+def _collect(page: Page, items: dict[str, Listed]) -> None:
+    for listed in page.items:
+        items[listed.task_id] = listed
+
+
+@dataclass
+class Found:
+    """One discovered task: how it is watched, what the list last said of it, and when."""
+
+    task: WatchedTask
+    listed: Listed
+    last_listed: float  # unix time of the sweep that last listed it
+
+
+class Discovery:
+    """Every discovered task, and the sweepers that find them; owned by the daemon, which watches them.
+
+    `watch` hears of the tasks a sweep listed, in batches, each with what the list said of it;
+    `owns` says whether this replica's shard polls a task (the others are neither kept nor counted).
+    """
+
+    def __init__(
+        self,
+        watch: Callable[[list[tuple[WatchedTask, Listed]]], None],
+        owns: Callable[[WatchedTask], bool],
+        metrics: Metrics,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._watch, self._owns, self.metrics = watch, owns, metrics
+        self._wall_clock = wall_clock
+        self.config: DiscoveryConfig | None = None
+        self.found: dict[Key, Found] = {}
+        # Keys forgotten after retention, so the list (which may still show them) does not bring them back.
+        self._gone: dict[Key, float] = {}
+        self._sweepers: list[Sweeper] = []
+        self._buckets: dict[Lane, TokenBucket] = {}
+        self._workers: list[asyncio.Task[None]] = []
+
+    # ---- sweeping
+
+    def start(
+        self,
+        config: DiscoveryConfig,
+        apis: Mapping[str, ApiConfig],
+        client: ApiClient,
+        credentials: Mapping[str, CredentialProvider],
+        shards: int,
+    ) -> None:
+        """Sweeps `config.regions` for `config.products` as each of `config.accounts` from now on, each list
+        API inside a bucket per (account, endpoint): regions reached through one host share it."""
+        self.config = config
+        self._sweepers = []
+        for account in config.accounts:
+            for name in config.products:
+                service, api = BY_NAME[name], apis[name]
+                listing = service.listing
+                if listing is None:
+                    continue
+                for region in config.regions:
+                    lane = Lane(account, name, listing.action, api.endpoint_for(region))
+                    bucket = self._buckets.get(lane)
+                    if bucket is None:
+                        # Every replica sweeps; each keeps only its shard's tasks.
+                        bucket = self._buckets[lane] = TokenBucket((api.list_rate_limit or 1.0) / shards)
+                        self.metrics.lane_opened(lane, bucket)
+                    self._sweepers.append(
+                        Sweeper(
+                            service,
+                            region,
+                            lane,
+                            bucket,
+                            client,
+                            credentials[account],
+                            self.metrics,
+                            config,
+                            self._take,
+                            self._wall_clock,
+                        )
+                    )
+        self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
+        self._workers = [
+            asyncio.create_task(s.run(), name=f"discover-{'-'.join(s.labels)}") for s in self._sweepers
+        ]
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        for lane, bucket in self._buckets.items():
+            self.metrics.lane_closed(lane, bucket)
+        self._buckets = {}
+
+    @property
+    def swept(self) -> set[tuple[str, str, str]]:
+        """The (account, product, region) triples swept."""
+        return {s.labels for s in self._sweepers}
+
+    @property
+    def running(self) -> bool:
+        return all(not w.done() for w in self._workers)
+
+    # ---- the discovered tasks
+
+    async def _take(
+        self, account: str, service: Service, region: str, items: list[Listed], now: float
+    ) -> None:
+        """What a sweep listed, taken in batches that let the event loop breathe between them: a first
+        sweep of thousands of operations must not hold up status polling while they are set up."""
+        for start in range(0, len(items), ABSORB_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            self._absorb(account, service, region, items[start : start + ABSORB_BATCH], now)
+        self.count()
+
+    def _absorb(self, account: str, service: Service, region: str, items: list[Listed], now: float) -> None:
+        config = self.config
+        if config is None:
+            return
+        batch = []
+        for listed in items:
+            key = (service.name, region, listed.task_id)
+            if key in self._gone:
+                continue
+            tags = dict(listed.tags)
+            labels = tuple((name, tags[name]) for name in config.tag_labels if tags.get(name))
+            task = WatchedTask(service.name, listed.task_id, region, labels, account, origin=DISCOVERED)
+            if not self._owns(task):
+                continue
+            found = self.found.get(key)
+            if found is not None and found.task.account != account:
+                # Sub-accounts of one main account list the same operations: the first account to find a
+                # task keeps it, so its label, bucket and keys do not change from one sweep to the next.
+                task = dataclasses.replace(task, account=found.task.account)
+            if found is None:
+                self.found[key] = Found(task, listed, now)
+            else:
+                found.task, found.listed, found.last_listed = task, listed, now
+            batch.append((task, listed))
+        self._watch(batch)
+
+    def expire(
+        self, now: float, final_since: Callable[[Key], float | None], known: Callable[[Key], bool]
+    ) -> list[Key]:
+        """Forgets tasks final for longer than the retention, and tasks the status API never knew that no
+        sweep has listed for as long; returns their keys for the daemon to stop watching."""
+        config = self.config
+        if config is None:
+            return []
+        expired = []
+        for key, found in self.found.items():
+            since = final_since(key)
+            if since is not None:
+                gone = now - since >= config.retention
+            else:
+                gone = not known(key) and now - found.last_listed >= max(
+                    config.retention, 3 * config.interval
+                )
+            if gone:
+                expired.append(key)
+        for key in expired:
+            del self.found[key]
+            self._gone[key] = now
+        # A tombstone is needed only while the list may still show the task.
+        horizon = config.lookback + 3 * config.interval
+        for key in [k for k, at in self._gone.items() if now - at > horizon]:
+            del self._gone[key]
+        if expired:
+            self.count()
+        return expired
+
+    def retain(self, swept: Iterable[tuple[str, str, str]]) -> list[Key]:
+        """After stop(), before start() with new settings: forgets the tasks and series of (account,
+        product, region) triples no longer swept; returns the keys of the tasks forgotten."""
+        keep = set(swept)
+        before = self.swept | {_triple(found) for found in self.found.values()}
+        dropped = [key for key, found in self.found.items() if _triple(found) not in keep]
+        for key in dropped:
+            del self.found[key]
+        self._sweepers = []
+        for labels in before - keep:
+            self.metrics.discovery.forget(labels)
+        self.count()
+        return dropped
+
+    def count(self) -> None:
+        counts = Counter(_triple(found) for found in self.found.values())
+        for labels in self.swept | set(counts):
+            self.metrics.discovery.tasks.labels(*labels).set(counts.get(labels, 0))
+
+
+def _triple(found: Found) -> tuple[str, str, str]:
+    """The (account, product, region) a discovered task was found in."""
+    task = found.task
+    return (task.account, task.service, task.region)

@@ -1,0 +1,455 @@
+"""Decides which task to poll next, per token bucket, inside that bucket.
+
+Tencent counts a quota per (sub-account, API, endpoint), so the Scheduler keeps one lane per (account,
+product, endpoint) a watched task needs, each with its own bucket and worker; a task's requests carry its
+account's keys and go to its region's endpoint only. Within a lane each task has its own due time. The worker
+waits for the earliest due task, takes a token, then polls the most urgent task due at that moment: tasks
+still in progress (or never polled) before tasks in a final state, earliest due first within each group.
+Polls run concurrently, so API latency does not cap throughput; only the bucket does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from exporter.catalogue.products import BY_NAME, Service
+from exporter.config.lanes import Lane
+from exporter.config.parser import DEFAULT_ACCOUNT, ApiConfig, Key, PollingConfig, WatchedTask, key_fields
+from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.exposition.metrics import Metrics
+from exporter.exposition.state import TaskState, TaskStore
+from exporter.log import FirstOfKind
+from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, Outcome
+from exporter.polling.ratelimit import TokenBucket
+
+log = logging.getLogger("exporter.scheduler")
+
+
+@dataclass(order=True)
+class _Entry:
+    due: float
+    seq: int
+    key: tuple[str, str, str] = field(compare=False)
+    generation: int = field(compare=False)
+
+
+class Slots:
+    """A semaphore whose size can change while tasks wait on it: a reload may raise the rate or timeout."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self) -> None:
+        while self.used >= self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._freed.set()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._freed.set()
+
+
+async def describe_task(
+    client: ApiClient, service: Service, endpoint: str, task: WatchedTask, credentials: CredentialProvider
+) -> Outcome:
+    """One status request for `task` signed with the provider's current keys; a provider that has none gives
+    the Exporter.CredentialsUnavailable outcome, counted like any error and retried with backoff."""
+    try:
+        keys = await credentials.get()
+    except CredentialsError as exc:
+        return Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
+    return await client.describe(service, endpoint, task.region, keys, task.task_id)
+
+
+def concurrency_for(rate: float, timeout: float) -> int:
+    """Enough concurrent calls to spend the whole quota even if every call takes the full timeout."""
+    return max(4, math.ceil(rate * timeout) + 1)
+
+
+def backoff_delay(consecutive_errors: int, polling: PollingConfig, rand: Callable[[], float]) -> float:
+    """Exponential in the number of consecutive errors, capped, with jitter so failures do not synchronise."""
+    exponent = min(max(consecutive_errors - 1, 0), 30)
+    ceiling = min(polling.max_backoff, polling.interval * 2.0**exponent)
+    ceiling = max(ceiling, min(polling.interval, polling.max_backoff))
+    return ceiling * (0.5 + 0.5 * rand())
+
+
+class ServiceScheduler:
+    """Polls the watched tasks of one lane: one product's status API, as one account, at one endpoint.
+
+    It schedules the tasks it is given; which tasks exist is the Scheduler's (and the store's) business."""
+
+    def __init__(
+        self,
+        service: Service,
+        endpoint: str,
+        bucket: TokenBucket,
+        client: ApiClient,
+        credentials: CredentialProvider,
+        store: TaskStore,
+        metrics: Metrics,
+        polling: PollingConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
+        self.service = service
+        self.lane = Lane(account, service.name, service.action, endpoint)
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.client = client
+        self.credentials = credentials
+        self.store = store
+        self.metrics = metrics
+        self.polling = polling
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rand = rand
+        self._active: list[_Entry] = []  # in progress or never polled
+        self._finished: list[_Entry] = []  # in a final state
+        self._generation: dict[tuple[str, str, str], int] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = Slots(concurrency_for(bucket.max_rate, polling.timeout))
+        self._reported = FirstOfKind()
+
+    def reconfigure(self, rate: float, polling: PollingConfig, credentials: CredentialProvider) -> None:
+        """New settings from a reload; they apply from the next request."""
+        self.polling, self.credentials = polling, credentials
+        if self.bucket.max_rate != rate:
+            self.bucket.set_rate(rate)
+        self._slots.resize(concurrency_for(rate, polling.timeout))
+
+    @property
+    def concurrency(self) -> int:
+        return self._slots.limit
+
+    def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
+        """Makes `tasks` the lane's set: new ones are scheduled, gone ones dropped (their state is the
+        caller's to remove), the rest keep their state and schedule (labels may change). With `spread`,
+        first polls are spaced over one interval."""
+        wanted = {t.key: t for t in tasks}
+        for key in [k for k in self._generation if k not in wanted]:
+            # Forgetting the key makes every heap entry for it stale, and an in-flight poll's result unwanted.
+            del self._generation[key]
+        new = [t for key, t in wanted.items() if key not in self._generation]
+        for task in wanted.values():
+            self.store.add(task)
+        now = self._clock()
+        for index, task in enumerate(new):
+            offset = self.polling.interval * index / len(new) if spread else 0.0
+            self._schedule(self.store.add(task), now + offset)
+
+    def add(self, task: WatchedTask) -> None:
+        """Watches one more task (or takes its new labels), polled at once when it is new: O(log n)."""
+        state = self.store.add(task)
+        if task.key not in self._generation:
+            self._schedule(state, self._clock())
+
+    def discard(self, key: Key) -> None:
+        """Stops polling the task here (its state is the caller's to remove, or to hand to another lane)."""
+        self._generation.pop(key, None)
+
+    @property
+    def watched(self) -> int:
+        return len(self._generation)
+
+    def _schedule(self, state: TaskState, due: float) -> None:
+        key = state.task.key
+        generation = self._generation.get(key, 0) + 1
+        self._generation[key] = generation
+        heap = self._finished if state.final else self._active
+        heapq.heappush(heap, _Entry(due, next(self._seq), key, generation))
+        self._wake.set()
+
+    def _top(self, heap: list[_Entry]) -> _Entry | None:
+        while heap and self._generation.get(heap[0].key) != heap[0].generation:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def _next_due(self) -> float | None:
+        dues = [e.due for e in (self._top(self._active), self._top(self._finished)) if e is not None]
+        return min(dues) if dues else None
+
+    def _pop_due(self) -> TaskState | None:
+        now = self._clock()
+        for heap in (self._active, self._finished):
+            entry = self._top(heap)
+            if entry is not None and entry.due <= now:
+                heapq.heappop(heap)
+                state = self.store.get(entry.key)
+                if state is not None:
+                    return state
+        return None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wait_until_due()
+                await self._slots.acquire()
+                await self.bucket.acquire()
+                state = self._pop_due()
+                if state is None:
+                    self._slots.release()
+                    continue
+                # Marks the entry consumed so a reload cannot schedule the task twice while it is in flight.
+                self._generation[state.task.key] += 1
+                poll = asyncio.create_task(self._poll(state))
+                self._in_flight.add(poll)
+                poll.add_done_callback(self._in_flight.discard)
+        finally:
+            for poll in self._in_flight:
+                poll.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _wait_until_due(self) -> None:
+        while True:
+            self._wake.clear()
+            due = self._next_due()
+            if due is not None and due <= self._clock():
+                return
+            timeout = None if due is None else due - self._clock()
+            try:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the wake-up
+                # event is set, and the worker then outlives stop() (seen as a hang with several lanes).
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+
+    async def _poll(self, state: TaskState) -> None:
+        started = self._clock()
+        try:
+            delay = await self._poll_once(state)
+        except Exception as exc:
+            # Whatever one poll runs into, the task is counted, and polled again after a backoff: an
+            # exception must never end a task's polling silently.
+            delay = self._internal_error(state, exc)
+        finally:
+            self._slots.release()
+        key = state.task.key
+        # Not when the task left this lane meanwhile (unwatched, or moved to another account or endpoint).
+        if delay is not None and key in self._generation and self.store.get(key) is state:
+            self._schedule(state, started + delay)
+
+    async def _poll_once(self, state: TaskState) -> float | None:
+        task = state.task
+        outcome = await describe_task(self.client, self.service, self.endpoint, task, self.credentials)
+        self.metrics.observe_api(self.lane, self.service, outcome)
+        if self.store.get(task.key) is not state:
+            return None  # removed while in flight
+        return self._record(state, outcome)
+
+    def _internal_error(self, state: TaskState, exc: Exception) -> float:
+        fields = {**_task_fields(state.task), "code": INTERNAL_ERROR, "exception": type(exc).__name__}
+        if self._reported.first(exc):
+            log.error(
+                "unexpected error while polling; the task is polled again",
+                exc_info=exc,
+                extra={"fields": fields},
+            )
+        else:
+            log.debug("unexpected error while polling; the task is polled again", extra={"fields": fields})
+        try:
+            state.fail(INTERNAL_ERROR, self._wall_clock())
+        except Exception:
+            # Counting failed as well (the state cannot render): the task is still polled again.
+            state.consecutive_errors += 1
+        return backoff_delay(state.consecutive_errors, self.polling, self._rand)
+
+    def _record(self, state: TaskState, outcome: Outcome) -> float | None:
+        """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
+        task, now = state.task, self._wall_clock()
+        fields = _task_fields(task)
+        if outcome.observation is not None:
+            recovered, previous = state.consecutive_errors > 0, state.status
+            if recovered:
+                log.info("task poll recovered", extra={"fields": fields})
+            if self.store.observe(state, outcome.observation, now):
+                log.info(
+                    "task status changed",
+                    extra={"fields": {**fields, "from": previous or "", "to": state.status}},
+                )
+            if state.status and self.store.first_sighting(task.service, state.status):
+                log.warning(
+                    "undocumented status; exported as its own state",
+                    extra={"fields": {"product": task.service, "status": state.status}},
+                )
+            if not state.final:
+                return self.polling.interval
+            return self.polling.finished_interval or None
+        code = outcome.code or "Transport.InvalidResponse"
+        state.fail(code, now)
+        if self.service.is_throttling(outcome.code):
+            self.bucket.throttled()
+        level = logging.WARNING if state.consecutive_errors == 1 else logging.DEBUG
+        log.log(
+            level,
+            "task poll failed",
+            extra={
+                "fields": {
+                    **fields,
+                    "code": code,
+                    "message": outcome.message,
+                    "request_id": outcome.request_id,
+                    "consecutive_errors": state.consecutive_errors,
+                }
+            },
+        )
+        delay = backoff_delay(state.consecutive_errors, self.polling, self._rand)
+        if state.final and self.polling.finished_interval:
+            delay = max(delay, self.polling.finished_interval)
+        return delay
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the lanes take from the config: where each product's requests go, how fast, and as whom."""
+
+    apis: Mapping[str, ApiConfig]
+    rates: Mapping[tuple[str, str], float]  # (account, product): each of its lanes' rate for this replica
+    polling: PollingConfig
+    credentials: Mapping[str, CredentialProvider]  # by account
+
+    def lane(self, task: WatchedTask) -> Lane:
+        service = BY_NAME[task.service]
+        endpoint = self.apis[task.service].endpoint_for(task.region)
+        return Lane(task.account, task.service, service.action, endpoint)
+
+
+class Scheduler:
+    """The lanes the watched tasks need, each started on first use, and which task is in which."""
+
+    def __init__(self, client: ApiClient, store: TaskStore, metrics: Metrics, plan: Plan) -> None:
+        self.client, self.store, self.metrics, self.plan = client, store, metrics, plan
+        self.lanes: dict[Lane, ServiceScheduler] = {}
+        self._lane_of: dict[Key, Lane] = {}
+        self._workers: dict[Lane, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    def _open(self, lane: Lane) -> ServiceScheduler:
+        scheduler = self.lanes.get(lane)
+        if scheduler is None:
+            plan = self.plan
+            scheduler = ServiceScheduler(
+                BY_NAME[lane.product],
+                lane.endpoint,
+                TokenBucket(plan.rates[lane.account, lane.product]),
+                self.client,
+                plan.credentials[lane.account],
+                self.store,
+                self.metrics,
+                plan.polling,
+                account=lane.account,
+            )
+            self.lanes[lane] = scheduler
+            self.metrics.lane_opened(lane, scheduler.bucket)
+            if self._started:
+                self._start(lane, scheduler)
+        return scheduler
+
+    def _close(self, lane: Lane) -> None:
+        scheduler = self.lanes.pop(lane)
+        self.metrics.lane_closed(lane, scheduler.bucket)
+        worker = self._workers.pop(lane, None)
+        if worker is not None:
+            worker.cancel()
+            self._stopping.add(worker)
+            worker.add_done_callback(self._stopping.discard)
+
+    def reconfigure(self, plan: Plan) -> None:
+        """New settings from a reload, for the lanes of accounts still configured; sync() then moves the
+        tasks whose endpoint or account changed and closes the lanes left empty."""
+        self.plan = plan
+        for lane, scheduler in self.lanes.items():
+            credentials = plan.credentials.get(lane.account)
+            rate = plan.rates.get((lane.account, lane.product))
+            if credentials is not None and rate is not None:
+                scheduler.reconfigure(rate, plan.polling, credentials)
+
+    def sync(self, tasks: Iterable[WatchedTask], spread: bool) -> None:
+        """Makes `tasks` the watched set, each in its lane; tasks no longer watched lose their state."""
+        by_lane: dict[Lane, list[WatchedTask]] = {}
+        lane_of: dict[Key, Lane] = {}
+        for task in tasks:
+            lane = self.plan.lane(task)
+            by_lane.setdefault(lane, []).append(task)
+            lane_of[task.key] = lane
+        for key in [k for k in self._lane_of if k not in lane_of]:
+            self.store.remove(key)
+        self._lane_of = lane_of
+        for lane in [lane for lane in self.lanes if lane not in by_lane]:
+            self._close(lane)
+        for lane, group in by_lane.items():
+            self._open(lane).sync(group, spread)
+
+    def add(self, task: WatchedTask) -> None:
+        """Watches one more task, or takes its new settings (which may move it to another lane)."""
+        lane = self.plan.lane(task)
+        old = self._lane_of.get(task.key)
+        if old is not None and old != lane and old in self.lanes:
+            self.lanes[old].discard(task.key)
+        self._lane_of[task.key] = lane
+        self._open(lane).add(task)
+
+    def discard(self, key: Key) -> None:
+        lane = self._lane_of.pop(key, None)
+        if lane is not None and lane in self.lanes:
+            self.lanes[lane].discard(key)
+        self.store.remove(key)
+
+    def _start(self, lane: Lane, scheduler: ServiceScheduler) -> None:
+        name = f"poll-{lane.account}-{lane.product}-{lane.host}"
+        worker = asyncio.create_task(scheduler.run(), name=name)
+        worker.add_done_callback(_worker_ended)
+        self._workers[lane] = worker
+
+    def start(self) -> None:
+        self._started = True
+        for lane, scheduler in self.lanes.items():
+            self._start(lane, scheduler)
+
+    async def stop(self) -> None:
+        self._started = False
+        workers = [*self._workers.values(), *self._stopping]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers = {}
+
+    @property
+    def running(self) -> bool:
+        """Started, and every lane's worker alive: one that died shows as not ready (/-/ready answers 503)."""
+        return self._started and all(not w.done() for w in self._workers.values())
+
+
+def _task_fields(task: WatchedTask) -> dict[str, object]:
+    """A polled task as log fields: its key, and whose keys polled it."""
+    return {**key_fields(task.key), "account": task.account}
+
+
+def _worker_ended(worker: asyncio.Task[None]) -> None:
+    if not worker.cancelled() and worker.exception() is not None:
+        log.critical(
+            "a polling worker stopped; its API is no longer polled",
+            exc_info=worker.exception(),
+            extra={"fields": {"worker": worker.get_name()}},
+        )

@@ -1,0 +1,395 @@
+"""The scenario behind `--demo`: a simulator full of realistic tasks and the config that watches them.
+
+Every product of the catalogue has tasks that succeed, fail, and run for many minutes, plus one ID its API
+does not know. Every status the APIs document shows up at least once, with the awkward cases a dashboard must
+survive: a null CDB status, a status value the docs never mention, PostgreSQL waiting for its switch-over
+window. Phase times are seconds at speed 1 (negative: before the demo started); the simulator's `speed`
+compresses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+
+from exporter.catalogue.products import BY_NAME, SERVICES
+from exporter.config.parser import Config, parse_config
+from exporter.credentials.signing import Credentials
+from exporter.simulator.scenario import Phase, SimTask
+
+# Shaped like a real key pair so it exercises the same code paths, but plainly not one.
+DEMO_CREDENTIALS: Final = Credentials(
+    secret_id="AKIDDEMO0000000000000000NOTAREALKEY",
+    secret_key="demo-secret-key-not-valid-anywhere",
+)
+# The demo's second account: its operations are polled with its own keys, inside its own buckets.
+DEMO_STAGING_CREDENTIALS: Final = Credentials(
+    secret_id="AKIDDEMOSTAGING000000000NOTAREALKEY",
+    secret_key="demo-staging-key-not-valid-anywhere",
+)
+DEMO_ACCOUNTS: Final[Mapping[str, Credentials]] = {
+    "prod": DEMO_CREDENTIALS,
+    "staging": DEMO_STAGING_CREDENTIALS,
+}
+DEMO_REGION: Final = "ap-guangzhou"
+DEMO_OTHER_REGION: Final = "ap-shanghai"
+
+# Watched by the demo config but unknown to the simulator: they must surface as "not found".
+DEMO_UNKNOWN_FLOW_ID: Final = 3399
+DEMO_UNKNOWN_ASYNC_REQUEST_ID: Final = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
+DEMO_UNKNOWN_IDS: Final[Mapping[str, int | str]] = {
+    "mariadb": DEMO_UNKNOWN_FLOW_ID,
+    "cdb": DEMO_UNKNOWN_ASYNC_REQUEST_ID,
+    "dcdb": 81299,
+    "sqlserver": 5120399,
+    "cynosdb": 740099,
+    "mongodb": "4863199",
+    "redis": 1092399,
+    "postgres": 60210099,  # answered with an empty TaskSet rather than an error code
+}
+
+_MINUTE: Final = 60.0
+_SUCCEEDED, _FAILED, _RUNNING = 0, 1, 2  # the flow products' integer statuses
+
+
+def _mariadb_flows() -> list[SimTask]:
+    return [
+        SimTask("mariadb", "3340", (Phase(0, _SUCCEEDED),)),
+        SimTask("mariadb", "3341", (Phase(0, _FAILED),)),
+        SimTask("mariadb", "3342", (Phase(0, _RUNNING), Phase(45, _SUCCEEDED))),
+        SimTask("mariadb", "3343", (Phase(0, _RUNNING), Phase(90, _FAILED))),
+        # A large instance resize: still running long after everything else has settled.
+        SimTask("mariadb", "3344", (Phase(0, _RUNNING), Phase(40 * _MINUTE, _SUCCEEDED))),
+        # Watched in the other region; the API looks flows up by ID alone.
+        SimTask("mariadb", "3345", (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
+    ]
+
+
+def _cdb_async_requests() -> list[SimTask]:
+    def task(request_id: str, *phases: Phase) -> SimTask:
+        return SimTask("cdb", request_id, phases)
+
+    return [
+        task(
+            "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7",
+            Phase(0, "SUCCESS", "Dropped the database table successfully."),
+        ),
+        task(
+            "a3c1e8d2-5b7f4a90-c2e6d1f8-7e4b9a03",
+            Phase(0, "FAILED", "Failed to modify the parameters: innodb_buffer_pool_size is out of range."),
+        ),
+        task(
+            "2d8f6b1e-93a4c7d0-5e1f8b2a-c6d3e9f4",
+            Phase(0, "INITIAL", "The task has been created."),
+            Phase(20, "RUNNING", "Upgrading the instance specification."),
+            Phase(4 * _MINUTE, "SUCCESS", "The instance specification has been upgraded."),
+        ),
+        task(
+            "7c4e2a9b-1f6d8e3c-b5a07d4f-e2c9b6a1",
+            Phase(0, "RUNNING", "Creating a physical backup."),
+            Phase(30, "PAUSED", "The backup task is being terminated."),
+        ),
+        task(
+            "e1b7d4c9-6a2f0e8b-3d9c5a1e-84f6b2d7",
+            Phase(0, "UNDEFINED", "Waiting for the maintenance window to start the switch."),
+        ),
+        task(
+            "9f3a6c2e-d8b14e7a-0c5f9d3b-a7e2c6f1", Phase(0, "KILLED", "The task was terminated by the user.")
+        ),
+        task("3e7b0c5a-2f9d6e1b-8a4c3f7d-b1e8d2c6", Phase(0, "REMOVED", "The task record was deleted.")),
+        task("4b8e1d6a-c3f79a2e-e6d04b8c-1a5f7c3d", Phase(0, None, None)),
+        # A status value no documentation lists: the exporter must report it rather than drop it.
+        task(
+            "c6a9f2d4-7e3b1c8f-9d2a6e4b-3f8c1a7e",
+            Phase(0, "RUNNING", "Switching the primary instance."),
+            Phase(75, "ROLLBACK", "The switch failed and is being rolled back."),
+        ),
+    ]
+
+
+def _flows(service: str, first_id: int) -> list[SimTask]:
+    """TDSQL, SQL Server and TDSQL-C flows answer like MariaDB's: the same four stories, other timings."""
+    ids = [str(first_id + n) for n in range(4)]
+    return [
+        SimTask(service, ids[0], (Phase(0, _SUCCEEDED),)),
+        SimTask(service, ids[1], (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
+        SimTask(service, ids[2], (Phase(0, _RUNNING), Phase(150, _FAILED))),
+        # Shard split, storage migration, cluster upgrade: the long one.
+        SimTask(service, ids[3], (Phase(0, _RUNNING), Phase(30 * _MINUTE, _SUCCEEDED))),
+    ]
+
+
+def _mongodb_async_requests() -> list[SimTask]:
+    def task(request_id: str, *phases: Phase, started: float = 0.0) -> SimTask:
+        return SimTask("mongodb", request_id, phases, started=started)
+
+    return [
+        task("4863127", Phase(-2 * _MINUTE, "success"), started=-9 * _MINUTE),
+        task("4863128", Phase(0, "initial"), Phase(10, "running"), Phase(4 * _MINUTE, "success")),
+        task("4863129", Phase(0, "running"), Phase(2 * _MINUTE, "paused"), started=-30),  # failed, paused
+        task("4863130", Phase(0, "running"), Phase(90, "undoed"), started=-20),  # failed, rolled back
+        task("4863131", Phase(-5 * _MINUTE, "failed"), started=-6 * _MINUTE),
+        task("4863132", Phase(0, "running"), Phase(35 * _MINUTE, "success"), started=-_MINUTE),
+    ]
+
+
+def _redis_tasks() -> list[SimTask]:
+    # Task types are the categories the SDK documents for TaskType, in the API's own language.
+    def task(task_id: str, task_type: str, instance: str, *phases: Phase, started: float = 0.0) -> SimTask:
+        return SimTask("redis", task_id, phases, task_type=task_type, instance_id=instance, started=started)
+
+    return [
+        task("1092301", "备份实例", "crs-5a4py64p", Phase(0, "succeed"), started=-4 * _MINUTE),
+        task(
+            "1092302",
+            "配置变更",
+            "crs-9r2kd3xe",
+            Phase(0, "preparing"),
+            Phase(15, "running"),
+            Phase(3 * _MINUTE, "succeed"),
+        ),
+        task(
+            "1092303",
+            "实例可用区迁移",
+            "crs-7m1qz0bw",
+            Phase(0, "running"),
+            Phase(100, "failed", "Insufficient resources in the target availability zone."),
+            started=-40,
+        ),
+        task(
+            "1092304",
+            "版本升级",
+            "crs-3h8vn6tc",
+            Phase(0, "running"),
+            Phase(2 * _MINUTE, "error", "The upgrade check failed: a module is not supported by 6.2."),
+        ),
+        task("1092305", "配置变更", "crs-2w6jf4ys", Phase(0, "running"), Phase(45 * _MINUTE, "succeed")),
+    ]
+
+
+def _postgres_tasks() -> list[SimTask]:
+    def task(task_id: str, task_type: str, instance: str, *phases: Phase, started: float = 0.0) -> SimTask:
+        return SimTask(
+            "postgres", task_id, phases, task_type=task_type, instance_id=instance, started=started
+        )
+
+    return [
+        task(
+            "60210001",
+            "CreateBackup",
+            "postgres-6r233v55",
+            Phase(-_MINUTE, "Success", "The backup is complete.", step="Finish"),
+            started=-8 * _MINUTE,
+        ),
+        # Done but for the switch-over, which waits for the maintenance window: not a final state.
+        task(
+            "60210002",
+            "ModifySpec",
+            "postgres-1x2mzp7a",
+            Phase(0, "Running", progress=10, step="CheckParameters"),
+            Phase(30, "Running", progress=45, step="SyncData"),
+            Phase(
+                3 * _MINUTE, "WaitSwitch", "Waiting for the maintenance window.", progress=90, step="Switch"
+            ),
+        ),
+        task(
+            "60210003",
+            "UpgradeKernelVersion",
+            "postgres-8k4wq1tn",
+            Phase(0, "Running", progress=20, step="CheckParameters"),
+            Phase(40, "Running", progress=35, step="UpgradeKernel"),
+            Phase(
+                2 * _MINUTE,
+                "Fail",
+                "The kernel upgrade failed: an extension is incompatible.",
+                step="Rollback",
+            ),
+            started=-15,
+        ),
+        task(
+            "60210004",
+            "RestoreInstance",
+            "postgres-3d9hc7fe",
+            Phase(0, "Running", progress=5, step="DownloadBackup"),
+            Phase(10 * _MINUTE, "Running", progress=40, step="ApplyLog"),
+            Phase(35 * _MINUTE, "Running", progress=85, step="CheckData"),
+            Phase(50 * _MINUTE, "Success", step="Finish"),
+        ),
+        task(
+            "60210005",
+            "ModifySpec",
+            "postgres-5b7ny2qs",
+            Phase(0, "Pause", "Paused by the user.", progress=60, step="SyncData"),
+            started=-3 * _MINUTE,
+        ),
+    ]
+
+
+def demo_unlisted_operations() -> list[SimTask]:
+    """Operations no config names (started from the console, by Terraform, by Tencent's maintenance): the
+    demo's discovery finds them through the list APIs. Two start while the demo runs."""
+    return [
+        SimTask(
+            "cdb",
+            "6f1d9b3e-0a7c4e2f-b8d5a1c6-3e9f7b2d",
+            (Phase(0, "RUNNING", "Modifying instance parameters."), Phase(3 * _MINUTE, "SUCCESS", "Done.")),
+            task_type="MODIFY PARAM",
+            instance_id="cdb-8kz3p1qa",
+            started=-2 * _MINUTE,
+        ),
+        SimTask(
+            "cdb",
+            "b2e7c4a9-5d1f8e3b-6a0c9d7e-f4b1a8c5",
+            (Phase(90, "RUNNING", "Rolling back the database."), Phase(6 * _MINUTE, "FAILED", "Binlog gap.")),
+            task_type="ROLLBACK",
+            instance_id="cdb-2nv7w4xe",
+            started=90,
+        ),
+        SimTask(
+            "mariadb",
+            "3390",
+            (Phase(0, _RUNNING), Phase(8 * _MINUTE, _SUCCEEDED)),
+            instance_id="tdsql-ow728lmc",
+            instance_name="orders-prod",
+            tags=(("team", "dba"), ("env", "prod")),
+        ),
+        SimTask(
+            "dcdb",
+            "81290",
+            (Phase(60, _RUNNING), Phase(5 * _MINUTE, _FAILED)),
+            instance_id="dcdbt-2t4cf98d",
+            instance_name="ledger-shards",
+            tags=(("team", "payments"),),
+            started=60,
+        ),
+        SimTask(
+            "cynosdb",
+            "740090",
+            (Phase(0, _RUNNING), Phase(4 * _MINUTE, _SUCCEEDED)),
+            task_type="ModifyInstance",
+            instance_id="cynosdbmysql-ins-3kq9v2zd",
+            started=-30,
+        ),
+        SimTask(
+            "redis",
+            "1092390",
+            (Phase(0, "running"), Phase(7 * _MINUTE, "succeed")),
+            task_type="FLOW_BACKUPINSTANCE",
+            instance_id="crs-6xg2m8rt",
+            started=-90,
+        ),
+        SimTask(
+            "postgres",
+            "60210090",
+            (Phase(0, "Running", progress=10), Phase(5 * _MINUTE, "Success")),
+            task_type="RestartInstance",
+            instance_id="postgres-q6fj84vb",
+            started=-60,
+        ),
+    ]
+
+
+def _watched_tasks() -> list[SimTask]:
+    return [
+        *_mariadb_flows(),
+        *_cdb_async_requests(),
+        *_flows("dcdb", 81201),
+        *_flows("sqlserver", 5120301),
+        *_flows("cynosdb", 740001),
+        *_mongodb_async_requests(),
+        *_redis_tasks(),
+        *_postgres_tasks(),
+    ]
+
+
+def demo_tasks() -> list[SimTask]:
+    """Fresh task objects on every call, so callers can tweak their copy: the watched ones, then the ones
+    only discovery finds. A task watched in another region is listed only there; each task belongs to one
+    of DEMO_ACCOUNTS (prod, but for those _STAGING names)."""
+    watched = [
+        dataclasses.replace(task, region=_WATCH_EXTRAS.get(task.key, {}).get("region"))
+        for task in _watched_tasks()
+    ]
+    return [
+        dataclasses.replace(t, owner=DEMO_ACCOUNTS[_account(t.key)].secret_id)
+        for t in [*watched, *demo_unlisted_operations()]
+    ]
+
+
+# The staging account's operations; every other one is prod's.
+_STAGING: Final = frozenset(
+    {
+        ("mariadb", "3345"),
+        ("redis", "1092305"),
+        ("postgres", "60210002"),
+        ("redis", "1092390"),
+        ("dcdb", "81290"),
+    }
+)
+
+
+def _account(key: tuple[str, str]) -> str:
+    return "staging" if key in _STAGING else "prod"
+
+
+# Watch entries beyond a bare ID: user labels, and one task in another region.
+_WATCH_EXTRAS: Final[Mapping[tuple[str, str], Mapping[str, Any]]] = {
+    ("mariadb", "3341"): {"labels": {"team": "dba"}},
+    ("mariadb", "3344"): {"labels": {"team": "dba", "change": "resize-prod-db"}},
+    ("mariadb", "3345"): {"region": DEMO_OTHER_REGION},
+    ("cdb", "a3c1e8d2-5b7f4a90-c2e6d1f8-7e4b9a03"): {"labels": {"team": "app"}},
+    ("dcdb", "81204"): {"labels": {"team": "dba", "change": "split-orders-shards"}},
+    ("mongodb", "4863129"): {"labels": {"team": "app"}},
+    ("redis", "1092305"): {"labels": {"team": "cache", "change": "resize-session-cache"}},
+    ("postgres", "60210002"): {"region": DEMO_OTHER_REGION, "labels": {"team": "dba"}},
+}
+
+
+def demo_watch() -> dict[str, list[object]]:
+    """The `watch` section of the demo config (the region default is DEMO_REGION): every demo task of every
+    product, then that product's unknown ID."""
+    watch: dict[str, list[object]] = {s.watch_key: [] for s in SERVICES}
+    for task in _watched_tasks():
+        service = BY_NAME[task.service]
+        task_id = service.id_kind.request_value(task.task_id)
+        extras = dict(_WATCH_EXTRAS.get(task.key, {}))
+        if _account(task.key) != "prod":
+            extras["account"] = _account(task.key)
+        watch[service.watch_key].append({"id": task_id, **extras} if extras else task_id)
+    for service in SERVICES:
+        watch[service.watch_key].append(DEMO_UNKNOWN_IDS[service.name])
+    return watch
+
+
+def demo_config(url: str, speed: float = 1.0) -> Config:
+    """The exporter config for `--demo`: every API at the simulator on `url`, polling sped up like its tasks.
+
+    Two accounts, prod and staging, with the demo's made-up keys (DEMO_ACCOUNTS).
+    """
+    if speed <= 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
+    # Intervals short enough that the 45 s and 90 s flows visibly change state on a dashboard.
+    document = {
+        "accounts": [
+            {"name": name, "credentials": {"secret_id": keys.secret_id, "secret_key": keys.secret_key}}
+            for name, keys in DEMO_ACCOUNTS.items()
+        ],
+        "region": DEMO_REGION,
+        "apis": {s.name: {"endpoint": url} for s in SERVICES},
+        "polling": {
+            "interval": max(10.0 / speed, 0.05),
+            "finished_interval": max(60.0 / speed, 0.05),
+            "timeout": 5.0,
+            "max_backoff": max(120.0 / speed, 0.1),
+        },
+        "watch": demo_watch(),
+        # Sweeps often enough that the operations starting during the demo show up within a minute or so.
+        "discovery": {
+            "regions": [DEMO_REGION],
+            "interval": max(20.0 / speed, 1.0),
+            "retention": max(30 * _MINUTE / speed, 1.0),
+            "tag_labels": ["team"],
+        },
+    }
+    return parse_config(document, "<demo>", env={})

@@ -1,0 +1,101 @@
+"""The rows of the store: what they hold, and how an untrusted row (from the file, or a v1 JSON state file)
+is checked exactly like a config watch entry before the exporter believes it."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from exporter.catalogue.products import BY_NAME
+from exporter.config.parser import ConfigError, LimitsConfig, WatchedTask, parse_task
+from exporter.config.validation import describe, is_utf8, key_text
+
+STATUS_MAX_LENGTH = 256  # above what the services keep (64): only a bound on untrusted rows
+_SERVICES = ", ".join(sorted(BY_NAME))
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: WatchedTask
+    registered_at: float
+    final_since: float | None = None  # unix time the task was first seen in a final state
+
+
+@dataclass(frozen=True)
+class StatusSince:
+    status: str
+    since: float  # unix time the status was first seen
+
+
+def check_task(
+    where: str, service: object, entry: dict[str, object], limits: LimitsConfig | None = None
+) -> tuple[WatchedTask | None, list[str]]:
+    """The task a row stands for, checked like a config watch entry, or the problems with it."""
+    if not isinstance(service, str) or service not in BY_NAME:
+        return None, [f"{where}: service: expected one of {_SERVICES}, got {describe(service)}"]
+    try:
+        task = parse_task(service, entry, None, where, limits, accounts=None)
+    except ConfigError as exc:
+        return None, exc.problems
+    if task.task_id != entry["id"]:
+        # Stored IDs are canonical: another spelling would be a second key for the same task.
+        return None, [f"{where}: id: expected {task.task_id!r}, got {describe(entry['id'])}"]
+    return task, []
+
+
+def check_registration(
+    where: str, row: Mapping[str, object], limits: LimitsConfig | None
+) -> tuple[Registration | None, list[str]]:
+    entry = {"id": row.get("id"), "region": row.get("region"), "labels": row.get("labels")}
+    if row.get("account"):  # "" in rows from before accounts: the account named default
+        entry["account"] = row["account"]
+    task, problems = check_task(where, row.get("service"), entry, limits)
+    raw_registered, raw_final = row.get("registered_at"), row.get("final_since")
+    registered_at, final = timestamp(raw_registered), None if raw_final is None else timestamp(raw_final)
+    if registered_at is None:
+        problems.append(f"{where}: registered_at: expected a unix time, got {describe(raw_registered)}")
+    if raw_final is not None and final is None:
+        problems.append(f"{where}: final_since: expected a unix time or null, got {describe(raw_final)}")
+    if problems or task is None or registered_at is None:
+        return None, problems
+    return Registration(task, registered_at, final), []
+
+
+def check_status(where: str, key: tuple[object, object, object], status: object, since: object) -> list[str]:
+    service, region, task_id = key
+    _, problems = check_task(where, service, {"id": task_id, "region": region})
+    if not isinstance(status, str) or not is_utf8(status) or not 0 < len(status) <= STATUS_MAX_LENGTH:
+        problems.append(f"{where}: status: expected 1 to {STATUS_MAX_LENGTH} characters of text")
+    if timestamp(since) is None:
+        problems.append(f"{where}: since: expected a unix time, got {describe(since)}")
+    return problems
+
+
+def timestamp(value: object) -> float | None:
+    """A finite unix time, or None (SQLite would store NaN as NULL, and NULL breaks the NOT NULL batch)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def json_object(text: object) -> dict[str, object] | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def ident(service: object, region: object, task_id: object) -> str:
+    """A row's key for a message: as stored when printable, quoted otherwise (a newline, a surrogate)."""
+    return "/".join(key_text(part) for part in (service, region, task_id))
