@@ -13,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -35,24 +36,81 @@ def lock_constraints() -> str:
     return "\n".join(pins) + "\n"
 
 
+def say(message: str) -> None:
+    print(f"dev.py: {message}", flush=True)
+
+
 def ensure_venv() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes())
     wanted = digest.hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
+        say(f"{VENV} is up to date with pyproject.toml and requirements.lock")
         return
     if not (BIN / "python").exists():
-        print(f"dev.py: creating {VENV}", flush=True)
+        say(f"[1/3] creating a virtual environment in {VENV} (a few seconds)")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("dev.py: installing the project and its test dependencies (first run takes a minute)", flush=True)
-    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-qq"]
+    else:
+        say("[1/3] pyproject.toml or requirements.lock changed since the last install: updating .venv")
+    say("[2/3] installing the project, its runtime dependencies at the lock's pins and the test tools")
+    say("      (about a minute the first time; pip reports each package as it goes)")
+    install = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     CONSTRAINTS.write_text(lock_constraints(), encoding="utf-8")
-    subprocess.run([*pip, "install", "-c", str(CONSTRAINTS), "-e", f"{ROOT}[test]"], check=True)
+    pip = subprocess.run([*install, "-c", str(CONSTRAINTS), "-e", f"{ROOT}[test]"])
+    if pip.returncode != 0:
+        raise SystemExit(f"dev.py: pip failed (exit {pip.returncode}); its reason is above")
     STAMP.write_text(wanted)
+    say("[3/3] .venv is ready")
 
 
-def run(*command: str) -> int:
-    print(f"dev.py: {' '.join(command)}", flush=True)
-    return subprocess.run(command, cwd=ROOT).returncode
+def workers() -> str:
+    """pytest-xdist workers: one more than the usable cores. The suite mostly waits on real local servers
+    (simulator, exporter, Prometheus), so workers overlap the waiting; one core still gets two."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return str(cores + 1)
+
+
+def checks() -> list[tuple[str, ...]]:
+    """Lint, format, types and the wings' import contracts: each a command that exits non-zero on failure."""
+    return [
+        (str(BIN / "ruff"), "check", "."),
+        (str(BIN / "ruff"), "format", "--check", "."),
+        (str(BIN / "mypy"),),
+        (str(BIN / "lint-imports"), "--no-cache"),
+    ]
+
+
+def _name(command: tuple[str, ...]) -> str:
+    return " ".join([Path(command[0]).name, *command[1:]])
+
+
+def test(rest: list[str]) -> int:
+    """The checks run beside pytest (the suite mostly waits on servers, so they cost it little); a failing
+    check's output is printed after pytest's, so the two never interleave."""
+    # Each check writes to a file of its own: a pipe nobody reads until pytest ends could fill and stall it.
+    started = []
+    for command in checks():
+        output = tempfile.TemporaryFile()  # noqa: SIM115 - closed after the check ends, below
+        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        started.append((command, process, output))
+    say("checks started beside the tests: " + ", ".join(_name(command) for command, _, _ in started))
+    # A worker count of the caller's (-n 0 for one process, -p no:xdist) wins over ours.
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in rest)
+    parallel = [] if chosen else ["-n", workers()]
+    pytest = [str(BIN / "python"), "-m", "pytest", *parallel, *rest]
+    say(" ".join(pytest))
+    result = subprocess.run(pytest, cwd=ROOT).returncode
+    failed = []
+    for command, process, output in started:
+        if process.wait() != 0:
+            # Only failures are printed, so a passing run still ends on pytest's own summary line.
+            failed.append(_name(command))
+            output.seek(0)
+            print(output.read().decode(errors="replace"), flush=True)
+        output.close()
+    if failed:
+        print(f"dev.py: checks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -69,17 +127,7 @@ def main(argv: list[str]) -> int:
         print(f"dev.py: {exporter} --demo {' '.join(rest)}", flush=True)
         # Replaces this process, so Ctrl-C and SIGTERM reach the exporter directly.
         os.execv(exporter, [exporter, "--demo", *rest])
-    checks = [
-        (str(BIN / "ruff"), "check", "."),
-        (str(BIN / "ruff"), "format", "--check", "."),
-        (str(BIN / "mypy"),),
-    ]
-    failed = [c[0] for c in checks if run(*c) != 0]
-    result = run(str(BIN / "python"), "-m", "pytest", *rest)
-    if failed:
-        print(f"dev.py: lint failed: {', '.join(Path(f).name for f in failed)}", file=sys.stderr)
-        return 1
-    return result
+    return test(rest)
 
 
 if __name__ == "__main__":
