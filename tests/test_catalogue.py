@@ -172,9 +172,11 @@ def test_no_module_outside_the_catalogue_names_a_product() -> None:
     assert offenders == []
 
 
-def test_the_readmes_product_table_is_the_catalogues() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert catalogue_table() in readme
+def test_the_product_tables_of_the_readme_and_the_manual_are_the_catalogues() -> None:
+    for page in ("README.md", "docs/products.md"):
+        assert catalogue_table() in (ROOT / page).read_text(encoding="utf-8"), (
+            f"{page}: paste catalogue_table()"
+        )
 
 
 def test_each_product_has_one_success_status_among_its_final_ones() -> None:

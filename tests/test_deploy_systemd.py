@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "deploy" / "systemd" / "tencentcloud-task-exporter.service"
 ENV_EXAMPLE = REPO / "deploy" / "systemd" / "environment.example"
 NAME = "tencentcloud-task-exporter"
-# Where `pip install .` (or the README's symlink from a venv) puts the console script.
+# Where `pip install .` (or the symlink from a venv in docs/install.md) puts the console script.
 INSTALLED_SCRIPT = f"/usr/local/bin/{NAME}"
 # Specifiers the unit uses, as the system manager expands them (systemd.unit(5), "Specifiers").
 SPECIFIERS = {"%S": "/var/lib", "%E": "/etc", "%%": "%"}

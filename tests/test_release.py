@@ -53,7 +53,9 @@ def test_the_lock_pins_every_runtime_dependency_within_pyproject_and_with_hashes
     for spec in project["dependencies"]:
         requirement = Requirement(spec)
         name = _normal(requirement.name)
-        assert name in pins, f"{name} is not in requirements.lock: run pip-compile again (README)"
+        assert name in pins, (
+            f"{name} is not in requirements.lock: run pip-compile again (docs/development.md)"
+        )
         assert requirement.specifier.contains(pins[name]), (name, pins[name], str(requirement.specifier))
     lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
     assert lock.count("--hash=sha256:") >= len(pins)  # the image installs with --require-hashes

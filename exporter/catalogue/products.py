@@ -319,7 +319,8 @@ DISCOVERABLE: tuple[Service, ...] = tuple(s for s in SERVICES if s.listing is no
 
 
 def catalogue_table() -> str:
-    """The README's product table, from the catalogue (a test keeps the README's copy equal to it)."""
+    """The product table of README.md and docs/products.md, from the catalogue (a test keeps both copies equal
+    to it)."""
     rows = [
         "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
         "| Watch key | Discovery: list action (quota) |",

@@ -30,7 +30,7 @@ from exporter.catalogue.products import (
 )
 from exporter.credentials.signing import Credentials, sign_headers
 
-# Stable codes for failures that never reached a Tencent Cloud error answer; documented in the README.
+# Stable codes for failures that never reached a Tencent Cloud error answer (docs/metrics-and-alerts.md).
 TIMEOUT = "Transport.Timeout"
 CONNECTION_ERROR = "Transport.ConnectionError"
 HTTP_STATUS = "Transport.HTTPStatus"
