@@ -50,7 +50,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter.catalogue.listapis import ListApi
-from exporter.catalogue.products import BY_NAME, SERVICES, Service
+from exporter.catalogue.products import BY_NAME, PRODUCTS, Product
 from exporter.credentials.signing import Credentials
 from exporter.simulator import Faults, SimTask, Simulator, listing, load_scenario
 from exporter.simulator.cli import add_account_arguments, load_accounts
@@ -58,7 +58,7 @@ from exporter.simulator.errors import request_id
 from exporter.simulator.stats import ActionStats
 
 # The ID parameter of each status action (a list request is logged with its Offset instead).
-_ID_PARAMS = {s.action: s.id_param for s in SERVICES}
+_ID_PARAMS = {s.action: s.id_param for s in PRODUCTS}
 _CACHED_ANSWERS = 8  # distinct list requests kept at once (a sweep asks one, with every page)
 _CACHE_SECONDS = 60.0  # a cached list is built again after this long, so that statuses move on
 _TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
@@ -104,9 +104,9 @@ class BenchSimulator(Simulator):
         super().add_task(task)
         self._generation += 1
 
-    def remove_task(self, service: str, task_id: str) -> bool:
+    def remove_task(self, product: str, task_id: str) -> bool:
         self._generation += 1
-        return super().remove_task(service, task_id)
+        return super().remove_task(product, task_id)
 
     def app(self) -> web.Application:
         app = super().app()
@@ -158,16 +158,16 @@ class BenchSimulator(Simulator):
 
     def _list(
         self,
-        service: Service,
+        product: Product,
         params: Mapping[str, Any],
         region: str,
         faults: Faults,
         stats: ActionStats,
         caller: str | None = None,
     ) -> Any:
-        api = _cacheable(service) if self.list_cache else None
+        api = _cacheable(product) if self.list_cache else None
         if api is None or api.window is None:
-            return super()._list(service, params, region, faults, stats, caller)
+            return super()._list(product, params, region, faults, stats, caller)
         offset, limit = params.get("Offset", 0), params.get("Limit", 20)
         begin, end = (params.get(name) for name in api.window)
         pageable = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, limit))
@@ -178,9 +178,9 @@ class BenchSimulator(Simulator):
             and all(t is None or (isinstance(t, str) and _TIME_TEXT.fullmatch(t)) for t in (begin, end))
         )
         if not (well_formed and dataclasses.replace(faults, latency=0.0) == Faults()):
-            return super()._list(service, params, region, faults, stats, caller)
+            return super()._list(product, params, region, faults, stats, caller)
         rest = {k: v for k, v in params.items() if k not in ("Offset", "Limit", *api.window)}
-        whole = self._whole(service, region, rest, stats, caller)
+        whole = self._whole(product, region, rest, stats, caller)
         if not isinstance(whole, _Answer):
             return whole  # the stock error answer
         # `YYYY-MM-DD hh:mm:ss` texts sort as the times do; the bounds are inclusive, in whole seconds.
@@ -198,12 +198,12 @@ class BenchSimulator(Simulator):
         return dataclasses.replace(whole.reply, body=json.dumps({"Response": page}).encode())
 
     def _whole(
-        self, service: Service, region: str, rest: dict[str, Any], stats: ActionStats, caller: str | None
+        self, product: Product, region: str, rest: dict[str, Any], stats: ActionStats, caller: str | None
     ) -> Any:
         """The whole list `rest` asks for (no time window, no paging) of the tasks `caller` sees, from the
         cache when it is fresh."""
-        assert service.listing is not None
-        key = (service.name, region, caller, json.dumps(rest, sort_keys=True))
+        assert product.listing is not None
+        key = (product.name, region, caller, json.dumps(rest, sort_keys=True))
         cached, now = self._answers.get(key), time.monotonic()
         if (
             cached is not None
@@ -214,14 +214,14 @@ class BenchSimulator(Simulator):
         saved, listing.MAX_LIMIT = listing.MAX_LIMIT, _WHOLE_LIST  # type: ignore[misc]
         try:
             reply = super()._list(
-                service, {**rest, "Offset": 0, "Limit": _WHOLE_LIST}, region, Faults(), stats, caller
+                product, {**rest, "Offset": 0, "Limit": _WHOLE_LIST}, region, Faults(), stats, caller
             )
         finally:
             listing.MAX_LIMIT = saved  # type: ignore[misc]
         response = json.loads(reply.body)["Response"]
         if reply.status != 200 or "Error" in response:
             return reply
-        items = response.pop(service.listing.items_field) or []
+        items = response.pop(product.listing.items_field) or []
         response.pop("RequestId", None)
         # list() copies the keys at once: `warm` runs in a thread while the loop may read the cache.
         for stale in list(self._answers)[: max(0, len(self._answers) + 1 - _CACHED_ANSWERS)]:
@@ -232,15 +232,15 @@ class BenchSimulator(Simulator):
     def warm(self, tasks: Sequence[SimTask]) -> None:
         """Builds the unfiltered lists of the products and regions in `tasks` now, not at a first page, as
         each account sees them."""
-        for product, region in sorted({(t.service, t.region) for t in tasks if t.region is not None}):
+        for product, region in sorted({(t.product, t.region) for t in tasks if t.region is not None}):
             if self.list_cache and _cacheable(BY_NAME[product]) is not None:
                 for secret_id in self.secret_ids:
                     self._whole(BY_NAME[product], region, {}, ActionStats(), secret_id)
 
 
-def _cacheable(service: Service) -> ListApi | None:
+def _cacheable(product: Product) -> ListApi | None:
     """A start-time list without a lookback of the simulator's own (CDB, TDSQL-C): its window is a filter."""
-    api = service.listing
+    api = product.listing
     return api if api is not None and api.window is not None and api.max_lookback is None else None
 
 

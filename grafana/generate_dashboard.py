@@ -69,7 +69,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.catalogue.products import SERVICES
+from exporter.catalogue.products import PRODUCTS
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "dashboards" / "tencentcloud-task-exporter.json"
@@ -82,9 +82,9 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 # Each product's status sets, from the catalogue: they differ (CDB's paused is not final, MongoDB's is a
 # failure), so a query selects per group of products that share a set.
-FINAL = {s.name: s.final_statuses for s in SERVICES}
-FAILED = {s.name: s.failure_statuses for s in SERVICES}
-SUCCEEDED = {s.name: s.final_statuses - s.failure_statuses for s in SERVICES}
+FINAL = {s.name: s.final_statuses for s in PRODUCTS}
+FAILED = {s.name: s.failure_statuses for s in PRODUCTS}
+SUCCEEDED = {s.name: s.final_statuses - s.failure_statuses for s in PRODUCTS}
 
 # Label selectors shared by the queries.
 JOB = 'job=~"$job"'

@@ -21,18 +21,18 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.catalogue.products import SERVICES, Service
+from exporter.catalogue.products import PRODUCTS, Product
 from exporter.config.lanes import Lane
 from exporter.credentials.signing import Credentials
 from exporter.simulator import Phase, SimTask, SimulatorThread
 
 # Every product's published quota, as the daemon passes them to Metrics.
-DEFAULT_RATES = {s.name: s.default_rate_limit for s in SERVICES}
+DEFAULT_RATES = {s.name: s.default_rate_limit for s in PRODUCTS}
 
 
-def status_lane(service: Service, account: str = "default") -> Lane:
+def status_lane(product: Product, account: str = "default") -> Lane:
     """The lane of the product's status API at its default endpoint."""
-    return Lane(account, service.name, service.action, service.default_endpoint)
+    return Lane(account, product.name, product.action, product.default_endpoint)
 
 
 _INSTALL_HINTS = {
@@ -99,11 +99,11 @@ class Samples:
             if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items())
         ]
 
-    def status(self, service: str, task_id: str) -> str | None:
+    def status(self, product: str, task_id: str) -> str | None:
         """The status whose state-set series is 1, or None before the first successful poll."""
         current = [
             labels["status"]
-            for labels, value in self.all("tencentcloud_task_status", product=service, task_id=task_id)
+            for labels, value in self.all("tencentcloud_task_status", product=product, task_id=task_id)
             if value == 1
         ]
         assert len(current) <= 1, f"state set with several 1s: {current}"

@@ -27,9 +27,9 @@ from tests.simulator_sdk import (
     simulators,
 )
 
-PRODUCTS = sorted(LIST_SDKS)
-STARTED_LISTS = [p for p in PRODUCTS if LIST_SDKS[p].window is not None]
-SNAPSHOTS = [p for p in PRODUCTS if LIST_SDKS[p].window is None]
+LIST_PRODUCTS = sorted(LIST_SDKS)
+STARTED_LISTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is not None]
+SNAPSHOTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is None]
 START = 1000.0
 # The wall clock starts at a whole second near now and moves with the fake clock, so the times the answers
 # show are exact and signatures stay fresh.
@@ -112,10 +112,10 @@ def listed(client: Any, product: str, **params: Any) -> list[str]:
 
 def burst(thread: SimulatorThread, product: str, count: int, payload: dict[str, Any]) -> list[str | None]:
     """`count` list requests as fast as one signature allows; the error code of each (None: answered)."""
-    service = BY_NAME[product]
-    assert service.listing is not None
+    spec = BY_NAME[product]
+    assert spec.listing is not None
     headers, body = signed(
-        thread, payload, action=service.listing.action, service=product, version=service.listing.version
+        thread, payload, action=spec.listing.action, service=product, version=spec.listing.version
     )
     return [error_code(thread, headers, body) for _ in range(count)]
 

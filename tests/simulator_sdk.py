@@ -147,7 +147,7 @@ def signed(
     payload: dict[str, Any] | bytes,
     *,
     action: str = "DescribeFlow",
-    service: str = "mariadb",
+    service: str = "mariadb",  # the credential scope's
     version: str = "2017-03-12",
     key: Credentials = KEY,
     timestamp: int | None = None,

@@ -57,9 +57,9 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert registration["storage_bytes"]["written"] > 0
     scrapes = document["hardening"]["scrapes"]
     for phase in ("quiet", "storm"):
-        for service in ("mariadb", "cdb"):
-            assert scrapes[phase][service]["accepted"] > 0
-            assert scrapes[phase][service]["utilisation"] > 0
+        for product in ("mariadb", "cdb"):
+            assert scrapes[phase][product]["accepted"] > 0
+            assert scrapes[phase][product]["utilisation"] > 0
     assert scrapes["storm"]["scrapes"] > 0
     assert scrapes["storm"]["plain"]["n"] > 0
     assert scrapes["storm"]["gzip"]["n"] > 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.catalogue.products import BY_NAME, NOT_FOUND, SERVICES, catalogue_table, tencent_time
+from exporter.catalogue.products import BY_NAME, NOT_FOUND, PRODUCTS, catalogue_table, tencent_time
 from exporter.config.parser import parse_config
 from exporter.exposition.state import TaskState
 from exporter.polling.client import INVALID_RESPONSE, classify
@@ -21,7 +21,7 @@ from tests.helpers import Samples
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def answer(service: str, body: dict[str, object]) -> bytes:
+def answer(product: str, body: dict[str, object]) -> bytes:
     return json.dumps({"Response": {**body, "RequestId": "r-1"}}).encode()
 
 
@@ -32,19 +32,19 @@ def test_times_are_china_standard_time() -> None:
 
 
 def test_every_product_has_config_keys_and_checks_its_ids() -> None:
-    watch = {s.watch_key: ["123" if s.id_kind.integer else "req-1"] for s in SERVICES}
+    watch = {s.watch_key: ["123" if s.id_kind.integer else "req-1"] for s in PRODUCTS}
     config = parse_config({"region": "ap-guangzhou", "watch": watch}, "c.yaml", {})
-    assert sorted(t.service for t in config.tasks) == sorted(s.name for s in SERVICES)
+    assert sorted(t.product for t in config.tasks) == sorted(s.name for s in PRODUCTS)
     assert set(config.apis) == set(BY_NAME)
-    for service in SERVICES:
-        assert config.apis[service.name].endpoint == f"https://{service.name}.tencentcloudapi.com"
-        assert service.payload("123") == {service.id_param: 123 if service.id_kind.integer else "123"}
+    for product in PRODUCTS:
+        assert config.apis[product.name].endpoint == f"https://{product.name}.tencentcloudapi.com"
+        assert product.payload("123") == {product.id_param: 123 if product.id_kind.integer else "123"}
     with pytest.raises(Exception, match=r"watch.redis_tasks\[0\]: expected a positive integer task ID"):
         parse_config({"region": "ap-guangzhou", "watch": {"redis_tasks": ["abc"]}}, "c.yaml", {})
 
 
 @pytest.mark.parametrize(
-    ("service", "body", "status", "final"),
+    ("product", "body", "status", "final"),
     [
         ("mariadb", {"Status": 2}, "running", False),
         ("dcdb", {"Status": 0}, "success", True),
@@ -62,13 +62,13 @@ def test_every_product_has_config_keys_and_checks_its_ids() -> None:
     ],
 )
 def test_each_products_answer_becomes_a_status(
-    service: str, body: dict[str, object], status: str, final: bool
+    product: str, body: dict[str, object], status: str, final: bool
 ) -> None:
-    outcome = classify(200, answer(service, body), BY_NAME[service])
+    outcome = classify(200, answer(product, body), BY_NAME[product])
     assert outcome.observation is not None
     assert outcome.observation.status == status
-    assert (status in BY_NAME[service].final_statuses) == final
-    assert status in BY_NAME[service].statuses
+    assert (status in BY_NAME[product].final_statuses) == final
+    assert status in BY_NAME[product].statuses
 
 
 def test_extra_fields_become_families() -> None:
@@ -108,11 +108,11 @@ def test_extra_fields_become_families() -> None:
         BY_NAME["postgres"],
     )
     text = ""
-    for service, task_id, outcome in (("redis", "3", redis), ("postgres", "9", postgres)):
+    for product, task_id, outcome in (("redis", "3", redis), ("postgres", "9", postgres)):
         assert outcome.observation is not None
         state = TaskState(
             parse_config(
-                {"region": "ap-guangzhou", "watch": {BY_NAME[service].watch_key: [task_id]}}, "c", {}
+                {"region": "ap-guangzhou", "watch": {BY_NAME[product].watch_key: [task_id]}}, "c", {}
             ).tasks[0]
         )
         state.observe(outcome.observation, 0.0)
@@ -142,25 +142,25 @@ def test_alerts_match_every_products_failure_and_not_found_codes() -> None:
     exprs = {r["alert"]: r["expr"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
     selectors = re.findall(r"tencentcloud_task_status\{([^}]*)\}", exprs["TencentCloudTaskFailed"])
     assert selectors
-    for service in SERVICES:
+    for product in PRODUCTS:
         matched: set[str] = set()
         for selector in selectors:
             only = re.search(r'product="([^"]+)"', selector)
             statuses = re.search(r'status=~"([^"]+)"', selector)
             assert statuses is not None
-            if only is None or only.group(1) == service.name:
-                matched |= set(statuses.group(1).split("|")) & set(service.statuses)
-        assert matched == service.failure_statuses, service.name
+            if only is None or only.group(1) == product.name:
+                matched |= set(statuses.group(1).split("|")) & set(product.statuses)
+        assert matched == product.failure_statuses, product.name
     not_found = re.search(
         r'tencentcloud_task_errors_total\{code=~"([^"]+)"', exprs["TencentCloudTaskNotFound"]
     )
     assert not_found is not None
-    assert set(not_found.group(1).split("|")) == {c for s in SERVICES for c in s.not_found_codes}
+    assert set(not_found.group(1).split("|")) == {c for s in PRODUCTS for c in s.not_found_codes}
 
 
 def test_no_module_outside_the_catalogue_names_a_product() -> None:
     # The simulator (with the demo) names products on purpose: each product's scenario lives there.
-    names = "|".join(re.escape(s.name) for s in SERVICES)
+    names = "|".join(re.escape(s.name) for s in PRODUCTS)
     literal = re.compile(rf"""["'](?:{names})["']""")
     offenders = [
         f"{path.relative_to(ROOT)}:{number}"
@@ -180,7 +180,7 @@ def test_the_product_tables_of_the_readme_and_the_manual_are_the_catalogues() ->
 
 
 def test_each_product_has_one_success_status_among_its_final_ones() -> None:
-    for service in SERVICES:
-        assert service.success_status in service.final_statuses, service.name
-        assert service.success_status not in service.failure_statuses, service.name
-        assert service.success_status in service.statuses, service.name
+    for product in PRODUCTS:
+        assert product.success_status in product.final_statuses, product.name
+        assert product.success_status not in product.failure_statuses, product.name
+        assert product.success_status in product.statuses, product.name

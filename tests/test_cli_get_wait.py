@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.catalogue.products import SERVICES
+from exporter.catalogue.products import PRODUCTS
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, ENV
 
@@ -42,7 +42,7 @@ def write_config(tmp_path: Path, url: str, **overrides: Any) -> Path:
     document: dict[str, Any] = {
         "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
         "region": REGION,
-        "apis": {s.name: {"endpoint": url} for s in SERVICES},
+        "apis": {s.name: {"endpoint": url} for s in PRODUCTS},
         "polling": {"timeout": "2s", "max_backoff": "1s"},
         **overrides,
     }
@@ -324,7 +324,7 @@ def test_wait_under_a_low_quota_still_succeeds(
     sim = start_simulator(
         *(SimTask("mariadb", i, (Phase(0, 2), Phase(0.5, 0))) for i in ids), quotas={"mariadb": 2}
     )
-    apis: dict[str, Any] = {s.name: {"endpoint": sim.url} for s in SERVICES}
+    apis: dict[str, Any] = {s.name: {"endpoint": sim.url} for s in PRODUCTS}
     if configured_rate is not None:
         apis["mariadb"]["rate_limit"] = configured_rate
     config = write_config(tmp_path, sim.url, apis=apis)

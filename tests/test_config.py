@@ -35,7 +35,7 @@ def test_example_config_is_valid_and_documents_every_default() -> None:
     assert config.polling == PollingConfig()
     assert config.apis["mariadb"].rate_limit == 20
     assert config.apis["cdb"].rate_limit == 40
-    assert {t.service for t in config.tasks} == {"mariadb", "cdb"}
+    assert {t.product for t in config.tasks} == {"mariadb", "cdb"}
 
 
 def test_minimal_config_takes_defaults() -> None:
@@ -46,7 +46,7 @@ def test_minimal_config_takes_defaults() -> None:
     assert config.polling.finished_interval == 600
     assert config.polling.timeout == 10
     [task] = config.tasks
-    assert (task.service, task.region, task.task_id) == ("mariadb", "ap-guangzhou", "3340")
+    assert (task.product, task.region, task.task_id) == ("mariadb", "ap-guangzhou", "3340")
 
 
 def test_task_entries_take_their_own_region_and_labels() -> None:

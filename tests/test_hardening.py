@@ -24,7 +24,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from exporter.catalogue.products import CDB, MARIADB, Service
+from exporter.catalogue.products import CDB, MARIADB, Product
 from exporter.config.parser import PollingConfig, WatchedTask, parse_config
 from exporter.credentials.chain import StaticProvider
 from exporter.credentials.signing import Credentials
@@ -33,7 +33,7 @@ from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskState, TaskStore
 from exporter.polling.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, Outcome, classify
 from exporter.polling.ratelimit import TokenBucket
-from exporter.polling.scheduler import ServiceScheduler
+from exporter.polling.scheduler import LaneScheduler
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from exporter.web.app import TASK_API_PREFIX, create_app
 from exporter.web.config import middlewares, parse_web_config
@@ -130,12 +130,12 @@ class FlakyClient(ApiClient):
         self.calls = 0
 
     async def describe(
-        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
     ) -> Outcome:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("injected failure")
-        return await super().describe(service, endpoint, region, credentials, task_id)
+        return await super().describe(product, endpoint, region, credentials, task_id)
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
     store = TaskStore()
     async with aiohttp.ClientSession() as session:
         client = FlakyClient(session)
-        scheduler = ServiceScheduler(
+        scheduler = LaneScheduler(
             MARIADB,
             url,
             TokenBucket(50),

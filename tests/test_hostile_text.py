@@ -146,10 +146,10 @@ def test_hostile_registrations_are_refused_or_exported_safely(served: ServedDaem
 
     @given(st.sampled_from(["mariadb", "cdb"]), ids, regions, labels)
     @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    def register(service: str, task_id: object, region: str, task_labels: dict[str, object]) -> None:
+    def register(product: str, task_id: object, region: str, task_labels: dict[str, object]) -> None:
         nonlocal accepted
         status, answer = served.post(
-            {"product": service, "id": task_id, "region": region, "labels": task_labels}
+            {"product": product, "id": task_id, "region": region, "labels": task_labels}
         )
         if status >= 400:
             assert status in (400, 413, 429), (status, answer)

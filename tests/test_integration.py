@@ -49,9 +49,9 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
 
         def settled() -> bool:
             samples = daemon.scrape()
-            for service, task in [("mariadb", "3340"), ("mariadb", "3341"), ("cdb", CDB_A)]:
-                status = samples.status(service, task)
-                history = seen.setdefault((service, task), [])
+            for product, task in [("mariadb", "3340"), ("mariadb", "3341"), ("cdb", CDB_A)]:
+                status = samples.status(product, task)
+                history = seen.setdefault((product, task), [])
                 if status is not None and (not history or history[-1] != status):
                     history.append(status)
             return seen[("mariadb", "3341")][-1:] == ["failed"] and seen[("cdb", CDB_A)][-1:] == ["success"]

@@ -30,8 +30,8 @@ def populated() -> tuple[Metrics, TaskStore]:
     unknown.fail("InvalidParameter.FlowNotFound", NOW)
     unknown.fail("InvalidParameter.FlowNotFound", NOW + 1)
     store.add(WatchedTask("cdb", "never-polled", "ap-guangzhou"))
-    for service in (MARIADB, CDB):
-        metrics.lane_opened(status_lane(service), TokenBucket(service.default_rate_limit))
+    for product in (MARIADB, CDB):
+        metrics.lane_opened(status_lane(product), TokenBucket(product.default_rate_limit))
     metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome(None, Observation("running"), duration=0.12))
     metrics.observe_api(
         status_lane(MARIADB), MARIADB, Outcome("InvalidParameter.FlowNotFound", duration=0.05)

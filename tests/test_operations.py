@@ -52,8 +52,8 @@ def stored_ids(path: Path) -> set[str]:
     return asyncio.run(read())
 
 
-def polled(daemon: DaemonProcess, service: str, task_id: str) -> bool:
-    return daemon.scrape().status(service, task_id) is not None
+def polled(daemon: DaemonProcess, product: str, task_id: str) -> bool:
+    return daemon.scrape().status(product, task_id) is not None
 
 
 def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(

@@ -555,10 +555,10 @@ def test_runbook_lists_the_permissions_discovery_needs() -> None:
     section = RUNBOOK.read_text(encoding="utf-8").split("## TencentCloudDiscoveryFailing\n", 1)[1]
     section = section.split("\n## ", 1)[0]
     assert DISCOVERABLE
-    for service in DISCOVERABLE:
-        assert service.listing is not None
+    for product in DISCOVERABLE:
+        assert product.listing is not None
         # CAM names each product's actions after its API host: <product>:<Action>.
-        assert f"`{service.name}:{service.listing.action}`" in section, service.name
+        assert f"`{product.name}:{product.listing.action}`" in section, product.name
 
 
 def test_dashboard_shows_discovery_and_operations_by_instance() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from exporter.catalogue.products import BY_NAME, SERVICES
+from exporter.catalogue.products import BY_NAME, PRODUCTS
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS, DaemonProcess, Samples, wait_for
 
@@ -34,76 +34,76 @@ def task_ids(integer: bool) -> tuple[str, str]:
 def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread, tmp_path: Path) -> None:
     assert set(TIMELINES) == set(BY_NAME)  # a new product needs its line above
     watch: dict[str, list[str]] = {}
-    for service in SERVICES:
-        running, done, _, _ = TIMELINES[service.name]
-        known, unknown = task_ids(service.id_kind.integer)
+    for product in PRODUCTS:
+        running, done, _, _ = TIMELINES[product.name]
+        known, unknown = task_ids(product.id_kind.integer)
         phases = (Phase(0, running, progress=40), Phase(RUNS_FOR, done))  # type: ignore[arg-type]
         simulator.add_task(
-            SimTask(service.name, known, phases, task_type="ModifySpec", instance_id="ins-1", started=-60)
+            SimTask(product.name, known, phases, task_type="ModifySpec", instance_id="ins-1", started=-60)
         )
-        watch[service.watch_key] = [known, unknown]
+        watch[product.watch_key] = [known, unknown]
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "credentials": {"secret_id": CREDS.secret_id, "secret_key": CREDS.secret_key},
                 "region": "ap-guangzhou",
-                "apis": {s.name: {"endpoint": simulator.url} for s in SERVICES},
+                "apis": {s.name: {"endpoint": simulator.url} for s in PRODUCTS},
                 "polling": {"interval": "200ms", "finished_interval": "1s", "timeout": "2s"},
                 "watch": watch,
             }
         )
     )
-    seen: dict[str, set[str]] = {s.name: set() for s in SERVICES}
+    seen: dict[str, set[str]] = {s.name: set() for s in PRODUCTS}
     with DaemonProcess(["--config.file", str(config)]) as daemon:
 
         def all_done() -> bool:
             samples = daemon.scrape()
-            for service in SERVICES:
-                status = samples.status(service.name, task_ids(service.id_kind.integer)[0])
+            for product in PRODUCTS:
+                status = samples.status(product.name, task_ids(product.id_kind.integer)[0])
                 if status is not None:
-                    seen[service.name].add(status)
+                    seen[product.name].add(status)
             return all(TIMELINES[s][3] in seen[s] for s in seen)
 
         wait_for(all_done, 30, "every product's task to reach its success status")
         wait_for(
             lambda: all(
                 daemon.scrape().get("tencentcloud_task_errors_total", task_id=task_ids(s.id_kind.integer)[1])
-                for s in SERVICES
+                for s in PRODUCTS
             ),
             15,
             "every product's unknown ID to be counted",
         )
         samples = daemon.scrape()
 
-    for service in SERVICES:
-        known, unknown = task_ids(service.id_kind.integer)
-        _, _, running, done = TIMELINES[service.name]
-        assert {running, done} <= seen[service.name], service.name
+    for product in PRODUCTS:
+        known, unknown = task_ids(product.id_kind.integer)
+        _, _, running, done = TIMELINES[product.name]
+        assert {running, done} <= seen[product.name], product.name
         # The unknown ID: counted under the product's not-found code, and no status series.
-        errors = samples.all("tencentcloud_task_errors_total", product=service.name, task_id=unknown)
-        assert [labels["code"] for labels, _ in errors] == [service.not_found_codes[0]], service.name
-        assert samples.all("tencentcloud_task_status", product=service.name, task_id=unknown) == []
-        start = samples.get("tencentcloud_task_start_timestamp_seconds", product=service.name, task_id=known)
-        end = samples.get("tencentcloud_task_end_timestamp_seconds", product=service.name, task_id=known)
+        errors = samples.all("tencentcloud_task_errors_total", product=product.name, task_id=unknown)
+        assert [labels["code"] for labels, _ in errors] == [product.not_found_codes[0]], product.name
+        assert samples.all("tencentcloud_task_status", product=product.name, task_id=unknown) == []
+        start = samples.get("tencentcloud_task_start_timestamp_seconds", product=product.name, task_id=known)
+        end = samples.get("tencentcloud_task_end_timestamp_seconds", product=product.name, task_id=known)
         # Where the product reports times, they are there; the task started a minute before the simulator
         # had it, and ended RUNS_FOR after that (the simulator writes whole seconds in UTC+8).
-        if "StartTime" in service.extra_fields:
+        if "StartTime" in product.extra_fields:
             polled = samples.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id=known)
             assert start is not None
             assert polled is not None
-            assert 40 < polled - start < 120, (service.name, polled - start)
+            assert 40 < polled - start < 120, (product.name, polled - start)
         else:
-            assert start is None, service.name
-        if "EndTime" in service.extra_fields:
+            assert start is None, product.name
+        if "EndTime" in product.extra_fields:
             assert end is not None
             assert start is not None
-            assert 55 <= end - start <= 70, service.name
+            assert 55 <= end - start <= 70, product.name
         else:
-            assert end is None, service.name
-        progress = samples.get("tencentcloud_task_progress_ratio", product=service.name, task_id=known)
-        assert progress == (1.0 if "Progress" in service.extra_fields else None), service.name
-        if "TaskType" in service.extra_fields:
+            assert end is None, product.name
+        progress = samples.get("tencentcloud_task_progress_ratio", product=product.name, task_id=known)
+        assert progress == (1.0 if "Progress" in product.extra_fields else None), product.name
+        if "TaskType" in product.extra_fields:
             assert samples.get(
                 "tencentcloud_task_info", task_id=known, task_type="ModifySpec", instance_id="ins-1"
             )

@@ -37,7 +37,7 @@ demo = pytest.importorskip(
     "exporter.simulator.demo", reason="exporter.simulator.demo (the --demo simulator) is not available yet"
 )
 
-from exporter.catalogue.products import BY_NAME, SERVICES  # noqa: E402
+from exporter.catalogue.products import BY_NAME, PRODUCTS  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DaemonProcess,
     require_binary,
@@ -58,7 +58,7 @@ LIVE_BUILTINS = {
     "__range_s": "300",
     "__range_ms": "300000",
 }
-NOT_FOUND_CODES = {code for service in SERVICES for code in service.not_found_codes}
+NOT_FOUND_CODES = {code for product in PRODUCTS for code in product.not_found_codes}
 TARGET_LABELS = {
     "service": "tencentcloud-task-exporter",
     "region": "k8s-cluster-1",

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.catalogue.products import DISCOVERABLE, NOT_FOUND, SERVICES, Service
+from exporter.catalogue.products import DISCOVERABLE, NOT_FOUND, PRODUCTS, Product
 from exporter.config.parser import Config, ConfigError, load_config, parse_config, parse_task
 from exporter.polling.client import INVALID_RESPONSE, classify, classify_page
 
@@ -83,16 +83,16 @@ def test_any_file_text_is_a_config_or_a_clear_error(tmp_path: Path, text: str) -
 
 
 @given(
-    st.sampled_from([s.name for s in SERVICES]), st.dictionaries(st.text(max_size=8), documents, max_size=4)
+    st.sampled_from([s.name for s in PRODUCTS]), st.dictionaries(st.text(max_size=8), documents, max_size=4)
 )
 @settings(max_examples=200, deadline=None)
-def test_any_task_registration_is_a_task_or_a_clear_error(service: str, entry: dict[str, object]) -> None:
+def test_any_task_registration_is_a_task_or_a_clear_error(product: str, entry: dict[str, object]) -> None:
     try:
-        task = parse_task(service, entry, "ap-guangzhou", "request")
+        task = parse_task(product, entry, "ap-guangzhou", "request")
     except ConfigError as exc:
         assert exc.problems
     else:
-        assert task.service == service
+        assert task.product == product
 
 
 json_values = st.recursive(
@@ -123,17 +123,17 @@ json_values = st.recursive(
 )
 
 
-@given(st.integers(100, 599), st.binary(max_size=200), st.sampled_from(SERVICES))
+@given(st.integers(100, 599), st.binary(max_size=200), st.sampled_from(PRODUCTS))
 @settings(max_examples=300, deadline=None)
-def test_any_bytes_are_classified(status: int, body: bytes, service: object) -> None:
-    outcome = classify(status, body, service)  # type: ignore[arg-type]
+def test_any_bytes_are_classified(status: int, body: bytes, product: object) -> None:
+    outcome = classify(status, body, product)  # type: ignore[arg-type]
     assert outcome.ok == (outcome.observation is not None)
 
 
-@given(json_values, st.sampled_from(SERVICES))
+@given(json_values, st.sampled_from(PRODUCTS))
 @settings(max_examples=400, deadline=None)
-def test_any_json_answer_is_a_status_an_error_code_or_invalid(document: object, service: object) -> None:
-    outcome = classify(200, json.dumps(document).encode(), service)  # type: ignore[arg-type]
+def test_any_json_answer_is_a_status_an_error_code_or_invalid(document: object, product: object) -> None:
+    outcome = classify(200, json.dumps(document).encode(), product)  # type: ignore[arg-type]
     if outcome.ok:
         assert outcome.observation is not None
         assert outcome.observation.status
@@ -175,13 +175,13 @@ list_answers = st.recursive(
 
 @given(list_answers, st.sampled_from(DISCOVERABLE))
 @settings(max_examples=400, deadline=None)
-def test_any_list_answer_is_a_page_an_error_code_or_invalid(document: object, service: Service) -> None:
-    assert service.listing is not None
-    outcome = classify_page(200, json.dumps({"Response": document}).encode(), service, service.listing)
+def test_any_list_answer_is_a_page_an_error_code_or_invalid(document: object, product: Product) -> None:
+    assert product.listing is not None
+    outcome = classify_page(200, json.dumps({"Response": document}).encode(), product, product.listing)
     if outcome.code is None:
         assert outcome.page is not None
         assert outcome.page.total >= 0
         # Every operation found carries an ID the status API takes.
-        assert all(service.id_kind.canonical(item.task_id) == item.task_id for item in outcome.page.items)
+        assert all(product.id_kind.canonical(item.task_id) == item.task_id for item in outcome.page.items)
     else:
         assert outcome.page is None

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from exporter.catalogue.products import CDB, MARIADB, Service
+from exporter.catalogue.products import CDB, MARIADB, Product
 from exporter.config.parser import PollingConfig, WatchedTask
 from exporter.credentials.chain import StaticProvider
 from exporter.credentials.signing import Credentials
@@ -19,7 +19,7 @@ from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskStore
 from exporter.polling.client import ApiClient, Outcome
 from exporter.polling.ratelimit import TokenBucket
-from exporter.polling.scheduler import ServiceScheduler, backoff_delay
+from exporter.polling.scheduler import LaneScheduler, backoff_delay
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS
 
@@ -32,10 +32,10 @@ class RecordingClient(ApiClient):
         self.polls: list[tuple[float, str]] = []
 
     async def describe(
-        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
     ) -> Outcome:
         self.polls.append((time.monotonic(), task_id))
-        return await super().describe(service, endpoint, region, credentials, task_id)
+        return await super().describe(product, endpoint, region, credentials, task_id)
 
 
 @pytest.fixture
@@ -45,11 +45,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def scheduler_for(
-    service: Service, url: str, client: ApiClient, rate: float, polling: PollingConfig
-) -> tuple[ServiceScheduler, TaskStore]:
+    product: Product, url: str, client: ApiClient, rate: float, polling: PollingConfig
+) -> tuple[LaneScheduler, TaskStore]:
     store = TaskStore()
-    scheduler = ServiceScheduler(
-        service,
+    scheduler = LaneScheduler(
+        product,
         url,
         TokenBucket(rate),
         client,
@@ -61,7 +61,7 @@ def scheduler_for(
     return scheduler, store
 
 
-async def run_for(scheduler: ServiceScheduler, seconds: float) -> None:
+async def run_for(scheduler: LaneScheduler, seconds: float) -> None:
     worker = asyncio.create_task(scheduler.run())
     await asyncio.sleep(seconds)
     worker.cancel()

@@ -107,7 +107,7 @@ def test_async_request_status_and_info_follow_their_timeline(
 
 def test_null_status_is_sent_as_json_null(start: Callable[..., SimulatorThread]) -> None:
     thread = start(SimTask("mariadb", "7", (Phase(0, None),)), SimTask("cdb", "x", (Phase(0, None),)))
-    for payload, action, service, version, expected in (
+    for payload, action, product, version, expected in (
         ({"FlowId": 7}, "DescribeFlow", "mariadb", "2017-03-12", {"Status": None}),
         (
             {"AsyncRequestId": "x"},
@@ -117,7 +117,7 @@ def test_null_status_is_sent_as_json_null(start: Callable[..., SimulatorThread])
             {"Status": None, "Info": None},
         ),
     ):
-        headers, body = signed(thread, payload, action=action, service=service, version=version)
+        headers, body = signed(thread, payload, action=action, service=product, version=version)
         status, raw = post(thread.url, headers, body)
         response = json.loads(raw)["Response"]
         assert status == 200
@@ -299,8 +299,8 @@ def test_api_parameter_errors(
     start: Callable[..., SimulatorThread], action: str, payload: dict[str, Any] | bytes, expected: str
 ) -> None:
     thread = start(SimTask("mariadb", "1", (Phase(0, 0),)), SimTask("cdb", "1", (Phase(0, "SUCCESS"),)))
-    service, version = ("mariadb", "2017-03-12") if action == "DescribeFlow" else ("cdb", "2017-03-20")
-    headers, body = signed(thread, payload, action=action, service=service, version=version)
+    product, version = ("mariadb", "2017-03-12") if action == "DescribeFlow" else ("cdb", "2017-03-20")
+    headers, body = signed(thread, payload, action=action, service=product, version=version)
     assert error_code(thread, headers, body) == expected
 
 
@@ -462,14 +462,14 @@ async def test_control_endpoints_drive_a_running_simulator(aiohttp_client: Any) 
             return result
 
     assert (await describe(5))["Error"]["Code"] == "InvalidParameter.FlowNotFound"
-    task = {"service": "mariadb", "task_id": "5", "phases": [{"at": 0, "status": 1}]}
+    task = {"product": "mariadb", "task_id": "5", "phases": [{"at": 0, "status": 1}]}
     async with client.post("/_sim/tasks", json=[task]) as response:
         assert response.status == 200
         assert await response.json() == {"added": 1}
     assert (await describe(5))["Status"] == 1
 
     async with client.post(
-        "/_sim/faults", json={"service": "mariadb", "task_id": "5", "error_code": "X.Y"}
+        "/_sim/faults", json={"product": "mariadb", "task_id": "5", "error_code": "X.Y"}
     ) as r:
         assert r.status == 200
     assert (await describe(5))["Error"]["Code"] == "X.Y"
@@ -490,12 +490,12 @@ async def test_control_endpoints_drive_a_running_simulator(aiohttp_client: Any) 
         assert response.status == 200
     assert simulator.stats()["actions"] == {}
 
-    for bad in ({"tasks": [{"service": "cvm", "task_id": "1", "phases": []}]}, {"tasks": 3}):
+    for bad in ({"tasks": [{"product": "cvm", "task_id": "1", "phases": []}]}, {"tasks": 3}):
         async with client.post("/_sim/tasks", json=bad) as response:
             assert response.status == 400
     async with client.post("/_sim/faults", json={"latency": -1}) as response:
         assert response.status == 400
-    async with client.post("/_sim/faults", json={"service": "cdb", "task_id": "nope"}) as response:
+    async with client.post("/_sim/faults", json={"product": "cdb", "task_id": "nope"}) as response:
         assert response.status == 404
 
 
@@ -565,7 +565,7 @@ def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_task_validation() -> None:
-    with pytest.raises(ValueError, match="unknown service"):
+    with pytest.raises(ValueError, match="unknown product"):
         SimTask("cvm", "1", (Phase(0, 0),))
     with pytest.raises(ValueError, match="at least one phase"):
         SimTask("mariadb", "1", ())
@@ -578,7 +578,7 @@ def test_task_validation() -> None:
     with pytest.raises(ValueError, match="latency"):
         SimTask("cdb", "1", (Phase(0, "RUNNING"),), latency=-1)
     with pytest.raises(ValueError, match="unknown task keys"):
-        task_from_dict({"service": "cdb", "task_id": "1", "phases": [], "colour": "red"})
+        task_from_dict({"product": "cdb", "task_id": "1", "phases": [], "colour": "red"})
 
 
 def test_phases_before_the_first_and_out_of_order() -> None:

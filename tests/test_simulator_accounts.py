@@ -28,8 +28,7 @@ from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread, task_
 from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.cli import main as cli_main
 from tests.helpers import FakeClock
-from tests.simulator_listing import PRODUCTS as LIST_PRODUCTS
-from tests.simulator_listing import START, WALL, key, listed
+from tests.simulator_listing import LIST_PRODUCTS, START, WALL, key, listed
 from tests.simulator_listing import task as list_task
 from tests.simulator_sdk import (
     KEY,
@@ -57,7 +56,7 @@ RUNNING: dict[str, int | str] = {
     "redis": "running",
     "postgres": "Running",
 }
-PRODUCTS = sorted(SDKS)
+SDK_PRODUCTS = sorted(SDKS)
 
 Start = Callable[..., SimulatorThread]
 
@@ -133,7 +132,7 @@ def post_json(url: str, document: object) -> tuple[int, Any]:
 # --------------------------------------------------------------------------- ownership
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_another_accounts_task_reads_exactly_as_an_unknown_one(start: Start, product: str) -> None:
     alices, bobs, shared = (task_number(product, n) for n in (1, 2, 3))
     thread = start(
@@ -186,9 +185,9 @@ def test_lists_show_only_the_callers_own_and_unowned_tasks(start: Start, product
 def test_owner_is_part_of_the_task_json_and_the_control_api(start: Start) -> None:
     task = status_task("cdb", "owned-1", owner=BOB.secret_id, region=REGION)
     assert task_from_dict(json.loads(json.dumps(task_to_dict(task)))) == task
-    assert task_from_dict({"service": "cdb", "task_id": "x", "phases": [{"at": 0}]}).owner == ""
+    assert task_from_dict({"product": "cdb", "task_id": "x", "phases": [{"at": 0}]}).owner == ""
     with pytest.raises(ValueError, match="owner"):
-        task_from_dict({"service": "cdb", "task_id": "x", "phases": [{"at": 0}], "owner": 7})
+        task_from_dict({"product": "cdb", "task_id": "x", "phases": [{"at": 0}], "owner": 7})
     with pytest.raises(ValueError, match="owner"):
         SimTask("cdb", "x", (Phase(0, "RUNNING"),), owner=None)  # type: ignore[arg-type]
 

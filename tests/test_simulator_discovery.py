@@ -22,9 +22,9 @@ from exporter.simulator import Phase, task_from_dict, task_to_dict
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
     DEFAULT_LIMITS,
+    LIST_PRODUCTS,
     LIST_QUOTAS,
     OTHER_REGION,
-    PRODUCTS,
     SNAPSHOTS,
     SPELLING,
     START,
@@ -65,7 +65,7 @@ def start(clock: FakeClock) -> Iterator[Start]:
 
 
 def test_the_list_sdk_table_agrees_with_the_catalogue() -> None:
-    assert set(PRODUCTS) == {s.name for s in DISCOVERABLE}
+    assert set(LIST_PRODUCTS) == {s.name for s in DISCOVERABLE}
     for product, sdk in LIST_SDKS.items():
         listing = BY_NAME[product].listing
         assert listing is not None
@@ -76,7 +76,7 @@ def test_the_list_sdk_table_agrees_with_the_catalogue() -> None:
         for name in (*(sdk.window or ()), "Offset", "Limit", *listing.filters):
             assert hasattr(request, name), (product, name)
     assert BY_NAME["postgres"].listing_shares_quota
-    assert not any(BY_NAME[p].listing_shares_quota for p in PRODUCTS if p != "postgres")
+    assert not any(BY_NAME[p].listing_shares_quota for p in LIST_PRODUCTS if p != "postgres")
 
 
 # --------------------------------------------------------------------------- start-time lists
@@ -260,7 +260,7 @@ def test_redis_and_postgres_reach_back_only_as_far_as_documented(start: Start) -
 # --------------------------------------------------------------------------- every list
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", LIST_PRODUCTS)
 def test_paging_returns_every_item_exactly_once(start: Start, product: str) -> None:
     # Three tasks start in each second, so the order must break ties the same way on every page.
     count = 2 * PAGE_SIZE + 30
@@ -280,7 +280,7 @@ def test_paging_returns_every_item_exactly_once(start: Start, product: str) -> N
         assert len(sdk_list_items(client, product)[1]) == DEFAULT_LIMITS[product]
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", LIST_PRODUCTS)
 def test_paging_and_parameters_are_checked(start: Start, product: str) -> None:
     client = sdk_client(product, start(task(product, 1)).url)
 
@@ -305,7 +305,7 @@ def test_paging_and_parameters_are_checked(start: Start, product: str) -> None:
         assert code({"Offset": 50, "Limit": 100}) == "InvalidParameterValue"
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", LIST_PRODUCTS)
 def test_a_task_is_listed_only_in_its_region(start: Start, product: str) -> None:
     thread = start(task(product, 1, region=OTHER_REGION), task(product, 2))
     here, there = sdk_client(product, thread.url), sdk_client(product, thread.url, region=OTHER_REGION)

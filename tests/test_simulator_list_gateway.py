@@ -15,8 +15,8 @@ from exporter.simulator import Faults, Simulator
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
     AUTH_FAILURE,
+    LIST_PRODUCTS,
     LIST_QUOTAS,
-    PRODUCTS,
     SPELLING,
     START,
     Start,
@@ -54,7 +54,7 @@ def start(clock: FakeClock) -> Iterator[Start]:
 # --------------------------------------------------------------------------- quotas
 
 
-@pytest.mark.parametrize("product", [p for p in PRODUCTS if p != "postgres"])
+@pytest.mark.parametrize("product", [p for p in LIST_PRODUCTS if p != "postgres"])
 def test_each_list_action_has_its_published_quota(start: Start, clock: FakeClock, product: str) -> None:
     thread = start(task(product, 1))
     client = sdk_client(product, thread.url)
@@ -79,7 +79,7 @@ def test_list_quotas_can_be_overridden_and_postgres_has_none_of_its_own(start: S
     thread = start(task("cdb", 1), list_quotas={"cdb": 2})
     assert burst(thread, "cdb", 3, {}) == [None, None, "RequestLimitExceeded"]
     assert thread.stats()["list_quotas"] == {
-        **{p: LIST_QUOTAS[p] for p in PRODUCTS if p != "postgres"},
+        **{p: LIST_QUOTAS[p] for p in LIST_PRODUCTS if p != "postgres"},
         "cdb": 2,
     }
     for product in ("postgres", "sqlserver", "cvm"):
@@ -106,7 +106,7 @@ def test_postgres_listing_and_polling_share_one_quota(start: Start, clock: FakeC
 
 def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
     thread = start()
-    for product in PRODUCTS:
+    for product in LIST_PRODUCTS:
         assert sdk_list_items(sdk_client(product, thread.url), product) == (0, [])
     stats = thread.stats()
     assert set(stats["actions"]) == {
@@ -117,7 +117,7 @@ def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
         "cynosdb:DescribeTasks",
         "postgres:DescribeTasks",
     }
-    for product in PRODUCTS:
+    for product in LIST_PRODUCTS:
         assert stats["services"][product][LIST_SDKS[product].action]["accepted"] == 1
 
 
@@ -167,16 +167,16 @@ def test_action_faults_break_only_that_action(start: Start) -> None:
     assert thread.stats()["action_faults"] == {}
 
     # The control endpoint does the same; PostgreSQL's list action is its status action, so both break.
-    assert faults(thread, service="redis", action="DescribeTaskList", http_status=503) == 200
+    assert faults(thread, product="redis", action="DescribeTaskList", http_status=503) == 200
     assert sdk_error(lambda: sdk_list(redis, "redis")) == "ServerNetworkError"
     assert sdk_call(redis, "redis", "1001").Status == "running"
-    assert faults(thread, service="redis", action="DescribeTaskList") == 200
+    assert faults(thread, product="redis", action="DescribeTaskList") == 200
     assert sdk_list_items(redis, "redis")[0] == 1
-    assert faults(thread, service="postgres", action="DescribeTasks", error_code="X.Y") == 200
+    assert faults(thread, product="postgres", action="DescribeTasks", error_code="X.Y") == 200
     assert sdk_error(lambda: sdk_list(postgres, "postgres")) == "X.Y"
     assert sdk_error(lambda: sdk_call(postgres, "postgres", "1001")) == "X.Y"
-    assert faults(thread, service="sqlserver", action="DescribeDBInstances") == 404
-    assert faults(thread, service="cdb", action="DescribeTasks", task_id="1") == 400
+    assert faults(thread, product="sqlserver", action="DescribeDBInstances") == 404
+    assert faults(thread, product="cdb", action="DescribeTasks", task_id="1") == 400
     with pytest.raises(KeyError):
         thread.set_action_faults("mongodb", "DescribeTasks", Faults(error_code="X"))
 

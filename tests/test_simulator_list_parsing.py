@@ -14,7 +14,7 @@ from exporter.catalogue.products import BY_NAME, InvalidResponse
 from exporter.simulator import Faults, Phase
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
-    PRODUCTS,
+    LIST_PRODUCTS,
     SNAPSHOTS,
     SPELLING,
     START,
@@ -69,7 +69,7 @@ def sdk_fields(product: str, item: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", LIST_PRODUCTS)
 def test_the_exporters_parser_reads_the_simulators_list_answers(
     start: Start, clock: FakeClock, product: str
 ) -> None:
@@ -91,14 +91,14 @@ def test_the_exporters_parser_reads_the_simulators_list_answers(
         tasks.append(task(product, 3, instance="cynosdbmysql-c0ffee00", started=-30))  # a cluster's task
     thread = start(*tasks)
     clock.advance(30)
-    service = BY_NAME[product]
-    listing = service.listing
+    spec = BY_NAME[product]
+    listing = spec.listing
     assert listing is not None
     client = sdk_client(product, thread.url)
     # The exporter's own request: its page payload, over the last hour.
     payload = listing.payload(0, WALL - 3600, WALL + 30)
 
-    page = listing.page(sdk_list_raw(client, product, payload), service.id_kind)
+    page = listing.page(sdk_list_raw(client, product, payload), spec.id_kind)
     total, items = sdk_list_items(client, product, **payload)
     assert (page.total, page.size) == (total, len(items))
     if product in SNAPSHOTS:

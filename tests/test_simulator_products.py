@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.catalogue.products import BY_NAME, SERVICES, tencent_time
+from exporter.catalogue.products import BY_NAME, PRODUCTS, tencent_time
 from exporter.credentials.signing import Credentials
 from exporter.simulator import (
     Faults,
@@ -52,7 +52,7 @@ from tests.simulator_sdk import (
     simulators,
 )
 
-PRODUCTS = sorted(SDKS)
+SDK_PRODUCTS = sorted(SDKS)
 # A wall clock held still, so StartTime and EndTime are exact; still fresh enough for signature checks.
 WALL = float(int(time.time()))
 
@@ -122,21 +122,21 @@ def raw_answer(thread: SimulatorThread, product: str, task_id: str) -> tuple[str
 def test_the_sdk_table_agrees_with_the_catalogue() -> None:
     assert set(SDKS) == set(BY_NAME)
     for product, sdk in SDKS.items():
-        service = BY_NAME[product]
-        assert (sdk.client._service, sdk.client._apiVersion) == (service.name, service.version)
+        spec = BY_NAME[product]
+        assert (sdk.client._service, sdk.client._apiVersion) == (spec.name, spec.version)
         assert (sdk.action, sdk.id_param, sdk.integer_id) == (
-            service.action,
-            service.id_param,
-            service.id_kind.integer,
+            spec.action,
+            spec.id_param,
+            spec.id_kind.integer,
         )
         if product in NOT_FOUND:
-            assert service.not_found_codes[0] == NOT_FOUND[product]
+            assert spec.not_found_codes[0] == NOT_FOUND[product]
 
 
 # --------------------------------------------------------------------------- every product
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_status_follows_the_timeline(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
@@ -151,7 +151,7 @@ def test_status_follows_the_timeline(
     assert seen == [first, first, second, second, third, third]
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_unknown_ids_answer_the_products_not_found(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
@@ -163,7 +163,7 @@ def test_unknown_ids_answer_the_products_not_found(
         assert sdk_error(lambda: sdk_call(client, product, "2")) == NOT_FOUND[product]
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_answers_have_the_sdk_fields_and_exactly_the_json_content_type(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
@@ -176,14 +176,14 @@ def test_answers_have_the_sdk_fields_and_exactly_the_json_content_type(
     assert ("Error" in response) == (product != "postgres")
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_a_wrong_secret_key_is_rejected(start: Callable[..., SimulatorThread], product: str) -> None:
     thread = start(SimTask(product, "1", (Phase(0, TIMELINES[product][0]),)))
     client = sdk_client(product, thread.url, Credentials(KEY.secret_id, "not-the-right-key"))
     assert sdk_error(lambda: sdk_call(client, product, "1")) == "AuthFailure.SignatureFailure"
 
 
-@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_the_catalogues_quota_is_enforced(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
@@ -380,7 +380,7 @@ def test_string_status_products_reject_integer_statuses_and_vice_versa() -> None
     with pytest.raises(ValueError, match="progress"):
         Phase(0, "Running", progress=True)
     with pytest.raises(ValueError, match="unknown phase keys"):
-        task_from_dict({"service": "redis", "task_id": "1", "phases": [{"at": 0, "colour": "red"}]})
+        task_from_dict({"product": "redis", "task_id": "1", "phases": [{"at": 0, "colour": "red"}]})
 
 
 def test_product_neutral_fields_round_trip_through_json() -> None:
@@ -406,39 +406,39 @@ def test_demo_scenario_covers_every_documented_status_of_every_product() -> None
     tasks = demo_tasks()
     seen = {
         (
-            t.service,
+            t.product,
             _FLOW_STATUSES[p.status] if isinstance(p.status, int) else (p.status or "unknown").lower(),
         )
         for t in tasks
         for p in t.phases
     }
-    for service in SERVICES:
-        documented = {(service.name, status) for status in service.statuses if status != "unknown"}
-        assert documented <= seen, service.name
+    for product in PRODUCTS:
+        documented = {(product.name, status) for status in product.statuses if status != "unknown"}
+        assert documented <= seen, product.name
     assert ("cdb", "unknown") in seen  # a null Status
     assert ("cdb", "rollback") in seen  # a value no documentation lists
     for task in tasks:
-        assert BY_NAME[task.service].id_kind.canonical(task.task_id) == task.task_id
-        if task.service == "cdb":
+        assert BY_NAME[task.product].id_kind.canonical(task.task_id) == task.task_id
+        if task.product == "cdb":
             assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){3}", task.task_id)
     assert not any(task.faults != Faults() for task in tasks)
 
 
 def test_demo_watch_list_matches_the_scenario() -> None:
     watch = demo_watch()
-    assert set(watch) == {s.watch_key for s in SERVICES}
-    unlisted = {(t.service, t.task_id) for t in demo_unlisted_operations()}
-    known = {(t.service, t.task_id) for t in demo_tasks()} - unlisted
+    assert set(watch) == {s.watch_key for s in PRODUCTS}
+    unlisted = {(t.product, t.task_id) for t in demo_unlisted_operations()}
+    known = {(t.product, t.task_id) for t in demo_tasks()} - unlisted
     watched = {
-        (service.name, str(entry["id"] if isinstance(entry, dict) else entry))
-        for service in SERVICES
-        for entry in watch[service.watch_key]
+        (product.name, str(entry["id"] if isinstance(entry, dict) else entry))
+        for product in PRODUCTS
+        for entry in watch[product.watch_key]
     }
     assert watched - known == {(product, str(task_id)) for product, task_id in DEMO_UNKNOWN_IDS.items()}
     assert known <= watched
     # What only discovery finds: no watch entry names it, and every product with a list API has one.
     assert not unlisted & watched
-    assert {product for product, _ in unlisted} == {s.name for s in SERVICES if s.listing is not None}
+    assert {product for product, _ in unlisted} == {s.name for s in PRODUCTS if s.listing is not None}
     assert set(DEMO_UNKNOWN_IDS) == set(BY_NAME)
     assert (DEMO_UNKNOWN_IDS["mariadb"], DEMO_UNKNOWN_IDS["cdb"]) == (
         DEMO_UNKNOWN_FLOW_ID,
@@ -453,19 +453,19 @@ def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
     config = demo_config("http://127.0.0.1:9", speed=10)
     assert set(config.apis) == set(BY_NAME)
     assert {api.endpoint for api in config.apis.values()} == {"http://127.0.0.1:9"}
-    watched = {(t.service, t.task_id, t.region) for t in config.tasks}
+    watched = {(t.product, t.task_id, t.region) for t in config.tasks}
     assert ("mariadb", "3345", "ap-shanghai") in watched
     # Two accounts, each polling its own operations (the simulator hides the other's).
-    owners = {(t.service, t.task_id): t.owner for t in demo_tasks()}
+    owners = {(t.product, t.task_id): t.owner for t in demo_tasks()}
     keys = {name: keys.secret_id for name, keys in DEMO_ACCOUNTS.items()}
     assert {t.account for t in config.tasks} == {"prod", "staging"}
     for task in config.tasks:
-        assert owners.get((task.service, task.task_id), keys[task.account]) == keys[task.account]
+        assert owners.get((task.product, task.task_id), keys[task.account]) == keys[task.account]
     for product, task_id in DEMO_UNKNOWN_IDS.items():
         assert (product, str(task_id), "ap-guangzhou") in watched
-    assert len(watched) == len(demo_tasks()) - len(demo_unlisted_operations()) + len(SERVICES)
+    assert len(watched) == len(demo_tasks()) - len(demo_unlisted_operations()) + len(PRODUCTS)
     assert config.discovery is not None
-    assert config.discovery.products == tuple(s.name for s in SERVICES if s.listing is not None)
+    assert config.discovery.products == tuple(s.name for s in PRODUCTS if s.listing is not None)
     assert config.polling.interval == pytest.approx(1.0)
     assert demo_config("http://127.0.0.1:9").polling.interval == pytest.approx(10.0)
 
@@ -474,10 +474,10 @@ def test_demo_scenario_served_with_demo_credentials(clock: FakeClock) -> None:
     simulator = Simulator([DEMO_CREDENTIALS], speed=60, clock=clock)
     simulator.add_tasks(demo_tasks())
     with SimulatorThread(simulator) as thread:
-        clients = {p: sdk_client(p, thread.url, DEMO_CREDENTIALS) for p in PRODUCTS}
+        clients = {p: sdk_client(p, thread.url, DEMO_CREDENTIALS) for p in SDK_PRODUCTS}
         first = {}
         for task in demo_tasks():
-            first.setdefault(task.service, task)
+            first.setdefault(task.product, task)
         for product, task in first.items():
             response = sdk_call(clients[product], product, task.task_id)
             assert status_of(product, response) == task.phase_at(0).status, product

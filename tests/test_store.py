@@ -32,13 +32,13 @@ REGION = "ap-guangzhou"
 Key = tuple[str, str, str]
 
 
-def task(number: int, service: str = "mariadb", labels: tuple[tuple[str, str], ...] = ()) -> WatchedTask:
-    task_id = str(number) if service == "mariadb" else f"f96e4f3c-{number}"
-    return WatchedTask(service, task_id, REGION, labels)
+def task(number: int, product: str = "mariadb", labels: tuple[tuple[str, str], ...] = ()) -> WatchedTask:
+    task_id = str(number) if product == "mariadb" else f"f96e4f3c-{number}"
+    return WatchedTask(product, task_id, REGION, labels)
 
 
-def registration(number: int, service: str = "mariadb", **labels: str) -> Registration:
-    return Registration(task(number, service, tuple(sorted(labels.items()))), 1_700_000_000.0 + number)
+def registration(number: int, product: str = "mariadb", **labels: str) -> Registration:
+    return Registration(task(number, product, tuple(sorted(labels.items()))), 1_700_000_000.0 + number)
 
 
 async def contents(path: Path) -> tuple[dict[Key, Registration], dict[Key, StatusSince]]:
@@ -85,7 +85,7 @@ def legacy_document(*registrations: Registration) -> dict[str, Any]:
         "version": 1,
         "tasks": [
             {
-                "service": r.task.service,
+                "service": r.task.product,  # the v1 JSON file's name for the product
                 "id": r.task.task_id,
                 "region": r.task.region,
                 "labels": dict(r.task.labels),
@@ -389,6 +389,64 @@ async def test_database_of_another_application_is_refused(db: Path) -> None:
         await contents(db)
 
 
+# The tables as older exporters wrote them, spelled out: files in the wild hold exactly this text.
+_OLD_STATUSES = (
+    "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID"
+)
+_OLD_REGISTRATIONS = {
+    1: "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
+    " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+    2: "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
+    " account TEXT NOT NULL DEFAULT '', PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
+}
+
+
+def schema_of(path: Path) -> tuple[int, set[str], list[str]]:
+    """A file's schema version, its tables' text and the columns of `registrations`."""
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        version = raw.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in raw.execute("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")}
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(registrations)")]
+    return version, tables, columns
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_store_is_migrated_in_place_to_product_columns(
+    db: Path, tmp_path: Path, version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    await contents(fresh)
+    db.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(db)) as raw:
+        raw.execute(_OLD_REGISTRATIONS[version])
+        raw.execute(_OLD_STATUSES)
+        account = ", 'staging'" if version == 2 else ""
+        row = f"'cdb', '{REGION}', 'old', '{{}}', 1.0, NULL{account}"
+        raw.execute(f"INSERT INTO registrations VALUES ({row})")
+        raw.execute(f"INSERT INTO statuses VALUES ('mariadb', '{REGION}', '7', 'running', 2.0)")
+        raw.execute("PRAGMA application_id = 1413698629")
+        raw.execute(f"PRAGMA user_version = {version}")
+        raw.commit()
+    with caplog.at_level(logging.INFO, logger="exporter.store"):
+        registrations, statuses = await contents(db)
+    [stored] = registrations.values()
+    assert (stored.task.key, stored.task.account) == (
+        ("cdb", REGION, "old"),
+        "staging" if version == 2 else "default",
+    )
+    assert statuses == {("mariadb", REGION, "7"): StatusSince("running", 2.0)}
+    assert "store migrated to schema version 3 (product columns)" in caplog.messages
+    # Exactly the schema a new file gets, so the exact-schema check accepts the migrated file from now on.
+    assert schema_of(db) == schema_of(fresh)
+    assert schema_of(db)[0] == SCHEMA_VERSION == 3
+    assert schema_of(db)[2][0] == "product"
+    await contents(db)
+    assert schema_of(db) == schema_of(fresh)
+
+
 async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     store = Store(db)
     await store.open()
@@ -405,9 +463,9 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     ]
     with contextlib.closing(sqlite3.connect(db)) as raw:
         empty = "''"
-        for service, region, task_id, labels, *account in rows:
+        for product, region, task_id, labels, *account in rows:
             raw.execute(
-                f"INSERT INTO registrations VALUES ({service}, {region}, {task_id}, {labels}, 1.0, NULL,"
+                f"INSERT INTO registrations VALUES ({product}, {region}, {task_id}, {labels}, 1.0, NULL,"
                 f" {account[0] if account else empty})"
             )
         raw.execute("INSERT INTO statuses VALUES ('mariadb', 'ap-guangzhou', '1', 'running', 'soon')")
@@ -418,7 +476,7 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     message.encode("utf-8")  # printable and loggable, whatever the rows hold
     prefix = f"{db}: registrations row "
     for expected in (
-        f"{prefix}rds/ap-guangzhou/1: service: expected one of cdb, cynosdb, dcdb, mariadb, mongodb",
+        f"{prefix}rds/ap-guangzhou/1: product: expected one of cdb, cynosdb, dcdb, mariadb, mongodb",
         f"{prefix}mariadb/ap-guangzhou/abc: id: expected a positive integer flow ID",
         f"{prefix}mariadb/'ap-guangzhou\\nx'/7: region: expected a region name",
         f"{prefix}cdb/ap-guangzhou/'\\udced\\udca0\\udc80': id: expected UTF-8 text",

@@ -37,7 +37,7 @@ _THROTTLING = ("RequestLimitExceeded",)
 
 
 @dataclass(frozen=True)
-class Service:
+class Product:
     """One product's status API: everything the exporter knows about it, and nothing elsewhere."""
 
     name: str  # the product key: config, labels, the task API, the credential scope's service
@@ -166,9 +166,9 @@ def _flow_product(
     not_found: tuple[str, ...],
     throttling: tuple[str, ...] = (),
     listing: ListApi | None = None,
-) -> Service:
+) -> Product:
     """One of the products whose flows answer an integer Status 0/1/2 (20 requests/s)."""
-    return Service(
+    return Product(
         name=name,
         action=action,
         version=version,
@@ -197,7 +197,7 @@ MARIADB = _flow_product(
     ("LimitExceeded.TooFrequentlyCalled",),
     listapis.MARIADB_INSTANCES,
 )
-CDB = Service(
+CDB = Product(
     name="cdb",
     title="TencentDB for MySQL",
     action="DescribeAsyncRequestInfo",
@@ -236,7 +236,7 @@ CYNOSDB = _flow_product(
     ("InvalidParameterValue.FlowNotFound", "FailedOperation.FlowNotFoundError"),
     listing=listapis.CYNOSDB_TASKS,
 )
-MONGODB = Service(
+MONGODB = Product(
     name="mongodb",
     title="TencentDB for MongoDB",
     action="DescribeAsyncRequestInfo",
@@ -255,7 +255,7 @@ MONGODB = Service(
     throttling_codes=(*_THROTTLING, "LimitExceeded.TooManyRequests"),
     extra_fields=("StartTime", "EndTime"),
 )
-REDIS = Service(
+REDIS = Product(
     name="redis",
     title="TencentDB for Redis",
     action="DescribeTaskInfo",
@@ -274,7 +274,7 @@ REDIS = Service(
     listing=listapis.REDIS_TASKS,
     success_status="succeed",
 )
-POSTGRES = Service(
+POSTGRES = Product(
     name="postgres",
     title="TencentDB for PostgreSQL",
     action="DescribeTasks",
@@ -295,27 +295,27 @@ POSTGRES = Service(
     listing=listapis.POSTGRES_TASKS,
 )
 
-SERVICES: tuple[Service, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
-BY_NAME: Mapping[str, Service] = {s.name: s for s in SERVICES}
+PRODUCTS: tuple[Product, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
+BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
     "BY_NAME",
     "DISCOVERABLE",
     "INFO_MAX_LENGTH",
     "NOT_FOUND",
-    "SERVICES",
+    "PRODUCTS",
     "UNKNOWN",
     "IdKind",
     "InvalidResponse",
     "ListApi",
     "Observation",
-    "Service",
+    "Product",
     "TaskNotFound",
     "api_text",
     "catalogue_table",
     "tencent_time",
 ]
 # The products discovery can sweep: those with a list API.
-DISCOVERABLE: tuple[Service, ...] = tuple(s for s in SERVICES if s.listing is not None)
+DISCOVERABLE: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.listing is not None)
 
 
 def catalogue_table() -> str:
@@ -326,7 +326,7 @@ def catalogue_table() -> str:
         "| Watch key | Discovery: list action (quota) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in SERVICES:
+    for s in PRODUCTS:
         kind = "integer" if s.id_kind.integer else "string"
         statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
         rows.append(
@@ -337,8 +337,8 @@ def catalogue_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _listing_cell(service: Service) -> str:
-    listing = service.listing
+def _listing_cell(product: Product) -> str:
+    listing = product.listing
     if listing is None:
         return "none without an instance ID"
     note = f"; {listing.note}" if listing.note else ""

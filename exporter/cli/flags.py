@@ -10,7 +10,7 @@ from typing import Any
 
 from exporter import buildinfo
 from exporter import log as logsetup
-from exporter.catalogue.products import SERVICES
+from exporter.catalogue.products import PRODUCTS
 from exporter.daemon.core import API_TOKEN_ENV
 from exporter.web import httpserver
 from exporter.web.app import DEFAULT_TELEMETRY_PATH, telemetry_path_flag
@@ -71,7 +71,7 @@ def build_parser(
         prog=PROG if subcommand is None else f"{PROG} {subcommand}",
         description=(
             "Prometheus exporter for Tencent Cloud database async operations "
-            f"({', '.join(s.title for s in SERVICES)})."
+            f"({', '.join(s.title for s in PRODUCTS)})."
             if subcommand is None
             else summaries.get(subcommand, "")
         ),

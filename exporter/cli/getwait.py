@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from exporter import log as logsetup
-from exporter.catalogue.products import SERVICES, Service
+from exporter.catalogue.products import PRODUCTS, Product
 from exporter.cli.flags import PROG, add_version_flag
 from exporter.cli.oneshot import (
     EXIT_ERROR,
@@ -51,7 +51,7 @@ EXIT_INTERRUPTED = 130
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _GET_EPILOG = f"""\
-A product name switches the product for the IDs after it (products: {", ".join(s.name for s in SERVICES)}).
+A product name switches the product for the IDs after it (products: {", ".join(s.name for s in PRODUCTS)}).
 
 examples:
   {PROG} get cdb cdb-async-1234 --region ap-guangzhou
@@ -62,7 +62,7 @@ exit status: 0 every poll answered; 3 an ID not found (wins when both); 4 any ot
 error; 2 bad flags, IDs, config, region, account or credentials."""
 
 _WAIT_EPILOG = f"""\
-A product name switches the product for the IDs after it (products: {", ".join(s.name for s in SERVICES)}).
+A product name switches the product for the IDs after it (products: {", ".join(s.name for s in PRODUCTS)}).
 A status line goes to stderr while waiting (one line per change when stderr is not a terminal); the
 summary goes to stdout. Throttling and transport errors are retried with backoff.
 
@@ -151,7 +151,7 @@ def _table(results: Sequence[TaskResult]) -> str:
             info = r.error.message or None
         rows.append(
             (
-                r.task.service,
+                r.task.product,
                 r.task.region,
                 _clean(r.task.task_id),
                 _clean(r.shown_status),
@@ -211,19 +211,19 @@ async def _get_one(session: Session, result: TaskResult) -> None:
         outcome = await session.poll(result)
         if outcome.ok:
             return
-        if is_not_found(result.service, outcome):
+        if is_not_found(result.product, outcome):
             result.not_found = True
             return
-        if not result.service.is_throttling(outcome.code) or attempt == GET_THROTTLED_RETRIES:
+        if not result.product.is_throttling(outcome.code) or attempt == GET_THROTTLED_RETRIES:
             return
         await asyncio.sleep(min(session.backoff(result, polling), 5.0))
 
 
 async def _get(
-    args: argparse.Namespace, config: Config, region: str, account: str, targets: list[tuple[Service, str]]
+    args: argparse.Namespace, config: Config, region: str, account: str, targets: list[tuple[Product, str]]
 ) -> int:
     async with open_session(config, region, account) as session:
-        results = [TaskResult(session.task(service, task_id)) for service, task_id in targets]
+        results = [TaskResult(session.task(product, task_id)) for product, task_id in targets]
         await asyncio.gather(*(_get_one(session, r) for r in results))
     if any(r.not_found for r in results):
         code, reason = EXIT_NOT_FOUND, "not_found"
@@ -269,7 +269,7 @@ class StatusLine:
             return
         task = result.task
         self.stream.write(
-            f"[{self._elapsed()}] {task.service} {_clean(task.task_id)}: {text} "
+            f"[{self._elapsed()}] {task.product} {_clean(task.task_id)}: {text} "
             f"({self._done()}/{len(self.results)} done)\n"
         )
         self.stream.flush()
@@ -278,7 +278,7 @@ class StatusLine:
         if not self.tty:
             return
         parts = [
-            f"{r.task.service} {_clean(r.task.task_id)} {self._shown.get(id(r), 'waiting')}"
+            f"{r.task.product} {_clean(r.task.task_id)} {self._shown.get(id(r), 'waiting')}"
             for r in self.results
         ]
         line = f"waiting {self._elapsed()}: {self._done()}/{len(self.results)} done; " + ", ".join(parts)
@@ -299,7 +299,7 @@ def _state_text(result: TaskResult, in_grace: bool) -> str:
     if result.not_found:
         return "not found"
     if result.error is not None:
-        if in_grace and is_not_found(result.service, result.error):
+        if in_grace and is_not_found(result.product, result.error):
             return "not found yet"
         return f"{_clean(result.error.code)}, retrying"
     return _clean(result.status)
@@ -315,7 +315,7 @@ async def _wait_one(
         now = time.monotonic()
         if outcome.ok:
             delay = args.interval
-        elif is_not_found(result.service, outcome):
+        elif is_not_found(result.product, outcome):
             if now >= grace_end:
                 result.not_found = True
             # One more ask as the grace period ends, however long the interval.
@@ -335,12 +335,12 @@ async def _ticker(line: StatusLine) -> None:
 
 
 async def _wait(
-    args: argparse.Namespace, config: Config, region: str, account: str, targets: list[tuple[Service, str]]
+    args: argparse.Namespace, config: Config, region: str, account: str, targets: list[tuple[Product, str]]
 ) -> int:
     started = time.monotonic()
     timed_out = False
     async with open_session(config, region, account) as session:
-        results = [TaskResult(session.task(service, task_id)) for service, task_id in targets]
+        results = [TaskResult(session.task(product, task_id)) for product, task_id in targets]
         line = StatusLine(sys.stderr, results, started)
         ticker = asyncio.create_task(_ticker(line)) if line.tty else None
         try:

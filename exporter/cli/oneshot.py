@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.catalogue.products import BY_NAME, NOT_FOUND, SERVICES, Observation, Service
+from exporter.catalogue.products import BY_NAME, NOT_FOUND, PRODUCTS, Observation, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import Config, ConfigError, PollingConfig, WatchedTask, load_config
 from exporter.config.values import ValueChecker
@@ -40,31 +40,31 @@ class UsageError(Exception):
     """A problem with the command's inputs: printed as `error: ...` and exit 2, never a traceback."""
 
 
-def parse_targets(words: Sequence[str]) -> list[tuple[Service, str]]:
+def parse_targets(words: Sequence[str]) -> list[tuple[Product, str]]:
     """`PRODUCT ID [ID...] [PRODUCT ID...]` as (product, canonical ID) pairs, duplicates dropped; raises
     UsageError naming the first bad word."""
-    products = ", ".join(s.name for s in SERVICES)
+    products = ", ".join(s.name for s in PRODUCTS)
     if not words:
         raise UsageError(f"expected PRODUCT ID [ID...], with PRODUCT one of {products}")
-    service: Service | None = None
-    targets: list[tuple[Service, str]] = []
+    product: Product | None = None
+    targets: list[tuple[Product, str]] = []
     given_ids = 0
     for word in words:
         if word in BY_NAME:
-            if service is not None and given_ids == 0:
-                raise UsageError(f"no ID given for {service.name}")
-            service, given_ids = BY_NAME[word], 0
+            if product is not None and given_ids == 0:
+                raise UsageError(f"no ID given for {product.name}")
+            product, given_ids = BY_NAME[word], 0
             continue
-        if service is None:
+        if product is None:
             raise UsageError(f"expected a product first (one of {products}), got {word!r}")
-        task_id = service.id_kind.canonical(word)
+        task_id = product.id_kind.canonical(word)
         if task_id is None:
-            raise UsageError(f"{service.name}: expected {service.id_kind.expected}, got {word!r}")
+            raise UsageError(f"{product.name}: expected {product.id_kind.expected}, got {word!r}")
         given_ids += 1
-        if (service, task_id) not in targets:
-            targets.append((service, task_id))
-    if service is not None and given_ids == 0:
-        raise UsageError(f"no ID given for {service.name}")
+        if (product, task_id) not in targets:
+            targets.append((product, task_id))
+    if product is not None and given_ids == 0:
+        raise UsageError(f"no ID given for {product.name}")
     return targets
 
 
@@ -120,8 +120,8 @@ class TaskResult:
     consecutive_errors: int = 0
 
     @property
-    def service(self) -> Service:
-        return BY_NAME[self.task.service]
+    def product(self) -> Product:
+        return BY_NAME[self.task.product]
 
     @property
     def status(self) -> str | None:
@@ -129,11 +129,11 @@ class TaskResult:
 
     @property
     def final(self) -> bool:
-        return self.status is not None and self.status in self.service.final_statuses
+        return self.status is not None and self.status in self.product.final_statuses
 
     @property
     def succeeded(self) -> bool:
-        return self.final and self.status == self.service.success_status
+        return self.final and self.status == self.product.success_status
 
     @property
     def shown_status(self) -> str:
@@ -150,7 +150,7 @@ class TaskResult:
         observation = self.observation
         error = self.error
         return {
-            "product": self.task.service,
+            "product": self.task.product,
             "region": self.task.region,
             "account": self.task.account,
             "id": self.task.task_id,
@@ -179,8 +179,8 @@ class Session:
     buckets: dict[Lane, TokenBucket] = field(default_factory=dict)
     rand: Any = random.random
 
-    def task(self, service: Service, task_id: str) -> WatchedTask:
-        return WatchedTask(service.name, task_id, self.region, account=self.account)
+    def task(self, product: Product, task_id: str) -> WatchedTask:
+        return WatchedTask(product.name, task_id, self.region, account=self.account)
 
     def bucket(self, lane: Lane) -> TokenBucket:
         if lane not in self.buckets:
@@ -194,14 +194,14 @@ class Session:
         """One poll of the task, paced by its lane's bucket, recorded in `result`; a throttled answer slows
         the bucket down, as in the daemon."""
         task = result.task
-        service = result.service
+        product = result.product
         lane = self.plan.lane(task)
         bucket = self.bucket(lane)
         await bucket.acquire()
         outcome = await describe_task(
-            self.client, service, lane.endpoint, task, self.plan.credentials[task.account]
+            self.client, product, lane.endpoint, task, self.plan.credentials[task.account]
         )
-        if service.is_throttling(outcome.code):
+        if product.is_throttling(outcome.code):
             bucket.throttled()
         result.polls += 1
         if outcome.observation is not None:
@@ -213,9 +213,9 @@ class Session:
         return outcome
 
 
-def is_not_found(service: Service, outcome: Outcome) -> bool:
+def is_not_found(product: Product, outcome: Outcome) -> bool:
     """The API's way of saying it knows no task with this ID: its error code, or an empty answer."""
-    return outcome.code == NOT_FOUND or outcome.code in service.not_found_codes
+    return outcome.code == NOT_FOUND or outcome.code in product.not_found_codes
 
 
 @contextlib.asynccontextmanager
@@ -236,7 +236,7 @@ async def open_session(
         raise UsageError(str(exc)) from None
     try:
         async with api_session() as http:
-            rates = {(account, s.name): config.apis[s.name].rate_limit for s in SERVICES}
+            rates = {(account, s.name): config.apis[s.name].rate_limit for s in PRODUCTS}
             plan = Plan(config.apis, rates, config.polling, {account: provider})
             yield Session(config, region, account, plan, ApiClient(http, config.polling.timeout))
     finally:

@@ -96,10 +96,10 @@ def _products(check: ValueChecker, value: object, default: tuple[str, ...]) -> t
         return default
     products = []
     for index, name in enumerate(_strings(check, value, "discovery.products", "product keys")):
-        service = BY_NAME.get(name)
-        if service is not None and service.listing is not None:
+        product = BY_NAME.get(name)
+        if product is not None and product.listing is not None:
             products.append(name)
-        elif service is not None:
+        elif product is not None:
             check.error(
                 f"discovery.products[{index}]",
                 f"{name} has no API listing an account's operations without an instance ID; "

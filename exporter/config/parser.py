@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.catalogue.products import BY_NAME, SERVICES, Service
+from exporter.catalogue.products import BY_NAME, PRODUCTS, Product
 from exporter.config.accounts import (
     ACCOUNT_NAME,
     DEFAULT_ACCOUNT,
@@ -61,7 +61,7 @@ __all__ = [
     "redacted",
 ]
 
-_WATCH_KEYS = {s.watch_key: s.name for s in SERVICES}
+_WATCH_KEYS = {s.watch_key: s.name for s in PRODUCTS}
 
 
 class ConfigError(ProblemsError):
@@ -82,14 +82,14 @@ class ApiConfig:
     regional_endpoint: str = ""  # the product's `{region}` host, where financial regions go by default
 
     @classmethod
-    def default(cls, service: Service) -> ApiConfig:
-        listing = service.listing
+    def default(cls, product: Product) -> ApiConfig:
+        listing = product.listing
         list_rate = None if listing is None else listing.default_rate_limit
         return cls(
-            service.default_endpoint,
-            service.default_rate_limit,
+            product.default_endpoint,
+            product.default_rate_limit,
             list_rate,
-            regional_endpoint=service.regional_endpoint,
+            regional_endpoint=product.regional_endpoint,
         )
 
     def endpoint_for(self, region: str) -> str:
@@ -122,7 +122,7 @@ CONFIG, API, DISCOVERED = "config", "api", "discovered"
 
 @dataclass(frozen=True)
 class WatchedTask:
-    service: str
+    product: str
     task_id: str
     region: str
     labels: tuple[tuple[str, str], ...] = ()
@@ -134,12 +134,12 @@ class WatchedTask:
 
     @property
     def key(self) -> Key:
-        return (self.service, self.region, self.task_id)
+        return (self.product, self.region, self.task_id)
 
     def as_json(self) -> dict[str, object]:
         """The task as the task API and /-/config show it (the shape the task API accepts)."""
         return {
-            "product": self.service,
+            "product": self.product,
             "id": self.task_id,
             "region": self.region,
             "account": self.account,
@@ -158,7 +158,7 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)  # the top-level section
     region: str | None = None
     apis: Mapping[str, ApiConfig] = field(
-        default_factory=lambda: {s.name: ApiConfig.default(s) for s in SERVICES}
+        default_factory=lambda: {s.name: ApiConfig.default(s) for s in PRODUCTS}
     )
     polling: PollingConfig = field(default_factory=PollingConfig)
     tasks: tuple[WatchedTask, ...] = ()
@@ -206,7 +206,7 @@ def _api_json(api: ApiConfig) -> dict[str, Any]:
 
 def _entry(
     check: ValueChecker,
-    service: str,
+    product: str,
     entry: object,
     path: str,
     default_region: str | None,
@@ -237,7 +237,7 @@ def _entry(
                     f"expected {expected}, got {describe(raw_account)}",
                 )
                 return None
-    id_kind = BY_NAME[service].id_kind
+    id_kind = BY_NAME[product].id_kind
     task_id = id_kind.canonical(raw_id)
     if task_id is None:
         check.error(path_id, f"expected {id_kind.expected}, got {describe(raw_id)}")
@@ -245,7 +245,7 @@ def _entry(
     if region is None:
         check.error(path, "no region: set `region` at the top level or on this task")
         return None
-    return WatchedTask(service, task_id, region, labels, account)
+    return WatchedTask(product, task_id, region, labels, account)
 
 
 def _watch(
@@ -254,7 +254,7 @@ def _watch(
     watch = check.mapping(value, "watch", set(_WATCH_KEYS))
     tasks: list[WatchedTask] = []
     seen: dict[tuple[str, str, str], str] = {}
-    for key, service in _WATCH_KEYS.items():
+    for key, product in _WATCH_KEYS.items():
         entries = watch.get(key)
         if entries is None:
             continue
@@ -263,13 +263,13 @@ def _watch(
             continue
         for index, entry in enumerate(entries):
             path = f"watch.{key}[{index}]"
-            task = _entry(check, service, entry, path, default_region, accounts)
+            task = _entry(check, product, entry, path, default_region, accounts)
             if task is None:
                 continue
             if task.key in seen:
                 check.error(
                     path,
-                    f"duplicate task {service} {task.task_id} in {task.region} (first at {seen[task.key]})",
+                    f"duplicate task {product} {task.task_id} in {task.region} (first at {seen[task.key]})",
                 )
                 continue
             seen[task.key] = path
@@ -278,7 +278,7 @@ def _watch(
 
 
 def parse_task(
-    service: str,
+    product: str,
     entry: Mapping[str, Any],
     default_region: str | None,
     source: str,
@@ -292,7 +292,7 @@ def parse_task(
     """
     check = ValueChecker(source, limits)
     check.utf8(dict(entry))
-    task = _entry(check, service, dict(entry), "", default_region, accounts)
+    task = _entry(check, product, dict(entry), "", default_region, accounts)
     if task is None or check.problems:
         raise ConfigError(check.problems)
     return dataclasses.replace(task, origin=API)
@@ -326,8 +326,8 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     names = tuple(a.name for a in accounts)
     region = check.region(data.get("region"), "region")
 
-    apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in SERVICES})
-    apis = {spec.name: _api(check, spec, apis_raw.get(spec.name)) for spec in SERVICES}
+    apis_raw = check.mapping(data.get("apis"), "apis", {s.name for s in PRODUCTS})
+    apis = {spec.name: _api(check, spec, apis_raw.get(spec.name)) for spec in PRODUCTS}
 
     defaults = PollingConfig()
     poll = check.mapping(
@@ -351,7 +351,7 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     return Config(source, credentials, region, apis, polling, tasks, check.limits, discovery, accounts)
 
 
-def _api(check: ValueChecker, spec: Service, value: object) -> ApiConfig:
+def _api(check: ValueChecker, spec: Product, value: object) -> ApiConfig:
     """`apis.<product>`: endpoint and the quotas the exporter may spend of the status and list APIs."""
     path, default = f"apis.{spec.name}", ApiConfig.default(spec)
     keys = {"endpoint", "endpoints", "rate_limit"} | ({"list_rate_limit"} if spec.listing else set())

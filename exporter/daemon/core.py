@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.catalogue.listapis import Listed
-from exporter.catalogue.products import SERVICES
+from exporter.catalogue.products import PRODUCTS
 from exporter.config.parser import (
     API,
     CONFIG,
@@ -118,7 +118,7 @@ class Daemon:
         rates = {}
         for account in config.account_names:
             swept = set(discovery.products) if discovery and account in discovery.accounts else set()
-            for spec in SERVICES:
+            for spec in PRODUCTS:
                 api = config.apis[spec.name]
                 rate = api.rate_limit
                 if spec.listing_shares_quota and spec.name in swept and api.list_rate_limit is not None:
@@ -213,7 +213,7 @@ class Daemon:
         return {k: t for k, t in tasks.items() if self._owns(t) and t.account in accounts}
 
     def _owns(self, task: WatchedTask) -> bool:
-        return self.options.shard.owns(task.service, task.task_id)
+        return self.options.shard.owns(task.product, task.task_id)
 
     def source(self, key: Key) -> str:
         """Which declaration of the task is in force now: the config file's, a registration, or discovery."""
@@ -256,7 +256,7 @@ class Daemon:
             task, old.registered_at if old else time.time(), old.final_since if old else None
         )
         self._registered[task.key] = registration
-        owned = self.options.shard.owns(task.service, task.task_id)
+        owned = self.options.shard.owns(task.product, task.task_id)
         if self._scheduler is not None and owned and task.key not in self._config_keys:
             self._scheduler.add(task)  # O(log n): no re-sync of the whole watched set
             self._count()

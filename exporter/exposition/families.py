@@ -30,7 +30,7 @@ def task_labels(task: WatchedTask) -> str:
     # product and cloud_region, not service and region: those are target labels under Kubernetes service
     # discovery and would be renamed exported_* on ingestion.
     return (
-        f'product="{escape(task.service)}",cloud_region="{escape(task.region)}",'
+        f'product="{escape(task.product)}",cloud_region="{escape(task.region)}",'
         f'task_id="{escape(task.task_id)}",account="{escape(task.account)}"'
     )
 
@@ -87,7 +87,7 @@ class Family:
 def _status(state: TaskState, labels: str) -> str:
     if state.status is None:
         return ""  # no series before the first successful poll
-    known = BY_NAME[state.task.service].statuses
+    known = BY_NAME[state.task.product].statuses
     states = known if state.status in known else (*known, state.status)
     return "".join(
         f'tencentcloud_task_status{{{labels},status="{escape(s)}"}} {1 if s == state.status else 0}\n'

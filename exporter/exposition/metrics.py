@@ -20,7 +20,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
 from exporter import __version__, buildinfo
-from exporter.catalogue.products import Service
+from exporter.catalogue.products import Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import PollingConfig
 from exporter.config.sharding import Shard
@@ -207,14 +207,14 @@ class Metrics:
         if success:
             self.reload_timestamp.set(now)
 
-    def observe_api(self, lane: Lane, service: Service, outcome: CallOutcome) -> None:
-        """One request through `lane`'s bucket to one of `service`'s actions."""
+    def observe_api(self, lane: Lane, product: Product, outcome: CallOutcome) -> None:
+        """One request through `lane`'s bucket to one of `product`'s actions."""
         labels = lane.labels
         self.api_requests.labels(*labels).inc()
         self.api_duration.labels(*labels).observe(outcome.duration)
         if outcome.code is not None:
             self.api_errors.labels(*labels, outcome.code).inc()
-            if service.is_throttling(outcome.code):
+            if product.is_throttling(outcome.code):
                 self.api_throttled.labels(*labels).inc()
 
     def set_watched(self, counts: Mapping[tuple[str, str], int]) -> None:

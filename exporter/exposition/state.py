@@ -88,7 +88,7 @@ class TaskState:
 
     @property
     def final(self) -> bool:
-        return self.status in BY_NAME[self.task.service].final_statuses
+        return self.status in BY_NAME[self.task.product].final_statuses
 
     def observe(self, observation: Observation, now: float) -> bool:
         """Records a successful poll; True when the status changed (or was seen for the first time)."""
@@ -123,7 +123,7 @@ class TaskState:
 
 
 class TaskStore:
-    """Every watched task's state, keyed by (service, region, task_id).
+    """Every watched task's state, keyed by (product, region, task_id).
 
     `on_status` hears of every status change and `on_remove` of every task no longer watched, so a store
     below can keep each status's first-seen time across restarts; `remembered` is what it kept.
@@ -157,10 +157,10 @@ class TaskStore:
         if state is None:
             remembered = self._remembered.pop(task.key, None)
             state = self._tasks[task.key] = TaskState(task, remembered=remembered, listed=listed)
-            self._counts[task.account, task.service] += 1
+            self._counts[task.account, task.product] += 1
         elif state.task != task:
-            self._counts[state.task.account, task.service] -= 1
-            self._counts[task.account, task.service] += 1
+            self._counts[state.task.account, task.product] -= 1
+            self._counts[task.account, task.product] += 1
             state.retask(task)
         return state
 
@@ -186,7 +186,7 @@ class TaskStore:
             self._on_status(state.task.key, state.status, state.status_since or now)
         return changed
 
-    def count_by_service(self) -> dict[str, int]:
+    def count_by_product(self) -> dict[str, int]:
         counts = dict.fromkeys(BY_NAME, 0)
         for (_, product), count in self._counts.items():
             counts[product] += count
@@ -199,9 +199,9 @@ class TaskStore:
         counts.update((pair, count) for pair, count in self._counts.items() if count)
         return counts
 
-    def first_sighting(self, service: str, status: str) -> bool:
-        """True the first time a status outside the documented set is seen for a service."""
-        if status in BY_NAME[service].statuses or (service, status) in self._novel_statuses:
+    def first_sighting(self, product: str, status: str) -> bool:
+        """True the first time a status outside the documented set is seen for a product."""
+        if status in BY_NAME[product].statuses or (product, status) in self._novel_statuses:
             return False
-        self._novel_statuses.add((service, status))
+        self._novel_statuses.add((product, status))
         return True

@@ -24,7 +24,7 @@ from exporter.catalogue.products import (
     NOT_FOUND,
     InvalidResponse,
     Observation,
-    Service,
+    Product,
     TaskNotFound,
     api_text,
 )
@@ -86,13 +86,13 @@ def _envelope(status: int, body: bytes) -> tuple[dict[str, Any] | None, Outcome 
     return response, Outcome(None, request_id=request_id)
 
 
-def classify(status: int, body: bytes, service: Service) -> Outcome:
+def classify(status: int, body: bytes, product: Product) -> Outcome:
     """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
     response, outcome = _envelope(status, body)
     if response is None or outcome is None:
         return outcome or Outcome(INVALID_RESPONSE)
     try:
-        observation = service.parse(response)
+        observation = product.parse(response)
     except InvalidResponse as exc:
         return Outcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
     except TaskNotFound as exc:
@@ -100,14 +100,14 @@ def classify(status: int, body: bytes, service: Service) -> Outcome:
     return Outcome(None, observation, request_id=outcome.request_id)
 
 
-def classify_page(status: int, body: bytes, service: Service, listing: ListApi) -> PageOutcome:
+def classify_page(status: int, body: bytes, product: Product, listing: ListApi) -> PageOutcome:
     """One list API answer as a page of listed operations, or the error; pure like classify."""
     response, outcome = _envelope(status, body)
     if response is None or outcome is None:
         failed = outcome or Outcome(INVALID_RESPONSE)
         return PageOutcome(failed.code, message=failed.message, request_id=failed.request_id)
     try:
-        page = listing.page(response, service.id_kind)
+        page = listing.page(response, product.id_kind)
     except InvalidResponse as exc:
         return PageOutcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
     return PageOutcome(None, page, request_id=outcome.request_id)
@@ -164,36 +164,36 @@ class ApiClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def describe(
-        self, service: Service, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
     ) -> Outcome:
         started = time.perf_counter()
         answer = await self._post(
-            service.name,
-            service.action,
-            service.version,
+            product.name,
+            product.action,
+            product.version,
             endpoint,
             region,
             credentials,
-            service.payload(task_id),
+            product.payload(task_id),
         )
-        outcome = answer if isinstance(answer, Outcome) else classify(*answer, service)
+        outcome = answer if isinstance(answer, Outcome) else classify(*answer, product)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
     async def list_page(
-        self, service: Service, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
+        self, product: Product, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
     ) -> PageOutcome:
-        """One page of the product's list API (`service.listing`, which must be set)."""
-        listing = service.listing
+        """One page of the product's list API (`product.listing`, which must be set)."""
+        listing = product.listing
         if listing is None:
-            raise ValueError(f"{service.name} has no list API")
+            raise ValueError(f"{product.name} has no list API")
         started = time.perf_counter()
         answer = await self._post(
-            service.name, listing.action, listing.version, endpoint, region, credentials, payload
+            product.name, listing.action, listing.version, endpoint, region, credentials, payload
         )
         if isinstance(answer, Outcome):
             outcome = PageOutcome(answer.code, message=answer.message)
         else:
-            outcome = classify_page(*answer, service, listing)
+            outcome = classify_page(*answer, product, listing)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
     async def _post(

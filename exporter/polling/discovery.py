@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from exporter.catalogue.listapis import PAGE_SIZE, Listed, Page
-from exporter.catalogue.products import BY_NAME, Service
+from exporter.catalogue.products import BY_NAME, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
 from exporter.credentials.chain import CredentialProvider, CredentialsError
@@ -48,7 +48,7 @@ class SweepFailed(Exception):
 
 
 # Where a sweep's findings go: (account, product, region, what was listed, when the sweep started).
-FoundCallback = Callable[[str, Service, str, list[Listed], float], Awaitable[None]]
+FoundCallback = Callable[[str, Product, str, list[Listed], float], Awaitable[None]]
 
 
 class Sweeper:
@@ -56,7 +56,7 @@ class Sweeper:
 
     def __init__(
         self,
-        service: Service,
+        product: Product,
         region: str,
         lane: Lane,
         bucket: TokenBucket,
@@ -68,9 +68,9 @@ class Sweeper:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if service.listing is None:
-            raise ValueError(f"{service.name} has no list API")
-        self.service, self.listing, self.region, self.lane = service, service.listing, region, lane
+        if product.listing is None:
+            raise ValueError(f"{product.name} has no list API")
+        self.product, self.listing, self.region, self.lane = product, product.listing, region, lane
         self.endpoint, self.bucket, self.client, self.credentials = lane.endpoint, bucket, client, credentials
         self.metrics, self.config = metrics, config
         self._found = found
@@ -80,7 +80,7 @@ class Sweeper:
 
     @property
     def labels(self) -> tuple[str, str, str]:
-        return (self.lane.account, self.service.name, self.region)
+        return (self.lane.account, self.product.name, self.region)
 
     async def run(self) -> None:
         while True:
@@ -106,7 +106,7 @@ class Sweeper:
             return False
         finally:
             health.duration.labels(*self.labels).set(self._clock() - started)
-        await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
+        await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
         if self._failures:
             log.info("discovery sweep recovered", extra={"fields": self._fields()})
         self._failures = 0
@@ -151,11 +151,11 @@ class Sweeper:
         await self.bucket.acquire()
         payload = self.listing.payload(offset, begin, end)
         outcome: PageOutcome = await self.client.list_page(
-            self.service, self.endpoint, self.region, credentials, payload
+            self.product, self.endpoint, self.region, credentials, payload
         )
-        self.metrics.observe_api(self.lane, self.service, outcome)
+        self.metrics.observe_api(self.lane, self.product, outcome)
         if outcome.code is not None:
-            if self.service.is_throttling(outcome.code):
+            if self.product.is_throttling(outcome.code):
                 self.bucket.throttled()
             raise SweepFailed(outcome.code, outcome.message)
         if outcome.page is None:
@@ -169,7 +169,7 @@ class Sweeper:
         health.failures.labels(*self.labels).set(self._failures)
         # Pages read before the failure still name real operations: watch them now, not an interval later.
         if items:
-            await self._found(self.lane.account, self.service, self.region, list(items.values()), now)
+            await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
             level,
@@ -242,8 +242,8 @@ class Discovery:
         self._sweepers = []
         for account in config.accounts:
             for name in config.products:
-                service, api = BY_NAME[name], apis[name]
-                listing = service.listing
+                product, api = BY_NAME[name], apis[name]
+                listing = product.listing
                 if listing is None:
                     continue
                 for region in config.regions:
@@ -255,7 +255,7 @@ class Discovery:
                         self.metrics.lane_opened(lane, bucket)
                     self._sweepers.append(
                         Sweeper(
-                            service,
+                            product,
                             region,
                             lane,
                             bucket,
@@ -293,28 +293,28 @@ class Discovery:
     # ---- the discovered tasks
 
     async def _take(
-        self, account: str, service: Service, region: str, items: list[Listed], now: float
+        self, account: str, product: Product, region: str, items: list[Listed], now: float
     ) -> None:
         """What a sweep listed, taken in batches that let the event loop breathe between them: a first
         sweep of thousands of operations must not hold up status polling while they are set up."""
         for start in range(0, len(items), ABSORB_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self._absorb(account, service, region, items[start : start + ABSORB_BATCH], now)
+            self._absorb(account, product, region, items[start : start + ABSORB_BATCH], now)
         self.count()
 
-    def _absorb(self, account: str, service: Service, region: str, items: list[Listed], now: float) -> None:
+    def _absorb(self, account: str, product: Product, region: str, items: list[Listed], now: float) -> None:
         config = self.config
         if config is None:
             return
         batch = []
         for listed in items:
-            key = (service.name, region, listed.task_id)
+            key = (product.name, region, listed.task_id)
             if key in self._gone:
                 continue
             tags = dict(listed.tags)
             labels = tuple((name, tags[name]) for name in config.tag_labels if tags.get(name))
-            task = WatchedTask(service.name, listed.task_id, region, labels, account, origin=DISCOVERED)
+            task = WatchedTask(product.name, listed.task_id, region, labels, account, origin=DISCOVERED)
             if not self._owns(task):
                 continue
             found = self.found.get(key)
@@ -382,4 +382,4 @@ class Discovery:
 def _triple(found: Found) -> tuple[str, str, str]:
     """The (account, product, region) a discovered task was found in."""
     task = found.task
-    return (task.account, task.service, task.region)
+    return (task.account, task.product, task.region)

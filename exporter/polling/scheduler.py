@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from exporter.catalogue.products import BY_NAME, Service
+from exporter.catalogue.products import BY_NAME, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DEFAULT_ACCOUNT, ApiConfig, Key, PollingConfig, WatchedTask, key_fields
 from exporter.credentials.chain import CredentialProvider, CredentialsError
@@ -65,7 +65,7 @@ class Slots:
 
 
 async def describe_task(
-    client: ApiClient, service: Service, endpoint: str, task: WatchedTask, credentials: CredentialProvider
+    client: ApiClient, product: Product, endpoint: str, task: WatchedTask, credentials: CredentialProvider
 ) -> Outcome:
     """One status request for `task` signed with the provider's current keys; a provider that has none gives
     the Exporter.CredentialsUnavailable outcome, counted like any error and retried with backoff."""
@@ -73,7 +73,7 @@ async def describe_task(
         keys = await credentials.get()
     except CredentialsError as exc:
         return Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-    return await client.describe(service, endpoint, task.region, keys, task.task_id)
+    return await client.describe(product, endpoint, task.region, keys, task.task_id)
 
 
 def concurrency_for(rate: float, timeout: float) -> int:
@@ -89,14 +89,14 @@ def backoff_delay(consecutive_errors: int, polling: PollingConfig, rand: Callabl
     return ceiling * (0.5 + 0.5 * rand())
 
 
-class ServiceScheduler:
+class LaneScheduler:
     """Polls the watched tasks of one lane: one product's status API, as one account, at one endpoint.
 
     It schedules the tasks it is given; which tasks exist is the Scheduler's (and the store's) business."""
 
     def __init__(
         self,
-        service: Service,
+        product: Product,
         endpoint: str,
         bucket: TokenBucket,
         client: ApiClient,
@@ -109,8 +109,8 @@ class ServiceScheduler:
         rand: Callable[[], float] = random.random,
         account: str = DEFAULT_ACCOUNT,
     ) -> None:
-        self.service = service
-        self.lane = Lane(account, service.name, service.action, endpoint)
+        self.product = product
+        self.lane = Lane(account, product.name, product.action, endpoint)
         self.endpoint = endpoint
         self.bucket = bucket
         self.client = client
@@ -251,8 +251,8 @@ class ServiceScheduler:
 
     async def _poll_once(self, state: TaskState) -> float | None:
         task = state.task
-        outcome = await describe_task(self.client, self.service, self.endpoint, task, self.credentials)
-        self.metrics.observe_api(self.lane, self.service, outcome)
+        outcome = await describe_task(self.client, self.product, self.endpoint, task, self.credentials)
+        self.metrics.observe_api(self.lane, self.product, outcome)
         if self.store.get(task.key) is not state:
             return None  # removed while in flight
         return self._record(state, outcome)
@@ -287,17 +287,17 @@ class ServiceScheduler:
                     "task status changed",
                     extra={"fields": {**fields, "from": previous or "", "to": state.status}},
                 )
-            if state.status and self.store.first_sighting(task.service, state.status):
+            if state.status and self.store.first_sighting(task.product, state.status):
                 log.warning(
                     "undocumented status; exported as its own state",
-                    extra={"fields": {"product": task.service, "status": state.status}},
+                    extra={"fields": {"product": task.product, "status": state.status}},
                 )
             if not state.final:
                 return self.polling.interval
             return self.polling.finished_interval or None
         code = outcome.code or "Transport.InvalidResponse"
         state.fail(code, now)
-        if self.service.is_throttling(outcome.code):
+        if self.product.is_throttling(outcome.code):
             self.bucket.throttled()
         level = logging.WARNING if state.consecutive_errors == 1 else logging.DEBUG
         log.log(
@@ -329,9 +329,9 @@ class Plan:
     credentials: Mapping[str, CredentialProvider]  # by account
 
     def lane(self, task: WatchedTask) -> Lane:
-        service = BY_NAME[task.service]
-        endpoint = self.apis[task.service].endpoint_for(task.region)
-        return Lane(task.account, task.service, service.action, endpoint)
+        product = BY_NAME[task.product]
+        endpoint = self.apis[task.product].endpoint_for(task.region)
+        return Lane(task.account, task.product, product.action, endpoint)
 
 
 class Scheduler:
@@ -339,17 +339,17 @@ class Scheduler:
 
     def __init__(self, client: ApiClient, store: TaskStore, metrics: Metrics, plan: Plan) -> None:
         self.client, self.store, self.metrics, self.plan = client, store, metrics, plan
-        self.lanes: dict[Lane, ServiceScheduler] = {}
+        self.lanes: dict[Lane, LaneScheduler] = {}
         self._lane_of: dict[Key, Lane] = {}
         self._workers: dict[Lane, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._started = False
 
-    def _open(self, lane: Lane) -> ServiceScheduler:
+    def _open(self, lane: Lane) -> LaneScheduler:
         scheduler = self.lanes.get(lane)
         if scheduler is None:
             plan = self.plan
-            scheduler = ServiceScheduler(
+            scheduler = LaneScheduler(
                 BY_NAME[lane.product],
                 lane.endpoint,
                 TokenBucket(plan.rates[lane.account, lane.product]),
@@ -416,7 +416,7 @@ class Scheduler:
             self.lanes[lane].discard(key)
         self.store.remove(key)
 
-    def _start(self, lane: Lane, scheduler: ServiceScheduler) -> None:
+    def _start(self, lane: Lane, scheduler: LaneScheduler) -> None:
         name = f"poll-{lane.account}-{lane.product}-{lane.host}"
         worker = asyncio.create_task(scheduler.run(), name=name)
         worker.add_done_callback(_worker_ended)

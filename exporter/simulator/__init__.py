@@ -1,7 +1,7 @@
 """A local stand-in for the Tencent Cloud task status APIs the exporter polls, and the list APIs its
 discovery sweeps, for tests, benchmarks and `--demo`.
 
-One aiohttp server answers every product of the catalogue (`catalogue.products.SERVICES`) the way the real
+One aiohttp server answers every product of the catalogue (`catalogue.products.PRODUCTS`) the way the real
 endpoints do: requests are routed by the credential scope's service, `X-TC-Action` and `X-TC-Version`;
 TC3-HMAC-SHA256 signatures are verified from the received bytes; each action's per-second quota is enforced
 (PostgreSQL's list action is its status action, with one quota); errors come back as HTTP 200 with a Tencent

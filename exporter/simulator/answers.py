@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
-from exporter.catalogue.products import SERVICES, Service
+from exporter.catalogue.products import PRODUCTS, Product
 from exporter.simulator.errors import ApiError
 
 if TYPE_CHECKING:  # scenario imports this module to validate statuses
@@ -36,7 +36,7 @@ def tencent_time_text(unix_time: float) -> str:
 class TaskView:
     """One task as its API sees it at one instant; times are unix times already scaled by `speed`."""
 
-    service: Service
+    product: Product
     task: SimTask
     phase: Phase
     started_at: float
@@ -47,14 +47,14 @@ class TaskView:
         status = self.phase.status
         if isinstance(status, int):  # the list answers show a flow's end time and progress too
             return status in (_FLOW_SUCCEEDED, _FLOW_FAILED)
-        return isinstance(status, str) and status.lower() in self.service.final_statuses
+        return isinstance(status, str) and status.lower() in self.product.final_statuses
 
     @property
     def succeeded(self) -> bool:
         status = self.phase.status
         if isinstance(status, int):
             return status == _FLOW_SUCCEEDED
-        return self.final and isinstance(status, str) and status.lower() not in self.service.failure_statuses
+        return self.final and isinstance(status, str) and status.lower() not in self.product.failure_statuses
 
     @property
     def start_time(self) -> str:
@@ -87,8 +87,8 @@ class Shape:
             del fields["Status"]
         return fields
 
-    def not_found(self, service: Service, task_id: str) -> dict[str, Any]:
-        raise ApiError(service.not_found_codes[0], f"The {service.id_param} `{task_id}` was not found.")
+    def not_found(self, product: Product, task_id: str) -> dict[str, Any]:
+        raise ApiError(product.not_found_codes[0], f"The {product.id_param} `{task_id}` was not found.")
 
 
 class _Flow(Shape):
@@ -123,7 +123,7 @@ class _TaskSet(Shape):
     def fields(self, view: TaskView) -> dict[str, Any]:
         steps = list(dict.fromkeys(p.step for p in sorted(view.task.phases, key=lambda p: p.at) if p.step))
         return {
-            "TaskId": view.service.id_kind.request_value(view.task.task_id),
+            "TaskId": view.product.id_kind.request_value(view.task.task_id),
             "TaskType": view.task.task_type or "",
             "DBInstanceId": view.task.instance_id or "",
             "StartTime": view.start_time,
@@ -148,7 +148,7 @@ class _TaskSet(Shape):
             del item["Status"]
         return {"TotalCount": 1, "TaskSet": [item]}
 
-    def not_found(self, service: Service, task_id: str) -> dict[str, Any]:
+    def not_found(self, product: Product, task_id: str) -> dict[str, Any]:
         return {"TotalCount": 0, "TaskSet": []}
 
 
@@ -164,19 +164,19 @@ SHAPES: Final[Mapping[str, Shape]] = {
     "postgres": _TaskSet(),
 }
 # A product added to the catalogue needs its answer written here; failing at import says so at once.
-if set(SHAPES) != {s.name for s in SERVICES}:
+if set(SHAPES) != {s.name for s in PRODUCTS}:
     raise RuntimeError(
-        f"simulator answers {sorted(SHAPES)} do not match the catalogue {sorted(s.name for s in SERVICES)}"
+        f"simulator answers {sorted(SHAPES)} do not match the catalogue {sorted(s.name for s in PRODUCTS)}"
     )
 
 
-def status_problem(service: str, status: object) -> str | None:
-    """Why `status` cannot be one of `service`'s statuses (wrong JSON type), or None when it can."""
+def status_problem(product: str, status: object) -> str | None:
+    """Why `status` cannot be one of `product`'s statuses (wrong JSON type), or None when it can."""
     if status is None:
         return None
-    if SHAPES[service].integer_status:
+    if SHAPES[product].integer_status:
         if isinstance(status, bool) or not isinstance(status, int):
-            return f"a {service} flow status is an integer or None, got {status!r}"
+            return f"a {product} flow status is an integer or None, got {status!r}"
     elif not isinstance(status, str):
-        return f"a {service} status is a string or None, got {status!r}"
+        return f"a {product} status is a string or None, got {status!r}"
     return None

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.catalogue.products import BY_NAME, SERVICES
+from exporter.catalogue.products import BY_NAME, PRODUCTS
 from exporter.credentials.signing import Credentials
 from exporter.simulator.scenario import SimTask, load_scenario
 from exporter.simulator.server import Simulator
@@ -32,13 +32,13 @@ def _listen_address(value: str) -> tuple[str, int]:
 
 
 def _quota(value: str) -> tuple[str, float]:
-    service, sep, rate = value.partition("=")
+    product, sep, rate = value.partition("=")
     try:
-        if not sep or service not in BY_NAME:
+        if not sep or product not in BY_NAME:
             raise ValueError
-        return service, float(rate)
+        return product, float(rate)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SERVICE=RATE with SERVICE in {sorted(BY_NAME)}") from None
+        raise argparse.ArgumentTypeError(f"expected PRODUCT=RATE with PRODUCT in {sorted(BY_NAME)}") from None
 
 
 def credentials_arg(value: str) -> Credentials:
@@ -97,7 +97,7 @@ def add_account_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    actions = ", ".join(f"{s.name} {s.action}" for s in SERVICES)
+    actions = ", ".join(f"{s.name} {s.action}" for s in PRODUCTS)
     parser = argparse.ArgumentParser(
         prog="python -m exporter.simulator",
         description=f"Serve simulated Tencent Cloud task status APIs ({actions}).",
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="timeline speed factor (10: ten times faster)"
     )
     parser.add_argument("--latency", type=float, default=0.0, help="extra seconds before every answer")
-    parser.add_argument("--quota", type=_quota, action="append", default=[], help="SERVICE=RATE, repeatable")
+    parser.add_argument("--quota", type=_quota, action="append", default=[], help="PRODUCT=RATE, repeatable")
     parser.add_argument("--secret-id", default=None, help="accepted SecretId (default: the demo's)")
     parser.add_argument("--secret-key", default=None, help="its SecretKey")
     parser.add_argument("--token", default="", help="session token the credentials require, if any")

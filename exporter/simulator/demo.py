@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
 
-from exporter.catalogue.products import BY_NAME, SERVICES
+from exporter.catalogue.products import BY_NAME, PRODUCTS
 from exporter.config.parser import Config, parse_config
 from exporter.credentials.signing import Credentials
 from exporter.simulator.scenario import Phase, SimTask
@@ -108,15 +108,15 @@ def _cdb_async_requests() -> list[SimTask]:
     ]
 
 
-def _flows(service: str, first_id: int) -> list[SimTask]:
+def _flows(product: str, first_id: int) -> list[SimTask]:
     """TDSQL, SQL Server and TDSQL-C flows answer like MariaDB's: the same four stories, other timings."""
     ids = [str(first_id + n) for n in range(4)]
     return [
-        SimTask(service, ids[0], (Phase(0, _SUCCEEDED),)),
-        SimTask(service, ids[1], (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
-        SimTask(service, ids[2], (Phase(0, _RUNNING), Phase(150, _FAILED))),
+        SimTask(product, ids[0], (Phase(0, _SUCCEEDED),)),
+        SimTask(product, ids[1], (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
+        SimTask(product, ids[2], (Phase(0, _RUNNING), Phase(150, _FAILED))),
         # Shard split, storage migration, cluster upgrade: the long one.
-        SimTask(service, ids[3], (Phase(0, _RUNNING), Phase(30 * _MINUTE, _SUCCEEDED))),
+        SimTask(product, ids[3], (Phase(0, _RUNNING), Phase(30 * _MINUTE, _SUCCEEDED))),
     ]
 
 
@@ -349,16 +349,16 @@ _WATCH_EXTRAS: Final[Mapping[tuple[str, str], Mapping[str, Any]]] = {
 def demo_watch() -> dict[str, list[object]]:
     """The `watch` section of the demo config (the region default is DEMO_REGION): every demo task of every
     product, then that product's unknown ID."""
-    watch: dict[str, list[object]] = {s.watch_key: [] for s in SERVICES}
+    watch: dict[str, list[object]] = {s.watch_key: [] for s in PRODUCTS}
     for task in _watched_tasks():
-        service = BY_NAME[task.service]
-        task_id = service.id_kind.request_value(task.task_id)
+        product = BY_NAME[task.product]
+        task_id = product.id_kind.request_value(task.task_id)
         extras = dict(_WATCH_EXTRAS.get(task.key, {}))
         if _account(task.key) != "prod":
             extras["account"] = _account(task.key)
-        watch[service.watch_key].append({"id": task_id, **extras} if extras else task_id)
-    for service in SERVICES:
-        watch[service.watch_key].append(DEMO_UNKNOWN_IDS[service.name])
+        watch[product.watch_key].append({"id": task_id, **extras} if extras else task_id)
+    for product in PRODUCTS:
+        watch[product.watch_key].append(DEMO_UNKNOWN_IDS[product.name])
     return watch
 
 
@@ -376,7 +376,7 @@ def demo_config(url: str, speed: float = 1.0) -> Config:
             for name, keys in DEMO_ACCOUNTS.items()
         ],
         "region": DEMO_REGION,
-        "apis": {s.name: {"endpoint": url} for s in SERVICES},
+        "apis": {s.name: {"endpoint": url} for s in PRODUCTS},
         "polling": {
             "interval": max(10.0 / speed, 0.05),
             "finished_interval": max(60.0 / speed, 0.05),

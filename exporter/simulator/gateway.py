@@ -4,7 +4,7 @@ The real API picks the product by host name (`mariadb.tencentcloudapi.com`). Eve
 simulator address, so the product is the one the request is signed for: the service of the `Authorization`
 header's credential scope (`Credential=<id>/<date>/<service>/tc3_request`), which the SDKs set to the product
 key, together with `X-TC-Action` and `X-TC-Version`. A product offers its status action and, where the
-catalogue has one, its list action (`Service.listing`); PostgreSQL's are one and the same action.
+catalogue has one, its list action (`Product.listing`); PostgreSQL's are one and the same action.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from exporter.catalogue.listapis import ListApi
-from exporter.catalogue.products import BY_NAME, SERVICES, Service
+from exporter.catalogue.products import BY_NAME, PRODUCTS, Product
 from exporter.credentials.signing import (
     SIGNED_HEADERS,
     Credentials,
@@ -39,26 +39,26 @@ from exporter.simulator.stats import slide
 _BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
 
 
-def _apis(service: Service) -> dict[str, str]:
+def _apis(product: Product) -> dict[str, str]:
     """A product's actions and their versions: the status action, and the list action if it has one."""
-    apis = {service.action: service.version}
-    if service.listing is not None:
-        apis.setdefault(service.listing.action, service.listing.version)
+    apis = {product.action: product.version}
+    if product.listing is not None:
+        apis.setdefault(product.listing.action, product.listing.version)
     return apis
 
 
-def _owners() -> dict[tuple[str, str], Service]:
-    owners: dict[tuple[str, str], Service] = {}
-    for service in SERVICES:
-        for action, version in _apis(service).items():
-            other = owners.setdefault((action, version), service)
-            if other is not service:
-                raise RuntimeError(f"{action} {version} is both {other.name}'s and {service.name}'s")
+def _owners() -> dict[tuple[str, str], Product]:
+    owners: dict[tuple[str, str], Product] = {}
+    for product in PRODUCTS:
+        for action, version in _apis(product).items():
+            other = owners.setdefault((action, version), product)
+            if other is not product:
+                raise RuntimeError(f"{action} {version} is both {other.name}'s and {product.name}'s")
     return owners
 
 
 # (action, version) names one product: what the SDK client that sent the request was made for.
-_BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Service]] = _owners()
+_BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Product]] = _owners()
 
 
 def stats_key(product: str, action: str) -> str:
@@ -67,13 +67,13 @@ def stats_key(product: str, action: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: `service` is None when no product offers it; `problem` is its routing error.
+    """Where a request goes: `product` is None when no product offers it; `problem` is its routing error.
 
     `listing` is the product's list API when `action` is its list action; for PostgreSQL that is also its
     status action, and the request's parameters tell the two apart (`is_list_request`).
     """
 
-    service: Service | None
+    product: Product | None
     stats_key: str
     problem: ApiError | None
     authorization: ParsedAuthorization | None
@@ -81,8 +81,8 @@ class Route:
     listing: ListApi | None = None
 
 
-def _listing_of(service: Service, action: str) -> ListApi | None:
-    listing = service.listing
+def _listing_of(product: Product, action: str) -> ListApi | None:
+    listing = product.listing
     return listing if listing is not None and listing.action == action else None
 
 
@@ -117,7 +117,7 @@ def authenticate(
     credentials: Mapping[str, Credentials],
     now: float,
     max_clock_skew: float,
-) -> tuple[Service, Credentials]:
+) -> tuple[Product, Credentials]:
     """Common parameters, routing, then the signature, checked as the docs for Signature v3 describe.
 
     `headers` must look names up case-insensitively; `now` is wall-clock time, as the real service checks.
@@ -134,8 +134,8 @@ def authenticate(
     parsed = routed.authorization
     if parsed is None:
         raise ApiError("AuthFailure.InvalidAuthorization", "The request `Authorization` header is invalid.")
-    service = routed.service
-    if routed.problem is not None or service is None:
+    product = routed.product
+    if routed.problem is not None or product is None:
         raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
     signed = parsed.signed_headers.split(";")
     if "content-type" not in signed or "host" not in signed:
@@ -159,7 +159,7 @@ def authenticate(
         )
     canonical = _canonical(parsed.signed_headers, headers, query, body)
     expected = signature(
-        found.secret_key, timestamp, service.name, string_to_sign(timestamp, service.name, canonical)
+        found.secret_key, timestamp, product.name, string_to_sign(timestamp, product.name, canonical)
     )
     if not hmac.compare_digest(expected, parsed.signature):
         raise ApiError(
@@ -168,7 +168,7 @@ def authenticate(
         )
     if not hmac.compare_digest(headers.get("X-TC-Token", ""), found.token):
         raise ApiError("AuthFailure.TokenFailure", "The security token is invalid or missing.")
-    return service, found
+    return product, found
 
 
 def _required(headers: Mapping[str, str], header: str, parameter: str) -> str:
@@ -204,27 +204,27 @@ def is_list_request(routed: Route, params: Mapping[str, Any]) -> bool:
     PostgreSQL's DescribeTasks is both: a request naming a TaskId is the one-task question the status poll
     asks (answered as before, other parameters beside it being UnknownParameter), any other is a list.
     """
-    service = routed.service
-    if routed.listing is None or service is None:
+    product = routed.product
+    if routed.listing is None or product is None:
         return False
-    return not service.listing_shares_quota or service.id_param not in params
+    return not product.listing_shares_quota or product.id_param not in params
 
 
-def read_task_id(service: Service, params: Mapping[str, Any]) -> str:
+def read_task_id(product: Product, params: Mapping[str, Any]) -> str:
     """The task ID of a request holding exactly the product's ID parameter, of the right JSON type."""
     for name in params:
-        if name != service.id_param:
+        if name != product.id_param:
             raise ApiError("UnknownParameter", f"The parameter `{name}` is not recognized.")
-    if service.id_param not in params:
+    if product.id_param not in params:
         raise ApiError(
-            "MissingParameter", f"The request is missing a required parameter `{service.id_param}`."
+            "MissingParameter", f"The request is missing a required parameter `{product.id_param}`."
         )
-    value = params[service.id_param]
-    integer = service.id_kind.integer
+    value = params[product.id_param]
+    integer = product.id_kind.integer
     if isinstance(value, bool) or not isinstance(value, int if integer else str):
         expected = "Integer" if integer else "String"
         raise ApiError(
-            "InvalidParameter", f"The value type of parameter `{service.id_param}` must be {expected}."
+            "InvalidParameter", f"The value type of parameter `{product.id_param}` must be {expected}."
         )
     return str(value)
 
@@ -245,8 +245,8 @@ class Quotas:
         unknown = set(overrides or {}) - set(BY_NAME)
         if unknown:
             raise ValueError(f"quotas for unknown services: {sorted(unknown)}")
-        self.rates = {s.name: float((overrides or {}).get(s.name, s.default_rate_limit)) for s in SERVICES}
-        own = {s.name: s.listing for s in SERVICES if s.listing is not None and not s.listing_shares_quota}
+        self.rates = {s.name: float((overrides or {}).get(s.name, s.default_rate_limit)) for s in PRODUCTS}
+        own = {s.name: s.listing for s in PRODUCTS if s.listing is not None and not s.listing_shares_quota}
         unlisted = set(list_overrides or {}) - set(own)
         if unlisted:
             raise ValueError(
@@ -259,16 +259,16 @@ class Quotas:
         }
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 
-    def bucket(self, service: Service, *, listing: bool = False) -> tuple[str, float]:
+    def bucket(self, product: Product, *, listing: bool = False) -> tuple[str, float]:
         """The action whose quota a request spends, and that quota: the status action's, or with `listing`
         the list action's (PostgreSQL's list action is its status action: the one quota)."""
-        if listing and service.listing is not None and not service.listing_shares_quota:
-            return service.listing.action, self.list_rates[service.name]
-        return service.action, self.rates[service.name]
+        if listing and product.listing is not None and not product.listing_shares_quota:
+            return product.listing.action, self.list_rates[product.name]
+        return product.action, self.rates[product.name]
 
     def admit(
         self,
-        service: Service,
+        product: Product,
         secret_id: str,
         now: float,
         stats: ActionStats,
@@ -278,8 +278,8 @@ class Quotas:
     ) -> None:
         """Counts one request to the status action, or with `listing` to the list action, in `stats` (every
         caller's) and `account` (the secret id's own)."""
-        action, quota = self.bucket(service, listing=listing)
-        window = self._windows.setdefault((secret_id, service.name, action), deque())
+        action, quota = self.bucket(product, listing=listing)
+        window = self._windows.setdefault((secret_id, product.name, action), deque())
         slide(window, now)
         if len(window) >= quota:
             for counted in (stats, account):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from exporter.catalogue.products import SERVICES
+from exporter.catalogue.products import PRODUCTS
 from exporter.simulator.answers import CHINA_STANDARD_TIME, SHAPES, TIME_FORMAT, TaskView, tencent_time_text
 from exporter.simulator.errors import ApiError
 
@@ -508,5 +508,5 @@ _LISTS: Final[Mapping[str, Callable[[ListRequest], dict[str, Any]]]] = {
     "dcdb": _instances(_INSTANCE_PARAMS, 10, {"DbEngine": "MySQL", "ShardCount": 2, "ShardDetail": []}),
 }
 # A product whose list API the catalogue gains needs its answer written here; failing at import says so.
-if set(_LISTS) != {s.name for s in SERVICES if s.listing is not None}:
+if set(_LISTS) != {s.name for s in PRODUCTS if s.listing is not None}:
     raise RuntimeError(f"simulator list answers {sorted(_LISTS)} do not match the catalogue's list APIs")

@@ -78,7 +78,7 @@ _PHASE_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Phase))
 
 @dataclass(frozen=True)
 class SimTask:
-    """One task of one product (`service` is the catalogue's product key) and how it behaves.
+    """One task of one product (`product` is the catalogue's product key) and how it behaves.
 
     `started` is the task time at which the task began (its StartTime; negative: before the simulator was
     given it); `task_type` and `instance_id` are what Redis and PostgreSQL report beside the status, and
@@ -88,7 +88,7 @@ class SimTask:
     belongs to ("": every account's): to any other account it is unknown and never listed.
     """
 
-    service: str
+    product: str
     task_id: str
     phases: tuple[Phase, ...]
     latency: float = 0.0
@@ -105,13 +105,13 @@ class SimTask:
     owner: str = ""
 
     def __post_init__(self) -> None:
-        if self.service not in BY_NAME:
-            raise ValueError(f"unknown service {self.service!r}; expected one of {sorted(BY_NAME)}")
-        where = f"{self.service} task {self.task_id}"
+        if self.product not in BY_NAME:
+            raise ValueError(f"unknown product {self.product!r}; expected one of {sorted(BY_NAME)}")
+        where = f"{self.product} task {self.task_id}"
         if not self.phases:
             raise ValueError(f"{where}: needs at least one phase")
         for phase in self.phases:
-            problem = status_problem(self.service, phase.status)
+            problem = status_problem(self.product, phase.status)
             if problem is not None:
                 raise ValueError(f"{where}: {problem}")
         if not math.isfinite(self.started):
@@ -129,7 +129,7 @@ class SimTask:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.service, self.task_id)
+        return (self.product, self.task_id)
 
     @property
     def faults(self) -> Faults:
@@ -154,6 +154,9 @@ _TASK_KEYS: Final = frozenset(f.name for f in dataclasses.fields(SimTask))
 
 def task_from_dict(data: Mapping[str, Any]) -> SimTask:
     """Builds a task from its JSON form (the shape `task_to_dict` produces); raises ValueError."""
+    if "service" in data and "product" not in data:
+        # Older scenario files (and the benchmarks) call the product `service`: they still load.
+        data = {("product" if key == "service" else key): value for key, value in data.items()}
     unknown = set(data) - _TASK_KEYS
     if unknown:
         raise ValueError(f"unknown task keys: {sorted(unknown)}")
@@ -161,7 +164,7 @@ def task_from_dict(data: Mapping[str, Any]) -> SimTask:
         phases = tuple(_phase_from_dict(p) for p in data["phases"])
         faults = faults_from_dict({k: v for k, v in data.items() if k in _FAULT_FIELDS})
         return SimTask(
-            str(data["service"]),
+            str(data["product"]),
             str(data["task_id"]),
             phases,
             task_type=_optional_text(data.get("task_type")),

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from exporter.catalogue.products import BY_NAME, Service
+from exporter.catalogue.products import BY_NAME, Product
 from exporter.credentials.signing import Credentials
 from exporter.simulator import gateway, listing
 from exporter.simulator.answers import SHAPES, TaskView
@@ -109,34 +109,34 @@ class Simulator:
         for task in tasks:
             self.add_task(task)
 
-    def remove_task(self, service: str, task_id: str) -> bool:
-        return self._tasks.pop((service, task_id), None) is not None
+    def remove_task(self, product: str, task_id: str) -> bool:
+        return self._tasks.pop((product, task_id), None) is not None
 
-    def set_task_faults(self, service: str, task_id: str, faults: Faults) -> None:
+    def set_task_faults(self, product: str, task_id: str, faults: Faults) -> None:
         """Replaces a task's faults without restarting its timeline; KeyError if it is unknown."""
-        state = self._tasks[(service, task_id)]
+        state = self._tasks[(product, task_id)]
         state.task = state.task.with_faults(faults)
 
     def set_faults(self, faults: Faults) -> None:
         """Replaces the faults applied to every API request."""
         self._faults = faults
 
-    def set_action_faults(self, service: str, action: str, faults: Faults) -> None:
+    def set_action_faults(self, product: str, action: str, faults: Faults) -> None:
         """Faults for every request to one action of one product (its status or list action), on top of the
         global ones; `Faults()` clears them. KeyError when the product has no such action.
 
         PostgreSQL's list action is its status action, so faults set on it hit both kinds of request.
         """
-        product = BY_NAME.get(service)
-        actions = {product.action} if product is not None else set()
-        if product is not None and product.listing is not None:
-            actions.add(product.listing.action)
+        spec = BY_NAME.get(product)
+        actions = {spec.action} if spec is not None else set()
+        if spec is not None and spec.listing is not None:
+            actions.add(spec.listing.action)
         if action not in actions:
-            raise KeyError(f"{service!r} has no action {action!r}")
+            raise KeyError(f"{product!r} has no action {action!r}")
         if faults == Faults():
-            self._action_faults.pop((service, action), None)
+            self._action_faults.pop((product, action), None)
         else:
-            self._action_faults[(service, action)] = faults
+            self._action_faults[(product, action)] = faults
 
     def set_latency(self, seconds: float) -> None:
         self._faults = dataclasses.replace(self._faults, latency=seconds)
@@ -173,9 +173,9 @@ class Simulator:
         `accounts[secret_id]["product:Action"]` holds one account's counters of one action
         (`AccountStats.snapshot`); `region` is the one region this simulator serves (None: every region).
         """
-        services: dict[str, dict[str, Any]] = {}
+        by_product: dict[str, dict[str, Any]] = {}
         for key, (product, action) in sorted(self._served.items()):
-            services.setdefault(product, {})[action] = self._stats[key].snapshot()
+            by_product.setdefault(product, {})[action] = self._stats[key].snapshot()
         return {
             "now": self._clock(),
             "speed": self._speed,
@@ -189,7 +189,8 @@ class Simulator:
             },
             "tasks": len(self._tasks),
             "actions": {key: s.snapshot() for key, s in sorted(self._stats.items())},
-            "services": services,
+            # Keyed by product; still called `services`, as the README documents it for scripts reading it.
+            "services": by_product,
             "region": self._region,
             "accounts": self._accounts.snapshot(),
         }
@@ -203,7 +204,7 @@ class Simulator:
         app.router.add_post(f"{CONTROL_PREFIX}/stats/reset", self._handle_reset_stats)
         app.router.add_get(f"{CONTROL_PREFIX}/stats/accepted", self._handle_accepted)
         app.router.add_post(f"{CONTROL_PREFIX}/tasks", self._handle_add_tasks)
-        app.router.add_delete(f"{CONTROL_PREFIX}/tasks/{{service}}/{{task_id}}", self._handle_remove_task)
+        app.router.add_delete(f"{CONTROL_PREFIX}/tasks/{{product}}/{{task_id}}", self._handle_remove_task)
         app.router.add_post(f"{CONTROL_PREFIX}/faults", self._handle_faults)
         return app
 
@@ -256,7 +257,7 @@ class Simulator:
         account = self._account(claimed, routed)
         latency, faults = self._faults.latency, Faults()
         try:
-            service, credentials = gateway.authenticate(
+            product, credentials = gateway.authenticate(
                 headers, query, body, routed, self._credentials, self._wall_clock(), self._max_clock_skew
             )
             account = self._account(credentials.secret_id, routed)
@@ -270,23 +271,23 @@ class Simulator:
                 )
             listing_api = routed.listing is not None
             self._quotas.admit(
-                service, credentials.secret_id, self._clock(), stats, listing=listing_api, account=account
+                product, credentials.secret_id, self._clock(), stats, listing=listing_api, account=account
             )
             params = gateway.read_params(body)
             action_faults = self._faults.combine(
-                self._action_faults.get((service.name, routed.action), Faults())
+                self._action_faults.get((product.name, routed.action), Faults())
             )
             if gateway.is_list_request(routed, params):
                 faults = action_faults
                 latency = faults.latency
-                reply = self._list(service, params, region, faults, stats, credentials.secret_id)
+                reply = self._list(product, params, region, faults, stats, credentials.secret_id)
             else:
-                task_id = gateway.read_task_id(service, params)
-                state = self._tasks.get((service.name, task_id))
+                task_id = gateway.read_task_id(product, params)
+                state = self._tasks.get((product.name, task_id))
                 state = self._visible(state, region, account, credentials.secret_id)
                 faults = action_faults.combine(state.task.faults) if state else action_faults
                 latency = faults.latency
-                reply = self._describe(service, task_id, state, faults, stats)
+                reply = self._describe(product, task_id, state, faults, stats)
         except ApiError as error:
             count(stats.errors, error.code)
             if account is not None:
@@ -298,17 +299,17 @@ class Simulator:
         return dataclasses.replace(reply, latency=latency)
 
     def _stats_for(self, routed: gateway.Route) -> ActionStats:
-        if routed.service is not None:
-            self._served[routed.stats_key] = (routed.service.name, routed.action)
+        if routed.product is not None:
+            self._served[routed.stats_key] = (routed.product.name, routed.action)
         return self._stats.setdefault(routed.stats_key, ActionStats())
 
     def _account(self, secret_id: str, routed: gateway.Route) -> AccountStats | None:
         """The stats of a known account's requests to a product's action (the one whose quota they spend)."""
-        service = routed.service
-        if service is None or secret_id not in self._credentials:
+        product = routed.product
+        if product is None or secret_id not in self._credentials:
             return None
-        action, quota = self._quotas.bucket(service, listing=routed.listing is not None)
-        return self._accounts.entry(secret_id, service.name, action, quota)
+        action, quota = self._quotas.bucket(product, listing=routed.listing is not None)
+        return self._accounts.entry(secret_id, product.name, action, quota)
 
     @staticmethod
     def _visible(
@@ -341,24 +342,24 @@ class Simulator:
         return None
 
     def _describe(
-        self, service: Service, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
+        self, product: Product, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
     ) -> _Reply:
         injected = self._injected(faults, stats)
         if injected is not None:
             return injected
-        shape = SHAPES[service.name]
+        shape = SHAPES[product.name]
         if state is None:
-            response = shape.not_found(service, task_id)
+            response = shape.not_found(product, task_id)
         else:
             if faults.missing_status:
                 count(stats.faults, "missing_status")
-            response = shape.answer(self._view(service, state), with_status=not faults.missing_status)
+            response = shape.answer(self._view(product, state), with_status=not faults.missing_status)
         response["RequestId"] = request_id()
         return _Reply(body=json.dumps({"Response": response}).encode())
 
     def _list(
         self,
-        service: Service,
+        product: Product,
         params: Mapping[str, Any],
         region: str,
         faults: Faults,
@@ -373,17 +374,17 @@ class Simulator:
         now = self._clock()
         tasks = [
             listing.Listable(
-                self._view(service, state, now),
+                self._view(product, state, now),
                 state.serial,
                 began=(now - state.added_at) * self._speed >= state.task.started,
             )
             for state in self._tasks.values()
-            if state.task.service == service.name
+            if state.task.product == product.name
             and state.task.region in (None, region)
             and (caller is None or state.task.owner in ("", caller))
         ]
         response = listing.answer(
-            service.name, listing.ListRequest(params, tasks, region, self._wall_clock())
+            product.name, listing.ListRequest(params, tasks, region, self._wall_clock())
         )
         if faults.missing_status:
             # What every list parser needs, as Status is for a status parser.
@@ -392,12 +393,12 @@ class Simulator:
         response["RequestId"] = request_id()
         return _Reply(body=json.dumps({"Response": response}).encode())
 
-    def _view(self, service: Service, state: _TaskState, now: float | None = None) -> TaskView:
+    def _view(self, product: Product, state: _TaskState, now: float | None = None) -> TaskView:
         task = state.task
         now = self._clock() if now is None else now
         phase = task.phase_at((now - state.added_at) * self._speed)
         return TaskView(
-            service,
+            product,
             task,
             phase,
             started_at=state.added_wall + task.started / self._speed,
@@ -435,29 +436,29 @@ class Simulator:
         return web.json_response({"added": len(tasks)})
 
     async def _handle_remove_task(self, request: web.Request) -> web.StreamResponse:
-        removed = self.remove_task(request.match_info["service"], request.match_info["task_id"])
+        removed = self.remove_task(request.match_info["product"], request.match_info["task_id"])
         return web.json_response({"removed": removed}, status=200 if removed else 404)
 
     async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
-        """Body: fault fields, plus `service` and `task_id` to target one task, or `service` and `action` to
+        """Body: fault fields, plus `product` and `task_id` to target one task, or `product` and `action` to
         target one action, instead of every request."""
         target = "task"
         try:
             document = await request.json()
             if not isinstance(document, dict):
                 raise ValueError("expected a JSON object")
-            service, task_id = document.pop("service", None), document.pop("task_id", None)
+            product, task_id = document.pop("product", None), document.pop("task_id", None)
             action = document.pop("action", None)
             faults = faults_from_dict(document)
             if action is not None:
                 if task_id is not None:
                     raise ValueError("target either a `task_id` or an `action`, not both")
                 target = "action"
-                self.set_action_faults(str(service), str(action), faults)
-            elif service is None and task_id is None:
+                self.set_action_faults(str(product), str(action), faults)
+            elif product is None and task_id is None:
                 self.set_faults(faults)
             else:
-                self.set_task_faults(str(service), str(task_id), faults)
+                self.set_task_faults(str(product), str(task_id), faults)
         except KeyError:
             return web.json_response({"error": f"no such {target}"}, status=404)
         except (ValueError, TypeError) as exc:

@@ -96,8 +96,8 @@ class SimulatorThread:
     def add_task(self, task: SimTask) -> None:
         self._call(lambda: self.simulator.add_task(task))
 
-    def remove_task(self, service: str, task_id: str) -> bool:
-        return self._call(lambda: self.simulator.remove_task(service, task_id))
+    def remove_task(self, product: str, task_id: str) -> bool:
+        return self._call(lambda: self.simulator.remove_task(product, task_id))
 
     def set_latency(self, seconds: float) -> None:
         self._call(lambda: self.simulator.set_latency(seconds))
@@ -105,8 +105,8 @@ class SimulatorThread:
     def set_faults(self, faults: Faults) -> None:
         self._call(lambda: self.simulator.set_faults(faults))
 
-    def set_task_faults(self, service: str, task_id: str, faults: Faults) -> None:
-        self._call(lambda: self.simulator.set_task_faults(service, task_id, faults))
+    def set_task_faults(self, product: str, task_id: str, faults: Faults) -> None:
+        self._call(lambda: self.simulator.set_task_faults(product, task_id, faults))
 
-    def set_action_faults(self, service: str, action: str, faults: Faults) -> None:
-        self._call(lambda: self.simulator.set_action_faults(service, action, faults))
+    def set_action_faults(self, product: str, action: str, faults: Faults) -> None:
+        self._call(lambda: self.simulator.set_action_faults(product, action, faults))

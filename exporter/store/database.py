@@ -51,12 +51,12 @@ log = logging.getLogger("exporter.store")
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0  # seconds before a failed batch is tried again when nothing new comes
 
 _PUT = (
-    "INSERT OR REPLACE INTO registrations (service, region, task_id, labels, registered_at, final_since,"
+    "INSERT OR REPLACE INTO registrations (product, region, task_id, labels, registered_at, final_since,"
     " account) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_DELETE = "DELETE FROM registrations WHERE service = ? AND region = ? AND task_id = ?"
+_DELETE = "DELETE FROM registrations WHERE product = ? AND region = ? AND task_id = ?"
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
-_FORGET = "DELETE FROM statuses WHERE service = ? AND region = ? AND task_id = ?"
+_FORGET = "DELETE FROM statuses WHERE product = ? AND region = ? AND task_id = ?"
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Store:
     async def put_registration(self, registration: Registration) -> None:
         """Inserts or replaces the registration of its task's key; committed when this returns."""
         task = registration.task
-        row: dict[str, object] = dict(service=task.service, id=task.task_id, region=task.region)
+        row: dict[str, object] = dict(product=task.product, id=task.task_id, region=task.region)
         row.update(account=task.account)
         row.update(labels=dict(task.labels), registered_at=registration.registered_at)
         row.update(final_since=registration.final_since)
@@ -350,12 +350,12 @@ class Store:
 
     def _load(self, connection: sqlite3.Connection) -> None:
         problems: list[str] = []
-        for service, region, task_id, labels, registered_at, final_since, account in connection.execute(
-            "SELECT service, region, task_id, labels, registered_at, final_since, account FROM registrations"
-            " ORDER BY registered_at, service, region, task_id"
+        for product, region, task_id, labels, registered_at, final_since, account in connection.execute(
+            "SELECT product, region, task_id, labels, registered_at, final_since, account FROM registrations"
+            " ORDER BY registered_at, product, region, task_id"
         ):
-            where = f"{self.name}: registrations row {ident(service, region, task_id)}"
-            row = {"service": service, "id": task_id, "region": region, "labels": json_object(labels)}
+            where = f"{self.name}: registrations row {ident(product, region, task_id)}"
+            row = {"product": product, "id": task_id, "region": region, "labels": json_object(labels)}
             row["account"] = account
             if row["labels"] is None:
                 problems.append(f"{where}: labels: expected a JSON object, got {shown(labels)}")
@@ -365,10 +365,10 @@ class Store:
             problems.extend(found)
             if registration is not None:
                 self._registrations.append(registration)
-        for service, region, task_id, status, since in connection.execute(
-            "SELECT service, region, task_id, status, since FROM statuses"
+        for product, region, task_id, status, since in connection.execute(
+            "SELECT product, region, task_id, status, since FROM statuses"
         ):
-            key = (service, region, task_id)
+            key = (product, region, task_id)
             found = check_status(f"{self.name}: statuses row {ident(*key)}", key, status, since)
             problems.extend(found)
             if not found:

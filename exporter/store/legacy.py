@@ -45,7 +45,7 @@ def read_legacy(path: Path, limits: LimitsConfig | None, in_place: bool) -> tupl
         if not isinstance(item, dict):
             problems.append(f"{where}: expected a mapping, got {describe(item)}")
             continue
-        registration, errors = check_registration(where, item, limits)
+        registration, errors = check_registration(where, item, limits, product_key="service")
         problems.extend(errors)
         if registration is not None:
             found[registration.task.key] = registration

@@ -12,8 +12,8 @@ from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import ConfigError, LimitsConfig, WatchedTask, parse_task
 from exporter.config.validation import describe, is_utf8, key_text
 
-STATUS_MAX_LENGTH = 256  # above what the services keep (64): only a bound on untrusted rows
-_SERVICES = ", ".join(sorted(BY_NAME))
+STATUS_MAX_LENGTH = 256  # above what the products keep (64): only a bound on untrusted rows
+_PRODUCTS = ", ".join(sorted(BY_NAME))
 
 
 class StoreError(Exception):
@@ -34,13 +34,18 @@ class StatusSince:
 
 
 def check_task(
-    where: str, service: object, entry: dict[str, object], limits: LimitsConfig | None = None
+    where: str,
+    product: object,
+    entry: dict[str, object],
+    limits: LimitsConfig | None = None,
+    product_key: str = "product",
 ) -> tuple[WatchedTask | None, list[str]]:
-    """The task a row stands for, checked like a config watch entry, or the problems with it."""
-    if not isinstance(service, str) or service not in BY_NAME:
-        return None, [f"{where}: service: expected one of {_SERVICES}, got {describe(service)}"]
+    """The task a row stands for, checked like a config watch entry, or the problems with it; `product_key`
+    is what the row calls the product, for the message."""
+    if not isinstance(product, str) or product not in BY_NAME:
+        return None, [f"{where}: {product_key}: expected one of {_PRODUCTS}, got {describe(product)}"]
     try:
-        task = parse_task(service, entry, None, where, limits, accounts=None)
+        task = parse_task(product, entry, None, where, limits, accounts=None)
     except ConfigError as exc:
         return None, exc.problems
     if task.task_id != entry["id"]:
@@ -50,12 +55,14 @@ def check_task(
 
 
 def check_registration(
-    where: str, row: Mapping[str, object], limits: LimitsConfig | None
+    where: str, row: Mapping[str, object], limits: LimitsConfig | None, product_key: str = "product"
 ) -> tuple[Registration | None, list[str]]:
+    """The registration a row stands for, or the problems with it; the product is `row[product_key]` (the v1
+    JSON state file calls it `service`, the store's rows `product`)."""
     entry = {"id": row.get("id"), "region": row.get("region"), "labels": row.get("labels")}
     if row.get("account"):  # "" in rows from before accounts: the account named default
         entry["account"] = row["account"]
-    task, problems = check_task(where, row.get("service"), entry, limits)
+    task, problems = check_task(where, row.get(product_key), entry, limits, product_key)
     raw_registered, raw_final = row.get("registered_at"), row.get("final_since")
     registered_at, final = timestamp(raw_registered), None if raw_final is None else timestamp(raw_final)
     if registered_at is None:
@@ -68,8 +75,8 @@ def check_registration(
 
 
 def check_status(where: str, key: tuple[object, object, object], status: object, since: object) -> list[str]:
-    service, region, task_id = key
-    _, problems = check_task(where, service, {"id": task_id, "region": region})
+    product, region, task_id = key
+    _, problems = check_task(where, product, {"id": task_id, "region": region})
     if not isinstance(status, str) or not is_utf8(status) or not 0 < len(status) <= STATUS_MAX_LENGTH:
         problems.append(f"{where}: status: expected 1 to {STATUS_MAX_LENGTH} characters of text")
     if timestamp(since) is None:
@@ -96,6 +103,6 @@ def json_object(text: object) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def ident(service: object, region: object, task_id: object) -> str:
+def ident(product: object, region: object, task_id: object) -> str:
     """A row's key for a message: as stored when printable, quoted otherwise (a newline, a surrogate)."""
-    return "/".join(key_text(part) for part in (service, region, task_id))
+    return "/".join(key_text(part) for part in (product, region, task_id))

@@ -14,31 +14,46 @@ from exporter.store.rows import StoreError
 
 log = logging.getLogger("exporter.store")
 
-SCHEMA_VERSION = 2  # PRAGMA user_version
+SCHEMA_VERSION = 3  # PRAGMA user_version
 APPLICATION_ID = 0x54435445  # PRAGMA application_id ("TCTE"): this exporter's file, not another database
 
-_STATUSES = (
+
+def _statuses(key: str) -> str:
     # Not tied to registrations: tasks from the config file keep their statuses here too.
-    "CREATE TABLE statuses (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
-    " status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (service, region, task_id)) WITHOUT ROWID"
-)
+    return (
+        f"CREATE TABLE statuses ({key} TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+        f" status TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY ({key}, region, task_id)) WITHOUT ROWID"
+    )
+
+
+def _registrations(key: str) -> str:
+    # Keyed like WatchedTask.key; WITHOUT ROWID stores each row once, in key order.
+    return (
+        f"CREATE TABLE registrations ({key} TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+        " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
+        f" account TEXT NOT NULL DEFAULT '', PRIMARY KEY ({key}, region, task_id)) WITHOUT ROWID"
+    )
+
+
 # Version 1, before accounts; still read (and migrated) from older files.
 _SCHEMA_V1 = (
     "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
     " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
     " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
-    _STATUSES,
+    _statuses("service"),
 )
 # Version 2 adds the account ("": a row from version 1, the account named default). This is the text SQLite
 # keeps after the migration's ALTER TABLE too, so a migrated file and a new one have the same schema.
-_SCHEMA = (
-    # Keyed like WatchedTask.key; WITHOUT ROWID stores each row once, in key order.
-    "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
-    " labels TEXT NOT NULL, registered_at REAL NOT NULL, final_since REAL,"
-    " account TEXT NOT NULL DEFAULT '', PRIMARY KEY (service, region, task_id)) WITHOUT ROWID",
-    _STATUSES,
+_SCHEMA_V2 = (_registrations("service"), _statuses("service"))
+# Version 3 calls the product key `product`, as the rest of the exporter does (it was `service`). SQLite's
+# RENAME COLUMN rewrites the stored text word for word, so a migrated file has exactly this schema too.
+_SCHEMA = (_registrations("product"), _statuses("product"))
+_MIGRATE_V1 = ("ALTER TABLE registrations ADD COLUMN account TEXT NOT NULL DEFAULT ''",)
+_MIGRATE_V2 = (
+    "ALTER TABLE registrations RENAME COLUMN service TO product",
+    "ALTER TABLE statuses RENAME COLUMN service TO product",
 )
-_MIGRATE_V1 = "ALTER TABLE registrations ADD COLUMN account TEXT NOT NULL DEFAULT ''"
+_EXPECTED = {0: frozenset[str](), 1: frozenset(_SCHEMA_V1), 2: frozenset(_SCHEMA_V2)}
 
 
 def prepare(connection: sqlite3.Connection, name: str) -> None:
@@ -57,15 +72,19 @@ def prepare(connection: sqlite3.Connection, name: str) -> None:
         )
     # Exactly this schema: a planted trigger could fail or change every write, a missing column every read.
     schema = {row[0] for row in connection.execute("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")}
-    expected = {0: set(), 1: set(_SCHEMA_V1)}.get(version, set(_SCHEMA))
+    expected = _EXPECTED.get(version, frozenset(_SCHEMA))
     if application not in (0, APPLICATION_ID) or schema != expected:
         raise StoreError(f"{name}: not this exporter's store (unexpected application or tables)")
-    if version == 1:
+    if version in (1, 2):
+        # Every step in one transaction: a crash leaves the old version, migrated again at the next start.
         connection.execute("BEGIN IMMEDIATE")
-        connection.execute(_MIGRATE_V1)
+        for statement in (*(_MIGRATE_V1 if version == 1 else ()), *_MIGRATE_V2):
+            connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
-        log.info("store migrated to schema version 2 (accounts)", extra={"fields": {"store": name}})
+        if version == 1:
+            log.info("store migrated to schema version 2 (accounts)", extra={"fields": {"store": name}})
+        log.info("store migrated to schema version 3 (product columns)", extra={"fields": {"store": name}})
     if version == 0:
         connection.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:

@@ -103,7 +103,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def landing(request: web.Request) -> web.Response:
-    counts = request.app[DAEMON].store.count_by_service()
+    counts = request.app[DAEMON].store.count_by_product()
     watched = ", ".join(f"{n} {html.escape(s)}" for s, n in counts.items())
     page = f"""<!doctype html>
 <html lang="en">
@@ -237,13 +237,13 @@ async def add_task(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - {"product", "id", "region", "account", "labels"})
     if unknown:
         return _json_error(400, f"unknown fields: {', '.join(key_text(k) for k in unknown[:10])}")
-    service = body.get("product")
-    if not isinstance(service, str) or service not in BY_NAME:
-        return _json_error(400, f"product: expected one of {', '.join(BY_NAME)}, got {shown(service)}")
+    product = body.get("product")
+    if not isinstance(product, str) or product not in BY_NAME:
+        return _json_error(400, f"product: expected one of {', '.join(BY_NAME)}, got {shown(product)}")
     entry = {k: v for k, v in body.items() if k != "product"}
     try:
         task = parse_task(
-            service, entry, daemon.config.region, "request", limits, daemon.config.account_names
+            product, entry, daemon.config.region, "request", limits, daemon.config.account_names
         )
     except ConfigError as exc:
         return _json_error(400, "; ".join(p.removeprefix("request: ") for p in exc.problems)[:1000])
@@ -257,10 +257,10 @@ async def add_task(request: web.Request) -> web.Response:
     except StoreError as exc:
         # Watched from now on, and written with the next batch that succeeds; the caller should retry.
         return _json_error(503, f"registered but not yet saved to the store: {exc}")
-    owned = daemon.options.shard.owns(task.service, task.task_id)
+    owned = daemon.options.shard.owns(task.product, task.task_id)
     answer = {**task.as_json(), "polled_here": owned}
     if not owned:
-        answer["shard"] = daemon.options.shard.owner(task.service, task.task_id)
+        answer["shard"] = daemon.options.shard.owner(task.product, task.task_id)
     return web.json_response(answer, status=201 if new else 200)
 
 
@@ -268,11 +268,11 @@ async def delete_task(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
     daemon = request.app[DAEMON]
-    service, task_id = request.match_info["product"], request.match_info["id"]
+    product, task_id = request.match_info["product"], request.match_info["id"]
     region = request.query.get("region") or daemon.config.region
-    if service not in BY_NAME or region is None:
+    if product not in BY_NAME or region is None:
         return _json_error(400, f"expected /api/v1/tasks/{{{'|'.join(BY_NAME)}}}/{{id}}?region=REGION")
-    key = (service, region, task_id)
+    key = (product, region, task_id)
     try:
         removed = await daemon.unregister(key)
     except StoreError as exc:
@@ -323,7 +323,7 @@ async def tasks_page(request: web.Request) -> web.Response:
         if state.instance_name:
             instance = f"{instance} ({state.instance_name})"
         cells = [
-            task.service,
+            task.product,
             task.region,
             task.account,
             task.task_id,
