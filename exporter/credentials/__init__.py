@@ -1,9 +1,9 @@
 """Credentials: where each account's keys come from and how a request is signed with them.
 
-Owns the credential chain (`chain`: environment, profile file, CVM role, STS AssumeRole, TKE OIDC, with their
-sources in `profile`, `sources` and `expiring`), one provider per configured account (`accounts`), and
-TC3-HMAC-SHA256 signing (`signing`), which the simulator also uses to verify signatures. Secrets stay inside
-this wing's types and are never logged.
+Owns the credential chain (`chain`: environment, profile file, CVM role, STS AssumeRole, TKE OIDC, with
+their sources in `profile`, `sources` and `expiring`, on the shared types of `base`), one provider per
+configured account (`accounts`), and TC3-HMAC-SHA256 signing (`signing`), which the simulator also uses to
+verify signatures. Secrets stay inside this wing's types and are never logged.
 
 May import: `exporter.config`, `exporter.catalogue`.
 """
