@@ -121,9 +121,11 @@ class DaemonProcess:
         args: list[str],
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.args = args
         self.env = env
+        self.cwd = cwd  # where `-m exporter` is found first: another copy of the package, if not the repo's
         # Runs in the child before the exporter starts, e.g. to lower its open-files limit.
         self.preexec_fn = preexec_fn
         self.lines: list[str] = []
@@ -154,6 +156,7 @@ class DaemonProcess:
             text=True,
             env={**os.environ, **(self.env or {})},
             preexec_fn=self.preexec_fn,
+            cwd=self.cwd,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

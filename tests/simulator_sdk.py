@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,9 +167,13 @@ class SimulatorProcess:
     """
 
     def __init__(
-        self, args: list[str], module: str = "exporter.simulator", env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        module: str = "exporter.simulator",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,  # where `-m` finds the module first
     ) -> None:
-        self.args, self.module, self.env = args, module, env
+        self.args, self.module, self.env, self.cwd = args, module, env, cwd
         self.lines: list[str] = []
         self.url = ""
         self.returncode: int | None = None
@@ -183,6 +188,7 @@ class SimulatorProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            cwd=self.cwd,
         )
         for stream in (self._proc.stdout, self._proc.stderr):
             reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
