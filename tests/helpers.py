@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.catalogue.products import PRODUCTS, Product
+from exporter.catalogue.products import CDB, MARIADB, PRODUCTS, Product
 from exporter.config.lanes import Lane
 from exporter.credentials.signing import Credentials
 from exporter.simulator import Phase, SimTask, SimulatorThread
@@ -121,9 +121,11 @@ class DaemonProcess:
         args: list[str],
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.args = args
         self.env = env
+        self.cwd = cwd  # where `-m exporter` is found first: another copy of the package, if not the repo's
         # Runs in the child before the exporter starts, e.g. to lower its open-files limit.
         self.preexec_fn = preexec_fn
         self.lines: list[str] = []
@@ -154,6 +156,7 @@ class DaemonProcess:
             text=True,
             env={**os.environ, **(self.env or {})},
             preexec_fn=self.preexec_fn,
+            cwd=self.cwd,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -275,7 +278,7 @@ def write_config(path: Path, url: str, watch: dict[str, list[Any]], **polling: o
     document = {
         "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
         "region": "ap-guangzhou",
-        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "apis": {MARIADB.name: {"endpoint": url}, CDB.name: {"endpoint": url}},
         "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s", **polling},
         "watch": watch,
     }
@@ -290,8 +293,8 @@ def add_running_tasks(
     flows = [first_flow + n for n in range(per_api)]
     requests = [f"{cdb_prefix}{n:05d}" for n in range(per_api)]
     for flow, request in zip(flows, requests, strict=True):
-        sim.add_task(SimTask("mariadb", str(flow), (Phase(0, 2),)))
-        sim.add_task(SimTask("cdb", request, (Phase(0, "RUNNING"),)))
+        sim.add_task(SimTask(MARIADB.name, str(flow), (Phase(0, 2),)))
+        sim.add_task(SimTask(CDB.name, request, (Phase(0, "RUNNING"),)))
     return {"mariadb_flows": flows, "cdb_async_requests": requests}
 
 

@@ -34,7 +34,7 @@ def _exported_metric_names() -> frozenset[str]:
     from tests.helpers import status_lane
 
     metrics, store = Metrics(), TaskStore()
-    state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
+    state = store.add(WatchedTask(MARIADB.name, "1", "ap-guangzhou"))
     state.observe(Observation("running"), 0.0)
     state.fail("RequestLimitExceeded", 1.0)
     metrics.lane_opened(status_lane(MARIADB), TokenBucket(MARIADB.default_rate_limit))

@@ -19,6 +19,7 @@ from exporter.catalogue.products import BY_NAME
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from exporter.simulator.scenario import Status
 from tests.helpers import FakeClock
+from tests.products import FACTS
 from tests.simulator_sdk import (
     LIST_SDKS,
     error_code,
@@ -37,17 +38,12 @@ WALL = float(int(time.time()))
 OTHER_REGION = "ap-shanghai"
 
 # The published quotas of the list actions, from the products' API documentation.
-LIST_QUOTAS = {"cdb": 100, "redis": 100, "cynosdb": 1000, "mariadb": 200, "dcdb": 200, "postgres": 20}
+LIST_QUOTAS = {name: sdk.quota for name, sdk in LIST_SDKS.items()}
 # Limit when none is given, where the SDK's request model documents one.
-DEFAULT_LIMITS = {"cdb": 20, "redis": 20, "postgres": 20, "mariadb": 20, "dcdb": 10}
+DEFAULT_LIMITS = {name: sdk.default_limit for name, sdk in LIST_SDKS.items() if sdk.default_limit is not None}
 # Each product's running and succeeded status, as its status API spells them, and its instance IDs' prefix.
 SPELLING: dict[str, tuple[Status, Status, str]] = {
-    "cdb": ("RUNNING", "SUCCESS", "cdb-"),
-    "redis": ("running", "succeed", "crs-"),
-    "cynosdb": (2, 0, "cynosdbmysql-ins-"),
-    "postgres": ("Running", "Success", "postgres-"),
-    "mariadb": (2, 0, "tdsql-"),
-    "dcdb": (2, 0, "dcdbt-"),
+    name: (FACTS[name].running, FACTS[name].succeeded, FACTS[name].instance_prefix) for name in LIST_SDKS
 }
 AUTH_FAILURE = "AuthFailure.InvalidAuthorization"
 Start = Callable[..., SimulatorThread]  # the fixture: starts a simulator with these tasks and options
@@ -70,7 +66,7 @@ def china_time(unix_time: float) -> str:
 
 
 def task_id(product: str, n: int) -> str:
-    return f"{n:08x}-5eed0000-00000000-00000000" if product == "cdb" else str(1000 + n)
+    return str(1000 + n) if BY_NAME[product].id_kind.integer else f"{n:08x}-5eed0000-00000000-00000000"
 
 
 def task(
@@ -94,13 +90,8 @@ def key(product: str, n: int) -> str:
 
 def key_of(product: str, item: Any) -> str:
     """What one SDK item stands for: the ID the status action takes, or a snapshot's instance."""
-    if product == "cdb":
-        return str(item.AsyncRequestId)
-    if product == "cynosdb":
-        return str(item.FlowId)
-    if product in SNAPSHOTS:
-        return str(item.InstanceId)
-    return str(item.TaskId)
+    sdk = LIST_SDKS[product]
+    return str(getattr(item, sdk.instance_field if product in SNAPSHOTS else sdk.id_field))
 
 
 def listed(client: Any, product: str, **params: Any) -> list[str]:

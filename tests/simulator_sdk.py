@@ -1,8 +1,9 @@
 """What the simulator's test modules share: keys, a fake clock, simulators on free ports, and each product's
 official SDK client, which is the judge of whether the simulator speaks the real protocol.
 
-The SDK table is written from the SDKs themselves (client class, action, ID parameter), not from the
-exporter's catalogue, so a mistake in the catalogue shows up as a disagreement instead of being copied.
+The SDK table (tests/products.py) is written from the SDKs themselves (client class, action, ID parameter),
+not from the exporter's catalogue, so a mistake in the catalogue shows up as a disagreement instead of being
+copied.
 """
 
 from __future__ import annotations
@@ -18,36 +19,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from types import ModuleType
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tencentcloud.cdb.v20170320 import cdb_client
-from tencentcloud.cdb.v20170320 import models as cdb_models
 from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
-from tencentcloud.cynosdb.v20190107 import cynosdb_client
-from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
-from tencentcloud.dcdb.v20180411 import dcdb_client
-from tencentcloud.dcdb.v20180411 import models as dcdb_models
-from tencentcloud.mariadb.v20170312 import mariadb_client
-from tencentcloud.mariadb.v20170312 import models as mariadb_models
-from tencentcloud.mongodb.v20190725 import models as mongodb_models
-from tencentcloud.mongodb.v20190725 import mongodb_client
-from tencentcloud.postgres.v20170312 import models as postgres_models
-from tencentcloud.postgres.v20170312 import postgres_client
-from tencentcloud.redis.v20180412 import models as redis_models
-from tencentcloud.redis.v20180412 import redis_client
-from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
-from tencentcloud.sqlserver.v20180328 import sqlserver_client
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
 from exporter.simulator import SimTask, Simulator, SimulatorThread
 from tests.helpers import FakeClock, wait_for
+from tests.products import LIST_SDKS, SDKS
 
 KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
 TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
@@ -67,33 +53,6 @@ def simulators(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
         yield start_simulator
 
 
-@dataclass(frozen=True)
-class Sdk:
-    """One product's official client: its class, models module, status action and ID parameter."""
-
-    client: Any
-    models: ModuleType
-    action: str
-    id_param: str
-    integer_id: bool
-
-
-SDKS: dict[str, Sdk] = {
-    "mariadb": Sdk(mariadb_client.MariadbClient, mariadb_models, "DescribeFlow", "FlowId", True),
-    "cdb": Sdk(cdb_client.CdbClient, cdb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False),
-    "dcdb": Sdk(dcdb_client.DcdbClient, dcdb_models, "DescribeFlow", "FlowId", True),
-    "sqlserver": Sdk(
-        sqlserver_client.SqlserverClient, sqlserver_models, "DescribeFlowStatus", "FlowId", True
-    ),
-    "cynosdb": Sdk(cynosdb_client.CynosdbClient, cynosdb_models, "DescribeFlow", "FlowId", True),
-    "mongodb": Sdk(
-        mongodb_client.MongodbClient, mongodb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False
-    ),
-    "redis": Sdk(redis_client.RedisClient, redis_models, "DescribeTaskInfo", "TaskId", True),
-    "postgres": Sdk(postgres_client.PostgresClient, postgres_models, "DescribeTasks", "TaskId", True),
-}
-
-
 def sdk_client(product: str, url: str, key: Credentials = KEY, region: str = REGION) -> Any:
     http = HttpProfile(protocol="http", endpoint=url.removeprefix("http://"), reqTimeout=5)
     cred = credential.Credential(key.secret_id, key.secret_key, key.token or None)
@@ -108,18 +67,17 @@ def sdk_call(client: Any, product: str, task_id: str) -> Any:
     return getattr(client, sdk.action)(request)
 
 
-def sdk_clients(
-    thread: SimulatorThread, key: Credentials = KEY
-) -> tuple[mariadb_client.MariadbClient, cdb_client.CdbClient]:
-    return sdk_client("mariadb", thread.url, key), sdk_client("cdb", thread.url, key)
+def sdk_clients(thread: SimulatorThread, key: Credentials = KEY) -> tuple[Any, Any]:
+    """Clients of MariaDB (integer flow IDs) and CDB (string async request IDs), the tests' usual two."""
+    return sdk_client(MARIADB.name, thread.url, key), sdk_client(CDB.name, thread.url, key)
 
 
-def describe_flow(client: mariadb_client.MariadbClient, flow_id: int) -> Any:
-    return sdk_call(client, "mariadb", str(flow_id))
+def describe_flow(client: Any, flow_id: int) -> Any:
+    return sdk_call(client, MARIADB.name, str(flow_id))
 
 
-def describe_async(client: cdb_client.CdbClient, request_id: str) -> Any:
-    return sdk_call(client, "cdb", request_id)
+def describe_async(client: Any, request_id: str) -> Any:
+    return sdk_call(client, CDB.name, request_id)
 
 
 def sdk_error(call: Callable[[], object]) -> str:
@@ -147,7 +105,7 @@ def signed(
     payload: dict[str, Any] | bytes,
     *,
     action: str = "DescribeFlow",
-    service: str = "mariadb",  # the credential scope's
+    service: str = MARIADB.name,  # the credential scope's
     version: str = "2017-03-12",
     key: Credentials = KEY,
     timestamp: int | None = None,
@@ -175,26 +133,6 @@ def error_code(thread: SimulatorThread, headers: dict[str, str], body: bytes) ->
 
 
 # --------------------------------------------------------------------------- the list actions (discovery)
-
-
-@dataclass(frozen=True)
-class ListSdk:
-    """One product's list action through its official client, from its models.py: the action, the
-    response's list attribute, and the request's start-time bounds (None: a snapshot of instances)."""
-
-    action: str
-    items: str
-    window: tuple[str, str] | None
-
-
-LIST_SDKS: dict[str, ListSdk] = {
-    "cdb": ListSdk("DescribeTasks", "Items", ("StartTimeBegin", "StartTimeEnd")),
-    "redis": ListSdk("DescribeTaskList", "Tasks", ("BeginTime", "EndTime")),
-    "cynosdb": ListSdk("DescribeTasks", "TaskList", ("StartTimeBegin", "StartTimeEnd")),
-    "postgres": ListSdk("DescribeTasks", "TaskSet", ("MinStartTime", "MaxStartTime")),
-    "mariadb": ListSdk("DescribeDBInstances", "Instances", None),
-    "dcdb": ListSdk("DescribeDCDBInstances", "Instances", None),
-}
 
 
 def sdk_list(client: Any, product: str, **params: Any) -> Any:
@@ -229,9 +167,13 @@ class SimulatorProcess:
     """
 
     def __init__(
-        self, args: list[str], module: str = "exporter.simulator", env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        module: str = "exporter.simulator",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,  # where `-m` finds the module first
     ) -> None:
-        self.args, self.module, self.env = args, module, env
+        self.args, self.module, self.env, self.cwd = args, module, env, cwd
         self.lines: list[str] = []
         self.url = ""
         self.returncode: int | None = None
@@ -246,6 +188,7 @@ class SimulatorProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            cwd=self.cwd,
         )
         for stream in (self._proc.stdout, self._proc.stderr):
             reader = threading.Thread(target=self._read, args=(stream,), daemon=True)

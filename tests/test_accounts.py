@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, MARIADB, POSTGRES, REDIS
 from exporter.config.lanes import Lane
 from exporter.config.parser import ConfigError, load_config, parse_config, parse_task, redacted
 from exporter.credentials.chain import StaticProvider
@@ -95,13 +96,13 @@ def test_bad_accounts_are_reported_with_their_key_paths() -> None:
 
 def test_the_task_api_checks_the_account() -> None:
     task = parse_task(
-        "cdb", {"id": "cdb-1", "account": "staging"}, "ap-guangzhou", "request", None, ["a", "staging"]
+        CDB.name, {"id": "cdb-1", "account": "staging"}, "ap-guangzhou", "request", None, ["a", "staging"]
     )
     assert task.account == "staging"
     assert task.as_json()["account"] == "staging"
     with pytest.raises(ConfigError, match="account: expected one of the accounts a, staging"):
         parse_task(
-            "cdb", {"id": "cdb-1", "account": "nope"}, "ap-guangzhou", "request", None, ["a", "staging"]
+            CDB.name, {"id": "cdb-1", "account": "nope"}, "ap-guangzhou", "request", None, ["a", "staging"]
         )
 
 
@@ -109,17 +110,17 @@ def test_endpoints_by_region_template_override_and_financial_zones() -> None:
     config = parse_config(
         {
             "apis": {
-                "cdb": {
+                CDB.name: {
                     "endpoint": "https://cdb.{region}.tencentcloudapi.com",
                     "endpoints": {"ap-shanghai": "http://127.0.0.1:8080"},
                 },
-                "mariadb": {"endpoint": "https://mariadb.ap-guangzhou.tencentcloudapi.com"},
+                MARIADB.name: {"endpoint": "https://mariadb.ap-guangzhou.tencentcloudapi.com"},
             }
         },
         "cfg.yaml",
         {},
     )
-    cdb, mariadb, redis = config.apis["cdb"], config.apis["mariadb"], config.apis["redis"]
+    cdb, mariadb, redis = config.apis[CDB.name], config.apis[MARIADB.name], config.apis[REDIS.name]
     assert cdb.endpoint_for("ap-beijing") == "https://cdb.ap-beijing.tencentcloudapi.com"
     assert cdb.endpoint_for("ap-shanghai") == "http://127.0.0.1:8080"
     # A financial zone answers only on its own host: it goes there without any config...
@@ -134,10 +135,10 @@ def test_bad_endpoints_are_reported() -> None:
     found = problems(
         {
             "apis": {
-                "cdb": {"endpoint": "https://{region}x/path", "endpoints": {"Bad Region": "http://x"}},
-                "redis": {"endpoints": {"ap-shanghai": "ftp://x", "ap-beijing": "https://r.{region}.com"}},
-                "mariadb": {"endpoint": "https://example.com/?{region}"},
-                "postgres": {"endpoints": ["https://x"]},
+                CDB.name: {"endpoint": "https://{region}x/path", "endpoints": {"Bad Region": "http://x"}},
+                REDIS.name: {"endpoints": {"ap-shanghai": "ftp://x", "ap-beijing": "https://r.{region}.com"}},
+                MARIADB.name: {"endpoint": "https://example.com/?{region}"},
+                POSTGRES.name: {"endpoints": ["https://x"]},
             }
         }
     )
@@ -166,8 +167,8 @@ async def test_one_lane_per_account_product_and_endpoint(tmp_path: Path) -> None
     document = {
         **TWO_ACCOUNTS,
         "apis": {
-            "cdb": {"endpoint": "http://127.0.0.1:9", "endpoints": {"ap-shanghai": "http://127.0.0.1:10"}},
-            "mariadb": {"endpoint": "http://127.0.0.1:9", "rate_limit": 6},
+            CDB.name: {"endpoint": "http://127.0.0.1:9", "endpoints": {"ap-shanghai": "http://127.0.0.1:10"}},
+            MARIADB.name: {"endpoint": "http://127.0.0.1:9", "rate_limit": 6},
         },
         "watch": {
             "cdb_async_requests": [
@@ -187,22 +188,22 @@ async def test_one_lane_per_account_product_and_endpoint(tmp_path: Path) -> None
         lanes = daemon._scheduler.lanes
         action = "DescribeAsyncRequestInfo"
         assert {lane: s.watched for lane, s in lanes.items()} == {
-            Lane("prod", "cdb", action, "http://127.0.0.1:9"): 1,
-            Lane("prod", "cdb", action, "http://127.0.0.1:10"): 1,
-            Lane("staging", "cdb", action, "http://127.0.0.1:9"): 1,
-            Lane("staging", "cdb", action, "http://127.0.0.1:10"): 2,
+            Lane("prod", CDB.name, action, "http://127.0.0.1:9"): 1,
+            Lane("prod", CDB.name, action, "http://127.0.0.1:10"): 1,
+            Lane("staging", CDB.name, action, "http://127.0.0.1:9"): 1,
+            Lane("staging", CDB.name, action, "http://127.0.0.1:10"): 2,
             # Two regions, one endpoint: one quota, one lane.
-            Lane("prod", "mariadb", "DescribeFlow", "http://127.0.0.1:9"): 2,
+            Lane("prod", MARIADB.name, "DescribeFlow", "http://127.0.0.1:9"): 2,
         }
         buckets = {id(s.bucket) for s in lanes.values()}
         assert len(buckets) == len(lanes)  # no two lanes share a bucket
         # Each lane at the whole quota: Tencent counts it per account and endpoint.
-        assert {s.bucket.max_rate for lane, s in lanes.items() if lane.product == "cdb"} == {40.0}
+        assert {s.bucket.max_rate for lane, s in lanes.items() if lane.product == CDB.name} == {40.0}
         get = daemon.metrics.registry.get_sample_value
-        labels = {"account": "staging", "product": "cdb", "action": action, "api_endpoint": "127.0.0.1:10"}
+        labels = {"account": "staging", "product": CDB.name, "action": action, "api_endpoint": "127.0.0.1:10"}
         assert get("tencentcloud_api_rate_limit_requests_per_second", labels) == 40.0
         assert get("tencentcloud_api_current_rate_limit_requests_per_second", labels) == 40.0
-        assert get("tencentcloud_exporter_watched_tasks", {"account": "staging", "product": "cdb"}) == 3
+        assert get("tencentcloud_exporter_watched_tasks", {"account": "staging", "product": CDB.name}) == 3
     finally:
         await daemon.stop()
 
@@ -211,7 +212,7 @@ async def test_a_reload_moves_a_task_to_its_new_lane_keeping_what_was_learnt(tmp
     path = tmp_path / "cfg.yaml"
     document: dict[str, Any] = {
         **TWO_ACCOUNTS,
-        "apis": {"cdb": {"endpoint": "http://127.0.0.1:9"}},
+        "apis": {CDB.name: {"endpoint": "http://127.0.0.1:9"}},
         "watch": {"cdb_async_requests": ["a", "b"]},
     }
     path.write_text(yaml.safe_dump(document))
@@ -219,28 +220,28 @@ async def test_a_reload_moves_a_task_to_its_new_lane_keeping_what_was_learnt(tmp
     await daemon.start()
     try:
         assert daemon._scheduler is not None
-        state = daemon.store.get(("cdb", "ap-guangzhou", "a"))
+        state = daemon.store.get((CDB.name, "ap-guangzhou", "a"))
         assert state is not None
         document["watch"] = {"cdb_async_requests": [{"id": "a", "account": "staging"}]}
         path.write_text(yaml.safe_dump(document))
         await daemon.reload()
-        assert daemon.store.get(("cdb", "ap-guangzhou", "a")) is state  # the same state, in a new lane
+        assert daemon.store.get((CDB.name, "ap-guangzhou", "a")) is state  # the same state, in a new lane
         assert state.task.account == "staging"
-        assert daemon.store.get(("cdb", "ap-guangzhou", "b")) is None
+        assert daemon.store.get((CDB.name, "ap-guangzhou", "b")) is None
         [lane] = daemon._scheduler.lanes  # prod's lane, left empty, is closed
         assert lane.account == "staging"
         get = daemon.metrics.registry.get_sample_value
-        gone = {"account": "prod", "product": "cdb", "action": lane.action, "api_endpoint": "127.0.0.1:9"}
+        gone = {"account": "prod", "product": CDB.name, "action": lane.action, "api_endpoint": "127.0.0.1:9"}
         assert get("tencentcloud_api_rate_limit_requests_per_second", gone) is None
         assert b'account="staging"' in b"".join(state.lines)
         # An account removed by a reload: its registered tasks stay stored, and are not polled.
-        await daemon.register(parse_task("cdb", {"id": "r"}, "ap-guangzhou", "api", None, ["staging"]))
+        await daemon.register(parse_task(CDB.name, {"id": "r"}, "ap-guangzhou", "api", None, ["staging"]))
         document["accounts"] = document["accounts"][:1]
         document["watch"] = {}
         path.write_text(yaml.safe_dump(document))
         await daemon.reload()
-        assert daemon.store.get(("cdb", "ap-guangzhou", "r")) is None
-        assert ("cdb", "ap-guangzhou", "r") in daemon._registered
+        assert daemon.store.get((CDB.name, "ap-guangzhou", "r")) is None
+        assert (CDB.name, "ap-guangzhou", "r") in daemon._registered
     finally:
         await daemon.stop()
 
@@ -260,7 +261,9 @@ async def test_a_version_1_store_is_migrated_and_its_tasks_belong_to_the_default
             " status TEXT NOT NULL, since REAL NOT NULL,"
             " PRIMARY KEY (service, region, task_id)) WITHOUT ROWID"
         )
-        raw.execute("INSERT INTO registrations VALUES ('cdb', 'ap-guangzhou', 'old', '{}', 1.0, NULL)")
+        raw.execute(
+            f"INSERT INTO registrations VALUES ('{CDB.name}', 'ap-guangzhou', 'old', '{{}}', 1.0, NULL)"
+        )
         raw.execute("PRAGMA application_id = 1413698629")
         raw.execute("PRAGMA user_version = 1")
         raw.commit()
@@ -268,7 +271,7 @@ async def test_a_version_1_store_is_migrated_and_its_tasks_belong_to_the_default
     await store.open()
     [registration] = store.registrations()
     assert registration.task.account == "default"
-    staged = parse_task("cdb", {"id": "new", "account": "staging"}, "ap-guangzhou", "api", None, None)
+    staged = parse_task(CDB.name, {"id": "new", "account": "staging"}, "ap-guangzhou", "api", None, None)
     await store.put_registration(type(registration)(staged, 2.0))
     await store.close()
     again = Store(path)
@@ -301,7 +304,7 @@ async def test_two_accounts_ending_at_one_identity_are_warned_about(
 
 async def test_a_reload_replaces_only_the_accounts_whose_credentials_changed(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
-    document: dict[str, Any] = {**TWO_ACCOUNTS, "apis": {"cdb": {"endpoint": "http://127.0.0.1:9"}}}
+    document: dict[str, Any] = {**TWO_ACCOUNTS, "apis": {CDB.name: {"endpoint": "http://127.0.0.1:9"}}}
     path.write_text(yaml.safe_dump(document))
     daemon = Daemon(load_config(path, {}), None, Options(config_path=path), env={})
     await daemon.start()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.catalogue.products import MARIADB
 from exporter.simulator.scenario import Phase, SimTask, task_to_dict
 from tests.helpers import DaemonProcess, wait_for
 from tests.simulator_sdk import SimulatorProcess
@@ -60,7 +61,7 @@ def simulators() -> Iterator[dict[str, SimulatorProcess]]:
             started[region] = stack.enter_context(SimulatorProcess(args))
         for region, simulator in started.items():
             tasks = [
-                task_to_dict(SimTask("mariadb", str(flow), (Phase(0, 2),), region=region, owner=secret_id))
+                task_to_dict(SimTask(MARIADB.name, str(flow), (Phase(0, 2),), region=region, owner=secret_id))
                 for account, (secret_id, _) in ACCOUNTS.items()
                 for flow in _task_ids(account, region)
             ]
@@ -76,7 +77,7 @@ def _config(simulators: dict[str, SimulatorProcess]) -> dict[str, Any]:
             for name, (secret_id, secret_key) in ACCOUNTS.items()
         ],
         "apis": {
-            "mariadb": {
+            MARIADB.name: {
                 "endpoint": simulators[first].url,  # every region but the override
                 "endpoints": {second: simulators[second].url},
                 "rate_limit": QUOTA,
@@ -146,7 +147,7 @@ def test_four_quotas_spent_at_once_each_by_its_own_account_at_its_own_endpoint(
         for simulator in simulators.values():
             host = simulator.url.removeprefix("http://")
             for account in ACCOUNTS:
-                bucket = {"account": account, "product": "mariadb", "action": ACTION, "api_endpoint": host}
+                bucket = {"account": account, "product": MARIADB.name, "action": ACTION, "api_endpoint": host}
                 assert samples.get("tencentcloud_api_rate_limit_requests_per_second", **bucket) == QUOTA
                 assert (
                     samples.get("tencentcloud_api_current_rate_limit_requests_per_second", **bucket) == QUOTA
@@ -154,7 +155,7 @@ def test_four_quotas_spent_at_once_each_by_its_own_account_at_its_own_endpoint(
                 assert samples.get("tencentcloud_api_throttled_requests_total", **bucket) == 0
                 assert (samples.get("tencentcloud_api_requests_total", **bucket) or 0) > 0
         flow = _task_ids("staging", REGIONS[1])[0]
-        assert samples.status("mariadb", str(flow)) == "running"
+        assert samples.status(MARIADB.name, str(flow)) == "running"
         [(labels, _)] = samples.all("tencentcloud_task_info", task_id=str(flow))
         assert (labels["account"], labels["cloud_region"]) == ("staging", REGIONS[1])
         # One account's keys never show in the exporter's output, let alone next to another's.

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from exporter.catalogue.products import CDB, MARIADB
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,7 +59,7 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert registration["storage_bytes"]["written"] > 0
     scrapes = document["hardening"]["scrapes"]
     for phase in ("quiet", "storm"):
-        for product in ("mariadb", "cdb"):
+        for product in (MARIADB.name, CDB.name):
             assert scrapes[phase][product]["accepted"] > 0
             assert scrapes[phase][product]["utilisation"] > 0
     assert scrapes["storm"]["scrapes"] > 0

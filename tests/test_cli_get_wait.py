@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.catalogue.products import PRODUCTS
+from exporter.catalogue.products import CDB, MARIADB, MONGODB, PRODUCTS
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, ENV
 
@@ -80,19 +80,19 @@ def closed_port() -> int:
 
 def test_get_prints_each_task_and_exits_0(tmp_path: Path, start_simulator: StartSimulator) -> None:
     sim = start_simulator(
-        SimTask("cdb", "req-1", (Phase(0, "running", info="resizing"),)),
-        SimTask("mariadb", "7", (Phase(0, 0),)),
-        SimTask("mongodb", "mongo-9", (Phase(0, "success"),), started=-60),
+        SimTask(CDB.name, "req-1", (Phase(0, "running", info="resizing"),)),
+        SimTask(MARIADB.name, "7", (Phase(0, 0),)),
+        SimTask(MONGODB.name, "mongo-9", (Phase(0, "success"),), started=-60),
     )
     config = write_config(tmp_path, sim.url)
     result = run(
         tmp_path,
         "get",
-        "cdb",
+        CDB.name,
         "req-1",
-        "mariadb",
+        MARIADB.name,
         "007",
-        "mongodb",
+        MONGODB.name,
         "mongo-9",
         "--output",
         "json",
@@ -102,10 +102,14 @@ def test_get_prints_each_task_and_exits_0(tmp_path: Path, start_simulator: Start
     document = json.loads(result.stdout)
     assert (document["result"], document["exit_code"]) == ("ok", 0)
     tasks = tasks_of(result)
-    assert set(tasks) == {("cdb", "req-1"), ("mariadb", "7"), ("mongodb", "mongo-9")}  # 007 canonicalised
-    cdb = tasks["cdb", "req-1"]
+    assert set(tasks) == {
+        (CDB.name, "req-1"),
+        (MARIADB.name, "7"),
+        (MONGODB.name, "mongo-9"),
+    }  # 007 canonicalised
+    cdb = tasks[CDB.name, "req-1"]
     assert cdb == {
-        "product": "cdb",
+        "product": CDB.name,
         "region": REGION,
         "account": "default",
         "id": "req-1",
@@ -118,68 +122,70 @@ def test_get_prints_each_task_and_exits_0(tmp_path: Path, start_simulator: Start
         "ended": None,
         "error": None,
     }
-    assert (tasks["mariadb", "7"]["status"], tasks["mariadb", "7"]["final"]) == ("success", True)
-    mongo = tasks["mongodb", "mongo-9"]
+    assert (tasks[MARIADB.name, "7"]["status"], tasks[MARIADB.name, "7"]["final"]) == ("success", True)
+    mongo = tasks[MONGODB.name, "mongo-9"]
     assert mongo["succeeded"]
     assert mongo["started"]
     assert mongo["started"].endswith("Z")
     assert result.stderr == ""  # quiet by default
 
-    text = run(tmp_path, "get", "cdb", "req-1", "mariadb", "7", config=config)
+    text = run(tmp_path, "get", CDB.name, "req-1", MARIADB.name, "7", config=config)
     assert text.returncode == 0, text.stderr
     header, *rows = text.stdout.splitlines()
     assert header.split() == ["PRODUCT", "REGION", "ID", "STATUS", "FINAL", "STARTED", "ENDED", "INFO"]
-    assert rows[0].split() == ["cdb", REGION, "req-1", "running", "no", "-", "-", "resizing"]
-    assert rows[1].split() == ["mariadb", REGION, "7", "success", "yes", "-", "-", "-"]
+    assert rows[0].split() == [CDB.name, REGION, "req-1", "running", "no", "-", "-", "resizing"]
+    assert rows[1].split() == [MARIADB.name, REGION, "7", "success", "yes", "-", "-", "-"]
     assert CREDS.secret_key not in text.stdout + text.stderr
 
 
 def test_get_exit_3_when_an_id_is_not_found_and_3_wins_over_4(
     tmp_path: Path, start_simulator: StartSimulator
 ) -> None:
-    sim = start_simulator(SimTask("mariadb", "1", (Phase(0, 2),)), SimTask("mariadb", "2", (Phase(0, 2),)))
-    sim.set_task_faults("mariadb", "2", Faults(error_code="InternalError"))
+    sim = start_simulator(
+        SimTask(MARIADB.name, "1", (Phase(0, 2),)), SimTask(MARIADB.name, "2", (Phase(0, 2),))
+    )
+    sim.set_task_faults(MARIADB.name, "2", Faults(error_code="InternalError"))
     config = write_config(tmp_path, sim.url)
-    result = run(tmp_path, "get", "mariadb", "1", "404", "--output", "json", config=config)
+    result = run(tmp_path, "get", MARIADB.name, "1", "404", "--output", "json", config=config)
     assert result.returncode == 3, result.stderr
     tasks = tasks_of(result)
-    assert tasks["mariadb", "404"]["not_found"] is True
-    assert tasks["mariadb", "1"]["status"] == "running"
+    assert tasks[MARIADB.name, "404"]["not_found"] is True
+    assert tasks[MARIADB.name, "1"]["status"] == "running"
     assert json.loads(result.stdout)["result"] == "not_found"
-    both = run(tmp_path, "get", "mariadb", "2", "404", config=config)
+    both = run(tmp_path, "get", MARIADB.name, "2", "404", config=config)
     assert both.returncode == 3, both.stderr
     assert "not-found" in both.stdout
     assert "error: InternalError" in both.stdout
 
 
 def test_get_exit_4_on_an_api_error(tmp_path: Path, start_simulator: StartSimulator) -> None:
-    sim = start_simulator(SimTask("cdb", "bad", (Phase(0, "running"),)))
-    sim.set_task_faults("cdb", "bad", Faults(http_status=502))
-    result = run(tmp_path, "get", "cdb", "bad", "--output", "json", config=write_config(tmp_path, sim.url))
+    sim = start_simulator(SimTask(CDB.name, "bad", (Phase(0, "running"),)))
+    sim.set_task_faults(CDB.name, "bad", Faults(http_status=502))
+    result = run(tmp_path, "get", CDB.name, "bad", "--output", "json", config=write_config(tmp_path, sim.url))
     assert result.returncode == 4, result.stderr
-    task = tasks_of(result)["cdb", "bad"]
+    task = tasks_of(result)[CDB.name, "bad"]
     assert task["status"] is None
     assert task["error"]["code"] == "Transport.HTTPStatus"
 
 
 def test_get_exit_4_when_the_endpoint_is_unreachable(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"http://127.0.0.1:{closed_port()}")
-    result = run(tmp_path, "get", "mariadb", "1", "--output", "json", config=config)
+    result = run(tmp_path, "get", MARIADB.name, "1", "--output", "json", config=config)
     assert result.returncode == 4, result.stderr
-    assert tasks_of(result)["mariadb", "1"]["error"]["code"] == "Transport.ConnectionError"
+    assert tasks_of(result)[MARIADB.name, "1"]["error"]["code"] == "Transport.ConnectionError"
 
 
 @pytest.mark.parametrize(
     ("args", "config", "message"),
     [
-        (["cdb", "not an id"], {}, "cdb: expected an async request ID string"),
-        (["mariadb", "-1x"], {}, ""),  # argparse: not a flag it knows
-        (["mariadb", "abc"], {}, "mariadb: expected a positive integer flow ID, got 'abc'"),
+        ([CDB.name, "not an id"], {}, "cdb: expected an async request ID string"),
+        ([MARIADB.name, "-1x"], {}, ""),  # argparse: not a flag it knows
+        ([MARIADB.name, "abc"], {}, "mariadb: expected a positive integer flow ID, got 'abc'"),
         (["42"], {}, "expected a product first"),
-        (["cdb", "a", "mariadb"], {}, "no ID given for mariadb"),
-        (["mariadb", "1"], {"region": None}, "no region"),
-        (["mariadb", "1", "--account", "nobody"], {}, "no account 'nobody'"),
-        (["mariadb", "1"], {"polling": {"interval": "soon"}}, "invalid configuration"),
+        ([CDB.name, "a", MARIADB.name], {}, "no ID given for mariadb"),
+        ([MARIADB.name, "1"], {"region": None}, "no region"),
+        ([MARIADB.name, "1", "--account", "nobody"], {}, "no account 'nobody'"),
+        ([MARIADB.name, "1"], {"polling": {"interval": "soon"}}, "invalid configuration"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason(
@@ -198,7 +204,7 @@ def test_bad_input_exits_2_with_the_reason(
 
 
 def test_a_missing_config_file_given_by_flag_exits_2(tmp_path: Path) -> None:
-    result = run(tmp_path, "wait", "mariadb", "1", config=tmp_path / "absent.yaml")
+    result = run(tmp_path, "wait", MARIADB.name, "1", config=tmp_path / "absent.yaml")
     assert result.returncode == 2
     assert "absent.yaml" in result.stderr
     assert "Traceback" not in result.stderr
@@ -224,10 +230,10 @@ def change_lines(stderr: str) -> list[str]:
 
 
 def test_wait_until_success_exits_0(tmp_path: Path, start_simulator: StartSimulator) -> None:
-    sim = start_simulator(SimTask("cdb", "req-1", (Phase(0, "running"), Phase(1.5, "success"))))
+    sim = start_simulator(SimTask(CDB.name, "req-1", (Phase(0, "running"), Phase(1.5, "success"))))
     started = time.monotonic()
     result = run(
-        tmp_path, "wait", "cdb", "req-1", "--interval", "100ms", config=write_config(tmp_path, sim.url)
+        tmp_path, "wait", CDB.name, "req-1", "--interval", "100ms", config=write_config(tmp_path, sim.url)
     )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 1.5  # not before the task ended
@@ -242,12 +248,12 @@ def test_wait_until_success_exits_0(tmp_path: Path, start_simulator: StartSimula
 
 def test_wait_exits_1_when_a_task_fails(tmp_path: Path, start_simulator: StartSimulator) -> None:
     sim = start_simulator(
-        SimTask("mariadb", "5", (Phase(0, 2), Phase(0.5, 1))), SimTask("mariadb", "6", (Phase(0, 0),))
+        SimTask(MARIADB.name, "5", (Phase(0, 2), Phase(0.5, 1))), SimTask(MARIADB.name, "6", (Phase(0, 0),))
     )
     result = run(
         tmp_path,
         "wait",
-        "mariadb",
+        MARIADB.name,
         "5",
         "6",
         "--interval",
@@ -260,20 +266,20 @@ def test_wait_exits_1_when_a_task_fails(tmp_path: Path, start_simulator: StartSi
     document = json.loads(result.stdout)
     assert (document["result"], document["exit_code"]) == ("failed", 1)
     tasks = tasks_of(result)
-    assert (tasks["mariadb", "5"]["status"], tasks["mariadb", "5"]["final"]) == ("failed", True)
-    assert tasks["mariadb", "5"]["succeeded"] is False
-    assert tasks["mariadb", "6"]["succeeded"] is True
-    assert set(tasks["mariadb", "6"]) >= {"product", "region", "account", "id", "info", "started", "ended"}
+    assert (tasks[MARIADB.name, "5"]["status"], tasks[MARIADB.name, "5"]["final"]) == ("failed", True)
+    assert tasks[MARIADB.name, "5"]["succeeded"] is False
+    assert tasks[MARIADB.name, "6"]["succeeded"] is True
+    assert set(tasks[MARIADB.name, "6"]) >= {"product", "region", "account", "id", "info", "started", "ended"}
 
 
 def test_wait_exits_3_for_an_unknown_id_after_the_grace(
     tmp_path: Path, start_simulator: StartSimulator
 ) -> None:
-    sim = start_simulator(SimTask("mariadb", "1", (Phase(0, 0),)))
+    sim = start_simulator(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     result = run(
         tmp_path,
         "wait",
-        "mariadb",
+        MARIADB.name,
         "1",
         "999",
         "--interval",
@@ -286,8 +292,8 @@ def test_wait_exits_3_for_an_unknown_id_after_the_grace(
     )
     assert result.returncode == 3, result.stderr
     tasks = tasks_of(result)
-    assert tasks["mariadb", "999"]["not_found"] is True
-    assert tasks["mariadb", "1"]["succeeded"] is True
+    assert tasks[MARIADB.name, "999"]["not_found"] is True
+    assert tasks[MARIADB.name, "1"]["succeeded"] is True
     lines = change_lines(result.stderr)
     assert any("mariadb 999: not found yet (" in line for line in lines), lines
     assert lines[-1].endswith("mariadb 999: not found (2/2 done)"), lines
@@ -296,12 +302,12 @@ def test_wait_exits_3_for_an_unknown_id_after_the_grace(
 
 
 def test_wait_exits_124_on_timeout(tmp_path: Path, start_simulator: StartSimulator) -> None:
-    sim = start_simulator(SimTask("cdb", "slow", (Phase(0, "running"),)))
+    sim = start_simulator(SimTask(CDB.name, "slow", (Phase(0, "running"),)))
     started = time.monotonic()
     result = run(
         tmp_path,
         "wait",
-        "cdb",
+        CDB.name,
         "slow",
         "--timeout",
         "2s",
@@ -322,16 +328,18 @@ def test_wait_under_a_low_quota_still_succeeds(
     published 20/s, answers are throttled and retried with backoff, never an early exit."""
     ids = [str(n) for n in range(1, 7)]
     sim = start_simulator(
-        *(SimTask("mariadb", i, (Phase(0, 2), Phase(0.5, 0))) for i in ids), quotas={"mariadb": 2}
+        *(SimTask(MARIADB.name, i, (Phase(0, 2), Phase(0.5, 0))) for i in ids), quotas={MARIADB.name: 2}
     )
     apis: dict[str, Any] = {s.name: {"endpoint": sim.url} for s in PRODUCTS}
     if configured_rate is not None:
-        apis["mariadb"]["rate_limit"] = configured_rate
+        apis[MARIADB.name]["rate_limit"] = configured_rate
     config = write_config(tmp_path, sim.url, apis=apis)
-    result = run(tmp_path, "wait", "mariadb", *ids, "--interval", "200ms", "--output", "json", config=config)
+    result = run(
+        tmp_path, "wait", MARIADB.name, *ids, "--interval", "200ms", "--output", "json", config=config
+    )
     assert result.returncode == 0, result.stderr
     tasks = tasks_of(result)
-    assert [tasks["mariadb", i]["status"] for i in ids] == ["success"] * len(ids)
+    assert [tasks[MARIADB.name, i]["status"] for i in ids] == ["success"] * len(ids)
     stats = sim.stats()["actions"]["DescribeFlow"]
     if configured_rate is None:
         assert stats["throttled"] > 0  # retried, not given up on
@@ -343,16 +351,16 @@ def test_wait_under_a_low_quota_still_succeeds(
 
 def test_wait_across_two_products(tmp_path: Path, start_simulator: StartSimulator) -> None:
     sim = start_simulator(
-        SimTask("cdb", "A", (Phase(0, "running"), Phase(0.5, "success"))),
-        SimTask("mariadb", "1", (Phase(0, 2), Phase(0.3, 0))),
-        SimTask("mariadb", "2", (Phase(0, 0),)),
+        SimTask(CDB.name, "A", (Phase(0, "running"), Phase(0.5, "success"))),
+        SimTask(MARIADB.name, "1", (Phase(0, 2), Phase(0.3, 0))),
+        SimTask(MARIADB.name, "2", (Phase(0, 0),)),
     )
     result = run(
         tmp_path,
         "wait",
-        "cdb",
+        CDB.name,
         "A",
-        "mariadb",
+        MARIADB.name,
         "1",
         "2",
         "--interval",
@@ -365,10 +373,10 @@ def test_wait_across_two_products(tmp_path: Path, start_simulator: StartSimulato
     document = json.loads(result.stdout)
     assert document["result"] == "succeeded"
     assert [(t["product"], t["id"], t["status"]) for t in document["tasks"]] == [
-        ("cdb", "A", "success"),
-        ("mariadb", "1", "success"),
-        ("mariadb", "2", "success"),
+        (CDB.name, "A", "success"),
+        (MARIADB.name, "1", "success"),
+        (MARIADB.name, "2", "success"),
     ]
     services = sim.stats()["services"]
-    assert services["cdb"]["DescribeAsyncRequestInfo"]["accepted"] >= 1
-    assert services["mariadb"]["DescribeFlow"]["accepted"] >= 2
+    assert services[CDB.name]["DescribeAsyncRequestInfo"]["accepted"] >= 1
+    assert services[MARIADB.name]["DescribeFlow"]["accepted"] >= 2

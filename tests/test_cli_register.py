@@ -16,6 +16,7 @@ import bcrypt
 import pytest
 import trustme
 
+from exporter.catalogue.products import CDB, MARIADB, REDIS
 from exporter.daemon.core import API_TOKEN_ENV
 from tests.helpers import DaemonProcess, wait_for
 
@@ -63,14 +64,14 @@ def registered(daemon: DaemonProcess) -> dict[tuple[str, str], dict[str, object]
 
 def test_register_puts_the_task_on_the_dashboard(exporter: DaemonProcess) -> None:
     args = ["--url", exporter.url, "--label", "pipeline=deploy-42", "--label", "team=dba"]
-    first = register(*args, "--account", "staging", "cdb", ASYNC_ID, env=WITH_TOKEN)
+    first = register(*args, "--account", "staging", CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert first.returncode == 0, first.stderr
     assert first.stdout == (
         f"registered: cdb {ASYNC_ID} in ap-guangzhou (account staging) labels pipeline=deploy-42,team=dba: "
         "new, polled here\n"
     )
     assert first.stderr == ""
-    task = registered(exporter)[("cdb", ASYNC_ID)]
+    task = registered(exporter)[(CDB.name, ASYNC_ID)]
     assert task["account"] == "staging"
     assert task["region"] == "ap-guangzhou"
     assert task["labels"] == {"pipeline": "deploy-42", "team": "dba"}
@@ -80,7 +81,9 @@ def test_register_puts_the_task_on_the_dashboard(exporter: DaemonProcess) -> Non
         "the registered task's series with its labels",
     )
     # Again, with a trailing slash on the URL and the JSON answer: already registered, still exit 0.
-    again = register(*args, "--url", exporter.url + "/", "--output", "json", "cdb", ASYNC_ID, env=WITH_TOKEN)
+    again = register(
+        *args, "--url", exporter.url + "/", "--output", "json", CDB.name, ASYNC_ID, env=WITH_TOKEN
+    )
     assert again.returncode == 0, again.stderr
     answer = json.loads(again.stdout)
     assert answer["new"] is False
@@ -90,21 +93,25 @@ def test_register_puts_the_task_on_the_dashboard(exporter: DaemonProcess) -> Non
 
 def test_the_token_file_wins_over_the_environment(exporter: DaemonProcess, token_file: Path) -> None:
     wrong = {API_TOKEN_ENV: "not-the-token"}
-    by_file = register("--url", exporter.url, "--token-file", str(token_file), "mariadb", "4101", env=wrong)
+    by_file = register(
+        "--url", exporter.url, "--token-file", str(token_file), MARIADB.name, "4101", env=wrong
+    )
     assert by_file.returncode == 0, by_file.stderr
     # The daemon's own flag names a token file too; given to the subcommand, it is read the same way.
-    daemon_flag = register("--url", exporter.url, "--tasks.api-token-file", str(token_file), "redis", "4102")
+    daemon_flag = register(
+        "--url", exporter.url, "--tasks.api-token-file", str(token_file), REDIS.name, "4102"
+    )
     assert daemon_flag.returncode == 0, daemon_flag.stderr
-    assert {("mariadb", "4101"), ("redis", "4102")} <= set(registered(exporter))
+    assert {(MARIADB.name, "4101"), (REDIS.name, "4102")} <= set(registered(exporter))
     # --config.file, like every subcommand's, is accepted and changes nothing.
     with_config = register(
-        "--config.file", "absent.yaml", "--url", exporter.url, "redis", "4103", env=WITH_TOKEN
+        "--config.file", "absent.yaml", "--url", exporter.url, REDIS.name, "4103", env=WITH_TOKEN
     )
     assert with_config.returncode == 0, with_config.stderr
 
 
 def test_a_wrong_token_exits_4_with_the_reason(exporter: DaemonProcess) -> None:
-    result = register("--url", exporter.url, "cdb", ASYNC_ID, env={API_TOKEN_ENV: "wrong-" + TOKEN[:5]})
+    result = register("--url", exporter.url, CDB.name, ASYNC_ID, env={API_TOKEN_ENV: "wrong-" + TOKEN[:5]})
     assert result.returncode == 4
     assert result.stdout == ""
     assert result.stderr == (
@@ -117,12 +124,12 @@ def test_a_wrong_token_exits_4_with_the_reason(exporter: DaemonProcess) -> None:
     [
         (["db2", "1"], "400 Bad Request: product: expected one of mariadb, "),
         (
-            ["--account", "finance", "cdb", ASYNC_ID],
+            ["--account", "finance", CDB.name, ASYNC_ID],
             "400 Bad Request: account: expected one of the accounts ",
         ),
-        (["mariadb", "not-a-number"], "400 Bad Request: id: expected a positive integer flow ID"),
-        (["--region", "Mars", "cdb", ASYNC_ID], "400 Bad Request: region: "),
-        (["--label", "product=x", "cdb", ASYNC_ID], None),  # reserved: refused before asking (exit 2)
+        ([MARIADB.name, "not-a-number"], "400 Bad Request: id: expected a positive integer flow ID"),
+        (["--region", "Mars", CDB.name, ASYNC_ID], "400 Bad Request: region: "),
+        (["--label", "product=x", CDB.name, ASYNC_ID], None),  # reserved: refused before asking (exit 2)
     ],
 )
 def test_a_refused_task_exits_4_with_the_exporters_reason(
@@ -139,7 +146,7 @@ def test_a_refused_task_exits_4_with_the_exporters_reason(
 
 
 def test_the_exporters_path_prefix_is_kept(exporter: DaemonProcess) -> None:
-    result = register("--url", exporter.url + "/behind/a/proxy", "cdb", ASYNC_ID, env=WITH_TOKEN)
+    result = register("--url", exporter.url + "/behind/a/proxy", CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert result.returncode == 4
     assert result.stderr.startswith(f"error: POST {exporter.url}/behind/a/proxy/api/v1/tasks: 404 Not Found")
 
@@ -149,7 +156,7 @@ def test_an_unreachable_exporter_exits_4() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        result = register("--url", url, "--timeout", "5s", "cdb", ASYNC_ID, env=WITH_TOKEN)
+        result = register("--url", url, "--timeout", "5s", CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert result.returncode == 4
     assert result.stderr == f"error: POST {url}/api/v1/tasks: Connection refused\n"
     assert result.stdout == ""
@@ -171,7 +178,7 @@ def test_an_unreachable_exporter_exits_4() -> None:
 )
 def test_an_unusable_command_line_exits_2(args: list[str], env: dict[str, str], message: str) -> None:
     # Port 9 (discard) on loopback is never asked: the command line is checked first.
-    result = register("--url", "http://127.0.0.1:9", *args, "cdb", ASYNC_ID, env=env)
+    result = register("--url", "http://127.0.0.1:9", *args, CDB.name, ASYNC_ID, env=env)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {message}"), result.stderr
     assert result.stderr.count("\n") == 1
@@ -189,7 +196,7 @@ def test_an_unusable_command_line_exits_2(args: list[str], env: dict[str, str], 
     ],
 )
 def test_an_unusable_url_exits_2(url: str, message: str) -> None:
-    result = register("--url", url, "cdb", ASYNC_ID, env=WITH_TOKEN)
+    result = register("--url", url, CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {message}"), result.stderr
     assert "secret" not in result.stderr
@@ -199,18 +206,18 @@ def test_an_empty_or_unreadable_token_file_exits_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     result = register(
-        "--url", "http://127.0.0.1:9", "--token-file", str(empty), "cdb", ASYNC_ID, env=WITH_TOKEN
+        "--url", "http://127.0.0.1:9", "--token-file", str(empty), CDB.name, ASYNC_ID, env=WITH_TOKEN
     )
     assert result.returncode == 2
     assert result.stderr == f"error: --token-file {empty}: the file is empty\n"
     missing = tmp_path / "missing"
-    result = register("--url", "http://127.0.0.1:9", "--token-file", str(missing), "cdb", ASYNC_ID)
+    result = register("--url", "http://127.0.0.1:9", "--token-file", str(missing), CDB.name, ASYNC_ID)
     assert result.returncode == 2
     assert result.stderr == f"error: --token-file {missing}: cannot read it (No such file or directory)\n"
 
 
 def test_argparse_errors_exit_2_and_help_exits_0() -> None:
-    assert register("cdb", ASYNC_ID).returncode == 2  # --url is required
+    assert register(CDB.name, ASYNC_ID).returncode == 2  # --url is required
     assert register("--url", "http://127.0.0.1:9").returncode == 2  # PRODUCT ID missing
     shown = register("--help")
     assert shown.returncode == 0
@@ -253,20 +260,20 @@ def tls_exporter(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> 
 def test_https_verifies_the_exporters_certificate(tls_exporter: tuple[str, Path]) -> None:
     url, pki = tls_exporter
     # The system trust store does not know the private CA.
-    untrusted = register("--url", url, "cdb", ASYNC_ID, env=WITH_TOKEN)
+    untrusted = register("--url", url, CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert untrusted.returncode == 4
     assert untrusted.stderr.startswith(f"error: POST {url}/api/v1/tasks: TLS: certificate verify failed")
     # Trusted, but no client certificate: the server ends the handshake.
-    anonymous = register("--url", url, "--ca-file", str(pki / "ca.pem"), "cdb", ASYNC_ID, env=WITH_TOKEN)
+    anonymous = register("--url", url, "--ca-file", str(pki / "ca.pem"), CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert anonymous.returncode == 4
     assert anonymous.stderr.startswith(f"error: POST {url}/api/v1/tasks: ")
     assert "certificate" in anonymous.stderr  # the hint, or the server's alert (TLS 1.2)
     # With both, and no basic auth credentials: the bearer token alone opens the task API.
     tls = ["--ca-file", str(pki / "ca.pem"), "--cert-file", str(pki / "client.pem")]
-    accepted = register("--url", url, *tls, "--label", "via=https", "cdb", ASYNC_ID, env=WITH_TOKEN)
+    accepted = register("--url", url, *tls, "--label", "via=https", CDB.name, ASYNC_ID, env=WITH_TOKEN)
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.startswith(f"registered: cdb {ASYNC_ID} in ap-guangzhou")
-    wrong = register("--url", url, *tls, "cdb", ASYNC_ID, env={API_TOKEN_ENV: "wrong"})
+    wrong = register("--url", url, *tls, CDB.name, ASYNC_ID, env={API_TOKEN_ENV: "wrong"})
     assert wrong.returncode == 4
     assert "401 Unauthorized: a valid bearer token is required" in wrong.stderr
 
@@ -274,12 +281,12 @@ def test_https_verifies_the_exporters_certificate(tls_exporter: tuple[str, Path]
 def test_unusable_tls_files_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     result = register(
-        "--url", "https://127.0.0.1:9", "--ca-file", str(missing), "cdb", ASYNC_ID, env=WITH_TOKEN
+        "--url", "https://127.0.0.1:9", "--ca-file", str(missing), CDB.name, ASYNC_ID, env=WITH_TOKEN
     )
     assert result.returncode == 2
     assert result.stderr == "error: TLS settings: No such file or directory\n"
     half = register(
-        "--url", "https://127.0.0.1:9", "--key-file", str(missing), "cdb", ASYNC_ID, env=WITH_TOKEN
+        "--url", "https://127.0.0.1:9", "--key-file", str(missing), CDB.name, ASYNC_ID, env=WITH_TOKEN
     )
     assert half.returncode == 2
     assert half.stderr == "error: --key-file needs --cert-file\n"

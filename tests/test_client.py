@@ -162,7 +162,7 @@ async def test_sends_a_signed_json_post(api: c.ApiClient, server: ApiServer) -> 
     assert headers["X-TC-Token"] == "session-token"
     assert headers["Host"] == "cdb.tencentcloudapi.com"
     # Signed over the exact bytes that arrived, with the API's own service name in the scope.
-    assert headers["Authorization"] == authorization(CREDS, "cdb", "cdb.tencentcloudapi.com", NOW, body)
+    assert headers["Authorization"] == authorization(CREDS, CDB.name, "cdb.tencentcloudapi.com", NOW, body)
     assert "/cdb/tc3_request" in headers["Authorization"]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.config.parser import (
     Config,
     ConfigError,
@@ -33,20 +34,20 @@ def test_example_config_is_valid_and_documents_every_default() -> None:
     config = load_config(ROOT / "config.example.yaml", env)
     assert config.credentials.secret_id == "AKIDexample"
     assert config.polling == PollingConfig()
-    assert config.apis["mariadb"].rate_limit == 20
-    assert config.apis["cdb"].rate_limit == 40
-    assert {t.product for t in config.tasks} == {"mariadb", "cdb"}
+    assert config.apis[MARIADB.name].rate_limit == 20
+    assert config.apis[CDB.name].rate_limit == 40
+    assert {t.product for t in config.tasks} == {MARIADB.name, CDB.name}
 
 
 def test_minimal_config_takes_defaults() -> None:
     config = parse_config({"region": "ap-guangzhou", "watch": {"mariadb_flows": [3340]}}, "cfg.yaml", {})
-    assert config.apis["mariadb"].endpoint == "https://mariadb.tencentcloudapi.com"
-    assert config.apis["cdb"].endpoint == "https://cdb.tencentcloudapi.com"
+    assert config.apis[MARIADB.name].endpoint == "https://mariadb.tencentcloudapi.com"
+    assert config.apis[CDB.name].endpoint == "https://cdb.tencentcloudapi.com"
     assert config.polling.interval == 30
     assert config.polling.finished_interval == 600
     assert config.polling.timeout == 10
     [task] = config.tasks
-    assert (task.product, task.region, task.task_id) == ("mariadb", "ap-guangzhou", "3340")
+    assert (task.product, task.region, task.task_id) == (MARIADB.name, "ap-guangzhou", "3340")
 
 
 def test_task_entries_take_their_own_region_and_labels() -> None:
@@ -97,7 +98,7 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
     found = problems(
         {
             "regoin": "ap-guangzhou",
-            "apis": {"mariadb": {"rate_limit": 0, "endpoint": "ftp://x"}, "cdb": {"ratelimit": 5}},
+            "apis": {MARIADB.name: {"rate_limit": 0, "endpoint": "ftp://x"}, CDB.name: {"ratelimit": 5}},
             "polling": {"interval": "soon", "finished_interval": -1},
             "watch": {
                 "mariadb_flows": [3340, "abc", {"id": 7, "labels": {"job": "x", "ok-name": "y"}}, True],
@@ -244,9 +245,9 @@ def test_bad_config_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
 
 def test_endpoint_host_is_lower_cased_for_signing() -> None:
     config = parse_config(
-        {"apis": {"cdb": {"endpoint": "https://CDB.intl.TencentCloudAPI.com/"}}}, "c.yaml", {}
+        {"apis": {CDB.name: {"endpoint": "https://CDB.intl.TencentCloudAPI.com/"}}}, "c.yaml", {}
     )
-    assert config.apis["cdb"].endpoint == "https://cdb.intl.tencentcloudapi.com"
+    assert config.apis[CDB.name].endpoint == "https://cdb.intl.tencentcloudapi.com"
 
 
 def test_a_yaml_value_its_type_cannot_hold_is_a_clear_error(tmp_path: Path) -> None:

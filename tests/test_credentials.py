@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import yaml
 
-from exporter.catalogue.products import BY_NAME
+from exporter.catalogue.products import BY_NAME, CDB, MARIADB
 from exporter.config.parser import ConfigError, CredentialsConfig, parse_config
 from exporter.credentials.chain import CredentialProvider, CredentialsError, open_provider, refresh_time
 from exporter.credentials.signing import Credentials
@@ -523,25 +523,25 @@ async def test_metadata_keys_sign_a_real_call_to_the_simulator(
     role_keys = Credentials("AKIDe2e", "e2e-secret-key", "e2e-session-token")
     secrets.update({role_keys.secret_id, role_keys.secret_key, role_keys.token})
     simulator = Simulator([role_keys])
-    simulator.add_task(SimTask("mariadb", "4242", (Phase(0, 2),)))
+    simulator.add_task(SimTask(MARIADB.name, "4242", (Phase(0, 2),)))
     endpoint = await simulator.start()
     try:
         async with FakeMetadata(fixed=role_keys, lifetime=3600, secrets=secrets) as fake:
             cfg = parse_config(
-                {"region": "ap-guangzhou", "apis": {"mariadb": {"endpoint": endpoint}}}, "c.yaml", {}
+                {"region": "ap-guangzhou", "apis": {MARIADB.name: {"endpoint": endpoint}}}, "c.yaml", {}
             )
             async with opened(cfg.credentials, {}, **nowhere, metadata_url=fake.url) as provider:
                 keys = await provider.get()
                 async with aiohttp.ClientSession() as session:
                     client = ApiClient(session, timeout=5.0)
                     outcome = await client.describe(
-                        BY_NAME["mariadb"], endpoint, "ap-guangzhou", keys, "4242"
+                        BY_NAME[MARIADB.name], endpoint, "ap-guangzhou", keys, "4242"
                     )
                     assert outcome.ok, outcome
                     assert outcome.observation is not None
                     unsigned = Credentials(role_keys.secret_id, role_keys.secret_key)  # the token matters
                     refused = await client.describe(
-                        BY_NAME["mariadb"], endpoint, "ap-guangzhou", unsigned, "4242"
+                        BY_NAME[MARIADB.name], endpoint, "ap-guangzhou", unsigned, "4242"
                     )
                     assert refused.code == "AuthFailure.TokenFailure"
     finally:
@@ -552,7 +552,7 @@ async def test_the_real_daemon_polls_with_cvm_role_keys_from_the_metadata_servic
     """End to end in a subprocess: no keys in the config or the environment, only a CAM role."""
     temporary = Credentials("AKIDcvmrole", "cvm-role-temporary-key", "cvm-role-token")
     simulator = Simulator([temporary])
-    simulator.add_task(SimTask("mariadb", "3340", (Phase(0, 2),)))
+    simulator.add_task(SimTask(MARIADB.name, "3340", (Phase(0, 2),)))
     sim_url = await simulator.start()
     metadata = FakeMetadata(fixed=temporary)
     try:
@@ -560,7 +560,7 @@ async def test_the_real_daemon_polls_with_cvm_role_keys_from_the_metadata_servic
             document = {
                 "credentials": {"metadata_url": metadata.url},
                 "region": "ap-guangzhou",
-                "apis": {"mariadb": {"endpoint": sim_url}, "cdb": {"endpoint": sim_url}},
+                "apis": {MARIADB.name: {"endpoint": sim_url}, CDB.name: {"endpoint": sim_url}},
                 "polling": {"interval": "200ms"},
                 "watch": {"mariadb_flows": [3340]},
             }
@@ -574,7 +574,7 @@ async def test_the_real_daemon_polls_with_cvm_role_keys_from_the_metadata_servic
 
                 async def polled() -> bool:
                     samples = await asyncio.to_thread(daemon.scrape)
-                    return samples.status("mariadb", "3340") == "running"
+                    return samples.status(MARIADB.name, "3340") == "running"
 
                 for _ in range(100):
                     if await polled():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.catalogue.products import MARIADB
 from exporter.cli import main as cli
 from exporter.credentials.chain import ENV_SECRET_ID, ENV_SECRET_KEY, ENV_TOKEN
 from exporter.daemon.core import API_TOKEN_ENV
@@ -387,7 +388,7 @@ def test_exporter_serves_with_the_units_flags_environment_and_sandbox(tmp_path: 
         if not flag.startswith("--web.listen-address=")
     ]
     simulator = Simulator([CREDS])
-    simulator.add_task(SimTask("mariadb", "3340", (Phase(0, 2),)))  # 2: running
+    simulator.add_task(SimTask(MARIADB.name, "3340", (Phase(0, 2),)))  # 2: running
     with SimulatorThread(simulator) as sim:
         # A host name, not an address: resolving it (AI_ADDRCONFIG asks netlink) must work under the filter.
         url = sim.url.replace("127.0.0.1", "localhost")
@@ -397,7 +398,7 @@ def test_exporter_serves_with_the_units_flags_environment_and_sandbox(tmp_path: 
             assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
             assert re.search(r"^Umask:\s+0077$", status, re.M), status
             wait_for(
-                lambda: daemon.scrape().status("mariadb", "3340") == "running",
+                lambda: daemon.scrape().status(MARIADB.name, "3340") == "running",
                 20,
                 "task 3340 polled through a resolved host name",
             )
@@ -406,7 +407,7 @@ def test_exporter_serves_with_the_units_flags_environment_and_sandbox(tmp_path: 
             answer, _ = daemon.request(
                 "POST",
                 "/api/v1/tasks",
-                {"product": "mariadb", "id": 3341},
+                {"product": MARIADB.name, "id": 3341},
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert answer == 201

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, CYNOSDB, DCDB, MARIADB, MONGODB, POSTGRES, REDIS, SQLSERVER
 from exporter.config.parser import ConfigError, parse_config
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.helpers import ENV, DaemonProcess, Samples, wait_for
@@ -23,12 +24,12 @@ def _config(path: Path, url: str, watch: dict[str, list[Any]] | None = None, **d
     document = {
         "credentials": {"secret_id": "${TENCENTCLOUD_SECRET_ID}", "secret_key": "${TENCENTCLOUD_SECRET_KEY}"},
         "region": REGION,
-        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "apis": {MARIADB.name: {"endpoint": url}, CDB.name: {"endpoint": url}},
         "polling": {"interval": "200ms", "finished_interval": "500ms", "timeout": "2s"},
         "watch": watch or {},
         "discovery": {
             "regions": [REGION],
-            "products": ["cdb", "mariadb"],
+            "products": [CDB.name, MARIADB.name],
             "interval": "1s",
             "lookback": "1h",
             "tag_labels": ["team"],
@@ -40,7 +41,7 @@ def _config(path: Path, url: str, watch: dict[str, list[Any]] | None = None, **d
 
 
 def _gauge(daemon: DaemonProcess, name: str, **labels: str) -> float | None:
-    return daemon.scrape().get(name, product="cdb", cloud_region=REGION, **labels)
+    return daemon.scrape().get(name, product=CDB.name, cloud_region=REGION, **labels)
 
 
 def _info(samples: Samples, task_id: str) -> dict[str, str] | None:
@@ -56,7 +57,7 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         # The first sweeps have run and found nothing: the operations below start after the daemon did.
         wait_for(
             lambda: daemon.scrape().get(
-                "tencentcloud_discovery_last_success_timestamp_seconds", product="cdb"
+                "tencentcloud_discovery_last_success_timestamp_seconds", product=CDB.name
             ),
             10,
             "a first successful cdb sweep",
@@ -64,7 +65,7 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         started = time.monotonic()
         simulator.add_task(
             SimTask(
-                "cdb",
+                CDB.name,
                 CDB_ID,
                 (Phase(0, "RUNNING"), Phase(3, "SUCCESS", "Parameters modified.")),
                 task_type="MODIFY PARAM",
@@ -73,7 +74,7 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         )
         simulator.add_task(
             SimTask(
-                "mariadb",
+                MARIADB.name,
                 "8801",
                 (Phase(0, 2), Phase(3, 0)),
                 instance_id="tdsql-ow728lmc",
@@ -112,14 +113,14 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
 
         wait_for(
             lambda: (
-                daemon.scrape().status("cdb", CDB_ID) == "success"
-                and daemon.scrape().status("mariadb", "8801") == "success"
+                daemon.scrape().status(CDB.name, CDB_ID) == "success"
+                and daemon.scrape().status(MARIADB.name, "8801") == "success"
             ),
             15,
             "both operations to succeed",
         )
         samples = daemon.scrape()
-        assert samples.get("tencentcloud_discovery_tasks", product="cdb", cloud_region=REGION) == 1
+        assert samples.get("tencentcloud_discovery_tasks", product=CDB.name, cloud_region=REGION) == 1
         # Gone after retention (2 s after they ended), and the list (which still shows the CDB task) does
         # not bring it back.
         wait_for(
@@ -128,13 +129,13 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
             "both operations forgotten after retention",
         )
         sweeps = daemon.scrape().get(
-            "tencentcloud_discovery_sweeps_total", product="cdb", cloud_region=REGION
+            "tencentcloud_discovery_sweeps_total", product=CDB.name, cloud_region=REGION
         )
         wait_for(
             lambda: (
                 (
                     daemon.scrape().get(
-                        "tencentcloud_discovery_sweeps_total", product="cdb", cloud_region=REGION
+                        "tencentcloud_discovery_sweeps_total", product=CDB.name, cloud_region=REGION
                     )
                     or 0
                 )
@@ -145,12 +146,12 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
         )
         samples = daemon.scrape()
         assert _info(samples, CDB_ID) is None
-        assert samples.get("tencentcloud_discovery_tasks", product="cdb", cloud_region=REGION) == 0
-        assert samples.get("tencentcloud_discovery_consecutive_failed_sweeps", product="cdb") == 0
+        assert samples.get("tencentcloud_discovery_tasks", product=CDB.name, cloud_region=REGION) == 0
+        assert samples.get("tencentcloud_discovery_consecutive_failed_sweeps", product=CDB.name) == 0
         events = daemon.events()
 
     assert appeared_after < 8
-    assert any(e.get("msg") == "tasks discovered" and e.get("product") == "cdb" for e in events)
+    assert any(e.get("msg") == "tasks discovered" and e.get("product") == CDB.name for e in events)
     # Zero quota violations on every action, list and status alike.
     for product, actions in simulator.stats()["services"].items():
         for action, stats in actions.items():
@@ -161,14 +162,14 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
 def test_a_failing_list_api_leaves_status_polling_and_discovered_tasks_alone(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    simulator.add_task(SimTask("cdb", WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
-    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    simulator.add_task(SimTask(CDB.name, WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
+    simulator.add_task(SimTask(CDB.name, CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
     config = _config(tmp_path / "config.yaml", simulator.url, {"cdb_async_requests": [WATCHED_CDB_ID]})
     with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
         wait_for(lambda: _info(daemon.scrape(), CDB_ID), 10, "the discovered task")
         assert (_info(daemon.scrape(), WATCHED_CDB_ID) or {}).get("source") == "config"
 
-        simulator.set_action_faults("cdb", "DescribeTasks", Faults(error_code="InternalError.DBError"))
+        simulator.set_action_faults(CDB.name, "DescribeTasks", Faults(error_code="InternalError.DBError"))
 
         def failing() -> bool:
             return (_gauge(daemon, "tencentcloud_discovery_consecutive_failed_sweeps") or 0) >= 3
@@ -187,10 +188,10 @@ def test_a_failing_list_api_leaves_status_polling_and_discovered_tasks_alone(
         # The task found before the failures stays watched.
         assert (_info(samples, CDB_ID) or {}).get("source") == "discovered"
 
-        simulator.set_action_faults("cdb", "DescribeTasks", Faults())
+        simulator.set_action_faults(CDB.name, "DescribeTasks", Faults())
         wait_for(
             lambda: (
-                daemon.scrape().get("tencentcloud_discovery_consecutive_failed_sweeps", product="cdb") == 0
+                daemon.scrape().get("tencentcloud_discovery_consecutive_failed_sweeps", product=CDB.name) == 0
             ),
             10,
             "a successful sweep after the fault cleared",
@@ -202,12 +203,12 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
     document = {
         "discovery": {
             "regions": ["ap-guangzhou", "ap-guangzhou", "Guangzhou"],
-            "products": ["cdb", "sqlserver", "oracle"],
+            "products": [CDB.name, SQLSERVER.name, "oracle"],
             "interval": "0.5s",
             "lookback": "forever",
             "tag_labels": ["team", "source", "cost-center"],
         },
-        "apis": {"postgres": {"list_rate_limit": 25}, "mongodb": {"list_rate_limit": 5}},
+        "apis": {POSTGRES.name: {"list_rate_limit": 25}, MONGODB.name: {"list_rate_limit": 5}},
     }
     with pytest.raises(ConfigError) as caught:
         parse_config(document, "config.yaml", env={})
@@ -230,7 +231,14 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
     # Present and valid: `watch` may be empty, and the defaults are every product with a list API.
     config = parse_config({"discovery": {"regions": ["ap-shanghai"]}}, "config.yaml", env={})
     assert config.discovery is not None
-    assert config.discovery.products == ("mariadb", "cdb", "dcdb", "cynosdb", "redis", "postgres")
+    assert config.discovery.products == (
+        MARIADB.name,
+        CDB.name,
+        DCDB.name,
+        CYNOSDB.name,
+        REDIS.name,
+        POSTGRES.name,
+    )
     assert (config.discovery.interval, config.discovery.lookback, config.discovery.retention) == (
         60.0,
         86400.0,
@@ -242,8 +250,8 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
 def test_a_reload_without_the_section_stops_discovery_and_forgets_what_it_found(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
-    simulator.add_task(SimTask("cdb", WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
+    simulator.add_task(SimTask(CDB.name, CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    simulator.add_task(SimTask(CDB.name, WATCHED_CDB_ID, (Phase(0, "RUNNING"),)))
     config = _config(tmp_path / "config.yaml", simulator.url, {"cdb_async_requests": [WATCHED_CDB_ID]})
     with DaemonProcess(["--config.file", str(config), "--web.enable-lifecycle"], env=ENV) as daemon:
         wait_for(lambda: _info(daemon.scrape(), CDB_ID), 10, "the discovered task")
@@ -258,16 +266,16 @@ def test_a_reload_without_the_section_stops_discovery_and_forgets_what_it_found(
         assert (_info(samples, WATCHED_CDB_ID) or {}).get("source") == "config"
         assert samples.get("tencentcloud_discovery_interval_seconds") == 0
         assert not samples.all("tencentcloud_discovery_tasks")
-        swept = (simulator.stats()["services"]["cdb"].get("DescribeTasks") or {}).get("accepted", 0)
+        swept = (simulator.stats()["services"][CDB.name].get("DescribeTasks") or {}).get("accepted", 0)
         # No sweep after the reload: wait for two status polls' worth of time, measured by the polls.
         polls = samples.get(
-            "tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo"
+            "tencentcloud_api_requests_total", product=CDB.name, action="DescribeAsyncRequestInfo"
         )
         wait_for(
             lambda: (
                 (
                     daemon.scrape().get(
-                        "tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo"
+                        "tencentcloud_api_requests_total", product=CDB.name, action="DescribeAsyncRequestInfo"
                     )
                     or 0
                 )
@@ -276,13 +284,13 @@ def test_a_reload_without_the_section_stops_discovery_and_forgets_what_it_found(
             10,
             "twenty more status polls",
         )
-        assert simulator.stats()["services"]["cdb"]["DescribeTasks"]["accepted"] == swept
+        assert simulator.stats()["services"][CDB.name]["DescribeTasks"]["accepted"] == swept
 
 
 def test_a_discovered_task_keeps_its_status_first_seen_time_across_a_restart(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    simulator.add_task(SimTask("cdb", CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
+    simulator.add_task(SimTask(CDB.name, CDB_ID, (Phase(0, "RUNNING"),), instance_id="cdb-k2v9x1aa"))
     config = _config(tmp_path / "config.yaml", simulator.url)
     flags = ["--config.file", str(config), "--storage.path", str(tmp_path / "store.db")]
     change = "tencentcloud_task_status_change_timestamp_seconds"

@@ -8,13 +8,11 @@ from typing import Any
 import pytest
 
 from exporter.catalogue.listapis import TAG_MAX, Listed
-from exporter.catalogue.products import BY_NAME, CDB, InvalidResponse
+from exporter.catalogue.products import CDB, MARIADB, POSTGRES, InvalidResponse
 from exporter.config.parser import DISCOVERED, DiscoveryConfig, Key, WatchedTask, parse_config
 from exporter.daemon.core import Daemon
 from exporter.exposition.metrics import Metrics
 from exporter.polling.discovery import Discovery
-
-MARIADB = BY_NAME["mariadb"]
 
 
 def _cdb_page(items: list[Any], total: object = None) -> dict[str, Any]:
@@ -116,9 +114,9 @@ def test_discovered_tasks_take_only_the_configured_tags_and_are_forgotten_after_
     discovery, watcher = _discovery(config)
     listed = Listed("3340", tags=(("cost", "1"), ("team", "dba")))
     discovery._absorb("default", MARIADB, "ap-guangzhou", [listed], now=0.0)
-    key: Key = ("mariadb", "ap-guangzhou", "3340")
+    key: Key = (MARIADB.name, "ap-guangzhou", "3340")
     [(task, _)] = watcher.watched
-    assert task == WatchedTask("mariadb", "3340", "ap-guangzhou", ())  # tag_labels is empty: no labels
+    assert task == WatchedTask(MARIADB.name, "3340", "ap-guangzhou", ())  # tag_labels is empty: no labels
     assert task.origin == DISCOVERED
     assert key in discovery.found
 
@@ -141,7 +139,7 @@ def test_tasks_the_status_api_never_knew_go_once_no_sweep_lists_them() -> None:
     discovery, watcher = _discovery(config)
     discovery._absorb("default", MARIADB, "ap-guangzhou", [Listed("77", tags=(("team", "dba"),))], now=0.0)
     assert watcher.watched[0][0].labels == (("team", "dba"),)
-    key: Key = ("mariadb", "ap-guangzhou", "77")
+    key: Key = (MARIADB.name, "ap-guangzhou", "77")
     none: dict[Key, float] = {}
     # At least three intervals, even with a shorter retention, so one failed sweep does not drop it.
     assert discovery.expire(179.0, none.get, lambda k: False) == []
@@ -157,14 +155,14 @@ def test_tasks_of_other_shards_are_neither_kept_nor_watched() -> None:
 
 
 def test_postgres_status_polling_gives_discovery_its_share_of_the_one_quota() -> None:
-    document = {"discovery": {"regions": ["ap-guangzhou"]}, "apis": {"postgres": {"list_rate_limit": 5}}}
+    document = {"discovery": {"regions": ["ap-guangzhou"]}, "apis": {POSTGRES.name: {"list_rate_limit": 5}}}
     rates = Daemon(parse_config(document, "c.yaml", env={}))._rate_limits(
         parse_config(document, "c.yaml", {})
     )
-    assert rates["default", "postgres"] == 15.0  # DescribeTasks is both: 20 per second between them
-    assert rates["default", "cdb"] == 40.0  # its list API is another action with a quota of its own
+    assert rates["default", POSTGRES.name] == 15.0  # DescribeTasks is both: 20 per second between them
+    assert rates["default", CDB.name] == 40.0  # its list API is another action with a quota of its own
     without = Daemon(parse_config({}, "c.yaml", env={}))
-    assert without._rate_limits(without.config)["default", "postgres"] == 20.0
+    assert without._rate_limits(without.config)["default", POSTGRES.name] == 20.0
 
 
 def test_a_task_two_accounts_list_stays_with_the_first_that_found_it() -> None:
@@ -174,5 +172,5 @@ def test_a_task_two_accounts_list_stays_with_the_first_that_found_it() -> None:
     discovery._absorb("a", MARIADB, "ap-guangzhou", [Listed("5")], now=0.0)
     discovery._absorb("b", MARIADB, "ap-guangzhou", [Listed("5")], now=1.0)
     assert [task.account for task, _ in watcher.watched] == ["a", "a"]
-    found = discovery.found[("mariadb", "ap-guangzhou", "5")]
+    found = discovery.found[(MARIADB.name, "ap-guangzhou", "5")]
     assert (found.task.account, found.last_listed) == ("a", 1.0)

@@ -13,6 +13,7 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mariadb.v20170312 import mariadb_client, models
 
+from exporter.catalogue.products import MARIADB
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, ENV, DaemonProcess, wait_for, write_config
 
@@ -28,15 +29,15 @@ def test_api_down_for_a_while_keeps_statuses_and_recovers(tmp_path: Path) -> Non
     url = f"http://127.0.0.1:{port}"
     config = write_config(tmp_path / "config.yaml", url, {"mariadb_flows": [1, 2]}, max_backoff="1s")
     simulator = Simulator([CREDS])
-    simulator.add_task(SimTask("mariadb", "1", (Phase(0, 2),)))
-    simulator.add_task(SimTask("mariadb", "2", (Phase(0, 0),)))
+    simulator.add_task(SimTask(MARIADB.name, "1", (Phase(0, 2),)))
+    simulator.add_task(SimTask(MARIADB.name, "2", (Phase(0, 0),)))
     first_up = SimulatorThread(simulator, port=port).__enter__()
     with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
         try:
             wait_for(
                 lambda: (
-                    daemon.scrape().status("mariadb", "1") == "running"
-                    and daemon.scrape().status("mariadb", "2") == "success"
+                    daemon.scrape().status(MARIADB.name, "1") == "running"
+                    and daemon.scrape().status(MARIADB.name, "2") == "success"
                 ),
                 15,
                 "first polls of both tasks",
@@ -60,16 +61,18 @@ def test_api_down_for_a_while_keeps_statuses_and_recovers(tmp_path: Path) -> Non
         )
         during = daemon.scrape()
         # Statuses keep their last value; the last-success timestamp shows the data ageing.
-        assert during.status("mariadb", "1") == "running"
-        assert during.status("mariadb", "2") == "success"
+        assert during.status(MARIADB.name, "1") == "running"
+        assert during.status(MARIADB.name, "2") == "success"
         assert during.get("tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1") == down.get(
             "tencentcloud_task_last_poll_success_timestamp_seconds", task_id="1"
         )
         assert daemon.get("/-/healthy")[0] == 200
-        simulator.add_task(SimTask("mariadb", "1", (Phase(0, 0),)))  # it finished while we could not look
+        simulator.add_task(SimTask(MARIADB.name, "1", (Phase(0, 0),)))  # it finished while we could not look
         with SimulatorThread(simulator, port=port):
             wait_for(
-                lambda: daemon.scrape().status("mariadb", "1") == "success", 20, "recovery without a restart"
+                lambda: daemon.scrape().status(MARIADB.name, "1") == "success",
+                20,
+                "recovery without a restart",
             )
         errors = [
             e for e in daemon.events() if e.get("msg") == "task poll failed" and e.get("task_id") == "1"
@@ -114,7 +117,7 @@ def accepted(sim: SimulatorThread) -> int:
 def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed(tmp_path: Path) -> None:
     with SimulatorThread(Simulator([CREDS])) as sim:
         for n in range(200):
-            sim.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+            sim.add_task(SimTask(MARIADB.name, str(n + 1), (Phase(0, 2),)))
         config = write_config(
             tmp_path / "config.yaml", sim.url, {"mariadb_flows": list(range(1, 201))}, interval="1s"
         )
@@ -140,7 +143,7 @@ def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed
     assert shared_rate < 14, shared_rate
     assert other_rate > 6.5, other_rate  # 7.0 measured on a loaded 2-core machine
     assert (
-        samples.get("tencentcloud_api_errors_total", product="mariadb", code="RequestLimitExceeded") or 0
+        samples.get("tencentcloud_api_errors_total", product=MARIADB.name, code="RequestLimitExceeded") or 0
     ) > 0
     # ... and alone again it is back near the full quota (0.95 x 20).
     assert alone_rate > 16, alone_rate

@@ -71,20 +71,22 @@ async def test_registrations_that_would_break_the_exposition_are_refused(
 ) -> None:
     client, _ = await serve(aiohttp_client, {}, tmp_path)
     refused = [
-        {"product": "mariadb", "id": 1, "labels": {"team\n": "x"}},  # re.match(...$) let the newline in
-        {"product": "mariadb", "id": 2, "region": "ap-guangzhou\n"},
-        {"product": "cdb", "id": "abc\n"},
+        {"product": MARIADB.name, "id": 1, "labels": {"team\n": "x"}},  # re.match(...$) let the newline in
+        {"product": MARIADB.name, "id": 2, "region": "ap-guangzhou\n"},
+        {"product": CDB.name, "id": "abc\n"},
     ]
     for body in refused:
         status, answer = await post(client, body)
         assert status == 400, (body, answer)
         assert answer["error"]
     # A lone surrogate, as JSON's \ud800 escape carries it: refused before it reaches the store.
-    status, answer = await post(client, b'{"product": "cdb", "id": "x1", "labels": {"team": "\\ud800"}}')
+    status, answer = await post(
+        client, b'{"product": "%s", "id": "x1", "labels": {"team": "\\ud800"}}' % CDB.name.encode()
+    )
     assert status == 400
     assert "UTF-8" in answer["error"]
     # The exporter is unharmed: later registrations work and the exposition parses.
-    status, _ = await post(client, {"product": "cdb", "id": "x2", "labels": {"team": 'a"b\\c\nd'}})
+    status, _ = await post(client, {"product": CDB.name, "id": "x2", "labels": {"team": 'a"b\\c\nd'}})
     assert status == 201
     samples = Samples(await (await client.get("/metrics")).text())
     assert samples.get("tencentcloud_task_info", task_id="x2", team='a"b\\c\nd') == 1
@@ -141,8 +143,8 @@ class FlakyClient(ApiClient):
 @pytest.fixture
 def simulator(simulator: SimulatorThread) -> SimulatorThread:
     """conftest's simulator with a finished flow (5) and a running one (7)."""
-    simulator.add_task(SimTask("mariadb", "5", (Phase(0, 0),)))
-    simulator.add_task(SimTask("mariadb", "7", (Phase(0, 2),)))
+    simulator.add_task(SimTask(MARIADB.name, "5", (Phase(0, 0),)))
+    simulator.add_task(SimTask(MARIADB.name, "7", (Phase(0, 2),)))
     return simulator
 
 
@@ -163,9 +165,9 @@ async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
             Metrics(),
             PollingConfig(interval=0.05, finished_interval=60, max_backoff=0.1),
         )
-        scheduler.sync([WatchedTask("mariadb", "5", "ap-guangzhou")], spread=False)
+        scheduler.sync([WatchedTask(MARIADB.name, "5", "ap-guangzhou")], spread=False)
         worker = asyncio.create_task(scheduler.run())
-        key = ("mariadb", "ap-guangzhou", "5")
+        key = (MARIADB.name, "ap-guangzhou", "5")
         try:
             await eventually(
                 lambda: (s := store.get(key)) is not None and s.status is not None, 10, "a status"
@@ -191,7 +193,7 @@ def test_deeply_nested_or_unencodable_api_answers_are_handled() -> None:
     )
     outcome = classify(200, answer.encode(), CDB)
     assert outcome.observation is not None
-    state = TaskState(WatchedTask("cdb", "x", "ap-guangzhou"))
+    state = TaskState(WatchedTask(CDB.name, "x", "ap-guangzhou"))
     state.observe(outcome.observation, time.time())  # rendering encodes the text: it must be valid UTF-8
     samples = Samples(b"".join(state.lines).decode())
     assert samples.get("tencentcloud_task_info", info="bad \ufffd text") == 1
@@ -215,7 +217,7 @@ async def test_task_api_works_when_basic_auth_guards_the_endpoints(
         create_app(daemon, middlewares(web_config, bearer_paths=(TASK_API_PREFIX,)))
     )
     basic = {"Authorization": "Basic " + base64.b64encode(b"prometheus:scrape-pw").decode()}
-    body = {"product": "cdb", "id": "with-basic-auth"}
+    body = {"product": CDB.name, "id": "with-basic-auth"}
     assert (await client.post("/api/v1/tasks", json=body, headers=BEARER)).status == 201
     assert (await client.get("/api/v1/tasks", headers=BEARER)).status == 200
     # Basic auth alone does not open the task API, nor a bearer token the other endpoints.
@@ -241,13 +243,13 @@ async def test_limits_are_answered_with_clear_json_errors(aiohttp_client: Any, t
     client, _ = await serve(aiohttp_client, {"limits": limits}, tmp_path)
     cases = [
         (
-            {"product": "cdb", "id": "a", "labels": {"a": "1", "b": "2", "c": "3"}},
+            {"product": CDB.name, "id": "a", "labels": {"a": "1", "b": "2", "c": "3"}},
             400,
             "limits.labels_per_task",
         ),
-        ({"product": "cdb", "id": "a", "labels": {"muchtoolong": "1"}}, 400, "at most 8 characters"),
-        ({"product": "cdb", "id": "a", "labels": {"a": "x" * 11}}, 400, "at most 10 characters"),
-        ({"product": "cdb", "id": "a", "labels": {"a": "x" * 500}}, 413, "limits.request_body_bytes"),
+        ({"product": CDB.name, "id": "a", "labels": {"muchtoolong": "1"}}, 400, "at most 8 characters"),
+        ({"product": CDB.name, "id": "a", "labels": {"a": "x" * 11}}, 400, "at most 10 characters"),
+        ({"product": CDB.name, "id": "a", "labels": {"a": "x" * 500}}, 413, "limits.request_body_bytes"),
     ]
     for body, status, reason in cases:
         got, answer = await post(client, body)
@@ -258,11 +260,11 @@ async def test_limits_are_answered_with_clear_json_errors(aiohttp_client: Any, t
     assert got == 400
     assert "nested" in answer["error"]
     for task_id in ("a", "b"):
-        assert (await post(client, {"product": "cdb", "id": task_id}))[0] == 201
-    got, answer = await post(client, {"product": "cdb", "id": "c"})
+        assert (await post(client, {"product": CDB.name, "id": task_id}))[0] == 201
+    got, answer = await post(client, {"product": CDB.name, "id": "c"})
     assert got == 429
     assert "limits.registered_tasks" in answer["error"]
-    assert (await post(client, {"product": "cdb", "id": "a", "labels": {"x": "1"}}))[0] == 200  # not new
+    assert (await post(client, {"product": CDB.name, "id": "a", "labels": {"x": "1"}}))[0] == 200  # not new
 
 
 # ---- defect 8: smaller ones
@@ -283,13 +285,13 @@ async def test_reload_resizes_the_concurrency_cap(aiohttp_client: Any, tmp_path:
     path = tmp_path / "config.yaml"
     # Unreachable endpoint: the lane exists for the watched flow; what it answers does not matter here.
     base = {"region": "ap-guangzhou", "watch": {"mariadb_flows": [1]}}
-    apis = {"mariadb": {"endpoint": "http://127.0.0.1:9"}}
+    apis = {MARIADB.name: {"endpoint": "http://127.0.0.1:9"}}
     path.write_text(yaml.safe_dump({**base, "apis": apis}))
     _, daemon = await serve(aiohttp_client, {**base, "apis": apis}, tmp_path, config_path=path)
     assert daemon._scheduler is not None
     [lane] = daemon._scheduler.lanes.values()  # the one watched flow's
     before = lane.concurrency
-    apis["mariadb"]["rate_limit"] = 40
+    apis[MARIADB.name]["rate_limit"] = 40
     path.write_text(yaml.safe_dump({**base, "apis": apis, "polling": {"timeout": "20s"}}))
     await daemon.reload()
     # rate x timeout: 20 x 10 s before, 40 x 20 s after (it stayed at the first figure before the fix).
@@ -301,7 +303,7 @@ async def test_reload_resizes_the_concurrency_cap(aiohttp_client: Any, tmp_path:
 def test_a_bad_entry_in_the_state_file_exits_2_naming_it(tmp_path: Path) -> None:
     legacy = tmp_path / "registered-tasks.json"
     tasks = [
-        {"service": "cdb", "id": "fine", "region": "ap-guangzhou", "labels": {}, "registered_at": 1.0},
+        {"service": CDB.name, "id": "fine", "region": "ap-guangzhou", "labels": {}, "registered_at": 1.0},
         {"service": "nosuch", "id": "1", "region": "ap-guangzhou", "labels": {}, "registered_at": 1.0},
     ]
     legacy.write_text(json.dumps({"version": 1, "tasks": tasks}))
@@ -337,7 +339,7 @@ def _config(path: Path, url: str) -> list[str]:
     document = {
         "credentials": {"secret_id": CREDS.secret_id, "secret_key": CREDS.secret_key},
         "region": "ap-guangzhou",
-        "apis": {"mariadb": {"endpoint": url}, "cdb": {"endpoint": url}},
+        "apis": {MARIADB.name: {"endpoint": url}, CDB.name: {"endpoint": url}},
         "polling": {"interval": "200ms", "timeout": "2s"},
         "watch": {"mariadb_flows": [7]},
     }
@@ -347,7 +349,7 @@ def _config(path: Path, url: str) -> list[str]:
 
 def test_sighup_during_shutdown_does_not_kill_the_process(simulator: SimulatorThread, tmp_path: Path) -> None:
     with DaemonProcess(_config(tmp_path / "config.yaml", simulator.url)) as daemon:
-        wait_for(lambda: daemon.scrape().status("mariadb", "7") is not None, 15, "the first poll")
+        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") is not None, 15, "the first poll")
         daemon.signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         # SIGHUPs for as long as the process lives, into every stage of shutdown.
@@ -360,11 +362,11 @@ def test_sighup_during_shutdown_does_not_kill_the_process(simulator: SimulatorTh
 def test_status_first_seen_time_survives_a_restart(simulator: SimulatorThread, tmp_path: Path) -> None:
     args = [*_config(tmp_path / "config.yaml", simulator.url), "--storage.path", str(tmp_path / "s.db")]
     with DaemonProcess(args) as daemon:
-        wait_for(lambda: daemon.scrape().status("mariadb", "7") == "running", 15, "the first poll")
+        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") == "running", 15, "the first poll")
         since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
         daemon.kill()  # no clean shutdown: what the store holds must already be on disk
     with DaemonProcess(args) as daemon:
-        wait_for(lambda: daemon.scrape().status("mariadb", "7") == "running", 15, "the first poll again")
+        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") == "running", 15, "the first poll again")
         again = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
     assert since is not None
     assert again == since
@@ -386,7 +388,7 @@ def test_registrations_write_a_bounded_amount_each(simulator: SimulatorThread, t
         before = written()
         for n in range(count):
             status, _ = daemon.request(
-                "POST", "/api/v1/tasks", {"product": "cdb", "id": f"bulk-{n:05d}"}, headers=BEARER
+                "POST", "/api/v1/tasks", {"product": CDB.name, "id": f"bulk-{n:05d}"}, headers=BEARER
             )
             assert status == 201
         per_registration = (written() - before) / count

@@ -19,6 +19,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.config.parser import ConfigError, parse_config
 from exporter.credentials.chain import StaticProvider
 from exporter.credentials.signing import Credentials
@@ -46,8 +47,8 @@ class ServedDaemon:
             {
                 "region": "ap-guangzhou",
                 "apis": {
-                    "mariadb": {"endpoint": "http://127.0.0.1:9"},
-                    "cdb": {"endpoint": "http://127.0.0.1:9"},
+                    MARIADB.name: {"endpoint": "http://127.0.0.1:9"},
+                    CDB.name: {"endpoint": "http://127.0.0.1:9"},
                 },
                 "limits": {"registered_tasks": 100000},
             },
@@ -144,7 +145,7 @@ def exported_exactly(text: str, task_id: str, expected: dict[str, str]) -> None:
 def test_hostile_registrations_are_refused_or_exported_safely(served: ServedDaemon) -> None:
     accepted = 0
 
-    @given(st.sampled_from(["mariadb", "cdb"]), ids, regions, labels)
+    @given(st.sampled_from([MARIADB.name, CDB.name]), ids, regions, labels)
     @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def register(product: str, task_id: object, region: str, task_labels: dict[str, object]) -> None:
         nonlocal accepted

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
 from tests.helpers import (
     CREDS,
@@ -27,17 +28,17 @@ CDB_UNKNOWN = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
 def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    simulator.add_task(SimTask("mariadb", "3340", (Phase(0, 2), Phase(1.5, 0))))
-    simulator.add_task(SimTask("mariadb", "3341", (Phase(0, 2), Phase(1.5, 1))))
+    simulator.add_task(SimTask(MARIADB.name, "3340", (Phase(0, 2), Phase(1.5, 0))))
+    simulator.add_task(SimTask(MARIADB.name, "3341", (Phase(0, 2), Phase(1.5, 1))))
     simulator.add_task(
         SimTask(
-            "cdb",
+            CDB.name,
             CDB_A,
             (Phase(0, "INITIAL"), Phase(0.8, "RUNNING", "Upgrading."), Phase(2.0, "SUCCESS", "Upgraded.")),
         )
     )
-    simulator.add_task(SimTask("cdb", CDB_NULL, (Phase(0, None, None),)))
-    simulator.add_task(SimTask("cdb", CDB_NOVEL, (Phase(0, "RUNNING"), Phase(0.5, "ROLLBACK"))))
+    simulator.add_task(SimTask(CDB.name, CDB_NULL, (Phase(0, None, None),)))
+    simulator.add_task(SimTask(CDB.name, CDB_NOVEL, (Phase(0, "RUNNING"), Phase(0.5, "ROLLBACK"))))
     watch = {
         "mariadb_flows": [3340, {"id": 3341, "labels": {"team": "dba"}}, 999],
         "cdb_async_requests": [CDB_A, CDB_NULL, CDB_NOVEL, CDB_UNKNOWN],
@@ -49,12 +50,14 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
 
         def settled() -> bool:
             samples = daemon.scrape()
-            for product, task in [("mariadb", "3340"), ("mariadb", "3341"), ("cdb", CDB_A)]:
+            for product, task in [(MARIADB.name, "3340"), (MARIADB.name, "3341"), (CDB.name, CDB_A)]:
                 status = samples.status(product, task)
                 history = seen.setdefault((product, task), [])
                 if status is not None and (not history or history[-1] != status):
                     history.append(status)
-            return seen[("mariadb", "3341")][-1:] == ["failed"] and seen[("cdb", CDB_A)][-1:] == ["success"]
+            return seen[(MARIADB.name, "3341")][-1:] == ["failed"] and seen[(CDB.name, CDB_A)][-1:] == [
+                "success"
+            ]
 
         wait_for(settled, 20, "the tasks to reach their final statuses", interval=0.1)
         samples = daemon.scrape()
@@ -64,9 +67,9 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
         metrics_text = samples.text
 
     # Statuses moved through their timelines in order.
-    assert seen[("mariadb", "3340")] == ["running", "success"]
-    assert seen[("mariadb", "3341")] == ["running", "failed"]
-    assert seen[("cdb", CDB_A)] == ["initial", "running", "success"]
+    assert seen[(MARIADB.name, "3340")] == ["running", "success"]
+    assert seen[(MARIADB.name, "3341")] == ["running", "failed"]
+    assert seen[(CDB.name, CDB_A)] == ["initial", "running", "success"]
     assert samples.get("tencentcloud_task_info", task_id=CDB_A, info="Upgraded.") == 1
     assert samples.get("tencentcloud_task_info", task_id="3341", team="dba") == 1
     change = samples.get("tencentcloud_task_status_change_timestamp_seconds", task_id="3341")
@@ -76,10 +79,10 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     assert time.time() - 60 < change <= last_success <= time.time()
 
     # A null Status is "unknown"; a value never documented is its own state, logged once.
-    assert samples.status("cdb", CDB_NULL) == "unknown"
-    assert samples.status("cdb", CDB_NOVEL) == "rollback"
+    assert samples.status(CDB.name, CDB_NULL) == "unknown"
+    assert samples.status(CDB.name, CDB_NOVEL) == "rollback"
     novel_logs = [e for e in events if e.get("msg", "").startswith("undocumented status")]
-    assert [(e["product"], e["status"]) for e in novel_logs] == [("cdb", "rollback")]
+    assert [(e["product"], e["status"]) for e in novel_logs] == [(CDB.name, "rollback")]
 
     # Unknown IDs are counted under the API's error code, with no status, and the daemon stays up.
     flow_errors = samples.get(
@@ -92,9 +95,11 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     assert flow_errors >= 1
     assert cdb_errors is not None
     assert cdb_errors >= 1
-    assert samples.status("mariadb", "999") is None
+    assert samples.status(MARIADB.name, "999") is None
     assert (
-        samples.get("tencentcloud_api_errors_total", product="mariadb", code="InvalidParameter.FlowNotFound")
+        samples.get(
+            "tencentcloud_api_errors_total", product=MARIADB.name, code="InvalidParameter.FlowNotFound"
+        )
         is not None
     )
     assert daemon.returncode == 0  # SIGTERM is a clean exit
@@ -118,7 +123,7 @@ def test_faults_are_counted_by_code_and_recovered_from(simulator: SimulatorThrea
         "5": Faults(latency=1.5),
     }
     for task_id, fault in faults.items():
-        simulator.add_task(SimTask("mariadb", task_id, (Phase(0, 2),)).with_faults(fault))
+        simulator.add_task(SimTask(MARIADB.name, task_id, (Phase(0, 2),)).with_faults(fault))
     config = write_config(
         tmp_path / "config.yaml",
         simulator.url,
@@ -144,9 +149,9 @@ def test_faults_are_counted_by_code_and_recovered_from(simulator: SimulatorThrea
 
         wait_for(all_counted, 20, "every fault to be counted under its code")
         for task_id in faults:
-            simulator.add_task(SimTask("mariadb", task_id, (Phase(0, 0),)))
+            simulator.add_task(SimTask(MARIADB.name, task_id, (Phase(0, 0),)))
         wait_for(
-            lambda: all(daemon.scrape().status("mariadb", t) == "success" for t in faults),
+            lambda: all(daemon.scrape().status(MARIADB.name, t) == "success" for t in faults),
             20,
             "every task to recover once the faults stop",
         )

@@ -20,16 +20,16 @@ NOW = 1_763_856_000.5
 def populated() -> tuple[Metrics, TaskStore]:
     metrics = Metrics()
     store = TaskStore()
-    flow = store.add(WatchedTask("mariadb", "3340", "ap-guangzhou", (("team", "dba"),)))
+    flow = store.add(WatchedTask(MARIADB.name, "3340", "ap-guangzhou", (("team", "dba"),)))
     flow.observe(Observation("running"), NOW)
-    cdb = store.add(WatchedTask("cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7", "ap-shanghai"))
+    cdb = store.add(WatchedTask(CDB.name, "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7", "ap-shanghai"))
     cdb.observe(Observation("success", 'Dropped "t1"\nback\\slash'), NOW)
-    novel = store.add(WatchedTask("cdb", "novel-1", "ap-shanghai"))
+    novel = store.add(WatchedTask(CDB.name, "novel-1", "ap-shanghai"))
     novel.observe(Observation("rollback"), NOW)
-    unknown = store.add(WatchedTask("mariadb", "999", "ap-guangzhou"))
+    unknown = store.add(WatchedTask(MARIADB.name, "999", "ap-guangzhou"))
     unknown.fail("InvalidParameter.FlowNotFound", NOW)
     unknown.fail("InvalidParameter.FlowNotFound", NOW + 1)
-    store.add(WatchedTask("cdb", "never-polled", "ap-guangzhou"))
+    store.add(WatchedTask(CDB.name, "never-polled", "ap-guangzhou"))
     for product in (MARIADB, CDB):
         metrics.lane_opened(status_lane(product), TokenBucket(product.default_rate_limit))
     metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome(None, Observation("running"), duration=0.12))
@@ -44,15 +44,15 @@ def populated() -> tuple[Metrics, TaskStore]:
 def test_status_is_a_state_set_with_exactly_one_current_value() -> None:
     metrics, store = populated()
     samples = Samples(metrics.render(store).decode())
-    flow = samples.all("tencentcloud_task_status", product="mariadb", task_id="3340")
+    flow = samples.all("tencentcloud_task_status", product=MARIADB.name, task_id="3340")
     assert {labels["status"]: value for labels, value in flow} == {"success": 0, "failed": 0, "running": 1}
     cdb = samples.all(
-        "tencentcloud_task_status", product="cdb", task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
+        "tencentcloud_task_status", product=CDB.name, task_id="f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7"
     )
     assert sorted(labels["status"] for labels, _ in cdb) == sorted(CDB.statuses)
-    assert samples.status("cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7") == "success"
+    assert samples.status(CDB.name, "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7") == "success"
     # An undocumented value is its own state beside the documented ones.
-    assert samples.status("cdb", "novel-1") == "rollback"
+    assert samples.status(CDB.name, "novel-1") == "rollback"
     assert len(samples.all("tencentcloud_task_status", task_id="novel-1")) == len(CDB.statuses) + 1
 
 
@@ -83,18 +83,19 @@ def test_timestamps_info_and_user_labels() -> None:
 def test_api_and_exporter_metrics() -> None:
     metrics, store = populated()
     samples = Samples(metrics.render(store).decode())
-    assert samples.get("tencentcloud_api_requests_total", product="mariadb", action="DescribeFlow") == 2
+    assert samples.get("tencentcloud_api_requests_total", product=MARIADB.name, action="DescribeFlow") == 2
     assert (
-        samples.get("tencentcloud_api_requests_total", product="cdb", action="DescribeAsyncRequestInfo") == 1
+        samples.get("tencentcloud_api_requests_total", product=CDB.name, action="DescribeAsyncRequestInfo")
+        == 1
     )
-    assert samples.get("tencentcloud_api_errors_total", product="cdb", code="Transport.Timeout") == 1
-    assert samples.get("tencentcloud_api_request_duration_seconds_count", product="mariadb") == 2
-    assert samples.get("tencentcloud_api_rate_limit_requests_per_second", product="cdb") == 40
-    assert samples.get("tencentcloud_api_current_rate_limit_requests_per_second", product="cdb") == 40
+    assert samples.get("tencentcloud_api_errors_total", product=CDB.name, code="Transport.Timeout") == 1
+    assert samples.get("tencentcloud_api_request_duration_seconds_count", product=MARIADB.name) == 2
+    assert samples.get("tencentcloud_api_rate_limit_requests_per_second", product=CDB.name) == 40
+    assert samples.get("tencentcloud_api_current_rate_limit_requests_per_second", product=CDB.name) == 40
     cdb_host = {"account": "default", "api_endpoint": "cdb.tencentcloudapi.com"}
-    assert samples.get("tencentcloud_api_requests_total", product="cdb", **cdb_host) == 1
-    assert samples.get("tencentcloud_exporter_watched_tasks", product="mariadb") == 2
-    assert samples.get("tencentcloud_exporter_watched_tasks", product="cdb") == 3
+    assert samples.get("tencentcloud_api_requests_total", product=CDB.name, **cdb_host) == 1
+    assert samples.get("tencentcloud_exporter_watched_tasks", product=MARIADB.name) == 2
+    assert samples.get("tencentcloud_exporter_watched_tasks", product=CDB.name) == 3
     assert samples.get("tencentcloud_exporter_build_info") == 1
 
 
@@ -121,9 +122,9 @@ def test_promtool_finds_nothing_to_lint() -> None:
 
 def test_relabelled_task_keeps_what_was_learnt() -> None:
     store = TaskStore()
-    state = store.add(WatchedTask("mariadb", "1", "ap-guangzhou"))
+    state = store.add(WatchedTask(MARIADB.name, "1", "ap-guangzhou"))
     state.observe(Observation("running"), NOW)
-    relabelled = store.add(WatchedTask("mariadb", "1", "ap-guangzhou", (("team", "x"),)))
+    relabelled = store.add(WatchedTask(MARIADB.name, "1", "ap-guangzhou", (("team", "x"),)))
     assert relabelled.status == "running"
     assert b'team="x"' in b"".join(relabelled.lines)
 
@@ -143,6 +144,6 @@ def test_every_throttling_code_of_a_product_is_counted_as_throttled() -> None:
     throttled = "tencentcloud_api_throttled_requests_total"
     get = metrics.registry.get_sample_value
     lane = {"account": "default", "api_endpoint": "mariadb.tencentcloudapi.com"}
-    assert get(throttled, {"product": "mariadb", "action": "DescribeFlow", **lane}) == 4
+    assert get(throttled, {"product": MARIADB.name, "action": "DescribeFlow", **lane}) == 4
     lane = {"account": "default", "api_endpoint": "cdb.tencentcloudapi.com"}
-    assert get(throttled, {"product": "cdb", "action": "DescribeAsyncRequestInfo", **lane}) == 3
+    assert get(throttled, {"product": CDB.name, "action": "DescribeAsyncRequestInfo", **lane}) == 3

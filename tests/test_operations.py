@@ -20,6 +20,7 @@ import bcrypt
 import pytest
 import trustme
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread
 from exporter.store.database import Store
 from tests.helpers import CREDS, ENV, DaemonProcess, add_running_tasks, require_binary, wait_for, write_config
@@ -32,9 +33,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def simulator(simulator: SimulatorThread) -> SimulatorThread:
     """conftest's simulator, with a few running flows, a finished one and a running CDB request."""
     for n in (1, 2, 3, 7, 8):
-        simulator.add_task(SimTask("mariadb", str(n), (Phase(0, 2),)))
-    simulator.add_task(SimTask("mariadb", "9", (Phase(0, 0),)))  # finished from the start
-    simulator.add_task(SimTask("cdb", "cdb-x", (Phase(0, "RUNNING"),)))
+        simulator.add_task(SimTask(MARIADB.name, str(n), (Phase(0, 2),)))
+    simulator.add_task(SimTask(MARIADB.name, "9", (Phase(0, 0),)))  # finished from the start
+    simulator.add_task(SimTask(CDB.name, "cdb-x", (Phase(0, "RUNNING"),)))
     return simulator
 
 
@@ -62,7 +63,9 @@ def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(
     path = tmp_path / "config.yaml"
     write_config(path, simulator.url, {"mariadb_flows": [1, 2]})
     with DaemonProcess(["--config.file", str(path), "--web.enable-lifecycle"], env=ENV) as daemon:
-        wait_for(lambda: polled(daemon, "mariadb", "1") and polled(daemon, "mariadb", "2"), 15, "first polls")
+        wait_for(
+            lambda: polled(daemon, MARIADB.name, "1") and polled(daemon, MARIADB.name, "2"), 15, "first polls"
+        )
         since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="1")
 
         write_config(
@@ -76,10 +79,10 @@ def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(
         assert samples.all("tencentcloud_task_info", task_id="2") == []  # removed: its series are gone
         assert samples.get("tencentcloud_task_info", task_id="1", team="dba") == 1
         # Still watched: what was learnt survives, status and since-when included.
-        assert samples.status("mariadb", "1") == "running"
+        assert samples.status(MARIADB.name, "1") == "running"
         assert samples.get("tencentcloud_task_status_change_timestamp_seconds", task_id="1") == since
         assert samples.get("tencentcloud_exporter_config_last_reload_successful") == 1
-        wait_for(lambda: polled(daemon, "cdb", "cdb-x"), 15, "the added task's first poll")
+        wait_for(lambda: polled(daemon, CDB.name, "cdb-x"), 15, "the added task's first poll")
 
         path.write_text("polling:\n  interval: fast\n")
         status, body = daemon.request("POST", "/-/reload")
@@ -99,7 +102,7 @@ def test_reload_keeps_state_drops_removed_tasks_and_rejects_bad_configs(
 
         write_config(path, simulator.url, {"mariadb_flows": [1, 2]})
         daemon.signal(signal.SIGHUP)
-        wait_for(lambda: polled(daemon, "mariadb", "2"), 15, "SIGHUP to bring task 2 back")
+        wait_for(lambda: polled(daemon, MARIADB.name, "2"), 15, "SIGHUP to bring task 2 back")
         samples = daemon.scrape()
         assert samples.get("tencentcloud_exporter_config_last_reload_successful") == 1
         assert samples.all("tencentcloud_task_info", task_id="cdb-x") == []
@@ -129,12 +132,15 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
 
         bad = [
             ({"product": "rds", "id": 1}, "product: expected one of mariadb, cdb, dcdb"),
-            ({"product": "mariadb", "id": "12; DROP"}, "id: expected a positive integer flow ID"),
-            ({"product": "mariadb", "id": -4}, "id: expected a positive integer flow ID"),
-            ({"product": "cdb", "id": "has spaces"}, "id: expected an async request ID string"),
-            ({"product": "cdb", "id": "ok-id", "labels": {"job": "x"}}, "labels.job: label name is reserved"),
-            ({"product": "mariadb", "id": 5, "extra": 1}, "unknown fields: extra"),
-            ({"product": "mariadb", "id": "${TENCENTCLOUD_SECRET_KEY}"}, "id: expected"),
+            ({"product": MARIADB.name, "id": "12; DROP"}, "id: expected a positive integer flow ID"),
+            ({"product": MARIADB.name, "id": -4}, "id: expected a positive integer flow ID"),
+            ({"product": CDB.name, "id": "has spaces"}, "id: expected an async request ID string"),
+            (
+                {"product": CDB.name, "id": "ok-id", "labels": {"job": "x"}},
+                "labels.job: label name is reserved",
+            ),
+            ({"product": MARIADB.name, "id": 5, "extra": 1}, "unknown fields: extra"),
+            ({"product": MARIADB.name, "id": "${TENCENTCLOUD_SECRET_KEY}"}, "id: expected"),
             ([1, 2], "expected a JSON object"),
         ]
         for body, reason in bad:
@@ -146,7 +152,7 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         status, answer = daemon.request(
             "POST",
             "/api/v1/tasks",
-            {"product": "mariadb", "id": 7, "labels": {"pipeline": "deploy-42"}},
+            {"product": MARIADB.name, "id": 7, "labels": {"pipeline": "deploy-42"}},
             AUTH,
         )
         assert (status, answer["id"], answer["region"]) == (201, "7", "ap-guangzhou")
@@ -154,15 +160,17 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
             daemon.request(
                 "POST",
                 "/api/v1/tasks",
-                {"product": "mariadb", "id": "7", "labels": {"pipeline": "deploy-42"}},
+                {"product": MARIADB.name, "id": "7", "labels": {"pipeline": "deploy-42"}},
                 AUTH,
             )[0]
             == 200
         )
-        status, _ = daemon.request("POST", "/api/v1/tasks", {"product": "cdb", "id": "cdb-x"}, AUTH)
+        status, _ = daemon.request("POST", "/api/v1/tasks", {"product": CDB.name, "id": "cdb-x"}, AUTH)
         assert status == 201
         wait_for(
-            lambda: polled(daemon, "mariadb", "7") and polled(daemon, "cdb", "cdb-x"), 15, "registered polls"
+            lambda: polled(daemon, MARIADB.name, "7") and polled(daemon, CDB.name, "cdb-x"),
+            15,
+            "registered polls",
         )
         listed = {t["id"]: t for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]}
         assert listed["7"]["status"] == "running"
@@ -177,7 +185,7 @@ def test_task_api_registers_validates_and_persists_across_kill_9(
         daemon.kill()  # no shutdown hook runs
 
     with DaemonProcess(args, env=ENV) as daemon:
-        wait_for(lambda: polled(daemon, "mariadb", "7"), 15, "the registered task to survive kill -9")
+        wait_for(lambda: polled(daemon, MARIADB.name, "7"), 15, "the registered task to survive kill -9")
         assert daemon.scrape().get("tencentcloud_task_info", task_id="7", pipeline="deploy-42") == 1
         assert daemon.request("DELETE", "/api/v1/tasks/mariadb/1", headers=AUTH)[0] == 409
         assert daemon.request("DELETE", "/api/v1/tasks/mariadb/404", headers=AUTH)[0] == 404
@@ -195,9 +203,11 @@ def test_finished_registered_tasks_are_forgotten_after_retention(
     storage = tmp_path / "store.db"
     args = ["--config.file", str(config), "--storage.path", str(storage), "--tasks.retention", "1s"]
     with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
-        assert daemon.request("POST", "/api/v1/tasks", {"product": "mariadb", "id": 9}, AUTH)[0] == 201
-        assert daemon.request("POST", "/api/v1/tasks", {"product": "mariadb", "id": 8}, AUTH)[0] == 201
-        wait_for(lambda: daemon.scrape().status("mariadb", "9") == "success", 15, "the finished task's poll")
+        assert daemon.request("POST", "/api/v1/tasks", {"product": MARIADB.name, "id": 9}, AUTH)[0] == 201
+        assert daemon.request("POST", "/api/v1/tasks", {"product": MARIADB.name, "id": 8}, AUTH)[0] == 201
+        wait_for(
+            lambda: daemon.scrape().status(MARIADB.name, "9") == "success", 15, "the finished task's poll"
+        )
         wait_for(
             lambda: (
                 {t["id"] for t in daemon.request("GET", "/api/v1/tasks", headers=AUTH)[1]["tasks"]} == {"8"}
@@ -210,7 +220,7 @@ def test_finished_registered_tasks_are_forgotten_after_retention(
 
 def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_path: Path) -> None:
     chromium = require_binary("chromium")
-    simulator.add_task(SimTask("cdb", "cdb-info", (Phase(0, "FAILED", 'Disk <full> & "stuck"'),)))
+    simulator.add_task(SimTask(CDB.name, "cdb-info", (Phase(0, "FAILED", 'Disk <full> & "stuck"'),)))
     config = write_config(
         tmp_path / "config.yaml",
         simulator.url,
@@ -218,7 +228,9 @@ def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_p
     )
     with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
         wait_for(
-            lambda: polled(daemon, "cdb", "cdb-info") and polled(daemon, "mariadb", "1"), 15, "first polls"
+            lambda: polled(daemon, CDB.name, "cdb-info") and polled(daemon, MARIADB.name, "1"),
+            15,
+            "first polls",
         )
         wait_for(
             lambda: b"InvalidParameter.FlowNotFound" in daemon.get("/tasks")[1], 15, "the not-found error"
@@ -257,7 +269,7 @@ def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_p
 def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> None:
     with SimulatorThread(Simulator([CREDS], latency=30)) as slow:
         for n in range(20):
-            slow.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+            slow.add_task(SimTask(MARIADB.name, str(n + 1), (Phase(0, 2),)))
         config = write_config(
             tmp_path / "config.yaml",
             slow.url,
@@ -268,7 +280,9 @@ def test_sigterm_stops_within_5_seconds_with_calls_in_flight(tmp_path: Path) -> 
         storage = tmp_path / "store.db"
         args = ["--config.file", str(config), "--storage.path", str(storage)]
         with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
-            assert daemon.request("POST", "/api/v1/tasks", {"product": "cdb", "id": "late"}, AUTH)[0] == 201
+            assert (
+                daemon.request("POST", "/api/v1/tasks", {"product": CDB.name, "id": "late"}, AUTH)[0] == 201
+            )
             wait_for(
                 lambda: slow.stats()["actions"].get("DescribeFlow", {}).get("accepted", 0) >= 5,
                 15,
@@ -303,7 +317,7 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
                 assert samples.get("tencentcloud_exporter_shard_index") == index
                 assert samples.get("tencentcloud_exporter_total_shards") == count
                 assert (
-                    samples.get("tencentcloud_api_rate_limit_requests_per_second", product="cdb")
+                    samples.get("tencentcloud_api_rate_limit_requests_per_second", product=CDB.name)
                     == 40 / count
                 )
                 seen.append(
@@ -316,8 +330,8 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
             for daemon in daemons:
                 daemon.__exit__(None, None, None)
         stats = sim.stats()["actions"]
-    everything = {("mariadb", str(f)) for f in watch["mariadb_flows"]} | {
-        ("cdb", r) for r in watch["cdb_async_requests"]
+    everything = {(MARIADB.name, str(f)) for f in watch["mariadb_flows"]} | {
+        (CDB.name, r) for r in watch["cdb_async_requests"]
     }
     assert set().union(*seen) == everything  # none lost
     assert sum(len(s) for s in seen) == len(everything)  # none twice

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, MARIADB, REDIS
 from tests.helpers import require_binary, require_module
 from tests.promql import (
     CONTRACT_METRICS,
@@ -600,9 +601,9 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
     queries = panel_queries(builtins=builtins)
     only_discovered = panel_queries(overrides={"source": "discovered"}, builtins=builtins)
     only_ops = panel_queries(overrides={"account": "ops"}, builtins=builtins)
-    gz = 'account="default",product="cdb",cloud_region="ap-guangzhou"'
-    sh = 'account="ops",product="redis",cloud_region="ap-shanghai"'
-    flow = 'account="default",product="mariadb",cloud_region="ap-shanghai",task_id="9"'
+    gz = f'account="default",product="{CDB.name}",cloud_region="ap-guangzhou"'
+    sh = f'account="ops",product="{REDIS.name}",cloud_region="ap-shanghai"'
+    flow = f'account="default",product="{MARIADB.name}",cloud_region="ap-shanghai",task_id="9"'
     series = {
         # cdb-a has two BACKUP operations running (one configured, one discovered) and an UPGRADE done.
         f'tencentcloud_task_info{{{gz},task_id="1",instance_id="cdb-a",task_type="BACKUP",source="config",'
@@ -634,7 +635,10 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
             [
                 (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",status="running"}}', 2),
                 (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
-                ('{account="default",product="mariadb",cloud_region="ap-shanghai",status="failed"}', 1),
+                (
+                    f'{{account="default",product="{MARIADB.name}",cloud_region="ap-shanghai",status="failed"}}',
+                    1,
+                ),
             ],
         ),
         (
@@ -655,8 +659,8 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
         (
             f"({_by_title(queries, 'Discovery errors by code')}) > bool 0",
             [
-                ('{account="ops",product="redis",code="RequestLimitExceeded"}', 1),
-                ('{account="default",product="cdb"}', 0),
+                (f'{{account="ops",product="{REDIS.name}",code="RequestLimitExceeded"}}', 1),
+                (f'{{account="default",product="{CDB.name}"}}', 0),
             ],
         ),
     ]
@@ -669,10 +673,11 @@ def test_quota_queries_compute_the_expected_values(tmp_path: Path) -> None:
     queries = panel_queries(builtins=builtins)
     only_prod = panel_queries(overrides={"account": "prod"}, builtins=builtins)
     table = "Quota utilisation per account and endpoint"
-    sh = 'product="mariadb",action="DescribeFlow",api_endpoint="mariadb.ap-shanghai.tencentcloudapi.com"'
-    gz = 'product="mariadb",action="DescribeFlow",api_endpoint="mariadb.ap-guangzhou.tencentcloudapi.com"'
+    flow = f'product="{MARIADB.name}",action="DescribeFlow"'
+    sh = f'{flow},api_endpoint="mariadb.ap-shanghai.tencentcloudapi.com"'
+    gz = f'{flow},api_endpoint="mariadb.ap-guangzhou.tencentcloudapi.com"'
     cdb = (
-        'account="default",product="cdb",action="DescribeAsyncRequestInfo",'
+        f'account="default",product="{CDB.name}",action="DescribeAsyncRequestInfo",'
         'api_endpoint="cdb.tencentcloudapi.com"'
     )
     prod_sh, prod_gz, staging_sh = f'account="prod",{sh}', f'account="prod",{gz}', f'account="staging",{sh}'

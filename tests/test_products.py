@@ -11,18 +11,8 @@ import yaml
 from exporter.catalogue.products import BY_NAME, PRODUCTS
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS, DaemonProcess, Samples, wait_for
+from tests.products import FACTS
 
-# Per product: what its API answers while running and once done, and what the exporter exports for them.
-TIMELINES: dict[str, tuple[object, object, str, str]] = {
-    "mariadb": (2, 0, "running", "success"),
-    "dcdb": (2, 0, "running", "success"),
-    "sqlserver": (2, 0, "running", "success"),
-    "cynosdb": (2, 0, "running", "success"),
-    "cdb": ("RUNNING", "SUCCESS", "running", "success"),
-    "mongodb": ("running", "success", "running", "success"),
-    "redis": ("running", "succeed", "running", "succeed"),
-    "postgres": ("Running", "Success", "running", "success"),
-}
 RUNS_FOR = 3.0  # seconds in the running status before the success
 
 
@@ -32,10 +22,10 @@ def task_ids(integer: bool) -> tuple[str, str]:
 
 
 def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread, tmp_path: Path) -> None:
-    assert set(TIMELINES) == set(BY_NAME)  # a new product needs its line above
+    assert set(FACTS) == set(BY_NAME)  # a new product needs its row in tests/products.py
     watch: dict[str, list[str]] = {}
     for product in PRODUCTS:
-        running, done, _, _ = TIMELINES[product.name]
+        running, done = FACTS[product.name].running, FACTS[product.name].succeeded
         known, unknown = task_ids(product.id_kind.integer)
         phases = (Phase(0, running, progress=40), Phase(RUNS_FOR, done))  # type: ignore[arg-type]
         simulator.add_task(
@@ -63,7 +53,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
                 status = samples.status(product.name, task_ids(product.id_kind.integer)[0])
                 if status is not None:
                     seen[product.name].add(status)
-            return all(TIMELINES[s][3] in seen[s] for s in seen)
+            return all(FACTS[s].exported_succeeded in seen[s] for s in seen)
 
         wait_for(all_done, 30, "every product's task to reach its success status")
         wait_for(
@@ -78,7 +68,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
 
     for product in PRODUCTS:
         known, unknown = task_ids(product.id_kind.integer)
-        _, _, running, done = TIMELINES[product.name]
+        running, done = FACTS[product.name].exported_running, FACTS[product.name].exported_succeeded
         assert {running, done} <= seen[product.name], product.name
         # The unknown ID: counted under the product's not-found code, and no status series.
         errors = samples.all("tencentcloud_task_errors_total", product=product.name, task_id=unknown)

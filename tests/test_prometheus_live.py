@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, MARIADB
+
 demo = pytest.importorskip(
     "exporter.simulator.demo", reason="exporter.simulator.demo (the --demo simulator) is not available yet"
 )
@@ -274,7 +276,7 @@ def test_dashboard_variables_find_values(prometheus: PrometheusServer) -> None:
         v.name: prometheus.label_values(v.label, v.selector) for v in variable_queries(overrides={"job": JOB})
     }
     assert JOB in found["job"]
-    assert {"mariadb", "cdb"} <= set(found["product"])
+    assert {MARIADB.name, CDB.name} <= set(found["product"])
     assert found["cloud_region"], found
     assert {"prod", "staging"} <= set(found["account"]), found  # the demo's two accounts
 
@@ -345,7 +347,7 @@ def test_task_failed_alert_fires_for_the_demo_failed_tasks(prometheus: Prometheu
 def test_not_found_alert_fires_for_the_demo_unknown_ids(prometheus: PrometheusServer) -> None:
     wait_for(
         lambda: (
-            {"mariadb", "cdb"}
+            {MARIADB.name, CDB.name}
             <= {a["labels"]["product"] for a in prometheus.firing("TencentCloudTaskNotFound")}
         ),
         60,
@@ -353,7 +355,7 @@ def test_not_found_alert_fires_for_the_demo_unknown_ids(prometheus: PrometheusSe
     )
     alerts = prometheus.firing("TencentCloudTaskNotFound")
     assert {a["labels"]["code"] for a in alerts} <= NOT_FOUND_CODES
-    assert {"mariadb", "cdb"} <= {a["labels"]["product"] for a in alerts}
+    assert {MARIADB.name, CDB.name} <= {a["labels"]["product"] for a in alerts}
     fired_ids = {a["labels"]["task_id"] for a in alerts}
     expected = {
         str(getattr(demo, name))

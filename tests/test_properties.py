@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.catalogue.products import DISCOVERABLE, NOT_FOUND, PRODUCTS, Product
+from exporter.catalogue.products import CDB, DISCOVERABLE, MARIADB, NOT_FOUND, PRODUCTS, Product
 from exporter.config.parser import Config, ConfigError, load_config, parse_config, parse_task
 from exporter.polling.client import INVALID_RESPONSE, classify, classify_page
 
@@ -35,8 +35,8 @@ keys = st.sampled_from(
         "interval",
         "endpoint",
         "rate_limit",
-        "mariadb",
-        "cdb",
+        MARIADB.name,
+        CDB.name,
     ]
 )
 # Documents built from the real key names reach deep into the validator, not just the top-level check.

@@ -73,11 +73,11 @@ async def test_first_polls_are_spread_over_one_interval(
 ) -> None:
     url = simulator.url
     for n in range(10):
-        simulator.add_task(SimTask("mariadb", str(n + 1), (Phase(0, 2),)))
+        simulator.add_task(SimTask(MARIADB.name, str(n + 1), (Phase(0, 2),)))
     client = RecordingClient(session, 2.0)
     scheduler, _ = scheduler_for(MARIADB, url, client, 100, PollingConfig(interval=1.0, finished_interval=60))
     started = time.monotonic()
-    scheduler.sync([WatchedTask("mariadb", str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
+    scheduler.sync([WatchedTask(MARIADB.name, str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
     await run_for(scheduler, 0.95)
     first = {}
     for at, task_id in client.polls:
@@ -97,18 +97,18 @@ async def test_tasks_in_progress_go_first_when_the_quota_is_short(
     running = [f"run-{n}" for n in range(2)]
     finished = [f"done-{n}" for n in range(20)]
     for task_id in running:
-        simulator.add_task(SimTask("cdb", task_id, (Phase(0, "RUNNING"),)))
+        simulator.add_task(SimTask(CDB.name, task_id, (Phase(0, "RUNNING"),)))
     for task_id in finished:
-        simulator.add_task(SimTask("cdb", task_id, (Phase(0, "SUCCESS"),)))
+        simulator.add_task(SimTask(CDB.name, task_id, (Phase(0, "SUCCESS"),)))
     client = RecordingClient(session, 2.0)
     # 10 req/s for a demand of 2/0.2s + 20/0.2s = 110 req/s.
     polling = PollingConfig(interval=0.2, finished_interval=0.2)
     scheduler, store = scheduler_for(CDB, url, client, 10, polling)
-    scheduler.sync([WatchedTask("cdb", t, "ap-guangzhou") for t in running + finished], spread=False)
+    scheduler.sync([WatchedTask(CDB.name, t, "ap-guangzhou") for t in running + finished], spread=False)
     await run_for(scheduler, 4.0)
     polls = Counter(task_id for _, task_id in client.polls)
     # Every finished task got its first poll (unknown status counts as in progress) ...
-    assert all(store.get(("cdb", "ap-guangzhou", t)).status == "success" for t in finished)  # type: ignore[union-attr]
+    assert all(store.get((CDB.name, "ap-guangzhou", t)).status == "success" for t in finished)  # type: ignore[union-attr]
     # ... which takes ~2.2 s of quota; after that the two running tasks spend all of it (2 per 0.2 s = 10/s)
     # at their interval while the finished ones, due as often, wait.
     for task_id in running:
@@ -122,11 +122,11 @@ async def test_failed_polls_back_off(simulator: SimulatorThread, session: aiohtt
     client = RecordingClient(session, 2.0)
     polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
     scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
-    scheduler.sync([WatchedTask("mariadb", "404", "ap-guangzhou")], spread=False)
+    scheduler.sync([WatchedTask(MARIADB.name, "404", "ap-guangzhou")], spread=False)
     await run_for(scheduler, 3.0)
     times = [at for at, _ in client.polls]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    state = store.get(("mariadb", "ap-guangzhou", "404"))
+    state = store.get((MARIADB.name, "ap-guangzhou", "404"))
     assert state is not None
     assert state.errors == {"InvalidParameter.FlowNotFound": len(times)}
     # Without backoff, 3 s at a 0.1 s interval would be ~30 polls.
@@ -147,10 +147,10 @@ async def test_throttling_slows_the_bucket(
 ) -> None:
     url = simulator.url
     simulator.add_task(
-        SimTask("mariadb", "1", (Phase(0, 2),)).with_faults(Faults(error_code="RequestLimitExceeded"))
+        SimTask(MARIADB.name, "1", (Phase(0, 2),)).with_faults(Faults(error_code="RequestLimitExceeded"))
     )
     client = RecordingClient(session, 2.0)
     scheduler, _ = scheduler_for(MARIADB, url, client, 20, PollingConfig(interval=0.1))
-    scheduler.sync([WatchedTask("mariadb", "1", "ap-guangzhou")], spread=False)
+    scheduler.sync([WatchedTask(MARIADB.name, "1", "ap-guangzhou")], spread=False)
     await run_for(scheduler, 0.5)
     assert scheduler.bucket.current_rate() < 20

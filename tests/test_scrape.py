@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.catalogue.products import Observation
+from exporter.catalogue.products import MARIADB, Observation
 from exporter.config.parser import WatchedTask, parse_config
 from exporter.credentials.chain import StaticProvider
 from exporter.credentials.signing import Credentials
@@ -288,7 +288,7 @@ class Served:
 
 
 def add_task(daemon: Daemon, task_id: str) -> None:
-    daemon.store.add(WatchedTask("mariadb", task_id, "ap-guangzhou")).observe(Observation("running"), NOW)
+    daemon.store.add(WatchedTask(MARIADB.name, task_id, "ap-guangzhou")).observe(Observation("running"), NOW)
 
 
 def task_samples(text: bytes) -> list[tuple[str, dict[str, str], float]]:
@@ -317,7 +317,7 @@ async def test_concurrent_scrapes_share_one_render_per_variant(monkeypatch: pyte
     for same in (plain, zipped, openmetrics):
         assert len(set(same)) == 1
     samples = Samples(plain[0].decode())
-    assert len(samples.all("tencentcloud_task_status", product="mariadb", status="running")) == 2500
+    assert len(samples.all("tencentcloud_task_status", product=MARIADB.name, status="running")) == 2500
     assert task_samples(gzip.decompress(zipped[0])) == task_samples(plain[0])
     assert openmetrics[0].endswith(b"# EOF\n")
     assert served.outcomes == ["ok"] * 10
@@ -331,8 +331,8 @@ async def test_a_scrape_after_the_render_sees_new_data(monkeypatch: pytest.Monke
         after = Samples(gzip.decompress(await served.fetch(session, GZIP)).decode())
         assert served.app[SCRAPES].in_flight() == 0
     assert served.chunk_calls == [False, False]
-    assert before.status("mariadb", "flow-new") is None
-    assert after.status("mariadb", "flow-new") == "running"
+    assert before.status(MARIADB.name, "flow-new") is None
+    assert after.status(MARIADB.name, "flow-new") == "running"
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True], ids=["write-fails", "handler-cancelled"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.cli.main import _options, build_parser
 from exporter.config.sharding import Shard
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_task_has_exactly_one_owner() -> None:
     shards = [Shard(i, 4) for i in range(4)]
-    tasks = [("mariadb", str(n)) for n in range(2000)] + [("cdb", f"req-{n}") for n in range(2000)]
+    tasks = [(MARIADB.name, str(n)) for n in range(2000)] + [(CDB.name, f"req-{n}") for n in range(2000)]
     owners = Counter(sum(1 for s in shards if s.owns(*t)) for t in tasks)
     assert owners == {1: len(tasks)}
     spread = Counter(shards[0].owner(*t) for t in tasks)
@@ -26,13 +27,13 @@ def test_every_task_has_exactly_one_owner() -> None:
 def test_assignment_is_stable_across_processes_and_versions() -> None:
     # Known answers: if these change, every sharded deployment reshuffles its tasks on upgrade. They hold in
     # any process, unlike Python's salted hash().
-    assert [Shard(0, 5).owner("mariadb", n) for n in ("1", "2", "3340")] == [3, 0, 2]
+    assert [Shard(0, 5).owner(MARIADB.name, n) for n in ("1", "2", "3340")] == [3, 0, 2]
     cdb = ("f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7", "a", "b")
-    assert [Shard(0, 3).owner("cdb", n) for n in cdb] == [2, 1, 1]
+    assert [Shard(0, 3).owner(CDB.name, n) for n in cdb] == [2, 1, 1]
 
 
 def test_single_shard_owns_everything() -> None:
-    assert all(Shard().owns("cdb", f"x{n}") for n in range(100))
+    assert all(Shard().owns(CDB.name, f"x{n}") for n in range(100))
 
 
 @pytest.mark.parametrize(("index", "count"), [(3, 3), (-1, 2), (0, 0)])

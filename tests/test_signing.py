@@ -19,6 +19,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.common.sign import Sign
 from tencentcloud.mariadb.v20170312 import mariadb_client
 
+from exporter.catalogue.products import CDB, MARIADB
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
 
@@ -98,7 +99,7 @@ def test_utc_date_ignores_the_local_time_zone() -> None:
 CASES = [
     pytest.param(
         mariadb_client.MariadbClient,
-        "mariadb",
+        MARIADB.name,
         "DescribeFlow",
         "2017-03-12",
         "mariadb.tencentcloudapi.com",
@@ -109,7 +110,7 @@ CASES = [
     ),
     pytest.param(
         cdb_client.CdbClient,
-        "cdb",
+        CDB.name,
         "DescribeAsyncRequestInfo",
         "2017-03-20",
         "cdb.ap-guangzhou.tencentcloudapi.com",
@@ -120,7 +121,7 @@ CASES = [
     ),
     pytest.param(
         cdb_client.CdbClient,
-        "cdb",
+        CDB.name,
         "DescribeAsyncRequestInfo",
         "2017-03-20",
         "127.0.0.1:8080",
@@ -184,7 +185,7 @@ def test_headers_match_the_sdk_request_builder(
     ],
 )
 def test_signature_matches_the_sdk_for_raw_non_ascii_payloads(payload: str) -> None:
-    timestamp, service, host = 1700000000, "cdb", "cdb.tencentcloudapi.com"
+    timestamp, service, host = 1700000000, CDB.name, "cdb.tencentcloudapi.com"
     key = "non-ascii-case-key"
     cred = credential.Credential("AKIDnonasciicase00000000000000000004", key)
     client = cdb_client.CdbClient(cred, "ap-guangzhou", ClientProfile(httpProfile=HttpProfile(endpoint=host)))
@@ -203,10 +204,10 @@ def test_signature_matches_the_sdk_for_raw_non_ascii_payloads(payload: str) -> N
 
 
 def test_parse_authorization_round_trips() -> None:
-    header = signing.authorization(Credentials("AKIDx", "k"), "cdb", "h", DOC_TIMESTAMP, b"{}")
+    header = signing.authorization(Credentials("AKIDx", "k"), CDB.name, "h", DOC_TIMESTAMP, b"{}")
     parsed = signing.parse_authorization(header)
     assert parsed == signing.ParsedAuthorization(
-        "AKIDx", "2019-02-25", "cdb", "content-type;host", header.rsplit("=", 1)[1]
+        "AKIDx", "2019-02-25", CDB.name, "content-type;host", header.rsplit("=", 1)[1]
     )
 
 

@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from exporter.catalogue.products import CDB, MARIADB, REDIS
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
 from exporter.simulator import (
@@ -75,7 +76,7 @@ def start(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
 def test_flow_status_follows_its_timeline_scaled_by_speed(
     start: Callable[..., SimulatorThread], clock: FakeClock
 ) -> None:
-    flow = SimTask("mariadb", "3342", (Phase(0, 2), Phase(60, 0)))
+    flow = SimTask(MARIADB.name, "3342", (Phase(0, 2), Phase(60, 0)))
     mariadb, _ = sdk_clients(start(flow, speed=10))
 
     assert describe_flow(mariadb, 3342).Status == 2
@@ -91,7 +92,7 @@ def test_async_request_status_and_info_follow_their_timeline(
     start: Callable[..., SimulatorThread], clock: FakeClock
 ) -> None:
     task = SimTask(
-        "cdb",
+        CDB.name,
         CDB_ID,
         (Phase(0, "INITIAL", "queued"), Phase(10, "RUNNING", "working"), Phase(30, None, None)),
     )
@@ -106,13 +107,13 @@ def test_async_request_status_and_info_follow_their_timeline(
 
 
 def test_null_status_is_sent_as_json_null(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "7", (Phase(0, None),)), SimTask("cdb", "x", (Phase(0, None),)))
+    thread = start(SimTask(MARIADB.name, "7", (Phase(0, None),)), SimTask(CDB.name, "x", (Phase(0, None),)))
     for payload, action, product, version, expected in (
-        ({"FlowId": 7}, "DescribeFlow", "mariadb", "2017-03-12", {"Status": None}),
+        ({"FlowId": 7}, "DescribeFlow", MARIADB.name, "2017-03-12", {"Status": None}),
         (
             {"AsyncRequestId": "x"},
             "DescribeAsyncRequestInfo",
-            "cdb",
+            CDB.name,
             "2017-03-20",
             {"Status": None, "Info": None},
         ),
@@ -125,14 +126,14 @@ def test_null_status_is_sent_as_json_null(start: Callable[..., SimulatorThread])
 
 
 def test_unknown_ids_get_each_apis_not_found_code(start: Callable[..., SimulatorThread]) -> None:
-    mariadb, cdb = sdk_clients(start(SimTask("mariadb", "1", (Phase(0, 0),))))
+    mariadb, cdb = sdk_clients(start(SimTask(MARIADB.name, "1", (Phase(0, 0),))))
     assert sdk_error(lambda: describe_flow(mariadb, 2)) == "InvalidParameter.FlowNotFound"
     assert sdk_error(lambda: describe_async(cdb, "1")) == "InvalidParameter.InvalidAsyncRequestId"
 
 
 def test_tasks_are_looked_up_per_service_not_per_region(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("cdb", "3340", (Phase(0, "SUCCESS"),)))
-    shanghai = sdk_client("cdb", thread.url, region="ap-shanghai")
+    thread = start(SimTask(CDB.name, "3340", (Phase(0, "SUCCESS"),)))
+    shanghai = sdk_client(CDB.name, thread.url, region="ap-shanghai")
     mariadb, _ = sdk_clients(thread)
 
     assert describe_async(shanghai, "3340").Status == "SUCCESS"
@@ -154,7 +155,7 @@ def test_unknown_secret_id_is_reported_as_not_found(start: Callable[..., Simulat
 
 
 def test_session_token_must_match_the_registered_one(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     with_token, _ = sdk_clients(thread, TEMP_KEY)
     without_token, _ = sdk_clients(thread, Credentials(TEMP_KEY.secret_id, TEMP_KEY.secret_key))
     wrong_token, _ = sdk_clients(thread, Credentials(TEMP_KEY.secret_id, TEMP_KEY.secret_key, "stolen"))
@@ -173,27 +174,27 @@ def test_session_token_must_match_the_registered_one(start: Callable[..., Simula
 def test_timestamps_outside_the_allowed_skew_are_expired(
     start: Callable[..., SimulatorThread], offset: int, expected: str | None
 ) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     headers, body = signed(thread, {"FlowId": 1}, timestamp=int(time.time()) + offset)
     assert error_code(thread, headers, body) == expected
 
 
 def test_credential_scope_must_name_the_actions_service(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
-    headers, body = signed(thread, {"FlowId": 1}, service="cdb")
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
+    headers, body = signed(thread, {"FlowId": 1}, service=CDB.name)
     assert error_code(thread, headers, body) == "AuthFailure.InvalidAuthorization"
 
 
 def test_credential_scope_date_must_be_the_timestamps_utc_date(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     headers, body = signed(thread, {"FlowId": 1})
     timestamp = int(headers["X-TC-Timestamp"])
     yesterday = signing.utc_date(timestamp - 86400)
     canonical = signing.canonical_request("POST", headers["Host"], headers["Content-Type"], body)
-    to_sign = signing.string_to_sign(timestamp, "mariadb", canonical).replace(
+    to_sign = signing.string_to_sign(timestamp, MARIADB.name, canonical).replace(
         signing.utc_date(timestamp), yesterday
     )
-    sig = signing.signature(KEY.secret_key, timestamp - 86400, "mariadb", to_sign)
+    sig = signing.signature(KEY.secret_key, timestamp - 86400, MARIADB.name, to_sign)
     headers["Authorization"] = (
         f"{signing.ALGORITHM} Credential={KEY.secret_id}/{yesterday}/mariadb/tc3_request, "
         f"SignedHeaders=content-type;host, Signature={sig}"
@@ -223,7 +224,7 @@ def test_missing_or_malformed_authorization(
 
 
 def test_signature_covers_the_exact_body_bytes_and_host(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)), SimTask("mariadb", "2", (Phase(0, 1),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)), SimTask(MARIADB.name, "2", (Phase(0, 1),)))
     headers, body = signed(thread, b'{"FlowId": 1}')
     assert error_code(thread, headers, body) is None
     assert error_code(thread, headers, b'{"FlowId": 2}') == "AuthFailure.SignatureFailure"
@@ -234,7 +235,7 @@ def test_signature_covers_the_exact_body_bytes_and_host(start: Callable[..., Sim
 
 
 def test_extra_signed_headers_are_verified_too(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     headers, body = signed(thread, {"FlowId": 1})
     timestamp = int(headers["X-TC-Timestamp"])
     canonical = (
@@ -242,7 +243,7 @@ def test_extra_signed_headers_are_verified_too(start: Callable[..., SimulatorThr
         f"x-tc-action:describeflow\n\ncontent-type;host;x-tc-action\n{hashlib.sha256(body).hexdigest()}"
     )
     sig = signing.signature(
-        KEY.secret_key, timestamp, "mariadb", signing.string_to_sign(timestamp, "mariadb", canonical)
+        KEY.secret_key, timestamp, MARIADB.name, signing.string_to_sign(timestamp, MARIADB.name, canonical)
     )
     scope = f"{signing.utc_date(timestamp)}/mariadb/tc3_request"
     headers["Authorization"] = (
@@ -273,7 +274,7 @@ def test_extra_signed_headers_are_verified_too(start: Callable[..., SimulatorThr
 def test_common_parameter_errors(
     start: Callable[..., SimulatorThread], change: dict[str, str | None], expected: str
 ) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)))
     headers, body = signed(thread, {"FlowId": 1})
     for name, value in change.items():
         headers.pop(name)
@@ -298,8 +299,8 @@ def test_common_parameter_errors(
 def test_api_parameter_errors(
     start: Callable[..., SimulatorThread], action: str, payload: dict[str, Any] | bytes, expected: str
 ) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)), SimTask("cdb", "1", (Phase(0, "SUCCESS"),)))
-    product, version = ("mariadb", "2017-03-12") if action == "DescribeFlow" else ("cdb", "2017-03-20")
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)), SimTask(CDB.name, "1", (Phase(0, "SUCCESS"),)))
+    product, version = (MARIADB.name, "2017-03-12") if action == "DescribeFlow" else (CDB.name, "2017-03-20")
     headers, body = signed(thread, payload, action=action, service=product, version=version)
     assert error_code(thread, headers, body) == expected
 
@@ -310,7 +311,7 @@ def test_api_parameter_errors(
 def test_quota_throttles_per_secret_id_and_action(
     start: Callable[..., SimulatorThread], clock: FakeClock
 ) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 0),)), SimTask("cdb", "1", (Phase(0, "RUNNING"),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 0),)), SimTask(CDB.name, "1", (Phase(0, "RUNNING"),)))
     mariadb, cdb = sdk_clients(thread)
     other_mariadb, _ = sdk_clients(thread, TEMP_KEY)
 
@@ -339,7 +340,7 @@ def test_quota_throttles_per_secret_id_and_action(
 def test_quota_window_slides_rather_than_resetting(
     start: Callable[..., SimulatorThread], clock: FakeClock
 ) -> None:
-    thread = start(SimTask("cdb", "1", (Phase(0, "RUNNING"),)), quotas={"cdb": 2})
+    thread = start(SimTask(CDB.name, "1", (Phase(0, "RUNNING"),)), quotas={CDB.name: 2})
     _, cdb = sdk_clients(thread)
 
     describe_async(cdb, "1")
@@ -361,7 +362,7 @@ def test_quotas_for_unknown_services_are_rejected() -> None:
 
 def test_latency_faults_delay_answers(start: Callable[..., SimulatorThread]) -> None:
     thread = start(
-        SimTask("mariadb", "1", (Phase(0, 0),), latency=0.3), SimTask("mariadb", "2", (Phase(0, 0),))
+        SimTask(MARIADB.name, "1", (Phase(0, 0),), latency=0.3), SimTask(MARIADB.name, "2", (Phase(0, 0),))
     )
     mariadb, _ = sdk_clients(thread)
 
@@ -379,31 +380,31 @@ def test_latency_faults_delay_answers(start: Callable[..., SimulatorThread]) -> 
 
 
 def test_http_error_fault(start: Callable[..., SimulatorThread]) -> None:
-    mariadb, _ = sdk_clients(start(SimTask("mariadb", "1", (Phase(0, 0),), http_status=500)))
+    mariadb, _ = sdk_clients(start(SimTask(MARIADB.name, "1", (Phase(0, 0),), http_status=500)))
     assert sdk_error(lambda: describe_flow(mariadb, 1)) == "ServerNetworkError"
 
 
 def test_malformed_json_fault(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("cdb", "1", (Phase(0, "RUNNING"),), malformed=True))
+    thread = start(SimTask(CDB.name, "1", (Phase(0, "RUNNING"),), malformed=True))
     _, cdb = sdk_clients(thread)
     assert sdk_error(lambda: describe_async(cdb, "1")) == "JSONDecodeError"
     assert thread.stats()["actions"]["DescribeAsyncRequestInfo"]["faults"] == {"malformed": 1}
 
 
 def test_error_code_fault(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("cdb", "1", (Phase(0, "RUNNING"),), error_code="CdbError.TaskError"))
+    thread = start(SimTask(CDB.name, "1", (Phase(0, "RUNNING"),), error_code="CdbError.TaskError"))
     _, cdb = sdk_clients(thread)
     assert sdk_error(lambda: describe_async(cdb, "1")) == "CdbError.TaskError"
     assert thread.stats()["actions"]["DescribeAsyncRequestInfo"]["errors"] == {"CdbError.TaskError": 1}
 
 
 def test_missing_status_fault(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("cdb", "1", (Phase(0, "RUNNING", "busy"),), missing_status=True))
+    thread = start(SimTask(CDB.name, "1", (Phase(0, "RUNNING", "busy"),), missing_status=True))
     headers, body = signed(
         thread,
         {"AsyncRequestId": "1"},
         action="DescribeAsyncRequestInfo",
-        service="cdb",
+        service=CDB.name,
         version="2017-03-20",
     )
     status, raw = post(thread.url, headers, body)
@@ -414,12 +415,12 @@ def test_missing_status_fault(start: Callable[..., SimulatorThread]) -> None:
 
 
 def test_faults_can_change_at_run_time_globally_and_per_task(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 2),)))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 2),)))
     mariadb, _ = sdk_clients(thread)
 
-    thread.set_task_faults("mariadb", "1", Faults(error_code="InternalError"))
+    thread.set_task_faults(MARIADB.name, "1", Faults(error_code="InternalError"))
     assert sdk_error(lambda: describe_flow(mariadb, 1)) == "InternalError"
-    thread.set_task_faults("mariadb", "1", Faults())
+    thread.set_task_faults(MARIADB.name, "1", Faults())
     assert describe_flow(mariadb, 1).Status == 2
 
     # Global faults reach every request that gets past authentication, known task or not.
@@ -431,7 +432,7 @@ def test_faults_can_change_at_run_time_globally_and_per_task(start: Callable[...
 
 
 def test_faults_do_not_hide_authentication_errors(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("mariadb", "1", (Phase(0, 2),), http_status=500))
+    thread = start(SimTask(MARIADB.name, "1", (Phase(0, 2),), http_status=500))
     mariadb, _ = sdk_clients(thread, Credentials(KEY.secret_id, "wrong"))
     assert sdk_error(lambda: describe_flow(mariadb, 1)) == "AuthFailure.SignatureFailure"
 
@@ -448,7 +449,7 @@ async def test_control_endpoints_drive_a_running_simulator(aiohttp_client: Any) 
         body = json.dumps({"FlowId": flow_id}).encode()
         headers = signing.sign_headers(
             KEY,
-            service="mariadb",
+            service=MARIADB.name,
             host=host,
             action="DescribeFlow",
             version="2017-03-12",
@@ -462,14 +463,14 @@ async def test_control_endpoints_drive_a_running_simulator(aiohttp_client: Any) 
             return result
 
     assert (await describe(5))["Error"]["Code"] == "InvalidParameter.FlowNotFound"
-    task = {"product": "mariadb", "task_id": "5", "phases": [{"at": 0, "status": 1}]}
+    task = {"product": MARIADB.name, "task_id": "5", "phases": [{"at": 0, "status": 1}]}
     async with client.post("/_sim/tasks", json=[task]) as response:
         assert response.status == 200
         assert await response.json() == {"added": 1}
     assert (await describe(5))["Status"] == 1
 
     async with client.post(
-        "/_sim/faults", json={"product": "mariadb", "task_id": "5", "error_code": "X.Y"}
+        "/_sim/faults", json={"product": MARIADB.name, "task_id": "5", "error_code": "X.Y"}
     ) as r:
         assert r.status == 200
     assert (await describe(5))["Error"]["Code"] == "X.Y"
@@ -495,7 +496,7 @@ async def test_control_endpoints_drive_a_running_simulator(aiohttp_client: Any) 
             assert response.status == 400
     async with client.post("/_sim/faults", json={"latency": -1}) as response:
         assert response.status == 400
-    async with client.post("/_sim/faults", json={"product": "cdb", "task_id": "nope"}) as response:
+    async with client.post("/_sim/faults", json={"product": CDB.name, "task_id": "nope"}) as response:
         assert response.status == 404
 
 
@@ -533,10 +534,10 @@ def test_simulator_thread_stops_server_and_loop_on_exit() -> None:
 
 def test_cli_serves_the_demo_and_stops_on_sigterm(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.json"
-    scenario.write_text(json.dumps({"tasks": [task_to_dict(SimTask("mariadb", "77", (Phase(0, 1),)))]}))
+    scenario.write_text(json.dumps({"tasks": [task_to_dict(SimTask(MARIADB.name, "77", (Phase(0, 1),)))]}))
     for args, checks in (
-        (["--scenario", "demo"], [("mariadb", "3340", 0), ("redis", "1092301", "succeed")]),
-        (["--scenario", str(scenario)], [("mariadb", "77", 1)]),
+        (["--scenario", "demo"], [(MARIADB.name, "3340", 0), (REDIS.name, "1092301", "succeed")]),
+        (["--scenario", str(scenario)], [(MARIADB.name, "77", 1)]),
     ):
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0", *args],
@@ -568,21 +569,21 @@ def test_task_validation() -> None:
     with pytest.raises(ValueError, match="unknown product"):
         SimTask("cvm", "1", (Phase(0, 0),))
     with pytest.raises(ValueError, match="at least one phase"):
-        SimTask("mariadb", "1", ())
+        SimTask(MARIADB.name, "1", ())
     with pytest.raises(ValueError, match="integer"):
-        SimTask("mariadb", "1", (Phase(0, "RUNNING"),))
+        SimTask(MARIADB.name, "1", (Phase(0, "RUNNING"),))
     with pytest.raises(ValueError, match="integer"):
-        SimTask("mariadb", "1", (Phase(0, True),))
+        SimTask(MARIADB.name, "1", (Phase(0, True),))
     with pytest.raises(ValueError, match="string"):
-        SimTask("cdb", "1", (Phase(0, 2),))
+        SimTask(CDB.name, "1", (Phase(0, 2),))
     with pytest.raises(ValueError, match="latency"):
-        SimTask("cdb", "1", (Phase(0, "RUNNING"),), latency=-1)
+        SimTask(CDB.name, "1", (Phase(0, "RUNNING"),), latency=-1)
     with pytest.raises(ValueError, match="unknown task keys"):
-        task_from_dict({"product": "cdb", "task_id": "1", "phases": [], "colour": "red"})
+        task_from_dict({"product": CDB.name, "task_id": "1", "phases": [], "colour": "red"})
 
 
 def test_phases_before_the_first_and_out_of_order() -> None:
-    task = SimTask("cdb", "1", (Phase(20, "SUCCESS"), Phase(5, "RUNNING")))
+    task = SimTask(CDB.name, "1", (Phase(20, "SUCCESS"), Phase(5, "RUNNING")))
     assert [task.phase_at(t).status for t in (0, 5, 19.9, 20, 1e9)] == [
         "RUNNING",
         "RUNNING",
@@ -593,5 +594,7 @@ def test_phases_before_the_first_and_out_of_order() -> None:
 
 
 def test_tasks_round_trip_through_json() -> None:
-    task = SimTask("cdb", CDB_ID, (Phase(0, None), Phase(1.5, "FAILED", "boom")), latency=0.5, error_code="E")
+    task = SimTask(
+        CDB.name, CDB_ID, (Phase(0, None), Phase(1.5, "FAILED", "boom")), latency=0.5, error_code="E"
+    )
     assert task_from_dict(json.loads(json.dumps(task_to_dict(task)))) == task

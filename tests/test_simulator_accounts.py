@@ -22,12 +22,13 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.catalogue.products import BY_NAME
+from exporter.catalogue.products import BY_NAME, CDB, MARIADB, POSTGRES, REDIS
 from exporter.credentials.signing import Credentials
 from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread, task_from_dict, task_to_dict
 from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.cli import main as cli_main
 from tests.helpers import FakeClock
+from tests.products import FACTS, LIST_SDKS, RUNNING
 from tests.simulator_listing import LIST_PRODUCTS, START, WALL, key, listed
 from tests.simulator_listing import task as list_task
 from tests.simulator_sdk import (
@@ -45,17 +46,6 @@ ALICE = KEY
 BOB = Credentials("AKIDsimulatorbob00000000000000000003", "bob-secret-key-for-the-simulator")
 SHANGHAI = "ap-shanghai"
 UNSUPPORTED_REGION = "UnsupportedRegion"
-# A running status of each product, as its status API spells it.
-RUNNING: dict[str, int | str] = {
-    "mariadb": 2,
-    "dcdb": 2,
-    "sqlserver": 2,
-    "cynosdb": 2,
-    "cdb": "RUNNING",
-    "mongodb": "running",
-    "redis": "running",
-    "postgres": "Running",
-}
 SDK_PRODUCTS = sorted(SDKS)
 
 Start = Callable[..., SimulatorThread]
@@ -98,7 +88,7 @@ def outcome(client: Any, product: str, task_id: str) -> tuple[Any, ...]:
 
 def status_of(client: Any, product: str, task_id: str) -> object:
     response = sdk_call(client, product, task_id)
-    return response.TaskSet[0].Status if product == "postgres" else response.Status
+    return response.TaskSet[0].Status if FACTS[product].in_task_set else response.Status
 
 
 def account(thread: SimulatorThread, who: Credentials, product: str, action: str) -> dict[str, Any]:
@@ -183,34 +173,34 @@ def test_lists_show_only_the_callers_own_and_unowned_tasks(start: Start, product
 
 
 def test_owner_is_part_of_the_task_json_and_the_control_api(start: Start) -> None:
-    task = status_task("cdb", "owned-1", owner=BOB.secret_id, region=REGION)
+    task = status_task(CDB.name, "owned-1", owner=BOB.secret_id, region=REGION)
     assert task_from_dict(json.loads(json.dumps(task_to_dict(task)))) == task
-    assert task_from_dict({"product": "cdb", "task_id": "x", "phases": [{"at": 0}]}).owner == ""
+    assert task_from_dict({"product": CDB.name, "task_id": "x", "phases": [{"at": 0}]}).owner == ""
     with pytest.raises(ValueError, match="owner"):
-        task_from_dict({"product": "cdb", "task_id": "x", "phases": [{"at": 0}], "owner": 7})
+        task_from_dict({"product": CDB.name, "task_id": "x", "phases": [{"at": 0}], "owner": 7})
     with pytest.raises(ValueError, match="owner"):
-        SimTask("cdb", "x", (Phase(0, "RUNNING"),), owner=None)  # type: ignore[arg-type]
+        SimTask(CDB.name, "x", (Phase(0, "RUNNING"),), owner=None)  # type: ignore[arg-type]
 
     thread = start()
     assert post_json(thread.url + "/_sim/tasks", {"tasks": [task_to_dict(task)]}) == (200, {"added": 1})
-    alice, bob = sdk_client("cdb", thread.url, ALICE), sdk_client("cdb", thread.url, BOB)
-    assert status_of(bob, "cdb", "owned-1") == "RUNNING"
-    assert sdk_error(lambda: sdk_call(alice, "cdb", "owned-1")) == "InvalidParameter.InvalidAsyncRequestId"
-    assert account(thread, ALICE, "cdb", "DescribeAsyncRequestInfo")["foreign"] == 1
+    alice, bob = sdk_client(CDB.name, thread.url, ALICE), sdk_client(CDB.name, thread.url, BOB)
+    assert status_of(bob, CDB.name, "owned-1") == "RUNNING"
+    assert sdk_error(lambda: sdk_call(alice, CDB.name, "owned-1")) == "InvalidParameter.InvalidAsyncRequestId"
+    assert account(thread, ALICE, CDB.name, "DescribeAsyncRequestInfo")["foreign"] == 1
 
 
 # --------------------------------------------------------------------------- quotas per account
 
 
 def test_quotas_are_counted_per_secret_id(start: Start, clock: FakeClock) -> None:
-    thread = start(status_task("mariadb", "1"), quotas={"mariadb": 3}, list_quotas={"cdb": 2})
-    alice, bob = sdk_client("mariadb", thread.url, ALICE), sdk_client("mariadb", thread.url, BOB)
+    thread = start(status_task(MARIADB.name, "1"), quotas={MARIADB.name: 3}, list_quotas={CDB.name: 2})
+    alice, bob = sdk_client(MARIADB.name, thread.url, ALICE), sdk_client(MARIADB.name, thread.url, BOB)
 
     for client in (alice, bob):  # at the same instant: each account has its own bucket
-        assert [status_of(client, "mariadb", "1") for _ in range(3)] == [2, 2, 2]
-        assert sdk_error(functools.partial(sdk_call, client, "mariadb", "1")) == "RequestLimitExceeded"
+        assert [status_of(client, MARIADB.name, "1") for _ in range(3)] == [2, 2, 2]
+        assert sdk_error(functools.partial(sdk_call, client, MARIADB.name, "1")) == "RequestLimitExceeded"
     for who in (ALICE, BOB):
-        counted = account(thread, who, "mariadb", "DescribeFlow")
+        counted = account(thread, who, MARIADB.name, "DescribeFlow")
         assert {k: counted[k] for k in ("accepted", "throttled", "max_in_window", "quota")} == {
             "accepted": 3,
             "throttled": 1,
@@ -223,31 +213,31 @@ def test_quotas_are_counted_per_secret_id(start: Start, clock: FakeClock) -> Non
     assert (every_caller["accepted"], every_caller["throttled"], every_caller["max_in_window"]) == (6, 2, 6)
 
     # A list action's quota is per account too.
-    alice_cdb, bob_cdb = sdk_client("cdb", thread.url, ALICE), sdk_client("cdb", thread.url, BOB)
+    alice_cdb, bob_cdb = sdk_client(CDB.name, thread.url, ALICE), sdk_client(CDB.name, thread.url, BOB)
     for client in (alice_cdb, bob_cdb):
-        assert [sdk_list_items(client, "cdb")[0] for _ in range(2)] == [0, 0]
-        assert sdk_error(functools.partial(sdk_list_items, client, "cdb")) == "RequestLimitExceeded"
-    assert account(thread, BOB, "cdb", "DescribeTasks")["max_in_window"] == 2
+        assert [sdk_list_items(client, CDB.name)[0] for _ in range(2)] == [0, 0]
+        assert sdk_error(functools.partial(sdk_list_items, client, CDB.name)) == "RequestLimitExceeded"
+    assert account(thread, BOB, CDB.name, "DescribeTasks")["max_in_window"] == 2
 
     clock.advance(1.0)
-    assert status_of(alice, "mariadb", "1") == 2
-    assert account(thread, ALICE, "mariadb", "DescribeFlow")["last_accepted"] == START + 1.0
+    assert status_of(alice, MARIADB.name, "1") == 2
+    assert account(thread, ALICE, MARIADB.name, "DescribeFlow")["last_accepted"] == START + 1.0
 
 
 def test_max_in_window_and_accepted_in_follow_a_sliding_second(start: Start, clock: FakeClock) -> None:
-    thread = start(status_task("mariadb", "1"), quotas={"mariadb": 3}, history_seconds=10.0)
-    alice = sdk_client("mariadb", thread.url, ALICE)
+    thread = start(status_task(MARIADB.name, "1"), quotas={MARIADB.name: 3}, history_seconds=10.0)
+    alice = sdk_client(MARIADB.name, thread.url, ALICE)
 
     for at in (0.0, 0.5, 0.9, 1.0):  # the request at 0.0 has left the window at 1.0
         clock.now = START + at
-        assert status_of(alice, "mariadb", "1") == 2
+        assert status_of(alice, MARIADB.name, "1") == 2
     clock.now = START + 1.2  # 0.5, 0.9 and 1.0 are within (0.2, 1.2]
-    assert sdk_error(lambda: sdk_call(alice, "mariadb", "1")) == "RequestLimitExceeded"
-    counted = account(thread, ALICE, "mariadb", "DescribeFlow")
+    assert sdk_error(lambda: sdk_call(alice, MARIADB.name, "1")) == "RequestLimitExceeded"
+    counted = account(thread, ALICE, MARIADB.name, "DescribeFlow")
     assert (counted["accepted"], counted["throttled"], counted["max_in_window"]) == (4, 1, 3)
 
     def accepted_in(who: Credentials, start: float, end: float) -> int:
-        return thread.accepted_in(who.secret_id, "mariadb", "DescribeFlow", START + start, START + end)
+        return thread.accepted_in(who.secret_id, MARIADB.name, "DescribeFlow", START + start, START + end)
 
     assert [accepted_in(ALICE, 0.0, 0.9), accepted_in(ALICE, 0.5, 1.0), accepted_in(ALICE, 0.0, 1.2)] == [
         3,
@@ -255,13 +245,13 @@ def test_max_in_window_and_accepted_in_follow_a_sliding_second(start: Start, clo
         4,
     ]
     assert accepted_in(BOB, 0.0, 1.2) == 0
-    assert thread.accepted_in(ALICE.secret_id, "cdb", "DescribeTasks", START, START + 2) == 0
+    assert thread.accepted_in(ALICE.secret_id, CDB.name, "DescribeTasks", START, START + 2) == 0
 
     # Only the last `history_seconds` of accept times are kept.
     clock.now = START + 20.0
-    assert status_of(alice, "mariadb", "1") == 2
+    assert status_of(alice, MARIADB.name, "1") == 2
     assert accepted_in(ALICE, 0.0, 20.0) == 1
-    assert account(thread, ALICE, "mariadb", "DescribeFlow")["accepted"] == 5  # the counters are kept
+    assert account(thread, ALICE, MARIADB.name, "DescribeFlow")["accepted"] == 5  # the counters are kept
 
     # Over the control API: an interval of clock readings, or the last seconds up to now.
     base = thread.url + "/_sim/stats/accepted?product=mariadb&action=DescribeFlow&secret_id="
@@ -281,7 +271,7 @@ def test_max_in_window_and_accepted_in_follow_a_sliding_second(start: Start, clo
 # --------------------------------------------------------------------------- regions
 
 
-@pytest.mark.parametrize("product", ["mariadb", "postgres"])
+@pytest.mark.parametrize("product", [MARIADB.name, POSTGRES.name])
 def test_a_regional_endpoint_refuses_other_regions_before_spending_quota(start: Start, product: str) -> None:
     thread = start(status_task(product, "1"), region=SHANGHAI, quotas={product: 1})
     here, elsewhere = sdk_client(product, thread.url, ALICE, SHANGHAI), sdk_client(product, thread.url, ALICE)
@@ -293,26 +283,33 @@ def test_a_regional_endpoint_refuses_other_regions_before_spending_quota(start: 
     assert stats["region"] == SHANGHAI
     counted = stats["accounts"][ALICE.secret_id][f"{product}:{SDKS[product].action}"]
     # PostgreSQL's list action is its status action: both requests count in one bucket.
-    refused = 2 if product == "postgres" else 1
+    refused = 2 if BY_NAME[product].listing_shares_quota else 1
     assert (counted["accepted"], counted["wrong_region"]) == (1, refused)
     assert counted["errors"] == {UNSUPPORTED_REGION: refused}
-    if product == "mariadb":
-        assert stats["accounts"][ALICE.secret_id]["mariadb:DescribeDBInstances"]["wrong_region"] == 1
+    if not BY_NAME[product].listing_shares_quota:
+        assert (
+            stats["accounts"][ALICE.secret_id][f"{product}:{LIST_SDKS[product].action}"]["wrong_region"] == 1
+        )
     assert BOB.secret_id not in stats["accounts"]
 
 
 def test_a_task_lives_in_its_region_only(start: Start) -> None:
     thread = start(
-        status_task("cdb", "in-shanghai", region=SHANGHAI), status_task("cdb", "everywhere"), region=None
+        status_task(CDB.name, "in-shanghai", region=SHANGHAI),
+        status_task(CDB.name, "everywhere"),
+        region=None,
     )
-    here, elsewhere = sdk_client("cdb", thread.url, ALICE, SHANGHAI), sdk_client("cdb", thread.url, ALICE)
+    here, elsewhere = (
+        sdk_client(CDB.name, thread.url, ALICE, SHANGHAI),
+        sdk_client(CDB.name, thread.url, ALICE),
+    )
 
-    assert status_of(here, "cdb", "in-shanghai") == "RUNNING"
-    assert status_of(elsewhere, "cdb", "everywhere") == "RUNNING"
-    seen_elsewhere = outcome(elsewhere, "cdb", "in-shanghai")
+    assert status_of(here, CDB.name, "in-shanghai") == "RUNNING"
+    assert status_of(elsewhere, CDB.name, "everywhere") == "RUNNING"
+    seen_elsewhere = outcome(elsewhere, CDB.name, "in-shanghai")
     assert seen_elsewhere[:2] == ("error", "InvalidParameter.InvalidAsyncRequestId")
-    thread.remove_task("cdb", "in-shanghai")
-    assert outcome(elsewhere, "cdb", "in-shanghai") == seen_elsewhere
+    thread.remove_task(CDB.name, "in-shanghai")
+    assert outcome(elsewhere, CDB.name, "in-shanghai") == seen_elsewhere
     stats = thread.stats()
     assert stats["region"] is None
     counted = stats["accounts"][ALICE.secret_id]["cdb:DescribeAsyncRequestInfo"]
@@ -320,18 +317,18 @@ def test_a_task_lives_in_its_region_only(start: Start) -> None:
 
 
 def test_a_task_of_another_region_on_a_regional_endpoint_is_unknown(start: Start) -> None:
-    thread = start(status_task("redis", "5", region=REGION), region=SHANGHAI)
-    here = sdk_client("redis", thread.url, BOB, SHANGHAI)
-    assert sdk_error(lambda: sdk_call(here, "redis", "5")) == "ResourceNotFound"
-    assert account(thread, BOB, "redis", "DescribeTaskInfo")["wrong_region"] == 1
+    thread = start(status_task(REDIS.name, "5", region=REGION), region=SHANGHAI)
+    here = sdk_client(REDIS.name, thread.url, BOB, SHANGHAI)
+    assert sdk_error(lambda: sdk_call(here, REDIS.name, "5")) == "ResourceNotFound"
+    assert account(thread, BOB, REDIS.name, "DescribeTaskInfo")["wrong_region"] == 1
 
 
 def test_an_unsigned_or_missigned_request_counts_under_the_account_it_names(start: Start) -> None:
-    thread = start(status_task("mariadb", "1"))
-    forged = sdk_client("mariadb", thread.url, Credentials(BOB.secret_id, ALICE.secret_key))
-    assert sdk_error(lambda: sdk_call(forged, "mariadb", "1")) == "AuthFailure.SignatureFailure"
-    stranger = sdk_client("mariadb", thread.url, Credentials("AKIDnobody", "x"))
-    assert sdk_error(lambda: sdk_call(stranger, "mariadb", "1")) == "AuthFailure.SecretIdNotFound"
+    thread = start(status_task(MARIADB.name, "1"))
+    forged = sdk_client(MARIADB.name, thread.url, Credentials(BOB.secret_id, ALICE.secret_key))
+    assert sdk_error(lambda: sdk_call(forged, MARIADB.name, "1")) == "AuthFailure.SignatureFailure"
+    stranger = sdk_client(MARIADB.name, thread.url, Credentials("AKIDnobody", "x"))
+    assert sdk_error(lambda: sdk_call(stranger, MARIADB.name, "1")) == "AuthFailure.SecretIdNotFound"
     accounts = thread.stats()["accounts"]
     assert accounts[BOB.secret_id]["mariadb:DescribeFlow"]["errors"] == {"AuthFailure.SignatureFailure": 1}
     assert accounts[BOB.secret_id]["mariadb:DescribeFlow"]["accepted"] == 0
@@ -371,8 +368,8 @@ def test_credentials_arguments_and_accounts_files(tmp_path: Path, capsys: pytest
 
 def _scenario(path: Path) -> Path:
     tasks = [
-        status_task("cdb", "alice-1", owner=ALICE.secret_id, region=SHANGHAI),
-        status_task("cdb", "bob-1", owner=BOB.secret_id, region=SHANGHAI),
+        status_task(CDB.name, "alice-1", owner=ALICE.secret_id, region=SHANGHAI),
+        status_task(CDB.name, "bob-1", owner=BOB.secret_id, region=SHANGHAI),
     ]
     path.write_text(json.dumps([task_to_dict(t) for t in tasks]))
     return path
@@ -383,13 +380,13 @@ def _credentials(who: Credentials) -> str:
 
 
 def _check_regional_accounts(process: SimulatorProcess) -> None:
-    alice = sdk_client("cdb", process.url, ALICE, SHANGHAI)
-    bob = sdk_client("cdb", process.url, BOB, SHANGHAI)
-    assert status_of(alice, "cdb", "alice-1") == status_of(bob, "cdb", "bob-1") == "RUNNING"
-    assert sdk_error(lambda: sdk_call(alice, "cdb", "bob-1")) == "InvalidParameter.InvalidAsyncRequestId"
-    assert listed(alice, "cdb") == ["alice-1"]
-    assert listed(bob, "cdb") == ["bob-1"]
-    assert sdk_error(lambda: sdk_call(sdk_client("cdb", process.url, BOB), "cdb", "bob-1")) == (
+    alice = sdk_client(CDB.name, process.url, ALICE, SHANGHAI)
+    bob = sdk_client(CDB.name, process.url, BOB, SHANGHAI)
+    assert status_of(alice, CDB.name, "alice-1") == status_of(bob, CDB.name, "bob-1") == "RUNNING"
+    assert sdk_error(lambda: sdk_call(alice, CDB.name, "bob-1")) == "InvalidParameter.InvalidAsyncRequestId"
+    assert listed(alice, CDB.name) == ["alice-1"]
+    assert listed(bob, CDB.name) == ["bob-1"]
+    assert sdk_error(lambda: sdk_call(sdk_client(CDB.name, process.url, BOB), CDB.name, "bob-1")) == (
         UNSUPPORTED_REGION
     )
     stats = process.stats()

@@ -17,7 +17,7 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from exporter.catalogue.listapis import PAGE_SIZE
-from exporter.catalogue.products import BY_NAME, DISCOVERABLE
+from exporter.catalogue.products import BY_NAME, CDB, CYNOSDB, DISCOVERABLE, MARIADB, POSTGRES, REDIS
 from exporter.simulator import Phase, task_from_dict, task_to_dict
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
@@ -75,8 +75,8 @@ def test_the_list_sdk_table_agrees_with_the_catalogue() -> None:
         request = getattr(SDKS[product].models, f"{sdk.action}Request")()
         for name in (*(sdk.window or ()), "Offset", "Limit", *listing.filters):
             assert hasattr(request, name), (product, name)
-    assert BY_NAME["postgres"].listing_shares_quota
-    assert not any(BY_NAME[p].listing_shares_quota for p in LIST_PRODUCTS if p != "postgres")
+    assert BY_NAME[POSTGRES.name].listing_shares_quota
+    assert not any(BY_NAME[p].listing_shares_quota for p in LIST_PRODUCTS if p != POSTGRES.name)
 
 
 # --------------------------------------------------------------------------- start-time lists
@@ -100,7 +100,7 @@ def test_tasks_appear_in_the_list_once_they_start(start: Start, clock: FakeClock
 
 def test_cdb_task_list_fields(start: Start, clock: FakeClock) -> None:
     dropping = task(
-        "cdb",
+        CDB.name,
         1,
         Phase(0, "RUNNING", progress=40),
         Phase(60, "SUCCESS", "Dropped the database table successfully."),
@@ -108,28 +108,28 @@ def test_cdb_task_list_fields(start: Start, clock: FakeClock) -> None:
         task_type="DROP TABLES",
         instance="cdb-1x2y3z4w",
     )
-    failing = task("cdb", 2, Phase(0, "FAILED", "Backend task error."), task_type="REBOOT", started=-10)
-    client = sdk_client("cdb", start(dropping, failing).url)
+    failing = task(CDB.name, 2, Phase(0, "FAILED", "Backend task error."), task_type="REBOOT", started=-10)
+    client = sdk_client(CDB.name, start(dropping, failing).url)
 
-    _, (first, second) = sdk_list_items(client, "cdb")
-    shows(second, AsyncRequestId=task_id("cdb", 1), TaskType="DROP TABLES", TaskStatus="RUNNING", Code=0)
+    _, (first, second) = sdk_list_items(client, CDB.name)
+    shows(second, AsyncRequestId=task_id(CDB.name, 1), TaskType="DROP TABLES", TaskStatus="RUNNING", Code=0)
     shows(second, StartTime=china_time(WALL - 30), EndTime="", InstanceIds=["cdb-1x2y3z4w"], Progress=40)
     shows(first, TaskStatus="FAILED", Message="Backend task error.", EndTime=china_time(WALL))
     assert first.Code != 0
     assert first.JobId != second.JobId
 
     clock.advance(60)
-    _, items = sdk_list_items(client, "cdb", TaskStatus=[2])  # 2: succeeded
+    _, items = sdk_list_items(client, CDB.name, TaskStatus=[2])  # 2: succeeded
     assert [(i.TaskStatus, i.Progress, i.EndTime) for i in items] == [("SUCCEED", 100, china_time(WALL + 60))]
-    assert listed(client, "cdb", TaskTypes=[12]) == [task_id("cdb", 1)]  # 12: DROP TABLES
-    assert listed(client, "cdb", TaskTypes=[7], TaskStatus=[3]) == [task_id("cdb", 2)]
-    assert listed(client, "cdb", InstanceId="cdb-1x2y3z4w") == [task_id("cdb", 1)]
-    assert listed(client, "cdb", AsyncRequestId=task_id("cdb", 2)) == [task_id("cdb", 2)]
+    assert listed(client, CDB.name, TaskTypes=[12]) == [task_id(CDB.name, 1)]  # 12: DROP TABLES
+    assert listed(client, CDB.name, TaskTypes=[7], TaskStatus=[3]) == [task_id(CDB.name, 2)]
+    assert listed(client, CDB.name, InstanceId="cdb-1x2y3z4w") == [task_id(CDB.name, 1)]
+    assert listed(client, CDB.name, AsyncRequestId=task_id(CDB.name, 2)) == [task_id(CDB.name, 2)]
 
 
 def test_redis_task_list_fields(start: Start, clock: FakeClock) -> None:
     migrating = task(
-        "redis",
+        REDIS.name,
         1,
         Phase(0, "preparing"),
         Phase(10, "running", progress=35),
@@ -139,11 +139,11 @@ def test_redis_task_list_fields(start: Start, clock: FakeClock) -> None:
         instance="crs-7m1qz0bw",
         instance_name="sessions",
     )
-    broken = task("redis", 2, Phase(0, "error", "Insufficient resources."), started=-100)
-    client = sdk_client("redis", start(migrating, broken).url)
+    broken = task(REDIS.name, 2, Phase(0, "error", "Insufficient resources."), started=-100)
+    client = sdk_client(REDIS.name, start(migrating, broken).url)
 
     def item() -> Any:
-        return sdk_list_items(client, "redis", InstanceId="crs-7m1qz0bw")[1][0]
+        return sdk_list_items(client, REDIS.name, InstanceId="crs-7m1qz0bw")[1][0]
 
     first = item()
     shows(first, TaskId=1001, TaskType="FLOW_MIGRATION_INSTANCE_ZONE", InstanceName="sessions", ProjectId=0)
@@ -152,14 +152,14 @@ def test_redis_task_list_fields(start: Start, clock: FakeClock) -> None:
     assert (item().Result, item().Progress) == (1, 35)
     clock.advance(30)
     assert (item().Result, item().Progress, item().EndTime) == (2, 100, china_time(WALL + 40))
-    assert listed(client, "redis", Result=[4]) == ["1002"]
-    assert listed(client, "redis", TaskTypes=["FLOW_MIGRATION_INSTANCE_ZONE"]) == ["1001"]
-    assert listed(client, "redis", InstanceName="sessions") == ["1001"]
+    assert listed(client, REDIS.name, Result=[4]) == ["1002"]
+    assert listed(client, REDIS.name, TaskTypes=["FLOW_MIGRATION_INSTANCE_ZONE"]) == ["1001"]
+    assert listed(client, REDIS.name, InstanceName="sessions") == ["1001"]
 
 
 def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock) -> None:
     on_instance = task(
-        "cynosdb",
+        CYNOSDB.name,
         700,
         Phase(0, 2, progress=20),
         Phase(30, 1, "Insufficient resources."),
@@ -168,60 +168,62 @@ def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock) ->
         task_type="ModifyInstance",
         started=-20,
     )
-    on_cluster = task("cynosdb", 701, instance="cynosdbmysql-xyz98765", instance_name="billing", started=-50)
+    on_cluster = task(
+        CYNOSDB.name, 701, instance="cynosdbmysql-xyz98765", instance_name="billing", started=-50
+    )
     thread = start(on_instance, on_cluster)
-    client = sdk_client("cynosdb", thread.url)
+    client = sdk_client(CYNOSDB.name, thread.url)
 
-    _, (on_one, on_all) = sdk_list_items(client, "cynosdb")
+    _, (on_one, on_all) = sdk_list_items(client, CYNOSDB.name)
     shows(on_one, FlowId=1700, InstanceId="cynosdbmysql-ins-abc12345", ClusterId="cynosdbmysql-abc12345")
     assert on_one.FlowId != on_one.ID  # the task's own ID is not the one DescribeFlow takes
     shows(on_one, Status="running", Process=20, Region=REGION, TaskType="ModifyInstance", EndTime="")
     shows(on_one, InstanceName="orders-ro", StartTime=china_time(WALL - 20), ObjectType="instance")
     shows(on_all, FlowId=1701, InstanceId="", ClusterId="cynosdbmysql-xyz98765", ClusterName="billing")
-    assert sdk_call(client, "cynosdb", str(on_one.FlowId)).Status == 2  # the status action takes it
+    assert sdk_call(client, CYNOSDB.name, str(on_one.FlowId)).Status == 2  # the status action takes it
 
     clock.advance(30)
-    failed = sdk_list_items(client, "cynosdb", Filters=[{"Names": ["Status"], "Values": ["failed"]}])[1]
+    failed = sdk_list_items(client, CYNOSDB.name, Filters=[{"Names": ["Status"], "Values": ["failed"]}])[1]
     assert [(i.FlowId, i.ErrMsg, i.EndTime) for i in failed] == [
         (1700, "Insufficient resources.", china_time(WALL + 30))
     ]
     by_cluster = [{"Name": "ClusterId", "Values": ["cynosdbmysql-abc12345"]}]
-    assert listed(client, "cynosdb", Filters=by_cluster) == ["1700"]
+    assert listed(client, CYNOSDB.name, Filters=by_cluster) == ["1700"]
     fuzzy = [{"Names": ["InstanceName", "ClusterName"], "Values": ["bill"]}]
-    assert listed(client, "cynosdb", Filters=fuzzy) == ["1701"]
+    assert listed(client, CYNOSDB.name, Filters=fuzzy) == ["1701"]
     exact = [{"Names": ["InstanceName"], "Values": ["orders"], "ExactMatch": True}]
-    assert listed(client, "cynosdb", Filters=exact) == []
+    assert listed(client, CYNOSDB.name, Filters=exact) == []
     with pytest.raises(TencentCloudSDKException) as raised:
-        sdk_list_raw(client, "cynosdb", {"Filters": [{"Names": ["Colour"], "Values": ["red"]}]})
+        sdk_list_raw(client, CYNOSDB.name, {"Filters": [{"Names": ["Colour"], "Values": ["red"]}]})
     assert raised.value.code == "InvalidParameterValue"
 
 
 def test_postgres_list_items_are_the_one_task_answers(start: Start, clock: FakeClock) -> None:
     quick = task(
-        "postgres",
+        POSTGRES.name,
         1,
         Phase(0, "Running", progress=10, step="CheckParameters"),
         Phase(20, "Success", step="Finish"),
         task_type="ModifySpec",
         started=-60,
     )
-    slow = task("postgres", 2, Phase(0, "Running", progress=50), task_type="Upgrade", started=-30)
-    quicker = task("postgres", 3, Phase(0, "Running"), Phase(5, "Fail", "boom"), started=-90)
-    client = sdk_client("postgres", start(quick, slow, quicker).url)
+    slow = task(POSTGRES.name, 2, Phase(0, "Running", progress=50), task_type="Upgrade", started=-30)
+    quicker = task(POSTGRES.name, 3, Phase(0, "Running"), Phase(5, "Fail", "boom"), started=-90)
+    client = sdk_client(POSTGRES.name, start(quick, slow, quicker).url)
     clock.advance(20)
 
-    _, items = sdk_list_items(client, "postgres")
+    _, items = sdk_list_items(client, POSTGRES.name)
     assert [i.TaskId for i in items] == [1002, 1001, 1003]
     for item in items:
-        one = sdk_call(client, "postgres", str(item.TaskId))
+        one = sdk_call(client, POSTGRES.name, str(item.TaskId))
         assert item.to_json_string() == one.TaskSet[0].to_json_string()
     shows(items[1], Status="Success", Progress=100, EndTime=china_time(WALL + 20), TaskType="ModifySpec")
     # Ended first comes first; one still running has not ended, so it comes last.
-    by_end = listed(client, "postgres", OrderBy="EndTime", OrderByType="asc")
+    by_end = listed(client, POSTGRES.name, OrderBy="EndTime", OrderByType="asc")
     assert by_end == ["1003", "1001", "1002"]
-    assert listed(client, "postgres", OrderByType="asc") == ["1003", "1001", "1002"]
-    assert listed(client, "postgres", DBInstanceId="postgres-0002") == ["1002"]
-    assert sdk_error(lambda: sdk_list(client, "postgres", OrderBy="Colour")) == "InvalidParameterValue"
+    assert listed(client, POSTGRES.name, OrderByType="asc") == ["1003", "1001", "1002"]
+    assert listed(client, POSTGRES.name, DBInstanceId="postgres-0002") == ["1002"]
+    assert sdk_error(lambda: sdk_list(client, POSTGRES.name, OrderBy="Colour")) == "InvalidParameterValue"
 
 
 @pytest.mark.parametrize("product", STARTED_LISTS)
@@ -244,17 +246,17 @@ def test_start_time_bounds_are_inclusive(start: Start, product: str) -> None:
 def test_redis_and_postgres_reach_back_only_as_far_as_documented(start: Start) -> None:
     day = 86400.0
     thread = start(
-        task("redis", 1, started=-29 * day),
-        task("redis", 2, started=-31 * day),
-        task("postgres", 1, started=-179 * day),
-        task("postgres", 2, started=-181 * day),
+        task(REDIS.name, 1, started=-29 * day),
+        task(REDIS.name, 2, started=-31 * day),
+        task(POSTGRES.name, 1, started=-179 * day),
+        task(POSTGRES.name, 2, started=-181 * day),
     )
-    redis, postgres = sdk_client("redis", thread.url), sdk_client("postgres", thread.url)
-    assert listed(redis, "redis") == ["1001"]
-    assert listed(redis, "redis", BeginTime=china_time(WALL - 40 * day)) == ["1001"]  # 30 days at most
-    assert listed(postgres, "postgres") == ["1001"]
+    redis, postgres = sdk_client(REDIS.name, thread.url), sdk_client(POSTGRES.name, thread.url)
+    assert listed(redis, REDIS.name) == ["1001"]
+    assert listed(redis, REDIS.name, BeginTime=china_time(WALL - 40 * day)) == ["1001"]  # 30 days at most
+    assert listed(postgres, POSTGRES.name) == ["1001"]
     # 180 days is PostgreSQL's default, which MinStartTime overrides.
-    assert listed(postgres, "postgres", MinStartTime=china_time(WALL - 200 * day)) == ["1001", "1002"]
+    assert listed(postgres, POSTGRES.name, MinStartTime=china_time(WALL - 200 * day)) == ["1001", "1002"]
 
 
 # --------------------------------------------------------------------------- every list
@@ -301,7 +303,7 @@ def test_paging_and_parameters_are_checked(start: Start, product: str) -> None:
         assert code({window[0]: 20240101}) == "InvalidParameter"
     else:
         assert code({"Status": ["1"]}) == "InvalidParameter"
-    if product == "redis":  # "Offset must be a multiple of Limit"
+    if LIST_SDKS[product].offset_multiple_of_limit:
         assert code({"Offset": 50, "Limit": 100}) == "InvalidParameterValue"
 
 
@@ -311,7 +313,7 @@ def test_a_task_is_listed_only_in_its_region(start: Start, product: str) -> None
     here, there = sdk_client(product, thread.url), sdk_client(product, thread.url, region=OTHER_REGION)
     assert listed(here, product) == [key(product, 2)]
     assert sorted(listed(there, product)) == sorted([key(product, 1), key(product, 2)])
-    if product in SNAPSHOTS or product == "cynosdb":
+    if LIST_SDKS[product].shows_region:
         regions = {key_of(product, i): i.Region for i in sdk_list_items(there, product, Limit=100)[1]}
         assert regions == {key(product, 1): OTHER_REGION, key(product, 2): OTHER_REGION}
         assert [i.Region for i in sdk_list_items(here, product)[1]] == [REGION]
@@ -364,14 +366,14 @@ def test_snapshot_lists_show_the_locker_only_while_the_flow_runs(
 
 def test_listing_fields_round_trip_through_json_and_are_checked() -> None:
     listed_task = task(
-        "mariadb", 1, region="ap-shanghai", instance_name="orders", tags=(("team", "dba"), ("env", "prod"))
+        MARIADB.name, 1, region="ap-shanghai", instance_name="orders", tags=(("team", "dba"), ("env", "prod"))
     )
     assert task_from_dict(json.loads(json.dumps(task_to_dict(listed_task)))) == listed_task
-    plain = task_to_dict(task("cdb", 1))
+    plain = task_to_dict(task(CDB.name, 1))
     assert (plain["region"], plain["instance_name"], plain["tags"]) == (None, None, ())
     with pytest.raises(ValueError, match="region"):
-        task("cdb", 1, region="")
+        task(CDB.name, 1, region="")
     with pytest.raises(ValueError, match="tags"):
-        task("cdb", 1, tags=(("team",),))
+        task(CDB.name, 1, tags=(("team",),))
     with pytest.raises(ValueError, match="tag"):
         task_from_dict({**plain, "tags": [["team", "dba", "extra"]]})

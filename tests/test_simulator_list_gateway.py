@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 import pytest
 
+from exporter.catalogue.products import BY_NAME, CDB, CYNOSDB, MARIADB, MONGODB, POSTGRES, REDIS, SQLSERVER
 from exporter.simulator import Faults, Simulator
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
@@ -54,7 +55,7 @@ def start(clock: FakeClock) -> Iterator[Start]:
 # --------------------------------------------------------------------------- quotas
 
 
-@pytest.mark.parametrize("product", [p for p in LIST_PRODUCTS if p != "postgres"])
+@pytest.mark.parametrize("product", [p for p in LIST_PRODUCTS if not BY_NAME[p].listing_shares_quota])
 def test_each_list_action_has_its_published_quota(start: Start, clock: FakeClock, product: str) -> None:
     thread = start(task(product, 1))
     client = sdk_client(product, thread.url)
@@ -76,32 +77,32 @@ def test_each_list_action_has_its_published_quota(start: Start, clock: FakeClock
 
 
 def test_list_quotas_can_be_overridden_and_postgres_has_none_of_its_own(start: Start) -> None:
-    thread = start(task("cdb", 1), list_quotas={"cdb": 2})
-    assert burst(thread, "cdb", 3, {}) == [None, None, "RequestLimitExceeded"]
+    thread = start(task(CDB.name, 1), list_quotas={CDB.name: 2})
+    assert burst(thread, CDB.name, 3, {}) == [None, None, "RequestLimitExceeded"]
     assert thread.stats()["list_quotas"] == {
-        **{p: LIST_QUOTAS[p] for p in LIST_PRODUCTS if p != "postgres"},
-        "cdb": 2,
+        **{p: LIST_QUOTAS[p] for p in LIST_PRODUCTS if not BY_NAME[p].listing_shares_quota},
+        CDB.name: 2,
     }
-    for product in ("postgres", "sqlserver", "cvm"):
+    for product in (POSTGRES.name, SQLSERVER.name, "cvm"):
         with pytest.raises(ValueError, match="list quotas"):
             Simulator([KEY], list_quotas={product: 5})
 
 
 def test_postgres_listing_and_polling_share_one_quota(start: Start, clock: FakeClock) -> None:
-    thread = start(task("postgres", 1))
-    client = sdk_client("postgres", thread.url)
+    thread = start(task(POSTGRES.name, 1))
+    client = sdk_client(POSTGRES.name, thread.url)
     for _ in range(10):
-        assert sdk_list_items(client, "postgres")[0] == 1
-        assert sdk_call(client, "postgres", "1001").TotalCount == 1
-    assert sdk_error(lambda: sdk_list(client, "postgres")) == "RequestLimitExceeded"
-    assert sdk_error(lambda: sdk_call(client, "postgres", "1001")) == "RequestLimitExceeded"
+        assert sdk_list_items(client, POSTGRES.name)[0] == 1
+        assert sdk_call(client, POSTGRES.name, "1001").TotalCount == 1
+    assert sdk_error(lambda: sdk_list(client, POSTGRES.name)) == "RequestLimitExceeded"
+    assert sdk_error(lambda: sdk_call(client, POSTGRES.name, "1001")) == "RequestLimitExceeded"
     clock.advance(1.0)
-    assert sdk_list_items(client, "postgres")[0] == 1
+    assert sdk_list_items(client, POSTGRES.name)[0] == 1
 
-    counted = thread.stats()["services"]["postgres"]
+    counted = thread.stats()["services"][POSTGRES.name]
     assert set(counted) == {"DescribeTasks"}
     assert (counted["DescribeTasks"]["accepted"], counted["DescribeTasks"]["throttled"]) == (21, 2)
-    assert "postgres" not in thread.stats()["list_quotas"]
+    assert POSTGRES.name not in thread.stats()["list_quotas"]
 
 
 def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
@@ -124,13 +125,19 @@ def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
 @pytest.mark.parametrize(
     ("scope", "action", "version", "expected", "counted_as"),
     [
-        ("cdb", "DescribeTasks", "2017-03-20", None, "DescribeTasks"),
-        ("cdb", "DescribeTasks", "2019-01-07", "NoSuchVersion", "DescribeTasks"),
+        (CDB.name, "DescribeTasks", "2017-03-20", None, "DescribeTasks"),
+        (CDB.name, "DescribeTasks", "2019-01-07", "NoSuchVersion", "DescribeTasks"),
         # A list action and version only TDSQL (then MariaDB) has, signed for another product.
-        ("mariadb", "DescribeDCDBInstances", "2018-04-11", AUTH_FAILURE, "dcdb:DescribeDCDBInstances"),
-        ("sqlserver", "DescribeDBInstances", "2017-03-12", AUTH_FAILURE, "DescribeDBInstances"),
-        ("sqlserver", "DescribeDBInstances", "2018-03-28", "InvalidAction", "sqlserver:DescribeDBInstances"),
-        ("postgres", "DescribeTasks", "2017-03-12", None, "postgres:DescribeTasks"),
+        (MARIADB.name, "DescribeDCDBInstances", "2018-04-11", AUTH_FAILURE, "dcdb:DescribeDCDBInstances"),
+        (SQLSERVER.name, "DescribeDBInstances", "2017-03-12", AUTH_FAILURE, "DescribeDBInstances"),
+        (
+            SQLSERVER.name,
+            "DescribeDBInstances",
+            "2018-03-28",
+            "InvalidAction",
+            "sqlserver:DescribeDBInstances",
+        ),
+        (POSTGRES.name, "DescribeTasks", "2017-03-12", None, "postgres:DescribeTasks"),
     ],
 )
 def test_list_actions_are_routed_by_credential_scope_action_and_version(
@@ -151,35 +158,35 @@ def test_list_actions_are_routed_by_credential_scope_action_and_version(
 
 
 def test_action_faults_break_only_that_action(start: Start) -> None:
-    thread = start(task("cdb", 1), task("cynosdb", 1), task("redis", 1), task("postgres", 1))
-    cdb, cynosdb = sdk_client("cdb", thread.url), sdk_client("cynosdb", thread.url)
-    redis, postgres = sdk_client("redis", thread.url), sdk_client("postgres", thread.url)
+    thread = start(task(CDB.name, 1), task(CYNOSDB.name, 1), task(REDIS.name, 1), task(POSTGRES.name, 1))
+    cdb, cynosdb = sdk_client(CDB.name, thread.url), sdk_client(CYNOSDB.name, thread.url)
+    redis, postgres = sdk_client(REDIS.name, thread.url), sdk_client(POSTGRES.name, thread.url)
 
-    thread.set_action_faults("cdb", "DescribeTasks", Faults(error_code="InternalError"))
-    assert sdk_error(lambda: sdk_list(cdb, "cdb")) == "InternalError"
-    assert sdk_call(cdb, "cdb", task_id("cdb", 1)).Status == "RUNNING"
-    assert sdk_list_items(cynosdb, "cynosdb")[0] == 1  # another product's DescribeTasks
+    thread.set_action_faults(CDB.name, "DescribeTasks", Faults(error_code="InternalError"))
+    assert sdk_error(lambda: sdk_list(cdb, CDB.name)) == "InternalError"
+    assert sdk_call(cdb, CDB.name, task_id(CDB.name, 1)).Status == "RUNNING"
+    assert sdk_list_items(cynosdb, CYNOSDB.name)[0] == 1  # another product's DescribeTasks
     assert thread.stats()["action_faults"] == {
         "cdb:DescribeTasks": asdict(Faults(error_code="InternalError"))
     }
-    thread.set_action_faults("cdb", "DescribeTasks", Faults())
-    assert sdk_list_items(cdb, "cdb")[0] == 1
+    thread.set_action_faults(CDB.name, "DescribeTasks", Faults())
+    assert sdk_list_items(cdb, CDB.name)[0] == 1
     assert thread.stats()["action_faults"] == {}
 
     # The control endpoint does the same; PostgreSQL's list action is its status action, so both break.
-    assert faults(thread, product="redis", action="DescribeTaskList", http_status=503) == 200
-    assert sdk_error(lambda: sdk_list(redis, "redis")) == "ServerNetworkError"
-    assert sdk_call(redis, "redis", "1001").Status == "running"
-    assert faults(thread, product="redis", action="DescribeTaskList") == 200
-    assert sdk_list_items(redis, "redis")[0] == 1
-    assert faults(thread, product="postgres", action="DescribeTasks", error_code="X.Y") == 200
-    assert sdk_error(lambda: sdk_list(postgres, "postgres")) == "X.Y"
-    assert sdk_error(lambda: sdk_call(postgres, "postgres", "1001")) == "X.Y"
-    assert faults(thread, product="sqlserver", action="DescribeDBInstances") == 404
-    assert faults(thread, product="cdb", action="DescribeTasks", task_id="1") == 400
+    assert faults(thread, product=REDIS.name, action="DescribeTaskList", http_status=503) == 200
+    assert sdk_error(lambda: sdk_list(redis, REDIS.name)) == "ServerNetworkError"
+    assert sdk_call(redis, REDIS.name, "1001").Status == "running"
+    assert faults(thread, product=REDIS.name, action="DescribeTaskList") == 200
+    assert sdk_list_items(redis, REDIS.name)[0] == 1
+    assert faults(thread, product=POSTGRES.name, action="DescribeTasks", error_code="X.Y") == 200
+    assert sdk_error(lambda: sdk_list(postgres, POSTGRES.name)) == "X.Y"
+    assert sdk_error(lambda: sdk_call(postgres, POSTGRES.name, "1001")) == "X.Y"
+    assert faults(thread, product=SQLSERVER.name, action="DescribeDBInstances") == 404
+    assert faults(thread, product=CDB.name, action="DescribeTasks", task_id="1") == 400
     with pytest.raises(KeyError):
-        thread.set_action_faults("mongodb", "DescribeTasks", Faults(error_code="X"))
+        thread.set_action_faults(MONGODB.name, "DescribeTasks", Faults(error_code="X"))
 
     # Faults set for every request hit the list actions too.
     thread.set_faults(Faults(error_code="ResourceUnavailable"))
-    assert sdk_error(lambda: sdk_list(cynosdb, "cynosdb")) == "ResourceUnavailable"
+    assert sdk_error(lambda: sdk_list(cynosdb, CYNOSDB.name)) == "ResourceUnavailable"

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from exporter.catalogue.products import BY_NAME, InvalidResponse
+from exporter.catalogue.products import BY_NAME, REDIS, InvalidResponse
 from exporter.simulator import Faults, Phase
 from tests.helpers import FakeClock
+from tests.products import LIST_SDKS
 from tests.simulator_listing import (
     LIST_PRODUCTS,
     SNAPSHOTS,
@@ -51,14 +52,14 @@ def sdk_fields(product: str, item: Any) -> dict[str, Any]:
             "instance_name": item.InstanceName or None,
             "tags": tuple((t.TagKey, t.TagValue) for t in item.ResourceTags),
         }
-    if product == "cdb":
-        task, instance, progress = item.AsyncRequestId, (item.InstanceIds or [None])[0], item.Progress
-    elif product == "cynosdb":  # DescribeFlow takes the FlowId; a cluster's task names no instance
-        task, instance, progress = item.FlowId, item.InstanceId or item.ClusterId, item.Process
-    elif product == "postgres":
-        task, instance, progress = item.TaskId, item.DBInstanceId, item.Progress
-    else:
-        task, instance, progress = item.TaskId, item.InstanceId, item.Progress
+    sdk = LIST_SDKS[product]
+    task, instance, progress = (
+        getattr(item, name) for name in (sdk.id_field, sdk.instance_field, sdk.progress_field)
+    )
+    if isinstance(instance, list):  # CDB's InstanceIds
+        instance = (instance or [None])[0]
+    if not instance and sdk.fallback_instance_field:
+        instance = getattr(item, sdk.fallback_instance_field)
     return {
         "task_id": str(task),
         "start": item.StartTime,
@@ -87,8 +88,8 @@ def test_the_exporters_parser_reads_the_simulators_list_answers(
         ),
         task(product, 2, Phase(0, running), Phase(20, done), started=-60, task_type="Reboot"),
     ]
-    if product == "cynosdb":
-        tasks.append(task(product, 3, instance="cynosdbmysql-c0ffee00", started=-30))  # a cluster's task
+    if LIST_SDKS[product].cluster_prefix:  # a cluster's task
+        tasks.append(task(product, 3, instance=f"{LIST_SDKS[product].cluster_prefix}c0ffee00", started=-30))
     thread = start(*tasks)
     clock.advance(30)
     spec = BY_NAME[product]
@@ -126,14 +127,14 @@ def test_the_exporters_parser_reads_the_simulators_list_answers(
 
 
 def test_a_missing_total_count_is_an_invalid_answer_to_the_exporter(start: Start) -> None:
-    thread = start(task("redis", 1))
-    thread.set_action_faults("redis", "DescribeTaskList", Faults(missing_status=True))
-    client = sdk_client("redis", thread.url)
-    raw = sdk_list_raw(client, "redis", {})
+    thread = start(task(REDIS.name, 1))
+    thread.set_action_faults(REDIS.name, "DescribeTaskList", Faults(missing_status=True))
+    client = sdk_client(REDIS.name, thread.url)
+    raw = sdk_list_raw(client, REDIS.name, {})
     assert "TotalCount" not in raw
     assert len(raw["Tasks"]) == 1
-    listing = BY_NAME["redis"].listing
+    listing = BY_NAME[REDIS.name].listing
     assert listing is not None
     with pytest.raises(InvalidResponse):
-        listing.page(raw, BY_NAME["redis"].id_kind)
-    assert thread.stats()["services"]["redis"]["DescribeTaskList"]["faults"] == {"missing_status": 1}
+        listing.page(raw, BY_NAME[REDIS.name].id_kind)
+    assert thread.stats()["services"][REDIS.name]["DescribeTaskList"]["faults"] == {"missing_status": 1}

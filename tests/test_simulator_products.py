@@ -17,7 +17,19 @@ from typing import Any
 import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from exporter.catalogue.products import BY_NAME, PRODUCTS, tencent_time
+from exporter.catalogue.products import (
+    BY_NAME,
+    CDB,
+    CYNOSDB,
+    DCDB,
+    MARIADB,
+    MONGODB,
+    POSTGRES,
+    PRODUCTS,
+    REDIS,
+    SQLSERVER,
+    tencent_time,
+)
 from exporter.credentials.signing import Credentials
 from exporter.simulator import (
     Faults,
@@ -39,6 +51,7 @@ from exporter.simulator.demo import (
     demo_unlisted_operations,
     demo_watch,
 )
+from tests.products import FACTS, NOT_FOUND
 from tests.simulator_sdk import (
     KEY,
     SDKS,
@@ -56,36 +69,6 @@ SDK_PRODUCTS = sorted(SDKS)
 # A wall clock held still, so StartTime and EndTime are exact; still fresh enough for signature checks.
 WALL = float(int(time.time()))
 
-# Each product's not-found code, from its SDK's errorcodes.py; PostgreSQL answers an empty TaskSet instead.
-NOT_FOUND = {
-    "mariadb": "InvalidParameter.FlowNotFound",
-    "cdb": "InvalidParameter.InvalidAsyncRequestId",
-    "dcdb": "InvalidParameter.FlowNotFound",
-    "sqlserver": "ResourceNotFound",
-    "cynosdb": "InvalidParameterValue.FlowNotFound",
-    "mongodb": "ResourceNotFound",
-    "redis": "ResourceNotFound",
-}
-# Three statuses in a row, as each API spells them (flows: 0 succeeded, 1 failed, 2 running).
-TIMELINES: dict[str, tuple[int | str, int | str, int | str]] = {
-    "mariadb": (2, 2, 0),
-    "cdb": ("INITIAL", "RUNNING", "SUCCESS"),
-    "dcdb": (2, 2, 1),
-    "sqlserver": (2, 2, 0),
-    "cynosdb": (2, 2, 1),
-    "mongodb": ("initial", "running", "undoed"),
-    "redis": ("preparing", "running", "succeed"),
-    "postgres": ("Running", "WaitSwitch", "Success"),
-}
-# The fields of each answer beside RequestId, from the SDKs' response models.
-ANSWER_FIELDS = {
-    **{flow: {"Status"} for flow in ("mariadb", "dcdb", "sqlserver", "cynosdb")},
-    "cdb": {"Status", "Info"},
-    "mongodb": {"Status", "StartTime", "EndTime"},
-    "redis": {"Status", "StartTime", "TaskType", "InstanceId", "TaskMessage"},
-    "postgres": {"TotalCount", "TaskSet"},
-}
-
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -100,7 +83,7 @@ def start(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
 
 def status_of(product: str, response: Any) -> Any:
     """The Status of an SDK answer; PostgreSQL's is in the TaskSet item."""
-    return response.TaskSet[0].Status if product == "postgres" else response.Status
+    return response.TaskSet[0].Status if FACTS[product].in_task_set else response.Status
 
 
 def china_time(unix_time: float) -> str:
@@ -140,7 +123,7 @@ def test_the_sdk_table_agrees_with_the_catalogue() -> None:
 def test_status_follows_the_timeline(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
-    first, second, third = TIMELINES[product]
+    first, second, third = FACTS[product].timeline
     task = SimTask(product, "4242", (Phase(0, first), Phase(10, second), Phase(30, third)))
     client = sdk_client(product, start(task, speed=2).url)
 
@@ -155,8 +138,8 @@ def test_status_follows_the_timeline(
 def test_unknown_ids_answer_the_products_not_found(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
-    client = sdk_client(product, start(SimTask(product, "1", (Phase(0, TIMELINES[product][0]),))).url)
-    if product == "postgres":
+    client = sdk_client(product, start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),))).url)
+    if FACTS[product].not_found is None:  # an empty TaskSet instead
         response = sdk_call(client, product, "2")
         assert (response.TotalCount, response.TaskSet) == (0, [])
     else:
@@ -167,18 +150,18 @@ def test_unknown_ids_answer_the_products_not_found(
 def test_answers_have_the_sdk_fields_and_exactly_the_json_content_type(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, TIMELINES[product][0]),)))
+    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
     content_type, response = raw_answer(thread, product, "1")
     assert content_type == "application/json"  # exactly: with a charset the SDK ignores Response.Error
-    assert set(response) - {"RequestId"} == ANSWER_FIELDS[product]
+    assert set(response) - {"RequestId"} == FACTS[product].answer_fields
     content_type, response = raw_answer(thread, product, "2")
     assert content_type == "application/json"
-    assert ("Error" in response) == (product != "postgres")
+    assert ("Error" in response) == (product != POSTGRES.name)
 
 
 @pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_a_wrong_secret_key_is_rejected(start: Callable[..., SimulatorThread], product: str) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, TIMELINES[product][0]),)))
+    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
     client = sdk_client(product, thread.url, Credentials(KEY.secret_id, "not-the-right-key"))
     assert sdk_error(lambda: sdk_call(client, product, "1")) == "AuthFailure.SignatureFailure"
 
@@ -187,7 +170,7 @@ def test_a_wrong_secret_key_is_rejected(start: Callable[..., SimulatorThread], p
 def test_the_catalogues_quota_is_enforced(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, TIMELINES[product][0]),)))
+    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
     client = sdk_client(product, thread.url)
     quota = int(BY_NAME[product].default_rate_limit)
 
@@ -200,7 +183,7 @@ def test_the_catalogues_quota_is_enforced(
             outcomes.append(error.code)
     assert outcomes == ["ok"] * quota + ["RequestLimitExceeded"] * 2
     clock.advance(1.0)
-    assert status_of(product, sdk_call(client, product, "1")) == TIMELINES[product][0]
+    assert status_of(product, sdk_call(client, product, "1")) == FACTS[product].timeline[0]
     assert thread.stats()["quotas"][product] == quota
 
 
@@ -208,18 +191,20 @@ def test_products_sharing_an_action_name_have_tasks_and_quotas_of_their_own(
     start: Callable[..., SimulatorThread],
 ) -> None:
     thread = start(
-        SimTask("mariadb", "7", (Phase(0, 0),)),
-        SimTask("dcdb", "7", (Phase(0, 1),)),
-        SimTask("cdb", "7", (Phase(0, "SUCCESS"),)),
-        quotas={"mariadb": 1, "cdb": 1},
+        SimTask(MARIADB.name, "7", (Phase(0, 0),)),
+        SimTask(DCDB.name, "7", (Phase(0, 1),)),
+        SimTask(CDB.name, "7", (Phase(0, "SUCCESS"),)),
+        quotas={MARIADB.name: 1, CDB.name: 1},
     )
-    clients = {p: sdk_client(p, thread.url) for p in ("mariadb", "dcdb", "cynosdb", "cdb", "mongodb")}
-    assert sdk_call(clients["mariadb"], "mariadb", "7").Status == 0
-    assert sdk_error(lambda: sdk_call(clients["mariadb"], "mariadb", "7")) == "RequestLimitExceeded"
-    assert sdk_call(clients["dcdb"], "dcdb", "7").Status == 1
-    assert sdk_error(lambda: sdk_call(clients["cynosdb"], "cynosdb", "7")) == NOT_FOUND["cynosdb"]
-    assert sdk_call(clients["cdb"], "cdb", "7").Status == "SUCCESS"
-    assert sdk_error(lambda: sdk_call(clients["mongodb"], "mongodb", "7")) == "ResourceNotFound"
+    clients = {
+        p: sdk_client(p, thread.url) for p in (MARIADB.name, DCDB.name, CYNOSDB.name, CDB.name, MONGODB.name)
+    }
+    assert sdk_call(clients[MARIADB.name], MARIADB.name, "7").Status == 0
+    assert sdk_error(lambda: sdk_call(clients[MARIADB.name], MARIADB.name, "7")) == "RequestLimitExceeded"
+    assert sdk_call(clients[DCDB.name], DCDB.name, "7").Status == 1
+    assert sdk_error(lambda: sdk_call(clients[CYNOSDB.name], CYNOSDB.name, "7")) == NOT_FOUND[CYNOSDB.name]
+    assert sdk_call(clients[CDB.name], CDB.name, "7").Status == "SUCCESS"
+    assert sdk_error(lambda: sdk_call(clients[MONGODB.name], MONGODB.name, "7")) == "ResourceNotFound"
 
     stats = thread.stats()
     # MariaDB and CDB keep the bare action as their key; the other products are `product:Action`.
@@ -232,26 +217,26 @@ def test_products_sharing_an_action_name_have_tasks_and_quotas_of_their_own(
     }
     assert stats["actions"]["DescribeFlow"]["throttled"] == 1
     assert stats["actions"]["dcdb:DescribeFlow"]["accepted"] == 1
-    assert stats["services"]["mariadb"]["DescribeFlow"] == stats["actions"]["DescribeFlow"]
-    assert stats["services"]["mongodb"]["DescribeAsyncRequestInfo"]["errors"] == {"ResourceNotFound": 1}
+    assert stats["services"][MARIADB.name]["DescribeFlow"] == stats["actions"]["DescribeFlow"]
+    assert stats["services"][MONGODB.name]["DescribeAsyncRequestInfo"]["errors"] == {"ResourceNotFound": 1}
 
 
 @pytest.mark.parametrize(
     ("scope", "action", "version", "expected", "counted_as"),
     [
-        ("dcdb", "DescribeFlow", "2018-04-11", None, "dcdb:DescribeFlow"),
+        (DCDB.name, "DescribeFlow", "2018-04-11", None, "dcdb:DescribeFlow"),
         # MariaDB's version of the action, signed for TDSQL: TDSQL has no such version.
-        ("dcdb", "DescribeFlow", "2017-03-12", "NoSuchVersion", "dcdb:DescribeFlow"),
+        (DCDB.name, "DescribeFlow", "2017-03-12", "NoSuchVersion", "dcdb:DescribeFlow"),
         # An action and version only TDSQL (then Redis) has, signed for another product: the wrong scope.
-        ("redis", "DescribeFlow", "2018-04-11", "AuthFailure.InvalidAuthorization", "dcdb:DescribeFlow"),
+        (REDIS.name, "DescribeFlow", "2018-04-11", "AuthFailure.InvalidAuthorization", "dcdb:DescribeFlow"),
         (
-            "postgres",
+            POSTGRES.name,
             "DescribeTaskInfo",
             "2018-04-12",
             "AuthFailure.InvalidAuthorization",
             "redis:DescribeTaskInfo",
         ),
-        ("redis", "DescribeTasks", "2099-01-01", "InvalidAction", "redis:DescribeTasks"),
+        (REDIS.name, "DescribeTasks", "2099-01-01", "InvalidAction", "redis:DescribeTasks"),
         ("cvm", "DescribeInstances", "2017-03-12", "InvalidAction", "cvm:DescribeInstances"),
     ],
 )
@@ -263,7 +248,7 @@ def test_requests_are_routed_by_credential_scope_action_and_version(
     expected: str | None,
     counted_as: str,
 ) -> None:
-    thread = start(SimTask("dcdb", "1", (Phase(0, 2),)))
+    thread = start(SimTask(DCDB.name, "1", (Phase(0, 2),)))
     headers, body = signed(thread, {"FlowId": 1}, action=action, service=scope, version=version)
     assert error_code(thread, headers, body) == expected
     assert set(thread.stats()["actions"]) == {counted_as}
@@ -275,13 +260,13 @@ def test_requests_are_routed_by_credential_scope_action_and_version(
 def test_mongodb_start_and_end_times_are_china_standard_time(
     start: Callable[..., SimulatorThread], clock: FakeClock
 ) -> None:
-    task = SimTask("mongodb", "88", (Phase(0, "running"), Phase(60, "success")), started=-30)
-    client = sdk_client("mongodb", start(task, speed=2, wall_clock=lambda: WALL).url)
+    task = SimTask(MONGODB.name, "88", (Phase(0, "running"), Phase(60, "success")), started=-30)
+    client = sdk_client(MONGODB.name, start(task, speed=2, wall_clock=lambda: WALL).url)
 
-    running = sdk_call(client, "mongodb", "88")
+    running = sdk_call(client, MONGODB.name, "88")
     assert (running.Status, running.StartTime, running.EndTime) == ("running", china_time(WALL - 15), "")
     clock.advance(30)  # 60 s of task time at speed 2
-    done = sdk_call(client, "mongodb", "88")
+    done = sdk_call(client, MONGODB.name, "88")
     assert (done.Status, done.StartTime, done.EndTime) == (
         "success",
         china_time(WALL - 15),
@@ -293,21 +278,21 @@ def test_mongodb_start_and_end_times_are_china_standard_time(
 
 def test_redis_task_info_fields(start: Callable[..., SimulatorThread], clock: FakeClock) -> None:
     task = SimTask(
-        "redis",
+        REDIS.name,
         "1092303",
         (Phase(0, "running"), Phase(100, "failed", "Insufficient resources.")),
         task_type="实例可用区迁移",
         instance_id="crs-7m1qz0bw",
         started=-40,
     )
-    client = sdk_client("redis", start(task, wall_clock=lambda: WALL).url)
+    client = sdk_client(REDIS.name, start(task, wall_clock=lambda: WALL).url)
 
-    running = sdk_call(client, "redis", "1092303")
+    running = sdk_call(client, REDIS.name, "1092303")
     assert (running.Status, running.TaskMessage) == ("running", "")
     assert (running.TaskType, running.InstanceId) == ("实例可用区迁移", "crs-7m1qz0bw")
     assert running.StartTime == china_time(WALL - 40)
     clock.advance(100)
-    failed = sdk_call(client, "redis", "1092303")
+    failed = sdk_call(client, REDIS.name, "1092303")
     assert (failed.Status, failed.TaskMessage, failed.StartTime) == (
         "failed",
         "Insufficient resources.",
@@ -317,7 +302,7 @@ def test_redis_task_info_fields(start: Callable[..., SimulatorThread], clock: Fa
 
 def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: FakeClock) -> None:
     task = SimTask(
-        "postgres",
+        POSTGRES.name,
         "60210002",
         (
             Phase(0, "Running", progress=10, step="CheckParameters"),
@@ -327,10 +312,10 @@ def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: Fa
         task_type="ModifySpec",
         instance_id="postgres-1x2mzp7a",
     )
-    client = sdk_client("postgres", start(task, wall_clock=lambda: WALL).url)
+    client = sdk_client(POSTGRES.name, start(task, wall_clock=lambda: WALL).url)
 
     def item() -> Any:
-        response = sdk_call(client, "postgres", "60210002")
+        response = sdk_call(client, POSTGRES.name, "60210002")
         assert response.TotalCount == 1
         return response.TaskSet[0]
 
@@ -357,22 +342,26 @@ def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: Fa
 
 
 def test_postgres_missing_status_fault_and_unsimulated_filters(start: Callable[..., SimulatorThread]) -> None:
-    thread = start(SimTask("postgres", "5", (Phase(0, "Running"),), missing_status=True))
-    _, response = raw_answer(thread, "postgres", "5")
+    thread = start(SimTask(POSTGRES.name, "5", (Phase(0, "Running"),), missing_status=True))
+    _, response = raw_answer(thread, POSTGRES.name, "5")
     assert "Status" not in response["TaskSet"][0]
     assert response["TaskSet"][0]["TaskId"] == 5
     # The exporter asks for one TaskId; list filters are not simulated and say so rather than being ignored.
     headers, body = signed(
-        thread, {"TaskId": 5, "Limit": 20}, action="DescribeTasks", service="postgres", version="2017-03-12"
+        thread,
+        {"TaskId": 5, "Limit": 20},
+        action="DescribeTasks",
+        service=POSTGRES.name,
+        version="2017-03-12",
     )
     assert error_code(thread, headers, body) == "UnknownParameter"
 
 
 def test_string_status_products_reject_integer_statuses_and_vice_versa() -> None:
-    for product in ("mongodb", "redis", "postgres", "cdb"):
+    for product in (MONGODB.name, REDIS.name, POSTGRES.name, CDB.name):
         with pytest.raises(ValueError, match="string"):
             SimTask(product, "1", (Phase(0, 2),))
-    for product in ("dcdb", "sqlserver", "cynosdb"):
+    for product in (DCDB.name, SQLSERVER.name, CYNOSDB.name):
         with pytest.raises(ValueError, match="integer"):
             SimTask(product, "1", (Phase(0, "running"),))
     with pytest.raises(ValueError, match="progress"):
@@ -380,12 +369,12 @@ def test_string_status_products_reject_integer_statuses_and_vice_versa() -> None
     with pytest.raises(ValueError, match="progress"):
         Phase(0, "Running", progress=True)
     with pytest.raises(ValueError, match="unknown phase keys"):
-        task_from_dict({"product": "redis", "task_id": "1", "phases": [{"at": 0, "colour": "red"}]})
+        task_from_dict({"product": REDIS.name, "task_id": "1", "phases": [{"at": 0, "colour": "red"}]})
 
 
 def test_product_neutral_fields_round_trip_through_json() -> None:
     task = SimTask(
-        "postgres",
+        POSTGRES.name,
         "9",
         (Phase(-5, "Running", "queued", progress=3, step="Check"), Phase(2.5, "Fail", "boom")),
         task_type="ModifySpec",
@@ -415,12 +404,12 @@ def test_demo_scenario_covers_every_documented_status_of_every_product() -> None
     for product in PRODUCTS:
         documented = {(product.name, status) for status in product.statuses if status != "unknown"}
         assert documented <= seen, product.name
-    assert ("cdb", "unknown") in seen  # a null Status
-    assert ("cdb", "rollback") in seen  # a value no documentation lists
+    assert (CDB.name, "unknown") in seen  # a null Status
+    assert (CDB.name, "rollback") in seen  # a value no documentation lists
     for task in tasks:
         assert BY_NAME[task.product].id_kind.canonical(task.task_id) == task.task_id
-        if task.product == "cdb":
-            assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){3}", task.task_id)
+        if FACTS[task.product].id_pattern:
+            assert re.fullmatch(FACTS[task.product].id_pattern, task.task_id)
     assert not any(task.faults != Faults() for task in tasks)
 
 
@@ -440,7 +429,7 @@ def test_demo_watch_list_matches_the_scenario() -> None:
     assert not unlisted & watched
     assert {product for product, _ in unlisted} == {s.name for s in PRODUCTS if s.listing is not None}
     assert set(DEMO_UNKNOWN_IDS) == set(BY_NAME)
-    assert (DEMO_UNKNOWN_IDS["mariadb"], DEMO_UNKNOWN_IDS["cdb"]) == (
+    assert (DEMO_UNKNOWN_IDS[MARIADB.name], DEMO_UNKNOWN_IDS[CDB.name]) == (
         DEMO_UNKNOWN_FLOW_ID,
         DEMO_UNKNOWN_ASYNC_REQUEST_ID,
     )
@@ -454,7 +443,7 @@ def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
     assert set(config.apis) == set(BY_NAME)
     assert {api.endpoint for api in config.apis.values()} == {"http://127.0.0.1:9"}
     watched = {(t.product, t.task_id, t.region) for t in config.tasks}
-    assert ("mariadb", "3345", "ap-shanghai") in watched
+    assert (MARIADB.name, "3345", "ap-shanghai") in watched
     # Two accounts, each polling its own operations (the simulator hides the other's).
     owners = {(t.product, t.task_id): t.owner for t in demo_tasks()}
     keys = {name: keys.secret_id for name, keys in DEMO_ACCOUNTS.items()}
@@ -482,15 +471,15 @@ def test_demo_scenario_served_with_demo_credentials(clock: FakeClock) -> None:
             response = sdk_call(clients[product], product, task.task_id)
             assert status_of(product, response) == task.phase_at(0).status, product
             unknown = str(DEMO_UNKNOWN_IDS[product])
-            if product == "postgres":
+            if FACTS[product].not_found is None:
                 assert sdk_call(clients[product], product, unknown).TotalCount == 0
             else:
                 code = sdk_error(lambda p=product, u=unknown: sdk_call(clients[p], p, u))
                 assert code == NOT_FOUND[product]
 
-        assert sdk_call(clients["mariadb"], "mariadb", "3342").Status == 2
+        assert sdk_call(clients[MARIADB.name], MARIADB.name, "3342").Status == 2
         clock.advance(1)  # 60 s of task time: the 45 s flow is done
-        assert sdk_call(clients["mariadb"], "mariadb", "3342").Status == 0
-        assert sdk_call(clients["cdb"], "cdb", "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7").Info == (
+        assert sdk_call(clients[MARIADB.name], MARIADB.name, "3342").Status == 0
+        assert sdk_call(clients[CDB.name], CDB.name, "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7").Info == (
             "Dropped the database table successfully."
         )

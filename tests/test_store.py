@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from exporter.catalogue.products import BY_NAME, CDB, MARIADB
 from exporter.config.parser import WatchedTask
 from exporter.store.database import (
     SCHEMA_VERSION,
@@ -32,12 +33,12 @@ REGION = "ap-guangzhou"
 Key = tuple[str, str, str]
 
 
-def task(number: int, product: str = "mariadb", labels: tuple[tuple[str, str], ...] = ()) -> WatchedTask:
-    task_id = str(number) if product == "mariadb" else f"f96e4f3c-{number}"
+def task(number: int, product: str = MARIADB.name, labels: tuple[tuple[str, str], ...] = ()) -> WatchedTask:
+    task_id = str(number) if BY_NAME[product].id_kind.integer else f"f96e4f3c-{number}"
     return WatchedTask(product, task_id, REGION, labels)
 
 
-def registration(number: int, product: str = "mariadb", **labels: str) -> Registration:
+def registration(number: int, product: str = MARIADB.name, **labels: str) -> Registration:
     return Registration(task(number, product, tuple(sorted(labels.items()))), 1_700_000_000.0 + number)
 
 
@@ -107,21 +108,21 @@ async def test_registrations_and_statuses_survive_close_and_open(db: Path) -> No
     assert store.statuses() == {}
     kept = Registration(task(1, labels=(("pipeline", "deploy-42"), ("team", "dba"))), 100.0, 160.5)
     await store.put_registration(kept)
-    await store.put_registration(registration(2, "cdb"))
+    await store.put_registration(registration(2, CDB.name))
     await store.put_registration(registration(3))
     await store.delete_registrations([task(3).key, task(99).key])
     store.record_status(task(1).key, "success", 150.25)
-    store.record_status(task(2, "cdb").key, "running", 151.0)
-    store.record_status(task(2, "cdb").key, "paused", 152.0)
+    store.record_status(task(2, CDB.name).key, "running", 151.0)
+    store.record_status(task(2, CDB.name).key, "paused", 152.0)
     store.record_status(task(3).key, "running", 153.0)
     store.forget_statuses([task(3).key])
     await store.close()
 
     registrations, statuses = await contents(db)
-    assert registrations == {kept.task.key: kept, task(2, "cdb").key: registration(2, "cdb")}
+    assert registrations == {kept.task.key: kept, task(2, CDB.name).key: registration(2, CDB.name)}
     assert statuses == {
         task(1).key: StatusSince("success", 150.25),
-        task(2, "cdb").key: StatusSince("paused", 152.0),
+        task(2, CDB.name).key: StatusSince("paused", 152.0),
     }
     with contextlib.closing(sqlite3.connect(db)) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
@@ -184,11 +185,12 @@ async def test_concurrent_registrations_share_transactions(db: Path) -> None:
 CHILD = """
 import asyncio, os, signal, sys
 from pathlib import Path
+from exporter.catalogue.products import MARIADB
 from exporter.config.parser import WatchedTask
 from exporter.store.database import Registration, Store
 
 async def put(store, number, kill_at):
-    await store.put_registration(Registration(WatchedTask("mariadb", str(number), "ap-guangzhou"), 1.0))
+    await store.put_registration(Registration(WatchedTask(MARIADB.name, str(number), "ap-guangzhou"), 1.0))
     print(number, flush=True)
     if number == kill_at:  # at once: the writer is still busy with the writes queued behind this one
         os.kill(os.getpid(), signal.SIGKILL)
@@ -424,9 +426,9 @@ async def test_an_older_store_is_migrated_in_place_to_product_columns(
         raw.execute(_OLD_REGISTRATIONS[version])
         raw.execute(_OLD_STATUSES)
         account = ", 'staging'" if version == 2 else ""
-        row = f"'cdb', '{REGION}', 'old', '{{}}', 1.0, NULL{account}"
+        row = f"'{CDB.name}', '{REGION}', 'old', '{{}}', 1.0, NULL{account}"
         raw.execute(f"INSERT INTO registrations VALUES ({row})")
-        raw.execute(f"INSERT INTO statuses VALUES ('mariadb', '{REGION}', '7', 'running', 2.0)")
+        raw.execute(f"INSERT INTO statuses VALUES ('{MARIADB.name}', '{REGION}', '7', 'running', 2.0)")
         raw.execute("PRAGMA application_id = 1413698629")
         raw.execute(f"PRAGMA user_version = {version}")
         raw.commit()
@@ -434,10 +436,10 @@ async def test_an_older_store_is_migrated_in_place_to_product_columns(
         registrations, statuses = await contents(db)
     [stored] = registrations.values()
     assert (stored.task.key, stored.task.account) == (
-        ("cdb", REGION, "old"),
+        (CDB.name, REGION, "old"),
         "staging" if version == 2 else "default",
     )
-    assert statuses == {("mariadb", REGION, "7"): StatusSince("running", 2.0)}
+    assert statuses == {(MARIADB.name, REGION, "7"): StatusSince("running", 2.0)}
     assert "store migrated to schema version 3 (product columns)" in caplog.messages
     # Exactly the schema a new file gets, so the exact-schema check accepts the migrated file from now on.
     assert schema_of(db) == schema_of(fresh)
@@ -452,14 +454,15 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     await store.open()
     await store.put_registration(registration(1))
     await store.close()
+    flow = f"'{MARIADB.name}'"
     rows = [
         ("'rds'", "'ap-guangzhou'", "'1'", "'{}'"),
-        ("'mariadb'", "'ap-guangzhou'", "'abc'", "'{}'"),
-        ("'mariadb'", "'ap-guangzhou' || char(10) || 'x'", "'7'", "'{}'"),
-        ("'cdb'", "'ap-guangzhou'", "CAST(X'EDA080' AS TEXT)", "'{}'"),  # a lone surrogate, as UTF-8 bytes
-        ("'mariadb'", "'ap-guangzhou'", "'8'", '\'{"team": "\\ud800"}\''),
-        ("'mariadb'", "'ap-guangzhou'", "'9'", "'[1]'"),
-        ("'mariadb'", "'ap-guangzhou'", "'10'", "'{}'", "'no spaces'"),
+        (flow, "'ap-guangzhou'", "'abc'", "'{}'"),
+        (flow, "'ap-guangzhou' || char(10) || 'x'", "'7'", "'{}'"),
+        (f"'{CDB.name}'", "'ap-guangzhou'", "CAST(X'EDA080' AS TEXT)", "'{}'"),  # a lone surrogate, as UTF-8
+        (flow, "'ap-guangzhou'", "'8'", '\'{"team": "\\ud800"}\''),
+        (flow, "'ap-guangzhou'", "'9'", "'[1]'"),
+        (flow, "'ap-guangzhou'", "'10'", "'{}'", "'no spaces'"),
     ]
     with contextlib.closing(sqlite3.connect(db)) as raw:
         empty = "''"
@@ -468,7 +471,7 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
                 f"INSERT INTO registrations VALUES ({product}, {region}, {task_id}, {labels}, 1.0, NULL,"
                 f" {account[0] if account else empty})"
             )
-        raw.execute("INSERT INTO statuses VALUES ('mariadb', 'ap-guangzhou', '1', 'running', 'soon')")
+        raw.execute(f"INSERT INTO statuses VALUES ({flow}, 'ap-guangzhou', '1', 'running', 'soon')")
         raw.commit()
     with pytest.raises(StoreError) as caught:
         await contents(db)
@@ -476,14 +479,14 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
     message.encode("utf-8")  # printable and loggable, whatever the rows hold
     prefix = f"{db}: registrations row "
     for expected in (
-        f"{prefix}rds/ap-guangzhou/1: product: expected one of cdb, cynosdb, dcdb, mariadb, mongodb",
-        f"{prefix}mariadb/ap-guangzhou/abc: id: expected a positive integer flow ID",
-        f"{prefix}mariadb/'ap-guangzhou\\nx'/7: region: expected a region name",
-        f"{prefix}cdb/ap-guangzhou/'\\udced\\udca0\\udc80': id: expected UTF-8 text",
-        f"{prefix}mariadb/ap-guangzhou/8: labels.team: expected UTF-8 text",
-        f"{prefix}mariadb/ap-guangzhou/9: labels: expected a JSON object",
-        f"{prefix}mariadb/ap-guangzhou/10: account: expected an account name",
-        f"{db}: statuses row mariadb/ap-guangzhou/1: since: expected a unix time",
+        f"{prefix}rds/ap-guangzhou/1: product: expected one of {', '.join(sorted(BY_NAME))}",
+        f"{prefix}{MARIADB.name}/ap-guangzhou/abc: id: expected a positive integer flow ID",
+        f"{prefix}{MARIADB.name}/'ap-guangzhou\\nx'/7: region: expected a region name",
+        f"{prefix}{CDB.name}/ap-guangzhou/'\\udced\\udca0\\udc80': id: expected UTF-8 text",
+        f"{prefix}{MARIADB.name}/ap-guangzhou/8: labels.team: expected UTF-8 text",
+        f"{prefix}{MARIADB.name}/ap-guangzhou/9: labels: expected a JSON object",
+        f"{prefix}{MARIADB.name}/ap-guangzhou/10: account: expected an account name",
+        f"{db}: statuses row {MARIADB.name}/ap-guangzhou/1: since: expected a unix time",
     ):
         assert any(line.startswith(expected) for line in message.splitlines()), (expected, message)
     assert f"{prefix}mariadb/ap-guangzhou/1:" not in message  # the good row
@@ -492,9 +495,9 @@ async def test_every_bad_row_is_reported_with_its_key(db: Path) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        Registration(WatchedTask("mariadb", "1", REGION, (("team", "\ud800"),)), 1.0),
-        Registration(WatchedTask("mariadb", "1", "ap-guangzhou\nx"), 1.0),
-        Registration(WatchedTask("mariadb", "01", REGION), 1.0),
+        Registration(WatchedTask(MARIADB.name, "1", REGION, (("team", "\ud800"),)), 1.0),
+        Registration(WatchedTask(MARIADB.name, "1", "ap-guangzhou\nx"), 1.0),
+        Registration(WatchedTask(MARIADB.name, "01", REGION), 1.0),
         Registration(WatchedTask("rds", "1", REGION), 1.0),
         Registration(task(1), float("nan")),
         Registration(task(1), 1.0, float("inf")),
@@ -530,7 +533,7 @@ async def test_legacy_json_is_imported_and_renamed(
     db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     legacy = tmp_path / "state.json"
-    old = [registration(1, team="a"), Registration(task(2, "cdb"), 50.0, 60.0)]
+    old = [registration(1, team="a"), Registration(task(2, CDB.name), 50.0, 60.0)]
     legacy.write_text(json.dumps(legacy_document(*old)))
     original = legacy.read_bytes()
     write(tmp_path / ".state.json.k2j4h.tmp", b"{half")  # the old writer's, killed mid-write
@@ -576,7 +579,7 @@ async def test_rows_already_stored_win_over_a_legacy_file_imported_again(db: Pat
 
 async def test_store_path_holding_the_json_file_becomes_the_database(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    old = [registration(1), registration(2, "cdb", pipeline="deploy-42")]
+    old = [registration(1), registration(2, CDB.name, pipeline="deploy-42")]
     path.write_text(json.dumps(legacy_document(*old)))
     original = path.read_bytes()
     (tmp_path / ".state.json.x1.tmp").write_text("")
@@ -590,24 +593,27 @@ async def test_store_path_holding_the_json_file_becomes_the_database(tmp_path: P
     assert path.read_bytes().startswith(SQLITE_HEADER)
     assert (tmp_path / "state.json.migrated").read_bytes() == original
     assert names(tmp_path) == ["state.json", "state.json.migrated"]
-    assert set((await contents(path))[0]) == {task(1).key, task(2, "cdb").key, task(3).key}
+    assert set((await contents(path))[0]) == {task(1).key, task(2, CDB.name).key, task(3).key}
 
 
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ('{"version": 1, "tasks": [{"service": "mariadb", "id": "x", "region": "ap-guangzhou"', "JSON"),
+        (
+            f'{{"version": 1, "tasks": [{{"service": "{MARIADB.name}", "id": "x", "region": "ap-guangzhou"',
+            "JSON",
+        ),
         ('{"version": 2, "tasks": []}', "version 1 JSON state file"),
         (
-            json.dumps({"version": 1, "tasks": [{"service": "cdb", "id": "", "region": REGION}]}),
+            json.dumps({"version": 1, "tasks": [{"service": CDB.name, "id": "", "region": REGION}]}),
             ": tasks[0]: id: expected an async request ID",
         ),
         (
             json.dumps(
                 {"version": 1, "tasks": [{**legacy_document(registration(1))["tasks"][0], "service": "x"}]}
             ),
-            ": tasks[0]: service: expected one of cdb, cynosdb, dcdb, mariadb, mongodb, postgres, redis",
+            f": tasks[0]: service: expected one of {', '.join(sorted(BY_NAME))}",
         ),
     ],
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from exporter import __version__
+from exporter.catalogue.products import MARIADB
 from exporter.config.parser import parse_config
 from exporter.credentials.chain import StaticProvider
 from exporter.credentials.signing import Credentials
@@ -96,7 +97,7 @@ async def test_registration_that_cannot_be_saved_answers_503_and_keeps_watching(
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        answer = await client.post("/api/v1/tasks", json={"product": "mariadb", "id": 5}, headers=auth)
+        answer = await client.post("/api/v1/tasks", json={"product": MARIADB.name, "id": 5}, headers=auth)
         assert answer.status == 503
         assert "not yet saved" in (await answer.json())["error"]
         listed = await (await client.get("/api/v1/tasks", headers=auth)).json()

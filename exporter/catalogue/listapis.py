@@ -61,6 +61,12 @@ class ListApi:
     default_rate_limit: float  # the published quota, requests per second
     items_field: str
     item: Callable[[Mapping[str, Any], IdKind], Listed | None]  # None: the item names no operation
+    # How the simulator answers this list (`exporter.simulator.listing`), by name, as `AnswerShape` names a
+    # status answer's: a list answering like an existing one names it and needs no simulator change.
+    # `async_request_tasks` (CDB's Items), `task_list` (Redis's Tasks), `flow_tasks` (TDSQL-C's TaskList,
+    # each task with its FlowId), `task_set` (PostgreSQL's TaskSet, items as its status answer's),
+    # `instances` (MariaDB's Instances, with Locker), `sharded_instances` (TDSQL's, with shards).
+    answer_shape: str
     # Request parameters bounding the operations' start time (begin, end); None: the API lists a snapshot
     # (instances locked by a running flow), so a flow that starts and ends between two sweeps is missed.
     window: tuple[str, str] | None = None
@@ -182,6 +188,7 @@ CDB_TASKS = ListApi(
     "Items",
     _task_list("AsyncRequestId", "TaskType", "InstanceIds", "StartTime", "EndTime", "Progress"),
     window=("StartTimeBegin", "StartTimeEnd"),
+    answer_shape="async_request_tasks",
 )
 MARIADB_INSTANCES = ListApi(
     "DescribeDBInstances",
@@ -191,6 +198,7 @@ MARIADB_INSTANCES = ListApi(
     _locked_instance,
     filters=_LOCKED,
     note="`Locker` of instances busy with a flow",
+    answer_shape="instances",
 )
 DCDB_INSTANCES = ListApi(
     "DescribeDCDBInstances",
@@ -200,6 +208,7 @@ DCDB_INSTANCES = ListApi(
     _locked_instance,
     filters=_LOCKED,
     note="`Locker` of instances busy with a flow",
+    answer_shape="sharded_instances",
 )
 REDIS_TASKS = ListApi(
     "DescribeTaskList",
@@ -209,6 +218,7 @@ REDIS_TASKS = ListApi(
     _task_list("TaskId", "TaskType", "InstanceId", "StartTime", "EndTime", "Progress"),
     window=("BeginTime", "EndTime"),
     max_lookback=30 * _DAY,
+    answer_shape="task_list",
 )
 CYNOSDB_TASKS = ListApi(
     "DescribeTasks",
@@ -218,6 +228,7 @@ CYNOSDB_TASKS = ListApi(
     # The status API (DescribeFlow) takes the task's FlowId, not its ID.
     _task_list("FlowId", "TaskType", "InstanceId", "StartTime", "EndTime", "Process", "ClusterId"),
     window=("StartTimeBegin", "StartTimeEnd"),
+    answer_shape="flow_tasks",
 )
 # The status action itself, listing by start time: the two share one quota (see ListApi users).
 POSTGRES_TASKS = ListApi(
@@ -229,4 +240,5 @@ POSTGRES_TASKS = ListApi(
     window=("MinStartTime", "MaxStartTime"),
     max_lookback=180 * _DAY,
     note="the status action itself: 2/s of its 20/s go to discovery",
+    answer_shape="task_set",
 )

@@ -37,6 +37,35 @@ _THROTTLING = ("RequestLimitExceeded",)
 
 
 @dataclass(frozen=True)
+class AnswerShape:
+    """What a status answer is made of, by name. The simulator answers each named shape its own way
+    (`exporter.simulator.answers`), so a new product that answers like an existing one names that shape here
+    and needs no simulator change; only a new shape needs its answer written there. The shapes:
+
+    - `flow`: an integer Status alone, 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C);
+    - `status_info`: a string Status and Info (CDB);
+    - `status_times`: a string Status, StartTime and EndTime (MongoDB);
+    - `task_info`: a string Status, StartTime, TaskType, InstanceId and TaskMessage (Redis);
+    - `task_set`: a TaskSet holding the one task asked for, empty when there is none (PostgreSQL).
+    """
+
+    name: str
+    # The status words and the integers the API answers for them; empty: Status is a word.
+    status_codes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def integer_status(self) -> bool:
+        return bool(self.status_codes)
+
+
+FLOW_ANSWER = AnswerShape("flow", (("success", 0), ("failed", 1), ("running", 2)))
+STATUS_INFO_ANSWER = AnswerShape("status_info")
+STATUS_TIMES_ANSWER = AnswerShape("status_times")
+TASK_INFO_ANSWER = AnswerShape("task_info")
+TASK_SET_ANSWER = AnswerShape("task_set")
+
+
+@dataclass(frozen=True)
 class Product:
     """One product's status API: everything the exporter knows about it, and nothing elsewhere."""
 
@@ -53,6 +82,7 @@ class Product:
     parse: Callable[[Mapping[str, Any]], Observation]
     failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
     not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
+    answer_shape: AnswerShape  # what the answer holds beside Status, for the simulator
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
     # The one final status that means it worked: every other final one is a failure to `wait` (CDB's removed,
     # MongoDB's paused and undoed too, which the TaskFailed alert leaves out).
@@ -93,7 +123,7 @@ def _require_status(response: Mapping[str, Any]) -> object:
     return response["Status"]
 
 
-_FLOW_STATUS = {0: "success", 1: "failed", 2: "running"}
+_FLOW_STATUS = {code: word for word, code in FLOW_ANSWER.status_codes}
 
 
 def _parse_flow(response: Mapping[str, Any]) -> Observation:
@@ -153,7 +183,7 @@ def _parse_task_set(response: Mapping[str, Any]) -> Observation:
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
 TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
-_FLOW_STATUSES = ("success", "failed", "running")
+_FLOW_STATUSES = tuple(word for word, _ in FLOW_ANSWER.status_codes)
 _FLOW_FINAL = frozenset({"success", "failed"})
 _FLOW_FAILED = frozenset({"failed"})
 
@@ -182,6 +212,7 @@ def _flow_product(
         failure_statuses=_FLOW_FAILED,
         parse=_parse_flow,
         not_found_codes=not_found,
+        answer_shape=FLOW_ANSWER,
         throttling_codes=(*_THROTTLING, *throttling),
         title=title,
         listing=listing,
@@ -212,6 +243,7 @@ CDB = Product(
     failure_statuses=frozenset({"failed", "killed"}),
     parse=_fields(info="Info"),
     not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
+    answer_shape=STATUS_INFO_ANSWER,
     extra_fields=("Info",),
     listing=listapis.CDB_TASKS,
 )
@@ -252,6 +284,7 @@ MONGODB = Product(
     failure_statuses=frozenset({"failed", "paused", "undoed"}),
     parse=_fields(start="StartTime", end="EndTime"),
     not_found_codes=("ResourceNotFound",),
+    answer_shape=STATUS_TIMES_ANSWER,
     throttling_codes=(*_THROTTLING, "LimitExceeded.TooManyRequests"),
     extra_fields=("StartTime", "EndTime"),
 )
@@ -270,6 +303,7 @@ REDIS = Product(
     failure_statuses=frozenset({"failed", "error"}),
     parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
     not_found_codes=("ResourceNotFound",),
+    answer_shape=TASK_INFO_ANSWER,
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
     listing=listapis.REDIS_TASKS,
     success_status="succeed",
@@ -290,6 +324,7 @@ POSTGRES = Product(
     failure_statuses=frozenset({"fail"}),
     parse=_parse_task_set,
     not_found_codes=(NOT_FOUND,),
+    answer_shape=TASK_SET_ANSWER,
     throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
     extra_fields=("TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
     listing=listapis.POSTGRES_TASKS,
@@ -304,6 +339,7 @@ __all__ = [
     "NOT_FOUND",
     "PRODUCTS",
     "UNKNOWN",
+    "AnswerShape",
     "IdKind",
     "InvalidResponse",
     "ListApi",

@@ -1,19 +1,22 @@
 """The scenario behind `--demo`: a simulator full of realistic tasks and the config that watches them.
 
 Every product of the catalogue has tasks that succeed, fail, and run for many minutes, plus one ID its API
-does not know. Every status the APIs document shows up at least once, with the awkward cases a dashboard must
-survive: a null CDB status, a status value the docs never mention, PostgreSQL waiting for its switch-over
-window. Phase times are seconds at speed 1 (negative: before the demo started); the simulator's `speed`
+does not know, and, when it has a list API, operations only discovery finds. Every status the APIs document
+shows up at least once, with the awkward cases a dashboard must survive: a null CDB status, a status value the
+docs never mention, PostgreSQL waiting for its switch-over window. The products with a scripted story are
+named once, in `_SCRIPTS`; any other product of the catalogue gets a generic story made from its documented
+statuses. Phase times are seconds at speed 1 (negative: before the demo started); the simulator's `speed`
 compresses them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from exporter.catalogue.products import BY_NAME, PRODUCTS
+from exporter.catalogue.products import PRODUCTS, UNKNOWN, Product
 from exporter.config.parser import Config, parse_config
 from exporter.credentials.signing import Credentials
 from exporter.simulator.scenario import Phase, SimTask
@@ -38,39 +41,58 @@ DEMO_OTHER_REGION: Final = "ap-shanghai"
 # Watched by the demo config but unknown to the simulator: they must surface as "not found".
 DEMO_UNKNOWN_FLOW_ID: Final = 3399
 DEMO_UNKNOWN_ASYNC_REQUEST_ID: Final = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
-DEMO_UNKNOWN_IDS: Final[Mapping[str, int | str]] = {
-    "mariadb": DEMO_UNKNOWN_FLOW_ID,
-    "cdb": DEMO_UNKNOWN_ASYNC_REQUEST_ID,
-    "dcdb": 81299,
-    "sqlserver": 5120399,
-    "cynosdb": 740099,
-    "mongodb": "4863199",
-    "redis": 1092399,
-    "postgres": 60210099,  # answered with an empty TaskSet rather than an error code
-}
 
 _MINUTE: Final = 60.0
 _SUCCEEDED, _FAILED, _RUNNING = 0, 1, 2  # the flow products' integer statuses
+_STAGING: Final = DEMO_STAGING_CREDENTIALS.secret_id  # the owner of the staging account's operations
 
 
-def _mariadb_flows() -> list[SimTask]:
-    return [
-        SimTask("mariadb", "3340", (Phase(0, _SUCCEEDED),)),
-        SimTask("mariadb", "3341", (Phase(0, _FAILED),)),
-        SimTask("mariadb", "3342", (Phase(0, _RUNNING), Phase(45, _SUCCEEDED))),
-        SimTask("mariadb", "3343", (Phase(0, _RUNNING), Phase(90, _FAILED))),
+@dataclass(frozen=True)
+class _Story:
+    """One product's part of the demo: the tasks the config watches (a task's region, when set, is where it
+    is watched; its owner, when set, the account watching it, else prod), user labels by task ID, the
+    operations only discovery finds, and an ID the product's API does not know."""
+
+    watched: Sequence[SimTask]
+    unknown_id: int | str
+    unlisted: Sequence[SimTask] = ()
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def _mariadb_flows(product: str) -> _Story:
+    watched = [
+        SimTask(product, "3340", (Phase(0, _SUCCEEDED),)),
+        SimTask(product, "3341", (Phase(0, _FAILED),)),
+        SimTask(product, "3342", (Phase(0, _RUNNING), Phase(45, _SUCCEEDED))),
+        SimTask(product, "3343", (Phase(0, _RUNNING), Phase(90, _FAILED))),
         # A large instance resize: still running long after everything else has settled.
-        SimTask("mariadb", "3344", (Phase(0, _RUNNING), Phase(40 * _MINUTE, _SUCCEEDED))),
+        SimTask(product, "3344", (Phase(0, _RUNNING), Phase(40 * _MINUTE, _SUCCEEDED))),
         # Watched in the other region; the API looks flows up by ID alone.
-        SimTask("mariadb", "3345", (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
+        SimTask(
+            product,
+            "3345",
+            (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED)),
+            region=DEMO_OTHER_REGION,
+            owner=_STAGING,
+        ),
     ]
+    unlisted = SimTask(
+        product,
+        "3390",
+        (Phase(0, _RUNNING), Phase(8 * _MINUTE, _SUCCEEDED)),
+        instance_id="tdsql-ow728lmc",
+        instance_name="orders-prod",
+        tags=(("team", "dba"), ("env", "prod")),
+    )
+    labels = {"3341": {"team": "dba"}, "3344": {"team": "dba", "change": "resize-prod-db"}}
+    return _Story(watched, DEMO_UNKNOWN_FLOW_ID, [unlisted], labels)
 
 
-def _cdb_async_requests() -> list[SimTask]:
+def _cdb_async_requests(product: str) -> _Story:
     def task(request_id: str, *phases: Phase) -> SimTask:
-        return SimTask("cdb", request_id, phases)
+        return SimTask(product, request_id, phases)
 
-    return [
+    watched = [
         task(
             "f96e4f3c-8fc96c86-2ec79ac8-cb63a7a7",
             Phase(0, "SUCCESS", "Dropped the database table successfully."),
@@ -106,25 +128,84 @@ def _cdb_async_requests() -> list[SimTask]:
             Phase(75, "ROLLBACK", "The switch failed and is being rolled back."),
         ),
     ]
+    unlisted = [
+        SimTask(
+            product,
+            "6f1d9b3e-0a7c4e2f-b8d5a1c6-3e9f7b2d",
+            (Phase(0, "RUNNING", "Modifying instance parameters."), Phase(3 * _MINUTE, "SUCCESS", "Done.")),
+            task_type="MODIFY PARAM",
+            instance_id="cdb-8kz3p1qa",
+            started=-2 * _MINUTE,
+        ),
+        SimTask(
+            product,
+            "b2e7c4a9-5d1f8e3b-6a0c9d7e-f4b1a8c5",
+            (Phase(90, "RUNNING", "Rolling back the database."), Phase(6 * _MINUTE, "FAILED", "Binlog gap.")),
+            task_type="ROLLBACK",
+            instance_id="cdb-2nv7w4xe",
+            started=90,
+        ),
+    ]
+    labels = {"a3c1e8d2-5b7f4a90-c2e6d1f8-7e4b9a03": {"team": "app"}}
+    return _Story(watched, DEMO_UNKNOWN_ASYNC_REQUEST_ID, unlisted, labels)
 
 
-def _flows(product: str, first_id: int) -> list[SimTask]:
-    """TDSQL, SQL Server and TDSQL-C flows answer like MariaDB's: the same four stories, other timings."""
-    ids = [str(first_id + n) for n in range(4)]
+def _flows(
+    first_id: int,
+    unlisted: Callable[[str], Sequence[SimTask]] = lambda _: (),
+    long_labels: Mapping[str, str] | None = None,
+) -> Callable[[str], _Story]:
+    """TDSQL, SQL Server and TDSQL-C flows answer like MariaDB's: the same four stories, other timings;
+    `long_labels` are the long flow's user labels."""
+
+    def story(product: str) -> _Story:
+        ids = [str(first_id + n) for n in range(4)]
+        watched = [
+            SimTask(product, ids[0], (Phase(0, _SUCCEEDED),)),
+            SimTask(product, ids[1], (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
+            SimTask(product, ids[2], (Phase(0, _RUNNING), Phase(150, _FAILED))),
+            # Shard split, storage migration, cluster upgrade: the long one.
+            SimTask(product, ids[3], (Phase(0, _RUNNING), Phase(30 * _MINUTE, _SUCCEEDED))),
+        ]
+        labels = {ids[3]: long_labels} if long_labels else {}
+        return _Story(watched, first_id + 98, unlisted(product), labels)
+
+    return story
+
+
+def _dcdb_unlisted(product: str) -> Sequence[SimTask]:
     return [
-        SimTask(product, ids[0], (Phase(0, _SUCCEEDED),)),
-        SimTask(product, ids[1], (Phase(0, _RUNNING), Phase(2 * _MINUTE, _SUCCEEDED))),
-        SimTask(product, ids[2], (Phase(0, _RUNNING), Phase(150, _FAILED))),
-        # Shard split, storage migration, cluster upgrade: the long one.
-        SimTask(product, ids[3], (Phase(0, _RUNNING), Phase(30 * _MINUTE, _SUCCEEDED))),
+        SimTask(
+            product,
+            "81290",
+            (Phase(60, _RUNNING), Phase(5 * _MINUTE, _FAILED)),
+            instance_id="dcdbt-2t4cf98d",
+            instance_name="ledger-shards",
+            tags=(("team", "payments"),),
+            started=60,
+            owner=_STAGING,
+        )
     ]
 
 
-def _mongodb_async_requests() -> list[SimTask]:
-    def task(request_id: str, *phases: Phase, started: float = 0.0) -> SimTask:
-        return SimTask("mongodb", request_id, phases, started=started)
-
+def _cynosdb_unlisted(product: str) -> Sequence[SimTask]:
     return [
+        SimTask(
+            product,
+            "740090",
+            (Phase(0, _RUNNING), Phase(4 * _MINUTE, _SUCCEEDED)),
+            task_type="ModifyInstance",
+            instance_id="cynosdbmysql-ins-3kq9v2zd",
+            started=-30,
+        )
+    ]
+
+
+def _mongodb_async_requests(product: str) -> _Story:
+    def task(request_id: str, *phases: Phase, started: float = 0.0) -> SimTask:
+        return SimTask(product, request_id, phases, started=started)
+
+    watched = [
         task("4863127", Phase(-2 * _MINUTE, "success"), started=-9 * _MINUTE),
         task("4863128", Phase(0, "initial"), Phase(10, "running"), Phase(4 * _MINUTE, "success")),
         task("4863129", Phase(0, "running"), Phase(2 * _MINUTE, "paused"), started=-30),  # failed, paused
@@ -132,14 +213,19 @@ def _mongodb_async_requests() -> list[SimTask]:
         task("4863131", Phase(-5 * _MINUTE, "failed"), started=-6 * _MINUTE),
         task("4863132", Phase(0, "running"), Phase(35 * _MINUTE, "success"), started=-_MINUTE),
     ]
+    return _Story(watched, "4863199", labels={"4863129": {"team": "app"}})
 
 
-def _redis_tasks() -> list[SimTask]:
+def _redis_tasks(product: str) -> _Story:
     # Task types are the categories the SDK documents for TaskType, in the API's own language.
-    def task(task_id: str, task_type: str, instance: str, *phases: Phase, started: float = 0.0) -> SimTask:
-        return SimTask("redis", task_id, phases, task_type=task_type, instance_id=instance, started=started)
+    def task(
+        task_id: str, task_type: str, instance: str, *phases: Phase, started: float = 0.0, owner: str = ""
+    ) -> SimTask:
+        return SimTask(
+            product, task_id, phases, task_type=task_type, instance_id=instance, started=started, owner=owner
+        )
 
-    return [
+    watched = [
         task("1092301", "备份实例", "crs-5a4py64p", Phase(0, "succeed"), started=-4 * _MINUTE),
         task(
             "1092302",
@@ -164,17 +250,50 @@ def _redis_tasks() -> list[SimTask]:
             Phase(0, "running"),
             Phase(2 * _MINUTE, "error", "The upgrade check failed: a module is not supported by 6.2."),
         ),
-        task("1092305", "配置变更", "crs-2w6jf4ys", Phase(0, "running"), Phase(45 * _MINUTE, "succeed")),
+        task(
+            "1092305",
+            "配置变更",
+            "crs-2w6jf4ys",
+            Phase(0, "running"),
+            Phase(45 * _MINUTE, "succeed"),
+            owner=_STAGING,
+        ),
     ]
+    unlisted = task(
+        "1092390",
+        "FLOW_BACKUPINSTANCE",
+        "crs-6xg2m8rt",
+        Phase(0, "running"),
+        Phase(7 * _MINUTE, "succeed"),
+        started=-90,
+        owner=_STAGING,
+    )
+    labels = {"1092305": {"team": "cache", "change": "resize-session-cache"}}
+    return _Story(watched, 1092399, [unlisted], labels)
 
 
-def _postgres_tasks() -> list[SimTask]:
-    def task(task_id: str, task_type: str, instance: str, *phases: Phase, started: float = 0.0) -> SimTask:
+def _postgres_tasks(product: str) -> _Story:
+    def task(
+        task_id: str,
+        task_type: str,
+        instance: str,
+        *phases: Phase,
+        started: float = 0.0,
+        region: str | None = None,
+        owner: str = "",
+    ) -> SimTask:
         return SimTask(
-            "postgres", task_id, phases, task_type=task_type, instance_id=instance, started=started
+            product,
+            task_id,
+            phases,
+            task_type=task_type,
+            instance_id=instance,
+            started=started,
+            region=region,
+            owner=owner,
         )
 
-    return [
+    watched = [
         task(
             "60210001",
             "CreateBackup",
@@ -192,6 +311,8 @@ def _postgres_tasks() -> list[SimTask]:
             Phase(
                 3 * _MINUTE, "WaitSwitch", "Waiting for the maintenance window.", progress=90, step="Switch"
             ),
+            region=DEMO_OTHER_REGION,
+            owner=_STAGING,
         ),
         task(
             "60210003",
@@ -224,141 +345,109 @@ def _postgres_tasks() -> list[SimTask]:
             started=-3 * _MINUTE,
         ),
     ]
+    unlisted = task(
+        "60210090",
+        "RestartInstance",
+        "postgres-q6fj84vb",
+        Phase(0, "Running", progress=10),
+        Phase(5 * _MINUTE, "Success"),
+        started=-60,
+    )
+    # Answered with an empty TaskSet rather than an error code.
+    return _Story(watched, 60210099, [unlisted], {"60210002": {"team": "dba"}})
+
+
+def _generic(product: Product) -> _Story:
+    """A product without a script: a task ending in each documented status, one running for long, and, with
+    a list API, one operation only discovery finds; statuses as the product's answer writes them."""
+    codes = dict(product.answer_shape.status_codes)
+    statuses = [s for s in product.statuses if s != UNKNOWN]
+    running = next((s for s in statuses if s not in product.final_statuses), statuses[0])
+
+    def raw(status: str) -> int | str:
+        return codes.get(status, status)  # a flow's integer, else the word
+
+    def task_id(number: int) -> str:
+        return str(700_000 + number) if product.id_kind.integer else f"demo-{product.name}-{number:04d}"
+
+    watched = [
+        SimTask(product.name, task_id(n), (Phase(0, raw(running)), Phase(30.0 * (n + 1), raw(status))))
+        for n, status in enumerate(statuses)
+    ]
+    long = (Phase(0, raw(running)), Phase(30 * _MINUTE, raw(product.success_status)))
+    watched.append(SimTask(product.name, task_id(len(statuses)), long))
+    unlisted = [
+        SimTask(
+            product.name,
+            task_id(90),
+            (Phase(0, raw(running)), Phase(5 * _MINUTE, raw(product.success_status))),
+            instance_id=f"{product.name}-demo-1",
+            instance_name="demo",
+            started=-_MINUTE,
+        )
+    ]
+    unknown = product.id_kind.request_value(task_id(99))
+    return _Story(watched, unknown, unlisted if product.listing is not None else ())
+
+
+# The products with a scripted story; any other product of the catalogue gets `_generic`'s.
+_SCRIPTS: Final[Mapping[str, Callable[[str], _Story]]] = {
+    "mariadb": _mariadb_flows,
+    "cdb": _cdb_async_requests,
+    "dcdb": _flows(81201, _dcdb_unlisted, {"team": "dba", "change": "split-orders-shards"}),
+    "sqlserver": _flows(5120301),
+    "cynosdb": _flows(740001, _cynosdb_unlisted),
+    "mongodb": _mongodb_async_requests,
+    "redis": _redis_tasks,
+    "postgres": _postgres_tasks,
+}
+
+
+def _story(product: Product) -> _Story:
+    script = _SCRIPTS.get(product.name)
+    return script(product.name) if script is not None else _generic(product)
+
+
+_STORIES: Final[Mapping[str, _Story]] = {p.name: _story(p) for p in PRODUCTS}
+DEMO_UNKNOWN_IDS: Final[Mapping[str, int | str]] = {name: s.unknown_id for name, s in _STORIES.items()}
+_ACCOUNT_OF: Final = {keys.secret_id: name for name, keys in DEMO_ACCOUNTS.items()}
 
 
 def demo_unlisted_operations() -> list[SimTask]:
     """Operations no config names (started from the console, by Terraform, by Tencent's maintenance): the
-    demo's discovery finds them through the list APIs. Two start while the demo runs."""
-    return [
-        SimTask(
-            "cdb",
-            "6f1d9b3e-0a7c4e2f-b8d5a1c6-3e9f7b2d",
-            (Phase(0, "RUNNING", "Modifying instance parameters."), Phase(3 * _MINUTE, "SUCCESS", "Done.")),
-            task_type="MODIFY PARAM",
-            instance_id="cdb-8kz3p1qa",
-            started=-2 * _MINUTE,
-        ),
-        SimTask(
-            "cdb",
-            "b2e7c4a9-5d1f8e3b-6a0c9d7e-f4b1a8c5",
-            (Phase(90, "RUNNING", "Rolling back the database."), Phase(6 * _MINUTE, "FAILED", "Binlog gap.")),
-            task_type="ROLLBACK",
-            instance_id="cdb-2nv7w4xe",
-            started=90,
-        ),
-        SimTask(
-            "mariadb",
-            "3390",
-            (Phase(0, _RUNNING), Phase(8 * _MINUTE, _SUCCEEDED)),
-            instance_id="tdsql-ow728lmc",
-            instance_name="orders-prod",
-            tags=(("team", "dba"), ("env", "prod")),
-        ),
-        SimTask(
-            "dcdb",
-            "81290",
-            (Phase(60, _RUNNING), Phase(5 * _MINUTE, _FAILED)),
-            instance_id="dcdbt-2t4cf98d",
-            instance_name="ledger-shards",
-            tags=(("team", "payments"),),
-            started=60,
-        ),
-        SimTask(
-            "cynosdb",
-            "740090",
-            (Phase(0, _RUNNING), Phase(4 * _MINUTE, _SUCCEEDED)),
-            task_type="ModifyInstance",
-            instance_id="cynosdbmysql-ins-3kq9v2zd",
-            started=-30,
-        ),
-        SimTask(
-            "redis",
-            "1092390",
-            (Phase(0, "running"), Phase(7 * _MINUTE, "succeed")),
-            task_type="FLOW_BACKUPINSTANCE",
-            instance_id="crs-6xg2m8rt",
-            started=-90,
-        ),
-        SimTask(
-            "postgres",
-            "60210090",
-            (Phase(0, "Running", progress=10), Phase(5 * _MINUTE, "Success")),
-            task_type="RestartInstance",
-            instance_id="postgres-q6fj84vb",
-            started=-60,
-        ),
-    ]
-
-
-def _watched_tasks() -> list[SimTask]:
-    return [
-        *_mariadb_flows(),
-        *_cdb_async_requests(),
-        *_flows("dcdb", 81201),
-        *_flows("sqlserver", 5120301),
-        *_flows("cynosdb", 740001),
-        *_mongodb_async_requests(),
-        *_redis_tasks(),
-        *_postgres_tasks(),
-    ]
+    demo's discovery finds them through the list APIs. Some start while the demo runs."""
+    return [_owned(task) for story in _STORIES.values() for task in story.unlisted]
 
 
 def demo_tasks() -> list[SimTask]:
     """Fresh task objects on every call, so callers can tweak their copy: the watched ones, then the ones
     only discovery finds. A task watched in another region is listed only there; each task belongs to one
-    of DEMO_ACCOUNTS (prod, but for those _STAGING names)."""
-    watched = [
-        dataclasses.replace(task, region=_WATCH_EXTRAS.get(task.key, {}).get("region"))
-        for task in _watched_tasks()
-    ]
-    return [
-        dataclasses.replace(t, owner=DEMO_ACCOUNTS[_account(t.key)].secret_id)
-        for t in [*watched, *demo_unlisted_operations()]
-    ]
+    of DEMO_ACCOUNTS (prod, but for those the stories give to staging)."""
+    watched = [_owned(task) for story in _STORIES.values() for task in story.watched]
+    return [*watched, *demo_unlisted_operations()]
 
 
-# The staging account's operations; every other one is prod's.
-_STAGING: Final = frozenset(
-    {
-        ("mariadb", "3345"),
-        ("redis", "1092305"),
-        ("postgres", "60210002"),
-        ("redis", "1092390"),
-        ("dcdb", "81290"),
-    }
-)
-
-
-def _account(key: tuple[str, str]) -> str:
-    return "staging" if key in _STAGING else "prod"
-
-
-# Watch entries beyond a bare ID: user labels, and one task in another region.
-_WATCH_EXTRAS: Final[Mapping[tuple[str, str], Mapping[str, Any]]] = {
-    ("mariadb", "3341"): {"labels": {"team": "dba"}},
-    ("mariadb", "3344"): {"labels": {"team": "dba", "change": "resize-prod-db"}},
-    ("mariadb", "3345"): {"region": DEMO_OTHER_REGION},
-    ("cdb", "a3c1e8d2-5b7f4a90-c2e6d1f8-7e4b9a03"): {"labels": {"team": "app"}},
-    ("dcdb", "81204"): {"labels": {"team": "dba", "change": "split-orders-shards"}},
-    ("mongodb", "4863129"): {"labels": {"team": "app"}},
-    ("redis", "1092305"): {"labels": {"team": "cache", "change": "resize-session-cache"}},
-    ("postgres", "60210002"): {"region": DEMO_OTHER_REGION, "labels": {"team": "dba"}},
-}
+def _owned(task: SimTask) -> SimTask:
+    return dataclasses.replace(task, owner=task.owner or DEMO_CREDENTIALS.secret_id)
 
 
 def demo_watch() -> dict[str, list[object]]:
     """The `watch` section of the demo config (the region default is DEMO_REGION): every demo task of every
     product, then that product's unknown ID."""
-    watch: dict[str, list[object]] = {s.watch_key: [] for s in PRODUCTS}
-    for task in _watched_tasks():
-        product = BY_NAME[task.product]
-        task_id = product.id_kind.request_value(task.task_id)
-        extras = dict(_WATCH_EXTRAS.get(task.key, {}))
-        if _account(task.key) != "prod":
-            extras["account"] = _account(task.key)
-        watch[product.watch_key].append({"id": task_id, **extras} if extras else task_id)
+    watch: dict[str, list[object]] = {}
     for product in PRODUCTS:
-        watch[product.watch_key].append(DEMO_UNKNOWN_IDS[product.name])
+        story, entries = _STORIES[product.name], watch.setdefault(product.watch_key, [])
+        for task in story.watched:
+            task_id = product.id_kind.request_value(task.task_id)
+            extras: dict[str, Any] = {}
+            if task.task_id in story.labels:
+                extras["labels"] = dict(story.labels[task.task_id])
+            if task.region is not None:
+                extras["region"] = task.region
+            if task.owner:
+                extras["account"] = _ACCOUNT_OF[task.owner]
+            entries.append({"id": task_id, **extras} if extras else task_id)
+        entries.append(story.unknown_id)
     return watch
 
 

@@ -1,4 +1,6 @@
-"""Each product's answer to its list action, the API discovery sweeps to find operations nobody watches.
+"""The answers to a list action, the API discovery sweeps to find operations nobody watches: one per list
+shape the catalogue names (`ListApi.answer_shape`), so a product whose list answers like another's needs
+nothing here.
 
 Start-time lists (cdb DescribeTasks, redis DescribeTaskList, cynosdb DescribeTasks, postgres DescribeTasks)
 show the product's tasks that have started, newest first, within the request's start-time bounds. Snapshot
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from exporter.catalogue.listapis import ListApi
 from exporter.catalogue.products import PRODUCTS
 from exporter.simulator.answers import CHINA_STANDARD_TIME, SHAPES, TIME_FORMAT, TaskView, tencent_time_text
 from exporter.simulator.errors import ApiError
@@ -52,9 +55,9 @@ class ListRequest:
     now: float  # wall-clock time, for the lookback the API allows
 
 
-def answer(product: str, request: ListRequest) -> dict[str, Any]:
-    """`Response` (without RequestId) of the product's list action; raises ApiError for bad parameters."""
-    return _LISTS[product](request)
+def answer(api: ListApi, request: ListRequest) -> dict[str, Any]:
+    """`Response` (without RequestId) of a list action; raises ApiError for bad parameters."""
+    return _LISTS[api.answer_shape](request)
 
 
 # ---------------------------------------------------------------------------------------------- parameters
@@ -394,7 +397,7 @@ _POSTGRES_PARAMS: Final = _schema(
 
 def _postgres_item(task: Listable, request: ListRequest) -> Item:
     # Exactly the item the one-task question answers (`answers`), so polling and listing never disagree.
-    return SHAPES["postgres"].fields(task.view)
+    return SHAPES["task_set"].fields(task.view)
 
 
 def _postgres(request: ListRequest) -> dict[str, Any]:
@@ -498,15 +501,19 @@ def _instances(schema: Mapping[str, str], default_limit: int, extra: Item) -> Ca
     return answer
 
 
+# By the catalogue's list shape names (`ListApi.answer_shape`).
 _LISTS: Final[Mapping[str, Callable[[ListRequest], dict[str, Any]]]] = {
-    "cdb": _cdb,
-    "redis": _redis,
-    "cynosdb": _cynosdb,
-    "postgres": _postgres,
+    "async_request_tasks": _cdb,
+    "task_list": _redis,
+    "flow_tasks": _cynosdb,
+    "task_set": _postgres,
     # DescribeDBInstances' Limit defaults to 20, DescribeDCDBInstances' to 10.
-    "mariadb": _instances(_MARIADB_PARAMS, 20, {"DbEngine": "MariaDB"}),
-    "dcdb": _instances(_INSTANCE_PARAMS, 10, {"DbEngine": "MySQL", "ShardCount": 2, "ShardDetail": []}),
+    "instances": _instances(_MARIADB_PARAMS, 20, {"DbEngine": "MariaDB"}),
+    "sharded_instances": _instances(
+        _INSTANCE_PARAMS, 10, {"DbEngine": "MySQL", "ShardCount": 2, "ShardDetail": []}
+    ),
 }
-# A product whose list API the catalogue gains needs its answer written here; failing at import says so.
-if set(_LISTS) != {s.name for s in PRODUCTS if s.listing is not None}:
-    raise RuntimeError(f"simulator list answers {sorted(_LISTS)} do not match the catalogue's list APIs")
+# A list of a new shape needs its answer written here; failing at import says so at once.
+_UNKNOWN: Final = sorted({p.listing.answer_shape for p in PRODUCTS if p.listing is not None} - set(_LISTS))
+if _UNKNOWN:
+    raise RuntimeError(f"the simulator has no list answer of the catalogue's shapes {_UNKNOWN}")

@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any, Final
 
 from exporter.catalogue.products import BY_NAME
-from exporter.simulator.answers import status_problem
 
 Status = int | str | None
+
+
+def status_problem(product: str, status: object) -> str | None:
+    """Why `status` cannot be one of `product`'s statuses (wrong JSON type), or None when it can."""
+    if status is None:
+        return None
+    if BY_NAME[product].answer_shape.integer_status:
+        if isinstance(status, bool) or not isinstance(status, int):
+            return f"a {product} flow status is an integer or None, got {status!r}"
+    elif not isinstance(status, str):
+        return f"a {product} status is a string or None, got {status!r}"
+    return None
 
 
 @dataclass(frozen=True)

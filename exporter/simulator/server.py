@@ -16,7 +16,7 @@ from aiohttp import web
 from exporter.catalogue.products import BY_NAME, Product
 from exporter.credentials.signing import Credentials
 from exporter.simulator import gateway, listing
-from exporter.simulator.answers import SHAPES, TaskView
+from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
 from exporter.simulator.scenario import Faults, SimTask, faults_from_dict, task_from_dict
@@ -347,7 +347,7 @@ class Simulator:
         injected = self._injected(faults, stats)
         if injected is not None:
             return injected
-        shape = SHAPES[product.name]
+        shape = shape_of(product)
         if state is None:
             response = shape.not_found(product, task_id)
         else:
@@ -383,8 +383,9 @@ class Simulator:
             and state.task.region in (None, region)
             and (caller is None or state.task.owner in ("", caller))
         ]
+        assert product.listing is not None  # routed here for its list action
         response = listing.answer(
-            product.name, listing.ListRequest(params, tasks, region, self._wall_clock())
+            product.listing, listing.ListRequest(params, tasks, region, self._wall_clock())
         )
         if faults.missing_status:
             # What every list parser needs, as Status is for a status parser.

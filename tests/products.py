@@ -1,0 +1,229 @@
+"""What the tests know of each product that must not come from the catalogue: one row per product, written
+from its official SDK (the client, models.py and errorcodes.py) and its API documentation, so a mistake in
+the catalogue shows up as a disagreement instead of being copied. The only test module that spells product
+names (tests/test_catalogue.py checks); every other one takes them from here or from the catalogue.
+
+A new product needs its row here (and its SDK package in pyproject's `test` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Final
+
+from tencentcloud.cdb.v20170320 import cdb_client
+from tencentcloud.cdb.v20170320 import models as cdb_models
+from tencentcloud.cynosdb.v20190107 import cynosdb_client
+from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
+from tencentcloud.dcdb.v20180411 import dcdb_client
+from tencentcloud.dcdb.v20180411 import models as dcdb_models
+from tencentcloud.mariadb.v20170312 import mariadb_client
+from tencentcloud.mariadb.v20170312 import models as mariadb_models
+from tencentcloud.mongodb.v20190725 import models as mongodb_models
+from tencentcloud.mongodb.v20190725 import mongodb_client
+from tencentcloud.postgres.v20170312 import models as postgres_models
+from tencentcloud.postgres.v20170312 import postgres_client
+from tencentcloud.redis.v20180412 import models as redis_models
+from tencentcloud.redis.v20180412 import redis_client
+from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
+from tencentcloud.sqlserver.v20180328 import sqlserver_client
+
+Status = int | str | None
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """One product's official client: its class, models module, status action and ID parameter."""
+
+    client: Any
+    models: ModuleType
+    action: str
+    id_param: str
+    integer_id: bool
+
+
+@dataclass(frozen=True)
+class ListSdk:
+    """One product's list action through its official client, from its models.py: the action, the
+    response's list attribute, the request's start-time bounds (None: a snapshot of instances), the
+    published quota, and the Limit when none is given (None: the SDK documents none)."""
+
+    action: str
+    items: str
+    window: tuple[str, str] | None
+    quota: float
+    default_limit: int | None = None
+    # An item's fields: the ID the status action takes (a snapshot's Locker), its instance (with a field
+    # to fall back on when it names none), and its progress.
+    id_field: str = "TaskId"
+    instance_field: str = "InstanceId"
+    fallback_instance_field: str = ""
+    progress_field: str = "Progress"
+    shows_region: bool = False  # each item says its region
+    offset_multiple_of_limit: bool = False  # the API refuses an Offset that is not a multiple of Limit
+    cluster_prefix: str = ""  # an instance ID that begins so names a cluster; "": the API has no clusters
+
+
+@dataclass(frozen=True)
+class Facts:
+    """One product, as its SDK and documentation describe it."""
+
+    sdk: Sdk
+    not_found: str | None  # the not-found code, from errorcodes.py; None: an empty answer instead
+    answer_fields: frozenset[str]  # the status answer's fields beside RequestId, from the response model
+    # Statuses as the API spells them (flows: 0 succeeded, 1 failed, 2 running): a running one, a succeeded
+    # one, and three in a row for a timeline; then the running and succeeded ones as exported.
+    running: Status
+    succeeded: Status
+    timeline: tuple[Status, Status, Status]
+    exported_running: str
+    exported_succeeded: str
+    instance_prefix: str  # how the product's instance IDs begin
+    listing: ListSdk | None = None  # its account-wide list action, if it has one
+    in_task_set: bool = False  # the answer holds the task in a TaskSet instead of at the top
+    id_pattern: str = ""  # what its real IDs look like (a regular expression), where the tests check it
+
+
+_FLOW_FIELDS: Final = frozenset({"Status"})
+
+
+def _flow(
+    client: Any,
+    models: ModuleType,
+    action: str,
+    not_found: str,
+    timeline: tuple[Status, Status, Status],
+    prefix: str,
+    listing: ListSdk | None = None,
+) -> Facts:
+    """A product whose flows answer an integer Status: 0 succeeded, 1 failed, 2 running."""
+    sdk = Sdk(client, models, action, "FlowId", True)
+    return Facts(sdk, not_found, _FLOW_FIELDS, 2, 0, timeline, "running", "success", prefix, listing)
+
+
+_INSTANCES: Final = "Instances"
+FACTS: Final[Mapping[str, Facts]] = {
+    "mariadb": _flow(
+        mariadb_client.MariadbClient,
+        mariadb_models,
+        "DescribeFlow",
+        "InvalidParameter.FlowNotFound",
+        (2, 2, 0),
+        "tdsql-",
+        ListSdk("DescribeDBInstances", _INSTANCES, None, 200, 20, "Locker", shows_region=True),
+    ),
+    "cdb": Facts(
+        Sdk(cdb_client.CdbClient, cdb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False),
+        "InvalidParameter.InvalidAsyncRequestId",
+        frozenset({"Status", "Info"}),
+        "RUNNING",
+        "SUCCESS",
+        ("INITIAL", "RUNNING", "SUCCESS"),
+        "running",
+        "success",
+        "cdb-",
+        ListSdk(
+            "DescribeTasks",
+            "Items",
+            ("StartTimeBegin", "StartTimeEnd"),
+            100,
+            20,
+            id_field="AsyncRequestId",
+            instance_field="InstanceIds",  # a list of them
+        ),
+        id_pattern=r"[0-9a-f]{8}(-[0-9a-f]{8}){3}",
+    ),
+    "dcdb": _flow(
+        dcdb_client.DcdbClient,
+        dcdb_models,
+        "DescribeFlow",
+        "InvalidParameter.FlowNotFound",
+        (2, 2, 1),
+        "dcdbt-",
+        ListSdk("DescribeDCDBInstances", _INSTANCES, None, 200, 10, "Locker", shows_region=True),
+    ),
+    "sqlserver": _flow(
+        sqlserver_client.SqlserverClient,
+        sqlserver_models,
+        "DescribeFlowStatus",
+        "ResourceNotFound",
+        (2, 2, 0),
+        "mssql-",
+    ),
+    "cynosdb": _flow(
+        cynosdb_client.CynosdbClient,
+        cynosdb_models,
+        "DescribeFlow",
+        "InvalidParameterValue.FlowNotFound",
+        (2, 2, 1),
+        "cynosdbmysql-ins-",
+        # The status action (DescribeFlow) takes the FlowId; a cluster's task names no instance.
+        ListSdk(
+            "DescribeTasks",
+            "TaskList",
+            ("StartTimeBegin", "StartTimeEnd"),
+            1000,
+            id_field="FlowId",
+            fallback_instance_field="ClusterId",
+            progress_field="Process",
+            shows_region=True,
+            cluster_prefix="cynosdbmysql-",
+        ),
+    ),
+    "mongodb": Facts(
+        Sdk(
+            mongodb_client.MongodbClient, mongodb_models, "DescribeAsyncRequestInfo", "AsyncRequestId", False
+        ),
+        "ResourceNotFound",
+        frozenset({"Status", "StartTime", "EndTime"}),
+        "running",
+        "success",
+        ("initial", "running", "undoed"),
+        "running",
+        "success",
+        "cmgo-",
+    ),
+    "redis": Facts(
+        Sdk(redis_client.RedisClient, redis_models, "DescribeTaskInfo", "TaskId", True),
+        "ResourceNotFound",
+        frozenset({"Status", "StartTime", "TaskType", "InstanceId", "TaskMessage"}),
+        "running",
+        "succeed",
+        ("preparing", "running", "succeed"),
+        "running",
+        "succeed",
+        "crs-",
+        ListSdk(
+            "DescribeTaskList", "Tasks", ("BeginTime", "EndTime"), 100, 20, offset_multiple_of_limit=True
+        ),
+    ),
+    "postgres": Facts(
+        Sdk(postgres_client.PostgresClient, postgres_models, "DescribeTasks", "TaskId", True),
+        None,
+        frozenset({"TotalCount", "TaskSet"}),
+        "Running",
+        "Success",
+        ("Running", "WaitSwitch", "Success"),
+        "running",
+        "success",
+        "postgres-",
+        # The status action itself: its list quota is part of the status action's 20/s.
+        ListSdk(
+            "DescribeTasks",
+            "TaskSet",
+            ("MinStartTime", "MaxStartTime"),
+            20,
+            20,
+            instance_field="DBInstanceId",
+        ),
+        in_task_set=True,
+    ),
+}
+
+# The same facts by table, for the test modules that read one kind at a time.
+SDKS: Final = {name: facts.sdk for name, facts in FACTS.items()}
+LIST_SDKS: Final = {name: facts.listing for name, facts in FACTS.items() if facts.listing is not None}
+NOT_FOUND: Final = {name: facts.not_found for name, facts in FACTS.items() if facts.not_found is not None}
+RUNNING: Final = {name: facts.running for name, facts in FACTS.items()}
