@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from bench import measure
+from bench.common import CREDENTIALS, REGION, Settings
 from bench.measure import Child
-from bench.run import CREDENTIALS, REGION, Settings
 from exporter.catalogue.listapis import CDB_TASKS, PAGE_SIZE
 from exporter.polling.ratelimit import SAFETY
 
@@ -62,6 +62,7 @@ QUICK = Sizes(
     window_s=4.0,
     coverage_cap_s=60.0,
 )
+SMOKE = QUICK  # TODO
 
 
 def pages(tasks: int) -> int:
