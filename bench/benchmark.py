@@ -38,14 +38,14 @@ from bench import workload as wl
 from bench.benchmark_detect import run_detect
 from bench.benchmark_large import run_large_baseline, run_large_exporter
 from bench.benchmark_report import DEFINITIONS, summarize, table
-from bench.benchmark_stage import SAFETY_GUESS
-from bench.common import RESULTS, Settings, machine, stderr_log, work_directory
+from bench.benchmark_stage import SAFETY_GUESS, SMOKE_PACE, Pace
+from bench.common import RESULTS, Settings, machine, smoke, stderr_log, work_directory
 
 # --------------------------------------------------------------------------------------------- plan
 
 
 def run_all(
-    settings: Settings, workdir: Path, outdir: Path | None, log: Callable[[str], None]
+    settings: Settings, workdir: Path, outdir: Path | None, log: Callable[[str], None], pace: Pace
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"detect": [], "large": {}}
     errors: list[BaseException] = []
@@ -63,7 +63,7 @@ def run_all(
 
     def large_exporter() -> None:
         log(f"large run: exporter, {settings.large_tasks} tasks (first sweep ~{_sweep(settings):.0f} s)")
-        results["large"]["exporter"] = run_large_exporter(settings, workdir, quiet, outdir)
+        results["large"]["exporter"] = run_large_exporter(settings, workdir, quiet, outdir, pace)
         log("large run: exporter done")
 
     def detect_all() -> None:
@@ -76,7 +76,7 @@ def run_all(
             found: dict[str, dict[str, Any]] = {}
 
             def one(subject: str, rep: int = rep, found: dict[str, dict[str, Any]] = found) -> None:
-                found[subject] = run_detect(subject, settings, rep, workdir)
+                found[subject] = run_detect(subject, settings, rep, workdir, pace)
 
             if settings.sequential:
                 for subject in subjects:
@@ -107,7 +107,7 @@ def run_all(
         large_exporter()
     if settings.large and settings.baseline:
         log(f"large run: baseline, {settings.large_tasks} tasks (fill without quota or latency)")
-        results["large"]["baseline"] = run_large_baseline(settings, workdir, outdir)
+        results["large"]["baseline"] = run_large_baseline(settings, workdir, outdir, pace)
     return results
 
 
@@ -131,7 +131,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 
     log(f"settings: {json.dumps(asdict(settings))}")
     with work_directory(args.keep) as workdir:
-        results = run_all(settings, workdir, outdir, log)
+        results = run_all(settings, workdir, outdir, log, SMOKE_PACE if args.quick and smoke() else Pace())
     summary = summarize(results, settings)
     text, rows = table(summary, settings)
     info = machine()

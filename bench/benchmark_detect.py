@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload as wl
-from bench.benchmark_stage import SAFETY_GUESS, STARTUP_SLACK, Run, loop_stalls
+from bench.benchmark_stage import SAFETY_GUESS, Pace, Run, loop_stalls
 from bench.common import ACTIONS, Settings, scrape_figures
 from bench.measure import quantile, task_series
 
@@ -97,14 +97,14 @@ def _ratio(value: float | None, revisit: float | None, share: float, latency: fl
     return value / (revisit * share + latency)
 
 
-def run_detect(subject: str, settings: Settings, rep: int, workdir: Path) -> dict[str, Any]:
+def run_detect(subject: str, settings: Settings, rep: int, workdir: Path, pace: Pace) -> dict[str, Any]:
     quotas = settings.quotas
     probe = wl.build(settings.detect_tasks, (0.0, 1.0), seed=settings.seed + rep, quotas=quotas)
-    warm = probe.sweep_seconds(SAFETY_GUESS) + STARTUP_SLACK
+    warm = probe.sweep_seconds(SAFETY_GUESS) + pace.startup_slack
     window = (round(warm, 1), round(warm + settings.window, 1))
     work = wl.build(settings.detect_tasks, window, seed=settings.seed + rep, quotas=quotas)
     tail = max(work.in_progress(s, window[1]) / (quotas[s] * SAFETY_GUESS) for s in wl.SERVICES)
-    length = window[1] + tail + settings.latency + 2.0
+    length = window[1] + tail + settings.latency + pace.final_margin
     with Run(f"detect-{subject}-{rep}", workdir, settings) as run:
         run.start_simulator(work, settings.latency, quotas)
         (run.start_exporter if subject == "exporter" else run.start_baseline)(work)
@@ -113,7 +113,7 @@ def run_detect(subject: str, settings: Settings, rep: int, workdir: Path) -> dic
         end = time.time()
         run.stats.sample()
         run.process.sample()
-        start = run.epoch + STARTUP_SLACK
+        start = run.epoch + pace.startup_slack
         result = {
             "subject": subject,
             "repeat": rep,

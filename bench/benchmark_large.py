@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload as wl
-from bench.benchmark_stage import SAFETY_GUESS, STARTUP_SLACK, Run, loop_stalls
+from bench.benchmark_stage import SAFETY_GUESS, Pace, Run, loop_stalls
 from bench.common import ACTIONS, Settings, scrape_figures
 from bench.measure import count_polled, post_json, wait_until
 from bench.profiles import Profile
@@ -30,12 +30,12 @@ def _scrape_phase(run: Run, settings: Settings, gap: float = 0.25) -> tuple[floa
 
 
 def run_large_exporter(
-    settings: Settings, workdir: Path, quiet: threading.Event, outdir: Path | None
+    settings: Settings, workdir: Path, quiet: threading.Event, outdir: Path | None, pace: Pace
 ) -> dict[str, Any]:
     quotas = settings.quotas
     size = settings.large_tasks
     probe = wl.build(size, (0.0, 1.0), seed=settings.seed, quotas=quotas)
-    sweep_guess = probe.sweep_seconds(SAFETY_GUESS) + STARTUP_SLACK
+    sweep_guess = probe.sweep_seconds(SAFETY_GUESS) + pace.startup_slack
     scrape_phase_guess = settings.scrapes * 0.8
     window = (round(sweep_guess, 1), round(sweep_guess + scrape_phase_guess, 1))
     work = wl.build(size, window, seed=settings.seed, quotas=quotas)
@@ -45,7 +45,7 @@ def run_large_exporter(
         profiles: dict[str, Any] = {}
         polling_profile = None
         if settings.profile and outdir is not None:
-            seconds = min(20.0, max(3.0, sweep_guess - STARTUP_SLACK - 5))
+            seconds = min(20.0, max(3.0, sweep_guess - pace.startup_slack - 5))
             polling_profile = Profile(run.subject.pid, seconds, outdir / "profile-exporter-polling.txt")
 
         def swept() -> bool:
@@ -58,12 +58,12 @@ def run_large_exporter(
             profiles["polling"] = polling_profile.finish()
         polled = count_polled(run.scrape(keep_body=True).body.decode())
         sweep_times = {s: run.stats.first_reaching(ACTIONS[s], work.count(s)) for s in wl.SERVICES}
-        start = run.epoch + STARTUP_SLACK
+        start = run.epoch + pace.startup_slack
         full_quota = (start, sweep_end)
         # Others finish first, so the scrape figures are not disturbed by concurrent runs.
         while not quiet.wait(0.5):
             run.idle_until(time.time(), settings.scrape_every)  # only checks that the exporter still runs
-        time.sleep(1.0)
+        time.sleep(pace.settle)
         scrape_profile = None
         if settings.profile and outdir is not None:
             scrape_profile = Profile(
@@ -99,7 +99,7 @@ def run_large_exporter(
         return result
 
 
-def run_large_baseline(settings: Settings, workdir: Path, outdir: Path | None) -> dict[str, Any]:
+def run_large_baseline(settings: Settings, workdir: Path, outdir: Path | None, pace: Pace) -> dict[str, Any]:
     size = settings.large_tasks
     work = wl.build(size, (1e6, 1e6 + 1), seed=settings.seed, quotas=settings.quotas)
     with Run("large-baseline", workdir, settings) as run:
@@ -110,7 +110,7 @@ def run_large_baseline(settings: Settings, workdir: Path, outdir: Path | None) -
         if not filled:
             raise RuntimeError("baseline did not poll every task once in time")
         post_json(run.sim_url + "/_sim/faults", {"latency": settings.latency})
-        time.sleep(1.0 + 10 * settings.latency)  # back to its pace at the configured latency
+        time.sleep(pace.settle + 10 * settings.latency)  # back to its pace at the configured latency
         first = len(run.scrapes)
         profile = None
         if settings.profile and outdir is not None:

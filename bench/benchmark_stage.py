@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,19 @@ from bench.common import ACTIONS, CREDENTIALS, REGION, Settings, ms
 from bench.measure import Child, ProbeLog, ProcessSampler, Scrape, Scraper, SimulatorSampler
 
 SAFETY_GUESS = 0.95  # only to size warm-up phases; the bounds use the real quota
-STARTUP_SLACK = 3.0  # seconds from the simulator's epoch until a subject polls
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The fixed waits of a run, in seconds, apart from the sizes the flags set."""
+
+    startup_slack: float = 3.0  # from the simulator's epoch until a subject polls
+    final_margin: float = 2.0  # a detect run's last scrape, after the last change should have been seen
+    settle: float = 1.0  # a large run waits this long before its timed scrapes
+
+
+# The test suite's smoke run (BENCH_SMOKE with --quick): it only shows that every part works.
+SMOKE_PACE = Pace(startup_slack=1.0, final_margin=1.0, settle=0.1)
 
 
 class Run:

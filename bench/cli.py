@@ -12,8 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import accounts, benchmark, discovery, hardening
-from bench.common import Settings
+from bench.common import Settings, smoke
 from bench.profiles import py_spy
+
+QUICK = replace(
+    Settings(), detect_tasks=300, large_tasks=1000, repeats=1, window=8.0, scrapes=10, scrape_every=3.0
+)
+# The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
+SMOKE = replace(QUICK, detect_tasks=20, large_tasks=40, window=0.5, interval=0.5, scrapes=1, scrape_every=1.0)
 
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -60,9 +66,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     args = parser.parse_args(argv)
     settings = defaults
     if args.quick:
-        settings = replace(
-            settings, detect_tasks=300, large_tasks=1000, repeats=1, window=8.0, scrapes=10, scrape_every=3.0
-        )
+        settings = SMOKE if smoke() else QUICK
     overrides = {
         name: getattr(args, name)
         for name in (

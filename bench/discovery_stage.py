@@ -62,7 +62,20 @@ QUICK = Sizes(
     window_s=4.0,
     coverage_cap_s=60.0,
 )
-SMOKE = QUICK  # TODO
+# The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
+SMOKE = Sizes(
+    tasks=50,
+    watched=20,
+    instances=10,
+    repeats=1,
+    sweep_every_s=2.0,
+    warmup_s=1.0,
+    before_s=1.0,
+    window_s=1.5,
+    settle_s=0.5,
+    coverage_cap_s=30.0,
+    sweep_wait_s=10.0,
+)
 
 
 def pages(tasks: int) -> int:

@@ -52,7 +52,19 @@ class Sizes:
 
 
 QUICK = Sizes(high=600, window=100, scrape_tasks=300, scrape_s=3.0, warmup_s=2.0, burst=300)
-SMOKE = QUICK  # TODO
+# The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
+SMOKE = Sizes(
+    low=20,
+    high=100,
+    window=20,
+    clients=4,
+    scrape_tasks=100,
+    scrapers=10,
+    scrape_s=1.5,
+    warmup_s=0.5,
+    burst=100,
+    burst_clients=8,
+)
 
 
 def storage_flag() -> str:
