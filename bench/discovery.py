@@ -112,9 +112,9 @@ def run_once(
         time.sleep(sizes.before_s)
         before_scrape = stage.metrics()
         rss_before = memory.sample()
-        sent, appeared = stage.add_tasks(found)
+        sent, added, appeared = stage.add_tasks(found)
         log(f"run {index}: {len(found):,} operations in the list; waiting for the sweep that finds them")
-        discovering = _discovering_sweep(stage, appeared, sizes.sweep_wait_s)
+        discovering = _discovering_sweep(stage, added, sizes.sweep_wait_s)
         begun = discovering[0].arrived
         window_end = begun + sizes.window_s
         while time.time() < window_end:
@@ -163,12 +163,12 @@ def run_once(
         return out
 
 
-def _discovering_sweep(stage: Stage, appeared: float, wait_s: float) -> list[Request]:
-    """The first sweep that began after the operations appeared, once all its pages have been answered."""
+def _discovering_sweep(stage: Stage, added: float, wait_s: float) -> list[Request]:
+    """The first sweep that began after the operations were added, once all its pages have been answered."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         stage.log.read()
-        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= appeared]
+        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= added]
         # Complete once the next sweep began, or once its pages have all been asked and a second passed.
         if later and (len(later) > 1 or (time.time() - max(r.answered for r in later[0]) > 1.0)):
             return later[0]

@@ -176,16 +176,19 @@ class Stage(contextlib.ExitStack):
             raise RuntimeError(f"{self.name}: GET /metrics answered {status}")
         return Exposition(time.time(), text)
 
-    def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float]:
-        """Gives the simulator `tasks` at once; returns the wall times the request was sent and answered
-        (the simulator serves nothing else meanwhile; the tasks are listed from the answer on)."""
+    def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float, float]:
+        """Gives the simulator `tasks` at once; returns the wall times the request was sent, the simulator
+        added them (a list request logged as arrived from then on lists them) and the answer came back.
+
+        The simulator goes on answering while it builds their lists, so a sweep may arrive, and find them,
+        before the answer is back: the sweep that finds them is told by the time they were added."""
         path = self.dir / "appearing-tasks.json"
         path.write_text(json.dumps(tasks))
         sent = time.time()
         answer = measure.post_json(self.sim_url + "/_sim/bench/load", {"path": str(path)}, timeout=120)
         if answer.get("added") != len(tasks):
             raise RuntimeError(f"{self.name}: the simulator added {answer} of {len(tasks)} tasks")
-        return sent, time.time()
+        return sent, float(answer["at"]), time.time()
 
     def sim_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = measure.get_json(self.sim_url + "/_sim/stats")
