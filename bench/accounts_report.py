@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bench.accounts import ACCOUNTS, GOAL, REGIONS, Sizes
+from bench.accounts_stage import ACCOUNTS, GOAL, REGIONS, Sizes
+from bench.common import fmt
 from bench.discovery_report import Row, table
 from bench.measure import median
-from bench.run import _fmt
 
 
 def _stage_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,17 +125,17 @@ def bucket_table(s: dict[str, Any], sizes: Sizes) -> str:
         cells.append(
             [
                 label,
-                _fmt(b["quota"], "", 0),
-                _fmt(b["rate"], "", 2),
-                _fmt(b["utilisation"], "", 3),
+                fmt(b["quota"], "", 0),
+                fmt(b["rate"], "", 2),
+                fmt(b["utilisation"], "", 3),
                 f"{b['fewest_in_a_second']} / {b['most_in_a_second']}",
                 f"{b['max_in_window']}",
                 f"{b['violations']}",
                 f"{b['throttled']}",
                 f"{b['foreign']}",
                 f"{b['wrong_region']}",
-                _fmt(b["exporter_requests_per_s"], "", 2),
-                _fmt(b["current_rate_limit"], "", 1),
+                fmt(b["exporter_requests_per_s"], "", 2),
+                fmt(b["current_rate_limit"], "", 1),
             ]
         )
 
@@ -145,17 +145,17 @@ def bucket_table(s: dict[str, Any], sizes: Sizes) -> str:
     cells.append(
         [
             f"all {len(a['buckets'])} buckets",
-            _fmt(a["sum_quotas"], "", 0),
-            _fmt(a["aggregate_rate"], "", 2),
-            _fmt(a["aggregate_utilisation"], "", 3),
+            fmt(a["sum_quotas"], "", 0),
+            fmt(a["aggregate_rate"], "", 2),
+            fmt(a["aggregate_utilisation"], "", 3),
             "",
             "",
             f"{a['violations']}",
             f"{a['throttled']}",
             f"{a['foreign']}",
             f"{a['wrong_region']}",
-            _fmt(sum(b["exporter_requests_per_s"] or 0.0 for b in a["buckets"].values()), "", 2),
-            _fmt(a["current_rate_limit"], "", 1),
+            fmt(sum(b["exporter_requests_per_s"] or 0.0 for b in a["buckets"].values()), "", 2),
+            fmt(a["current_rate_limit"], "", 1),
         ]
     )
     for bucket in c["buckets"].values():
@@ -206,7 +206,7 @@ def rows(s: dict[str, Any], sizes: Sizes) -> list[Row]:
     )
     add(
         f"aggregate accepted/s vs sum of the {n} quotas",
-        f"{_fmt(a['aggregate_rate'], '', 2)} / {_fmt(a['sum_quotas'], '', 0)}",
+        f"{fmt(a['aggregate_rate'], '', 2)} / {fmt(a['sum_quotas'], '', 0)}",
     )
     add(
         "  aggregate utilisation",
@@ -216,7 +216,7 @@ def rows(s: dict[str, Any], sizes: Sizes) -> list[Row]:
     )
     add(
         "control (1 account, 1 endpoint): accepted/s vs 1 quota",
-        f"{_fmt(c['aggregate_rate'], '', 2)} / {_fmt(c['sum_quotas'], '', 0)}",
+        f"{fmt(c['aggregate_rate'], '', 2)} / {fmt(c['sum_quotas'], '', 0)}",
     )
     add("  control utilisation", c["aggregate_utilisation"])
     gain = s["gain"]
@@ -236,8 +236,8 @@ def rows(s: dict[str, Any], sizes: Sizes) -> list[Row]:
     zero("any other API error (simulators)", a["errors"] + c["errors"])
     add(
         "exporter current_rate_limit at the end, sum of the buckets",
-        f"{_fmt(a['current_rate_limit'], '', 1)} (control {_fmt(c['current_rate_limit'], '', 1)})",
-        f"{_fmt(a['rate_limit'], '', 1)} ({_fmt(c['rate_limit'], '', 1)})",
+        f"{fmt(a['current_rate_limit'], '', 1)} (control {fmt(c['current_rate_limit'], '', 1)})",
+        f"{fmt(a['rate_limit'], '', 1)} ({fmt(c['rate_limit'], '', 1)})",
         a["current_rate_limit"] == a["rate_limit"] and c["current_rate_limit"] == c["rate_limit"],
     )
     add(
@@ -247,17 +247,17 @@ def rows(s: dict[str, Any], sizes: Sizes) -> list[Row]:
     )
     add(
         "CPU/s in the window: exporter, simulators, whole machine",
-        f"{_fmt(a['exporter_cpu_per_s'], '', 2)}, {_fmt(a['simulators_cpu_per_s'], '', 2)}, "
-        f"{_fmt(a['machine_busy_cpus'], '', 2)}",
+        f"{fmt(a['exporter_cpu_per_s'], '', 2)}, {fmt(a['simulators_cpu_per_s'], '', 2)}, "
+        f"{fmt(a['machine_busy_cpus'], '', 2)}",
     )
     add(
         "  control",
-        f"{_fmt(c['exporter_cpu_per_s'], '', 2)}, {_fmt(c['simulators_cpu_per_s'], '', 2)}, "
-        f"{_fmt(c['machine_busy_cpus'], '', 2)}",
+        f"{fmt(c['exporter_cpu_per_s'], '', 2)}, {fmt(c['simulators_cpu_per_s'], '', 2)}, "
+        f"{fmt(c['machine_busy_cpus'], '', 2)}",
     )
     add(
         "flows watched (accounts stage, control)",
-        f"{_fmt(a['watched'], '', 0)}, {_fmt(c['watched'], '', 0)}",
+        f"{fmt(a['watched'], '', 0)}, {fmt(c['watched'], '', 0)}",
         f"{n * sizes.tasks_per_bucket:,}",
         a["watched"] == c["watched"] == n * sizes.tasks_per_bucket,
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 import traceback
 from collections import Counter
@@ -30,11 +29,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from bench.common import REGION, RESULTS, Settings, code_state, machine, smoke, stderr_log, work_directory
 from bench.discovery_report import rows, summarize, table
 from bench.discovery_stage import (
     LIST_ACTION,
     LIST_QUOTA,
     QUICK,
+    SMOKE,
     STATUS_ACTION,
     Exposition,
     Log,
@@ -47,9 +48,7 @@ from bench.discovery_stage import (
     operations,
     sweeps,
 )
-from bench.hardening import _code_state
 from bench.measure import ProcessSampler, quantile
-from bench.run import REGION, Settings, _workdir, machine
 
 DEFAULT_LATENCY = 0.05  # API latency unless --latency says otherwise
 MB = 2**20
@@ -113,9 +112,9 @@ def run_once(
         time.sleep(sizes.before_s)
         before_scrape = stage.metrics()
         rss_before = memory.sample()
-        sent, appeared = stage.add_tasks(found)
+        sent, added, appeared = stage.add_tasks(found)
         log(f"run {index}: {len(found):,} operations in the list; waiting for the sweep that finds them")
-        discovering = _discovering_sweep(stage, appeared, sizes.sweep_wait_s)
+        discovering = _discovering_sweep(stage, added, sizes.sweep_wait_s)
         begun = discovering[0].arrived
         window_end = begun + sizes.window_s
         while time.time() < window_end:
@@ -164,12 +163,12 @@ def run_once(
         return out
 
 
-def _discovering_sweep(stage: Stage, appeared: float, wait_s: float) -> list[Request]:
-    """The first sweep that began after the operations appeared, once all its pages have been answered."""
+def _discovering_sweep(stage: Stage, added: float, wait_s: float) -> list[Request]:
+    """The first sweep that began after the operations were added, once all its pages have been answered."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         stage.log.read()
-        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= appeared]
+        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= added]
         # Complete once the next sweep began, or once its pages have all been asked and a second passed.
         if later and (len(later) > 1 or (time.time() - max(r.answered for r in later[0]) > 1.0)):
             return later[0]
@@ -247,22 +246,20 @@ def _coverage(
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    sizes = QUICK if args.quick else Sizes()
+    sizes = (SMOKE if smoke() else QUICK) if args.quick else Sizes()
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats)
     if args.latency is None:
         settings = replace(settings, latency=DEFAULT_LATENCY)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    output: Path = args.output or Path(__file__).resolve().parent / "results" / f"discovery-{stamp}.json"
+    output: Path = args.output or RESULTS / f"discovery-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+    log = stderr_log(began)
 
     log(f"discovery: sizes {json.dumps(asdict(sizes))}, latency {settings.latency:g} s")
     runs: list[dict[str, Any]] = []
-    with _workdir(args.keep) as workdir:
+    with work_directory(args.keep) as workdir:
         for index in range(sizes.repeats):
             coverage = sizes.coverage and index == sizes.repeats - 1
             try:
@@ -279,7 +276,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         "sizes": asdict(sizes),
         "settings": asdict(settings),
         "list_quota": LIST_QUOTA,
-        "code": _code_state(),
+        "code": code_state(),
         "machine": info,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_s": time.monotonic() - began,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench.common import Settings, fmt
 from bench.discovery_stage import LIST_ACTION, LIST_QUOTA, STATUS_ACTION, Sizes, pages
 from bench.measure import median
-from bench.run import Settings, _fmt
 
 TARGETS = {"utilisation": 0.95, "sweep_ratio": 1.2}
 Row = tuple[str, Any, str, bool | None]  # figure, value, target, met (None: no target)
@@ -95,7 +95,7 @@ def rows(s: dict[str, Any], sizes: Sizes, settings: Settings) -> list[Row]:
     add("  exporter's last_sweep_duration gauge, s", s["gauge_sweep_s"])
     most("  list requests in the busiest second", s["list_busiest_second"], LIST_QUOTA)
     least("status utilisation, before (polling alone)", s["utilisation_before"])
-    short = f"({_fmt(s['short_s'], '', 1)} s)"
+    short = f"({fmt(s['short_s'], '', 1)} s)"
     least(f"status utilisation, discovering sweep + {sizes.settle_s:g} s {short}", s["utilisation_short"])
     least(f"status utilisation, {sizes.window_s:g} s from the discovering sweep", s["utilisation_window"])
     most("  status requests in the busiest second", s["status_busiest_second"], quota)
@@ -135,7 +135,7 @@ def _int(value: float | None) -> int | None:
 
 
 def _pair(a: float | None, b: float | None, digits: int = 1) -> str:
-    return f"{_fmt(a, '', digits)} / {_fmt(b, '', digits)}"
+    return f"{fmt(a, '', digits)} / {fmt(b, '', digits)}"
 
 
 def _lag_pair(s: dict[str, Any]) -> str:
@@ -149,7 +149,7 @@ def table(figures: list[Row]) -> tuple[str, list[dict[str, Any]]]:
     cells = [["figure", "value", "target", "met"]]
     for label, value, target, met in figures:
         digits = 3 if isinstance(value, float) and abs(value) < 10 else 1
-        text = value if isinstance(value, str) else _fmt(value, "", digits)
+        text = value if isinstance(value, str) else fmt(value, "", digits)
         cells.append([label, text, target, "" if met is None else ("yes" if met else "NO")])
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     lines = ["  ".join(_cell(v, w, i) for i, (v, w) in enumerate(zip(c, widths, strict=True))) for c in cells]

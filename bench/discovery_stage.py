@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from bench import measure
+from bench.common import CREDENTIALS, REGION, Settings
 from bench.measure import Child
-from bench.run import CREDENTIALS, REGION, Settings
 from exporter.catalogue.listapis import CDB_TASKS, PAGE_SIZE
 from exporter.polling.ratelimit import SAFETY
 
@@ -61,6 +61,20 @@ QUICK = Sizes(
     before_s=3.0,
     window_s=4.0,
     coverage_cap_s=60.0,
+)
+# The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
+SMOKE = Sizes(
+    tasks=50,
+    watched=20,
+    instances=10,
+    repeats=1,
+    sweep_every_s=2.0,
+    warmup_s=1.0,
+    before_s=1.0,
+    window_s=1.5,
+    settle_s=0.5,
+    coverage_cap_s=30.0,
+    sweep_wait_s=10.0,
 )
 
 
@@ -162,16 +176,19 @@ class Stage(contextlib.ExitStack):
             raise RuntimeError(f"{self.name}: GET /metrics answered {status}")
         return Exposition(time.time(), text)
 
-    def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float]:
-        """Gives the simulator `tasks` at once; returns the wall times the request was sent and answered
-        (the simulator serves nothing else meanwhile; the tasks are listed from the answer on)."""
+    def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float, float]:
+        """Gives the simulator `tasks` at once; returns the wall times the request was sent, the simulator
+        added them (a list request logged as arrived from then on lists them) and the answer came back.
+
+        The simulator goes on answering while it builds their lists, so a sweep may arrive, and find them,
+        before the answer is back: the sweep that finds them is told by the time they were added."""
         path = self.dir / "appearing-tasks.json"
         path.write_text(json.dumps(tasks))
         sent = time.time()
         answer = measure.post_json(self.sim_url + "/_sim/bench/load", {"path": str(path)}, timeout=120)
         if answer.get("added") != len(tasks):
             raise RuntimeError(f"{self.name}: the simulator added {answer} of {len(tasks)} tasks")
-        return sent, time.time()
+        return sent, float(answer["at"]), time.time()
 
     def sim_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = measure.get_json(self.sim_url + "/_sim/stats")

@@ -16,7 +16,6 @@ the stage, the HTTP client) in `hardening_stage.py`; this module runs them and w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -26,11 +25,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import measure
+from bench.common import RESULTS, Settings, code_state, fmt, machine, smoke, stderr_log, work_directory
 from bench.hardening_registration import kill9, kill9_rows, registration, registration_rows
 from bench.hardening_scrapes import scrape_rows, scrape_storm
-from bench.hardening_stage import QUICK, Row, Sizes, storage_flag
-from bench.run import Settings, _fmt, _workdir, machine
+from bench.hardening_stage import QUICK, SMOKE, Row, Sizes, storage_flag
 
 # --------------------------------------------------------------------------------------------- report
 
@@ -51,7 +49,7 @@ def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     cells = [["figure", "value", "target", "met"]]
     for label, value, target, met in rows:
         digits = 3 if isinstance(value, float) and abs(value) < 10 else 1
-        text = value if isinstance(value, str) else _fmt(value, "", digits)
+        text = value if isinstance(value, str) else fmt(value, "", digits)
         cells.append([label, text, target, "" if met is None else ("yes" if met else "NO")])
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     lines = [
@@ -65,26 +63,13 @@ def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return "\n".join(line.rstrip() for line in lines), [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def _code_state() -> dict[str, Any]:
-    """The code measured: its folder, and the commit and modified files of a git checkout (read-only)."""
-    git = ["git", "--no-optional-locks", "-C", str(measure.ROOT)]
-    out: dict[str, Any] = {"root": git[-1]}
-    for key, command in (("commit", ["rev-parse", "HEAD"]), ("modified", ["status", "--porcelain"])):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            lines = subprocess.run([*git, *command], capture_output=True, text=True, timeout=10, check=True)
-            out[key] = lines.stdout.splitlines() if key == "modified" else lines.stdout.strip()
-    return out
-
-
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    sizes = QUICK if args.quick else Sizes()
+    sizes = (SMOKE if smoke() else QUICK) if args.quick else Sizes()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    output: Path = args.output or Path(__file__).resolve().parent / "results" / f"hardening-{stamp}.json"
+    output: Path = args.output or RESULTS / f"hardening-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+    log = stderr_log(began)
 
     try:
         flag = storage_flag()
@@ -93,7 +78,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     log(f"hardening: storage flag {flag}, sizes {json.dumps(asdict(sizes))}")
     results: dict[str, Any] = {}
-    with _workdir(args.keep) as workdir:
+    with work_directory(args.keep) as workdir:
         for name, (run_part, _) in PARTS.items():
             try:
                 results[name] = run_part(settings, sizes, workdir, flag, log)
@@ -108,7 +93,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         "sizes": asdict(sizes),
         "settings": asdict(settings),
         "storage_flag": flag,
-        "code": _code_state(),
+        "code": code_state(),
         "machine": info,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_s": time.monotonic() - began,
@@ -121,7 +106,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     print(text)
     slices = (results.get("registration") or {}).get("fill", {}).get("slices", [])
     if slices:
-        shown = ", ".join(f"{c['registry_from']:,}: {_fmt(c['per_s'], '', 0)}/s" for c in slices)
+        shown = ", ".join(f"{c['registry_from']:,}: {fmt(c['per_s'], '', 0)}/s" for c in slices)
         print(f"fill rate by registry size: {shown}")
     print(f"results: {output} ({time.monotonic() - began:.0f} s)")
     return 1 if any("error" in r for r in results.values()) else 0

@@ -22,9 +22,9 @@ import psutil
 
 from bench import measure
 from bench import workload as wl
+from bench.common import Settings
 from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_session, ms, pair
 from bench.measure import Child, ProcessSampler, quantile
-from bench.run import Settings
 
 
 def _written(child: Child) -> tuple[int, int]:

@@ -14,9 +14,9 @@ import aiohttp
 import psutil
 
 from bench import workload as wl
+from bench.common import ACTIONS, Settings, scrape_figures
 from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_session, ms, pair
 from bench.measure import ProcessSampler, Scrape, quantile
-from bench.run import ACTIONS, Settings, _scrape_figures
 
 
 def _busy() -> float:
@@ -82,7 +82,7 @@ def scrape_storm(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
         out["storm"].update(seconds=ended - started, machine_busy_per_s=machine, cpus=os.cpu_count())
         out["storm"].update(scrapes=len(ok), failed=len(hits) - len(ok), per_s=len(ok) / (ended - started))
         out["storm"].update(p50_ms=ms(quantile(times, 0.5)), p99_ms=ms(quantile(times, 0.99)))
-        out["storm"].update(_scrape_figures(ok))
+        out["storm"].update(scrape_figures(ok))
         for phase, (start, end) in (("quiet", quiet), ("storm", (started, ended))):
             for service, action in ACTIONS.items():
                 counts = stage.stats.window(action, start, end) or {}

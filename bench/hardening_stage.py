@@ -22,8 +22,8 @@ import yaml
 
 from bench import measure
 from bench import workload as wl
+from bench.common import CREDENTIALS, REGION, Settings, fmt
 from bench.measure import Child, SimulatorSampler
-from bench.run import CREDENTIALS, REGION, Settings, _fmt
 
 # Inside the run's storage folder; if --storage.path comes to name a folder rather than a file, it is one.
 STORE_NAME = {"--storage.path": "tasks.db", "--tasks.state-file": "registered-tasks.json"}
@@ -52,6 +52,19 @@ class Sizes:
 
 
 QUICK = Sizes(high=600, window=100, scrape_tasks=300, scrape_s=3.0, warmup_s=2.0, burst=300)
+# The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
+SMOKE = Sizes(
+    low=20,
+    high=100,
+    window=20,
+    clients=4,
+    scrape_tasks=100,
+    scrapers=10,
+    scrape_s=1.5,
+    warmup_s=0.5,
+    burst=100,
+    burst_clients=8,
+)
 
 
 def storage_flag() -> str:
@@ -135,4 +148,4 @@ def ms(seconds: float | None) -> float | None:
 
 
 def pair(a: Any, b: Any, digits: int = 1) -> str:
-    return f"{_fmt(a, '', digits)} / {_fmt(b, '', digits)}"
+    return f"{fmt(a, '', digits)} / {fmt(b, '', digits)}"

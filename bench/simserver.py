@@ -13,7 +13,8 @@ For the discovery benchmark (`bench.discovery`) three more switches, all off by 
   task ID (status requests) or Offset (list requests) and its error code, served as
   `GET /_sim/bench/requests?since=N` (entries N onwards) so windows can be cut to the millisecond; and
   `POST /_sim/bench/load` with `{"path": FILE}` adds the tasks of a scenario file at once (5,000 tasks are
-  more than the 1 MiB a request body to `/_sim/tasks` may hold, and sent in parts a sweep could list half);
+  more than the 1 MiB a request body to `/_sim/tasks` may hold, and sent in parts a sweep could list half)
+  and answers how many it added and when (`at`, wall time: every request logged from then on sees them);
 - `--list-cache` serves the start-time lists without a lookback of their own (CDB's DescribeTasks, TDSQL-C's)
   from a whole list built once (per product, region and filter) and kept for 60 s or until tasks are added,
   each page cut from it by its time window (compared as `YYYY-MM-DD hh:mm:ss` text) and paging. The stock
@@ -153,8 +154,10 @@ class BenchSimulator(Simulator):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.add_tasks(tasks)
+        # A request logged as arrived from now on is answered with these tasks: the request log's clock.
+        added_at = time.time()
         await asyncio.to_thread(self.warm, tasks)
-        return web.json_response({"added": len(tasks)})
+        return web.json_response({"added": len(tasks), "at": added_at})
 
     def _list(
         self,

@@ -1,8 +1,13 @@
-"""The benchmark (bench/) end to end on a tiny workload: every process starts, every figure is produced."""
+"""The benchmark (bench/) end to end on a tiny workload: every process starts, every figure is produced.
+
+Each mode runs as `python -m bench --quick` with BENCH_SMOKE set, which shrinks its sizes and waits to a smoke
+run: real processes and the whole report, in a few seconds. No speed is asserted.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +17,23 @@ from exporter.catalogue.products import CDB, MARIADB
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_bench(*flags: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`python -m bench --quick FLAGS` at smoke sizes, from the checkout's root."""
+    command = [sys.executable, "-m", "bench", "--quick", *flags]
+    env = {**os.environ, "BENCH_SMOKE": "1"}
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bench", "--output", str(output)]
-    command += ["--detect-tasks", "60", "--large-tasks", "120", "--repeats", "1", "--window", "3"]
-    command += ["--latency", "0.02", "--scrapes", "3", "--scrape-every", "1"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    result = run_bench("--output", str(output), "--latency", "0.02")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "p99 / bound" in result.stdout
 
     document = json.loads(output.read_text())
+    settings = document["settings"]
     exporter, baseline = document["summary"]["exporter"], document["summary"]["baseline"]
     # Nothing trips the simulator's quota, and the exporter sees every change it was shown.
     assert exporter["throttled_mariadb"] == 0
@@ -32,9 +44,9 @@ def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
     # Both subjects were scraped at full size and expose the same per-task series.
     large = document["runs"]["large"]
     for subject in ("exporter", "baseline"):
-        assert large[subject]["scrapes"]["plain"]["n"] == 3
-        assert large[subject]["scrapes"]["gzip"]["n"] == 3
-    assert large["exporter"]["polled_after_sweep"] == 120
+        assert large[subject]["scrapes"]["plain"]["n"] == settings["scrapes"]
+        assert large[subject]["scrapes"]["gzip"]["n"] == settings["scrapes"]
+    assert large["exporter"]["polled_after_sweep"] == settings["large_tasks"]
     assert baseline["rss_mb_large"] > 0
     assert exporter["rss_mb_large"] > 0
 
@@ -42,9 +54,7 @@ def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
 def test_hardening_runs_quick(tmp_path: Path) -> None:
     """`--hardening --quick`: all three parts run and give well-formed figures (no speed is asserted)."""
     output = tmp_path / "hardening.json"
-    command = [sys.executable, "-m", "bench", "--hardening", "--quick", "--output", str(output)]
-    command += ["--latency", "0.02"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    result = run_bench("--hardening", "--output", str(output), "--latency", "0.02")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "acknowledged but missing after restart" in result.stdout
 
@@ -78,8 +88,7 @@ def test_discovery_runs_quick(tmp_path: Path) -> None:
     """`--discovery --quick`: the sweep, the utilisation windows, the discovered count and first polls are
     measured, nothing is throttled (no speed is asserted)."""
     output = tmp_path / "discovery.json"
-    command = [sys.executable, "-m", "bench", "--discovery", "--quick", "--output", str(output)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    result = run_bench("--discovery", "--output", str(output))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "status utilisation" in result.stdout
 
@@ -111,8 +120,7 @@ def test_accounts_runs_quick(tmp_path: Path) -> None:
     are measured from the simulators' per-account counters, and every figure is reported (no speed or
     utilisation is asserted)."""
     output = tmp_path / "accounts.json"
-    command = [sys.executable, "-m", "bench", "--accounts", "--quick", "--output", str(output)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    result = run_bench("--accounts", "--output", str(output))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "all 4 buckets" in result.stdout
     assert "control: prod @ one endpoint" in result.stdout
