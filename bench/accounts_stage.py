@@ -98,7 +98,7 @@ def flows(sizes: Sizes) -> list[dict[str, Any]]:
             for _ in range(sizes.tasks_per_bucket):
                 out.append(
                     {
-                        "service": PRODUCT,
+                        "product": PRODUCT,
                         "task_id": str(ids.pop()),
                         "phases": [{"at": 0.0, "status": RUNNING}],
                         "region": region,

@@ -77,42 +77,42 @@ def _probe(path: str, period: float = 0.005, threshold: float = 0.002) -> None:
 
 
 def poll(
-    service: str,
+    product: str,
     task_id: str,
     region: str,
     clients: dict[str, Any],
     last: dict[tuple[str, str], tuple[str, str]],
 ) -> None:
-    labels = (service, region, task_id)
-    REQUESTS.labels(service).inc()
+    labels = (product, region, task_id)
+    REQUESTS.labels(product).inc()
     try:
-        if service == "mariadb":
+        if product == "mariadb":
             flow = mariadb_models.DescribeFlowRequest()
             flow.FlowId = int(task_id)
-            response = clients[service].DescribeFlow(flow)
+            response = clients[product].DescribeFlow(flow)
             raw = response.Status
             status = "unknown" if raw is None else MARIADB_STATUSES.get(raw, f"status_{raw}")
             info = ""
         else:
             async_request = cdb_models.DescribeAsyncRequestInfoRequest()
             async_request.AsyncRequestId = task_id
-            response = clients[service].DescribeAsyncRequestInfo(async_request)
+            response = clients[product].DescribeAsyncRequestInfo(async_request)
             status = (response.Status or "unknown").lower()
             info = response.Info or ""
     except TencentCloudSDKException as exc:
         ERRORS.labels(*labels, str(exc.code)).inc()
         return
     now = time.time()
-    previous = last.get((service, task_id))
+    previous = last.get((product, task_id))
     if previous is None or previous[0] != status:
         CHANGED.labels(*labels).set(now)
-        for known in KNOWN[service] if status in KNOWN[service] else (*KNOWN[service], status):
+        for known in KNOWN[product] if status in KNOWN[product] else (*KNOWN[product], status):
             STATUS.labels(*labels, known).set(1 if known == status else 0)
     if previous is not None and previous[1] != info:
         INFO.remove(*labels, previous[1])
     INFO.labels(*labels, info).set(1)
     LAST_OK.labels(*labels).set(now)
-    last[(service, task_id)] = (status, info)
+    last[(product, task_id)] = (status, info)
 
 
 def main() -> int:
@@ -143,10 +143,10 @@ def main() -> int:
     deadline = time.monotonic() + args.max_runtime
     rounds = 0
     while not _stop.is_set() and time.monotonic() < deadline:
-        for service, task_id in tasks:
+        for product, task_id in tasks:
             if _stop.is_set():
                 break
-            poll(service, task_id, args.region, clients, last)
+            poll(product, task_id, args.region, clients, last)
         else:
             rounds += 1
             _log("round complete", round=rounds)

@@ -30,7 +30,7 @@ def detection(
     Detected: /metrics shows the new status; its latency is the status-change timestamp the subject exposes
     minus the simulator's wall time of the change. Undetected by the end: censored at `end - change`.
     Lower bound per change: the revisit period of a round-robin poller spending exactly the quota on the
-    tasks still in progress, R = in_progress(service, t) / quota (never under the configured polling
+    tasks still in progress, R = in_progress(product, t) / quota (never under the configured polling
     interval, which sizes are chosen to exceed), plus one API round trip (`latency`).
     A perfect poller's latency for a change at a random moment is uniform on [latency, R + latency].
     """
@@ -39,20 +39,20 @@ def detection(
     censored: list[float] = []
     revisits: list[float] = []
     early = 0
-    by_service: dict[str, list[float]] = {s: [] for s in wl.SERVICES}
-    revisits_by_service: dict[str, list[float]] = {s: [] for s in wl.SERVICES}
+    by_product: dict[str, list[float]] = {s: [] for s in wl.PRODUCTS}
+    revisits_by_product: dict[str, list[float]] = {s: [] for s in wl.PRODUCTS}
     for change in work.changes:
-        key = (change.service, change.task_id)
+        key = (change.product, change.task_id)
         at = epoch + change.at
-        period = max(work.in_progress(change.service, change.at) / quotas[change.service], interval)
+        period = max(work.in_progress(change.product, change.at) / quotas[change.product], interval)
         revisits.append(period)
-        revisits_by_service[change.service].append(period)
+        revisits_by_product[change.product].append(period)
         if status.get(key) == change.new and key in changed:
             value = changed[key] - at
             if value < 0:
                 early += 1
             latencies.append(value)
-            by_service[change.service].append(value)
+            by_product[change.product].append(value)
         else:
             censored.append(max(0.0, end - at))
     revisit = _mean(revisits)
@@ -64,16 +64,16 @@ def detection(
         "revisit_at_quota_s": revisit,
         "bound_p50_s": None if revisit is None else revisit / 2 + latency,
         "bound_p99_s": None if revisit is None else revisit + latency,
-        "by_service": {
+        "by_product": {
             s: {
                 "n": len(v),
                 "p50_s": quantile(v, 0.5),
                 "p99_s": quantile(v, 0.99),
-                "revisit_at_quota_s": _mean(revisits_by_service[s]),
-                "p50_ratio": _ratio(quantile(v, 0.5), _mean(revisits_by_service[s]), 0.5, latency),
-                "p99_ratio": _ratio(quantile(v, 0.99), _mean(revisits_by_service[s]), 1.0, latency),
+                "revisit_at_quota_s": _mean(revisits_by_product[s]),
+                "p50_ratio": _ratio(quantile(v, 0.5), _mean(revisits_by_product[s]), 0.5, latency),
+                "p99_ratio": _ratio(quantile(v, 0.99), _mean(revisits_by_product[s]), 1.0, latency),
             }
-            for s, v in by_service.items()
+            for s, v in by_product.items()
         },
     }
     for name, q in (("p50", 0.5), ("p99", 0.99)):
@@ -103,7 +103,7 @@ def run_detect(subject: str, settings: Settings, rep: int, workdir: Path, pace: 
     warm = probe.sweep_seconds(SAFETY_GUESS) + pace.startup_slack
     window = (round(warm, 1), round(warm + settings.window, 1))
     work = wl.build(settings.detect_tasks, window, seed=settings.seed + rep, quotas=quotas)
-    tail = max(work.in_progress(s, window[1]) / (quotas[s] * SAFETY_GUESS) for s in wl.SERVICES)
+    tail = max(work.in_progress(s, window[1]) / (quotas[s] * SAFETY_GUESS) for s in wl.PRODUCTS)
     length = window[1] + tail + settings.latency + pace.final_margin
     with Run(f"detect-{subject}-{rep}", workdir, settings) as run:
         run.start_simulator(work, settings.latency, quotas)
@@ -118,7 +118,7 @@ def run_detect(subject: str, settings: Settings, rep: int, workdir: Path, pace: 
             "subject": subject,
             "repeat": rep,
             "tasks": work.size,
-            "tasks_by_service": {s: work.count(s) for s in wl.SERVICES},
+            "tasks_by_product": {s: work.count(s) for s in wl.PRODUCTS},
             "window_s": list(window),
             "run_s": end - run.epoch,
             "utilisation": run.utilisation(start, end),

@@ -49,7 +49,7 @@ def run_large_exporter(
             polling_profile = Profile(run.subject.pid, seconds, outdir / "profile-exporter-polling.txt")
 
         def swept() -> bool:
-            return all(run.stats.total(ACTIONS[s], "accepted") >= work.count(s) for s in wl.SERVICES)
+            return all(run.stats.total(ACTIONS[s], "accepted") >= work.count(s) for s in wl.PRODUCTS)
 
         deadline = run.epoch + sweep_guess * 1.5 + 30
         run.idle_until(deadline, settings.scrape_every, stop=swept)
@@ -57,7 +57,7 @@ def run_large_exporter(
         if polling_profile is not None:
             profiles["polling"] = polling_profile.finish()
         polled = count_polled(run.scrape(keep_body=True).body.decode())
-        sweep_times = {s: run.stats.first_reaching(ACTIONS[s], work.count(s)) for s in wl.SERVICES}
+        sweep_times = {s: run.stats.first_reaching(ACTIONS[s], work.count(s)) for s in wl.PRODUCTS}
         start = run.epoch + pace.startup_slack
         full_quota = (start, sweep_end)
         # Others finish first, so the scrape figures are not disturbed by concurrent runs.

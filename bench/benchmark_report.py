@@ -35,17 +35,17 @@ def summarize(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if not detected and subject not in results["large"]:
             continue
         s: dict[str, Any] = {}
-        for service in wl.SERVICES if detected else ():
-            s[f"utilisation_{service}"] = detect_median(
-                subject, lambda r, sv=service: r["utilisation"][sv]["utilisation"]
+        for product in wl.PRODUCTS if detected else ():
+            s[f"utilisation_{product}"] = detect_median(
+                subject, lambda r, sv=product: r["utilisation"][sv]["utilisation"]
             )
-            s[f"throttled_{service}"] = sum(
-                r["utilisation"][service]["throttled_total"]
+            s[f"throttled_{product}"] = sum(
+                r["utilisation"][product]["throttled_total"]
                 for r in results["detect"]
                 if r["subject"] == subject
             )
-            s[f"busiest_second_{service}"] = max(
-                r["utilisation"][service]["busiest_second"]
+            s[f"busiest_second_{product}"] = max(
+                r["utilisation"][product]["busiest_second"]
                 for r in results["detect"]
                 if r["subject"] == subject
             )
@@ -77,11 +77,11 @@ def summarize(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
             s["loop_stall_outside_scrape_ms"] = large["loop"]["outside_scrape_max_ms"]
             s["rss_mb_large"] = large["rss_max_mb"]
             if subject == "exporter":
-                for service in wl.SERVICES:
-                    s[f"utilisation_large_{service}"] = large["utilisation_full_quota"][service][
+                for product in wl.PRODUCTS:
+                    s[f"utilisation_large_{product}"] = large["utilisation_full_quota"][product][
                         "utilisation"
                     ]
-                    s[f"throttled_large_{service}"] = large["utilisation_full_quota"][service][
+                    s[f"throttled_large_{product}"] = large["utilisation_full_quota"][product][
                         "throttled_total"
                     ]
                 s["cpu_per_s_full_quota"] = large["cpu_per_s_full_quota"]
@@ -140,33 +140,33 @@ def table(summary: dict[str, Any], settings: Settings) -> tuple[str, list[dict[s
         )
 
     n, big = settings.detect_tasks, settings.large_tasks
-    for service in wl.SERVICES:
+    for product in wl.PRODUCTS:
         row(
-            f"{service} quota utilisation ({n} tasks)",
-            f"utilisation_{service}",
+            f"{product} quota utilisation ({n} tasks)",
+            f"utilisation_{product}",
             digits=3,
             target=">= 0.95",
             ok=lambda v: v >= TARGETS["utilisation"],
         )
-        row(f"{service} RequestLimitExceeded ({n})", f"throttled_{service}", target="0", ok=lambda v: v == 0)
-        row(f"{service} busiest second, req", f"busiest_second_{service}", digits=0)
+        row(f"{product} RequestLimitExceeded ({n})", f"throttled_{product}", target="0", ok=lambda v: v == 0)
+        row(f"{product} busiest second, req", f"busiest_second_{product}", digits=0)
     row(
         f"both APIs, share of {settings.quota_mariadb + settings.quota_cdb:g} req/s",
         "utilisation_both",
         digits=3,
     )
     if "utilisation_large_mariadb" in exp:
-        for service in wl.SERVICES:
+        for product in wl.PRODUCTS:
             row(
-                f"{service} utilisation, first sweep ({big})",
-                f"utilisation_large_{service}",
+                f"{product} utilisation, first sweep ({big})",
+                f"utilisation_large_{product}",
                 digits=3,
                 target=">= 0.95",
                 ok=lambda v: v >= TARGETS["utilisation"],
             )
             row(
-                f"{service} RequestLimitExceeded ({big})",
-                f"throttled_large_{service}",
+                f"{product} RequestLimitExceeded ({big})",
+                f"throttled_large_{product}",
                 target="0",
                 ok=lambda v: v == 0,
             )
@@ -246,7 +246,7 @@ DEFINITIONS = {
     "after the first 3 s (detect runs) or during the first sweep (large run)",
     "detection_latency": "exposed status-change timestamp minus the simulator's wall time of the change; "
     "undetected changes are censored at the end of the run (figures marked >= are then lower bounds)",
-    "lower_bound": "R = in-progress tasks of the service at the change / quota (round-robin revisit at "
+    "lower_bound": "R = in-progress tasks of the product at the change / quota (round-robin revisit at "
     "exactly the quota, never under polling.interval), L = API latency; a perfect poller's latency is "
     "uniform on [L, R + L]: p50 bound R/2 + L, p99 bound R + L (the issue's 'in progress / quota', plus the "
     "round trip)",

@@ -131,10 +131,10 @@ class Run:
 
     def utilisation(self, start: float, end: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for service, action in ACTIONS.items():
+        for product, action in ACTIONS.items():
             window = self.stats.window(action, start, end)
-            quota = self.settings.quotas[service]
-            out[service] = {
+            quota = self.settings.quotas[product]
+            out[product] = {
                 **(window or {}),
                 "quota": quota,
                 "utilisation": None if window is None else window["rate"] / quota,

@@ -92,7 +92,7 @@ def operations(sizes: Sizes, seed: int) -> tuple[list[dict[str, Any]], list[dict
     rng = random.Random(seed)
     running = [{"at": 0.0, "status": "RUNNING", "info": "Benchmark operation, running."}]
     watched = [
-        {"service": "cdb", "task_id": _task_id(rng), "phases": running, "region": WATCH_REGION}
+        {"product": "cdb", "task_id": _task_id(rng), "phases": running, "region": WATCH_REGION}
         for _ in range(sizes.watched)
     ]
     found = []
@@ -100,7 +100,7 @@ def operations(sizes: Sizes, seed: int) -> tuple[list[dict[str, Any]], list[dict
         instance = rng.randrange(sizes.instances)
         found.append(
             {
-                "service": "cdb",
+                "product": "cdb",
                 "task_id": _task_id(rng),
                 "phases": running,
                 "region": REGION,

@@ -53,7 +53,7 @@ async def post_all(
     cap_s: float,
     on_last: Callable[[], None] = lambda: None,
 ) -> list[Answer]:
-    """Registers `items` (service, ID) from every session in parallel, back to back, for at most `cap_s`;
+    """Registers `items` (product, ID) from every session in parallel, back to back, for at most `cap_s`;
     calls `on_last` right after the answer to the last one."""
     answers: list[Answer] = []
     position = 0
@@ -62,9 +62,9 @@ async def post_all(
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal position
         while position < len(items) and time.monotonic() < deadline:
-            service, task_id = items[position]
+            product, task_id = items[position]
             position += 1
-            body = {"product": service, "id": int(task_id) if service == "mariadb" else task_id}
+            body = {"product": product, "id": int(task_id) if product == "mariadb" else task_id}
             started = time.perf_counter()
             try:
                 async with session.post(url, json=body) as response:
@@ -73,7 +73,7 @@ async def post_all(
             except (aiohttp.ClientError, TimeoutError):
                 status = 0
             now = time.perf_counter()
-            answers.append(Answer(now, now - started, status, (service, task_id)))
+            answers.append(Answer(now, now - started, status, (product, task_id)))
             if len(answers) == len(items):
                 on_last()
 

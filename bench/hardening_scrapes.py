@@ -71,8 +71,8 @@ def scrape_storm(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
         ok = [h for h in hits if h.status == 200]
         times = [h.seconds for h in ok]
         out: dict[str, Any] = {
-            "tasks": {s: work.count(s) for s in wl.SERVICES},
-            "in_progress": {s: work.in_progress(s, 0.0) for s in wl.SERVICES},
+            "tasks": {s: work.count(s) for s in wl.PRODUCTS},
+            "in_progress": {s: work.in_progress(s, 0.0) for s in wl.PRODUCTS},
             "scrapers": sizes.scrapers,
             "scrape_kinds": "odd-numbered clients gzip, even-numbered plain",
             "quiet": {"cpu_per_s": cpu.cpu_per_second(*quiet), "machine_busy_per_s": busy},
@@ -84,21 +84,21 @@ def scrape_storm(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
         out["storm"].update(p50_ms=ms(quantile(times, 0.5)), p99_ms=ms(quantile(times, 0.99)))
         out["storm"].update(scrape_figures(ok))
         for phase, (start, end) in (("quiet", quiet), ("storm", (started, ended))):
-            for service, action in ACTIONS.items():
+            for product, action in ACTIONS.items():
                 counts = stage.stats.window(action, start, end) or {}
                 rate = counts.get("rate")
-                utilisation = None if rate is None else rate / settings.quotas[service]
-                out[phase][service] = {**counts, "utilisation": utilisation}
+                utilisation = None if rate is None else rate / settings.quotas[product]
+                out[phase][product] = {**counts, "utilisation": utilisation}
         return out
 
 
 def scrape_rows(scr: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    for service in wl.SERVICES:
+    for product in wl.PRODUCTS:
         for phase, label in (("quiet", "no scrapers"), ("storm", f"{scr['scrapers']} scrapers")):
-            use, throttled = scr[phase][service].get("utilisation"), scr[phase][service].get("throttled")
+            use, throttled = scr[phase][product].get("utilisation"), scr[phase][product].get("throttled")
             met = None if use is None else use >= TARGETS["utilisation"]
-            rows.append((f"{service} utilisation, {label}", use, ">= 0.95", met))
+            rows.append((f"{product} utilisation, {label}", use, ">= 0.95", met))
             rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
     st = scr["storm"]
     rows.append((f"scrapes/s, {scr['scrapers']} clients (half gzip)", st["per_s"], "", None))
