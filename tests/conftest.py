@@ -23,6 +23,17 @@ async def eventually(condition: Callable[[], object], within: float = 10.0, what
 
 
 @pytest.fixture
+def wall() -> float:
+    """The wall-clock time a test's simulators start from: a whole second taken when the test itself starts.
+
+    Whole, so the StartTime and EndTime the answers show are exact; taken per test (never at import or for
+    the session), so it stays within the simulator's 300 s of allowed skew of the real clock the official
+    SDKs sign with, however long the run has lasted (tests/test_wall_clock.py proves it).
+    """
+    return float(int(time.time()))
+
+
+@pytest.fixture
 def simulator() -> Iterator[SimulatorThread]:
     """The simulator in a thread of its own on a free loopback port, accepting CREDS; stopped afterwards."""
     with SimulatorThread(Simulator([CREDS])) as sim:
