@@ -297,7 +297,16 @@ def test_shards_partition_the_tasks_and_share_the_quota(tmp_path: Path) -> None:
         try:
             for daemon in daemons:
                 daemon.__enter__()
-            time.sleep(5)  # the measurement window for the shared quota (not a synchronisation)
+
+            def accepted(action: str) -> int:
+                return int(sim.stats()["actions"].get(action, {}).get("accepted", 0))
+
+            # Every shard at work for a few seconds of the shared quota, which it binds many times over.
+            wait_for(
+                lambda: accepted("DescribeFlow") >= 60 and accepted("DescribeAsyncRequestInfo") >= 120,
+                30,
+                "60 DescribeFlow and 120 DescribeAsyncRequestInfo answers",
+            )
             for index, daemon in enumerate(daemons):
                 samples = daemon.scrape()
                 assert samples.get("tencentcloud_exporter_shard_index") == index
