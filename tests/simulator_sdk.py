@@ -46,7 +46,7 @@ from tencentcloud.sqlserver.v20180328 import sqlserver_client
 
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
-from exporter.simulator import SimTask, Simulator, SimulatorThread
+from exporter.simulator import SimTask, Simulator, SimulatorThread, task_to_dict
 from tests.helpers import FakeClock, wait_for
 
 KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
@@ -285,6 +285,15 @@ class SimulatorProcess:
         except OSError:  # urllib.error.URLError is one
             return False
         return True
+
+    def add_tasks(self, tasks: list[SimTask]) -> None:
+        """Adds tasks through the control API, as `Simulator.add_tasks` does in-process."""
+        body = json.dumps({"tasks": [task_to_dict(t) for t in tasks]}).encode()
+        request = urllib.request.Request(
+            self.url + "/_sim/tasks", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"added": len(tasks)}
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/_sim/stats", timeout=5) as response:

@@ -123,7 +123,10 @@ async def test_tasks_in_progress_go_first_when_the_quota_is_short(
     assert all(store.get(("cdb", "ap-guangzhou", t)).status == "success" for t in finished)  # type: ignore[union-attr]
     # ... which takes ~2.2 s of quota; after that the two running tasks spend all of it (2 per 0.2 s = 10/s)
     # at their interval while the finished ones, due as often, wait.
-    assert max(polls[t] for t in finished) == 1, polls
+    # (A finished task may get a second poll when the running ones are slow to answer on a busy machine and
+    # leave quota unspent: the scheduler is work-conserving. Without priorities all 22 would be polled alike,
+    # so the 20 finished ones together would get some 120 repeat polls; here fewer than one running task got.)
+    assert sum(polls[t] - 1 for t in finished) < min(polls[t] for t in running), polls
     assert len(client.polls) <= elapsed * 10 + 1  # never above the quota
 
 
@@ -133,10 +136,17 @@ async def test_failed_polls_back_off(simulator: SimulatorThread, session: aiohtt
     polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
     scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
     scheduler.sync([WatchedTask("mariadb", "404", "ap-guangzhou")], spread=False)
-    await run_until(scheduler, lambda: len(client.polls) >= 6, "six polls")
+    key = ("mariadb", "ap-guangzhou", "404")
+
+    def six_failures() -> bool:
+        state = store.get(key)
+        return state is not None and sum(state.errors.values()) >= 6
+
+    # Counted once answered: the next poll is at least 0.4 s of backoff away, so none is in flight.
+    await run_until(scheduler, six_failures, "six failed polls")
     times = [at for at, _ in client.polls]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    state = store.get(("mariadb", "ap-guangzhou", "404"))
+    state = store.get(key)
     assert state is not None
     assert state.errors == {"InvalidParameter.FlowNotFound": len(times)}
     # Backoff after 1..5 failures waits at least half of 0.1, 0.2, 0.4, 0.8 (capped) and 0.8 s: 1.15 s in all
