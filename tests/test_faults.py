@@ -125,7 +125,7 @@ def throttled(daemon: DaemonProcess) -> float:
 
 
 def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed(tmp_path: Path) -> None:
-    """Takes about 15 s: the bucket climbs back from a throttled rate over RECOVERY_SECONDS (10 s) by design,
+    """Takes about 12 s: the bucket climbs back from a throttled rate over RECOVERY_SECONDS (10 s) by design,
     and the test waits for that recovery rather than shortening it."""
     with SimulatorThread(Simulator([CREDS])) as sim:
         for n in range(200):
