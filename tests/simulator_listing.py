@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,9 +31,6 @@ LIST_PRODUCTS = sorted(LIST_SDKS)
 STARTED_LISTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is not None]
 SNAPSHOTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is None]
 START = 1000.0
-# The wall clock starts at a whole second near now and moves with the fake clock, so the times the answers
-# show are exact and signatures stay fresh.
-WALL = float(int(time.time()))
 OTHER_REGION = "ap-shanghai"
 
 # The published quotas of the list actions, from the products' API documentation.
@@ -50,12 +46,14 @@ Start = Callable[..., SimulatorThread]  # the fixture: starts a simulator with t
 
 
 @contextlib.contextmanager
-def listing_simulators(clock: FakeClock) -> Iterator[Start]:
-    """simulators(clock), each with a wall clock that starts at WALL and moves with the fake clock."""
+def listing_simulators(clock: FakeClock, wall: float) -> Iterator[Start]:
+    """simulators(clock), each with a wall clock that reads `wall` (the `wall` fixture: a whole second taken
+    when the test started) at START and moves with the fake clock, so the times the answers show are exact
+    and the signatures of the SDKs, made with the real clock, stay within the allowed skew."""
     with simulators(clock) as start_simulator:
 
         def start_listing(*tasks: SimTask, **options: Any) -> SimulatorThread:
-            options.setdefault("wall_clock", lambda: WALL + clock.now - START)
+            options.setdefault("wall_clock", lambda: wall + clock.now - START)
             return start_simulator(*tasks, **options)
 
         yield start_listing

@@ -31,7 +31,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from exporter.catalogue.products import CDB, MARIADB
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
-from exporter.simulator import SimTask, Simulator, SimulatorThread
+from exporter.simulator import SimTask, Simulator, SimulatorThread, task_to_dict
 from tests.helpers import FakeClock, wait_for
 from tests.products import LIST_SDKS, SDKS
 
@@ -228,6 +228,15 @@ class SimulatorProcess:
         except OSError:  # urllib.error.URLError is one
             return False
         return True
+
+    def add_tasks(self, tasks: list[SimTask]) -> None:
+        """Adds tasks through the control API, as `Simulator.add_tasks` does in-process."""
+        body = json.dumps({"tasks": [task_to_dict(t) for t in tasks]}).encode()
+        request = urllib.request.Request(
+            self.url + "/_sim/tasks", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"added": len(tasks)}
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/_sim/stats", timeout=5) as response:

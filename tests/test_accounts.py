@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -304,7 +305,11 @@ async def test_two_accounts_ending_at_one_identity_are_warned_about(
 
 async def test_a_reload_replaces_only_the_accounts_whose_credentials_changed(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
-    document: dict[str, Any] = {**TWO_ACCOUNTS, "apis": {CDB.name: {"endpoint": "http://127.0.0.1:9"}}}
+    # A deep copy: the test edits the accounts, which other tests read from TWO_ACCOUNTS in any order.
+    document: dict[str, Any] = {
+        **copy.deepcopy(TWO_ACCOUNTS),
+        "apis": {CDB.name: {"endpoint": "http://127.0.0.1:9"}},
+    }
     path.write_text(yaml.safe_dump(document))
     daemon = Daemon(load_config(path, {}), None, Options(config_path=path), env={})
     await daemon.start()

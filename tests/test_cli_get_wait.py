@@ -326,7 +326,7 @@ def test_wait_under_a_low_quota_still_succeeds(
 ) -> None:
     """The simulator allows 2 requests a second. Configured to match, nothing is throttled; left at the
     published 20/s, answers are throttled and retried with backoff, never an early exit."""
-    ids = [str(n) for n in range(1, 7)]
+    ids = [str(n) for n in range(1, 5)]  # four tasks every 200 ms: ten times what the quota allows
     sim = start_simulator(
         *(SimTask(MARIADB.name, i, (Phase(0, 2), Phase(0.5, 0))) for i in ids), quotas={MARIADB.name: 2}
     )

@@ -276,6 +276,7 @@ async def test_failing_metadata_service_keeps_old_keys_until_they_expire(
             await eventually(tried(2))
             clock.advance(5)
             assert await p.get() == first
+            # A window for a wrong early retry to show (an absence needs one; nothing waits on it).
             await asyncio.sleep(0.05)
             assert fake.fetches == 2  # no retry before retry_delay
             clock.advance(10)

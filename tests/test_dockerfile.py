@@ -1,5 +1,6 @@
 """The Dockerfile: it installs exactly the locked dependencies, records the build, finds the daemon for its
-HEALTHCHECK, runs the Python the lock was compiled for, and passes hadolint."""
+HEALTHCHECK, runs the Python the lock was compiled for, passes hadolint, builds in stages from pinned images
+into a non-root image; and .dockerignore keeps everything out that the build does not copy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from exporter import __version__
 from exporter.cli import flags as cliflags
 from tests.helpers import require_binary
+from tests.promql import substitute
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 # --- Dockerfile -------------------------------------------------------------------------------------------
 
 DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
 LOCK = REPO / "requirements.lock"
 
 
@@ -99,3 +102,33 @@ def test_hadolint_passes() -> None:
     hadolint = require_binary("hadolint")
     result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_requirements() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, flags=re.M))
+    froms = [substitute(f, args) for f in re.findall(r"^FROM (\S+)", text, flags=re.M)]
+    assert len(froms) >= 2, "multi-stage build"
+    for image in froms:
+        pinned = r"python:\d+\.\d+\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}"
+        assert re.fullmatch(pinned, image), f"base image not pinned (version and digest): {image}"
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER (?!root|0\b)\S+", final_stage, flags=re.M), "final stage must run as non-root"
+    assert re.search(r"^EXPOSE 10123\b", final_stage, flags=re.M)
+    assert re.search(r"^HEALTHCHECK .*", final_stage, flags=re.M)
+    assert re.search(r'^    CMD \["tencentcloud-task-exporter", "healthcheck"\]$', final_stage, flags=re.M)
+    assert "/etc/tencentcloud-task-exporter/config.yaml" in text, "documented config path"
+    # `docker run IMAGE --demo` needs the flags to go to an ENTRYPOINT in exec form.
+    assert re.search(r'^ENTRYPOINT \["tencentcloud-task-exporter"\]', final_stage, flags=re.M)
+    # No build tooling copied into the final image: only the installed venv.
+    assert "COPY --from=build /opt/exporter /opt/exporter" in final_stage
+
+
+def test_dockerignore_keeps_secrets_and_junk_out() -> None:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()]
+    entries = [line for line in lines if line and not line.startswith("#")]
+    assert entries[0] == "*", "allow-list: ignore everything, then re-include what the build needs"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M):
+        for source in copied.split():
+            assert f"!{source.rstrip('/')}" in {e.rstrip("/") for e in entries}, f"{source} is ignored"

@@ -93,6 +93,7 @@ class OtherClient(threading.Thread):
             credential.Credential(CREDS.secret_id, CREDS.secret_key), "ap-guangzhou", profile
         )
         self.period = 1.0 / rate
+        self.attempts = 0
         self.accepted = 0
         self.stop = threading.Event()
 
@@ -106,6 +107,7 @@ class OtherClient(threading.Thread):
                 self.accepted += 1
             except TencentCloudSDKException:
                 pass
+            self.attempts += 1
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -114,7 +116,22 @@ def accepted(sim: SimulatorThread) -> int:
     return int(sim.stats()["actions"].get("DescribeFlow", {}).get("accepted", 0))
 
 
+def current_rate(daemon: DaemonProcess) -> float:
+    """The rate the exporter's DescribeFlow bucket allows now (the quota, 20/s, unless throttled lately)."""
+    rate = daemon.scrape().get(
+        "tencentcloud_api_current_rate_limit_requests_per_second", product=MARIADB.name
+    )
+    assert rate is not None
+    return rate
+
+
+def throttled(daemon: DaemonProcess) -> float:
+    return daemon.scrape().get("tencentcloud_api_throttled_requests_total", product=MARIADB.name) or 0
+
+
 def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed(tmp_path: Path) -> None:
+    """Takes about 12 s: the bucket climbs back from a throttled rate over RECOVERY_SECONDS (10 s) by design,
+    and the test waits for that recovery rather than shortening it."""
     with SimulatorThread(Simulator([CREDS])) as sim:
         for n in range(200):
             sim.add_task(SimTask(MARIADB.name, str(n + 1), (Phase(0, 2),)))
@@ -122,28 +139,41 @@ def test_throttling_shared_with_another_client_yields_then_returns_to_full_speed
             tmp_path / "config.yaml", sim.url, {"mariadb_flows": list(range(1, 201))}, interval="1s"
         )
         with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
-            time.sleep(2)
+            # 200 tasks a second want more than the quota of 20/s: the exporter polls at its full rate.
+            wait_for(lambda: accepted(sim) >= 20, 20, "the exporter to poll")
+            assert throttled(daemon) == 0
+            assert current_rate(daemon) == 20
             other = OtherClient(sim.url, rate=10)
             other.start()
-            time.sleep(2)  # the exporter notices and backs off
-            start_total, start_other, started = accepted(sim), other.accepted, time.monotonic()
-            time.sleep(5)
-            shared_rate = (accepted(sim) - start_total - (other.accepted - start_other)) / (
-                time.monotonic() - started
-            )
-            other_rate = (other.accepted - start_other) / (time.monotonic() - started)
-            other.stop.set()
-            other.join(5)
-            time.sleep(6)  # additive recovery
+            try:
+                wait_for(
+                    lambda: throttled(daemon) > 0 and current_rate(daemon) < 20 * 0.75,
+                    20,
+                    "the exporter to be throttled and lower its rate",
+                )
+                # While sharing: over the other client's next 30 attempts, how much of the quota each got.
+                start_total, start_other, start_attempts = accepted(sim), other.accepted, other.attempts
+                started = time.monotonic()
+                wait_for(lambda: other.attempts >= start_attempts + 30, 30, "30 attempts of the other client")
+                elapsed = time.monotonic() - started
+                other_share = (other.accepted - start_other) / (other.attempts - start_attempts)
+                shared_rate = (accepted(sim) - start_total - (other.accepted - start_other)) / elapsed
+            finally:
+                other.stop.set()
+                other.join(5)
+            # Alone again, the bucket climbs back to the full quota ...
+            wait_for(lambda: current_rate(daemon) == 20, 30, "the exporter's rate to climb back to 20/s")
             start_total, started = accepted(sim), time.monotonic()
-            time.sleep(4)
+            wait_for(lambda: accepted(sim) >= start_total + 40, 30, "40 more polls")
             alone_rate = (accepted(sim) - start_total) / (time.monotonic() - started)
             samples = daemon.scrape()
-    # While sharing, the exporter left room for the other client (which got most of its 10/s through) ...
+    # While sharing, the exporter left room for the other client, which got most of its requests through
+    # (0.7 of them measured on a loaded 2-core machine) ...
     assert shared_rate < 14, shared_rate
-    assert other_rate > 6.5, other_rate  # 7.0 measured on a loaded 2-core machine
+    assert other_share > 0.6, other_share
     assert (
         samples.get("tencentcloud_api_errors_total", product=MARIADB.name, code="RequestLimitExceeded") or 0
     ) > 0
-    # ... and alone again it is back near the full quota (0.95 x 20).
-    assert alone_rate > 16, alone_rate
+    # ... and alone again it polls at its full rate. The utilisation figure (0.95 of the quota) is measured by
+    # `python -m bench`; here only a floor that a loaded or single-core machine still reaches.
+    assert alone_rate > 8, alone_rate

@@ -141,11 +141,11 @@ class FlakyClient(ApiClient):
 
 
 @pytest.fixture
-def simulator(simulator: SimulatorThread) -> SimulatorThread:
-    """conftest's simulator with a finished flow (5) and a running one (7)."""
-    simulator.add_task(SimTask(MARIADB.name, "5", (Phase(0, 0),)))
-    simulator.add_task(SimTask(MARIADB.name, "7", (Phase(0, 2),)))
-    return simulator
+def simulator(shared_simulator: SimulatorThread) -> SimulatorThread:
+    """conftest's shared simulator with a finished flow (5105) and a running one (5107)."""
+    shared_simulator.add_task(SimTask(MARIADB.name, "5105", (Phase(0, 0),)))
+    shared_simulator.add_task(SimTask(MARIADB.name, "5107", (Phase(0, 2),)))
+    return shared_simulator
 
 
 async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
@@ -165,9 +165,9 @@ async def test_an_exception_in_a_poll_is_counted_and_the_task_polled_again(
             Metrics(),
             PollingConfig(interval=0.05, finished_interval=60, max_backoff=0.1),
         )
-        scheduler.sync([WatchedTask(MARIADB.name, "5", "ap-guangzhou")], spread=False)
+        scheduler.sync([WatchedTask(MARIADB.name, "5105", "ap-guangzhou")], spread=False)
         worker = asyncio.create_task(scheduler.run())
-        key = (MARIADB.name, "ap-guangzhou", "5")
+        key = (MARIADB.name, "ap-guangzhou", "5105")
         try:
             await eventually(
                 lambda: (s := store.get(key)) is not None and s.status is not None, 10, "a status"
@@ -341,7 +341,7 @@ def _config(path: Path, url: str) -> list[str]:
         "region": "ap-guangzhou",
         "apis": {MARIADB.name: {"endpoint": url}, CDB.name: {"endpoint": url}},
         "polling": {"interval": "200ms", "timeout": "2s"},
-        "watch": {"mariadb_flows": [7]},
+        "watch": {"mariadb_flows": [5107]},
     }
     path.write_text(yaml.safe_dump(document))
     return ["--config.file", str(path)]
@@ -349,7 +349,7 @@ def _config(path: Path, url: str) -> list[str]:
 
 def test_sighup_during_shutdown_does_not_kill_the_process(simulator: SimulatorThread, tmp_path: Path) -> None:
     with DaemonProcess(_config(tmp_path / "config.yaml", simulator.url)) as daemon:
-        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") is not None, 15, "the first poll")
+        wait_for(lambda: daemon.scrape().status(MARIADB.name, "5107") is not None, 15, "the first poll")
         daemon.signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         # SIGHUPs for as long as the process lives, into every stage of shutdown.
@@ -362,12 +362,14 @@ def test_sighup_during_shutdown_does_not_kill_the_process(simulator: SimulatorTh
 def test_status_first_seen_time_survives_a_restart(simulator: SimulatorThread, tmp_path: Path) -> None:
     args = [*_config(tmp_path / "config.yaml", simulator.url), "--storage.path", str(tmp_path / "s.db")]
     with DaemonProcess(args) as daemon:
-        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") == "running", 15, "the first poll")
-        since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
+        wait_for(lambda: daemon.scrape().status(MARIADB.name, "5107") == "running", 15, "the first poll")
+        since = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="5107")
         daemon.kill()  # no clean shutdown: what the store holds must already be on disk
     with DaemonProcess(args) as daemon:
-        wait_for(lambda: daemon.scrape().status(MARIADB.name, "7") == "running", 15, "the first poll again")
-        again = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="7")
+        wait_for(
+            lambda: daemon.scrape().status(MARIADB.name, "5107") == "running", 15, "the first poll again"
+        )
+        again = daemon.scrape().get("tencentcloud_task_status_change_timestamp_seconds", task_id="5107")
     assert since is not None
     assert again == since
 

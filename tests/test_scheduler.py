@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -21,6 +21,7 @@ from exporter.polling.client import ApiClient, Outcome
 from exporter.polling.ratelimit import TokenBucket
 from exporter.polling.scheduler import LaneScheduler, backoff_delay
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
+from tests.conftest import eventually
 from tests.helpers import CREDS
 
 
@@ -61,11 +62,16 @@ def scheduler_for(
     return scheduler, store
 
 
-async def run_for(scheduler: LaneScheduler, seconds: float) -> None:
+async def run_until(
+    scheduler: LaneScheduler, condition: Callable[[], object], what: str, within: float = 15.0
+) -> None:
+    """Runs the scheduler until `condition()` holds (failing after `within` seconds), then stops it."""
     worker = asyncio.create_task(scheduler.run())
-    await asyncio.sleep(seconds)
-    worker.cancel()
-    await asyncio.gather(worker, return_exceptions=True)
+    try:
+        await eventually(condition, within, what)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
 
 
 async def test_first_polls_are_spread_over_one_interval(
@@ -78,16 +84,16 @@ async def test_first_polls_are_spread_over_one_interval(
     scheduler, _ = scheduler_for(MARIADB, url, client, 100, PollingConfig(interval=1.0, finished_interval=60))
     started = time.monotonic()
     scheduler.sync([WatchedTask(MARIADB.name, str(n + 1), "ap-guangzhou") for n in range(10)], spread=True)
-    await run_for(scheduler, 0.95)
-    first = {}
+    await run_until(scheduler, lambda: len({t for _, t in client.polls}) == 10, "a first poll of every task")
+    first: dict[str, float] = {}
     for at, task_id in client.polls:
         first.setdefault(task_id, at - started)
-    assert len(first) == 10
     offsets = sorted(first.values())
-    # Not a thundering herd: roughly one task every interval/10, all within the first interval.
-    assert offsets[-1] < 1.0
-    assert offsets[-1] - offsets[0] > 0.7
-    assert min(b - a for a, b in itertools.pairwise(offsets)) > 0.05
+    # Not a thundering herd: the k-th first poll is due k/10 of the interval in, and none goes early. (A busy
+    # machine may wake the loop late, so two may go close together; that is lateness, not a herd.)
+    assert all(offset >= k * 0.1 - 0.01 for k, offset in enumerate(offsets)), offsets
+    # All within the first interval: the last is due at 0.9 s, and a busy loop may be a little late for it.
+    assert offsets[-1] < 1.2, offsets
 
 
 async def test_tasks_in_progress_go_first_when_the_quota_is_short(
@@ -105,16 +111,23 @@ async def test_tasks_in_progress_go_first_when_the_quota_is_short(
     polling = PollingConfig(interval=0.2, finished_interval=0.2)
     scheduler, store = scheduler_for(CDB, url, client, 10, polling)
     scheduler.sync([WatchedTask(CDB.name, t, "ap-guangzhou") for t in running + finished], spread=False)
-    await run_for(scheduler, 4.0)
+    started = time.monotonic()
+    await run_until(
+        scheduler,
+        lambda: min(Counter(t for _, t in client.polls)[r] for r in running) >= 7,
+        "seven polls of each running task",
+    )
+    elapsed = time.monotonic() - started
     polls = Counter(task_id for _, task_id in client.polls)
     # Every finished task got its first poll (unknown status counts as in progress) ...
     assert all(store.get((CDB.name, "ap-guangzhou", t)).status == "success" for t in finished)  # type: ignore[union-attr]
     # ... which takes ~2.2 s of quota; after that the two running tasks spend all of it (2 per 0.2 s = 10/s)
     # at their interval while the finished ones, due as often, wait.
-    for task_id in running:
-        assert polls[task_id] >= 7, polls
-    assert max(polls[t] for t in finished) == 1, polls
-    assert len(client.polls) <= 4.0 * 10 + 1
+    # (A finished task may get a second poll when the running ones are slow to answer on a busy machine and
+    # leave quota unspent: the scheduler is work-conserving. Without priorities all 22 would be polled alike,
+    # so the 20 finished ones together would get some 120 repeat polls; here fewer than one running task got.)
+    assert sum(polls[t] - 1 for t in finished) < min(polls[t] for t in running), polls
+    assert len(client.polls) <= elapsed * 10 + 1  # never above the quota
 
 
 async def test_failed_polls_back_off(simulator: SimulatorThread, session: aiohttp.ClientSession) -> None:
@@ -123,15 +136,23 @@ async def test_failed_polls_back_off(simulator: SimulatorThread, session: aiohtt
     polling = PollingConfig(interval=0.1, finished_interval=1, max_backoff=0.8)
     scheduler, store = scheduler_for(MARIADB, url, client, 100, polling)
     scheduler.sync([WatchedTask(MARIADB.name, "404", "ap-guangzhou")], spread=False)
-    await run_for(scheduler, 3.0)
+    key = (MARIADB.name, "ap-guangzhou", "404")
+
+    def six_failures() -> bool:
+        state = store.get(key)
+        return state is not None and sum(state.errors.values()) >= 6
+
+    # Counted once answered: the next poll is at least 0.4 s of backoff away, so none is in flight.
+    await run_until(scheduler, six_failures, "six failed polls")
     times = [at for at, _ in client.polls]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    state = store.get((MARIADB.name, "ap-guangzhou", "404"))
+    state = store.get(key)
     assert state is not None
     assert state.errors == {"InvalidParameter.FlowNotFound": len(times)}
-    # Without backoff, 3 s at a 0.1 s interval would be ~30 polls.
-    assert 4 <= len(times) <= 12
-    assert gaps[-1] > gaps[0]
+    # Backoff after 1..5 failures waits at least half of 0.1, 0.2, 0.4, 0.8 (capped) and 0.8 s: 1.15 s in all
+    # for the first six polls, where the 0.1 s interval alone would take 0.5 s.
+    assert times[5] - times[0] >= 1.15
+    assert gaps[4] > gaps[0]
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
@@ -152,5 +173,7 @@ async def test_throttling_slows_the_bucket(
     client = RecordingClient(session, 2.0)
     scheduler, _ = scheduler_for(MARIADB, url, client, 20, PollingConfig(interval=0.1))
     scheduler.sync([WatchedTask(MARIADB.name, "1", "ap-guangzhou")], spread=False)
-    await run_for(scheduler, 0.5)
-    assert scheduler.bucket.current_rate() < 20
+    await run_until(
+        scheduler, lambda: scheduler.bucket.current_rate() < 20, "the bucket to slow down after throttling"
+    )
+    assert client.polls  # it was an answer to a poll that slowed it

@@ -29,7 +29,7 @@ from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.cli import main as cli_main
 from tests.helpers import FakeClock
 from tests.products import FACTS, LIST_SDKS, RUNNING
-from tests.simulator_listing import LIST_PRODUCTS, START, WALL, key, listed
+from tests.simulator_listing import LIST_PRODUCTS, START, key, listed
 from tests.simulator_listing import task as list_task
 from tests.simulator_sdk import (
     KEY,
@@ -57,13 +57,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def start(clock: FakeClock) -> Iterator[Start]:
+def start(clock: FakeClock, wall: float) -> Iterator[Start]:
     """Starts simulators accepting ALICE and BOB on free ports, on the fake clock (the wall clock moves with
     it, so signatures stay fresh and list times exact); every one is stopped when the test ends."""
     with contextlib.ExitStack() as stack:
 
         def start_simulator(*tasks: SimTask, **options: Any) -> SimulatorThread:
-            options.setdefault("wall_clock", lambda: WALL + clock.now - START)
+            options.setdefault("wall_clock", lambda: wall + clock.now - START)
             simulator = Simulator([ALICE, BOB], clock=clock, **options)
             simulator.add_tasks(list(tasks))
             return stack.enter_context(SimulatorThread(simulator))

@@ -29,7 +29,6 @@ from tests.simulator_listing import (
     SPELLING,
     START,
     STARTED_LISTS,
-    WALL,
     Start,
     china_time,
     key,
@@ -59,8 +58,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def start(clock: FakeClock) -> Iterator[Start]:
-    with listing_simulators(clock) as start_listing:
+def start(clock: FakeClock, wall: float) -> Iterator[Start]:
+    with listing_simulators(clock, wall) as start_listing:
         yield start_listing
 
 
@@ -98,7 +97,7 @@ def test_tasks_appear_in_the_list_once_they_start(start: Start, clock: FakeClock
     assert listed(client, product) == [task_id(product, n) for n in (3, 2, 1)]
 
 
-def test_cdb_task_list_fields(start: Start, clock: FakeClock) -> None:
+def test_cdb_task_list_fields(start: Start, clock: FakeClock, wall: float) -> None:
     dropping = task(
         CDB.name,
         1,
@@ -113,21 +112,21 @@ def test_cdb_task_list_fields(start: Start, clock: FakeClock) -> None:
 
     _, (first, second) = sdk_list_items(client, CDB.name)
     shows(second, AsyncRequestId=task_id(CDB.name, 1), TaskType="DROP TABLES", TaskStatus="RUNNING", Code=0)
-    shows(second, StartTime=china_time(WALL - 30), EndTime="", InstanceIds=["cdb-1x2y3z4w"], Progress=40)
-    shows(first, TaskStatus="FAILED", Message="Backend task error.", EndTime=china_time(WALL))
+    shows(second, StartTime=china_time(wall - 30), EndTime="", InstanceIds=["cdb-1x2y3z4w"], Progress=40)
+    shows(first, TaskStatus="FAILED", Message="Backend task error.", EndTime=china_time(wall))
     assert first.Code != 0
     assert first.JobId != second.JobId
 
     clock.advance(60)
     _, items = sdk_list_items(client, CDB.name, TaskStatus=[2])  # 2: succeeded
-    assert [(i.TaskStatus, i.Progress, i.EndTime) for i in items] == [("SUCCEED", 100, china_time(WALL + 60))]
+    assert [(i.TaskStatus, i.Progress, i.EndTime) for i in items] == [("SUCCEED", 100, china_time(wall + 60))]
     assert listed(client, CDB.name, TaskTypes=[12]) == [task_id(CDB.name, 1)]  # 12: DROP TABLES
     assert listed(client, CDB.name, TaskTypes=[7], TaskStatus=[3]) == [task_id(CDB.name, 2)]
     assert listed(client, CDB.name, InstanceId="cdb-1x2y3z4w") == [task_id(CDB.name, 1)]
     assert listed(client, CDB.name, AsyncRequestId=task_id(CDB.name, 2)) == [task_id(CDB.name, 2)]
 
 
-def test_redis_task_list_fields(start: Start, clock: FakeClock) -> None:
+def test_redis_task_list_fields(start: Start, clock: FakeClock, wall: float) -> None:
     migrating = task(
         REDIS.name,
         1,
@@ -147,17 +146,17 @@ def test_redis_task_list_fields(start: Start, clock: FakeClock) -> None:
 
     first = item()
     shows(first, TaskId=1001, TaskType="FLOW_MIGRATION_INSTANCE_ZONE", InstanceName="sessions", ProjectId=0)
-    shows(first, Result=0, Progress=0, StartTime=china_time(WALL - 5), EndTime="", InstanceId="crs-7m1qz0bw")
+    shows(first, Result=0, Progress=0, StartTime=china_time(wall - 5), EndTime="", InstanceId="crs-7m1qz0bw")
     clock.advance(10)
     assert (item().Result, item().Progress) == (1, 35)
     clock.advance(30)
-    assert (item().Result, item().Progress, item().EndTime) == (2, 100, china_time(WALL + 40))
+    assert (item().Result, item().Progress, item().EndTime) == (2, 100, china_time(wall + 40))
     assert listed(client, REDIS.name, Result=[4]) == ["1002"]
     assert listed(client, REDIS.name, TaskTypes=["FLOW_MIGRATION_INSTANCE_ZONE"]) == ["1001"]
     assert listed(client, REDIS.name, InstanceName="sessions") == ["1001"]
 
 
-def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock) -> None:
+def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock, wall: float) -> None:
     on_instance = task(
         CYNOSDB.name,
         700,
@@ -178,14 +177,14 @@ def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock) ->
     shows(on_one, FlowId=1700, InstanceId="cynosdbmysql-ins-abc12345", ClusterId="cynosdbmysql-abc12345")
     assert on_one.FlowId != on_one.ID  # the task's own ID is not the one DescribeFlow takes
     shows(on_one, Status="running", Process=20, Region=REGION, TaskType="ModifyInstance", EndTime="")
-    shows(on_one, InstanceName="orders-ro", StartTime=china_time(WALL - 20), ObjectType="instance")
+    shows(on_one, InstanceName="orders-ro", StartTime=china_time(wall - 20), ObjectType="instance")
     shows(on_all, FlowId=1701, InstanceId="", ClusterId="cynosdbmysql-xyz98765", ClusterName="billing")
     assert sdk_call(client, CYNOSDB.name, str(on_one.FlowId)).Status == 2  # the status action takes it
 
     clock.advance(30)
     failed = sdk_list_items(client, CYNOSDB.name, Filters=[{"Names": ["Status"], "Values": ["failed"]}])[1]
     assert [(i.FlowId, i.ErrMsg, i.EndTime) for i in failed] == [
-        (1700, "Insufficient resources.", china_time(WALL + 30))
+        (1700, "Insufficient resources.", china_time(wall + 30))
     ]
     by_cluster = [{"Name": "ClusterId", "Values": ["cynosdbmysql-abc12345"]}]
     assert listed(client, CYNOSDB.name, Filters=by_cluster) == ["1700"]
@@ -198,7 +197,7 @@ def test_cynosdb_task_list_fields_and_filters(start: Start, clock: FakeClock) ->
     assert raised.value.code == "InvalidParameterValue"
 
 
-def test_postgres_list_items_are_the_one_task_answers(start: Start, clock: FakeClock) -> None:
+def test_postgres_list_items_are_the_one_task_answers(start: Start, clock: FakeClock, wall: float) -> None:
     quick = task(
         POSTGRES.name,
         1,
@@ -217,7 +216,7 @@ def test_postgres_list_items_are_the_one_task_answers(start: Start, clock: FakeC
     for item in items:
         one = sdk_call(client, POSTGRES.name, str(item.TaskId))
         assert item.to_json_string() == one.TaskSet[0].to_json_string()
-    shows(items[1], Status="Success", Progress=100, EndTime=china_time(WALL + 20), TaskType="ModifySpec")
+    shows(items[1], Status="Success", Progress=100, EndTime=china_time(wall + 20), TaskType="ModifySpec")
     # Ended first comes first; one still running has not ended, so it comes last.
     by_end = listed(client, POSTGRES.name, OrderBy="EndTime", OrderByType="asc")
     assert by_end == ["1003", "1001", "1002"]
@@ -227,23 +226,23 @@ def test_postgres_list_items_are_the_one_task_answers(start: Start, clock: FakeC
 
 
 @pytest.mark.parametrize("product", STARTED_LISTS)
-def test_start_time_bounds_are_inclusive(start: Start, product: str) -> None:
+def test_start_time_bounds_are_inclusive(start: Start, product: str, wall: float) -> None:
     thread = start(*(task(product, n, started=-100.0 * (4 - n)) for n in (1, 2, 3)))
     client = sdk_client(product, thread.url)
     begin, end = LIST_SDKS[product].window or ("", "")
     ids = [task_id(product, n) for n in (1, 2, 3)]
 
-    at_second = china_time(WALL - 200)
+    at_second = china_time(wall - 200)
     assert listed(client, product, **{begin: at_second, end: at_second}) == [ids[1]]
-    assert listed(client, product, **{begin: china_time(WALL - 250)}) == [ids[2], ids[1]]
-    assert listed(client, product, **{end: china_time(WALL - 201)}) == [ids[0]]
-    assert listed(client, product, **{begin: china_time(WALL - 99), end: china_time(WALL + 3600)}) == []
+    assert listed(client, product, **{begin: china_time(wall - 250)}) == [ids[2], ids[1]]
+    assert listed(client, product, **{end: china_time(wall - 201)}) == [ids[0]]
+    assert listed(client, product, **{begin: china_time(wall - 99), end: china_time(wall + 3600)}) == []
     for malformed in ("2024-13-01 00:00:00", "yesterday", "2024-1-2 3:04:05", ""):
         code = sdk_error(lambda m=malformed: sdk_list(client, product, **{begin: m}))
         assert code == "InvalidParameterValue"
 
 
-def test_redis_and_postgres_reach_back_only_as_far_as_documented(start: Start) -> None:
+def test_redis_and_postgres_reach_back_only_as_far_as_documented(start: Start, wall: float) -> None:
     day = 86400.0
     thread = start(
         task(REDIS.name, 1, started=-29 * day),
@@ -253,10 +252,10 @@ def test_redis_and_postgres_reach_back_only_as_far_as_documented(start: Start) -
     )
     redis, postgres = sdk_client(REDIS.name, thread.url), sdk_client(POSTGRES.name, thread.url)
     assert listed(redis, REDIS.name) == ["1001"]
-    assert listed(redis, REDIS.name, BeginTime=china_time(WALL - 40 * day)) == ["1001"]  # 30 days at most
+    assert listed(redis, REDIS.name, BeginTime=china_time(wall - 40 * day)) == ["1001"]  # 30 days at most
     assert listed(postgres, POSTGRES.name) == ["1001"]
     # 180 days is PostgreSQL's default, which MinStartTime overrides.
-    assert listed(postgres, POSTGRES.name, MinStartTime=china_time(WALL - 200 * day)) == ["1001", "1002"]
+    assert listed(postgres, POSTGRES.name, MinStartTime=china_time(wall - 200 * day)) == ["1001", "1002"]
 
 
 # --------------------------------------------------------------------------- every list

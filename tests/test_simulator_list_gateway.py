@@ -47,8 +47,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def start(clock: FakeClock) -> Iterator[Start]:
-    with listing_simulators(clock) as start_listing:
+def start(clock: FakeClock, wall: float) -> Iterator[Start]:
+    with listing_simulators(clock, wall) as start_listing:
         yield start_listing
 
 

@@ -19,7 +19,6 @@ from tests.simulator_listing import (
     SNAPSHOTS,
     SPELLING,
     START,
-    WALL,
     Start,
     china_time,
     listing_simulators,
@@ -35,8 +34,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def start(clock: FakeClock) -> Iterator[Start]:
-    with listing_simulators(clock) as start_listing:
+def start(clock: FakeClock, wall: float) -> Iterator[Start]:
+    with listing_simulators(clock, wall) as start_listing:
         yield start_listing
 
 
@@ -72,7 +71,7 @@ def sdk_fields(product: str, item: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("product", LIST_PRODUCTS)
 def test_the_exporters_parser_reads_the_simulators_list_answers(
-    start: Start, clock: FakeClock, product: str
+    start: Start, clock: FakeClock, product: str, wall: float
 ) -> None:
     running, done, _ = SPELLING[product]
     resize = (Phase(0, running, progress=30), Phase(600, done))
@@ -97,7 +96,7 @@ def test_the_exporters_parser_reads_the_simulators_list_answers(
     assert listing is not None
     client = sdk_client(product, thread.url)
     # The exporter's own request: its page payload, over the last hour.
-    payload = listing.payload(0, WALL - 3600, WALL + 30)
+    payload = listing.payload(0, wall - 3600, wall + 30)
 
     page = listing.page(sdk_list_raw(client, product, payload), spec.id_kind)
     total, items = sdk_list_items(client, product, **payload)
@@ -121,9 +120,9 @@ def test_the_exporters_parser_reads_the_simulators_list_answers(
         sdk_call(client, product, parsed.task_id)
     if product not in SNAPSHOTS:
         first = {p.task_id: p for p in page.items}[task_id(product, 1)]
-        assert (first.start_time, first.end_time, first.progress) == (WALL - 120, None, pytest.approx(0.3))
+        assert (first.start_time, first.end_time, first.progress) == (wall - 120, None, pytest.approx(0.3))
         second = {p.task_id: p for p in page.items}[task_id(product, 2)]
-        assert (second.end_time, second.progress, second.task_type) == (WALL + 20, 1.0, "Reboot")
+        assert (second.end_time, second.progress, second.task_type) == (wall + 20, 1.0, "Reboot")
 
 
 def test_a_missing_total_count_is_an_invalid_answer_to_the_exporter(start: Start) -> None:

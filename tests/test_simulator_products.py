@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -66,8 +65,6 @@ from tests.simulator_sdk import (
 )
 
 SDK_PRODUCTS = sorted(SDKS)
-# A wall clock held still, so StartTime and EndTime are exact; still fresh enough for signature checks.
-WALL = float(int(time.time()))
 
 
 @pytest.fixture
@@ -258,25 +255,25 @@ def test_requests_are_routed_by_credential_scope_action_and_version(
 
 
 def test_mongodb_start_and_end_times_are_china_standard_time(
-    start: Callable[..., SimulatorThread], clock: FakeClock
+    start: Callable[..., SimulatorThread], clock: FakeClock, wall: float
 ) -> None:
     task = SimTask(MONGODB.name, "88", (Phase(0, "running"), Phase(60, "success")), started=-30)
-    client = sdk_client(MONGODB.name, start(task, speed=2, wall_clock=lambda: WALL).url)
+    client = sdk_client(MONGODB.name, start(task, speed=2, wall_clock=lambda: wall).url)
 
     running = sdk_call(client, MONGODB.name, "88")
-    assert (running.Status, running.StartTime, running.EndTime) == ("running", china_time(WALL - 15), "")
+    assert (running.Status, running.StartTime, running.EndTime) == ("running", china_time(wall - 15), "")
     clock.advance(30)  # 60 s of task time at speed 2
     done = sdk_call(client, MONGODB.name, "88")
     assert (done.Status, done.StartTime, done.EndTime) == (
         "success",
-        china_time(WALL - 15),
-        china_time(WALL + 30),
+        china_time(wall - 15),
+        china_time(wall + 30),
     )
     # The exporter reads them back as the same instants.
-    assert (tencent_time(done.StartTime), tencent_time(done.EndTime)) == (WALL - 15, WALL + 30)
+    assert (tencent_time(done.StartTime), tencent_time(done.EndTime)) == (wall - 15, wall + 30)
 
 
-def test_redis_task_info_fields(start: Callable[..., SimulatorThread], clock: FakeClock) -> None:
+def test_redis_task_info_fields(start: Callable[..., SimulatorThread], clock: FakeClock, wall: float) -> None:
     task = SimTask(
         REDIS.name,
         "1092303",
@@ -285,22 +282,22 @@ def test_redis_task_info_fields(start: Callable[..., SimulatorThread], clock: Fa
         instance_id="crs-7m1qz0bw",
         started=-40,
     )
-    client = sdk_client(REDIS.name, start(task, wall_clock=lambda: WALL).url)
+    client = sdk_client(REDIS.name, start(task, wall_clock=lambda: wall).url)
 
     running = sdk_call(client, REDIS.name, "1092303")
     assert (running.Status, running.TaskMessage) == ("running", "")
     assert (running.TaskType, running.InstanceId) == ("实例可用区迁移", "crs-7m1qz0bw")
-    assert running.StartTime == china_time(WALL - 40)
+    assert running.StartTime == china_time(wall - 40)
     clock.advance(100)
     failed = sdk_call(client, REDIS.name, "1092303")
     assert (failed.Status, failed.TaskMessage, failed.StartTime) == (
         "failed",
         "Insufficient resources.",
-        china_time(WALL - 40),
+        china_time(wall - 40),
     )
 
 
-def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: FakeClock) -> None:
+def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: FakeClock, wall: float) -> None:
     task = SimTask(
         POSTGRES.name,
         "60210002",
@@ -312,7 +309,7 @@ def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: Fa
         task_type="ModifySpec",
         instance_id="postgres-1x2mzp7a",
     )
-    client = sdk_client(POSTGRES.name, start(task, wall_clock=lambda: WALL).url)
+    client = sdk_client(POSTGRES.name, start(task, wall_clock=lambda: wall).url)
 
     def item() -> Any:
         response = sdk_call(client, POSTGRES.name, "60210002")
@@ -324,7 +321,7 @@ def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: Fa
     assert (first.Status, first.Progress, first.StartTime, first.EndTime) == (
         "Running",
         10,
-        china_time(WALL),
+        china_time(wall),
         "",
     )
     assert first.TaskDetail.CurrentStep == "CheckParameters"
@@ -338,7 +335,7 @@ def test_postgres_task_set_item(start: Callable[..., SimulatorThread], clock: Fa
     )
     clock.advance(60)
     done = item()
-    assert (done.Status, done.Progress, done.EndTime) == ("Success", 100, china_time(WALL + 90))
+    assert (done.Status, done.Progress, done.EndTime) == ("Success", 100, china_time(wall + 90))
 
 
 def test_postgres_missing_status_fault_and_unsimulated_filters(start: Callable[..., SimulatorThread]) -> None:
