@@ -26,7 +26,7 @@ from tests.helpers import CREDS, ENV, DaemonProcess, Samples, require_binary, wa
 from tests.simulator_sdk import SimulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("exporter", "grafana/generate_dashboard.py")
+COPIED = ("exporter", "grafana/generate_dashboard.py", "grafana/dashboard")
 # The only file of the copy this test edits.
 EDITED = ("exporter/catalogue/products.py",)
 FLOW, REQUEST = "acmedb", "widgetdb"
