@@ -19,7 +19,7 @@ import yaml
 
 from exporter.catalogue.products import CDB, MARIADB, MONGODB, PRODUCTS
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
-from tests.helpers import CREDS, ENV
+from tests.helpers import CREDS, ENV, wait_for
 
 REGION = "ap-guangzhou"
 StartSimulator = Callable[..., SimulatorThread]
@@ -230,20 +230,37 @@ def change_lines(stderr: str) -> list[str]:
 
 
 def test_wait_until_success_exits_0(tmp_path: Path, start_simulator: StartSimulator) -> None:
-    sim = start_simulator(SimTask(CDB.name, "req-1", (Phase(0, "running"), Phase(1.5, "success"))))
-    started = time.monotonic()
-    result = run(
-        tmp_path, "wait", CDB.name, "req-1", "--interval", "100ms", config=write_config(tmp_path, sim.url)
-    )
-    assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started >= 1.5  # not before the task ended
-    lines = change_lines(result.stderr)
+    """The task succeeds only once `wait` has reported it running (the simulator's task is replaced then),
+    so a slow start on a busy machine cannot skip the running line."""
+    sim = start_simulator(SimTask(CDB.name, "req-1", (Phase(0, "running"),)))
+    flags = ["--config.file", str(write_config(tmp_path, sim.url)), "--interval", "100ms"]
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as errors:
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "wait", CDB.name, "req-1", *flags],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        try:
+            wait_for(lambda: "running" in stderr.read_text(), 30, "wait to report the task running")
+            assert waiting.poll() is None  # still waiting: the task is not final
+            sim.add_task(SimTask(CDB.name, "req-1", (Phase(0, "success"),)))
+            stdout, _ = waiting.communicate(timeout=30)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.communicate()
+    assert waiting.returncode == 0, stderr.read_text()
+    lines = change_lines(stderr.read_text())
     # One line per change: running once (however many polls saw it), then success.
     assert len(lines) == 2, lines
     assert lines[0].endswith("cdb req-1: running (0/1 done)")
     assert lines[1].endswith("cdb req-1: success (1/1 done)")
-    assert "success  yes" in result.stdout
-    assert result.stdout.splitlines()[-1] == "result: all 1 succeeded (exit 0)"
+    assert "success  yes" in stdout
+    assert stdout.splitlines()[-1] == "result: all 1 succeeded (exit 0)"
 
 
 def test_wait_exits_1_when_a_task_fails(tmp_path: Path, start_simulator: StartSimulator) -> None:

@@ -28,15 +28,18 @@ CDB_UNKNOWN = "5b0d7e21-4c3a9f08-a16e2d5b-0f9c8e73"
 def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
     simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    simulator.add_task(SimTask(MARIADB.name, "3340", (Phase(0, 2), Phase(1.5, 0))))
-    simulator.add_task(SimTask(MARIADB.name, "3341", (Phase(0, 2), Phase(1.5, 1))))
-    simulator.add_task(
-        SimTask(
-            CDB.name,
-            CDB_A,
-            (Phase(0, "INITIAL"), Phase(0.8, "RUNNING", "Upgrading."), Phase(2.0, "SUCCESS", "Upgraded.")),
-        )
-    )
+    """Each task moves on only once the exporter has shown its current status (the simulator's task is
+    replaced by its next step then), so a slow start on a busy machine cannot skip a status."""
+    steps: dict[tuple[str, str], list[SimTask]] = {
+        (MARIADB.name, "3340"): [SimTask(MARIADB.name, "3340", (Phase(0, s),)) for s in (2, 0)],
+        (MARIADB.name, "3341"): [SimTask(MARIADB.name, "3341", (Phase(0, s),)) for s in (2, 1)],
+        (CDB.name, CDB_A): [
+            SimTask(CDB.name, CDB_A, (Phase(0, status, info),))
+            for status, info in (("INITIAL", ""), ("RUNNING", "Upgrading."), ("SUCCESS", "Upgraded."))
+        ],
+    }
+    for tasks in steps.values():
+        simulator.add_task(tasks.pop(0))
     simulator.add_task(SimTask(CDB.name, CDB_NULL, (Phase(0, None, None),)))
     simulator.add_task(SimTask(CDB.name, CDB_NOVEL, (Phase(0, "RUNNING"), Phase(0.5, "ROLLBACK"))))
     watch = {
@@ -44,22 +47,24 @@ def test_statuses_follow_their_timelines_and_odd_answers_are_handled(
         "cdb_async_requests": [CDB_A, CDB_NULL, CDB_NOVEL, CDB_UNKNOWN],
     }
     config = write_config(tmp_path / "config.yaml", simulator.url, watch)
-    seen: dict[tuple[str, str], list[str]] = {}
+    seen: dict[tuple[str, str], list[str]] = {key: [] for key in steps}
 
     with DaemonProcess(["--config.file", str(config)], env=ENV) as daemon:
 
         def settled() -> bool:
             samples = daemon.scrape()
-            for product, task in [(MARIADB.name, "3340"), (MARIADB.name, "3341"), (CDB.name, CDB_A)]:
+            for (product, task), history in seen.items():
                 status = samples.status(product, task)
-                history = seen.setdefault((product, task), [])
                 if status is not None and (not history or history[-1] != status):
                     history.append(status)
-            return seen[(MARIADB.name, "3341")][-1:] == ["failed"] and seen[(CDB.name, CDB_A)][-1:] == [
-                "success"
-            ]
+                    if steps[(product, task)]:  # shown: the task takes its next step
+                        simulator.add_task(steps[(product, task)].pop(0))
+            return not any(steps.values()) and all(
+                history[-1:] == [final]
+                for history, final in zip(seen.values(), ("success", "failed", "success"), strict=True)
+            )
 
-        wait_for(settled, 20, "the tasks to reach their final statuses", interval=0.1)
+        wait_for(settled, 30, "the tasks to reach their final statuses", interval=0.1)
         samples = daemon.scrape()
         assert daemon.get("/-/healthy")[0] == 200
         assert daemon.get("/-/ready")[0] == 200
