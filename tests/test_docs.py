@@ -46,7 +46,7 @@ README_MAX_LINES = 300
 DOCUMENTED_PORTS = (10123, 8080, 8081, 8000)
 COMMAND_DEADLINE = 60.0  # one non-serving block
 READY_DEADLINE = 30.0  # a serving block until its URL answers
-STOP_DEADLINE = 15.0  # a serving block after SIGINT
+STOP_DEADLINE = 30.0  # a serving block after SIGINT (mkdocs serve takes seconds on a busy machine)
 
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")
 _MARKER = re.compile(
