@@ -9,8 +9,15 @@ accept() fail). `GuardedSite` serves an aiohttp runner with:
   connection gets that long from its first byte, so idle time between requests does not count. Bodies are
   not covered. Request boundaries come from following HTTP/1.1 framing (Content-Length, chunked) on the
   bytes aiohttp gets, under the TLS layer; framing it cannot follow (aiohttp answers 400) starts the clock.
-- a cap on open connections (TLS handshakes included): beyond it a new connection is closed right after
-  accept(), so descriptors stay free for the API client.
+- a cap on open connections (TLS handshakes included), so descriptors stay free for the API client. At the
+  cap a new connection makes room by closing the oldest connection still waiting for its request headers,
+  taken from the peer that holds the most connections (an IPv4 address, an IPv6 /64); when no connection is
+  waiting for headers, the new one is closed right after accept(). So one client holding unfinished requests
+  and reconnecting as they time out closes its own connections, never a scrape whose request is complete,
+  and a scraper from another address gets in. A per-peer share alone would still let a few addresses fill
+  the cap, and the oldest-first rule alone would let a fast enough flood close a scrape's connection in the
+  moment between its accept and its headers; the two together keep a client from using more than the
+  connections it already has.
 
 One site serves every listening socket: those `bind()` opens for each --web.listen-address, or those systemd
 passed (`systemd_sockets()`, --web.systemd-socket). The cap counts connections on all of them together.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import logging
 import os
 import resource
@@ -38,7 +46,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from exporter.config.parser import parse_duration
 from exporter.web.framing import Framing
-from exporter.web.looperrors import REPORT_INTERVAL, RepeatLimiter
+from exporter.web.looperrors import REPORT_INTERVAL, RepeatLimiter, ServerErrorReports, quiet
 
 log = logging.getLogger("exporter.httpserver")
 
@@ -170,6 +178,21 @@ def raise_open_files_limit() -> int:
     return hard
 
 
+def peer_key(address: object) -> str:
+    """What the connection cap counts connections by: the client's IPv4 address, or its IPv6 /64 (one host
+    commonly holds a whole /64); an IPv4-mapped IPv6 address counts as the IPv4 one."""
+    host = address[0] if isinstance(address, tuple) and address else address
+    try:
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _open_descriptors() -> int:
     for directory in ("/proc/self/fd", "/dev/fd"):
         try:
@@ -202,8 +225,9 @@ def fit_max_connections(
 class _Connection(asyncio.Protocol):
     """One admitted connection: the header deadline, TLS, then aiohttp's own protocol underneath."""
 
-    def __init__(self, site: GuardedSite) -> None:
+    def __init__(self, site: GuardedSite, peer: str = "") -> None:
         self._site = site
+        self.peer = peer  # what the connection cap counts by: see peer_key()
         self._loop = asyncio.get_running_loop()
         self._raw: asyncio.Transport | None = None
         self._inner: asyncio.Protocol | None = None
@@ -274,6 +298,11 @@ class _Connection(asyncio.Protocol):
     def attached(self) -> bool:
         return self._inner is not None
 
+    @property
+    def awaiting_headers(self) -> bool:
+        """Connected, and its request (the first, or one started on a keep-alive connection) is unfinished."""
+        return self._raw is not None and not self._lost and self._framing.pending
+
     def abort(self) -> None:
         if self._raw is not None and not self._raw.is_closing():
             self._raw.abort()
@@ -300,7 +329,7 @@ class _Connection(asyncio.Protocol):
             self._attach(transport)
 
     def _attach(self, transport: asyncio.Transport) -> None:
-        inner = self._site._protocol_factory()
+        inner = quiet(self._site._protocol_factory(), self._site.reports)
         self._inner = inner
         inner.connection_made(transport)
         if self._writing_paused:
@@ -371,8 +400,11 @@ class GuardedSite(web.BaseSite):
         self.ssl_context = ssl_context
         self.read_header_timeout = read_header_timeout
         self.requested_max_connections = self.max_connections = max_connections
-        self.refused = self.header_timeouts = 0
+        self.refused = self.header_timeouts = self.evicted = 0
         self._open: set[_Connection] = set()
+        # Open connections by peer, oldest first (dicts keep insertion order).
+        self._by_peer: dict[str, dict[_Connection, None]] = {}
+        self.reports = ServerErrorReports()
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
         self._refusals = RepeatLimiter(REPORT_INTERVAL)
@@ -442,20 +474,21 @@ class GuardedSite(web.BaseSite):
     async def _accept(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         while True:
             try:
-                sock, _ = await loop.sock_accept(listener)
+                sock, address = await loop.sock_accept(listener)
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except Exception as exc:  # out of descriptors or buffers, say: asyncio's own loop also waits 1s
                 loop.call_exception_handler({"message": "socket.accept() failed", "exception": exc})
                 await asyncio.sleep(1.0)
                 continue
-            if len(self._open) >= self.max_connections:
+            if len(self._open) >= self.max_connections and not self._evict():
                 sock.close()  # at once: the descriptor is free again before the next accept()
                 self._refuse()
                 await asyncio.sleep(0)  # a flood of refusals must not keep the loop from everything else
                 continue
-            connection = _Connection(self)
+            connection = _Connection(self, peer_key(address))
             self._open.add(connection)
+            self._by_peer.setdefault(connection.peer, {})[connection] = None
             sock.setblocking(False)
             try:
                 await loop.connect_accepted_socket(connection.itself, sock)
@@ -473,8 +506,26 @@ class GuardedSite(web.BaseSite):
                 extra={"fields": {"max_connections": self.max_connections, "suppressed": repeats}},
             )
 
+    def _evict(self) -> bool:
+        """Closes the oldest connection awaiting its request headers of the peer holding the most
+        connections (the next peer if that one has none); False if no connection awaits headers."""
+        for peer in sorted(self._by_peer, key=lambda p: len(self._by_peer[p]), reverse=True):
+            for connection in self._by_peer[peer]:
+                if connection.awaiting_headers:
+                    self.evicted += 1
+                    log.debug("connection closed to make room: request headers not complete (cap reached)")
+                    connection.abort()
+                    self._release(connection)  # its descriptor is closed in the next loop iteration
+                    return True
+        return False
+
     def _release(self, connection: _Connection) -> None:
         self._open.discard(connection)
+        held = self._by_peer.get(connection.peer)
+        if held is not None:
+            held.pop(connection, None)
+            if not held:
+                del self._by_peer[connection.peer]
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -492,3 +543,11 @@ class _SiteCollector:
         yield GaugeMetricFamily(n + "max_connections", "Cap on open connections", s.max_connections)
         yield CounterMetricFamily(n + "connections_refused", "Closed at once: cap reached", s.refused)
         yield CounterMetricFamily(n + "header_timeouts", "Closed: request headers late", s.header_timeouts)
+        yield CounterMetricFamily(
+            n + "connections_evicted",
+            "Closed to make room at the cap: request headers not complete",
+            s.evicted,
+        )
+        yield CounterMetricFamily(
+            n + "malformed_requests", "Refused by the HTTP parser (400), logged at debug", s.reports.malformed
+        )
