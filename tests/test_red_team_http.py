@@ -299,3 +299,31 @@ def test_healthcheck_never_prints_the_basic_auth_an_answer_echoes(
     assert "503" in err, err
     assert "<redacted>" in err, err
     assert not [s for s in SECRETS if s in out + err], err
+
+
+def test_aiohttp_records_are_one_line_without_arguments_or_traceback_under_the_rate_limit() -> None:
+    """The safety net under `quiet()`: whatever aiohttp logs by itself goes through `ThirdPartyGuard`."""
+    import io
+
+    from exporter.log import LogfmtFormatter, ThirdPartyGuard
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(LogfmtFormatter())
+    handler.addFilter(ThirdPartyGuard())
+    logger, root = logging.getLogger("aiohttp.server"), logging.getLogger()
+    root.addHandler(handler)  # as log.setup() puts it: on the root, seeing every logger's records
+    try:
+        for _ in range(100):
+            try:
+                raise ValueError(f"Invalid header token:\n  b'Authorization : Basic {BASIC}'")
+            except ValueError:
+                logger.exception("Error handling request from %s: %r", "127.0.0.1", f"Bearer {TOKEN}")
+        logging.getLogger("exporter.other").warning("not a library: %s", "kept")
+    finally:
+        root.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines  # one aiohttp line (the other 99 suppressed), and the exporter's own
+    assert "exception=ValueError" in lines[0]
+    assert not [s for s in SECRETS if s in out.getvalue()]
+    assert "not a library: kept" in lines[1]
