@@ -42,13 +42,14 @@ class Sizes:
     fill_cap_s: float = 900.0
     window_cap_s: float = 180.0
     scrape_tasks: int = 1_000
-    scrapers: int = 50
+    scrapers: int = 200  # as the issues' red-team runs measured it
     scrape_s: float = 30.0
     warmup_s: float = 5.0
     burst: int = 3_000
     burst_clients: int = 16
     burst_cap_s: float = 600.0
     request_s: float = 60.0  # timeout of one HTTP request
+    flood_clients: int = 8  # the bad-request flood's connections at a time
 
 
 QUICK = Sizes(high=600, window=100, scrape_tasks=300, scrape_s=3.0, warmup_s=2.0, burst=300)
@@ -64,6 +65,7 @@ SMOKE = Sizes(
     warmup_s=0.5,
     burst=100,
     burst_clients=8,
+    flood_clients=4,
 )
 
 
@@ -104,7 +106,9 @@ class Stage(contextlib.ExitStack):
         self.stats = SimulatorSampler(self.sim_url).start()
         self.callback(self.stats.stop)
 
-    def exporter(self, watch: dict[str, list[Any]] | None = None) -> tuple[Child, str, float]:
+    def exporter(
+        self, watch: dict[str, list[Any]] | None = None, log_level: str = "info"
+    ) -> tuple[Child, str, float]:
         """Starts an exporter on this stage's storage; returns it, its address and seconds to listening."""
         s, url = self.settings, self.sim_url
         config = {
@@ -116,7 +120,7 @@ class Stage(contextlib.ExitStack):
         config_file = self.dir / "exporter.yaml"
         config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
         args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0", "--log.format"]
-        args += ["json", "--log.level", "info", "--tasks.api-token-file", str(self.token_file)]
+        args += ["json", "--log.level", log_level, "--tasks.api-token-file", str(self.token_file)]
         args += [self.flag, str(self.storage / STORE_NAME[self.flag])]
         started = time.perf_counter()
         child = Child(f"{self.name}/exporter", "exporter", args, CREDENTIALS)

@@ -6,14 +6,24 @@ then `logger` (the Python logger's name) and the call's own key/values. Call sit
 `extra={"fields": {...}}`; nothing here knows about secrets because nothing that holds a secret is ever passed
 in. A field named like one of the keys above is written as `field_<name>` (`field_source=...`), so the
 leading keys always mean the same thing.
+
+The exporter's log rate limit is here too (`RepeatLimiter`, `REPORT_INTERVAL`): a report that can repeat at
+a client's or the network's pace (an event loop error, a refused connection, a malformed request) is logged
+the first time of its kind, then at most once per 10 s with the count suppressed meanwhile. Third-party
+loggers (aiohttp's server and access loggers) go through `ThirdPartyGuard`: one line, no traceback, no
+arguments, under that limit, whatever those libraries pass.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,6 +95,7 @@ def setup(level: str, fmt: str) -> None:
     """`level`: one of LEVELS; `fmt`: logfmt or json."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(ThirdPartyGuard())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVEL_NUMBERS[level])
@@ -107,4 +118,100 @@ class FirstOfKind:
         if signature in self._seen:
             return False
         self._seen.add(signature)
+        return True
+
+
+REPORT_INTERVAL = 10.0
+# Numbers and addresses that differ between reports of one kind (ports, descriptors, sizes).
+VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+@dataclass
+class _Kind:
+    last: float  # when a report of this kind was last let through
+    suppressed: int = 0  # reports suppressed since
+
+
+class RepeatLimiter:
+    """Lets the first report of each kind through, then at most one per `interval`, counting the rest.
+
+    Kinds are bounded (`max_kinds`): beyond that, new kinds share the kind `other`, so a flood of distinct
+    reports grows neither memory nor the log."""
+
+    OTHER = "other"
+
+    def __init__(
+        self, interval: float, clock: Callable[[], float] = time.monotonic, max_kinds: int = 64
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._max_kinds = max_kinds
+        self._kinds: dict[str, _Kind] = {}
+
+    def admit(self, kind: str) -> int | None:
+        """None to suppress this report, else how many of its kind were suppressed since the last one."""
+        now = self._clock()
+        entry = self._kinds.get(kind)
+        if entry is None:
+            if len(self._kinds) >= self._max_kinds:
+                self._evict(now)
+            if len(self._kinds) < self._max_kinds or kind == self.OTHER:
+                self._kinds[kind] = _Kind(now)
+                return 0
+            return self.admit(self.OTHER)
+        if now - entry.last >= self.interval:
+            suppressed = entry.suppressed
+            entry.last, entry.suppressed = now, 0
+            return suppressed
+        entry.suppressed += 1
+        return None
+
+    def due(self) -> list[tuple[str, int]]:
+        """Kinds whose interval has passed with reports still suppressed, and their counts (which restart)."""
+        now = self._clock()
+        out = []
+        for kind, entry in self._kinds.items():
+            if entry.suppressed and now - entry.last >= self.interval:
+                out.append((kind, entry.suppressed))
+                entry.last, entry.suppressed = now, 0
+        return out
+
+    def pending(self) -> bool:
+        return any(entry.suppressed for entry in self._kinds.values())
+
+    def _evict(self, now: float) -> None:
+        idle = [k for k, e in self._kinds.items() if not e.suppressed and now - e.last >= self.interval]
+        for kind in idle:
+            del self._kinds[kind]
+
+
+class ThirdPartyGuard(logging.Filter):
+    """A handler filter for the loggers of libraries (`aiohttp.*`): their records become one line, the
+    message's first line without its arguments' values beyond 200 characters, the exception's type instead
+    of its traceback, under the rate limit. aiohttp's server quotes a malformed request's header line, the
+    `Authorization` value included, in the traceback it logs; nothing of that may reach the log."""
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiohttp",), interval: float = REPORT_INTERVAL) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+        self._limiter = RepeatLimiter(interval)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefixes):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        try:
+            message = str(record.msg).partition("\n")[0][:200]  # the format, never its arguments
+        except Exception:  # a message object whose str() fails: still one line
+            message = type(record.msg).__name__
+        error_type = type(exc).__name__ if exc is not None else ""
+        suppressed = self._limiter.admit(f"{record.name}|{error_type}|{VARYING.sub('#', message)}")
+        if suppressed is None:
+            return False
+        fields: dict[str, Any] = {"exception": error_type} if error_type else {}
+        if suppressed:
+            fields["suppressed"] = suppressed
+        record.msg, record.args = message, None
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.fields = fields
         return True

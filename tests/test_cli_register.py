@@ -292,9 +292,9 @@ def test_unusable_tls_files_exit_2(tmp_path: Path) -> None:
     assert half.stderr == "error: --key-file needs --cert-file\n"
 
 
-def test_a_token_is_redacted_as_a_word_without_mangling_the_message() -> None:
-    from exporter.cli.register import _redact
+def test_a_short_token_is_redacted_as_a_word_without_mangling_the_message() -> None:
+    from exporter.cli.httpcall import Redactor
 
-    assert _redact("POST x: Connection refused", "t") == "POST x: Connection refused"
-    assert _redact("bad header Bearer s3cr.et-tok=", "s3cr.et-tok=") == "bad header Bearer <token>"
-    assert _redact("x=abc,abc.", "abc") == "x=<token>,<token>."
+    assert Redactor(["Bearer t"])("POST x: Connection refused") == "POST x: Connection refused"
+    assert Redactor(["Bearer s3cr.et"])("bad token s3cr.et") == "bad token <redacted>"
+    assert Redactor(["Bearer abc"])("x=abc,abc.") == "x=<redacted>,<redacted>."

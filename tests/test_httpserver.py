@@ -244,20 +244,26 @@ async def test_tls_requests_are_served_and_stalled_ones_closed(
 
 
 async def test_tls_handshakes_count_against_the_cap(pki: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    """A handshake holds a slot; at the cap it is a request not complete yet, so a newcomer closes the
+    oldest one, never a connection whose request was complete (tests/test_red_team_http.py: per peer)."""
     server, client_tls = pki
     async with (
-        serving(read_header_timeout=0.5, max_connections=2, ssl_context=server) as site,
+        serving(read_header_timeout=30, max_connections=2, ssl_context=server) as site,
         clients() as opened,
     ):
         opened += [await Client.connect(site), await Client.connect(site)]  # TCP only, no ClientHello
         await eventually(lambda: site.open_connections == 2, 5, "both to be accepted")
-        with pytest.raises((ssl.SSLError, OSError)):
-            await asyncio.wait_for(Client.connect(site, client_tls), 5)  # refused before any handshake
-        assert site.refused == 1
-        for silent in opened:
-            await silent.closed_within(5)
         opened.append(client := await Client.connect(site, client_tls))
         assert await client.get("/peer") == (200, b"True prometheus.example")
+        assert await opened[0].closed_within(2) < 2  # the oldest, at once: the header deadline is 30s
+        opened.append(second := await Client.connect(site, client_tls))
+        assert await second.get("/peer") == (200, b"True prometheus.example")
+        assert await opened[1].closed_within(2) < 2
+        assert await client.get("/peer") == (200, b"True prometheus.example")  # complete: kept
+        assert (site.evicted, site.refused, site.open_connections) == (2, 0, 2)
+        with pytest.raises((ssl.SSLError, OSError)):  # nothing left to close: refused before any handshake
+            await asyncio.wait_for(Client.connect(site, client_tls), 5)
+        assert site.refused == 1
 
 
 async def test_runner_reports_the_bound_address() -> None:

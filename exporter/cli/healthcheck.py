@@ -118,11 +118,14 @@ def healthcheck(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
     except HealthcheckError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return EXIT_UNHEALTHY
+    # The basic-auth credentials sent are kept out of what is printed, should an answer echo them.
+    redact = httpcall.Redactor.of_headers(target.headers)
     try:
         status, reason = _get(target, args.healthcheck_timeout)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS failed, not HTTP
-        print(f"unhealthy: GET {target.url}: {httpcall.describe_failure(exc)}", file=sys.stderr)
+        print(f"unhealthy: GET {target.url}: {redact(httpcall.describe_failure(exc))}", file=sys.stderr)
         return EXIT_UNHEALTHY
+    reason = redact(reason)
     if status != 200:
         print(f"unhealthy: GET {target.url}: {status} {reason}", file=sys.stderr)
         return EXIT_UNHEALTHY

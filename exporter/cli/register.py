@@ -11,11 +11,10 @@ import argparse
 import http.client
 import json
 import os
-import re
 import ssl
 import sys
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,13 +211,6 @@ def parse_labels(words: Sequence[str]) -> dict[str, str]:
     return labels
 
 
-def _redact(message: str, token: str) -> str:
-    """The message with the token shown as <token> wherever it stands as a word of its own: a short token
-    must not mangle the words it happens to be part of ("Connection refused" with the token "t")."""
-    edge = "A-Za-z0-9"
-    return re.sub(rf"(?<![{edge}]){re.escape(token)}(?![{edge}])", "<token>", message)
-
-
 def _body(args: argparse.Namespace, labels: Mapping[str, str]) -> dict[str, object]:
     body: dict[str, object] = {"product": args.product, "id": args.task_id}
     if args.region:
@@ -247,26 +239,30 @@ def register(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    # Everything printed from here on may quote the token: an error answer can echo the request's headers
+    # (a proxy's 400 page, a JSON error quoting them), a failure's message the header it could not send.
+    redact = httpcall.Redactor([f"Bearer {token}"])
     try:
         status, reason, raw = _post(where, token, _body(args, labels), timeout)
     except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS failed, not HTTP
-        message = _redact(httpcall.describe_failure(exc), token)
+        message = redact(httpcall.describe_failure(exc))
         if where.tls is not None and not args.cert_file and isinstance(exc, _HANGUPS):
             message += " (does the exporter require a client certificate? see --cert-file)"
         print(f"error: POST {where.shown}: {message}", file=sys.stderr)
         return EXIT_FAILED
     answer = _json(raw)
+    reason = redact(reason)
     if status not in (200, 201):
-        print(f"error: POST {where.shown}: {status} {reason}: {_why(answer, raw)}", file=sys.stderr)
+        print(f"error: POST {where.shown}: {status} {reason}: {_why(answer, raw, redact)}", file=sys.stderr)
         return EXIT_FAILED
     if not isinstance(answer, dict):
         print(f"error: POST {where.shown}: {status} {reason}, but the answer is not JSON", file=sys.stderr)
         return EXIT_FAILED
     new = status == 201
     if args.output == "json":
-        print(json.dumps({**answer, "new": new}, sort_keys=True))
+        print(redact(json.dumps({**answer, "new": new}, sort_keys=True)))
     else:
-        print(_summary(answer, new))
+        print(redact(_summary(answer, new)))
     return 0
 
 
@@ -298,13 +294,14 @@ def _json(raw: bytes) -> object:
         return None
 
 
-def _why(answer: object, raw: bytes) -> str:
-    """The exporter's `error` reason; else the start of whatever answered (a proxy's page, say)."""
+def _why(answer: object, raw: bytes, redact: Callable[[str], str]) -> str:
+    """The exporter's `error` reason; else the start of whatever answered (a proxy's page, say). Redacted
+    before it is cut, so no part of a secret is left at the cut."""
     if isinstance(answer, dict) and isinstance(answer.get("error"), str):
         text = answer["error"]
     else:
         text = raw.decode("utf-8", "replace").strip()
-    text = "".join(c if c.isprintable() else " " for c in text)[:300]
+    text = redact("".join(c if c.isprintable() else " " for c in text))[:300]
     return text or "(no reason given)"
 
 

@@ -1,8 +1,8 @@
 """The web: everything served over HTTP.
 
 Owns the aiohttp application (`app`: `/metrics`, the pages, the task API, the lifecycle endpoints), the
-hardened HTTP server under it (`httpserver`, `framing`, `looperrors`), and the exporter-toolkit web config
-file (`config` into the plain data of `model`, with `configcheck`, `tls`, `guard`, `reload`).
+hardened HTTP server under it (`httpserver`, `listen`, `framing`, `looperrors`), and the exporter-toolkit
+web config file (`config` into the plain data of `model`, with `configcheck`, `tls`, `guard`, `reload`).
 
 May import: `exporter.daemon` and everything below it; never `exporter.cli`.
 """

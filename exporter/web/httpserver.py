@@ -9,27 +9,36 @@ accept() fail). `GuardedSite` serves an aiohttp runner with:
   connection gets that long from its first byte, so idle time between requests does not count. Bodies are
   not covered. Request boundaries come from following HTTP/1.1 framing (Content-Length, chunked) on the
   bytes aiohttp gets, under the TLS layer; framing it cannot follow (aiohttp answers 400) starts the clock.
-- a cap on open connections (TLS handshakes included): beyond it a new connection is closed right after
-  accept(), so descriptors stay free for the API client.
+- a cap on open connections (TLS handshakes included), so descriptors stay free for the API client. At the
+  cap a new connection makes room by closing the oldest connection still waiting for its request headers,
+  taken from the peer that holds the most connections (an IPv4 address, an IPv6 /64); when no connection is
+  waiting for headers, the new one is closed right after accept(). So one client holding unfinished requests
+  and reconnecting as they time out closes its own connections, never a scrape whose request is complete,
+  and a scraper from another address gets in. A per-peer share alone would still let a few addresses fill
+  the cap, and the oldest-first rule alone would let a fast enough flood close a scrape's connection in the
+  moment between its accept and its headers; the two together keep a client from using more than the
+  connections it already has.
 
 One site serves every listening socket: those `bind()` opens for each --web.listen-address, or those systemd
-passed (`systemd_sockets()`, --web.systemd-socket). The cap counts connections on all of them together.
+passed (`systemd_sockets()`, --web.systemd-socket), both in `exporter.web.listen` and importable from here.
+The cap counts connections on all of them together.
 
-The framing those deadlines follow is in `exporter.web.framing`; the rate limit on repeated warnings and
-event loop error reports (accept() failures) is in `exporter.web.looperrors`.
+The framing those deadlines follow is in `exporter.web.framing`; the rate-limited reports (event loop
+errors, aiohttp's own error reports and answers, which `quiet()` takes over for each connection) are in
+`exporter.web.looperrors`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
+import ipaddress
 import logging
 import os
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, cast
 
 from aiohttp import web
@@ -38,7 +47,11 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from exporter.config.parser import parse_duration
 from exporter.web.framing import Framing
-from exporter.web.looperrors import REPORT_INTERVAL, RepeatLimiter
+from exporter.web.listen import ListenError as ListenError
+from exporter.web.listen import bind as bind
+from exporter.web.listen import show_address as show_address
+from exporter.web.listen import systemd_sockets as systemd_sockets
+from exporter.web.looperrors import REPORT_INTERVAL, RepeatLimiter, ServerErrorReports, quiet
 
 log = logging.getLogger("exporter.httpserver")
 
@@ -64,99 +77,6 @@ def max_connections_flag(text: str) -> int:
     return int(text)
 
 
-class ListenError(OSError):
-    """An address that cannot be listened on, or sockets from systemd that cannot be used."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(f"{what}: {reason}")
-
-
-def show_address(host: str | None, port: int) -> str:
-    """`HOST:PORT` as the flags take it; IPv6 hosts in brackets, every interface as `:PORT`."""
-    if not host:
-        return f":{port}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-# What creating or binding an IPv6 socket fails with where the host has no IPv6.
-_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
-
-
-def bind(addresses: Sequence[tuple[str | None, int]], backlog: int = 128) -> list[socket.socket]:
-    """Listening sockets for every address, in order (several for a name with several addresses; `:PORT` is
-    IPv4 and IPv6, each IPv6 socket IPv6-only, as asyncio's create_server binds them).
-
-    All or nothing: if one address cannot be bound, the sockets already open are closed and ListenError
-    names the address and the reason.
-    """
-    sockets: list[socket.socket] = []
-    try:
-        for host, port in addresses:
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-                bound = 0
-                for family, _, _, _, address in dict.fromkeys(infos):
-                    try:
-                        sockets.append(socket.create_server(address, family=family, backlog=backlog))
-                    except OSError as exc:
-                        # `:PORT` on a host without IPv6 (ipv6.disable=1): serve IPv4 alone, as asyncio would.
-                        if host or family != socket.AF_INET6 or exc.errno not in _NO_IPV6:
-                            raise
-                        continue
-                    sockets[-1].setblocking(False)
-                    bound += 1
-                if not bound:
-                    raise OSError(errno.EADDRNOTAVAIL, "no address of this name could be bound")
-            except OSError as exc:
-                reason = exc.strerror or str(exc) or type(exc).__name__
-                raise ListenError(f"--web.listen-address {show_address(host, port)}", reason) from exc
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first descriptor systemd passes
-
-
-def systemd_sockets(env: Mapping[str, str] | None = None, pid: int | None = None) -> list[socket.socket]:
-    """The listening sockets systemd's socket activation passed (LISTEN_FDS descriptors from 3 on), checked to
-    be meant for this process (LISTEN_PID) and to be listening TCP sockets. Raises ListenError."""
-    env = os.environ if env is None else env
-    pid = os.getpid() if pid is None else pid
-    what = "--web.systemd-socket"
-    listen_pid, listen_fds = env.get("LISTEN_PID", ""), env.get("LISTEN_FDS", "")
-    if not listen_pid or not listen_fds:
-        raise ListenError(
-            what, "no sockets passed (LISTEN_PID and LISTEN_FDS are not set): start me from a .socket unit"
-        )
-    if not listen_pid.isdigit() or int(listen_pid) != pid:
-        raise ListenError(
-            what, f"the sockets were passed to process {listen_pid!r} (LISTEN_PID), not to this one ({pid})"
-        )
-    if not listen_fds.isdigit() or not 1 <= int(listen_fds) <= 1024:
-        raise ListenError(what, f"expected LISTEN_FDS to be a number of sockets, got {listen_fds!r}")
-    sockets: list[socket.socket] = []
-    try:
-        for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(listen_fds)):
-            try:
-                sock = socket.socket(fileno=fd)
-            except OSError as exc:
-                raise ListenError(what, f"descriptor {fd}: {exc.strerror or exc}") from exc
-            sockets.append(sock)
-            tcp = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
-            if not tcp or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                raise ListenError(what, f"descriptor {fd} is not a listening TCP socket")
-            sock.set_inheritable(False)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
 def raise_open_files_limit() -> int:
     """Raises the soft RLIMIT_NOFILE to the hard limit, as Go programs do at start; returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -168,6 +88,21 @@ def raise_open_files_limit() -> int:
         log.debug("open files limit not raised", extra={"fields": {"limit": soft, "error": str(exc)}})
         return soft
     return hard
+
+
+def peer_key(address: object) -> str:
+    """What the connection cap counts connections by: the client's IPv4 address, or its IPv6 /64 (one host
+    commonly holds a whole /64); an IPv4-mapped IPv6 address counts as the IPv4 one."""
+    host = address[0] if isinstance(address, tuple) and address else address
+    try:
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _open_descriptors() -> int:
@@ -202,8 +137,9 @@ def fit_max_connections(
 class _Connection(asyncio.Protocol):
     """One admitted connection: the header deadline, TLS, then aiohttp's own protocol underneath."""
 
-    def __init__(self, site: GuardedSite) -> None:
+    def __init__(self, site: GuardedSite, peer: str = "") -> None:
         self._site = site
+        self.peer = peer  # what the connection cap counts by: see peer_key()
         self._loop = asyncio.get_running_loop()
         self._raw: asyncio.Transport | None = None
         self._inner: asyncio.Protocol | None = None
@@ -274,6 +210,11 @@ class _Connection(asyncio.Protocol):
     def attached(self) -> bool:
         return self._inner is not None
 
+    @property
+    def awaiting_headers(self) -> bool:
+        """Connected, and its request (the first, or one started on a keep-alive connection) is unfinished."""
+        return self._raw is not None and not self._lost and self._framing.pending
+
     def abort(self) -> None:
         if self._raw is not None and not self._raw.is_closing():
             self._raw.abort()
@@ -300,7 +241,7 @@ class _Connection(asyncio.Protocol):
             self._attach(transport)
 
     def _attach(self, transport: asyncio.Transport) -> None:
-        inner = self._site._protocol_factory()
+        inner = quiet(self._site._protocol_factory(), self._site.reports)
         self._inner = inner
         inner.connection_made(transport)
         if self._writing_paused:
@@ -371,8 +312,11 @@ class GuardedSite(web.BaseSite):
         self.ssl_context = ssl_context
         self.read_header_timeout = read_header_timeout
         self.requested_max_connections = self.max_connections = max_connections
-        self.refused = self.header_timeouts = 0
+        self.refused = self.header_timeouts = self.evicted = 0
         self._open: set[_Connection] = set()
+        # Open connections by peer, oldest first (dicts keep insertion order).
+        self._by_peer: dict[str, dict[_Connection, None]] = {}
+        self.reports = ServerErrorReports()
         self._accepting: list[asyncio.Task[None]] = []
         self._handshakes: set[asyncio.Task[None]] = set()
         self._refusals = RepeatLimiter(REPORT_INTERVAL)
@@ -442,20 +386,21 @@ class GuardedSite(web.BaseSite):
     async def _accept(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
         while True:
             try:
-                sock, _ = await loop.sock_accept(listener)
+                sock, address = await loop.sock_accept(listener)
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except Exception as exc:  # out of descriptors or buffers, say: asyncio's own loop also waits 1s
                 loop.call_exception_handler({"message": "socket.accept() failed", "exception": exc})
                 await asyncio.sleep(1.0)
                 continue
-            if len(self._open) >= self.max_connections:
+            if len(self._open) >= self.max_connections and not self._evict():
                 sock.close()  # at once: the descriptor is free again before the next accept()
                 self._refuse()
                 await asyncio.sleep(0)  # a flood of refusals must not keep the loop from everything else
                 continue
-            connection = _Connection(self)
+            connection = _Connection(self, peer_key(address))
             self._open.add(connection)
+            self._by_peer.setdefault(connection.peer, {})[connection] = None
             sock.setblocking(False)
             try:
                 await loop.connect_accepted_socket(connection.itself, sock)
@@ -473,8 +418,26 @@ class GuardedSite(web.BaseSite):
                 extra={"fields": {"max_connections": self.max_connections, "suppressed": repeats}},
             )
 
+    def _evict(self) -> bool:
+        """Closes the oldest connection awaiting its request headers of the peer holding the most
+        connections (the next peer if that one has none); False if no connection awaits headers."""
+        for peer in sorted(self._by_peer, key=lambda p: len(self._by_peer[p]), reverse=True):
+            for connection in self._by_peer[peer]:
+                if connection.awaiting_headers:
+                    self.evicted += 1
+                    log.debug("connection closed to make room: request headers not complete (cap reached)")
+                    connection.abort()
+                    self._release(connection)  # its descriptor is closed in the next loop iteration
+                    return True
+        return False
+
     def _release(self, connection: _Connection) -> None:
         self._open.discard(connection)
+        held = self._by_peer.get(connection.peer)
+        if held is not None:
+            held.pop(connection, None)
+            if not held:
+                del self._by_peer[connection.peer]
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -492,3 +455,11 @@ class _SiteCollector:
         yield GaugeMetricFamily(n + "max_connections", "Cap on open connections", s.max_connections)
         yield CounterMetricFamily(n + "connections_refused", "Closed at once: cap reached", s.refused)
         yield CounterMetricFamily(n + "header_timeouts", "Closed: request headers late", s.header_timeouts)
+        yield CounterMetricFamily(
+            n + "connections_evicted",
+            "Closed to make room at the cap: request headers not complete",
+            s.evicted,
+        )
+        yield CounterMetricFamily(
+            n + "malformed_requests", "Refused by the HTTP parser (400), logged at debug", s.reports.malformed
+        )

@@ -1,9 +1,14 @@
-"""Rate-limited reports: `RepeatLimiter`, and the event loop exception handler built on it.
+"""Rate-limited reports: the event loop exception handler, and the HTTP server's own error reports.
 
 asyncio's default handler logs every report in full; when accept() fails for lack of descriptors that is a
 line per attempt, with socket objects in it. `install_loop_exception_handler` logs each kind of report once,
 then at most once per interval with the count suppressed meanwhile. `exporter.web.httpserver` uses the same
 limiter for its connection-refused warnings.
+
+aiohttp's server logs a malformed request at error with a traceback quoting the offending header line
+(`Authorization : Basic ...`, a token ending in `\\r`): a credential in the log, and a line per request a
+client can send in a loop. `quiet()` gives each connection's aiohttp protocol `ServerErrorReports` instead:
+one line, no traceback, nothing the client sent, under the same rate limit; its error answers are JSON.
 """
 
 from __future__ import annotations
@@ -11,78 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import traceback
 from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from exporter.log import REPORT_INTERVAL, VARYING, RepeatLimiter
+
+__all__ = [
+    "REPORT_INTERVAL",
+    "LoopErrorReporter",
+    "QuietRequestHandler",
+    "RepeatLimiter",
+    "ServerErrorReports",
+    "install_loop_exception_handler",
+    "quiet",
+    "safe_reason",
+]
 
 # The logger name is in every log line (`logger=`): kept as it was before this code left httpserver, so
 # anyone filtering on it still sees these reports.
 log = logging.getLogger("exporter.httpserver")
-
-REPORT_INTERVAL = 10.0
-
-
-@dataclass
-class _Kind:
-    last: float  # when a report of this kind was last let through
-    suppressed: int = 0  # reports suppressed since
-
-
-class RepeatLimiter:
-    """Lets the first report of each kind through, then at most one per `interval`, counting the rest.
-
-    Kinds are bounded (`max_kinds`): beyond that, new kinds share the kind `other`, so a flood of distinct
-    reports grows neither memory nor the log."""
-
-    OTHER = "other"
-
-    def __init__(
-        self, interval: float, clock: Callable[[], float] = time.monotonic, max_kinds: int = 64
-    ) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._max_kinds = max_kinds
-        self._kinds: dict[str, _Kind] = {}
-
-    def admit(self, kind: str) -> int | None:
-        """None to suppress this report, else how many of its kind were suppressed since the last one."""
-        now = self._clock()
-        entry = self._kinds.get(kind)
-        if entry is None:
-            if len(self._kinds) >= self._max_kinds:
-                self._evict(now)
-            if len(self._kinds) < self._max_kinds or kind == self.OTHER:
-                self._kinds[kind] = _Kind(now)
-                return 0
-            return self.admit(self.OTHER)
-        if now - entry.last >= self.interval:
-            suppressed = entry.suppressed
-            entry.last, entry.suppressed = now, 0
-            return suppressed
-        entry.suppressed += 1
-        return None
-
-    def due(self) -> list[tuple[str, int]]:
-        """Kinds whose interval has passed with reports still suppressed, and their counts (which restart)."""
-        now = self._clock()
-        out = []
-        for kind, entry in self._kinds.items():
-            if entry.suppressed and now - entry.last >= self.interval:
-                out.append((kind, entry.suppressed))
-                entry.last, entry.suppressed = now, 0
-        return out
-
-    def pending(self) -> bool:
-        return any(entry.suppressed for entry in self._kinds.values())
-
-    def _evict(self, now: float) -> None:
-        idle = [k for k, e in self._kinds.items() if not e.suppressed and now - e.last >= self.interval]
-        for kind in idle:
-            del self._kinds[kind]
-
-
-_VARYING = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
 class LoopErrorReporter:
@@ -101,7 +59,7 @@ class LoopErrorReporter:
         error_type = type(exc).__name__ if isinstance(exc, BaseException) else ""
         # Reports of one kind differ in addresses, descriptors and times: those are not part of the kind.
         first_line = message.partition("\n")[0]
-        kind = f"{error_type}|{_VARYING.sub('#', first_line)[:200]}"
+        kind = f"{error_type}|{VARYING.sub('#', first_line)[:200]}"
         suppressed = self._limiter.admit(kind)
         if suppressed is None:
             if self._flush is None and not loop.is_closed():
@@ -133,3 +91,112 @@ def install_loop_exception_handler(
     reporter = LoopErrorReporter(loop, interval)
     loop.set_exception_handler(reporter)
     return reporter
+
+
+# The start of a parser error's message, up to the first character that could begin a quoted header line or
+# value (aiohttp's parser puts those after a colon or in quotes): "Invalid header token", "Bad status line".
+_SAFE_REASON = re.compile(r"[A-Za-z][A-Za-z0-9 ,.-]{0,79}")
+
+
+def safe_reason(exc: BaseException | None) -> str:
+    """Why a request was refused, in words that quote nothing the client sent (no header line or value)."""
+    text = exc.message if isinstance(exc, HttpProcessingError) else ""
+    match = _SAFE_REASON.match(str(text).strip())
+    return match.group(0).strip(" ,.-").lower() if match else "malformed request"
+
+
+def _raised_at(exc: BaseException | None) -> str:
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    return f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+
+
+class ServerErrorReports:
+    """The HTTP server's own reports, each one line under the exporter's log rate limit, none quoting what
+    the client sent: a malformed request and a client gone before its answer was written at debug (a client
+    can cause them at will), a request handler's unexpected exception at error with its type and the line
+    that raised it (never its message or traceback, which can hold request data)."""
+
+    def __init__(self, interval: float = REPORT_INTERVAL) -> None:
+        self._limiter = RepeatLimiter(interval)
+        self.malformed = 0  # requests aiohttp's parser refused
+        self.handler_class: type[QuietRequestHandler] | None = None  # made by quiet()
+
+    def report(self, remote: str | None, status: int, exc: BaseException | None) -> None:
+        fields: dict[str, Any] = {"remote": remote or ""}
+        if isinstance(exc, ConnectionError):
+            level, message = logging.DEBUG, "client closed the connection before its answer was written"
+        elif status < 500:
+            self.malformed += 1
+            level, message = logging.DEBUG, "malformed request refused"
+            fields["reason"] = safe_reason(exc)
+        else:
+            level, message = logging.ERROR, "request handler failed"
+            fields["where"] = _raised_at(exc)
+        if not isinstance(exc, ConnectionError):
+            fields["status"] = status
+        if exc is not None:
+            fields["exception"] = type(exc).__name__
+        self._log(level, message, fields)
+
+    def unexpected(self, message: object, exc: BaseException | None) -> None:
+        """What aiohttp's server logs through `log_exception` ("Unhandled exception"): its words, one line."""
+        fields: dict[str, Any] = {"report": str(message).partition("\n")[0][:200]}
+        if exc is not None:
+            fields |= {"exception": type(exc).__name__, "where": _raised_at(exc)}
+        self._log(logging.WARNING, "HTTP server error", fields)
+
+    def _log(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        if not log.isEnabledFor(level):
+            return
+        kind = f"{message}|{fields.get('exception', '')}|{fields.get('reason', '')}|{fields.get('where', '')}"
+        suppressed = self._limiter.admit(kind)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        log.log(level, message, extra={"fields": fields})
+
+
+class QuietRequestHandler(RequestHandler):
+    """aiohttp's per-connection protocol with its error reports through `ServerErrorReports` and its error
+    answers in JSON (`{"error": ...}`) that quote nothing of the request. No new slots: `quiet()` turns the
+    handler aiohttp's `web.Server` made (with its settings) into one of these."""
+
+    __slots__ = ()
+
+    reports: ServerErrorReports = ServerErrorReports()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        self.reports.report(request.remote, status, exc)
+        if request.writer.output_size > 0:
+            # As aiohttp does: part of an answer went out, so no error answer can follow; the connection is
+            # dropped (aiohttp reports this ConnectionError at debug).
+            raise ConnectionError("the answer had started: no error answer can be sent")
+        if status >= 500:
+            reason = "request timed out" if status == 504 else "internal error"
+        else:
+            reason = f"bad request: {safe_reason(exc)}"
+        answer = web.json_response({"error": reason}, status=status)
+        answer.force_close()
+        return answer
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        self.reports.unexpected(args[0] if args else "", exc if isinstance(exc, BaseException) else None)
+
+
+def quiet(handler: asyncio.Protocol, reports: ServerErrorReports) -> asyncio.Protocol:
+    """`handler` (aiohttp's RequestHandler, as its web.Server makes it) reporting through `reports`."""
+    if type(handler) is RequestHandler:
+        # A class per ServerErrorReports (one per site, made once): the handler has no room for an attribute.
+        if reports.handler_class is None:
+            namespace = {"__slots__": (), "reports": reports}
+            reports.handler_class = type("QuietRequestHandler", (QuietRequestHandler,), namespace)
+        handler.__class__ = reports.handler_class
+    return handler
