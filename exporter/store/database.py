@@ -33,9 +33,11 @@ from exporter.store.legacy import (
     remove_old_temporary_files,
 )
 from exporter.store.rows import (
+    OperationTimes,
     Registration,
     StatusSince,
     StoreError,
+    check_operation,
     check_registration,
     check_status,
     ident,
@@ -44,7 +46,15 @@ from exporter.store.rows import (
 from exporter.store.schema import SCHEMA_VERSION, prepare
 
 # The store's whole surface, rows and errors included, so callers import from one place.
-__all__ = ["SCHEMA_VERSION", "SQLITE_HEADER", "Registration", "StatusSince", "Store", "StoreError"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLITE_HEADER",
+    "OperationTimes",
+    "Registration",
+    "StatusSince",
+    "Store",
+    "StoreError",
+]
 
 log = logging.getLogger("exporter.store")
 
@@ -57,6 +67,8 @@ _PUT = (
 _DELETE = "DELETE FROM registrations WHERE product = ? AND region = ? AND task_id = ?"
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
 _FORGET = "DELETE FROM statuses WHERE product = ? AND region = ? AND task_id = ?"
+_RECORD_OPERATION = "INSERT OR REPLACE INTO operations VALUES (?, ?, ?, ?, ?)"
+_FORGET_OPERATION = "DELETE FROM operations WHERE product = ? AND region = ? AND task_id = ?"
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ class Store:
         self._accepting = False
         self._registrations: list[Registration] = []
         self._statuses: dict[Key, StatusSince] = {}
+        self._operations: dict[Key, OperationTimes] = {}
 
     async def open(self) -> None:
         """Creates the directory and the file, migrates a v1 JSON state file and loads every row; raises
@@ -125,6 +138,22 @@ class Store:
         """Each task's status and when it was first seen, as loaded by open()."""
         self._check(opened=True)
         return dict(self._statuses)
+
+    def operations(self) -> dict[Key, OperationTimes]:
+        """Each operation's first in-progress poll and duration observation, as loaded by open()."""
+        self._check(opened=True)
+        return dict(self._operations)
+
+    def record_operation(self, key: Key, in_progress_since: float | None, observed_at: float | None) -> None:
+        """Remembers an operation's first in-progress poll and when its duration was observed; written
+        with the next batch (not awaited). A value the store could not load again is logged and dropped."""
+        self._check()
+        where = f"{self.name}: operation {ident(*key)}"
+        problems = check_operation(where, key, in_progress_since, observed_at)
+        if problems:
+            log.warning("operation not stored", extra={"fields": {"error": "; ".join(problems)}})
+            return
+        self._queue.put(_Request(_Op(_RECORD_OPERATION, ((*key, in_progress_since, observed_at),))))
 
     async def put_registration(self, registration: Registration) -> None:
         """Inserts or replaces the registration of its task's key; committed when this returns."""
@@ -159,11 +188,12 @@ class Store:
         self._queue.put(_Request(_Op(_RECORD, ((*key, status, float(since)),))))
 
     def forget_statuses(self, keys: Collection[Key]) -> None:
-        """Drops the statuses of `keys`; written with the next batch (not awaited)."""
+        """Drops the statuses (and operation times) of `keys`; written with the next batch (not awaited)."""
         self._check()
         rows = tuple(key for key in keys if all(is_utf8(part) for part in key))
         if rows:
             self._queue.put(_Request(_Op(_FORGET, rows)))
+            self._queue.put(_Request(_Op(_FORGET_OPERATION, rows)))
 
     async def flush(self) -> None:
         """Returns once everything queued so far is committed; StoreError when that write failed."""
@@ -373,8 +403,20 @@ class Store:
             problems.extend(found)
             if not found:
                 self._statuses[key] = StatusSince(status, float(since))
+        for product, region, task_id, in_progress, observed in connection.execute(
+            "SELECT product, region, task_id, in_progress_since, duration_observed_at FROM operations"
+        ):
+            key = (product, region, task_id)
+            found = check_operation(f"{self.name}: operations row {ident(*key)}", key, in_progress, observed)
+            problems.extend(found)
+            if not found:
+                self._operations[key] = OperationTimes(_real(in_progress), _real(observed))
         if problems:
             raise StoreError("\n".join(problems))
+
+
+def _real(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _resolve(futures: list[asyncio.Future[None]], error: str | None) -> None:
