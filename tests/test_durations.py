@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from exporter.catalogue.products import CDB, MARIADB, MONGODB, Observation, Phas
 from exporter.config.parser import Key, WatchedTask
 from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskState, TaskStore
-from exporter.store.database import SCHEMA_VERSION, OperationTimes, Store, StoreError
+from exporter.store.database import OBSERVED_KEPT, SCHEMA_VERSION, OperationTimes, Store, StoreError
 from tests.helpers import Samples
 from tests.store_helpers import REGION
 
@@ -84,9 +85,13 @@ def test_what_the_store_kept_carries_over_a_restart() -> None:
 
 
 def test_operations_of_tasks_no_longer_watched_are_unclaimed() -> None:
-    gone = (CDB.name, REGION, "gone")
-    store, _, _ = tracked({gone: (1.0, True)})
-    assert store.unclaimed() == [gone]
+    gone, observed = (CDB.name, REGION, "gone"), (CDB.name, REGION, "observed")
+    store, seen, _ = tracked({gone: (1.0, False), observed: (1.0, True)})
+    assert sorted(store.unclaimed()) == sorted([gone, observed])
+    # The observed one is still known should it come back: not observed twice.
+    state = store.add(WatchedTask(CDB.name, "observed", REGION))
+    store.observe(state, Observation("success"), 10.0)
+    assert seen == []
 
 
 def test_the_histogram_carries_the_task_type_and_phase() -> None:
@@ -113,25 +118,45 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "state" / "store.db"
 
 
-async def test_operation_times_survive_a_reopen_and_are_forgotten_with_the_status(db: Path) -> None:
-    kept, observed = (CDB.name, REGION, "req-1"), (MARIADB.name, REGION, "9")
+async def test_operation_times_survive_a_reopen_and_observed_ones_outlive_their_task(db: Path) -> None:
+    """Forgetting a task drops its in-progress time, but an observed duration stays (a list API may bring the
+    operation back), until it is older than any list API looks back."""
+    running, observed, old = (
+        (CDB.name, REGION, "req-1"),
+        (MARIADB.name, REGION, "9"),
+        (MARIADB.name, REGION, "8"),
+    )
+    now = time.time()
     store = Store(db)
     await store.open()
-    store.record_operation(kept, 100.0, None)
-    store.record_operation(observed, 5.0, 60.0)
-    store.record_operation(kept, 100.0, 400.0)
+    store.record_operation(running, now - 300, None)
+    store.record_operation(observed, now - 200, now - 100)
+    store.record_operation(old, now - OBSERVED_KEPT - 20, now - OBSERVED_KEPT - 10)
     await store.close()
     store = Store(db)
     await store.open()
-    assert store.operations() == {kept: OperationTimes(100.0, 400.0), observed: OperationTimes(5.0, 60.0)}
-    store.forget_statuses([observed])
+    assert store.operations() == {
+        running: OperationTimes(now - 300, None),
+        observed: OperationTimes(now - 200, now - 100),
+    }
+    store.forget_statuses([running, observed])
     await store.close()
     store = Store(db)
     await store.open()
     try:
-        assert store.operations() == {kept: OperationTimes(100.0, 400.0)}
+        assert store.operations() == {observed: OperationTimes(now - 200, now - 100)}
     finally:
         await store.close()
+
+
+def test_a_forgotten_task_found_again_is_not_observed_again() -> None:
+    store, seen, _ = tracked()
+    task = WatchedTask(MONGODB.name, "m", REGION)
+    times = {"start_time": 0.0, "end_time": 30.0}
+    store.observe(store.add(task), Observation("success", **times), 100.0)
+    store.remove(task.key)  # discovery's retention
+    store.observe(store.add(task), Observation("success", **times), 200.0)  # the next sweep lists it again
+    assert seen == [(task.key, Phase.SUCCEEDED, 30.0)]
 
 
 async def test_a_bad_operations_row_is_reported_with_its_key(db: Path) -> None:

@@ -201,6 +201,8 @@ class TaskStore:
         state = self._tasks.pop(key, None)
         if state is not None:
             self._counts[state.task.account, key[0]] -= 1
+            if state.duration_observed:  # should the task come back (discovery), it is not observed again
+                self._operations[key] = (state.in_progress_since, True)
             if self._on_remove is not None:
                 self._on_remove(key)
 
@@ -210,7 +212,8 @@ class TaskStore:
         keys = [key for key in {**self._remembered, **self._operations} if not pending(key)]
         for key in keys:
             self._remembered.pop(key, None)
-            self._operations.pop(key, None)
+            if not self._operations.get(key, (None, False))[1]:
+                self._operations.pop(key, None)  # those observed stay: never observed twice
         return keys
 
     def observe(self, state: TaskState, observation: Observation, now: float) -> bool:

@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from exporter.store.schema import SCHEMA_VERSION, prepare
 
 # The store's whole surface, rows and errors included, so callers import from one place.
 __all__ = [
+    "OBSERVED_KEPT",
     "SCHEMA_VERSION",
     "SQLITE_HEADER",
     "OperationTimes",
@@ -68,7 +70,13 @@ _DELETE = "DELETE FROM registrations WHERE product = ? AND region = ? AND task_i
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
 _FORGET = "DELETE FROM statuses WHERE product = ? AND region = ? AND task_id = ?"
 _RECORD_OPERATION = "INSERT OR REPLACE INTO operations VALUES (?, ?, ?, ?, ?)"
-_FORGET_OPERATION = "DELETE FROM operations WHERE product = ? AND region = ? AND task_id = ?"
+# An operation whose duration was observed stays (a list API may show it again after its task was forgotten,
+# or after a restart): only pruned once older than any list API looks back.
+_FORGET_OPERATION = (
+    "DELETE FROM operations WHERE product = ? AND region = ? AND task_id = ? AND duration_observed_at IS NULL"
+)
+_PRUNE_OPERATIONS = "DELETE FROM operations WHERE duration_observed_at < ?"
+OBSERVED_KEPT = 200 * 86400.0  # seconds: beyond the longest list API lookback (180 days)
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,8 @@ class Store:
         self._queue.put(_Request(_Op(_RECORD, ((*key, status, float(since)),))))
 
     def forget_statuses(self, keys: Collection[Key]) -> None:
-        """Drops the statuses (and operation times) of `keys`; written with the next batch (not awaited)."""
+        """Drops the statuses of `keys`, and their operation times unless a duration was observed (kept so it
+        is never observed twice); written with the next batch (not awaited)."""
         self._check()
         rows = tuple(key for key in keys if all(is_utf8(part) for part in key))
         if rows:
@@ -321,6 +330,7 @@ class Store:
             if path is not None and mode != "wal":
                 log.warning("store not in WAL mode", extra={"fields": {"file": self.name, "mode": mode}})
             prepare(connection, self.name)
+            connection.execute(_PRUNE_OPERATIONS, (time.time() - OBSERVED_KEPT,))
             if (
                 legacy is not None
                 and legacy.exists()
