@@ -158,9 +158,10 @@ async def test_an_older_store_is_migrated_in_place_to_product_columns(
     )
     assert statuses == {(MARIADB.name, REGION, "7"): StatusSince("running", 2.0)}
     assert "store migrated to schema version 3 (product columns)" in caplog.messages
+    assert "store migrated to schema version 4 (operation durations)" in caplog.messages
     # Exactly the schema a new file gets, so the exact-schema check accepts the migrated file from now on.
     assert schema_of(db) == schema_of(fresh)
-    assert schema_of(db)[0] == SCHEMA_VERSION == 3
+    assert schema_of(db)[0] == SCHEMA_VERSION == 4
     assert schema_of(db)[2][0] == "product"
     await contents(db)
     assert schema_of(db) == schema_of(fresh)

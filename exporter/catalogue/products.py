@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from exporter.catalogue import listapis
@@ -31,6 +32,7 @@ from exporter.catalogue.apifields import (
     text_field,
 )
 from exporter.catalogue.listapis import ListApi
+from exporter.catalogue.phases import FINAL_PHASES, IN_PROGRESS_PHASES, PHASES, STATUS_PHASES, Phase
 
 # Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
 _THROTTLING = ("RequestLimitExceeded",)
@@ -77,19 +79,60 @@ class Product:
     watch_key: str  # its list under `watch:` in the config file
     default_endpoint: str
     default_rate_limit: float  # the published quota, requests per second
-    statuses: tuple[str, ...]
-    final_statuses: frozenset[str]
+    # Every documented status, as the parser spells it (lower case), and its phase, in the API's order: one
+    # succeeded, the other final ones failed, those accepted but not started pending, the rest running;
+    # null (UNKNOWN) and any word not here are unknown.
+    phases: tuple[tuple[str, Phase], ...]
     parse: Callable[[Mapping[str, Any]], Observation]
-    failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
     not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
     answer_shape: AnswerShape  # what the answer holds beside Status, for the simulator
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
-    # The one final status that means it worked: every other final one is a failure to `wait` (CDB's removed,
-    # MongoDB's paused and undoed too, which the TaskFailed alert leaves out).
-    success_status: str = "success"
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
+
+    def __post_init__(self) -> None:
+        words = [status for status, _ in self.phases]
+        if len(set(words)) != len(words):
+            raise ValueError(f"{self.name}: a status has two phases")
+        odd = [f"{s}: {p!r}" for s, p in self.phases if p not in STATUS_PHASES]
+        if odd:
+            raise ValueError(f"{self.name}: not a status's phase: {', '.join(odd)}")
+        succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
+        if len(succeeded) != 1:
+            raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
+
+    @cached_property
+    def _phase_by_status(self) -> Mapping[str, Phase]:
+        return dict(self.phases)
+
+    def phase(self, status: str | None) -> Phase:
+        """The phase of a status word; unknown for None and any word the catalogue does not list."""
+        return Phase.UNKNOWN if status is None else self._phase_by_status.get(status, Phase.UNKNOWN)
+
+    def is_not_found(self, code: str | None) -> bool:
+        """True when an error code is the API's way of saying it knows no operation with this ID."""
+        return code is not None and (code == NOT_FOUND or code in self.not_found_codes)
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """Every documented status, in the API's order."""
+        return tuple(status for status, _ in self.phases)
+
+    @property
+    def final_statuses(self) -> frozenset[str]:
+        """The statuses that never change again: succeeded or failed."""
+        return frozenset(s for s, p in self.phases if p in FINAL_PHASES)
+
+    @property
+    def failure_statuses(self) -> frozenset[str]:
+        """The final statuses that are not the success."""
+        return frozenset(s for s, p in self.phases if p is Phase.FAILED)
+
+    @property
+    def success_status(self) -> str:
+        """The one final status that means it worked."""
+        return next(s for s, p in self.phases if p is Phase.SUCCEEDED)
 
     @property
     def listing_shares_quota(self) -> bool:
@@ -183,9 +226,8 @@ def _parse_task_set(response: Mapping[str, Any]) -> Observation:
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
 TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
-_FLOW_STATUSES = tuple(word for word, _ in FLOW_ANSWER.status_codes)
-_FLOW_FINAL = frozenset({"success", "failed"})
-_FLOW_FAILED = frozenset({"failed"})
+_FLOW_PHASES = {"success": Phase.SUCCEEDED, "failed": Phase.FAILED, "running": Phase.RUNNING}
+_FLOW_STATUSES = tuple((word, _FLOW_PHASES[word]) for word, _ in FLOW_ANSWER.status_codes)
 
 
 def _flow_product(
@@ -207,9 +249,7 @@ def _flow_product(
         watch_key=f"{name}_flows",
         default_endpoint=f"https://{name}.tencentcloudapi.com",
         default_rate_limit=20.0,
-        statuses=_FLOW_STATUSES,
-        final_statuses=_FLOW_FINAL,
-        failure_statuses=_FLOW_FAILED,
+        phases=_FLOW_STATUSES,
         parse=_parse_flow,
         not_found_codes=not_found,
         answer_shape=FLOW_ANSWER,
@@ -238,9 +278,19 @@ CDB = Product(
     watch_key="cdb_async_requests",
     default_endpoint="https://cdb.tencentcloudapi.com",
     default_rate_limit=40.0,
-    statuses=("initial", "running", "success", "failed", "killed", "removed", "paused", "undefined", UNKNOWN),
-    final_statuses=frozenset({"success", "failed", "killed", "removed"}),
-    failure_statuses=frozenset({"failed", "killed"}),
+    # SDK: PAUSED is "terminating" (not final yet); REMOVED final, so failed like every final status but
+    # success; UNDEFINED "created but not started" (waiting for the maintenance window): pending, not unknown.
+    phases=(
+        ("initial", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("killed", Phase.FAILED),
+        ("removed", Phase.FAILED),
+        ("paused", Phase.RUNNING),
+        ("undefined", Phase.PENDING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(info="Info"),
     not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
     answer_shape=STATUS_INFO_ANSWER,
@@ -278,10 +328,16 @@ MONGODB = Product(
     watch_key="mongodb_async_requests",
     default_endpoint="https://mongodb.tencentcloudapi.com",
     default_rate_limit=20.0,
-    statuses=("initial", "running", "paused", "undoed", "failed", "success", UNKNOWN),
     # "paused: failed, paused" and "undoed: failed, rolled back" (SDK): failures that end the task.
-    final_statuses=frozenset({"success", "failed", "paused", "undoed"}),
-    failure_statuses=frozenset({"failed", "paused", "undoed"}),
+    phases=(
+        ("initial", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("paused", Phase.FAILED),
+        ("undoed", Phase.FAILED),
+        ("failed", Phase.FAILED),
+        ("success", Phase.SUCCEEDED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(start="StartTime", end="EndTime"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=STATUS_TIMES_ANSWER,
@@ -298,15 +354,20 @@ REDIS = Product(
     watch_key="redis_tasks",
     default_endpoint="https://redis.tencentcloudapi.com",
     default_rate_limit=20.0,
-    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
-    final_statuses=frozenset({"succeed", "failed", "error"}),
-    failure_statuses=frozenset({"failed", "error"}),
+    # SDK: preparing is "waiting to run".
+    phases=(
+        ("preparing", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("succeed", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("error", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_INFO_ANSWER,
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
     listing=listapis.REDIS_TASKS,
-    success_status="succeed",
 )
 POSTGRES = Product(
     name="postgres",
@@ -319,9 +380,14 @@ POSTGRES = Product(
     default_endpoint="https://postgres.tencentcloudapi.com",
     default_rate_limit=20.0,
     # WaitSwitch: done but for the switch-over, which waits for the maintenance window; Pause may resume.
-    statuses=("running", "success", "waitswitch", "fail", "pause", UNKNOWN),
-    final_statuses=frozenset({"success", "fail"}),
-    failure_statuses=frozenset({"fail"}),
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("waitswitch", Phase.RUNNING),
+        ("fail", Phase.FAILED),
+        ("pause", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_parse_task_set,
     not_found_codes=(NOT_FOUND,),
     answer_shape=TASK_SET_ANSWER,
@@ -335,8 +401,11 @@ BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
     "BY_NAME",
     "DISCOVERABLE",
+    "FINAL_PHASES",
     "INFO_MAX_LENGTH",
+    "IN_PROGRESS_PHASES",
     "NOT_FOUND",
+    "PHASES",
     "PRODUCTS",
     "UNKNOWN",
     "AnswerShape",
@@ -344,6 +413,7 @@ __all__ = [
     "InvalidResponse",
     "ListApi",
     "Observation",
+    "Phase",
     "Product",
     "TaskNotFound",
     "api_text",
@@ -358,19 +428,29 @@ def catalogue_table() -> str:
     """The product table of README.md and docs/products.md, from the catalogue (a test keeps both copies equal
     to it)."""
     rows = [
-        "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
+        "| Product | Action (version) | ID | Statuses by phase (**final**) | Also exported | Quota "
         "| Watch key | Discovery: list action (quota) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in PRODUCTS:
         kind = "integer" if s.id_kind.integer else "string"
-        statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
         rows.append(
-            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
-            f"| {', '.join(sorted(s.failure_statuses))} | {', '.join(s.extra_fields) or '-'} "
+            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} "
+            f"| {_phases_cell(s)} | {', '.join(s.extra_fields) or '-'} "
             f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _phases_cell(product: Product) -> str:
+    """`pending: initial; running: running; succeeded: **success**; ...`, in the phases' order."""
+    groups = []
+    for phase in PHASES:
+        words = [s for s, p in product.phases if p is phase]
+        if words:
+            final = phase in FINAL_PHASES
+            groups.append(f"{phase}: " + ", ".join(f"**{w}**" if final else w for w in words))
+    return "; ".join(groups)
 
 
 def _listing_cell(product: Product) -> str:

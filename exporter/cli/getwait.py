@@ -354,7 +354,7 @@ async def _wait(
             line.close()
     if any(r.not_found for r in results):
         code, reason = EXIT_NOT_FOUND, "not_found"
-    elif any(r.final and not r.succeeded for r in results):
+    elif any(r.failed for r in results):
         code, reason = EXIT_FAILED, "failed"
     elif timed_out or not all(r.succeeded for r in results):
         code, reason = EXIT_TIMEOUT, "timeout"
@@ -383,7 +383,7 @@ def _summary(results: Sequence[TaskResult], reason: str, timeout: float) -> str:
         missing = sum(1 for r in results if r.not_found)
         return f"{missing} of {total} not found"
     if reason == "failed":
-        failed = sum(1 for r in results if r.final and not r.succeeded)
+        failed = sum(1 for r in results if r.failed)
         return f"{failed} of {total} ended in a failure status"
     pending = sum(1 for r in results if not r.final)
     return f"timed out after {timeout:g}s with {pending} of {total} not final"

@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.catalogue.products import BY_NAME, NOT_FOUND, PRODUCTS, Observation, Product
+from exporter.catalogue.products import (
+    BY_NAME,
+    FINAL_PHASES,
+    NOT_FOUND,
+    PRODUCTS,
+    Observation,
+    Phase,
+    Product,
+)
 from exporter.config.lanes import Lane
 from exporter.config.parser import Config, ConfigError, PollingConfig, WatchedTask, load_config
 from exporter.config.values import ValueChecker
@@ -128,12 +136,24 @@ class TaskResult:
         return None if self.observation is None else self.observation.status
 
     @property
+    def phase(self) -> Phase | None:
+        """The catalogue's phase of the last answer: not_found once the API said so, else the status's;
+        None before any answer."""
+        if self.not_found:
+            return Phase.NOT_FOUND
+        return None if self.status is None else self.product.phase(self.status)
+
+    @property
     def final(self) -> bool:
-        return self.status is not None and self.status in self.product.final_statuses
+        return self.phase in FINAL_PHASES
 
     @property
     def succeeded(self) -> bool:
-        return self.final and self.status == self.product.success_status
+        return self.phase is Phase.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        return self.phase is Phase.FAILED
 
     @property
     def shown_status(self) -> str:
@@ -155,6 +175,7 @@ class TaskResult:
             "account": self.task.account,
             "id": self.task.task_id,
             "status": self.status,
+            "phase": None if self.phase is None else str(self.phase),
             "final": self.final,
             "succeeded": self.succeeded,
             "not_found": self.not_found,

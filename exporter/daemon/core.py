@@ -152,7 +152,18 @@ class Daemon:
         await self.db.open()
         self._registered = {r.task.key: r for r in self.db.registrations()}
         remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
-        self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
+        operations = {
+            key: (o.in_progress_since, o.duration_observed_at is not None)
+            for key, o in self.db.operations().items()
+        }
+        self.store = TaskStore(
+            remembered,
+            self.db.record_status,
+            self._forget_status,
+            operations=operations,
+            on_operation=self.db.record_operation,
+            on_duration=self.metrics.observe_duration,
+        )
         session = api_session()
         resources.push_async_callback(session.close)
         self._client = ApiClient(session, self.config.polling.timeout)
