@@ -152,6 +152,7 @@ def test_a_tke_token_file_that_is_a_fifo_or_missing_fails_its_account_only(
         "TKE_PROVIDER_ID": "oidc-provider",
         "TKE_WEB_IDENTITY_TOKEN_FILE": str(token),
         "TKE_ROLE_ARN": "qcs::cam::uin/1:roleName/pod",
+        "HOME": str(tmp_path),  # no profile file of the machine's own in the chain
     }
     other = {"cvm_role": False, "sts_endpoint": closed_port_url()}
     config = tmp_path / "config.yaml"
