@@ -154,13 +154,15 @@ class Daemon:
 
     async def _start(self) -> None:
         resources = self._resources
-        # The provider in use when stopping is closed, whichever reload put it there.
+        # The provider in use when stopping is closed, whichever reload put it there (and one given to the
+        # daemon, however early the start fails).
         resources.push_async_callback(self.accounts.close)
-        await self.accounts.open(self.config)
         # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
         resources.push_async_callback(self._close_store)
-        # A corrupt store stops the start (StoreError) rather than being overwritten with nothing.
+        # A corrupt store stops the start (StoreError) rather than being overwritten with nothing; so does
+        # a store another daemon holds, before any credential source is asked for keys.
         await self.db.open()
+        await self.accounts.open(self.config)
         self._registered = {r.task.key: r for r in self.db.registrations()}
         remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
         self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
