@@ -19,7 +19,7 @@ import yaml
 
 from exporter.catalogue.products import CDB, MARIADB, MONGODB, PRODUCTS
 from exporter.simulator import Faults, Phase, SimTask, Simulator, SimulatorThread
-from tests.helpers import CREDS, ENV
+from tests.helpers import CREDS, ENV, wait_for
 
 REGION = "ap-guangzhou"
 StartSimulator = Callable[..., SimulatorThread]
@@ -230,13 +230,25 @@ def change_lines(stderr: str) -> list[str]:
 
 
 def test_wait_until_success_exits_0(tmp_path: Path, start_simulator: StartSimulator) -> None:
-    sim = start_simulator(SimTask(CDB.name, "req-1", (Phase(0, "running"), Phase(1.5, "success"))))
-    started = time.monotonic()
-    result = run(
-        tmp_path, "wait", CDB.name, "req-1", "--interval", "100ms", config=write_config(tmp_path, sim.url)
-    )
+    # Running until `wait` has seen it running a few times, then finished: a timeline counted from the
+    # simulator's start could end before a slow machine had even started `wait`.
+    sim = start_simulator(SimTask(CDB.name, "req-1", (Phase(0, "running"),)))
+    command = [sys.executable, "-m", "exporter", "wait", CDB.name, "req-1", "--interval", "100ms"]
+    command += ["--config.file", str(write_config(tmp_path, sim.url))]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV}
+    ) as wait:
+
+        def polls() -> int:
+            return int(sim.stats()["actions"].get("DescribeAsyncRequestInfo", {}).get("accepted", 0))
+
+        wait_for(lambda: polls() >= 3 or wait.poll() is not None, 30, "wait to poll the running task")
+        assert wait.poll() is None, wait.communicate()  # not before the task ended
+        assert sim.remove_task(CDB.name, "req-1")
+        sim.add_task(SimTask(CDB.name, "req-1", (Phase(0, "success"),)))
+        stdout, stderr = wait.communicate(timeout=30)
+    result = subprocess.CompletedProcess(command, wait.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started >= 1.5  # not before the task ended
     lines = change_lines(result.stderr)
     # One line per change: running once (however many polls saw it), then success.
     assert len(lines) == 2, lines
