@@ -59,6 +59,14 @@ class AccountProviders:
                 found[account] = error or "temporary keys expired and not renewed"
         return found
 
+    def check(self, config: Config) -> None:
+        """check_chain() of every account, without the network: raises CredentialsError for the first
+        account whose section no retry can mend (open() checks again)."""
+        if self._adopted is None:
+            for account in config.accounts:
+                where = config.where(account)
+                check_chain(account.credentials, self._env, where=where, use_env=account.use_env)
+
     async def open(self, config: Config) -> None:
         """A provider per account of `config`; raises CredentialsError naming the account's section."""
         self.current, self._config = await self._open(config, {}), config

@@ -159,6 +159,8 @@ class Daemon:
         resources.push_async_callback(self.accounts.close)
         # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
         resources.push_async_callback(self._close_store)
+        # Credentials no retry can mend stop the start before anything is written (CredentialsError).
+        self.accounts.check(self.config)
         # A corrupt store stops the start (StoreError) rather than being overwritten with nothing; so does
         # a store another daemon holds, before any credential source is asked for keys.
         await self.db.open()
