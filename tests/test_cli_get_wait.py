@@ -316,7 +316,8 @@ def test_wait_exits_3_for_an_unknown_id_after_the_grace(
     assert tasks[MARIADB.name, "1"]["succeeded"] is True
     lines = change_lines(result.stderr)
     assert any("mariadb 999: not found yet (" in line for line in lines), lines
-    assert lines[-1].endswith("mariadb 999: not found (2/2 done)"), lines
+    assert lines[-2].endswith("mariadb 999: not found (2/2 done)"), lines
+    assert lines[-1] == "wait: 1 of 2 not found after --not-found-grace 0.6s: mariadb 999 (exit 3)"
     # Asked more than once: within the grace, an unknown ID is asked about again.
     assert sim.stats()["actions"]["DescribeFlow"]["accepted"] >= 3
 

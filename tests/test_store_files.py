@@ -310,7 +310,8 @@ async def test_store_path_holding_the_json_file_becomes_the_database(tmp_path: P
 
     assert path.read_bytes().startswith(SQLITE_HEADER)
     assert (tmp_path / "state.json.migrated").read_bytes() == original
-    assert names(tmp_path) == ["state.json", "state.json.migrated"]
+    # The lock file stays beside the store, unlocked: removing it would race the next holder.
+    assert names(tmp_path) == ["state.json", "state.json.lock", "state.json.migrated"]
     assert set((await contents(path))[0]) == {task(1).key, task(2, CDB.name).key, task(3).key}
 
 

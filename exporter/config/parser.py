@@ -231,6 +231,8 @@ def _entry(
             elif accounts is not None and raw_account in accounts:
                 account = str(raw_account)
             else:
+                if check.misspelt("", "accounts"):
+                    return None  # follows from the misspelt `accounts:`, reported there
                 expected = f"one of the accounts {', '.join(accounts)}" if accounts else "an account name"
                 check.error(
                     f"{path}.account" if path else "account",
@@ -243,7 +245,9 @@ def _entry(
         check.error(path_id, f"expected {id_kind.expected}, got {describe(raw_id)}")
         return None
     if region is None:
-        check.error(path, "no region: set `region` at the top level or on this task")
+        # Not when a misspelt `region` (at the top level or on this task) is why: that is reported already.
+        if not (check.misspelt("", "region") or check.misspelt(path, "region")):
+            check.error(path, "no region: set `region` at the top level or on this task")
         return None
     return WatchedTask(product, task_id, region, labels, account)
 

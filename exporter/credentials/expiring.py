@@ -68,6 +68,7 @@ class ExpiringProvider:
         self._failed_at: float | None = None
         self._last_error = ""
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._on_failure: list[Callable[[], None]] = []
         self._closed = False
 
     @property
@@ -77,6 +78,15 @@ class ExpiringProvider:
     @property
     def identity(self) -> str:
         return self._identity
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether keys that have not expired are at hand now."""
+        return self._lease is not None and self._clock() < self._lease.expires_at
+
+    def on_failure(self, callback: Callable[[], None]) -> None:
+        """`callback` is called after each failed renewal (the account's failure counter)."""
+        self._on_failure.append(callback)
 
     async def _fetch(self) -> tuple[Credentials, float]:
         """New keys and their expiry (Unix time); raises CredentialsError with a secret-free message."""
@@ -128,6 +138,8 @@ class ExpiringProvider:
         except CredentialsError as exc:
             self._failed_at = self._clock()
             self._last_error = str(exc)
+            for callback in self._on_failure:
+                callback()
             lease = self._lease
             left = max(0.0, lease.expires_at - self._failed_at) if lease is not None else 0.0
             log.warning(

@@ -33,6 +33,7 @@ from exporter.store.legacy import (
     read_legacy,
     remove_old_temporary_files,
 )
+from exporter.store.lock import StoreLock
 from exporter.store.rows import (
     OperationTimes,
     Registration,
@@ -249,9 +250,16 @@ class Store:
     def _run(self) -> None:
         assert self._opened is not None
         self.writer_ident = threading.get_ident()
+        path = self.path
+        lock = StoreLock(path) if path is not None else None
         try:
+            if path is not None and lock is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire()  # before anything reads or migrates the file
             connection = self._connect()
         except Exception as exc:  # whatever the file holds, open() gets an answer naming it, never a hang
+            if lock is not None:
+                lock.release()
             self._settle([self._opened], _open_problem(self.name, exc))
             return
         self._settle([self._opened], None)
@@ -259,6 +267,8 @@ class Store:
             self._serve(connection)
         finally:
             connection.close()
+            if lock is not None:
+                lock.release()  # held until the store is closed: for the daemon, the process's life
 
     def _serve(self, connection: sqlite3.Connection) -> None:
         retry: list[_Op] = []  # from failed batches: written first, in their order
