@@ -3,7 +3,8 @@
 1. registration: POST /api/v1/tasks throughput and latency at two registry sizes, the fill between them, and
    the bytes the exporter wrote to its storage;
 2. scrape storm: each API's quota utilisation without, then with `scrapers` clients scraping back to back;
-3. kill -9 right after the last answer to a burst of registrations, restart, count what was lost.
+3. kill -9 right after the last answer to a burst of registrations, restart, count what was lost;
+4. the caps: RSS and a full /metrics at the cap of discovered plus registered tasks (`hardening_caps.py`).
 
 Each runs against its own simulator and exporter processes on 127.0.0.1, in a temporary folder; the storage
 flag is --storage.path once `python -m exporter --help` lists it, else --tasks.state-file. bench/README.md
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, Settings, code_state, fmt, machine, smoke, stderr_log, work_directory
+from bench.hardening_caps import caps, caps_rows
 from bench.hardening_registration import kill9, kill9_rows, registration, registration_rows
 from bench.hardening_scrapes import scrape_rows, scrape_storm
 from bench.hardening_stage import QUICK, SMOKE, Row, Sizes, storage_flag
@@ -36,6 +38,7 @@ PARTS = {
     "registration": (registration, registration_rows),
     "scrapes": (scrape_storm, scrape_rows),
     "kill9": (kill9, kill9_rows),
+    "caps": (caps, caps_rows),
 }
 
 

@@ -152,7 +152,12 @@ class Daemon:
         await self.db.open()
         self._registered = {r.task.key: r for r in self.db.registrations()}
         remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
-        self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
+        self.store = TaskStore(
+            remembered,
+            self.db.record_status,
+            self._forget_status,
+            current_status_only=self.config.metrics.current_status_only,
+        )
         session = api_session()
         resources.push_async_callback(session.close)
         self._client = ApiClient(session, self.config.polling.timeout)
@@ -425,6 +430,7 @@ class Daemon:
         if self._client is not None:
             self._client.set_timeout(config.polling.timeout)
         self.metrics.set_polling(config.polling)
+        self.store.show_current_status_only(config.metrics.current_status_only)
         changed = (config.discovery, config.apis) != (old_config.discovery, old_config.apis)
         if changed or retired:
             await self._restart_discovery(config)
