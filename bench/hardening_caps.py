@@ -48,7 +48,7 @@ class CapSizes:
     poll_cap_s: float = 900.0  # every task polled once within this
 
 
-QUICK_CAPS = CapSizes(registered=2_000, discovered=8_000, scrapes=2, poll_cap_s=300.0)
+QUICK_CAPS = CapSizes(registered=500, discovered=2_000, scrapes=2, poll_cap_s=300.0)
 SMOKE_CAPS = CapSizes(registered=100, discovered=300, variants=("current",), scrapes=1, poll_cap_s=60.0)
 
 
