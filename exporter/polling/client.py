@@ -47,9 +47,10 @@ _MAX_MESSAGE = 300
 
 # The most one answer may weigh, as sent and once inflated (docs/metrics-and-alerts.md). A status answer names
 # one task and weighs a few kilobytes; a list page holds at most 100 items of a few kilobytes each. Both are
-# far above anything seen, and low enough that the pages of a sweep in flight at once stay a few tens of MB.
+# several times what real answers weigh (the simulator's fullest page fits a quarter: test_answer_limits),
+# and low enough that the 16 pages a sweep may have in flight hold 32 MiB at most.
 STATUS_ANSWER_BYTES = 256 * 1024
-LIST_ANSWER_BYTES = 4 * 1024 * 1024
+LIST_ANSWER_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
