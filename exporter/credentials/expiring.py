@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from exporter.credentials.base import CredentialsError, clip
+from exporter.credentials.bodies import ACCEPT_ENCODING, AnswerTooLarge, AnswerUnreadable, read_limited
 from exporter.credentials.signing import Credentials
 
 log = logging.getLogger("exporter.credentials")  # one logger for the whole chain, as before the split
@@ -27,6 +28,9 @@ log = logging.getLogger("exporter.credentials")  # one logger for the whole chai
 # of a short one). The API rejects requests whose timestamp is more than 300 s off, so 5 minutes also covers
 # a request signed just before the switch.
 REFRESH_MARGIN = 300.0
+# The most an answer of the metadata service or STS may weigh, as sent and inflated: a role name or a set of
+# temporary keys is well under 4 KiB.
+ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,11 +199,21 @@ async def http(
     what: str,
     **kwargs: Any,
 ) -> tuple[int, bytes]:
+    """The status and body of one request to a credential source; its answer is at most ANSWER_BYTES."""
+    headers = {**kwargs.pop("headers", {}), "Accept-Encoding": ACCEPT_ENCODING}
     try:
         async with session.request(
-            method, url, timeout=aiohttp.ClientTimeout(total=seconds), allow_redirects=False, **kwargs
+            method,
+            url,
+            timeout=aiohttp.ClientTimeout(total=seconds),
+            allow_redirects=False,
+            auto_decompress=False,  # inflated by read_limited, within the limit
+            headers=headers,
+            **kwargs,
         ) as response:
-            return response.status, await response.read()
+            return response.status, await read_limited(response, ANSWER_BYTES)
+    except (AnswerTooLarge, AnswerUnreadable) as exc:
+        raise CredentialsError(clip(f"{what}: {exc}")) from None
     except TimeoutError:
         raise CredentialsError(f"{what}: no answer within {seconds:g}s") from None
     except (aiohttp.ClientError, OSError) as exc:

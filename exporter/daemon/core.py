@@ -178,6 +178,7 @@ class Daemon:
             operations=operations,
             on_operation=self.db.record_operation,
             on_duration=self.metrics.observe_duration,
+            current_status_only=self.config.metrics.current_status_only,
         )
         session = api_session()
         resources.push_async_callback(session.close)
@@ -462,6 +463,7 @@ class Daemon:
         if self._client is not None:
             self._client.set_timeout(config.polling.timeout)
         self.metrics.set_polling(config.polling)
+        self.store.show_current_status_only(config.metrics.current_status_only)
         changed = (config.discovery, config.apis) != (old_config.discovery, old_config.apis)
         if changed or retired:
             await self._restart_discovery(config)

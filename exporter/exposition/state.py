@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from exporter.catalogue.listapis import Listed
 from exporter.catalogue.products import BY_NAME, FINAL_PHASES, IN_PROGRESS_PHASES, Observation, Phase
 from exporter.config.parser import Key, WatchedTask
-from exporter.exposition.families import TASK_FAMILIES, task_labels
+from exporter.exposition.families import TASK_FAMILIES, current_status, task_labels
+
+# Where the status family is in TASK_FAMILIES, rendered by current_status when only the current one is shown.
+_STATUS = next(i for i, f in enumerate(TASK_FAMILIES) if f.name == "tencentcloud_task_status")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class TaskState:
     # observed already (kept across restarts by the store, so no operation is counted twice).
     in_progress_since: float | None = None
     duration_observed: bool = False
+    current_status_only: bool = False  # metrics.status_series: current
 
     def __post_init__(self) -> None:
         self.source = self.source or self.task.origin
@@ -141,7 +145,10 @@ class TaskState:
 
     def render(self) -> None:
         # Encoded here, once per change, so a scrape only copies bytes.
-        self.lines = tuple(family.render(self, self._labels).encode("utf-8") for family in TASK_FAMILIES)
+        renders = [family.render for family in TASK_FAMILIES]
+        if self.current_status_only:
+            renders[_STATUS] = current_status
+        self.lines = tuple(render(self, self._labels).encode("utf-8") for render in renders)
 
 
 class TaskStore:
@@ -163,8 +170,10 @@ class TaskStore:
         operations: Mapping[Key, tuple[float | None, bool]] | None = None,
         on_operation: Callable[[Key, float | None, float | None], None] | None = None,
         on_duration: Callable[[TaskState, Phase, float], None] | None = None,
+        current_status_only: bool = False,
     ) -> None:
         self._tasks: dict[Key, TaskState] = {}
+        self._current_status_only = current_status_only
         self._novel_statuses: set[tuple[str, str]] = set()
         self._counts: Counter[tuple[str, str]] = Counter()  # (account, product)
         self._remembered = dict(remembered or {})
@@ -188,7 +197,9 @@ class TaskStore:
         state = self._tasks.get(task.key)
         if state is None:
             remembered = self._remembered.pop(task.key, None)
-            state = self._tasks[task.key] = TaskState(task, remembered=remembered, listed=listed)
+            state = self._tasks[task.key] = TaskState(
+                task, remembered=remembered, listed=listed, current_status_only=self._current_status_only
+            )
             state.in_progress_since, state.duration_observed = self._operations.pop(task.key, (None, False))
             self._counts[task.account, task.product] += 1
         elif state.task != task:
@@ -205,6 +216,14 @@ class TaskStore:
                 self._operations[key] = (state.in_progress_since, True)
             if self._on_remove is not None:
                 self._on_remove(key)
+
+    def show_current_status_only(self, current: bool) -> None:
+        """metrics.status_series changed (a reload): every task rendered again, once."""
+        if current != self._current_status_only:
+            self._current_status_only = current
+            for state in self._tasks.values():
+                state.current_status_only = current
+                state.render()
 
     def unclaimed(self, pending: Callable[[Key], bool] = lambda key: False) -> list[Key]:
         """Keys remembered from an earlier run that no watched task took up, forgotten from now on; except
