@@ -263,7 +263,7 @@ def test_a_misspelt_key_is_one_problem_without_those_that_follow_from_it() -> No
     watch = {"mariadb_flows": [1, 2, 3], "cdb_async_requests": ["a", "b", {"id": "c", "labels": {"t": "x"}}]}
     assert problems({"regoin": "ap-guangzhou", "watch": watch}) == [
         "cfg.yaml: regoin: unknown key (did you mean region? expected one of: accounts, apis, credentials, "
-        "discovery, limits, polling, region, watch)"
+        "discovery, limits, metrics, polling, region, watch)"
     ]
     # On one entry, with no region at the top: the entry's typo only.
     entry = {"id": 1, "regin": "ap-guangzhou"}
