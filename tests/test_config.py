@@ -286,6 +286,6 @@ def test_a_misspelt_key_is_one_problem_without_those_that_follow_from_it() -> No
     found = problems({"colour": "blue", "watch": {"mariadb_flows": [1]}})
     assert found == [
         "cfg.yaml: colour: unknown key (expected one of: accounts, apis, credentials, discovery, limits, "
-        "polling, region, watch)",
+        "metrics, polling, region, watch)",
         "cfg.yaml: watch.mariadb_flows[0]: no region: set `region` at the top level or on this task",
     ]
