@@ -18,7 +18,7 @@ from exporter.credentials.signing import Credentials
 from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskStore
 from exporter.polling.client import ApiClient, Outcome
-from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.ratelimit import Ticket, TokenBucket
 from exporter.polling.scheduler import LaneScheduler, backoff_delay
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.conftest import eventually
@@ -33,10 +33,16 @@ class RecordingClient(ApiClient):
         self.polls: list[tuple[float, str]] = []
 
     async def describe(
-        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self,
+        product: Product,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        task_id: str,
+        ticket: Ticket | None = None,
     ) -> Outcome:
         self.polls.append((time.monotonic(), task_id))
-        return await super().describe(product, endpoint, region, credentials, task_id)
+        return await super().describe(product, endpoint, region, credentials, task_id, ticket)
 
 
 @pytest.fixture

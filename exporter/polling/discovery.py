@@ -148,10 +148,11 @@ class Sweeper:
             credentials = await self.credentials.get()
         except CredentialsError as exc:
             raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
-        await self.bucket.acquire()
         payload = self.listing.payload(offset, begin, end)
+        # Let through after the last await before the send, so the bucket counts the page when it leaves.
+        ticket = await self.bucket.acquire()
         outcome: PageOutcome = await self.client.list_page(
-            self.product, self.endpoint, self.region, credentials, payload
+            self.product, self.endpoint, self.region, credentials, payload, ticket
         )
         self.metrics.observe_api(self.lane, self.product, outcome)
         if outcome.code is not None:

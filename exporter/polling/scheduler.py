@@ -65,15 +65,27 @@ class Slots:
 
 
 async def describe_task(
-    client: ApiClient, product: Product, endpoint: str, task: WatchedTask, credentials: CredentialProvider
+    client: ApiClient,
+    product: Product,
+    endpoint: str,
+    task: WatchedTask,
+    credentials: CredentialProvider,
+    bucket: TokenBucket,
+    admitted: Callable[[], None] = lambda: None,
 ) -> Outcome:
-    """One status request for `task` signed with the provider's current keys; a provider that has none gives
-    the Exporter.CredentialsUnavailable outcome, counted like any error and retried with backoff."""
+    """One status request for `task` signed with the provider's current keys, let through by `bucket` after
+    the last await before the send (so it counts when it leaves); `admitted` is called as it is let through.
+    A provider that has no keys gives the Exporter.CredentialsUnavailable outcome, counted like any error and
+    retried with backoff; it still spends a token, so failing tasks are paced like requests."""
     try:
         keys = await credentials.get()
     except CredentialsError as exc:
+        await bucket.acquire()
+        admitted()
         return Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-    return await client.describe(product, endpoint, task.region, keys, task.task_id)
+    ticket = await bucket.acquire()
+    admitted()
+    return await client.describe(product, endpoint, task.region, keys, task.task_id, ticket)
 
 
 def concurrency_for(rate: float, timeout: float) -> int:
@@ -204,16 +216,21 @@ class LaneScheduler:
             while True:
                 await self._wait_until_due()
                 await self._slots.acquire()
-                await self.bucket.acquire()
+                # The task is chosen when the bucket can let a request through, so the most urgent one at
+                # that moment goes; its poll takes the token itself right before sending (counted when it
+                # leaves, ratelimit.py), and the next choice waits until it has.
+                await self.bucket.ready()
                 state = self._pop_due()
                 if state is None:
                     self._slots.release()
                     continue
                 # Marks the entry consumed so a reload cannot schedule the task twice while it is in flight.
                 self._generation[state.task.key] += 1
-                poll = asyncio.create_task(self._poll(state))
+                admitted = asyncio.get_running_loop().create_future()
+                poll = asyncio.create_task(self._poll(state, admitted))
                 self._in_flight.add(poll)
                 poll.add_done_callback(self._in_flight.discard)
+                await admitted
         finally:
             for poll in self._in_flight:
                 poll.cancel()
@@ -234,24 +251,32 @@ class LaneScheduler:
             except TimeoutError:
                 return
 
-    async def _poll(self, state: TaskState) -> None:
+    async def _poll(self, state: TaskState, admitted: asyncio.Future[None]) -> None:
         started = self._clock()
+
+        def let_through() -> None:
+            if not admitted.done():
+                admitted.set_result(None)
+
         try:
-            delay = await self._poll_once(state)
+            delay = await self._poll_once(state, let_through)
         except Exception as exc:
             # Whatever one poll runs into, the task is counted, and polled again after a backoff: an
             # exception must never end a task's polling silently.
             delay = self._internal_error(state, exc)
         finally:
+            let_through()  # also when the poll ended before its request was let through
             self._slots.release()
         key = state.task.key
         # Not when the task left this lane meanwhile (unwatched, or moved to another account or endpoint).
         if delay is not None and key in self._generation and self.store.get(key) is state:
             self._schedule(state, started + delay)
 
-    async def _poll_once(self, state: TaskState) -> float | None:
+    async def _poll_once(self, state: TaskState, admitted: Callable[[], None]) -> float | None:
         task = state.task
-        outcome = await describe_task(self.client, self.product, self.endpoint, task, self.credentials)
+        outcome = await describe_task(
+            self.client, self.product, self.endpoint, task, self.credentials, self.bucket, admitted
+        )
         self.metrics.observe_api(self.lane, self.product, outcome)
         if self.store.get(task.key) is not state:
             return None  # removed while in flight
