@@ -49,7 +49,7 @@ class Listed:
 class Page:
     items: tuple[Listed, ...]
     total: int  # TotalCount: how many items every page together holds
-    size: int  # how many items this page held, including any that named no operation
+    size: int  # how many items of this page were read (at most PAGE_SIZE), including any naming no operation
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ class ListApi:
             raw = []  # some APIs answer null rather than [] for an empty page
         if not isinstance(raw, list):
             raise InvalidResponse(f"Response.{self.items_field} is not a list")
+        # Every request asks for PAGE_SIZE items: a page holding more is cut there, so a list that ignores
+        # its Limit cannot multiply what one sweep (at most MAX_PAGES pages) brings in.
+        raw = raw[:PAGE_SIZE]
         items = []
         for entry in raw:
             if not isinstance(entry, dict):

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from exporter.catalogue.listapis import PAGE_SIZE, Listed, Page
 from exporter.catalogue.products import BY_NAME, Product
@@ -36,6 +37,14 @@ MAX_CONCURRENT_PAGES = 16
 MAX_PAGES = 1000
 # Listed operations set up between two turns of the event loop (each is rendered once when new).
 ABSORB_BATCH = 200
+# Discovered tasks kept at most, every account, product and region together: what one sweep may bring in
+# is bounded by pages, this bounds what all sweeps together keep (memory, /metrics). A sweep that would go
+# beyond it stops reading pages; the operations beyond it are not watched (counted, logged once).
+MAX_TASKS = 100_000
+# A throttled page is asked again this many times within the sweep (each inside the bucket, which slows
+# down on every throttled answer) before the sweep fails; the wait before each retry grows by PAGE_RETRY_S.
+PAGE_ATTEMPTS = 3
+PAGE_RETRY_S = 1.0
 # The end of a start-time window lies this far in the future, so clock skew cannot hide a new operation.
 WINDOW_END_SLACK = 300.0
 
@@ -47,8 +56,27 @@ class SweepFailed(Exception):
         self.message = message
 
 
-# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started).
-FoundCallback = Callable[[str, Product, str, list[Listed], float], Awaitable[None]]
+# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started); returns
+# how many new operations were left out at the cap of discovered tasks.
+FoundCallback = Callable[[str, Product, str, list[Listed], float], Awaitable[int]]
+
+
+class Room(Protocol):
+    """What a sweep asks of the discovered tasks so far: whether it may read on (MAX_TASKS)."""
+
+    def room(self) -> int:
+        """How many more tasks can be taken."""
+
+    def takes(self, account: str, product: Product, region: str, task_id: str) -> bool:
+        """Whether this operation would be a new task (not known, not forgotten, in this shard)."""
+
+
+class _Unbounded:
+    def room(self) -> int:
+        return MAX_TASKS
+
+    def takes(self, account: str, product: Product, region: str, task_id: str) -> bool:
+        return False
 
 
 class Sweeper:
@@ -67,6 +95,8 @@ class Sweeper:
         found: FoundCallback,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        room: Room | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if product.listing is None:
             raise ValueError(f"{product.name} has no list API")
@@ -75,8 +105,11 @@ class Sweeper:
         self.metrics, self.config = metrics, config
         self._found = found
         self._wall_clock, self._clock = wall_clock, clock
+        self._room: Room = room or _Unbounded()
+        self._sleep = sleep
         self._failures = 0
         self._reported = FirstOfKind()
+        self.capped_logged = False
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -95,7 +128,7 @@ class Sweeper:
         health.sweeps.labels(*self.labels).inc()
         items: dict[str, Listed] = {}
         try:
-            await self._pages(now, items)
+            capped = await self._pages(now, items)
         except SweepFailed as exc:
             await self._failed(exc.code, exc.message, items, now)
             return False
@@ -106,7 +139,9 @@ class Sweeper:
             return False
         finally:
             health.duration.labels(*self.labels).set(self._clock() - started)
-        await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
+        left_out = await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
+        if capped or left_out:
+            self._capped(len(items))
         if self._failures:
             log.info("discovery sweep recovered", extra={"fields": self._fields()})
         self._failures = 0
@@ -114,13 +149,17 @@ class Sweeper:
         health.last_success.labels(*self.labels).set(self._wall_clock())
         return True
 
-    async def _pages(self, now: float, items: dict[str, Listed]) -> None:
+    async def _pages(self, now: float, items: dict[str, Listed]) -> bool:
+        """Reads the sweep's pages into `items`; True when it stopped at the discovered-task cap."""
         lookback = self.config.lookback
         if self.listing.max_lookback is not None:
             lookback = min(lookback, self.listing.max_lookback)
         begin, end = now - lookback, now + WINDOW_END_SLACK
         first = await self._page(0, begin, end)
-        _collect(first, items)
+        room = self._room.room()
+        new = self._collect(first, items)
+        if new >= room:
+            return True
         # The first page tells how many there are; the rest are read concurrently, each inside the bucket.
         offsets = range(PAGE_SIZE, min(first.total, MAX_PAGES * PAGE_SIZE), PAGE_SIZE)
         if first.total > MAX_PAGES * PAGE_SIZE:
@@ -137,13 +176,53 @@ class Sweeper:
         pages = [asyncio.ensure_future(read(offset)) for offset in offsets]
         try:
             for page in asyncio.as_completed(pages):
-                _collect(await page, items)
+                new += self._collect(await page, items)
+                if new >= room:
+                    return True  # the pages still out are cancelled below
         finally:
             for pending in pages:
                 pending.cancel()
             await asyncio.gather(*pages, return_exceptions=True)
+        return False
+
+    def _collect(self, page: Page, items: dict[str, Listed]) -> int:
+        """Adds a page's operations to `items`; returns how many of them would be new tasks."""
+        new = 0
+        for listed in page.items:
+            if listed.task_id not in items and self._room.takes(
+                self.lane.account, self.product, self.region, listed.task_id
+            ):
+                new += 1
+            items[listed.task_id] = listed
+        return new
+
+    def _capped(self, read: int) -> None:
+        self.metrics.discovery.capped.labels(*self.labels).inc()
+        fields = {**self._fields(), "max_tasks": MAX_TASKS, "operations_read": read}
+        message = (
+            "discovery reached its cap of discovered tasks; the sweep stopped and the rest are not watched"
+        )
+        # Once per sweeper: a full exporter stays full sweep after sweep, and the counter says so.
+        log.log(logging.DEBUG if self.capped_logged else logging.WARNING, message, extra={"fields": fields})
+        self.capped_logged = True
 
     async def _page(self, offset: int, begin: float, end: float) -> Page:
+        for attempt in range(1, PAGE_ATTEMPTS + 1):
+            outcome = await self._ask(offset, begin, end)
+            if outcome.code is None or not self.product.is_throttling(outcome.code):
+                break
+            # Another client spends the same quota: slow down and ask again within the sweep, so one
+            # throttled page does not cost the whole sweep (and an interval) with it.
+            self.bucket.throttled()
+            if attempt < PAGE_ATTEMPTS:
+                await self._sleep(PAGE_RETRY_S * attempt)
+        if outcome.code is not None:
+            raise SweepFailed(outcome.code, outcome.message)
+        if outcome.page is None:
+            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
+        return outcome.page
+
+    async def _ask(self, offset: int, begin: float, end: float) -> PageOutcome:
         try:
             credentials = await self.credentials.get()
         except CredentialsError as exc:
@@ -151,17 +230,11 @@ class Sweeper:
         payload = self.listing.payload(offset, begin, end)
         # Let through after the last await before the send, so the bucket counts the page when it leaves.
         ticket = await self.bucket.acquire()
-        outcome: PageOutcome = await self.client.list_page(
+        outcome = await self.client.list_page(
             self.product, self.endpoint, self.region, credentials, payload, ticket
         )
         self.metrics.observe_api(self.lane, self.product, outcome)
-        if outcome.code is not None:
-            if self.product.is_throttling(outcome.code):
-                self.bucket.throttled()
-            raise SweepFailed(outcome.code, outcome.message)
-        if outcome.page is None:
-            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
-        return outcome.page
+        return outcome
 
     async def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
         self._failures += 1
@@ -189,11 +262,6 @@ class Sweeper:
         return {"account": account, "product": product, "cloud_region": region, "action": self.listing.action}
 
 
-def _collect(page: Page, items: dict[str, Listed]) -> None:
-    for listed in page.items:
-        items[listed.task_id] = listed
-
-
 @dataclass
 class Found:
     """One discovered task: how it is watched, what the list last said of it, and when."""
@@ -216,9 +284,11 @@ class Discovery:
         owns: Callable[[WatchedTask], bool],
         metrics: Metrics,
         wall_clock: Callable[[], float] = time.time,
+        max_tasks: int = MAX_TASKS,
     ) -> None:
         self._watch, self._owns, self.metrics = watch, owns, metrics
         self._wall_clock = wall_clock
+        self.max_tasks = max_tasks
         self.config: DiscoveryConfig | None = None
         self.found: dict[Key, Found] = {}
         # Keys forgotten after retention, so the list (which may still show them) does not bring them back.
@@ -266,6 +336,7 @@ class Discovery:
                             config,
                             self._take,
                             self._wall_clock,
+                            room=self,
                         )
                     )
         self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
@@ -293,22 +364,35 @@ class Discovery:
 
     # ---- the discovered tasks
 
+    def room(self) -> int:
+        return max(0, self.max_tasks - len(self.found))
+
+    def takes(self, account: str, product: Product, region: str, task_id: str) -> bool:
+        key = (product.name, region, task_id)
+        if key in self.found or key in self._gone:
+            return False
+        return self._owns(WatchedTask(product.name, task_id, region, (), account, origin=DISCOVERED))
+
     async def _take(
         self, account: str, product: Product, region: str, items: list[Listed], now: float
-    ) -> None:
+    ) -> int:
         """What a sweep listed, taken in batches that let the event loop breathe between them: a first
-        sweep of thousands of operations must not hold up status polling while they are set up."""
+        sweep of thousands of operations must not hold up status polling while they are set up. Returns how
+        many new ones were left out at the cap."""
+        left_out = 0
         for start in range(0, len(items), ABSORB_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self._absorb(account, product, region, items[start : start + ABSORB_BATCH], now)
+            left_out += self._absorb(account, product, region, items[start : start + ABSORB_BATCH], now)
         self.count()
+        return left_out
 
-    def _absorb(self, account: str, product: Product, region: str, items: list[Listed], now: float) -> None:
+    def _absorb(self, account: str, product: Product, region: str, items: list[Listed], now: float) -> int:
+        """Takes a batch of listed operations; returns how many new ones were left out at the cap."""
         config = self.config
         if config is None:
-            return
-        batch = []
+            return 0
+        batch, left_out = [], 0
         for listed in items:
             key = (product.name, region, listed.task_id)
             if key in self._gone:
@@ -319,6 +403,10 @@ class Discovery:
             if not self._owns(task):
                 continue
             found = self.found.get(key)
+            if found is None and len(self.found) >= self.max_tasks:
+                # The cap holds whatever a sweep brought in; the sweep says so (Sweeper._capped).
+                left_out += 1
+                continue
             if found is not None and found.task.account != account:
                 # Sub-accounts of one main account list the same operations: the first account to find a
                 # task keeps it, so its label, bucket and keys do not change from one sweep to the next.
@@ -329,6 +417,7 @@ class Discovery:
                 found.task, found.listed, found.last_listed = task, listed, now
             batch.append((task, listed))
         self._watch(batch)
+        return left_out
 
     def expire(
         self, now: float, final_since: Callable[[Key], float | None], known: Callable[[Key], bool]
