@@ -94,7 +94,9 @@ async def test_a_throttled_page_is_asked_again_within_the_sweep(client: ApiClien
             sim.add_task(task)
         found: list[Listed] = []
 
-        async def take(account: str, product: Any, region: str, items: list[Listed], now: float) -> int:
+        async def take(
+            account: str, product: Any, region: str, items: list[Listed], now: float, speaks_for: float
+        ) -> int:
             found.extend(items)
             return 0
 

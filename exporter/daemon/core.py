@@ -282,7 +282,17 @@ class Daemon:
     def _start_discovery(self, config: Config) -> None:
         if config.discovery is not None and self._client is not None:
             shards = self.options.shard.count
-            self.discovery.start(config.discovery, config.apis, self._client, self.credentials, shards)
+            # Where a list reports statuses, its pages speak for the tasks they list (polling/discovery.py).
+            speak = self._scheduler.listed if self._scheduler is not None else None
+            self.discovery.start(
+                config.discovery,
+                config.apis,
+                self._client,
+                self.credentials,
+                shards,
+                speak=speak,
+                busy_interval=config.polling.interval,
+            )
 
     async def _restart_discovery(self, config: Config) -> None:
         """New discovery settings (or credentials): sweepers start afresh; tasks of (product, region) pairs

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -45,6 +46,9 @@ MAX_TASKS = 100_000
 # down on every throttled answer) before the sweep fails; the wait before each retry grows by PAGE_RETRY_S.
 PAGE_ATTEMPTS = 3
 PAGE_RETRY_S = 1.0
+# A sweep while operations are in progress reads from the oldest one's start time, less this much (the API's
+# clock and ours may differ), instead of the whole lookback; a full sweep still runs every discovery.interval.
+NARROW_SLACK = 60.0
 # The end of a start-time window lies this far in the future, so clock skew cannot hide a new operation.
 WINDOW_END_SLACK = 300.0
 
@@ -56,9 +60,12 @@ class SweepFailed(Exception):
         self.message = message
 
 
-# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started); returns
-# how many new operations were left out at the cap of discovered tasks.
-FoundCallback = Callable[[str, Product, str, list[Listed], float], Awaitable[int]]
+# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started, how long
+# the sweeps speak for the statuses they listed); returns how many new operations were left out at the cap.
+FoundCallback = Callable[[str, Product, str, list[Listed], float, float], Awaitable[int]]
+# Where a page's status of a watched task goes: (key, what was listed, when the sweep started, how long the
+# sweeps speak for it): the scheduler, which records it as a poll and holds back the task's status request.
+SpeakCallback = Callable[[Key, Listed, float, float], None]
 
 
 class Room(Protocol):
@@ -97,6 +104,7 @@ class Sweeper:
         clock: Callable[[], float] = time.monotonic,
         room: Room | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        busy_interval: float | None = None,
     ) -> None:
         if product.listing is None:
             raise ValueError(f"{product.name} has no list API")
@@ -110,16 +118,37 @@ class Sweeper:
         self._failures = 0
         self._reported = FirstOfKind()
         self.capped_logged = False
+        # Sweep cadence follows the work: every busy_interval (polling.interval) while an operation the list
+        # speaks for is in progress, else every discovery.interval.
+        self.busy_interval = busy_interval if self.listing.speaks_status else None
+        self.busy = False  # the last sweep listed an operation in progress, in the status API's words
+        self._oldest_busy: float | None = None  # the start time of the oldest of those (None: unknown)
+        self._last_full = -math.inf  # when the last sweep of the whole lookback began (monotonic)
+        self._duration = 0.0
 
     @property
     def labels(self) -> tuple[str, str, str]:
         return (self.lane.account, self.product.name, self.region)
 
+    @property
+    def cadence(self) -> float:
+        """Seconds from one sweep's start to the next one's."""
+        if self.busy and self.busy_interval is not None:
+            return min(self.busy_interval, self.config.interval)
+        return self.config.interval
+
+    @property
+    def speaks_for(self) -> float:
+        """How long a status read on a page holds back the task's own status request: two sweeps and a
+        second, so one failed or slow sweep does not leave the task unwatched, and a task no sweep lists
+        any more is polled by ID again soon after."""
+        return 2 * (self.cadence + self._duration) + 1.0
+
     async def run(self) -> None:
         while True:
             started = self._clock()
             await self.sweep()
-            await asyncio.sleep(max(0.0, started + self.config.interval - self._clock()))
+            await asyncio.sleep(max(0.0, started + self.cadence - self._clock()))
 
     async def sweep(self) -> bool:
         """One sweep; True when every page was read. Never raises but for cancellation."""
@@ -127,8 +156,9 @@ class Sweeper:
         started, now = self._clock(), self._wall_clock()
         health.sweeps.labels(*self.labels).inc()
         items: dict[str, Listed] = {}
+        full = self._full_sweep_due(started)
         try:
-            capped = await self._pages(now, items)
+            capped = await self._pages(now, items, full)
         except SweepFailed as exc:
             await self._failed(exc.code, exc.message, items, now)
             return False
@@ -138,8 +168,13 @@ class Sweeper:
             await self._failed(INTERNAL_ERROR, type(exc).__name__, items, now)
             return False
         finally:
-            health.duration.labels(*self.labels).set(self._clock() - started)
-        left_out = await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
+            self._duration = self._clock() - started
+            health.duration.labels(*self.labels).set(self._duration)
+        self._learn(items.values(), full, started)
+        listed = list(items.values())
+        left_out = await self._found(
+            self.lane.account, self.product, self.region, listed, now, self.speaks_for
+        )
         if capped or left_out:
             self._capped(len(items))
         if self._failures:
@@ -149,12 +184,27 @@ class Sweeper:
         health.last_success.labels(*self.labels).set(self._wall_clock())
         return True
 
-    async def _pages(self, now: float, items: dict[str, Listed]) -> bool:
-        """Reads the sweep's pages into `items`; True when it stopped at the discovered-task cap."""
+    def _full_sweep_due(self, started: float) -> bool:
+        return self._oldest_busy is None or not self.busy or started - self._last_full >= self.config.interval
+
+    def _learn(self, items: Iterable[Listed], full: bool, started: float) -> None:
+        """What a complete sweep says of the next ones: whether work is in progress, and since when."""
+        final = self.product.final_statuses
+        starts = [i.start_time for i in items if i.status is not None and i.status not in final]
+        self.busy = bool(starts)
+        self._oldest_busy = None if not starts or None in starts else min(s for s in starts if s is not None)
+        if full:
+            self._last_full = started
+
+    async def _pages(self, now: float, items: dict[str, Listed], full: bool = True) -> bool:
+        """Reads the sweep's pages into `items`; True when it stopped at the discovered-task cap. A sweep
+        that is not `full` reads only from the oldest operation in progress on (it needs no other pages)."""
         lookback = self.config.lookback
         if self.listing.max_lookback is not None:
             lookback = min(lookback, self.listing.max_lookback)
         begin, end = now - lookback, now + WINDOW_END_SLACK
+        if not full and self._oldest_busy is not None:
+            begin = max(begin, self._oldest_busy - NARROW_SLACK)
         first = await self._page(0, begin, end)
         room = self._room.room()
         new = self._collect(first, items)
@@ -243,7 +293,8 @@ class Sweeper:
         health.failures.labels(*self.labels).set(self._failures)
         # Pages read before the failure still name real operations: watch them now, not an interval later.
         if items:
-            await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
+            listed = list(items.values())
+            await self._found(self.lane.account, self.product, self.region, listed, now, self.speaks_for)
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
             level,
@@ -296,6 +347,7 @@ class Discovery:
         self._sweepers: list[Sweeper] = []
         self._buckets: dict[Lane, TokenBucket] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._speak: SpeakCallback | None = None
 
     # ---- sweeping
 
@@ -306,10 +358,15 @@ class Discovery:
         client: ApiClient,
         credentials: Mapping[str, CredentialProvider],
         shards: int,
+        speak: SpeakCallback | None = None,
+        busy_interval: float | None = None,
     ) -> None:
         """Sweeps `config.regions` for `config.products` as each of `config.accounts` from now on, each list
-        API inside a bucket per (account, endpoint): regions reached through one host share it."""
+        API inside a bucket per (account, endpoint): regions reached through one host share it. Where a list
+        reports statuses, each listed task's goes to `speak`, and a region with work in progress is swept
+        every `busy_interval` (polling.interval)."""
         self.config = config
+        self._speak = speak
         self._sweepers = []
         for account in config.accounts:
             for name in config.products:
@@ -337,6 +394,7 @@ class Discovery:
                             self._take,
                             self._wall_clock,
                             room=self,
+                            busy_interval=busy_interval,
                         )
                     )
         self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
@@ -374,7 +432,13 @@ class Discovery:
         return self._owns(WatchedTask(product.name, task_id, region, (), account, origin=DISCOVERED))
 
     async def _take(
-        self, account: str, product: Product, region: str, items: list[Listed], now: float
+        self,
+        account: str,
+        product: Product,
+        region: str,
+        items: list[Listed],
+        now: float,
+        speaks_for: float = 0.0,
     ) -> int:
         """What a sweep listed, taken in batches that let the event loop breathe between them: a first
         sweep of thousands of operations must not hold up status polling while they are set up. Returns how
@@ -383,12 +447,22 @@ class Discovery:
         for start in range(0, len(items), ABSORB_BATCH):
             if start:
                 await asyncio.sleep(0)
-            left_out += self._absorb(account, product, region, items[start : start + ABSORB_BATCH], now)
+            batch = items[start : start + ABSORB_BATCH]
+            left_out += self._absorb(account, product, region, batch, now, speaks_for)
         self.count()
         return left_out
 
-    def _absorb(self, account: str, product: Product, region: str, items: list[Listed], now: float) -> int:
-        """Takes a batch of listed operations; returns how many new ones were left out at the cap."""
+    def _absorb(
+        self,
+        account: str,
+        product: Product,
+        region: str,
+        items: list[Listed],
+        now: float,
+        speaks_for: float = 0.0,
+    ) -> int:
+        """Takes a batch of listed operations; returns how many new ones were left out at the cap. The ones
+        whose status the list gave are then recorded as polled (`speak`)."""
         config = self.config
         if config is None:
             return 0
@@ -417,6 +491,10 @@ class Discovery:
                 found.task, found.listed, found.last_listed = task, listed, now
             batch.append((task, listed))
         self._watch(batch)
+        if self._speak is not None:
+            for task, listed in batch:
+                if listed.status is not None:
+                    self._speak(task.key, listed, now, speaks_for)
         return left_out
 
     def expire(

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from exporter.catalogue.products import BY_NAME, Product
+from exporter.catalogue.listapis import Listed
+from exporter.catalogue.products import BY_NAME, Observation, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DEFAULT_ACCOUNT, ApiConfig, Key, PollingConfig, WatchedTask, key_fields
 from exporter.credentials.chain import CredentialProvider, CredentialsError
@@ -299,24 +300,59 @@ class LaneScheduler:
             state.consecutive_errors += 1
         return backoff_delay(state.consecutive_errors, self.polling, self._rand)
 
+    def listed(self, key: Key, listed: Listed, listed_at: float, speaks_for: float) -> None:
+        """A sweep page's word on a watched task, in the status API's words: it counts as a poll, and the
+        task's own status request waits `speaks_for` seconds (the next sweeps speak for it meanwhile). A
+        final status from a page is confirmed by one status request at once (catalogue/listapis.py)."""
+        state = self.store.get(key)
+        if listed.status is None or state is None or key not in self._generation:
+            return
+        if state.last_success is not None and state.last_success > listed_at:
+            return  # the status API answered after the page was read: its word is the newer one
+        final = listed.status in self.product.final_statuses
+        if state.final and not final:
+            return  # a page lagging behind never takes back a final status
+        was_final = state.final
+        observation = Observation(
+            listed.status,
+            info=state.info,
+            start_time=listed.start_time,
+            end_time=listed.end_time,
+            task_type=listed.task_type,
+            instance_id=listed.instance_id,
+            progress=listed.progress,
+        )
+        self._observed(state, observation, self._wall_clock())
+        if not final:
+            self._schedule(state, self._clock() + speaks_for)
+        elif not was_final:
+            self._schedule(state, self._clock())  # the confirming request
+        # A task already final keeps its schedule (finished_interval, or none).
+
+    def _observed(self, state: TaskState, observation: Observation, now: float) -> None:
+        """Records a status seen by a poll or on a list page, with its logs."""
+        task = state.task
+        fields = _task_fields(task)
+        recovered, previous = state.consecutive_errors > 0, state.status
+        if recovered:
+            log.info("task poll recovered", extra={"fields": fields})
+        if self.store.observe(state, observation, now):
+            log.info(
+                "task status changed",
+                extra={"fields": {**fields, "from": previous or "", "to": state.status}},
+            )
+        if state.status and self.store.first_sighting(task.product, state.status):
+            log.warning(
+                "undocumented status; exported as its own state",
+                extra={"fields": {"product": task.product, "status": state.status}},
+            )
+
     def _record(self, state: TaskState, outcome: Outcome) -> float | None:
         """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
         task, now = state.task, self._wall_clock()
         fields = _task_fields(task)
         if outcome.observation is not None:
-            recovered, previous = state.consecutive_errors > 0, state.status
-            if recovered:
-                log.info("task poll recovered", extra={"fields": fields})
-            if self.store.observe(state, outcome.observation, now):
-                log.info(
-                    "task status changed",
-                    extra={"fields": {**fields, "from": previous or "", "to": state.status}},
-                )
-            if state.status and self.store.first_sighting(task.product, state.status):
-                log.warning(
-                    "undocumented status; exported as its own state",
-                    extra={"fields": {"product": task.product, "status": state.status}},
-                )
+            self._observed(state, outcome.observation, now)
             if not state.final:
                 return self.polling.interval
             return self.polling.finished_interval or None
@@ -434,6 +470,13 @@ class Scheduler:
             self.lanes[old].discard(task.key)
         self._lane_of[task.key] = lane
         self._open(lane).add(task)
+
+    def listed(self, key: Key, listed: Listed, listed_at: float, speaks_for: float) -> None:
+        """A sweep page's word on a task, if it is watched (LaneScheduler.listed)."""
+        lane = self._lane_of.get(key)
+        scheduler = self.lanes.get(lane) if lane is not None else None
+        if scheduler is not None:
+            scheduler.listed(key, listed, listed_at, speaks_for)
 
     def discard(self, key: Key) -> None:
         lane = self._lane_of.pop(key, None)
