@@ -13,6 +13,8 @@ from exporter.polling.ratelimit import (
     BACKLOG_SECONDS,
     CATCH_UP,
     DECREASE_FACTOR,
+    LATENESS_CAP,
+    LATENESS_HALF_LIFE,
     SAFETY,
     WINDOW_SECONDS,
     Ticket,
@@ -271,3 +273,17 @@ def test_window_limit_is_the_quota_for_integer_quotas_and_shards_add_up_to_at_mo
         # What it costs: the pace held to the window limit, never below it.
         floor = min(rate * SAFETY, window_limit(rate) / WINDOW_SECONDS) * 60 - 2
         assert len(times) >= floor, (quota, shards, len(times))
+
+
+def test_a_late_wake_up_widens_the_window_for_a_while_up_to_a_cap() -> None:
+    clock = FakeClock(1000.0)
+    bucket = TokenBucket(20, clock)
+    assert bucket.window_seconds() == WINDOW_SECONDS
+    bucket.woke_late(0.06)  # the machine is busy: requests may bunch up by as much on their way
+    assert bucket.window_seconds() == pytest.approx(1.06)
+    clock.now += LATENESS_HALF_LIFE
+    assert bucket.window_seconds() == WINDOW_SECONDS  # 0.03 is within the usual margin
+    bucket.woke_late(0.4)  # a stall: capped, since requests are counted when they leave
+    assert bucket.window_seconds() == pytest.approx(1 + LATENESS_CAP)
+    times = run_until(bucket, clock, clock.now + 2)
+    assert busiest_window(times, 1 + LATENESS_CAP * 0.75) <= 20
