@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from exporter.catalogue.products import CDB
+from exporter.catalogue.products import CDB, CYNOSDB, POSTGRES, REDIS
 from exporter.simulator import Phase, SimTask
 from tests.helpers import CREDS, ENV, DaemonProcess, wait_for
 from tests.simulator_sdk import SimulatorProcess
@@ -24,6 +24,26 @@ OPERATIONS, STATUS_QUOTA, INTERVAL = 300, 2.0, 1.0
 STATUS_LINE = re.compile(
     r'^tencentcloud_task_status\{[^}]*task_id="([^"]+)"[^}]*status="([^"]+)"[^}]*\} 1(?:\.0)?$', re.M
 )
+
+
+def test_list_statuses_are_read_in_the_status_apis_words_and_only_where_both_mean_the_same() -> None:
+    assert CDB.listing is not None
+    assert REDIS.listing is not None
+    assert POSTGRES.listing is not None
+    assert CYNOSDB.listing is not None
+    cdb = [{"AsyncRequestId": f"{n:08x}-0-0-0", "TaskStatus": s} for n, s in enumerate(("SUCCEED", "PAUSED"))]
+    page = CDB.listing.page({"TotalCount": 2, "Items": cdb}, CDB.id_kind)
+    # SUCCEED is the status API's SUCCESS; PAUSED means "being terminated" there: the status API decides.
+    assert [i.status for i in page.items] == ["success", None]
+    redis = [{"TaskId": n + 1, "Result": r} for n, r in enumerate((1, 2, 4))]
+    page = REDIS.listing.page({"TotalCount": 3, "Tasks": redis}, REDIS.id_kind)
+    assert [i.status for i in page.items] == ["running", "succeed", None]  # 4: failed or error
+    page = POSTGRES.listing.page(
+        {"TotalCount": 1, "TaskSet": [{"TaskId": 7, "Status": "Running"}]}, POSTGRES.id_kind
+    )
+    assert [i.status for i in page.items] == ["running"]
+    assert not CYNOSDB.listing.speaks_status
+    assert CDB.listing.speaks_status
 
 
 def test_listed_operations_reach_their_final_status_within_one_sweep(tmp_path: Path) -> None:
