@@ -28,6 +28,7 @@ operation over its whole life, against one per operation every `polling.interval
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +41,6 @@ from exporter.catalogue.apifields import (
     InvalidResponse,
     api_text,
     percent_ratio,
-    tencent_time,
     text_field,
 )
 
@@ -141,6 +141,23 @@ def tencent_time_text(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, CHINA_STANDARD_TIME).strftime("%Y-%m-%d %H:%M:%S")
 
 
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def _time(value: object) -> float | None:
+    """tencent_time, fast: a sweep reads two times an item, and strptime (its locale lookup) took 120 us a
+    call, most of the 190 us an item took to read (1 s of event loop for a sweep of 5,000 operations)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not _TIME.fullmatch(text) or text == "0000-00-00 00:00:00":
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
+    except ValueError:
+        return None
+
+
 def _text(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(entry.get(name), INFO_MAX_LENGTH) if name else None
 
@@ -196,8 +213,8 @@ def _task_list(
             return None  # an entry without an ID the status API takes (a CynosDB task with no flow)
         return Listed(
             task_id,
-            start_time=tencent_time(entry.get(start)),
-            end_time=tencent_time(entry.get(end)),
+            start_time=_time(entry.get(start)),
+            end_time=_time(entry.get(end)),
             task_type=_text(entry, task_type),
             instance_id=_instance(entry, instance) or _instance(entry, fallback_instance),
             progress=percent_ratio(entry.get(progress)),

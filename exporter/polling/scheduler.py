@@ -137,6 +137,8 @@ class LaneScheduler:
         self._active: list[_Entry] = []  # in progress or never polled
         self._finished: list[_Entry] = []  # in a final state
         self._generation: dict[tuple[str, str, str], int] = {}
+        # Tasks a list speaks for: (the generation of their held-back entry, when it is due).
+        self._held: dict[Key, tuple[int, float]] = {}
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -162,6 +164,7 @@ class LaneScheduler:
         for key in [k for k in self._generation if k not in wanted]:
             # Forgetting the key makes every heap entry for it stale, and an in-flight poll's result unwanted.
             del self._generation[key]
+            self._held.pop(key, None)
         new = [t for key, t in wanted.items() if key not in self._generation]
         for task in wanted.values():
             self.store.add(task)
@@ -179,6 +182,7 @@ class LaneScheduler:
     def discard(self, key: Key) -> None:
         """Stops polling the task here (its state is the caller's to remove, or to hand to another lane)."""
         self._generation.pop(key, None)
+        self._held.pop(key, None)
 
     @property
     def watched(self) -> int:
@@ -324,7 +328,12 @@ class LaneScheduler:
         )
         self._observed(state, observation, self._wall_clock())
         if not final:
-            self._schedule(state, self._clock() + speaks_for)
+            until = self._clock() + speaks_for
+            generation, due = self._held.get(key, (-1, 0.0))
+            if generation == self._generation.get(key) and due >= until - speaks_for / 2:
+                return  # still held back long enough: no new heap entry for every task every sweep
+            self._schedule(state, until)
+            self._held[key] = (self._generation[key], until)
         elif not was_final:
             self._schedule(state, self._clock())  # the confirming request
         # A task already final keeps its schedule (finished_interval, or none).
