@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -186,7 +187,9 @@ class Discovery:
         config = self.config
         if config is None:
             return 0
-        batch, left_out = [], 0
+        batch: list[tuple[WatchedTask, Listed]] = []
+        unchanged: list[tuple[WatchedTask, Listed]] = []
+        left_out = 0
         for listed in items:
             key = (product.name, region, listed.task_id)
             if key in self._gone:
@@ -207,12 +210,18 @@ class Discovery:
                 task = dataclasses.replace(task, account=found.task.account)
             if found is None:
                 self.found[key] = Found(task, listed, now)
+            elif found.task == task and found.listed == listed:
+                # Listed as last time: already watched with these facts (a sweep every polling.interval
+                # lists thousands unchanged); only the list's word on the status is news (freshness).
+                found.last_listed = now
+                unchanged.append((task, listed))
+                continue
             else:
                 found.task, found.listed, found.last_listed = task, listed, now
             batch.append((task, listed))
         self._watch(batch)
         if self._speak is not None:
-            for task, listed in batch:
+            for task, listed in itertools.chain(batch, unchanged):
                 if listed.status is not None:
                     self._speak(task.key, listed, now, speaks_for)
         return left_out

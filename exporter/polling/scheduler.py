@@ -33,6 +33,11 @@ from exporter.polling.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.scheduler")
 
+# A list page saying what the task's last observation said refreshes its freshness (a render) at most this
+# often, or every polling.interval when that is longer: sweeps every polling.interval list thousands of
+# unchanged operations, and the staleness alert waits 300 s.
+FRESHNESS_FLOOR = 10.0
+
 
 @dataclass(order=True)
 class _Entry:
@@ -317,16 +322,26 @@ class LaneScheduler:
         if state.final and not final:
             return  # a page lagging behind never takes back a final status
         was_final = state.final
-        observation = Observation(
+        now, seen = self._wall_clock(), state.observation
+        same = seen is not None and (seen.status, seen.progress, seen.end_time) == (
             listed.status,
-            info=state.info,
-            start_time=listed.start_time,
-            end_time=listed.end_time,
-            task_type=listed.task_type,
-            instance_id=listed.instance_id,
-            progress=listed.progress,
+            listed.progress,
+            listed.end_time,
         )
-        self._observed(state, observation, self._wall_clock())
+        fresh = state.last_success is not None and now - state.last_success < max(
+            self.polling.interval, FRESHNESS_FLOOR
+        )
+        if not (same and fresh):  # else nothing new: no render of thousands of unchanged tasks every sweep
+            observation = Observation(
+                listed.status,
+                info=state.info,
+                start_time=listed.start_time,
+                end_time=listed.end_time,
+                task_type=listed.task_type,
+                instance_id=listed.instance_id,
+                progress=listed.progress,
+            )
+            self._observed(state, observation, now)
         if not final:
             until = self._clock() + speaks_for
             generation, due = self._held.get(key, (-1, 0.0))
