@@ -204,7 +204,7 @@ class Sweeper:
         first = await self._page(0, begin, end)
         room = self._room.room()
         new = self._collect(first, items)
-        if new >= room:
+        if new > room:
             return True
         # The first page tells how many there are; the rest are read concurrently, each inside the bucket.
         offsets = range(PAGE_SIZE, min(first.total, MAX_PAGES * PAGE_SIZE), PAGE_SIZE)
@@ -223,7 +223,7 @@ class Sweeper:
         try:
             for page in asyncio.as_completed(pages):
                 new += self._collect(await page, items)
-                if new >= room:
+                if new > room:
                     return True  # the pages still out are cancelled below
         finally:
             for pending in pages:
