@@ -11,7 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from bench import accounts, benchmark, discovery, hardening
+from bench import accounts, benchmark, discovery, discovery_stalls, hardening
 from bench.common import Settings, smoke
 from bench.profiles import py_spy
 
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--hardening", action="store_true", help="only bench/hardening.py (see README)")
     parser.add_argument("--discovery", action="store_true", help="only bench/discovery.py (see README)")
     parser.add_argument("--accounts", action="store_true", help="only bench/accounts.py (see README)")
+    parser.add_argument(
+        "--stalls", action="store_true", help="only bench/discovery_stalls.py: SIGSTOP at full quota"
+    )
     args = parser.parse_args(argv)
     settings = defaults
     if args.quick:
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     settings, args = parse_args(argv)
     if args.hardening:
         return hardening.main(settings, args)
+    if args.stalls:
+        return discovery_stalls.main(settings, args)
     if args.discovery:
         return discovery.main(settings, args)
     if args.accounts:

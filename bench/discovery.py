@@ -10,8 +10,10 @@ quota can poll every `polling.interval`, so polling always wants more than the q
 ap-guangzhou every `sweep_every_s`, where the list is empty at first. After a warm-up and a window of polling
 alone, `tasks` operations appear in the simulator's list at once (in progress, started within the last hour,
 with instances and types); the next sweep reads all their pages and hands them over. Windows are cut from the
-simulator's request log (arrival times, to the millisecond). In the last repeat the run goes on until every
-discovered task has had a status poll. bench/README.md says what each figure means.
+simulator's request log (arrival times, to the millisecond). In the last repeat the listed operations change
+status at random over a window and /metrics is followed until each shows it (`discovery_detect.py`): the
+list speaks for the operations it lists, so detection is bounded by pages, not by IDs. bench/README.md says
+what each figure means.
 
 The stage (sizes, processes, log and /metrics readers) is in `discovery_stage.py`, the summary over repeats
 and the table in `discovery_report.py`.
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REGION, RESULTS, Settings, code_state, machine, smoke, stderr_log, work_directory
+from bench.discovery_detect import change_times, detection
 from bench.discovery_report import rows, summarize, table
 from bench.discovery_stage import (
     LIST_ACTION,
@@ -48,7 +51,7 @@ from bench.discovery_stage import (
     operations,
     sweeps,
 )
-from bench.measure import ProcessSampler, quantile
+from bench.measure import ProcessSampler
 
 DEFAULT_LATENCY = 0.05  # API latency unless --latency says otherwise
 MB = 2**20
@@ -98,9 +101,10 @@ def per_tenth(requests: list[Request], start: float, end: float) -> list[int]:
 
 
 def run_once(
-    settings: Settings, sizes: Sizes, workdir: Path, index: int, coverage: bool, log: Log
+    settings: Settings, sizes: Sizes, workdir: Path, index: int, detect: bool, log: Log
 ) -> dict[str, Any]:
-    watched, found = operations(sizes, settings.seed + index)
+    changes = change_times(sizes, settings.seed + index, sizes.tasks) if detect else None
+    watched, found = operations(sizes, settings.seed + index, changes)
     quota = settings.quota_cdb
     with Stage(f"run{index}", workdir, settings, sizes) as stage:
         stage.simulator(watched)
@@ -143,14 +147,14 @@ def run_once(
                 "with_discovered": rss_found / MB if rss_found else None,
             },
         }
-        if coverage:
-            out["coverage"] = _coverage(stage, found, handed_over, sizes, log)
-            out["rss_mb"]["after_coverage"] = (memory.max_rss(time.time() - 5.0) or 0) / MB
+        if changes is not None:
+            out["detection"] = detection(stage, found, changes, added, sizes, log)
+            out["rss_mb"]["after_detection"] = (memory.max_rss(time.time() - 5.0) or 0) / MB
         # Throttling over the whole run, from both sides at the same moment.
         last_scrape = stage.metrics()
         out["throttled_exporter"] = _exporter_figures(last_scrape)["throttled"]
-        if coverage:
-            out["coverage"]["lag"] = lag_between(after_scrape, last_scrape)
+        if changes is not None:
+            out["detection"]["lag"] = lag_between(after_scrape, last_scrape)
         stage.log.read()
         out["simulator"] = stage.sim_stats()["services"].get("cdb", {})
         out["list_busiest_second"] = busiest_second(stage.log.of(LIST_ACTION))
@@ -198,50 +202,6 @@ def _exporter_figures(scrape: Exposition) -> dict[str, Any]:
     }
 
 
-def _coverage(
-    stage: Stage, found: list[dict[str, Any]], handed_over: float, sizes: Sizes, log: Log
-) -> dict[str, Any]:
-    """Waits until every discovered task has had an accepted status poll: the time from the end of the
-    discovering sweep (when the exporter had them all) to the last of those first polls, and the status
-    utilisation meanwhile."""
-    wanted = {task["task_id"] for task in found}
-    log(f"coverage: waiting until all {len(wanted):,} discovered tasks have been polled")
-    first_poll: dict[str, float] = {}
-    deadline = time.monotonic() + sizes.coverage_cap_s
-    seen = 0
-    while len(first_poll) < len(wanted) and time.monotonic() < deadline:
-        stage.log.read()
-        for request in stage.log.requests[seen:]:
-            if request.action == STATUS_ACTION and request.accepted and request.key in wanted:
-                first_poll.setdefault(request.key, request.arrived)
-        seen = len(stage.log.requests)
-        if len(first_poll) < len(wanted):
-            time.sleep(1.0)
-    last = max(first_poll.values(), default=handed_over)
-    quota = stage.settings.quota_cdb
-    bound = len(wanted) / even_pace(quota)
-    times = [t - handed_over for t in first_poll.values()]
-    status = stage.log.of(STATUS_ACTION)
-    # What the status quota went to meanwhile: first polls, polls again of discovered tasks, watched tasks.
-    spent = Counter(
-        "first" if first_poll.get(r.key) == r.arrived else ("again" if r.key in wanted else "watched")
-        for r in status
-        if r.accepted and handed_over <= r.arrived <= last
-    )
-    return {
-        "polled": len(first_poll),
-        "of": len(wanted),
-        "seconds": last - handed_over if first_poll else None,
-        "half_s": quantile(times, 0.5),
-        "deciles_s": [quantile(times, q / 10) for q in range(1, 11)],
-        "polls_meanwhile": dict(spent),
-        "bound_s": bound,
-        "ratio": (last - handed_over) / bound if first_poll else None,
-        "capped": len(first_poll) < len(wanted),
-        "utilisation": utilisation(status, handed_over, last, quota),
-    }
-
-
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -261,9 +221,9 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
     with work_directory(args.keep) as workdir:
         for index in range(sizes.repeats):
-            coverage = sizes.coverage and index == sizes.repeats - 1
+            detect = sizes.detect and index == sizes.repeats - 1
             try:
-                runs.append(run_once(settings, sizes, workdir, index, coverage, log))
+                runs.append(run_once(settings, sizes, workdir, index, detect, log))
             except Exception:  # the other repeats still run; the error goes to the JSON
                 runs.append({"error": traceback.format_exc()})
                 log(f"run {index} failed:\n{runs[-1]['error']}")

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from bench.common import Settings, fmt
+from bench.discovery_detect import rows as detection_rows
 from bench.discovery_stage import LIST_ACTION, LIST_QUOTA, STATUS_ACTION, Sizes, pages
 from bench.measure import median
 
@@ -25,7 +26,7 @@ def summarize(runs: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
             values.append(value)
         return median(values)
 
-    covered = [r["coverage"] for r in ok if "coverage" in r]
+    detected = [r["detection"] for r in ok if "detection" in r]
     both = (STATUS_ACTION, LIST_ACTION)
     lags = [r["lag_window"] for r in ok]
     rss = [r["rss_mb"] for r in ok if r["rss_mb"]["before"] and r["rss_mb"]["with_discovered"]]
@@ -45,7 +46,7 @@ def summarize(runs: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
         "utilisation_window": med("window", "utilisation"),
         "discovered_min": min((r["exporter"]["discovery_tasks"] or 0 for r in ok), default=None),
         "watched_min": min((r["exporter"]["watched_cdb"] or 0 for r in ok), default=None),
-        "coverage": covered[-1] if covered else None,
+        "detection": detected[-1] if detected else None,
         "throttled_simulator": sum(
             int(r["simulator"].get(a, {}).get("throttled", 0)) for r in ok for a in both
         ),
@@ -107,19 +108,8 @@ def rows(s: dict[str, Any], sizes: Sizes, settings: Settings) -> list[Row]:
         found == sizes.tasks,
     )
     add("  tencentcloud_exporter_watched_tasks{cdb}", _int(watched), f"{total:,}", watched == total)
-    cov = s["coverage"]
-    if cov is None:
-        add("every discovered task polled once, s", "not measured")
-    else:
-        add(f"every discovered task polled once, s{' (capped)' if cov['capped'] else ''}", cov["seconds"])
-        add(f"  bound: {sizes.tasks:,} / (0.96 x {quota:g}/s), s", cov["bound_s"])
-        add("  time / bound", cov["ratio"])
-        add("  90% of them polled by, s", (cov.get("deciles_s") or [None] * 10)[8])
-        least("  status utilisation meanwhile", cov["utilisation"]["utilisation"])
-        lag = cov.get("lag")
-        if lag is not None:
-            over = _pair(lag["over_50ms"], lag["over_100ms"], 0)
-            add(f"  loop lag over 50 / 100 ms meanwhile ({lag['seconds']:.0f} s)", over)
+    for row in detection_rows(s["detection"], sizes.poll_every_s):
+        add(*row)
     zero("RequestLimitExceeded, both actions (simulator)", s["throttled_simulator"])
     zero("  throttled, both actions (exporter's counters)", s["throttled_exporter"])
     zero("  failed sweeps", s["sweep_errors"])

@@ -46,8 +46,12 @@ class Sizes:
     before_s: float = 10.0  # window before the operations appear: polling, and sweeps of an empty list
     window_s: float = 10.0  # window from the discovering sweep's first page (< sweep_every_s: one sweep)
     settle_s: float = 1.0  # the short window ends this long after the discovering sweep's last answer
-    coverage: bool = True  # in the last repeat, wait until every discovered task has had a status poll
-    coverage_cap_s: float = 600.0
+    # In the last repeat the listed operations change status (discovery_detect.py): from change_after_s after
+    # they appear, at random over change_window_s, followed on /metrics for up to detect_cap_s more.
+    detect: bool = True
+    change_after_s: float = 20.0
+    change_window_s: float = 60.0
+    detect_cap_s: float = 60.0
     sweep_wait_s: float = 30.0  # the discovering sweep must begin this soon after the operations appear
 
 
@@ -60,7 +64,9 @@ QUICK = Sizes(
     warmup_s=2.0,
     before_s=3.0,
     window_s=4.0,
-    coverage_cap_s=60.0,
+    change_after_s=8.0,
+    change_window_s=10.0,
+    detect_cap_s=20.0,
 )
 # The test suite's smoke run (BENCH_SMOKE with --quick): every part runs, on a workload too small to measure.
 SMOKE = Sizes(
@@ -73,7 +79,9 @@ SMOKE = Sizes(
     before_s=1.0,
     window_s=1.5,
     settle_s=0.5,
-    coverage_cap_s=30.0,
+    change_after_s=4.0,
+    change_window_s=2.0,
+    detect_cap_s=15.0,
     sweep_wait_s=10.0,
 )
 
@@ -86,9 +94,12 @@ def _task_id(rng: random.Random) -> str:
     return "-".join(f"{rng.getrandbits(32):08x}" for _ in range(4))
 
 
-def operations(sizes: Sizes, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def operations(
+    sizes: Sizes, seed: int, changes: list[float] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The watched tasks (in WATCH_REGION, in progress) and the ones only discovery finds (in REGION, in
-    progress, started within the last hour, with instance and type), in the simulator's JSON form."""
+    progress, started within the last hour, with instance and type), in the simulator's JSON form; with
+    `changes`, each found one succeeds at its change time (task time)."""
     rng = random.Random(seed)
     running = [{"at": 0.0, "status": "RUNNING", "info": "Benchmark operation, running."}]
     watched = [
@@ -96,13 +107,16 @@ def operations(sizes: Sizes, seed: int) -> tuple[list[dict[str, Any]], list[dict
         for _ in range(sizes.watched)
     ]
     found = []
-    for _ in range(sizes.tasks):
+    for index in range(sizes.tasks):
         instance = rng.randrange(sizes.instances)
+        phases = running
+        if changes is not None:
+            phases = [*running, {"at": changes[index], "status": "SUCCESS", "info": "Benchmark, done."}]
         found.append(
             {
                 "product": "cdb",
                 "task_id": _task_id(rng),
-                "phases": running,
+                "phases": phases,
                 "region": REGION,
                 "started": -round(rng.uniform(10.0, 3600.0), 3),
                 "task_type": rng.choice(TASK_TYPES),

@@ -171,6 +171,7 @@ def test_a_task_two_accounts_list_stays_with_the_first_that_found_it() -> None:
     discovery, watcher = _discovery(DiscoveryConfig(regions=("ap-guangzhou",), accounts=("a", "b")))
     discovery._absorb("a", MARIADB, "ap-guangzhou", [Listed("5")], now=0.0)
     discovery._absorb("b", MARIADB, "ap-guangzhou", [Listed("5")], now=1.0)
-    assert [task.account for task, _ in watcher.watched] == ["a", "a"]
+    # Listed as before, so not handed over again: it stays watched as the first account's.
+    assert [task.account for task, _ in watcher.watched] == ["a"]
     found = discovery.found[(MARIADB.name, "ap-guangzhou", "5")]
     assert (found.task.account, found.last_listed) == ("a", 1.0)

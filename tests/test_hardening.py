@@ -32,7 +32,7 @@ from exporter.daemon.core import API_TOKEN_ENV, Daemon, Options
 from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskState, TaskStore
 from exporter.polling.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, Outcome, classify
-from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.ratelimit import Ticket, TokenBucket
 from exporter.polling.scheduler import LaneScheduler
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from exporter.web.app import TASK_API_PREFIX, create_app
@@ -132,12 +132,18 @@ class FlakyClient(ApiClient):
         self.calls = 0
 
     async def describe(
-        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self,
+        product: Product,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        task_id: str,
+        ticket: Ticket | None = None,
     ) -> Outcome:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("injected failure")
-        return await super().describe(product, endpoint, region, credentials, task_id)
+        return await super().describe(product, endpoint, region, credentials, task_id, ticket)
 
 
 @pytest.fixture

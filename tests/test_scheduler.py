@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
+from exporter.catalogue.listapis import Listed
 from exporter.catalogue.products import CDB, MARIADB, Product
 from exporter.config.parser import PollingConfig, WatchedTask
 from exporter.credentials.chain import StaticProvider
@@ -18,7 +19,7 @@ from exporter.credentials.signing import Credentials
 from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskStore
 from exporter.polling.client import ApiClient, Outcome
-from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.ratelimit import Ticket, TokenBucket
 from exporter.polling.scheduler import LaneScheduler, backoff_delay
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.conftest import eventually
@@ -33,10 +34,16 @@ class RecordingClient(ApiClient):
         self.polls: list[tuple[float, str]] = []
 
     async def describe(
-        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self,
+        product: Product,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        task_id: str,
+        ticket: Ticket | None = None,
     ) -> Outcome:
         self.polls.append((time.monotonic(), task_id))
-        return await super().describe(product, endpoint, region, credentials, task_id)
+        return await super().describe(product, endpoint, region, credentials, task_id, ticket)
 
 
 @pytest.fixture
@@ -177,3 +184,34 @@ async def test_throttling_slows_the_bucket(
         scheduler, lambda: scheduler.bucket.current_rate() < 20, "the bucket to slow down after throttling"
     )
     assert client.polls  # it was an answer to a poll that slowed it
+
+
+async def test_a_list_page_counts_as_a_poll_holds_back_the_status_request_and_never_takes_back_a_final(
+    session: aiohttp.ClientSession,
+) -> None:
+    polling = PollingConfig(interval=1.0, finished_interval=600.0)
+    scheduler, store = scheduler_for(CDB, "http://127.0.0.1:9", ApiClient(session, 1.0), 20, polling)
+    task = WatchedTask(CDB.name, "list-speaks-0001", "ap-guangzhou")
+    scheduler.sync([task], spread=False)
+    listed_at = time.time()
+    scheduler.listed(task.key, Listed(task.task_id, status="running", progress=0.5), listed_at, 30.0)
+    state = store.get(task.key)
+    assert state is not None
+    assert (state.status, state.observation and state.observation.progress) == ("running", 0.5)
+    assert state.last_success is not None
+    assert state.last_success >= listed_at
+    # The task's own status request waits while the sweeps speak for it.
+    next_due = scheduler._next_due()
+    assert next_due is not None
+    assert next_due > time.monotonic() + 25
+    # A final status from a page is confirmed by one status request at once...
+    scheduler.listed(task.key, Listed(task.task_id, status="success"), time.time(), 30.0)
+    assert state.status == "success"
+    next_due = scheduler._next_due()
+    assert next_due is not None
+    assert next_due <= time.monotonic()
+    # ...and a page lagging behind never takes it back, nor one read before the status API answered.
+    scheduler.listed(task.key, Listed(task.task_id, status="running"), time.time(), 30.0)
+    assert state.status == "success"
+    scheduler.listed(task.key, Listed(task.task_id, status="failed"), listed_at - 10, 30.0)
+    assert state.status == "success"

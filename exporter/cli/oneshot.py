@@ -220,9 +220,8 @@ class Session:
         product = result.product
         lane = self.plan.lane(task)
         bucket = self.bucket(lane)
-        await bucket.acquire()
         outcome = await describe_task(
-            self.client, product, lane.endpoint, task, self.plan.credentials[task.account]
+            self.client, product, lane.endpoint, task, self.plan.credentials[task.account], bucket
         )
         if product.is_throttling(outcome.code):
             bucket.throttled()

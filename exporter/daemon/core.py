@@ -111,7 +111,9 @@ class Daemon:
         self.metrics.reloaded(True, time.time())
         self._scheduler: Scheduler | None = None
         self._client: ApiClient | None = None
-        self.discovery = Discovery(self._watch_discovered, self._owns, self.metrics)
+        self.discovery = Discovery(
+            self._watch_discovered, self._owns, self.metrics, max_tasks=config.limits.discovered_tasks
+        )
         self._resources = contextlib.AsyncExitStack()
         self._reload_lock = asyncio.Lock()
 
@@ -320,7 +322,17 @@ class Daemon:
     def _start_discovery(self, config: Config) -> None:
         if config.discovery is not None and self._client is not None:
             shards = self.options.shard.count
-            self.discovery.start(config.discovery, config.apis, self._client, self.credentials, shards)
+            # Where a list reports statuses, its pages speak for the tasks they list (polling/discovery.py).
+            speak = self._scheduler.listed if self._scheduler is not None else None
+            self.discovery.start(
+                config.discovery,
+                config.apis,
+                self._client,
+                self.credentials,
+                shards,
+                speak=speak,
+                busy_interval=config.polling.interval,
+            )
 
     async def _restart_discovery(self, config: Config) -> None:
         """New discovery settings (or credentials): sweepers start afresh; tasks of (product, region) pairs
@@ -458,6 +470,7 @@ class Daemon:
         self.config, self.api_token = config, api_token
         retired = self.accounts.commit(config, providers)
         self.db.limits = config.limits
+        self.discovery.max_tasks = config.limits.discovered_tasks
         self._config_keys = {t.key for t in config.tasks}
         self._scheduler.reconfigure(self._plan(config))
         if self._client is not None:

@@ -310,6 +310,13 @@ class DiscoveryMetrics:
             labels,
             registry=registry,
         )
+        self.capped = Counter(
+            "tencentcloud_discovery_capped_sweeps",
+            "Sweeps that met the cap of discovered tasks (100,000): they stopped reading pages, and the "
+            "operations beyond the cap are not watched.",
+            labels,
+            registry=registry,
+        )
         self.interval = Gauge(
             "tencentcloud_discovery_interval_seconds",
             "Configured discovery interval: how often each product and region is swept (0: discovery off).",
@@ -324,6 +331,7 @@ class DiscoveryMetrics:
             self.sweeps.labels(*labels)
             self.failures.labels(*labels)
             self.tasks.labels(*labels)
+            self.capped.labels(*labels)
 
     def failed(self, labels: tuple[str, str, str], code: str) -> None:
         self.errors.labels(*labels, code).inc()
@@ -332,7 +340,7 @@ class DiscoveryMetrics:
     def forget(self, labels: tuple[str, str, str]) -> None:
         """An (account, product, region) no longer swept after a reload: its series go, not linger with
         old values."""
-        for family in (self.sweeps, self.failures, self.tasks, self.duration, self.last_success):
+        for family in (self.sweeps, self.failures, self.tasks, self.duration, self.last_success, self.capped):
             with contextlib.suppress(KeyError):
                 family.remove(*labels)
         for code in self._codes.pop(labels, set()):

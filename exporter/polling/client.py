@@ -30,6 +30,7 @@ from exporter.catalogue.products import (
 )
 from exporter.credentials.bodies import ACCEPT_ENCODING, AnswerTooLarge, AnswerUnreadable, read_limited
 from exporter.credentials.signing import Credentials, sign_headers
+from exporter.polling.ratelimit import Ticket
 
 # Stable codes for failures that never reached a Tencent Cloud error answer (docs/metrics-and-alerts.md).
 TIMEOUT = "Transport.Timeout"
@@ -143,7 +144,25 @@ def api_session() -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
         trust_env=False,
         headers={"User-Agent": f"tencentcloud-task-exporter/{__version__}"},
+        trace_configs=[_send_time_trace()],
     )
+
+
+async def _body_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestChunkSentParams
+) -> None:
+    ticket = context.trace_request_ctx
+    if isinstance(ticket, Ticket):
+        ticket.left()
+
+
+def _send_time_trace() -> aiohttp.TraceConfig:
+    """Tells a request's Ticket when its body is written: aiohttp calls this hook in the same step as the
+    socket write (on Python 3.11 the write runs in a task of its own, one loop turn after the post), so the
+    token bucket counts the request from when it really left, a stall in between included."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(_body_sent)
+    return trace
 
 
 class ApiClient:
@@ -174,7 +193,13 @@ class ApiClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def describe(
-        self, product: Product, endpoint: str, region: str, credentials: Credentials, task_id: str
+        self,
+        product: Product,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        task_id: str,
+        ticket: Ticket | None = None,
     ) -> Outcome:
         started = time.perf_counter()
         answer = await self._post(
@@ -186,12 +211,19 @@ class ApiClient:
             credentials,
             product.payload(task_id),
             STATUS_ANSWER_BYTES,
+            ticket,
         )
         outcome = answer if isinstance(answer, Outcome) else classify(*answer, product)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
     async def list_page(
-        self, product: Product, endpoint: str, region: str, credentials: Credentials, payload: dict[str, Any]
+        self,
+        product: Product,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        payload: dict[str, Any],
+        ticket: Ticket | None = None,
     ) -> PageOutcome:
         """One page of the product's list API (`product.listing`, which must be set)."""
         listing = product.listing
@@ -207,6 +239,7 @@ class ApiClient:
             credentials,
             payload,
             LIST_ANSWER_BYTES,
+            ticket,
         )
         if isinstance(answer, Outcome):
             outcome = PageOutcome(answer.code, message=answer.message)
@@ -224,9 +257,13 @@ class ApiClient:
         credentials: Credentials,
         payload: dict[str, Any],
         limit: int,
+        ticket: Ticket | None = None,
     ) -> tuple[int, bytes] | Outcome:
         """The HTTP status and body (at most `limit` bytes, as sent and inflated) of one signed call, or the
-        transport failure as an Outcome."""
+        transport failure as an Outcome.
+
+        `ticket` is the token bucket's count of this request: nothing here awaits before the post, and the
+        session's trace hook moves the count to when the body is written (api_session)."""
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         headers = sign_headers(
             credentials,
@@ -247,6 +284,7 @@ class ApiClient:
                 timeout=self._timeout,
                 proxy=self._proxy(endpoint),
                 auto_decompress=False,  # inflated by read_limited, within the limit
+                trace_request_ctx=ticket,
             ) as response:
                 return response.status, await read_limited(response, limit)
         except AnswerTooLarge as exc:

@@ -1,196 +1,37 @@
 """Discovery: finds the operations nobody named by sweeping each product's list API, per region.
 
-A Sweeper pages through one (account, product, region) every interval inside the list API's own token bucket
-(one per account and endpoint, as Tencent counts the quota), so a sweep never takes a status-polling token and
-polling never waits for a sweep. What a sweep finds goes to
-Discovery, which keeps every discovered task with what the list said of it, hands new ones to the daemon to
-watch, and forgets them `retention` after they reached a final state. A failed sweep (throttled, auth,
-transport, a page missing) is counted and tried again at the next interval; the tasks found before stay.
+Sweepers (sweeper.py) page through each (account, product, region). What a sweep finds goes to Discovery,
+which keeps every discovered task with what the list said of it (at most MAX_TASKS of them), hands new ones
+to the daemon to watch, passes the statuses a list reports to the scheduler (`speak`), and forgets tasks
+`retention` after they reached a final state. A failed sweep (throttled, auth, transport, a page missing) is
+counted and tried again at the next interval; the tasks found before stay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
+import itertools
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.catalogue.listapis import PAGE_SIZE, Listed, Page
+from exporter.catalogue.listapis import Listed
 from exporter.catalogue.products import BY_NAME, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
-from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.credentials.chain import CredentialProvider
 from exporter.exposition.metrics import Metrics
-from exporter.log import FirstOfKind
-from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, PageOutcome
+from exporter.polling.client import ApiClient
 from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.sweeper import MAX_TASKS, SpeakCallback, Sweeper
 
-log = logging.getLogger("exporter.discovery")
+__all__ = ["MAX_TASKS", "Discovery", "Found", "Sweeper"]
 
-# Pages of one sweep in flight at once: enough to spend a list quota at loopback-to-Tencent latencies.
-MAX_CONCURRENT_PAGES = 16
-# A sweep reads at most this many pages (100,000 operations): an account listing more is cut short, loudly.
-MAX_PAGES = 1000
+
 # Listed operations set up between two turns of the event loop (each is rendered once when new).
 ABSORB_BATCH = 200
-# The end of a start-time window lies this far in the future, so clock skew cannot hide a new operation.
-WINDOW_END_SLACK = 300.0
-
-
-class SweepFailed(Exception):
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message
-
-
-# Where a sweep's findings go: (account, product, region, what was listed, when the sweep started).
-FoundCallback = Callable[[str, Product, str, list[Listed], float], Awaitable[None]]
-
-
-class Sweeper:
-    """Sweeps one product's list API in one region for one account, every interval, until cancelled."""
-
-    def __init__(
-        self,
-        product: Product,
-        region: str,
-        lane: Lane,
-        bucket: TokenBucket,
-        client: ApiClient,
-        credentials: CredentialProvider,
-        metrics: Metrics,
-        config: DiscoveryConfig,
-        found: FoundCallback,
-        wall_clock: Callable[[], float] = time.time,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if product.listing is None:
-            raise ValueError(f"{product.name} has no list API")
-        self.product, self.listing, self.region, self.lane = product, product.listing, region, lane
-        self.endpoint, self.bucket, self.client, self.credentials = lane.endpoint, bucket, client, credentials
-        self.metrics, self.config = metrics, config
-        self._found = found
-        self._wall_clock, self._clock = wall_clock, clock
-        self._failures = 0
-        self._reported = FirstOfKind()
-
-    @property
-    def labels(self) -> tuple[str, str, str]:
-        return (self.lane.account, self.product.name, self.region)
-
-    async def run(self) -> None:
-        while True:
-            started = self._clock()
-            await self.sweep()
-            await asyncio.sleep(max(0.0, started + self.config.interval - self._clock()))
-
-    async def sweep(self) -> bool:
-        """One sweep; True when every page was read. Never raises but for cancellation."""
-        health = self.metrics.discovery
-        started, now = self._clock(), self._wall_clock()
-        health.sweeps.labels(*self.labels).inc()
-        items: dict[str, Listed] = {}
-        try:
-            await self._pages(now, items)
-        except SweepFailed as exc:
-            await self._failed(exc.code, exc.message, items, now)
-            return False
-        except Exception as exc:
-            # Whatever a sweep runs into, it is counted and tried again at the next interval.
-            self._internal_error(exc)
-            await self._failed(INTERNAL_ERROR, type(exc).__name__, items, now)
-            return False
-        finally:
-            health.duration.labels(*self.labels).set(self._clock() - started)
-        await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
-        if self._failures:
-            log.info("discovery sweep recovered", extra={"fields": self._fields()})
-        self._failures = 0
-        health.failures.labels(*self.labels).set(0)
-        health.last_success.labels(*self.labels).set(self._wall_clock())
-        return True
-
-    async def _pages(self, now: float, items: dict[str, Listed]) -> None:
-        lookback = self.config.lookback
-        if self.listing.max_lookback is not None:
-            lookback = min(lookback, self.listing.max_lookback)
-        begin, end = now - lookback, now + WINDOW_END_SLACK
-        first = await self._page(0, begin, end)
-        _collect(first, items)
-        # The first page tells how many there are; the rest are read concurrently, each inside the bucket.
-        offsets = range(PAGE_SIZE, min(first.total, MAX_PAGES * PAGE_SIZE), PAGE_SIZE)
-        if first.total > MAX_PAGES * PAGE_SIZE:
-            log.warning(
-                "discovery lists more operations than one sweep reads; the rest are not watched",
-                extra={"fields": {**self._fields(), "listed": first.total, "read": MAX_PAGES * PAGE_SIZE}},
-            )
-        slots = asyncio.Semaphore(MAX_CONCURRENT_PAGES)
-
-        async def read(offset: int) -> Page:
-            async with slots:
-                return await self._page(offset, begin, end)
-
-        pages = [asyncio.ensure_future(read(offset)) for offset in offsets]
-        try:
-            for page in asyncio.as_completed(pages):
-                _collect(await page, items)
-        finally:
-            for pending in pages:
-                pending.cancel()
-            await asyncio.gather(*pages, return_exceptions=True)
-
-    async def _page(self, offset: int, begin: float, end: float) -> Page:
-        try:
-            credentials = await self.credentials.get()
-        except CredentialsError as exc:
-            raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
-        await self.bucket.acquire()
-        payload = self.listing.payload(offset, begin, end)
-        outcome: PageOutcome = await self.client.list_page(
-            self.product, self.endpoint, self.region, credentials, payload
-        )
-        self.metrics.observe_api(self.lane, self.product, outcome)
-        if outcome.code is not None:
-            if self.product.is_throttling(outcome.code):
-                self.bucket.throttled()
-            raise SweepFailed(outcome.code, outcome.message)
-        if outcome.page is None:
-            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
-        return outcome.page
-
-    async def _failed(self, code: str, message: str, items: dict[str, Listed], now: float) -> None:
-        self._failures += 1
-        health = self.metrics.discovery
-        health.failed(self.labels, code)
-        health.failures.labels(*self.labels).set(self._failures)
-        # Pages read before the failure still name real operations: watch them now, not an interval later.
-        if items:
-            await self._found(self.lane.account, self.product, self.region, list(items.values()), now)
-        level = logging.WARNING if self._failures == 1 else logging.DEBUG
-        log.log(
-            level,
-            "discovery sweep failed; tried again at the next interval",
-            extra={
-                "fields": {**self._fields(), "code": code, "message": message, "failures": self._failures}
-            },
-        )
-
-    def _internal_error(self, exc: Exception) -> None:
-        if self._reported.first(exc):
-            log.error("unexpected error in a discovery sweep", exc_info=exc, extra={"fields": self._fields()})
-
-    def _fields(self) -> dict[str, object]:
-        account, product, region = self.labels
-        return {"account": account, "product": product, "cloud_region": region, "action": self.listing.action}
-
-
-def _collect(page: Page, items: dict[str, Listed]) -> None:
-    for listed in page.items:
-        items[listed.task_id] = listed
 
 
 @dataclass
@@ -215,9 +56,11 @@ class Discovery:
         owns: Callable[[WatchedTask], bool],
         metrics: Metrics,
         wall_clock: Callable[[], float] = time.time,
+        max_tasks: int = MAX_TASKS,
     ) -> None:
         self._watch, self._owns, self.metrics = watch, owns, metrics
         self._wall_clock = wall_clock
+        self.max_tasks = max_tasks
         self.config: DiscoveryConfig | None = None
         self.found: dict[Key, Found] = {}
         # Keys forgotten after retention, so the list (which may still show them) does not bring them back.
@@ -225,6 +68,7 @@ class Discovery:
         self._sweepers: list[Sweeper] = []
         self._buckets: dict[Lane, TokenBucket] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._speak: SpeakCallback | None = None
 
     # ---- sweeping
 
@@ -235,10 +79,15 @@ class Discovery:
         client: ApiClient,
         credentials: Mapping[str, CredentialProvider],
         shards: int,
+        speak: SpeakCallback | None = None,
+        busy_interval: float | None = None,
     ) -> None:
         """Sweeps `config.regions` for `config.products` as each of `config.accounts` from now on, each list
-        API inside a bucket per (account, endpoint): regions reached through one host share it."""
+        API inside a bucket per (account, endpoint): regions reached through one host share it. Where a list
+        reports statuses, each listed task's goes to `speak`, and a region with work in progress is swept
+        every `busy_interval` (polling.interval)."""
         self.config = config
+        self._speak = speak
         self._sweepers = []
         for account in config.accounts:
             for name in config.products:
@@ -265,6 +114,8 @@ class Discovery:
                             config,
                             self._take,
                             self._wall_clock,
+                            room=self,
+                            busy_interval=busy_interval,
                         )
                     )
         self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
@@ -292,22 +143,53 @@ class Discovery:
 
     # ---- the discovered tasks
 
+    def room(self) -> int:
+        return max(0, self.max_tasks - len(self.found))
+
+    def takes(self, account: str, product: Product, region: str, task_id: str) -> bool:
+        key = (product.name, region, task_id)
+        if key in self.found or key in self._gone:
+            return False
+        return self._owns(WatchedTask(product.name, task_id, region, (), account, origin=DISCOVERED))
+
     async def _take(
-        self, account: str, product: Product, region: str, items: list[Listed], now: float
-    ) -> None:
+        self,
+        account: str,
+        product: Product,
+        region: str,
+        items: list[Listed],
+        now: float,
+        speaks_for: float = 0.0,
+    ) -> int:
         """What a sweep listed, taken in batches that let the event loop breathe between them: a first
-        sweep of thousands of operations must not hold up status polling while they are set up."""
+        sweep of thousands of operations must not hold up status polling while they are set up. Returns how
+        many new ones were left out at the cap."""
+        left_out = 0
         for start in range(0, len(items), ABSORB_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self._absorb(account, product, region, items[start : start + ABSORB_BATCH], now)
+            batch = items[start : start + ABSORB_BATCH]
+            left_out += self._absorb(account, product, region, batch, now, speaks_for)
         self.count()
+        return left_out
 
-    def _absorb(self, account: str, product: Product, region: str, items: list[Listed], now: float) -> None:
+    def _absorb(
+        self,
+        account: str,
+        product: Product,
+        region: str,
+        items: list[Listed],
+        now: float,
+        speaks_for: float = 0.0,
+    ) -> int:
+        """Takes a batch of listed operations; returns how many new ones were left out at the cap. The ones
+        whose status the list gave are then recorded as polled (`speak`)."""
         config = self.config
         if config is None:
-            return
-        batch = []
+            return 0
+        batch: list[tuple[WatchedTask, Listed]] = []
+        unchanged: list[tuple[WatchedTask, Listed]] = []
+        left_out = 0
         for listed in items:
             key = (product.name, region, listed.task_id)
             if key in self._gone:
@@ -318,16 +200,31 @@ class Discovery:
             if not self._owns(task):
                 continue
             found = self.found.get(key)
+            if found is None and len(self.found) >= self.max_tasks:
+                # The cap holds whatever a sweep brought in; the sweep says so (Sweeper._capped).
+                left_out += 1
+                continue
             if found is not None and found.task.account != account:
                 # Sub-accounts of one main account list the same operations: the first account to find a
                 # task keeps it, so its label, bucket and keys do not change from one sweep to the next.
                 task = dataclasses.replace(task, account=found.task.account)
             if found is None:
                 self.found[key] = Found(task, listed, now)
+            elif found.task == task and found.listed == listed:
+                # Listed as last time: already watched with these facts (a sweep every polling.interval
+                # lists thousands unchanged); only the list's word on the status is news (freshness).
+                found.last_listed = now
+                unchanged.append((task, listed))
+                continue
             else:
                 found.task, found.listed, found.last_listed = task, listed, now
             batch.append((task, listed))
         self._watch(batch)
+        if self._speak is not None:
+            for task, listed in itertools.chain(batch, unchanged):
+                if listed.status is not None:
+                    self._speak(task.key, listed, now, speaks_for)
+        return left_out
 
     def expire(
         self, now: float, final_since: Callable[[Key], float | None], known: Callable[[Key], bool]

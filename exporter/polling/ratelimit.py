@@ -1,14 +1,20 @@
 """A token bucket per (account, API, endpoint), as Tencent counts quotas, that keeps every sliding second
-within the API's quota.
+within the API's quota, counted by when requests leave, whatever the process does in between.
 
-Requests leave on an even pace slightly under the quota, one slot after another. A caller that comes late for
-its slot (the event loop was busy elsewhere) may still use the slots that passed meanwhile, up to
-BACKLOG_SECONDS of them, so a busy loop delays requests instead of losing them. Made-up slots send several
-requests at once, which the even pace alone would never do, so every reservation is also held to a hard
-limit: never more than window_limit(rate) reservations (the quota itself, for an integer quota) within one
-second plus a margin for requests bunching up on their way out. The margin is JITTER_MARGIN, or how late the
-event loop has lately woken the caller when that is more: a loop that is late to wake the caller is as late
-to send what it reserved.
+A request is let through by `acquire()` (or `take()`), which checks the bucket and counts the request in one
+synchronous step; the caller then signs and sends it with no await in between, and the HTTP layer moves the
+count to the moment the body is written (`Ticket.left()`, called from the client's trace hook just before the
+socket write). A request let through just before the process stalls (SIGSTOP, a CFS throttling pause, a GC
+pause) therefore counts from when the stall ends and its bytes actually leave, not from before the stall.
+
+Two limits hold each request:
+
+- the pace: one slot after another slightly under the quota. A caller up to BACKLOG_SECONDS late for its slot
+  may use the slots that passed, so a loop that wakes the caller late delays requests instead of losing them;
+  but those missed slots are repaid at most CATCH_UP times the pace, never in a burst, and slots missed longer
+  ago (a stall, an idle spell) are forfeit.
+- the window: never more than window_limit(rate) requests (the quota itself, for an integer quota) within
+  WINDOW_SECONDS, counted by send time. That is what holds whatever the pace allows.
 
 On throttling (`RequestLimitExceeded*`, another client spending the same quota) the rate drops
 multiplicatively and climbs back additively, so the exporter yields to other users and returns to full speed
@@ -18,9 +24,9 @@ when they stop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 # Requests leave at this share of the quota. N+1 consecutive requests then span 1/0.96 s, so arrivals may
@@ -34,30 +40,51 @@ DECREASE_FACTOR = 0.7
 RECOVERY_SECONDS = 10.0
 # Several in-flight requests are usually throttled together; they count as one signal.
 DECREASE_COOLDOWN = 1.0
-# Slots missed longer ago than this are forfeit, so a long stall (or an idle spell, which the bucket cannot
-# tell apart from one) releases at most about a second's worth of requests at once.
-BACKLOG_SECONDS = 1.0
-# How much closer together than they were sent requests may arrive and still stay within the quota once
-# made-up slots have filled a window. The margin is paid for in catch-up speed: at a quota of N per second,
-# N+1 requests span 1/SAFETY = 1.042 s on the even pace but only 1 + JITTER_MARGIN under the limit, and that
-# difference (about 2% of the quota) is all that repays missed slots when the limit binds.
-JITTER_MARGIN = 0.02
-WINDOW_SECONDS = 1.0 + JITTER_MARGIN  # the narrowest window the limit applies to
-# Lateness of the loop widens the margin while it lasts, halving every LATENESS_HALF_LIFE seconds. With 200
-# scrapers each rendering /metrics on the loop (2 cores, loopback simulator), a fixed 20 ms margin drew 16
-# to 64 RequestLimitExceeded in 16 s and the widened one 4, still spending 0.82 of the quota where dropping
-# missed slots spent 0.54.
+# Slots missed up to this long ago may still be used (a caller woken late by a busy loop); older ones are
+# forfeit, so after a stall or an idle spell the pace restarts instead of owing what went by.
+BACKLOG_SECONDS = 0.5
+# Missed slots are repaid at most this many times the pace: the gap between two requests never shrinks below
+# 1 / CATCH_UP of the pace's, so a late caller catches up smoothly and a stall never ends in a burst.
+CATCH_UP = 2.0
+# How much closer together than they were written requests may arrive at the API and still stay within the
+# quota once the window limit binds (after a stall, while missed slots are repaid). 40 ms is the bunching the
+# pace itself tolerates (N+1 requests span 1/SAFETY s), so the limit binding is no riskier than the pace.
+JITTER_MARGIN = 0.04
+WINDOW_SECONDS = 1.0 + JITTER_MARGIN  # the window the limit applies to
+# A caller woken late says the machine is busy, and then requests bunch up on their way (and at a simulator
+# on the same machine) by about as much: the margin widens to the lateness seen, up to LATENESS_CAP, halving
+# every LATENESS_HALF_LIFE seconds. Capped because a long stall is no such sign: requests are counted when
+# they leave, so it needs no margin. Measured under two CPU hogs on 2 cores with the simulator on the same
+# machine: without it, 1 throttled request in 14 s at full quota.
+LATENESS_CAP = 0.1
 LATENESS_HALF_LIFE = 5.0
+_HORIZON = 1.0 + max(JITTER_MARGIN, LATENESS_CAP)  # the widest window: older sends are forgotten
 
 
 def window_limit(rate: float) -> int:
-    """Most reservations allowed within a window at `rate` requests per second (at least one): floor(rate).
+    """Most requests allowed within a window at `rate` requests per second (at least one): floor(rate).
 
     That keeps an integer quota, and it keeps shards within one: M replicas each at quota / M send at most
     M * floor(quota / M) <= quota in any second, whatever their phases. A shard's fractional rate would
     otherwise let each put ceil(rate) in the same second (20 / 3: three times 7 of a quota of 20, measured as
-    throttled requests one run in three), so the limit binds its pace a little (20 / 3: 5.9/s, not 6.4/s)."""
+    throttled requests one run in three), so the limit binds its pace a little (20 / 3: 5.8/s, not 6.4/s)."""
     return max(1, math.floor(rate + 1e-9))
+
+
+class Ticket:
+    """One request let through by a bucket, counted at `at`: when it was let through until the HTTP layer
+    says its bytes left (`left()`), then from that moment."""
+
+    __slots__ = ("_bucket", "_left", "at")
+
+    def __init__(self, bucket: TokenBucket, at: float) -> None:
+        self._bucket, self.at, self._left = bucket, at, False
+
+    def left(self) -> None:
+        """The request's bytes are being written now; only the first call counts."""
+        if not self._left:
+            self._left = True
+            self._bucket._moved(self)
 
 
 class TokenBucket:
@@ -72,20 +99,20 @@ class TokenBucket:
         self.max_rate = rate
         self._clock = clock
         self._sleep = sleep
-        self._next_slot = clock()  # the even pace's next slot; may lie in the past when callers are late
-        # When the latest reservations go out, in order: enough of them to check the window at any rate.
-        self._sent: deque[float] = deque(maxlen=window_limit(rate))
+        self._next_slot = clock()  # the pace's next slot; may lie in the past when callers are late
+        self._last = float("-inf")  # when the latest request was let through
+        # Send times within the latest window, in order (a Ticket moving later re-sorts its own).
+        self._sent: list[float] = []
         self._floor = rate  # the rate just after the last decrease
         self._decreased_at = float("-inf")
-        self._lateness = 0.0  # the latest wake-up lateness seen, decaying from _lateness_at
+        self._lateness = 0.0  # the latest wake-up lateness seen (capped), decaying from _lateness_at
         self._lateness_at = self._next_slot
 
     def set_rate(self, rate: float) -> None:
-        """A new quota (config reload): applies from the next reservation, forgetting past throttling."""
+        """A new quota (config reload): applies from the next request, forgetting past throttling."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.max_rate = self._floor = rate
-        self._sent = deque(self._sent, maxlen=window_limit(rate))
 
     def current_rate(self) -> float:
         if self._floor >= self.max_rate:
@@ -93,42 +120,75 @@ class TokenBucket:
         recovered = self._floor + self.max_rate / RECOVERY_SECONDS * (self._clock() - self._decreased_at)
         return min(self.max_rate, recovered)
 
-    def reserve(self) -> float:
-        """Reserves the next free slot and returns how long the caller must wait for it (<= 0: go now)."""
-        now = self._clock()
-        rate = self.current_rate()
-        slot = max(self._next_slot, now - BACKLOG_SECONDS)
-        # The pace advances from the slot, not from now: a late caller's missed slots stay available.
-        self._next_slot = slot + 1.0 / (rate * SAFETY)
-        at = max(slot, now)
-        if self._sent:
-            # In order, so the window check below only needs the limit-th latest reservation.
-            at = max(at, self._sent[-1])
-            limit = window_limit(rate)
-            if len(self._sent) >= limit:
-                at = max(at, self._sent[-limit] + self.window_seconds())
-        self._sent.append(at)
-        return at - now
-
-    async def acquire(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            due = self._clock() + delay
-            await self._sleep(delay)
-            self.woke_late(self._clock() - due)
+    def window_seconds(self) -> float:
+        """The window in which at most window_limit(rate) requests leave: one second plus the margin."""
+        return 1.0 + max(JITTER_MARGIN, self._recent_lateness(self._clock()))
 
     def woke_late(self, seconds: float) -> None:
-        """The caller woke up `seconds` after the slot it slept for: the margin widens to that for a while."""
+        """A caller woke up `seconds` after the time it slept for: the margin widens to that for a while."""
         now = self._clock()
-        self._lateness = max(self._recent_lateness(now), min(seconds, BACKLOG_SECONDS))
+        self._lateness = max(self._recent_lateness(now), min(seconds, LATENESS_CAP))
         self._lateness_at = now
-
-    def window_seconds(self) -> float:
-        """The window in which at most window_limit(rate) reservations fall: one second plus the margin."""
-        return 1.0 + max(JITTER_MARGIN, self._recent_lateness(self._clock()))
 
     def _recent_lateness(self, now: float) -> float:
         return self._lateness * math.pow(0.5, (now - self._lateness_at) / LATENESS_HALF_LIFE)
+
+    def delay(self) -> float:
+        """How long until a request may leave (<= 0: now). Counts nothing."""
+        now = self._clock()
+        rate = self.current_rate()
+        spacing = 1.0 / (rate * SAFETY)
+        at = max(now, self._next_slot, self._last + spacing / CATCH_UP)
+        cut = bisect.bisect_right(self._sent, now - _HORIZON)
+        if cut:
+            del self._sent[:cut]
+        limit = window_limit(rate)
+        if len(self._sent) >= limit:
+            at = max(at, self._sent[-limit] + self.window_seconds())
+        return at - now
+
+    def take(self) -> Ticket | None:
+        """Lets one request through now if the pace and the window allow it, counting it from now; the caller
+        sends it before its next await. None: not yet (see delay())."""
+        if self.delay() > 0:
+            return None
+        now = self._clock()
+        rate = self.current_rate()
+        spacing = 1.0 / (rate * SAFETY)
+        # The pace advances from the slot, not from now: a slightly late caller's missed slots stay available.
+        slot = max(self._next_slot, now - BACKLOG_SECONDS)
+        self._next_slot = slot + spacing
+        self._last = now
+        bisect.insort(self._sent, now)
+        return Ticket(self, now)
+
+    async def ready(self) -> None:
+        """Waits until a request may leave, without letting one through (a worker choosing what to send)."""
+        while (wait := self.delay()) > 0:
+            await self._nap(wait)
+
+    async def acquire(self) -> Ticket:
+        """Waits until a request may leave and lets it through: the check and the count happen together after
+        the last await, so the caller that sends at once sends at the time counted."""
+        while True:
+            ticket = self.take()
+            if ticket is not None:
+                return ticket
+            await self._nap(self.delay())
+
+    async def _nap(self, seconds: float) -> None:
+        due = self._clock() + seconds
+        await self._sleep(seconds)
+        self.woke_late(self._clock() - due)
+
+    def _moved(self, ticket: Ticket) -> None:
+        now = self._clock()
+        index = bisect.bisect_left(self._sent, ticket.at)
+        if index < len(self._sent) and self._sent[index] == ticket.at:
+            del self._sent[index]
+        ticket.at = now
+        bisect.insort(self._sent, now)
+        self._last = max(self._last, now)
 
     def throttled(self) -> None:
         now = self._clock()

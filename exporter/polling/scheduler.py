@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from exporter.catalogue.products import BY_NAME, Product
+from exporter.catalogue.listapis import Listed
+from exporter.catalogue.products import BY_NAME, Observation, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DEFAULT_ACCOUNT, ApiConfig, Key, PollingConfig, WatchedTask, key_fields
 from exporter.credentials.chain import CredentialProvider, CredentialsError
@@ -31,6 +32,11 @@ from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, Api
 from exporter.polling.ratelimit import TokenBucket
 
 log = logging.getLogger("exporter.scheduler")
+
+# A list page saying what the task's last observation said refreshes its freshness (a render) at most this
+# often, or every polling.interval when that is longer: sweeps every polling.interval list thousands of
+# unchanged operations, and the staleness alert waits 300 s.
+FRESHNESS_FLOOR = 10.0
 
 
 @dataclass(order=True)
@@ -65,15 +71,27 @@ class Slots:
 
 
 async def describe_task(
-    client: ApiClient, product: Product, endpoint: str, task: WatchedTask, credentials: CredentialProvider
+    client: ApiClient,
+    product: Product,
+    endpoint: str,
+    task: WatchedTask,
+    credentials: CredentialProvider,
+    bucket: TokenBucket,
+    admitted: Callable[[], None] = lambda: None,
 ) -> Outcome:
-    """One status request for `task` signed with the provider's current keys; a provider that has none gives
-    the Exporter.CredentialsUnavailable outcome, counted like any error and retried with backoff."""
+    """One status request for `task` signed with the provider's current keys, let through by `bucket` after
+    the last await before the send (so it counts when it leaves); `admitted` is called as it is let through.
+    A provider that has no keys gives the Exporter.CredentialsUnavailable outcome, counted like any error and
+    retried with backoff; it still spends a token, so failing tasks are paced like requests."""
     try:
         keys = await credentials.get()
     except CredentialsError as exc:
+        await bucket.acquire()
+        admitted()
         return Outcome(CREDENTIALS_UNAVAILABLE, message=str(exc))
-    return await client.describe(product, endpoint, task.region, keys, task.task_id)
+    ticket = await bucket.acquire()
+    admitted()
+    return await client.describe(product, endpoint, task.region, keys, task.task_id, ticket)
 
 
 def concurrency_for(rate: float, timeout: float) -> int:
@@ -124,6 +142,8 @@ class LaneScheduler:
         self._active: list[_Entry] = []  # in progress or never polled
         self._finished: list[_Entry] = []  # in a final state
         self._generation: dict[tuple[str, str, str], int] = {}
+        # Tasks a list speaks for: (the generation of their held-back entry, when it is due).
+        self._held: dict[Key, tuple[int, float]] = {}
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -149,6 +169,7 @@ class LaneScheduler:
         for key in [k for k in self._generation if k not in wanted]:
             # Forgetting the key makes every heap entry for it stale, and an in-flight poll's result unwanted.
             del self._generation[key]
+            self._held.pop(key, None)
         new = [t for key, t in wanted.items() if key not in self._generation]
         for task in wanted.values():
             self.store.add(task)
@@ -166,6 +187,7 @@ class LaneScheduler:
     def discard(self, key: Key) -> None:
         """Stops polling the task here (its state is the caller's to remove, or to hand to another lane)."""
         self._generation.pop(key, None)
+        self._held.pop(key, None)
 
     @property
     def watched(self) -> int:
@@ -204,16 +226,21 @@ class LaneScheduler:
             while True:
                 await self._wait_until_due()
                 await self._slots.acquire()
-                await self.bucket.acquire()
+                # The task is chosen when the bucket can let a request through, so the most urgent one at
+                # that moment goes; its poll takes the token itself right before sending (counted when it
+                # leaves, ratelimit.py), and the next choice waits until it has.
+                await self.bucket.ready()
                 state = self._pop_due()
                 if state is None:
                     self._slots.release()
                     continue
                 # Marks the entry consumed so a reload cannot schedule the task twice while it is in flight.
                 self._generation[state.task.key] += 1
-                poll = asyncio.create_task(self._poll(state))
+                admitted = asyncio.get_running_loop().create_future()
+                poll = asyncio.create_task(self._poll(state, admitted))
                 self._in_flight.add(poll)
                 poll.add_done_callback(self._in_flight.discard)
+                await admitted
         finally:
             for poll in self._in_flight:
                 poll.cancel()
@@ -234,24 +261,32 @@ class LaneScheduler:
             except TimeoutError:
                 return
 
-    async def _poll(self, state: TaskState) -> None:
+    async def _poll(self, state: TaskState, admitted: asyncio.Future[None]) -> None:
         started = self._clock()
+
+        def let_through() -> None:
+            if not admitted.done():
+                admitted.set_result(None)
+
         try:
-            delay = await self._poll_once(state)
+            delay = await self._poll_once(state, let_through)
         except Exception as exc:
             # Whatever one poll runs into, the task is counted, and polled again after a backoff: an
             # exception must never end a task's polling silently.
             delay = self._internal_error(state, exc)
         finally:
+            let_through()  # also when the poll ended before its request was let through
             self._slots.release()
         key = state.task.key
         # Not when the task left this lane meanwhile (unwatched, or moved to another account or endpoint).
         if delay is not None and key in self._generation and self.store.get(key) is state:
             self._schedule(state, started + delay)
 
-    async def _poll_once(self, state: TaskState) -> float | None:
+    async def _poll_once(self, state: TaskState, admitted: Callable[[], None]) -> float | None:
         task = state.task
-        outcome = await describe_task(self.client, self.product, self.endpoint, task, self.credentials)
+        outcome = await describe_task(
+            self.client, self.product, self.endpoint, task, self.credentials, self.bucket, admitted
+        )
         self.metrics.observe_api(self.lane, self.product, outcome)
         if self.store.get(task.key) is not state:
             return None  # removed while in flight
@@ -274,24 +309,74 @@ class LaneScheduler:
             state.consecutive_errors += 1
         return backoff_delay(state.consecutive_errors, self.polling, self._rand)
 
+    def listed(self, key: Key, listed: Listed, listed_at: float, speaks_for: float) -> None:
+        """A sweep page's word on a watched task, in the status API's words: it counts as a poll, and the
+        task's own status request waits `speaks_for` seconds (the next sweeps speak for it meanwhile). A
+        final status from a page is confirmed by one status request at once (catalogue/listapis.py)."""
+        state = self.store.get(key)
+        if listed.status is None or state is None or key not in self._generation:
+            return
+        if state.last_success is not None and state.last_success > listed_at:
+            return  # the status API answered after the page was read: its word is the newer one
+        final = listed.status in self.product.final_statuses
+        if state.final and not final:
+            return  # a page lagging behind never takes back a final status
+        was_final = state.final
+        now, seen = self._wall_clock(), state.observation
+        same = seen is not None and (seen.status, seen.progress, seen.end_time) == (
+            listed.status,
+            listed.progress,
+            listed.end_time,
+        )
+        fresh = state.last_success is not None and now - state.last_success < max(
+            self.polling.interval, FRESHNESS_FLOOR
+        )
+        if not (same and fresh):  # else nothing new: no render of thousands of unchanged tasks every sweep
+            observation = Observation(
+                listed.status,
+                info=state.info,
+                start_time=listed.start_time,
+                end_time=listed.end_time,
+                task_type=listed.task_type,
+                instance_id=listed.instance_id,
+                progress=listed.progress,
+            )
+            self._observed(state, observation, now)
+        if not final:
+            until = self._clock() + speaks_for
+            generation, due = self._held.get(key, (-1, 0.0))
+            if generation == self._generation.get(key) and due >= until - speaks_for / 2:
+                return  # still held back long enough: no new heap entry for every task every sweep
+            self._schedule(state, until)
+            self._held[key] = (self._generation[key], until)
+        elif not was_final:
+            self._schedule(state, self._clock())  # the confirming request
+        # A task already final keeps its schedule (finished_interval, or none).
+
+    def _observed(self, state: TaskState, observation: Observation, now: float) -> None:
+        """Records a status seen by a poll or on a list page, with its logs."""
+        task = state.task
+        fields = _task_fields(task)
+        recovered, previous = state.consecutive_errors > 0, state.status
+        if recovered:
+            log.info("task poll recovered", extra={"fields": fields})
+        if self.store.observe(state, observation, now):
+            log.info(
+                "task status changed",
+                extra={"fields": {**fields, "from": previous or "", "to": state.status}},
+            )
+        if state.status and self.store.first_sighting(task.product, state.status):
+            log.warning(
+                "undocumented status; exported as its own state",
+                extra={"fields": {"product": task.product, "status": state.status}},
+            )
+
     def _record(self, state: TaskState, outcome: Outcome) -> float | None:
         """Updates the task from one poll; returns the delay to its next poll, None to stop polling it."""
         task, now = state.task, self._wall_clock()
         fields = _task_fields(task)
         if outcome.observation is not None:
-            recovered, previous = state.consecutive_errors > 0, state.status
-            if recovered:
-                log.info("task poll recovered", extra={"fields": fields})
-            if self.store.observe(state, outcome.observation, now):
-                log.info(
-                    "task status changed",
-                    extra={"fields": {**fields, "from": previous or "", "to": state.status}},
-                )
-            if state.status and self.store.first_sighting(task.product, state.status):
-                log.warning(
-                    "undocumented status; exported as its own state",
-                    extra={"fields": {"product": task.product, "status": state.status}},
-                )
+            self._observed(state, outcome.observation, now)
             if not state.final:
                 return self.polling.interval
             return self.polling.finished_interval or None
@@ -409,6 +494,13 @@ class Scheduler:
             self.lanes[old].discard(task.key)
         self._lane_of[task.key] = lane
         self._open(lane).add(task)
+
+    def listed(self, key: Key, listed: Listed, listed_at: float, speaks_for: float) -> None:
+        """A sweep page's word on a task, if it is watched (LaneScheduler.listed)."""
+        lane = self._lane_of.get(key)
+        scheduler = self.lanes.get(lane) if lane is not None else None
+        if scheduler is not None:
+            scheduler.listed(key, listed, listed_at, speaks_for)
 
     def discard(self, key: Key) -> None:
         lane = self._lane_of.pop(key, None)
