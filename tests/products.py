@@ -19,6 +19,8 @@ from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
 from tencentcloud.dcdb.v20180411 import models as dcdb_models
+from tencentcloud.keewidb.v20220308 import keewidb_client
+from tencentcloud.keewidb.v20220308 import models as keewidb_models
 from tencentcloud.mariadb.v20170312 import mariadb_client
 from tencentcloud.mariadb.v20170312 import models as mariadb_models
 from tencentcloud.mongodb.v20190725 import models as mongodb_models
@@ -219,6 +221,19 @@ FACTS: Final[Mapping[str, Facts]] = {
             instance_field="DBInstanceId",
         ),
         in_task_set=True,
+    ),
+    # Redis's task service under another name: the same response model, statuses and list.
+    "keewidb": Facts(
+        Sdk(keewidb_client.KeewidbClient, keewidb_models, "DescribeTaskInfo", "TaskId", True),
+        "ResourceNotFound",
+        frozenset({"Status", "StartTime", "TaskType", "InstanceId", "TaskMessage"}),
+        "running",
+        "succeed",
+        ("preparing", "running", "succeed"),
+        "running",
+        "succeed",
+        "kee-",
+        ListSdk("DescribeTaskList", "Tasks", ("BeginTime", "EndTime"), 50, 20, offset_multiple_of_limit=True),
     ),
 }
 

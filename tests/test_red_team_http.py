@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from exporter.catalogue.products import CDB
 from exporter.cli.flags import HEALTHCHECK_AUTH_ENV
 from exporter.cli.healthcheck import healthcheck
 from exporter.cli.httpcall import Redactor
@@ -282,7 +283,7 @@ def test_register_never_prints_the_token_an_error_answer_echoes(
     echo_server: str, page: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://{echo_server}/api/v1/tasks/{page}"
-    assert register(["--url", url, "cdb", "cdb-1"], env={API_TOKEN_ENV: TOKEN}) == 4
+    assert register(["--url", url, CDB.name, "cdb-1"], env={API_TOKEN_ENV: TOKEN}) == 4
     out, err = capsys.readouterr()
     assert TOKEN not in out + err
     assert "Authorization: <redacted>" in err or "authorization: <redacted>" in err.lower(), err

@@ -330,7 +330,35 @@ POSTGRES = Product(
     listing=listapis.POSTGRES_TASKS,
 )
 
-PRODUCTS: tuple[Product, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
+# KeeWiDB answers like Redis: the same fields and statuses (succeed is the success; failed and error are
+# failures; those three are final). Quota 20/s
+# (cloud.tencent.com/document/api/1520/86202). No task-not-found code is documented: the SDK's error list
+# for the action (tencentcloud-sdk-go keewidb/v20220308 client.go) is Redis's, word for word
+# (FailedOperation.SystemError, InvalidParameter.InvalidParameter, InvalidParameter.PermissionDenied), and
+# the Terraform provider never polls it; an unknown ID is taken to answer as Redis's does.
+KEEWIDB = Product(
+    name="keewidb",
+    title="KeeWiDB",
+    action="DescribeTaskInfo",
+    version="2022-03-08",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="keewidb_tasks",
+    default_endpoint="https://keewidb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # preparing: accepted, not started yet.
+    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
+    final_statuses=frozenset({"succeed", "failed", "error"}),
+    failure_statuses=frozenset({"failed", "error"}),
+    parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
+    not_found_codes=("ResourceNotFound",),
+    answer_shape=TASK_INFO_ANSWER,
+    extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
+    listing=listapis.KEEWIDB_TASKS,
+    success_status="succeed",
+)
+
+PRODUCTS: tuple[Product, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES, KEEWIDB)
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
     "BY_NAME",
