@@ -31,6 +31,8 @@ from tencentcloud.redis.v20180412 import models as redis_models
 from tencentcloud.redis.v20180412 import redis_client
 from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
 from tencentcloud.sqlserver.v20180328 import sqlserver_client
+from tencentcloud.tdmysql.v20211122 import models as tdmysql_models
+from tencentcloud.tdmysql.v20211122 import tdmysql_client
 
 Status = int | str | None
 
@@ -234,6 +236,18 @@ FACTS: Final[Mapping[str, Facts]] = {
         "succeed",
         "kee-",
         ListSdk("DescribeTaskList", "Tasks", ("BeginTime", "EndTime"), 50, 20, offset_multiple_of_limit=True),
+    ),
+    # A FlowId, and a Status that is a word: running, success, paused, failed.
+    "tdmysql": Facts(
+        Sdk(tdmysql_client.TdmysqlClient, tdmysql_models, "DescribeFlow", "FlowId", True),
+        "InvalidParameter",
+        frozenset({"Status"}),
+        "running",
+        "success",
+        ("running", "paused", "failed"),
+        "running",
+        "success",
+        "tdsql3-",
     ),
 }
 

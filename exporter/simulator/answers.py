@@ -1,7 +1,7 @@
 """The answers to a status action, one per answer shape the catalogue names (`AnswerShape`): the fields
 beside `Status`, as the official SDKs' models read them (`flow`: an integer Status; `status_info`: Status
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
-TaskMessage; `task_set`: a TaskSet).
+TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -145,9 +145,11 @@ class _TaskSet(Shape):
         return {"TotalCount": 0, "TaskSet": []}
 
 
-# By the catalogue's shape names (`AnswerShape.name`). A flow's Status needs nothing beyond the base.
+# By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
+# need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
     "flow": Shape(),
+    "status": Shape(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),
