@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from tencentcloud.cdb.v20170320 import cdb_client
 from tencentcloud.cdb.v20170320 import models as cdb_models
+from tencentcloud.ckafka.v20190819 import ckafka_client
+from tencentcloud.ckafka.v20190819 import models as ckafka_models
 from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
@@ -87,6 +89,7 @@ class Facts:
     instance_prefix: str  # how the product's instance IDs begin
     listing: ListSdk | None = None  # its account-wide list action, if it has one
     in_task_set: bool = False  # the answer holds the task in a TaskSet instead of at the top
+    status_in: str = ""  # the answer field holding Status (CKafka's Result); "": the answer itself
     id_pattern: str = ""  # what its real IDs look like (a regular expression), where the tests check it
 
 
@@ -249,6 +252,19 @@ FACTS: Final[Mapping[str, Facts]] = {
         "success",
         "tdsql3-",
     ),
+    # The flow's Status and Output are inside Result.
+    "ckafka": Facts(
+        Sdk(ckafka_client.CkafkaClient, ckafka_models, "DescribeTaskStatus", "FlowId", True),
+        "InvalidParameter",
+        frozenset({"Result"}),
+        2,
+        0,
+        (2, 2, 1),
+        "running",
+        "success",
+        "ckafka-",
+        status_in="Result",
+    ),
 }
 
 # The same facts by table, for the test modules that read one kind at a time.
@@ -256,3 +272,12 @@ SDKS: Final = {name: facts.sdk for name, facts in FACTS.items()}
 LIST_SDKS: Final = {name: facts.listing for name, facts in FACTS.items() if facts.listing is not None}
 NOT_FOUND: Final = {name: facts.not_found for name, facts in FACTS.items() if facts.not_found is not None}
 RUNNING: Final = {name: facts.running for name, facts in FACTS.items()}
+
+
+def sdk_status(product: str, response: Any) -> Any:
+    """The Status of an SDK answer, wherever the product keeps it (PostgreSQL's TaskSet item, CKafka's
+    Result)."""
+    facts = FACTS[product]
+    if facts.in_task_set:
+        return response.TaskSet[0].Status
+    return getattr(response, facts.status_in).Status if facts.status_in else response.Status

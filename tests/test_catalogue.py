@@ -15,8 +15,10 @@ import yaml
 from exporter.catalogue.products import (
     BY_NAME,
     CDB,
+    CKAFKA,
     CYNOSDB,
     DCDB,
+    KEEWIDB,
     MARIADB,
     MONGODB,
     NOT_FOUND,
@@ -24,6 +26,7 @@ from exporter.catalogue.products import (
     PRODUCTS,
     REDIS,
     SQLSERVER,
+    TDMYSQL,
     catalogue_table,
     tencent_time,
 )
@@ -78,6 +81,9 @@ def test_every_product_has_config_keys_and_checks_its_ids() -> None:
             "waitswitch",
             False,
         ),
+        (KEEWIDB.name, {"Status": "error", "TaskMessage": "disk full"}, "error", True),
+        (TDMYSQL.name, {"Status": "paused"}, "paused", False),
+        (CKAFKA.name, {"Result": {"Status": 1, "Output": "rebalance failed"}}, "failed", True),
     ],
 )
 def test_each_products_answer_becomes_a_status(
@@ -154,6 +160,18 @@ def test_postgres_unknown_id_is_not_found_and_odd_task_sets_are_invalid() -> Non
     assert NOT_FOUND in BY_NAME[POSTGRES.name].not_found_codes
     for odd in ({"TaskSet": "x"}, {"TaskSet": [1]}, {"TaskSet": [{"Status": 5}]}):
         assert classify(200, answer(POSTGRES.name, odd), BY_NAME[POSTGRES.name]).code == INVALID_RESPONSE
+
+
+def test_a_status_held_one_level_down_is_read_there() -> None:
+    product = BY_NAME[CKAFKA.name]
+    done = classify(200, answer(CKAFKA.name, {"Result": {"Status": 0, "Output": "ok"}}), product)
+    assert done.observation is not None
+    assert (done.observation.status, done.observation.info) == ("success", "ok")
+    null = classify(200, answer(CKAFKA.name, {"Result": {"Status": None}}), product)
+    assert null.observation is not None
+    assert null.observation.status == "unknown"
+    for odd in ({}, {"Result": None}, {"Result": [0]}, {"Status": 0}, {"Result": {"Status": "0"}}):
+        assert classify(200, answer(CKAFKA.name, odd), product).code == INVALID_RESPONSE
 
 
 def test_alerts_match_every_products_failure_and_not_found_codes() -> None:

@@ -47,12 +47,17 @@ class AnswerShape:
     - `status_times`: a string Status, StartTime and EndTime (MongoDB);
     - `task_info`: a string Status, StartTime, TaskType, InstanceId and TaskMessage (Redis);
     - `task_set`: a TaskSet holding the one task asked for, empty when there is none (PostgreSQL);
-    - `status`: a string Status alone (TDSQL Boundless).
+    - `status`: a string Status alone (TDSQL Boundless);
+    - `result_flow`: a flow's integer Status and Output, both inside `Result` (CKafka).
+
+    `holder` names the object that holds Status when it is not the answer itself (CKafka's `Result`): a
+    product answering a known shape one level down reuses the shape's fields under its own holder.
     """
 
     name: str
     # The status words and the integers the API answers for them; empty: Status is a word.
     status_codes: tuple[tuple[str, int], ...] = ()
+    holder: str = ""  # the answer field holding Status and the fields beside it; "": the answer itself
 
     @property
     def integer_status(self) -> bool:
@@ -65,6 +70,7 @@ STATUS_TIMES_ANSWER = AnswerShape("status_times")
 TASK_INFO_ANSWER = AnswerShape("task_info")
 TASK_SET_ANSWER = AnswerShape("task_set")
 STATUS_ANSWER = AnswerShape("status")
+RESULT_FLOW_ANSWER = AnswerShape("result_flow", FLOW_ANSWER.status_codes, holder="Result")
 
 
 @dataclass(frozen=True)
@@ -128,14 +134,42 @@ def _require_status(response: Mapping[str, Any]) -> object:
 _FLOW_STATUS = {code: word for word, code in FLOW_ANSWER.status_codes}
 
 
-def _parse_flow(response: Mapping[str, Any]) -> Observation:
-    """`Status` as an integer: 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C)."""
-    raw = _require_status(response)
-    if raw is None:
-        return Observation(UNKNOWN)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
-    return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH]))
+def _flow(info: str = "", instances: str = "") -> Callable[[Mapping[str, Any]], Observation]:
+    """A parser of an integer `Status` (0 success, 1 failed, 2 running), with the named free text and the
+    first of a list of instance IDs beside it."""
+
+    def parse(response: Mapping[str, Any]) -> Observation:
+        raw = _require_status(response)
+        text = text_field(response.get(info), INFO_MAX_LENGTH) if info else None
+        listed = response.get(instances) if instances else None
+        first = listed[0] if isinstance(listed, list) and listed else None
+        instance = text_field(first, INFO_MAX_LENGTH) if isinstance(first, str) else None
+        if raw is None:
+            return Observation(UNKNOWN, info=text, instance_id=instance)
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
+        status = _FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH])
+        return Observation(status, info=text, instance_id=instance)
+
+    return parse
+
+
+# MariaDB, TDSQL, SQL Server, TDSQL-C: the integer Status alone.
+_parse_flow = _flow()
+
+
+def _held(
+    holder: str, parse: Callable[[Mapping[str, Any]], Observation]
+) -> Callable[[Mapping[str, Any]], Observation]:
+    """A parser of an answer whose Status and the fields beside it are inside `holder` (CKafka's Result)."""
+
+    def parse_held(response: Mapping[str, Any]) -> Observation:
+        inner = response.get(holder)
+        if not isinstance(inner, dict):
+            raise InvalidResponse(f"Response.{holder} is {'missing' if inner is None else 'not an object'}")
+        return parse(inner)
+
+    return parse_held
 
 
 def _fields(
@@ -361,7 +395,7 @@ KEEWIDB = Product(
 )
 # The request carries one parameter, the ID, already checked to be a positive integer (or a well-formed
 # string): a parameter error can only mean the API does not know that ID. Used where the product documents
-# no task-not-found code and its error list for the action has no better one (tdmysql, ckafka, clb).
+# no task-not-found code and its error list for the action has no better one.
 _GENERIC_NOT_FOUND = ("InvalidParameter",)
 # TDSQL Boundless: a FlowId like MariaDB's, but the Status is a word (SDK: "running: in progress; success;
 # paused; failed"). Quota 20/s (tencentcloud.com/document/api/1292/78260). Its errorcodes.py has no flow
@@ -387,6 +421,29 @@ TDMYSQL = Product(
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=STATUS_ANSWER,
 )
+# CKafka: a FlowId whose flow Status (0 success, 1 failed, 2 running) and Output are inside Result. Quota
+# 20/s (cloud.tencent.com/document/api/597/90934). Its error list for the action (Go SDK's ckafka/v20190819
+# client.go) has no flow code (InvalidParameterValue.InstanceNotExist names an instance), and the Terraform
+# provider passes any error on; the list's InvalidParameter is the one that can be about the ID.
+CKAFKA = Product(
+    name="ckafka",
+    title="CKafka",
+    action="DescribeTaskStatus",
+    version="2019-08-19",
+    id_param="FlowId",
+    id_kind=FLOW_ID,
+    watch_key="ckafka_flows",
+    default_endpoint="https://ckafka.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # As every flow's: success and failed are final, failed the failure; none means "not started".
+    statuses=_FLOW_STATUSES,
+    final_statuses=_FLOW_FINAL,
+    failure_statuses=_FLOW_FAILED,
+    parse=_held("Result", _flow(info="Output")),
+    not_found_codes=_GENERIC_NOT_FOUND,
+    answer_shape=RESULT_FLOW_ANSWER,
+    extra_fields=("Result.Output",),
+)
 
 PRODUCTS: tuple[Product, ...] = (
     MARIADB,
@@ -399,6 +456,7 @@ PRODUCTS: tuple[Product, ...] = (
     POSTGRES,
     KEEWIDB,
     TDMYSQL,
+    CKAFKA,
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [

@@ -1,7 +1,8 @@
 """The answers to a status action, one per answer shape the catalogue names (`AnswerShape`): the fields
 beside `Status`, as the official SDKs' models read them (`flow`: an integer Status; `status_info`: Status
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
-TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone).
+TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
+and Output inside Result).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -145,11 +146,31 @@ class _TaskSet(Shape):
         return {"TotalCount": 0, "TaskSet": []}
 
 
+class _Held(Shape):
+    """Another shape's fields one level down, inside the product's holder (CKafka's Result)."""
+
+    def __init__(self, inner: Shape) -> None:
+        self.inner = inner
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return self.inner.fields(view)
+
+    def answer(self, view: TaskView, *, with_status: bool = True) -> dict[str, Any]:
+        return {view.product.answer_shape.holder: self.inner.answer(view, with_status=with_status)}
+
+
+class _FlowOutput(Shape):
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        # "Output information" (SDK); the simulator's free text of the phase, empty while it has none.
+        return {"Status": view.phase.status, "Output": view.phase.info or ""}
+
+
 # By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
 # need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
     "flow": Shape(),
     "status": Shape(),
+    "result_flow": _Held(_FlowOutput()),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),
