@@ -17,6 +17,8 @@ from tencentcloud.cdb.v20170320 import cdb_client
 from tencentcloud.cdb.v20170320 import models as cdb_models
 from tencentcloud.ckafka.v20190819 import ckafka_client
 from tencentcloud.ckafka.v20190819 import models as ckafka_models
+from tencentcloud.clb.v20180317 import clb_client
+from tencentcloud.clb.v20180317 import models as clb_models
 from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
@@ -94,6 +96,8 @@ class Facts:
 
 
 _FLOW_FIELDS: Final = frozenset({"Status"})
+# A RequestId, as every API answers it (the SDKs' examples): a lower-case UUID.
+REQUEST_ID_PATTERN: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def _flow(
@@ -264,6 +268,19 @@ FACTS: Final[Mapping[str, Facts]] = {
         "success",
         "ckafka-",
         status_in="Result",
+    ),
+    # A request-ID task: its TaskId is the RequestId of the call that started it.
+    "clb": Facts(
+        Sdk(clb_client.ClbClient, clb_models, "DescribeTaskStatus", "TaskId", False),
+        "InvalidParameter",
+        frozenset({"Status", "LoadBalancerIds", "Message"}),
+        2,
+        0,
+        (2, 2, 1),
+        "running",
+        "success",
+        "lb-",
+        id_pattern=REQUEST_ID_PATTERN,
     ),
 }
 

@@ -48,7 +48,8 @@ class AnswerShape:
     - `task_info`: a string Status, StartTime, TaskType, InstanceId and TaskMessage (Redis);
     - `task_set`: a TaskSet holding the one task asked for, empty when there is none (PostgreSQL);
     - `status`: a string Status alone (TDSQL Boundless);
-    - `result_flow`: a flow's integer Status and Output, both inside `Result` (CKafka).
+    - `result_flow`: a flow's integer Status and Output, both inside `Result` (CKafka);
+    - `task_status`: a flow's integer Status, LoadBalancerIds and Message (CLB, a request-ID task).
 
     `holder` names the object that holds Status when it is not the answer itself (CKafka's `Result`): a
     product answering a known shape one level down reuses the shape's fields under its own holder.
@@ -71,6 +72,7 @@ TASK_INFO_ANSWER = AnswerShape("task_info")
 TASK_SET_ANSWER = AnswerShape("task_set")
 STATUS_ANSWER = AnswerShape("status")
 RESULT_FLOW_ANSWER = AnswerShape("result_flow", FLOW_ANSWER.status_codes, holder="Result")
+TASK_STATUS_ANSWER = AnswerShape("task_status", FLOW_ANSWER.status_codes)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Product:
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
+    unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
 
     @property
     def listing_shares_quota(self) -> bool:
@@ -219,6 +222,10 @@ def _parse_task_set(response: Mapping[str, Any]) -> Observation:
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
 TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
+# A request-ID task: its ID is the RequestId of the call that started it (CLB, VPC).
+REQUEST_ID = IdKind(
+    integer=False, expected="the RequestId of the call that started the task", request_id=True
+)
 _FLOW_STATUSES = tuple(word for word, _ in FLOW_ANSWER.status_codes)
 _FLOW_FINAL = frozenset({"success", "failed"})
 _FLOW_FAILED = frozenset({"failed"})
@@ -420,6 +427,7 @@ TDMYSQL = Product(
     parse=_fields(),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=STATUS_ANSWER,
+    unlisted_why="none examined",
 )
 # CKafka: a FlowId whose flow Status (0 success, 1 failed, 2 running) and Output are inside Result. Quota
 # 20/s (cloud.tencent.com/document/api/597/90934). Its error list for the action (Go SDK's ckafka/v20190819
@@ -443,6 +451,34 @@ CKAFKA = Product(
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=RESULT_FLOW_ANSWER,
     extra_fields=("Result.Output",),
+    unlisted_why="none examined",
+)
+# A request-ID task is listed nowhere but in the audit trail (CloudAudit's DescribeEvents), not swept yet.
+_REQUEST_ID_UNLISTED = "none: only the audit trail lists RequestIds (not swept)"
+# CLB: a request-ID task; an integer Status as a flow's, the load balancers it concerns and a Message
+# ("the reason of a failure"). Quota 20/s (tencentcloud.com/document/api/214/33823). Its error list for the
+# action (Go SDK's clb/v20180317 client.go) is FailedOperation, InternalError, InvalidParameter and
+# InvalidParameter.RegionNotFound; the Terraform provider (services/clb waitForTaskFinish) stops at any
+# error. InvalidParameter is the one that can be about the ID.
+CLB = Product(
+    name="clb",
+    title="CLB",
+    action="DescribeTaskStatus",
+    version="2018-03-17",
+    id_param="TaskId",
+    id_kind=REQUEST_ID,
+    watch_key="clb_tasks",
+    default_endpoint="https://clb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # As every flow's: success and failed are final, failed the failure; none means "not started".
+    statuses=_FLOW_STATUSES,
+    final_statuses=_FLOW_FINAL,
+    failure_statuses=_FLOW_FAILED,
+    parse=_flow(info="Message", instances="LoadBalancerIds"),
+    not_found_codes=_GENERIC_NOT_FOUND,
+    answer_shape=TASK_STATUS_ANSWER,
+    extra_fields=("LoadBalancerIds", "Message"),
+    unlisted_why=_REQUEST_ID_UNLISTED,
 )
 
 PRODUCTS: tuple[Product, ...] = (
@@ -457,6 +493,7 @@ PRODUCTS: tuple[Product, ...] = (
     KEEWIDB,
     TDMYSQL,
     CKAFKA,
+    CLB,
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
@@ -491,6 +528,8 @@ def catalogue_table() -> str:
     ]
     for s in PRODUCTS:
         kind = "integer" if s.id_kind.integer else "string"
+        if s.id_kind.request_id:
+            kind = "string: the RequestId of the call that started it"
         statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
         rows.append(
             f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
@@ -503,6 +542,6 @@ def catalogue_table() -> str:
 def _listing_cell(product: Product) -> str:
     listing = product.listing
     if listing is None:
-        return "none without an instance ID"
+        return product.unlisted_why
     note = f"; {listing.note}" if listing.note else ""
     return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"

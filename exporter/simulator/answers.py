@@ -2,7 +2,7 @@
 beside `Status`, as the official SDKs' models read them (`flow`: an integer Status; `status_info`: Status
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
 TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
-and Output inside Result).
+and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -165,12 +165,25 @@ class _FlowOutput(Shape):
         return {"Status": view.phase.status, "Output": view.phase.info or ""}
 
 
+class _TaskStatus(Shape):
+    """CLB's: an integer Status, the load balancers the task concerns and a Message (a failure's reason)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        instance = view.task.instance_id
+        return {
+            "Status": view.phase.status,
+            "LoadBalancerIds": [instance] if instance else [],
+            "Message": view.phase.info or "",
+        }
+
+
 # By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
 # need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
     "flow": Shape(),
     "status": Shape(),
     "result_flow": _Held(_FlowOutput()),
+    "task_status": _TaskStatus(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),
