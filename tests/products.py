@@ -37,6 +37,8 @@ from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
 from tencentcloud.sqlserver.v20180328 import sqlserver_client
 from tencentcloud.tdmysql.v20211122 import models as tdmysql_models
 from tencentcloud.tdmysql.v20211122 import tdmysql_client
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
 
 Status = int | str | None
 
@@ -280,6 +282,19 @@ FACTS: Final[Mapping[str, Facts]] = {
         "running",
         "success",
         "lb-",
+        id_pattern=REQUEST_ID_PATTERN,
+    ),
+    # A request-ID task whose Status is a word in capitals.
+    "vpc": Facts(
+        Sdk(vpc_client.VpcClient, vpc_models, "DescribeVpcTaskResult", "TaskId", False),
+        "ResourceNotFound",
+        frozenset({"Status", "Output", "Result"}),
+        "RUNNING",
+        "SUCCESS",
+        ("RUNNING", "RUNNING", "FAILED"),
+        "running",
+        "success",
+        "eni-",
         id_pattern=REQUEST_ID_PATTERN,
     ),
 }

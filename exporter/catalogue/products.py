@@ -49,7 +49,8 @@ class AnswerShape:
     - `task_set`: a TaskSet holding the one task asked for, empty when there is none (PostgreSQL);
     - `status`: a string Status alone (TDSQL Boundless);
     - `result_flow`: a flow's integer Status and Output, both inside `Result` (CKafka);
-    - `task_status`: a flow's integer Status, LoadBalancerIds and Message (CLB, a request-ID task).
+    - `task_status`: a flow's integer Status, LoadBalancerIds and Message (CLB, a request-ID task);
+    - `task_result`: a word Status, Output and a Result list of resources (VPC, a request-ID task).
 
     `holder` names the object that holds Status when it is not the answer itself (CKafka's `Result`): a
     product answering a known shape one level down reuses the shape's fields under its own holder.
@@ -73,6 +74,7 @@ TASK_SET_ANSWER = AnswerShape("task_set")
 STATUS_ANSWER = AnswerShape("status")
 RESULT_FLOW_ANSWER = AnswerShape("result_flow", FLOW_ANSWER.status_codes, holder="Result")
 TASK_STATUS_ANSWER = AnswerShape("task_status", FLOW_ANSWER.status_codes)
+TASK_RESULT_ANSWER = AnswerShape("task_result")
 
 
 @dataclass(frozen=True)
@@ -480,6 +482,32 @@ CLB = Product(
     extra_fields=("LoadBalancerIds", "Message"),
     unlisted_why=_REQUEST_ID_UNLISTED,
 )
+# VPC: a request-ID task (the mutating calls' documentation says to poll their RequestId; the Terraform
+# provider's VPN resources pass an integer TaskId as a string too, which the string ID accepts). Status is
+# SUCCESS, FAILED or RUNNING (exported lower-cased) beside Output and, for batch operations, a Result list.
+# Quota 20/s (cloud.tencent.com/document/api/215/59037). Its error list for the action (Go SDK's
+# vpc/v20170312 client.go) holds ResourceNotFound ("the resource does not exist"); the Terraform provider
+# (services/vpc DescribeVpcTaskResult) retries any error.
+VPC = Product(
+    name="vpc",
+    title="VPC",
+    action="DescribeVpcTaskResult",
+    version="2017-03-12",
+    id_param="TaskId",
+    id_kind=REQUEST_ID,
+    watch_key="vpc_tasks",
+    default_endpoint="https://vpc.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # success and failed are final, failed the failure; none means "accepted, not started".
+    statuses=("running", "success", "failed", UNKNOWN),
+    final_statuses=frozenset({"success", "failed"}),
+    failure_statuses=frozenset({"failed"}),
+    parse=_fields(info="Output"),
+    not_found_codes=("ResourceNotFound",),
+    answer_shape=TASK_RESULT_ANSWER,
+    extra_fields=("Output",),
+    unlisted_why=_REQUEST_ID_UNLISTED,
+)
 
 PRODUCTS: tuple[Product, ...] = (
     MARIADB,
@@ -494,6 +522,7 @@ PRODUCTS: tuple[Product, ...] = (
     TDMYSQL,
     CKAFKA,
     CLB,
+    VPC,
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [

@@ -2,7 +2,8 @@
 beside `Status`, as the official SDKs' models read them (`flow`: an integer Status; `status_info`: Status
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
 TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
-and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message).
+and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message; `task_result`: a
+word Status, Output and Result).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -177,6 +178,18 @@ class _TaskStatus(Shape):
         }
 
 
+class _TaskResult(Shape):
+    """VPC's: a word Status, Output and Result, the resources of a batch operation (one: the task's)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        instance = view.task.instance_id
+        return {
+            "Status": view.phase.status,
+            "Output": view.phase.info or "",
+            "Result": [{"ResourceId": instance, "Status": view.phase.status}] if instance else [],
+        }
+
+
 # By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
 # need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
@@ -184,6 +197,7 @@ SHAPES: Final[Mapping[str, Shape]] = {
     "status": Shape(),
     "result_flow": _Held(_FlowOutput()),
     "task_status": _TaskStatus(),
+    "task_result": _TaskResult(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),
