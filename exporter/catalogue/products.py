@@ -19,18 +19,19 @@ from exporter.catalogue import listapis
 from exporter.catalogue.apifields import (
     INFO_MAX_LENGTH,
     NOT_FOUND,
-    STATUS_MAX_LENGTH,
     UNKNOWN,
     IdKind,
     InvalidResponse,
     Observation,
     TaskNotFound,
     api_text,
-    percent_ratio,
     tencent_time,
-    text_field,
 )
 from exporter.catalogue.listapis import ListApi
+from exporter.catalogue.parsers import FLOW_STATUS_CODES, parse_flow, parse_task_set
+from exporter.catalogue.parsers import fields as _fields
+from exporter.catalogue.parsers import flow as _flow
+from exporter.catalogue.parsers import held as _held
 
 # Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
 _THROTTLING = ("RequestLimitExceeded",)
@@ -66,7 +67,7 @@ class AnswerShape:
         return bool(self.status_codes)
 
 
-FLOW_ANSWER = AnswerShape("flow", (("success", 0), ("failed", 1), ("running", 2)))
+FLOW_ANSWER = AnswerShape("flow", FLOW_STATUS_CODES)
 STATUS_INFO_ANSWER = AnswerShape("status_info")
 STATUS_TIMES_ANSWER = AnswerShape("status_times")
 TASK_INFO_ANSWER = AnswerShape("task_info")
@@ -130,97 +131,6 @@ class Product:
         return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
 
 
-def _require_status(response: Mapping[str, Any]) -> object:
-    if "Status" not in response:
-        raise InvalidResponse("Response.Status is missing")
-    return response["Status"]
-
-
-_FLOW_STATUS = {code: word for word, code in FLOW_ANSWER.status_codes}
-
-
-def _flow(info: str = "", instances: str = "") -> Callable[[Mapping[str, Any]], Observation]:
-    """A parser of an integer `Status` (0 success, 1 failed, 2 running), with the named free text and the
-    first of a list of instance IDs beside it."""
-
-    def parse(response: Mapping[str, Any]) -> Observation:
-        raw = _require_status(response)
-        text = text_field(response.get(info), INFO_MAX_LENGTH) if info else None
-        listed = response.get(instances) if instances else None
-        first = listed[0] if isinstance(listed, list) and listed else None
-        instance = text_field(first, INFO_MAX_LENGTH) if isinstance(first, str) else None
-        if raw is None:
-            return Observation(UNKNOWN, info=text, instance_id=instance)
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
-        status = _FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH])
-        return Observation(status, info=text, instance_id=instance)
-
-    return parse
-
-
-# MariaDB, TDSQL, SQL Server, TDSQL-C: the integer Status alone.
-_parse_flow = _flow()
-
-
-def _held(
-    holder: str, parse: Callable[[Mapping[str, Any]], Observation]
-) -> Callable[[Mapping[str, Any]], Observation]:
-    """A parser of an answer whose Status and the fields beside it are inside `holder` (CKafka's Result)."""
-
-    def parse_held(response: Mapping[str, Any]) -> Observation:
-        inner = response.get(holder)
-        if not isinstance(inner, dict):
-            raise InvalidResponse(f"Response.{holder} is {'missing' if inner is None else 'not an object'}")
-        return parse(inner)
-
-    return parse_held
-
-
-def _fields(
-    info: str = "",
-    start: str = "",
-    end: str = "",
-    task_type: str = "",
-    instance: str = "",
-    progress: str = "",
-) -> Callable[[Mapping[str, Any]], Observation]:
-    """A parser of a string `Status` (lower-cased; null is `unknown`) and the named extra fields."""
-
-    def parse(answer: Mapping[str, Any]) -> Observation:
-        raw = _require_status(answer)
-        if raw is not None and not isinstance(raw, str):
-            raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
-        status = api_text(raw.strip().lower(), STATUS_MAX_LENGTH) if raw else ""
-        ratio = percent_ratio(answer.get(progress)) if progress else None
-        return Observation(
-            status or UNKNOWN,
-            info=text_field(answer.get(info), INFO_MAX_LENGTH) if info else None,
-            start_time=tencent_time(answer.get(start)) if start else None,
-            end_time=tencent_time(answer.get(end)) if end else None,
-            task_type=text_field(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
-            instance_id=text_field(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
-            progress=ratio,
-        )
-
-    return parse
-
-
-_postgres_task = _fields(
-    task_type="TaskType", instance="DBInstanceId", start="StartTime", end="EndTime", progress="Progress"
-)
-
-
-def _parse_task_set(response: Mapping[str, Any]) -> Observation:
-    """PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing."""
-    tasks = response.get("TaskSet")
-    if tasks is None or tasks == []:
-        raise TaskNotFound("TaskSet is empty")
-    if not isinstance(tasks, list) or not isinstance(tasks[0], dict):
-        raise InvalidResponse("Response.TaskSet is not a list of tasks")
-    return _postgres_task(tasks[0])
-
-
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
 TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
@@ -255,7 +165,7 @@ def _flow_product(
         statuses=_FLOW_STATUSES,
         final_statuses=_FLOW_FINAL,
         failure_statuses=_FLOW_FAILED,
-        parse=_parse_flow,
+        parse=parse_flow,
         not_found_codes=not_found,
         answer_shape=FLOW_ANSWER,
         throttling_codes=(*_THROTTLING, *throttling),
@@ -367,7 +277,7 @@ POSTGRES = Product(
     statuses=("running", "success", "waitswitch", "fail", "pause", UNKNOWN),
     final_statuses=frozenset({"success", "fail"}),
     failure_statuses=frozenset({"fail"}),
-    parse=_parse_task_set,
+    parse=parse_task_set,
     not_found_codes=(NOT_FOUND,),
     answer_shape=TASK_SET_ANSWER,
     throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
