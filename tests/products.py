@@ -23,6 +23,8 @@ from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
 from tencentcloud.dcdb.v20180411 import models as dcdb_models
+from tencentcloud.dts.v20211206 import dts_client
+from tencentcloud.dts.v20211206 import models as dts_models
 from tencentcloud.keewidb.v20220308 import keewidb_client
 from tencentcloud.keewidb.v20220308 import models as keewidb_models
 from tencentcloud.mariadb.v20170312 import mariadb_client
@@ -296,6 +298,20 @@ FACTS: Final[Mapping[str, Facts]] = {
         "success",
         "eni-",
         id_pattern=REQUEST_ID_PATTERN,
+    ),
+    # Migration jobs: the status words are camel-cased (checkPass, manualPaused).
+    "dts": Facts(
+        Sdk(dts_client.DtsClient, dts_models, "DescribeMigrationDetail", "JobId", False),
+        "ResourceNotFound.JobNotExist",
+        frozenset(
+            {"JobId", "JobName", "Status", "BriefMsg", "CreateTime", "UpdateTime", "StartTime", "EndTime"}
+        ),
+        "running",
+        "success",
+        ("checking", "checkPass", "running"),
+        "running",
+        "success",
+        "dts-",
     ),
 }
 

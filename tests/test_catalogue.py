@@ -16,8 +16,10 @@ from exporter.catalogue.products import (
     BY_NAME,
     CDB,
     CKAFKA,
+    CLB,
     CYNOSDB,
     DCDB,
+    DTS,
     KEEWIDB,
     MARIADB,
     MONGODB,
@@ -27,6 +29,7 @@ from exporter.catalogue.products import (
     REDIS,
     SQLSERVER,
     TDMYSQL,
+    VPC,
     catalogue_table,
     tencent_time,
 )
@@ -84,6 +87,10 @@ def test_every_product_has_config_keys_and_checks_its_ids() -> None:
         (KEEWIDB.name, {"Status": "error", "TaskMessage": "disk full"}, "error", True),
         (TDMYSQL.name, {"Status": "paused"}, "paused", False),
         (CKAFKA.name, {"Result": {"Status": 1, "Output": "rebalance failed"}}, "failed", True),
+        (CLB.name, {"Status": 2, "LoadBalancerIds": ["lb-1"], "Message": ""}, "running", False),
+        (VPC.name, {"Status": "FAILED", "Output": "quota", "Result": []}, "failed", True),
+        (DTS.name, {"Status": "checkNotPass", "BriefMsg": "no binlog"}, "checknotpass", True),
+        (DTS.name, {"Status": "manualPaused"}, "manualpaused", False),
     ],
 )
 def test_each_products_answer_becomes_a_status(
@@ -172,6 +179,19 @@ def test_a_status_held_one_level_down_is_read_there() -> None:
     assert null.observation.status == "unknown"
     for odd in ({}, {"Result": None}, {"Result": [0]}, {"Status": 0}, {"Result": {"Status": "0"}}):
         assert classify(200, answer(CKAFKA.name, odd), product).code == INVALID_RESPONSE
+
+
+def test_a_request_id_tasks_resources_and_message_are_read() -> None:
+    body = {"Status": 1, "LoadBalancerIds": ["lb-9", "lb-8"], "Message": "listener conflict"}
+    failed = classify(200, answer(CLB.name, body), BY_NAME[CLB.name])
+    assert failed.observation is not None
+    assert (failed.observation.status, failed.observation.instance_id, failed.observation.info) == (
+        "failed",
+        "lb-9",
+        "listener conflict",
+    )
+    assert BY_NAME[CLB.name].id_kind.request_id
+    assert BY_NAME[CLB.name].id_kind.canonical("55c85074-3e7f-4c6d-864f-673660d4f8de") is not None
 
 
 def test_alerts_match_every_products_failure_and_not_found_codes() -> None:

@@ -3,9 +3,9 @@
 Owns every per-product fact: the status action and its version, the ID's kind, the published quotas, the
 status words and which of them are final, the not-found error codes, the answer fields and how to read them,
 the shape of the answer the simulator gives (`products`), each product's list API for discovery and its list
-answer's shape (`listapis`), the parsers that turn a status answer into an observation (`parsers`), and
-the helpers that read Tencent's answer fields (`apifields`). Nothing outside
-this wing branches on a product name: it asks the catalogue.
+answer's shape (`listapis`), the parsers that turn a status answer into an observation (`parsers`), the
+named shapes of status answers (`shapes`), and the helpers that read Tencent's answer fields (`apifields`).
+Nothing outside this wing branches on a product name: it asks the catalogue.
 
 May import: the standard library only (it is the bottom layer, beside `exporter.log` and
 `exporter.buildinfo`).

@@ -3,7 +3,7 @@ beside `Status`, as the official SDKs' models read them (`flow`: an integer Stat
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
 TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
 and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message; `task_result`: a
-word Status, Output and Result).
+word Status, Output and Result; `migration_detail`: a word Status, JobId, JobName, BriefMsg and times).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -190,6 +190,22 @@ class _TaskResult(Shape):
         }
 
 
+class _MigrationDetail(Shape):
+    """DTS's DescribeMigrationDetail, the fields that say where a job is (the SDK ignores those left out)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {
+            "JobId": view.task.task_id,
+            "JobName": view.task.instance_name or "",
+            "Status": view.phase.status,
+            "BriefMsg": view.phase.info or "",
+            "CreateTime": view.start_time,
+            "UpdateTime": tencent_time_text(view.phase_began_at),
+            "StartTime": view.start_time,
+            "EndTime": view.end_time,
+        }
+
+
 # By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
 # need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
@@ -198,6 +214,7 @@ SHAPES: Final[Mapping[str, Shape]] = {
     "result_flow": _Held(_FlowOutput()),
     "task_status": _TaskStatus(),
     "task_result": _TaskResult(),
+    "migration_detail": _MigrationDetail(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),
