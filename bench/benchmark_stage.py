@@ -80,6 +80,8 @@ class Run:
         config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
         args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
         args += ["--log.format", "json", "--log.level", "info"]
+        # Its own store: the default (data/ under the working directory) is locked by one exporter at a time.
+        args += ["--storage.path", str(self.dir / "store.db")]
         env = {**CREDENTIALS, "BENCH_LOOP_PROBE_FILE": str(self.probe_file)}
         env.update({f"BENCH_WHATIF_{key.upper()}": value for key, value in self.settings.what_if})
         self.subject = Child(f"{self.name}/exporter", "bench.probe", args, env)

@@ -5,15 +5,16 @@
 2. scrape storm: each API's quota utilisation without, then with `scrapers` clients scraping back to back;
 3. kill -9 right after the last answer to a burst of registrations, restart, count what was lost;
 4. a flood of malformed requests quoting the API token and a password: log bytes per 1,000, credentials in
-   the log, each API's quota utilisation without and with it.
+   the log, each API's quota utilisation without and with it;
+5. the caps: RSS and a full /metrics at the cap of discovered plus registered tasks (`hardening_caps.py`).
 
 Each runs against its own simulator and exporter processes on 127.0.0.1, in a temporary folder; the storage
 flag is --storage.path once `python -m exporter --help` lists it, else --tasks.state-file. bench/README.md
 says what each figure means.
 
 Parts 1 and 3 are in `hardening_registration.py`, part 2 in `hardening_scrapes.py`, part 4 in
-`hardening_flood.py`, what they share (sizes,
-the stage, the HTTP client) in `hardening_stage.py`; this module runs them and writes the table and the JSON.
+`hardening_flood.py`, part 5 in `hardening_caps.py`, what they share (sizes, the stage, the HTTP client) in
+`hardening_stage.py`; this module runs them and writes the table and the JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, Settings, code_state, fmt, machine, smoke, stderr_log, work_directory
+from bench.hardening_caps import caps, caps_rows
 from bench.hardening_flood import bad_request_flood, flood_rows
 from bench.hardening_registration import kill9, kill9_rows, registration, registration_rows
 from bench.hardening_scrapes import scrape_rows, scrape_storm
@@ -41,6 +43,7 @@ PARTS = {
     "scrapes": (scrape_storm, scrape_rows),
     "kill9": (kill9, kill9_rows),
     "flood": (bad_request_flood, flood_rows),
+    "caps": (caps, caps_rows),
 }
 
 

@@ -44,7 +44,14 @@ DISCOVERY_METRICS = frozenset(
 # Like the discovery metrics, kept honest by test_bucket_metrics_are_declared_by_the_exporter until a
 # rendering has it.
 BUCKET_METRICS = frozenset({"tencentcloud_api_current_rate_limit_requests_per_second"})
-ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS | DISCOVERY_METRICS | BUCKET_METRICS
+# The recording rules of alerts.yml (level:metric:operations): alerts and panels may read what they record.
+RECORDED_METRICS = frozenset(
+    rule["record"]
+    for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    for rule in group["rules"]
+    if "record" in rule
+)
+ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS | DISCOVERY_METRICS | BUCKET_METRICS | RECORDED_METRICS
 
 # The label every per-task, per-API and discovery series carries: the config's account name ("default" without
 # an `accounts:` section). Per-API series also carry `api_endpoint` (the endpoint's host[:port]; `endpoint` is

@@ -25,7 +25,7 @@ def _exported_metric_names() -> frozenset[str]:
     """Every sample name the exporter can expose, read off a real rendering (so new metrics count too)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from exporter.catalogue.products import MARIADB, Observation
+    from exporter.catalogue.products import MARIADB, Observation, Phase
     from exporter.config.parser import WatchedTask
     from exporter.exposition.metrics import Metrics
     from exporter.exposition.state import TaskStore
@@ -35,7 +35,8 @@ def _exported_metric_names() -> frozenset[str]:
 
     metrics, store = Metrics(), TaskStore()
     state = store.add(WatchedTask(MARIADB.name, "1", "ap-guangzhou"))
-    state.observe(Observation("running"), 0.0)
+    state.observe(Observation("running", start_time=0.0, end_time=1.0), 0.0)
+    metrics.observe_duration(state, Phase.SUCCEEDED, 1.0)
     state.fail("RequestLimitExceeded", 1.0)
     metrics.lane_opened(status_lane(MARIADB), TokenBucket(MARIADB.default_rate_limit))
     metrics.observe_api(status_lane(MARIADB), MARIADB, Outcome("RequestLimitExceeded"))

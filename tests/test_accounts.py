@@ -283,7 +283,7 @@ async def test_a_version_1_store_is_migrated_and_its_tasks_belong_to_the_default
     }
     await again.close()
     with contextlib.closing(sqlite3.connect(path)) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3  # then to product columns
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 4  # then product columns, durations
 
 
 async def test_two_accounts_ending_at_one_identity_are_warned_about(

@@ -52,7 +52,7 @@ def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
 
 
 def test_hardening_runs_quick(tmp_path: Path) -> None:
-    """`--hardening --quick`: all three parts run and give well-formed figures (no speed is asserted)."""
+    """`--hardening --quick`: every part runs and gives well-formed figures (no speed is asserted)."""
     output = tmp_path / "hardening.json"
     result = run_bench("--hardening", "--output", str(output), "--latency", "0.02")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -82,6 +82,10 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert isinstance(kill9["missing"], int)
     assert kill9["restart_to_listening_s"] > 0
     assert {row["figure"] for row in document["table"]} >= {"  acknowledged but missing after restart"}
+    [caps] = document["hardening"]["caps"]["runs"]
+    assert caps["with_status"] == caps["tasks"] > 0  # every task polled and on /metrics
+    assert caps["peak_rss_mib"] >= caps["rss_mib"] > 0
+    assert caps["body_mib"] > 0
 
 
 def test_discovery_runs_quick(tmp_path: Path) -> None:

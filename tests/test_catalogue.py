@@ -4,6 +4,7 @@ families a task renders, and that no other module branches on a product's name."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -20,16 +21,20 @@ from exporter.catalogue.products import (
     CYNOSDB,
     DCDB,
     DTS,
+    FINAL_PHASES,
     KEEWIDB,
     MARIADB,
     MONGODB,
     NOT_FOUND,
+    PHASES,
     POSTGRES,
     PRODUCTS,
     REDIS,
     SQLSERVER,
     TDMYSQL,
+    UNKNOWN,
     VPC,
+    Phase,
     catalogue_table,
     tencent_time,
 )
@@ -194,25 +199,83 @@ def test_a_request_id_tasks_resources_and_message_are_read() -> None:
     assert BY_NAME[CLB.name].id_kind.canonical("55c85074-3e7f-4c6d-864f-673660d4f8de") is not None
 
 
-def test_alerts_match_every_products_failure_and_not_found_codes() -> None:
-    rules = yaml.safe_load((ROOT / "prometheus" / "alerts.yml").read_text())
+def test_alerts_read_phases_not_status_words() -> None:
+    """Every task alert reads the phase: no rule spells a product's status word (a new product's statuses
+    need no alert edit), and TencentCloudTaskFailed selects exactly the failed phase."""
+    text = (ROOT / "prometheus" / "alerts.yml").read_text()
+    assert re.findall(r"status\s*[=!]~", text) == []
+    assert re.findall(r'status\s*!?=\s*"', text) == []
+    rules = yaml.safe_load(text)
     exprs = {r["alert"]: r["expr"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
-    selectors = re.findall(r"tencentcloud_task_status\{([^}]*)\}", exprs["TencentCloudTaskFailed"])
-    assert selectors
+    assert 'tencentcloud_task_phase{phase="failed"}' in exprs["TencentCloudTaskFailed"]
+    assert 'tencentcloud_task_phase{phase="not_found"}' in exprs["TencentCloudTaskNotFound"]
+    words = {status for product in PRODUCTS for status in product.statuses} - set(PHASES)
+    for name, expr in exprs.items():
+        quoted = set(re.findall(r'"([^"]*)"', expr))
+        assert not quoted & words, (name, quoted & words)
+
+
+def test_every_status_of_every_product_has_exactly_one_phase() -> None:
     for product in PRODUCTS:
-        matched: set[str] = set()
-        for selector in selectors:
-            only = re.search(r'product="([^"]+)"', selector)
-            statuses = re.search(r'status=~"([^"]+)"', selector)
-            assert statuses is not None
-            if only is None or only.group(1) == product.name:
-                matched |= set(statuses.group(1).split("|")) & set(product.statuses)
-        assert matched == product.failure_statuses, product.name
-    not_found = re.search(
-        r'tencentcloud_task_errors_total\{code=~"([^"]+)"', exprs["TencentCloudTaskNotFound"]
-    )
-    assert not_found is not None
-    assert set(not_found.group(1).split("|")) == {c for s in PRODUCTS for c in s.not_found_codes}
+        statuses = [status for status, _ in product.phases]
+        assert len(statuses) == len(set(statuses)), product.name  # one phase each, no status twice
+        assert set(statuses) == set(product.statuses), product.name
+        for status in product.statuses:
+            assert product.phase(status) in PHASES, (product.name, status)
+            assert product.phase(status) is not Phase.NOT_FOUND, (product.name, status)
+        assert [s for s in statuses if product.phase(s) is Phase.SUCCEEDED] == [product.success_status]
+        assert {s for s in statuses if product.phase(s) is Phase.FAILED} == set(product.failure_statuses)
+        assert product.final_statuses == {s for s in statuses if product.phase(s) in FINAL_PHASES}
+        # null, the word unknown and any word the catalogue does not know are unknown
+        assert product.phase(None) is Phase.UNKNOWN
+        assert product.phase(UNKNOWN) is Phase.UNKNOWN
+        assert product.phase("never-documented") is Phase.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("product", "status", "phase"),
+    [
+        (CDB.name, "initial", Phase.PENDING),
+        (CDB.name, "paused", Phase.RUNNING),  # "terminating": not final yet
+        (CDB.name, "removed", Phase.FAILED),
+        (MONGODB.name, "paused", Phase.FAILED),  # "failed, paused": final
+        (MONGODB.name, "undoed", Phase.FAILED),
+        (REDIS.name, "preparing", Phase.PENDING),
+        (REDIS.name, "succeed", Phase.SUCCEEDED),
+        (REDIS.name, "error", Phase.FAILED),
+        (POSTGRES.name, "waitswitch", Phase.RUNNING),
+        (POSTGRES.name, "fail", Phase.FAILED),
+        (MARIADB.name, "success", Phase.SUCCEEDED),
+        (KEEWIDB.name, "preparing", Phase.PENDING),
+        (TDMYSQL.name, "paused", Phase.RUNNING),  # waits for someone to resume it: not final
+        (CKAFKA.name, "failed", Phase.FAILED),
+        (VPC.name, "success", Phase.SUCCEEDED),
+        (DTS.name, "created", Phase.PENDING),
+        (DTS.name, "checkpass", Phase.RUNNING),  # waiting to be started
+        (DTS.name, "manualpaused", Phase.RUNNING),
+        (DTS.name, "checknotpass", Phase.FAILED),  # final: waits for a fix and a new check
+    ],
+)
+def test_each_products_own_words_map_to_the_shared_phase(product: str, status: str, phase: Phase) -> None:
+    assert BY_NAME[product].phase(status) is phase
+
+
+def test_a_product_entry_refuses_phases_that_do_not_add_up() -> None:
+    with pytest.raises(ValueError, match="one succeeded"):
+        dataclasses.replace(CDB, phases=(("running", Phase.RUNNING), ("done", Phase.FAILED)))
+    with pytest.raises(ValueError, match="two phases"):
+        dataclasses.replace(CDB, phases=(("ok", Phase.SUCCEEDED), ("ok", Phase.FAILED)))
+    with pytest.raises(ValueError, match="not a status's phase"):
+        dataclasses.replace(CDB, phases=(("ok", Phase.SUCCEEDED), ("gone", Phase.NOT_FOUND)))
+
+
+def test_not_found_codes_are_the_not_found_phase() -> None:
+    for product in PRODUCTS:
+        for code in product.not_found_codes:
+            assert product.is_not_found(code), (product.name, code)
+        assert product.is_not_found(NOT_FOUND)
+        assert not product.is_not_found("Transport.Timeout")
+        assert not product.is_not_found(None)
 
 
 # Where a product's name may be spelled: the catalogue; the demo's scripted stories (any other product gets a

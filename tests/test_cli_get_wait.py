@@ -114,6 +114,7 @@ def test_get_prints_each_task_and_exits_0(tmp_path: Path, start_simulator: Start
         "account": "default",
         "id": "req-1",
         "status": "running",
+        "phase": "running",
         "final": False,
         "succeeded": False,
         "not_found": False,
@@ -286,6 +287,7 @@ def test_wait_exits_1_when_a_task_fails(tmp_path: Path, start_simulator: StartSi
     assert (tasks[MARIADB.name, "5"]["status"], tasks[MARIADB.name, "5"]["final"]) == ("failed", True)
     assert tasks[MARIADB.name, "5"]["succeeded"] is False
     assert tasks[MARIADB.name, "6"]["succeeded"] is True
+    assert (tasks[MARIADB.name, "5"]["phase"], tasks[MARIADB.name, "6"]["phase"]) == ("failed", "succeeded")
     assert set(tasks[MARIADB.name, "6"]) >= {"product", "region", "account", "id", "info", "started", "ended"}
 
 
@@ -310,10 +312,12 @@ def test_wait_exits_3_for_an_unknown_id_after_the_grace(
     assert result.returncode == 3, result.stderr
     tasks = tasks_of(result)
     assert tasks[MARIADB.name, "999"]["not_found"] is True
+    assert tasks[MARIADB.name, "999"]["phase"] == "not_found"
     assert tasks[MARIADB.name, "1"]["succeeded"] is True
     lines = change_lines(result.stderr)
     assert any("mariadb 999: not found yet (" in line for line in lines), lines
-    assert lines[-1].endswith("mariadb 999: not found (2/2 done)"), lines
+    assert lines[-2].endswith("mariadb 999: not found (2/2 done)"), lines
+    assert lines[-1] == "wait: 1 of 2 not found after --not-found-grace 0.6s: mariadb 999 (exit 3)"
     # Asked more than once: within the grace, an unknown ID is asked about again.
     assert sim.stats()["actions"]["DescribeFlow"]["accepted"] >= 3
 

@@ -121,8 +121,8 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "cfg.yaml: watch.cdb_async_requests: expected a list of task IDs",
     ]:
         assert expected in text
-    # With no region anywhere, the valid flow IDs are reported as missing one.
-    assert "cfg.yaml: watch.mariadb_flows[0]: no region" in text
+    # The valid flow IDs have no region only because of the misspelt `regoin`: reported there, once.
+    assert "no region" not in text
 
 
 def test_duplicates_are_reported_with_both_places() -> None:
@@ -256,3 +256,36 @@ def test_a_yaml_value_its_type_cannot_hold_is_a_clear_error(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
     assert caught.value.problems == [f"{path}: invalid YAML: a value cannot be read (ValueError)"]
+
+
+def test_a_misspelt_key_is_one_problem_without_those_that_follow_from_it() -> None:
+    """Before: `regoin:` gave seven problems, the typo and a "no region" for each of six tasks."""
+    watch = {"mariadb_flows": [1, 2, 3], "cdb_async_requests": ["a", "b", {"id": "c", "labels": {"t": "x"}}]}
+    assert problems({"regoin": "ap-guangzhou", "watch": watch}) == [
+        "cfg.yaml: regoin: unknown key (did you mean region? expected one of: accounts, apis, credentials, "
+        "discovery, limits, metrics, polling, region, watch)"
+    ]
+    # On one entry, with no region at the top: the entry's typo only.
+    entry = {"id": 1, "regin": "ap-guangzhou"}
+    assert problems({"watch": {"mariadb_flows": [entry]}}) == [
+        "cfg.yaml: watch.mariadb_flows[0].regin: unknown key (did you mean region? expected one of: account, "
+        "id, labels, region)"
+    ]
+    # A misspelt `accounts:`: the typo, not every task and discovery entry naming one of its accounts.
+    accounts = [{"name": "prod", "credentials": {"secret_id": "AKIDp", "secret_key": "k"}}]
+    found = problems(
+        {
+            "acounts": accounts,
+            "region": "ap-guangzhou",
+            "watch": {"mariadb_flows": [{"id": 1, "account": "prod"}]},
+            "discovery": {"regions": ["ap-guangzhou"], "accounts": ["prod"]},
+        }
+    )
+    assert [p.split(": ")[1] for p in found] == ["acounts"]
+    # An unknown key that resembles nothing is reported as before, and the problems that are real stay.
+    found = problems({"colour": "blue", "watch": {"mariadb_flows": [1]}})
+    assert found == [
+        "cfg.yaml: colour: unknown key (expected one of: accounts, apis, credentials, discovery, limits, "
+        "metrics, polling, region, watch)",
+        "cfg.yaml: watch.mariadb_flows[0]: no region: set `region` at the top level or on this task",
+    ]

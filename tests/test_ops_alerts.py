@@ -176,13 +176,15 @@ def test_alert_annotation_queries_stay_in_the_account() -> None:
 
 
 def test_error_ratio_leaves_out_exactly_the_not_found_codes() -> None:
-    """Unknown IDs have their own alert: the error ratio skips every product's not-found code, only those."""
+    """Unknown IDs have their own alert (on the not_found phase): the error ratio skips every product's
+    not-found code, only those."""
+    from exporter.catalogue.products import PRODUCTS
+
     exprs = {r["alert"]: r["expr"] for r in alert_rules()}
-    not_found = re.search(r'code=~"([^"]+)"', exprs["TencentCloudTaskNotFound"])
+    assert 'phase="not_found"' in exprs["TencentCloudTaskNotFound"]
     skipped = re.search(r'code!~"([^"]+)"', exprs["TencentCloudApiErrorRatioHigh"])
-    assert not_found is not None
     assert skipped is not None
-    assert set(skipped.group(1).split("|")) == set(not_found.group(1).split("|"))
+    assert set(skipped.group(1).split("|")) == {c for p in PRODUCTS for c in p.not_found_codes}
 
 
 def test_runbook_links_within_itself_resolve() -> None:

@@ -102,11 +102,23 @@ def test_dashboard_panels_use_the_datasource_variable() -> None:
 def test_dashboard_answers_the_operator_questions() -> None:
     panels = {p["title"]: p for p in iter_panels(load_dashboard())}
     types = {title: panel["type"] for title, panel in panels.items()}
-    for title in ("Running", "Failed / killed", "Succeeded", "Stuck", "Stale data", "Exporter"):
+    for title in ("Pending / running", "Failed", "Succeeded", "Not found / unknown", "Stuck", "Stale data"):
         assert types.get(title) == "stat", title
     assert types.get("All tasks") == "table"
     assert types.get("Failed, stuck and stale tasks") == "table"
-    assert types.get("Task status over time") == "state-timeline"
+    assert types.get("Exporter") == "stat"
+    assert types.get("Task phase over time") == "state-timeline"
+    # How long operations take, per product and type.
+    assert types.get("Operation durations by product and type") == "table"
+    durations = " ".join(t["expr"] for t in panels["Operation durations by product and type"]["targets"])
+    assert "histogram_quantile(0.5," in durations
+    assert "histogram_quantile(0.95," in durations
+    assert "tencentcloud_task_duration_seconds_bucket" in durations
+    # Tasks are told apart by phase: no panel spells a product's status word.
+    exprs = " ".join(t["expr"] for p in panels.values() for t in p.get("targets", []))
+    assert "status=~" not in exprs
+    assert "status!~" not in exprs
+    assert "status=" not in exprs
     assert "API errors by code" in types
     assert "API latency" in types
     assert "Time since last successful poll" in types
@@ -122,6 +134,7 @@ def test_dashboard_answers_the_operator_questions() -> None:
     all_tasks = " ".join(t["expr"] for t in panels["All tasks"]["targets"])
     for metric in (
         "tencentcloud_task_status",
+        "tencentcloud_task_phase",
         "tencentcloud_task_status_change_timestamp_seconds",
         "tencentcloud_task_last_poll_success_timestamp_seconds",
         "tencentcloud_task_info",

@@ -84,7 +84,7 @@ def test_dashboard_shows_discovery_and_operations_by_instance() -> None:
     ):
         assert metric in health, metric
     (operations,) = (t["expr"] for t in panels["Operations by instance and type"]["targets"])
-    assert "group_left (status)" in operations
+    assert "group_left (phase)" in operations
     for variable in ("$product", "$cloud_region", "$source"):
         assert variable in operations, variable
     source = next(v for v in dashboard["templating"]["list"] if v["name"] == "source")
@@ -110,13 +110,13 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
         'info="copying"}': "1+0x10",
         f'tencentcloud_task_info{{{gz},task_id="3",instance_id="cdb-a",task_type="UPGRADE",'
         'source="discovered",info=""}': "1+0x10",
-        f'tencentcloud_task_status{{{gz},task_id="1",status="running"}}': "1+0x10",
-        f'tencentcloud_task_status{{{gz},task_id="1",status="success"}}': "0+0x10",
-        f'tencentcloud_task_status{{{gz},task_id="2",status="running"}}': "1+0x10",
-        f'tencentcloud_task_status{{{gz},task_id="3",status="success"}}': "1+0x10",
+        f'tencentcloud_task_phase{{{gz},task_id="1",phase="running"}}': "1+0x10",
+        f'tencentcloud_task_phase{{{gz},task_id="1",phase="succeeded"}}': "0+0x10",
+        f'tencentcloud_task_phase{{{gz},task_id="2",phase="running"}}': "1+0x10",
+        f'tencentcloud_task_phase{{{gz},task_id="3",phase="succeeded"}}': "1+0x10",
         # A configured MariaDB flow: its status API gives neither instance nor type.
         f'tencentcloud_task_info{{{flow},source="config",info=""}}': "1+0x10",
-        f'tencentcloud_task_status{{{flow},status="failed"}}': "1+0x10",
+        f'tencentcloud_task_phase{{{flow},phase="failed"}}': "1+0x10",
         # Discovery: cdb healthy, its sweeps list five watched tasks (configured ones too); redis, swept
         # with account ops, throttled for four sweeps.
         f"tencentcloud_discovery_sweeps_total{{{gz}}}": "0+1x10",
@@ -131,10 +131,10 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
         (
             by_title(queries, "Operations by instance and type"),
             [
-                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",status="running"}}', 2),
-                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
+                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",phase="running"}}', 2),
+                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",phase="succeeded"}}', 1),
                 (
-                    f'{{account="default",product="{MARIADB.name}",cloud_region="ap-shanghai",status="failed"}}',
+                    f'{{account="default",product="{MARIADB.name}",cloud_region="ap-shanghai",phase="failed"}}',
                     1,
                 ),
             ],
@@ -142,8 +142,8 @@ def test_discovery_and_operations_queries_compute_the_expected_values(tmp_path: 
         (
             by_title(only_discovered, "Operations by instance and type"),
             [
-                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",status="running"}}', 1),
-                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",status="success"}}', 1),
+                (f'{{{gz},instance_id="cdb-a",task_type="BACKUP",phase="running"}}', 1),
+                (f'{{{gz},instance_id="cdb-a",task_type="UPGRADE",phase="succeeded"}}', 1),
             ],
         ),
         # Tasks 2 and 3: task 1 was configured.

@@ -158,9 +158,10 @@ async def test_an_older_store_is_migrated_in_place_to_product_columns(
     )
     assert statuses == {(MARIADB.name, REGION, "7"): StatusSince("running", 2.0)}
     assert "store migrated to schema version 3 (product columns)" in caplog.messages
+    assert "store migrated to schema version 4 (operation durations)" in caplog.messages
     # Exactly the schema a new file gets, so the exact-schema check accepts the migrated file from now on.
     assert schema_of(db) == schema_of(fresh)
-    assert schema_of(db)[0] == SCHEMA_VERSION == 3
+    assert schema_of(db)[0] == SCHEMA_VERSION == 4
     assert schema_of(db)[2][0] == "product"
     await contents(db)
     assert schema_of(db) == schema_of(fresh)
@@ -309,7 +310,8 @@ async def test_store_path_holding_the_json_file_becomes_the_database(tmp_path: P
 
     assert path.read_bytes().startswith(SQLITE_HEADER)
     assert (tmp_path / "state.json.migrated").read_bytes() == original
-    assert names(tmp_path) == ["state.json", "state.json.migrated"]
+    # The lock file stays beside the store, unlocked: removing it would race the next holder.
+    assert names(tmp_path) == ["state.json", "state.json.lock", "state.json.migrated"]
     assert set((await contents(path))[0]) == {task(1).key, task(2, CDB.name).key, task(3).key}
 
 

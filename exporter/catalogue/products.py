@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from exporter.catalogue import listapis
@@ -32,6 +33,7 @@ from exporter.catalogue.parsers import fields as _fields
 from exporter.catalogue.parsers import flow as _flow
 from exporter.catalogue.parsers import held as _held
 from exporter.catalogue.parsers import parse_flow, parse_task_set
+from exporter.catalogue.phases import FINAL_PHASES, IN_PROGRESS_PHASES, PHASES, STATUS_PHASES, Phase
 from exporter.catalogue.shapes import (
     FLOW_ANSWER,
     MIGRATION_DETAIL_ANSWER,
@@ -62,20 +64,61 @@ class Product:
     watch_key: str  # its list under `watch:` in the config file
     default_endpoint: str
     default_rate_limit: float  # the published quota, requests per second
-    statuses: tuple[str, ...]
-    final_statuses: frozenset[str]
+    # Every documented status, as the parser spells it (lower case), and its phase, in the API's order: one
+    # succeeded, the other final ones failed, those accepted but not started pending, the rest running;
+    # null (UNKNOWN) and any word not here are unknown.
+    phases: tuple[tuple[str, Phase], ...]
     parse: Callable[[Mapping[str, Any]], Observation]
-    failure_statuses: frozenset[str]  # final and not a success: what the TaskFailed alert matches
     not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
     answer_shape: AnswerShape  # what the answer holds beside Status, for the simulator
     throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
-    # The one final status that means it worked: every other final one is a failure to `wait` (CDB's removed,
-    # MongoDB's paused and undoed too, which the TaskFailed alert leaves out).
-    success_status: str = "success"
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
     unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
+
+    def __post_init__(self) -> None:
+        words = [status for status, _ in self.phases]
+        if len(set(words)) != len(words):
+            raise ValueError(f"{self.name}: a status has two phases")
+        odd = [f"{s}: {p!r}" for s, p in self.phases if p not in STATUS_PHASES]
+        if odd:
+            raise ValueError(f"{self.name}: not a status's phase: {', '.join(odd)}")
+        succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
+        if len(succeeded) != 1:
+            raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
+
+    @cached_property
+    def _phase_by_status(self) -> Mapping[str, Phase]:
+        return dict(self.phases)
+
+    def phase(self, status: str | None) -> Phase:
+        """The phase of a status word; unknown for None and any word the catalogue does not list."""
+        return Phase.UNKNOWN if status is None else self._phase_by_status.get(status, Phase.UNKNOWN)
+
+    def is_not_found(self, code: str | None) -> bool:
+        """True when an error code is the API's way of saying it knows no operation with this ID."""
+        return code is not None and (code == NOT_FOUND or code in self.not_found_codes)
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """Every documented status, in the API's order."""
+        return tuple(status for status, _ in self.phases)
+
+    @property
+    def final_statuses(self) -> frozenset[str]:
+        """The statuses that never change again: succeeded or failed."""
+        return frozenset(s for s, p in self.phases if p in FINAL_PHASES)
+
+    @property
+    def failure_statuses(self) -> frozenset[str]:
+        """The final statuses that are not the success."""
+        return frozenset(s for s, p in self.phases if p is Phase.FAILED)
+
+    @property
+    def success_status(self) -> str:
+        """The one final status that means it worked."""
+        return next(s for s, p in self.phases if p is Phase.SUCCEEDED)
 
     @property
     def listing_shares_quota(self) -> bool:
@@ -110,9 +153,8 @@ ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
 REQUEST_ID = IdKind(
     integer=False, expected="the RequestId of the call that started the task", request_id=True
 )
-_FLOW_STATUSES = tuple(word for word, _ in FLOW_ANSWER.status_codes)
-_FLOW_FINAL = frozenset({"success", "failed"})
-_FLOW_FAILED = frozenset({"failed"})
+_FLOW_PHASES = {"success": Phase.SUCCEEDED, "failed": Phase.FAILED, "running": Phase.RUNNING}
+_FLOW_STATUSES = tuple((word, _FLOW_PHASES[word]) for word, _ in FLOW_ANSWER.status_codes)
 
 
 def _flow_product(
@@ -134,9 +176,7 @@ def _flow_product(
         watch_key=f"{name}_flows",
         default_endpoint=f"https://{name}.tencentcloudapi.com",
         default_rate_limit=20.0,
-        statuses=_FLOW_STATUSES,
-        final_statuses=_FLOW_FINAL,
-        failure_statuses=_FLOW_FAILED,
+        phases=_FLOW_STATUSES,
         parse=parse_flow,
         not_found_codes=not_found,
         answer_shape=FLOW_ANSWER,
@@ -165,9 +205,19 @@ CDB = Product(
     watch_key="cdb_async_requests",
     default_endpoint="https://cdb.tencentcloudapi.com",
     default_rate_limit=40.0,
-    statuses=("initial", "running", "success", "failed", "killed", "removed", "paused", "undefined", UNKNOWN),
-    final_statuses=frozenset({"success", "failed", "killed", "removed"}),
-    failure_statuses=frozenset({"failed", "killed"}),
+    # SDK: PAUSED is "terminating" (not final yet); REMOVED final, so failed like every final status but
+    # success; UNDEFINED "created but not started" (waiting for the maintenance window): pending, not unknown.
+    phases=(
+        ("initial", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("killed", Phase.FAILED),
+        ("removed", Phase.FAILED),
+        ("paused", Phase.RUNNING),
+        ("undefined", Phase.PENDING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(info="Info"),
     not_found_codes=("InvalidParameter.InvalidAsyncRequestId",),
     answer_shape=STATUS_INFO_ANSWER,
@@ -205,10 +255,16 @@ MONGODB = Product(
     watch_key="mongodb_async_requests",
     default_endpoint="https://mongodb.tencentcloudapi.com",
     default_rate_limit=20.0,
-    statuses=("initial", "running", "paused", "undoed", "failed", "success", UNKNOWN),
     # "paused: failed, paused" and "undoed: failed, rolled back" (SDK): failures that end the task.
-    final_statuses=frozenset({"success", "failed", "paused", "undoed"}),
-    failure_statuses=frozenset({"failed", "paused", "undoed"}),
+    phases=(
+        ("initial", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("paused", Phase.FAILED),
+        ("undoed", Phase.FAILED),
+        ("failed", Phase.FAILED),
+        ("success", Phase.SUCCEEDED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(start="StartTime", end="EndTime"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=STATUS_TIMES_ANSWER,
@@ -225,15 +281,20 @@ REDIS = Product(
     watch_key="redis_tasks",
     default_endpoint="https://redis.tencentcloudapi.com",
     default_rate_limit=20.0,
-    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
-    final_statuses=frozenset({"succeed", "failed", "error"}),
-    failure_statuses=frozenset({"failed", "error"}),
+    # SDK: preparing is "waiting to run".
+    phases=(
+        ("preparing", Phase.PENDING),
+        ("running", Phase.RUNNING),
+        ("succeed", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("error", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_INFO_ANSWER,
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
     listing=listapis.REDIS_TASKS,
-    success_status="succeed",
 )
 POSTGRES = Product(
     name="postgres",
@@ -246,9 +307,14 @@ POSTGRES = Product(
     default_endpoint="https://postgres.tencentcloudapi.com",
     default_rate_limit=20.0,
     # WaitSwitch: done but for the switch-over, which waits for the maintenance window; Pause may resume.
-    statuses=("running", "success", "waitswitch", "fail", "pause", UNKNOWN),
-    final_statuses=frozenset({"success", "fail"}),
-    failure_statuses=frozenset({"fail"}),
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("waitswitch", Phase.RUNNING),
+        ("fail", Phase.FAILED),
+        ("pause", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=parse_task_set,
     not_found_codes=(NOT_FOUND,),
     answer_shape=TASK_SET_ANSWER,
@@ -273,16 +339,13 @@ KEEWIDB = Product(
     watch_key="keewidb_tasks",
     default_endpoint="https://keewidb.tencentcloudapi.com",
     default_rate_limit=20.0,
-    # preparing: accepted, not started yet.
-    statuses=("preparing", "running", "succeed", "failed", "error", UNKNOWN),
-    final_statuses=frozenset({"succeed", "failed", "error"}),
-    failure_statuses=frozenset({"failed", "error"}),
+    # Redis's: preparing accepted, not started yet (pending).
+    phases=REDIS.phases,
     parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_INFO_ANSWER,
     extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
     listing=listapis.KEEWIDB_TASKS,
-    success_status="succeed",
 )
 # The request carries one parameter, the ID, already checked to be a positive integer (or a well-formed
 # string): a parameter error can only mean the API does not know that ID. Used where the product documents
@@ -305,9 +368,13 @@ TDMYSQL = Product(
     default_rate_limit=20.0,
     # paused: stopped, waiting for someone to resume it (not final, as PostgreSQL's pause); no status means
     # "accepted, not started".
-    statuses=("running", "success", "paused", "failed", UNKNOWN),
-    final_statuses=frozenset({"success", "failed"}),
-    failure_statuses=frozenset({"failed"}),
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("paused", Phase.RUNNING),
+        ("failed", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=STATUS_ANSWER,
@@ -327,10 +394,8 @@ CKAFKA = Product(
     watch_key="ckafka_flows",
     default_endpoint="https://ckafka.tencentcloudapi.com",
     default_rate_limit=20.0,
-    # As every flow's: success and failed are final, failed the failure; none means "not started".
-    statuses=_FLOW_STATUSES,
-    final_statuses=_FLOW_FINAL,
-    failure_statuses=_FLOW_FAILED,
+    # As every flow's (success succeeded, failed failed, running running); none means "not started".
+    phases=_FLOW_STATUSES,
     parse=_held("Result", _flow(info="Output")),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=RESULT_FLOW_ANSWER,
@@ -354,10 +419,8 @@ CLB = Product(
     watch_key="clb_tasks",
     default_endpoint="https://clb.tencentcloudapi.com",
     default_rate_limit=20.0,
-    # As every flow's: success and failed are final, failed the failure; none means "not started".
-    statuses=_FLOW_STATUSES,
-    final_statuses=_FLOW_FINAL,
-    failure_statuses=_FLOW_FAILED,
+    # As every flow's (success succeeded, failed failed, running running); none means "not started".
+    phases=_FLOW_STATUSES,
     parse=_flow(info="Message", instances="LoadBalancerIds"),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=TASK_STATUS_ANSWER,
@@ -380,10 +443,13 @@ VPC = Product(
     watch_key="vpc_tasks",
     default_endpoint="https://vpc.tencentcloudapi.com",
     default_rate_limit=20.0,
-    # success and failed are final, failed the failure; none means "accepted, not started".
-    statuses=("running", "success", "failed", UNKNOWN),
-    final_statuses=frozenset({"success", "failed"}),
-    failure_statuses=frozenset({"failed"}),
+    # success succeeded, failed failed; none means "accepted, not started", so there is no pending word.
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
     parse=_fields(info="Output"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_RESULT_ANSWER,
@@ -404,28 +470,26 @@ DTS = Product(
     watch_key="dts_migration_jobs",
     default_endpoint="https://dts.tencentcloudapi.com",
     default_rate_limit=20.0,
-    # Lower-cased as exported. created: accepted, not started. checkpass: the pre-check passed, waiting to
-    # be started; checknotpass: it did not, and the job waits for a fix and a new check (final, a failure);
-    # manualpaused and pausing: paused by someone, not final; readycomplete and completing: the incremental
-    # phase is being ended; success and failed are final.
-    statuses=(
-        "created",
-        "checking",
-        "checkpass",
-        "checknotpass",
-        "readyrun",
-        "running",
-        "readycomplete",
-        "completing",
-        "success",
-        "failed",
-        "stopping",
-        "pausing",
-        "manualpaused",
-        UNKNOWN,
+    # Lower-cased as exported. created: accepted, not started (pending). checkpass: the pre-check passed,
+    # waiting to be started (running); checknotpass: it did not, and the job waits for a fix and a new check
+    # (final, failed); manualpaused and pausing: paused by someone, not final (running); readycomplete and
+    # completing: the incremental phase is being ended; success and failed are final.
+    phases=(
+        ("created", Phase.PENDING),
+        ("checking", Phase.RUNNING),
+        ("checkpass", Phase.RUNNING),
+        ("checknotpass", Phase.FAILED),
+        ("readyrun", Phase.RUNNING),
+        ("running", Phase.RUNNING),
+        ("readycomplete", Phase.RUNNING),
+        ("completing", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("stopping", Phase.RUNNING),
+        ("pausing", Phase.RUNNING),
+        ("manualpaused", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
     ),
-    final_statuses=frozenset({"success", "failed", "checknotpass"}),
-    failure_statuses=frozenset({"failed", "checknotpass"}),
     parse=_fields(info="BriefMsg", start="StartTime", end="EndTime"),
     not_found_codes=("ResourceNotFound.JobNotExist", "ResourceNotFound.ResourceNotFoundError"),
     answer_shape=MIGRATION_DETAIL_ANSWER,
@@ -453,8 +517,11 @@ BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
     "BY_NAME",
     "DISCOVERABLE",
+    "FINAL_PHASES",
     "INFO_MAX_LENGTH",
+    "IN_PROGRESS_PHASES",
     "NOT_FOUND",
+    "PHASES",
     "PRODUCTS",
     "UNKNOWN",
     "AnswerShape",
@@ -462,6 +529,7 @@ __all__ = [
     "InvalidResponse",
     "ListApi",
     "Observation",
+    "Phase",
     "Product",
     "TaskNotFound",
     "api_text",
@@ -476,21 +544,31 @@ def catalogue_table() -> str:
     """The product table of README.md and docs/products.md, from the catalogue (a test keeps both copies equal
     to it)."""
     rows = [
-        "| Product | Action (version) | ID | Statuses (**final**) | Failures | Also exported | Quota "
+        "| Product | Action (version) | ID | Statuses by phase (**final**) | Also exported | Quota "
         "| Watch key | Discovery: list action (quota) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in PRODUCTS:
         kind = "integer" if s.id_kind.integer else "string"
         if s.id_kind.request_id:
             kind = "string: the RequestId of the call that started it"
-        statuses = ", ".join(f"**{x}**" if x in s.final_statuses else x for x in s.statuses)
         rows.append(
-            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} | {statuses} "
-            f"| {', '.join(sorted(s.failure_statuses))} | {', '.join(s.extra_fields) or '-'} "
+            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} "
+            f"| {_phases_cell(s)} | {', '.join(s.extra_fields) or '-'} "
             f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _phases_cell(product: Product) -> str:
+    """`pending: initial; running: running; succeeded: **success**; ...`, in the phases' order."""
+    groups = []
+    for phase in PHASES:
+        words = [s for s, p in product.phases if p is phase]
+        if words:
+            final = phase in FINAL_PHASES
+            groups.append(f"{phase}: " + ", ".join(f"**{w}**" if final else w for w in words))
+    return "; ".join(groups)
 
 
 def _listing_cell(product: Product) -> str:

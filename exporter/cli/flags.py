@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,31 +61,87 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
+class _OwnFlagsFirst(argparse.ArgumentParser):
+    """A subcommand's parser: its own flags first in the help (usage line included), then the daemon's,
+    which it accepts so that the daemon's command line works after the word."""
+
+    daemon_flags: argparse._ArgumentGroup | None = None
+
+    def format_usage(self) -> str:
+        with self._own_first():
+            return super().format_usage()
+
+    def format_help(self) -> str:
+        with self._own_first():
+            return super().format_help()
+
+    @contextlib.contextmanager
+    def _own_first(self) -> Iterator[None]:
+        daemon = self.daemon_flags
+        if daemon is None or self.usage is not None:
+            yield
+            return
+        groups, theirs = self._action_groups, daemon._group_actions
+        own = [a for a in self._actions if a not in theirs]
+        formatter = self._get_formatter()
+        formatter.add_usage(None, own, [], prefix="usage: ")  # wrapped as argparse wraps it
+        listed = any(a.help is not argparse.SUPPRESS for a in theirs)
+        usage = formatter.format_help().strip().removeprefix("usage: ")
+        self.usage = usage + (" [DAEMON FLAGS]" if listed else "")
+        self._action_groups = [g for g in groups if g is not daemon] + [daemon]
+        try:
+            yield
+        finally:
+            self._action_groups, self.usage = groups, None
+
+
+def _subcommand_lines(summaries: Mapping[str, str]) -> str:
+    """One line per subcommand (its summary wrapped under itself), for the main help's epilog."""
+    width = max(len(name) for name in summaries) + 4
+    lines = ["subcommands (the first word; SUBCOMMAND --help shows its own flags):"]
+    for name, summary in summaries.items():
+        wrapped = textwrap.wrap(summary, _HELP_WIDTH - width) or [""]
+        lines.append(f"  {name.ljust(width - 2)}{wrapped[0]}")
+        lines.extend(" " * width + more for more in wrapped[1:])
+    return "\n".join(lines)
+
+
+_HELP_WIDTH = 79
+
+
 def build_parser(
     subcommand: str | None = None, subcommands: Mapping[str, str] | None = None
 ) -> argparse.ArgumentParser:
     """The daemon's flags; a subcommand's parser has them all too (the healthcheck reads the daemon's
-    --web.* flags; the others are accepted, so the daemon's command line works after the word).
-    `subcommands`: each subcommand's one-line summary, for the help text."""
+    --web.* flags; the others are accepted, so the daemon's command line works after the word), listed
+    after its own. `subcommands`: each subcommand's one-line summary, for the help text."""
     summaries = dict(subcommands or {})
-    listed = "; ".join(f"{PROG} {name} [FLAGS]: {summary}" for name, summary in summaries.items())
-    parser = argparse.ArgumentParser(
-        prog=PROG if subcommand is None else f"{PROG} {subcommand}",
-        description=(
+    if subcommand is None:
+        description = (
             "Prometheus exporter for Tencent Cloud database async operations "
             f"({', '.join(s.title for s in PRODUCTS)})."
-            if subcommand is None
-            else summaries.get(subcommand, "")
-        ),
-        epilog=f"Subcommands (the first word): {listed}." if subcommand is None and listed else None,
-    )
-    _add_daemon_flags(parser)
+        )
+        parser = argparse.ArgumentParser(
+            prog=PROG,
+            description=textwrap.fill(description, _HELP_WIDTH),
+            # Kept as written: one line per subcommand (the default formatter joins lines into a paragraph).
+            epilog=_subcommand_lines(summaries) if summaries else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_daemon_flags(parser)
+        return parser
+    sub = _OwnFlagsFirst(prog=f"{PROG} {subcommand}", description=summaries.get(subcommand, ""))
     if subcommand == "healthcheck":
-        _add_healthcheck_flags(parser)
-    return parser
+        _add_healthcheck_flags(sub)
+    daemon = sub.add_argument_group(
+        "the daemon's flags", "accepted after the word, so the daemon's own command line works"
+    )
+    sub.daemon_flags = daemon
+    _add_daemon_flags(daemon)
+    return sub
 
 
-def _add_daemon_flags(parser: argparse.ArgumentParser) -> None:
+def _add_daemon_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML config file")
     parser.add_argument(
         "--web.listen-address",
@@ -201,7 +259,7 @@ def _add_daemon_flags(parser: argparse.ArgumentParser) -> None:
     add_version_flag(parser)
 
 
-def add_version_flag(parser: argparse.ArgumentParser) -> None:
+def add_version_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--version, printing what Prometheus programs print: the daemon's, and every subcommand's."""
     parser.add_argument("--version", action=VersionAction, help="print the version and build, then exit")
 

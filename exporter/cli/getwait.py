@@ -3,8 +3,10 @@ scripts and pipelines; the engine (config, credentials, buckets, client) is `exp
 
 Exit codes: get 0 every poll answered, 3 an ID not found (wins over 4: a definite answer about an ID beats
 a transient failure), 4 any other API or transport error; wait 0 every task succeeded, 1 one ended in another
-final status, 3 an ID still not found after --not-found-grace, 124 --timeout passed first (when several
-apply: 3, then 1, then 124); both 2 on bad flags, IDs, config, region, account or credentials.
+final status, 3 an ID still not found after --not-found-grace (counted again from the first "not found" after
+the ID was seen), 4 the keys or their permissions refused DENIED_IN_A_ROW times in a row, 124 --timeout
+passed first (when several apply: 3, then 1, then 4, then 124); both 2 on bad flags, IDs, config, region,
+account or credentials. Every non-zero exit says why in one line on stderr.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from exporter.cli.oneshot import (
     UsageError,
     choose_account,
     choose_region,
+    is_denied,
     is_not_found,
     iso_time,
     open_session,
@@ -44,9 +47,15 @@ from exporter.cli.oneshot import (
 from exporter.config.parser import Config, parse_duration
 
 GET_SUMMARY = "poll tasks once and print their status (exit 0 ok, 3 an ID not found, 4 API error)"
-WAIT_SUMMARY = "poll tasks until all are final (exit 0 all succeeded, 1 one failed, 3 not found, 124 timeout)"
+WAIT_SUMMARY = (
+    "poll tasks until all are final (exit 0 all succeeded, 1 one failed, 3 not found, 4 access denied, "
+    "124 timeout)"
+)
 # A throttled answer says nothing about the task: get asks again, this many times at most.
 GET_THROTTLED_RETRIES = 3
+# wait gives up on a task whose keys or permissions are refused this many times in a row (revoked keys, a
+# CAM policy without the action): more waiting does not mend them, and --timeout may be hours away.
+DENIED_IN_A_ROW = 3
 EXIT_INTERRUPTED = 130
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -59,7 +68,8 @@ examples:
   {PROG} get cdb A1 mariadb 3340 --account prod
 
 exit status: 0 every poll answered; 3 an ID not found (wins when both); 4 any other API or transport
-error; 2 bad flags, IDs, config, region, account or credentials."""
+error; 2 bad flags, IDs, config, region, account or credentials. Every non-zero exit says why in one
+line on stderr."""
 
 _WAIT_EPILOG = f"""\
 A product name switches the product for the IDs after it (products: {", ".join(s.name for s in PRODUCTS)}).
@@ -72,8 +82,10 @@ examples:
   {PROG} wait cdb A1 A2 mariadb 3340 && echo all done
 
 exit status: 0 every task succeeded; 1 one ended in another final status (failed, killed...); 3 an ID
-not found after --not-found-grace; 124 --timeout passed first (when several apply: 3, then 1, then
-124); 2 bad flags, IDs, config, region, account or credentials; 130 interrupted."""
+not found after --not-found-grace (an ID seen before: that long after the first "not found"); 4 the keys
+or their permissions refused 3 times in a row (AuthFailure.*, UnauthorizedOperation.*); 124 --timeout
+passed first (when several apply: 3, then 1, then 4, then 124); 2 bad flags, IDs, config, region,
+account or credentials; 130 interrupted. Every non-zero exit says why in one line on stderr."""
 
 
 def _duration(value: str) -> float:
@@ -236,7 +248,37 @@ async def _get(
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         sys.stdout.write(_table(results))
+    if code != EXIT_OK:
+        _say_why("get", code, _get_reason(results))
     return code
+
+
+def _get_reason(results: Sequence[TaskResult]) -> str:
+    missing = [r for r in results if r.not_found]
+    if missing:
+        return f"{len(missing)} of {len(results)} not found: {_tasks(missing)}"
+    failed = [r for r in results if r.error is not None]
+    return f"{len(failed)} of {len(results)} polls failed: {_tasks(failed, codes=True)}"
+
+
+def _tasks(results: Sequence[TaskResult], codes: bool = False, statuses: bool = False) -> str:
+    """`mariadb 5, cdb A1` (with each one's error code or status), the first few of them."""
+    shown = []
+    for r in results[:5]:
+        text = f"{r.task.product} {_clean(r.task.task_id)}"
+        if codes and r.error is not None:
+            text += f" ({_clean(r.error.code)})"
+        if statuses:
+            text += f" ({_clean(r.status)})"
+        shown.append(text)
+    more = f" and {len(results) - 5} more" if len(results) > 5 else ""
+    return ", ".join(shown) + more
+
+
+def _say_why(command: str, code: int, reason: str) -> None:
+    """The one line on stderr every non-zero exit gets (the summary on stdout may be JSON, or piped)."""
+    sys.stderr.write(f"{command}: {reason} (exit {code})\n")
+    sys.stderr.flush()
 
 
 # -------------------------------------------------------------------------------------------------- wait
@@ -258,7 +300,7 @@ class StatusLine:
         return f"{time.monotonic() - self.started:.1f}s"
 
     def _done(self) -> int:
-        return sum(1 for r in self.results if r.final or r.not_found)
+        return sum(1 for r in self.results if r.final or r.not_found or r.denied)
 
     def changed(self, result: TaskResult, text: str) -> None:
         if self._shown.get(id(result)) == text:
@@ -298,6 +340,8 @@ class StatusLine:
 def _state_text(result: TaskResult, in_grace: bool) -> str:
     if result.not_found:
         return "not found"
+    if result.denied and result.error is not None:
+        return f"{_clean(result.error.code)} {DENIED_IN_A_ROW} times in a row, given up"
     if result.error is not None:
         if in_grace and is_not_found(result.product, result.error):
             return "not found yet"
@@ -310,20 +354,28 @@ async def _wait_one(
 ) -> None:
     polling = polling_for(session.config, args.interval)
     grace_end = started + args.not_found_grace
+    missing_since: float | None = None  # the first "not found" since the task was last seen
     while True:
         outcome = await session.poll(result)
         now = time.monotonic()
+        deadline = grace_end
         if outcome.ok:
-            delay = args.interval
+            missing_since, delay = None, args.interval
         elif is_not_found(result.product, outcome):
-            if now >= grace_end:
+            if result.observation is not None:
+                # Seen before, so it exists: one "not found" (an API replica behind, say) is not the end;
+                # the grace period runs again from the first of them.
+                missing_since = now if missing_since is None else missing_since
+                deadline = missing_since + args.not_found_grace
+            if now >= deadline:
                 result.not_found = True
             # One more ask as the grace period ends, however long the interval.
-            delay = min(args.interval, max(grace_end - now, 0.05))
+            delay = min(args.interval, max(deadline - now, 0.05))
         else:
+            result.denied = is_denied(outcome.code) and result.denied_in_a_row >= DENIED_IN_A_ROW
             delay = session.backoff(result, polling)
-        line.changed(result, _state_text(result, now < grace_end))
-        if result.final or result.not_found:
+        line.changed(result, _state_text(result, now < deadline))
+        if result.final or result.not_found or result.denied:
             return
         await asyncio.sleep(delay)
 
@@ -354,8 +406,10 @@ async def _wait(
             line.close()
     if any(r.not_found for r in results):
         code, reason = EXIT_NOT_FOUND, "not_found"
-    elif any(r.final and not r.succeeded for r in results):
+    elif any(r.failed for r in results):
         code, reason = EXIT_FAILED, "failed"
+    elif any(r.denied for r in results):
+        code, reason = EXIT_ERROR, "denied"
     elif timed_out or not all(r.succeeded for r in results):
         code, reason = EXIT_TIMEOUT, "timeout"
     else:
@@ -372,7 +426,23 @@ async def _wait(
     else:
         sys.stdout.write(_table(results))
         sys.stdout.write(f"result: {_summary(results, reason, args.timeout)} (exit {code})\n")
+    if code != EXIT_OK:
+        _say_why("wait", code, _wait_reason(results, reason, args))
     return code
+
+
+def _wait_reason(results: Sequence[TaskResult], reason: str, args: argparse.Namespace) -> str:
+    summary = _summary(results, reason, args.timeout)
+    if reason == "not_found":
+        missing = _tasks([r for r in results if r.not_found])
+        return f"{summary} after --not-found-grace {args.not_found_grace:g}s: {missing}"
+    if reason == "failed":
+        failed = [r for r in results if r.final and not r.succeeded]
+        return f"{summary}: {_tasks(failed, statuses=True)}"
+    if reason == "denied":
+        denied = [r for r in results if r.denied]
+        return f"{summary}: {_tasks(denied, codes=True)}"
+    return f"{summary}: {_tasks([r for r in results if not r.final])}"
 
 
 def _summary(results: Sequence[TaskResult], reason: str, timeout: float) -> str:
@@ -383,7 +453,10 @@ def _summary(results: Sequence[TaskResult], reason: str, timeout: float) -> str:
         missing = sum(1 for r in results if r.not_found)
         return f"{missing} of {total} not found"
     if reason == "failed":
-        failed = sum(1 for r in results if r.final and not r.succeeded)
+        failed = sum(1 for r in results if r.failed)
         return f"{failed} of {total} ended in a failure status"
+    if reason == "denied":
+        denied = sum(1 for r in results if r.denied)
+        return f"{denied} of {total} refused access {DENIED_IN_A_ROW} times in a row (keys or permissions)"
     pending = sum(1 for r in results if not r.final)
     return f"timed out after {timeout:g}s with {pending} of {total} not final"

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -39,8 +40,8 @@ from exporter.cli.flags import (
 )
 from exporter.config.parser import Config, ConfigError, load_config, parse_duration
 from exporter.config.sharding import Shard
-from exporter.credentials.chain import CredentialsError
-from exporter.daemon.core import Daemon, Options, ReloadError
+from exporter.credentials.chain import CredentialsError, check_chain
+from exporter.daemon.core import Daemon, Options, ReloadError, read_api_token
 from exporter.store.database import StoreError
 from exporter.web import httpserver, looperrors
 from exporter.web.app import DEFAULT_TELEMETRY_PATH, TASK_API_PREFIX, create_app
@@ -284,11 +285,34 @@ def run_daemon(argv: Sequence[str]) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.check_config:
+        problems = _start_problems(config, options)
+        if problems:
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return EXIT_INVALID
         print(f"{args.config_file}: valid, {len(config.tasks)} task(s) watched")
         if args.web_config_file:
             print(f"{args.web_config_file}: valid")
         return 0
     return _run(_serve_config(config, options, listener))
+
+
+def _start_problems(config: Config, options: Options) -> list[str]:
+    """What would stop the daemon's start besides the config file itself, found without the network: each
+    account's credentials that no retry can mend (half a key pair, no source at all: the daemon exits 2 on
+    them, as here) and the task API's token file. An account whose source is only unreachable now passes:
+    the daemon starts without it and retries."""
+    problems = []
+    for account in config.accounts:
+        try:
+            check_chain(account.credentials, os.environ, where=config.where(account), use_env=account.use_env)
+        except CredentialsError as exc:
+            problems.append(str(exc))
+    try:
+        read_api_token(options, os.environ)
+    except ReloadError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def _run(main_coroutine: Coroutine[Any, Any, None]) -> int:

@@ -18,12 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exporter.catalogue.products import BY_NAME, NOT_FOUND, PRODUCTS, Observation, Product
+from exporter.catalogue.products import (
+    BY_NAME,
+    FINAL_PHASES,
+    NOT_FOUND,
+    PRODUCTS,
+    Observation,
+    Phase,
+    Product,
+)
 from exporter.config.lanes import Lane
 from exporter.config.parser import Config, ConfigError, PollingConfig, WatchedTask, load_config
 from exporter.config.values import ValueChecker
 from exporter.credentials.chain import CredentialProvider, CredentialsError, open_provider
-from exporter.polling.client import ApiClient, Outcome, api_session
+from exporter.polling.client import CREDENTIALS_UNAVAILABLE, ApiClient, Outcome, api_session
 from exporter.polling.ratelimit import TokenBucket
 from exporter.polling.scheduler import Plan, backoff_delay, describe_task
 
@@ -32,7 +40,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # wait: a task ended in a final status other than its product's success status
 EXIT_USAGE = 2  # bad flags, IDs, config, region, account or credentials: nothing was asked
 EXIT_NOT_FOUND = 3
-EXIT_ERROR = 4  # get: an API or transport error other than "not found"
+EXIT_ERROR = 4  # get: an API or transport error other than "not found"; wait: access denied, persistently
 EXIT_TIMEOUT = 124  # wait: --timeout passed first (as timeout(1) exits)
 
 
@@ -118,6 +126,8 @@ class TaskResult:
     not_found: bool = False  # the API said it does not know the ID (wait: after the grace period)
     polls: int = 0
     consecutive_errors: int = 0
+    denied_in_a_row: int = 0  # consecutive answers refusing the keys or their permissions (is_denied)
+    denied: bool = False  # wait: refused DENIED_IN_A_ROW times in a row, no longer polled
 
     @property
     def product(self) -> Product:
@@ -128,12 +138,24 @@ class TaskResult:
         return None if self.observation is None else self.observation.status
 
     @property
+    def phase(self) -> Phase | None:
+        """The catalogue's phase of the last answer: not_found once the API said so, else the status's;
+        None before any answer."""
+        if self.not_found:
+            return Phase.NOT_FOUND
+        return None if self.status is None else self.product.phase(self.status)
+
+    @property
     def final(self) -> bool:
-        return self.status is not None and self.status in self.product.final_statuses
+        return self.phase in FINAL_PHASES
 
     @property
     def succeeded(self) -> bool:
-        return self.final and self.status == self.product.success_status
+        return self.phase is Phase.SUCCEEDED
+
+    @property
+    def failed(self) -> bool:
+        return self.phase is Phase.FAILED
 
     @property
     def shown_status(self) -> str:
@@ -155,6 +177,7 @@ class TaskResult:
             "account": self.task.account,
             "id": self.task.task_id,
             "status": self.status,
+            "phase": None if self.phase is None else str(self.phase),
             "final": self.final,
             "succeeded": self.succeeded,
             "not_found": self.not_found,
@@ -210,7 +233,21 @@ class Session:
         else:
             result.error = outcome
             result.consecutive_errors += 1
+        result.denied_in_a_row = result.denied_in_a_row + 1 if is_denied(outcome.code) else 0
         return outcome
+
+
+# Tencent Cloud's common error codes (every API's) for keys it does not accept (AuthFailure.*: unknown or
+# disabled SecretId, bad signature or token) and for a CAM policy that does not allow the action
+# (UnauthorizedOperation.*); and no keys to be had at all. Retrying does not mend them.
+_DENIED_PREFIXES = ("AuthFailure", "UnauthorizedOperation")
+
+
+def is_denied(code: str | None) -> bool:
+    """The answer refuses the keys or their permissions, or there are no keys."""
+    if code is None:
+        return False
+    return code == CREDENTIALS_UNAVAILABLE or code.split(".", 1)[0] in _DENIED_PREFIXES
 
 
 def is_not_found(product: Product, outcome: Outcome) -> bool:

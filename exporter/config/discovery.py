@@ -81,7 +81,7 @@ def _accounts(check: ValueChecker, value: object, known: tuple[str, ...]) -> tup
         return known
 
     def valid(name: str, where: str) -> bool:
-        if name not in known:
+        if name not in known and not check.misspelt("", "accounts"):  # else reported at the typo
             check.error(where, f"expected one of the accounts {', '.join(known)}, got {shown(name)}")
         return name in known
 

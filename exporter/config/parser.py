@@ -50,6 +50,7 @@ __all__ = [
     "DiscoveryConfig",
     "Key",
     "LimitsConfig",
+    "MetricsConfig",
     "PollingConfig",
     "WatchedTask",
     "expand_env",
@@ -112,6 +113,22 @@ class PollingConfig:
     max_backoff: float = 600.0
 
 
+# metrics.status_series: every status of the product's state set (0 or 1), or only the current one (1).
+STATUS_SERIES = ("all", "current")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """What /metrics shows of each task. `current` writes one tencentcloud_task_status series a task
+    instead of the whole state set (up to 9): most of the exposition's size and of a task's memory."""
+
+    status_series: str = "all"
+
+    @property
+    def current_status_only(self) -> bool:
+        return self.status_series == "current"
+
+
 # (product, region, task ID): how every layer keys a task.
 Key = tuple[str, str, str]
 
@@ -166,6 +183,7 @@ class Config:
     discovery: DiscoveryConfig | None = None
     # Without `accounts:`, the one account "default" with `credentials`.
     accounts: tuple[AccountConfig, ...] = (AccountConfig(DEFAULT_ACCOUNT),)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def account_names(self) -> tuple[str, ...]:
@@ -231,6 +249,8 @@ def _entry(
             elif accounts is not None and raw_account in accounts:
                 account = str(raw_account)
             else:
+                if check.misspelt("", "accounts"):
+                    return None  # follows from the misspelt `accounts:`, reported there
                 expected = f"one of the accounts {', '.join(accounts)}" if accounts else "an account name"
                 check.error(
                     f"{path}.account" if path else "account",
@@ -243,7 +263,9 @@ def _entry(
         check.error(path_id, f"expected {id_kind.expected}, got {describe(raw_id)}")
         return None
     if region is None:
-        check.error(path, "no region: set `region` at the top level or on this task")
+        # Not when a misspelt `region` (at the top level or on this task) is why: that is reported already.
+        if not (check.misspelt("", "region") or check.misspelt(path, "region")):
+            check.error(path, "no region: set `region` at the top level or on this task")
         return None
     return WatchedTask(product, task_id, region, labels, account)
 
@@ -317,7 +339,7 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
     data = check.mapping(
         expanded,
         "",
-        {"credentials", "accounts", "region", "apis", "polling", "watch", "limits", "discovery"},
+        {"credentials", "accounts", "region", "apis", "polling", "watch", "limits", "discovery", "metrics"},
     )
     check.limits = _limits(check, data.get("limits"))
 
@@ -346,9 +368,22 @@ def parse_config(document: object, source: str, env: Mapping[str, str] | None = 
 
     tasks = _watch(check, data.get("watch"), region, names)
     discovery = parse_discovery(check, data.get("discovery"), names)
+    metrics = _metrics(check, data.get("metrics"))
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(source, credentials, region, apis, polling, tasks, check.limits, discovery, accounts)
+    return Config(
+        source, credentials, region, apis, polling, tasks, check.limits, discovery, accounts, metrics
+    )
+
+
+def _metrics(check: ValueChecker, value: object) -> MetricsConfig:
+    raw = check.mapping(value, "metrics", {"status_series"})
+    series = raw.get("status_series", MetricsConfig().status_series)
+    if series not in STATUS_SERIES:
+        shown_values = " or ".join(STATUS_SERIES)
+        check.error("metrics.status_series", f"expected {shown_values}, got {shown(series)}")
+        return MetricsConfig()
+    return MetricsConfig(status_series=series)
 
 
 def _api(check: ValueChecker, spec: Product, value: object) -> ApiConfig:

@@ -6,6 +6,7 @@ trip; unknown keys are problems too, because a typo must not silently fall back 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,15 @@ class Checker:
         self.source = source
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        # (mapping's path, allowed key) for each unknown key that looks like a misspelling of an allowed key
+        # the mapping lacks: what follows only from that key's absence is not reported again.
+        self._misspelt: set[tuple[str, str]] = set()
+
+    def misspelt(self, path: str, key: str) -> bool:
+        """Whether `key` of the mapping at `path` is absent because an unknown key there looks like it
+        (`regoin:` for `region:`): a problem that only follows from its absence is then not reported, so
+        one typo is one problem."""
+        return (path, key) in self._misspelt
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(f"{self.source}: {path or '<top level>'}: {message}")
@@ -122,7 +132,13 @@ class Checker:
         for key in value:
             if key not in allowed:
                 where = f"{path}.{key_text(key)}" if path else key_text(key)
-                self.error(where, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+                absent = sorted(name for name in allowed if name not in value)
+                guess = difflib.get_close_matches(key, absent, 1, 0.75) if isinstance(key, str) else []
+                hint = ""
+                if guess:
+                    self._misspelt.add((path, guess[0]))
+                    hint = f"did you mean {guess[0]}? "
+                self.error(where, f"unknown key ({hint}expected one of: {', '.join(sorted(allowed))})")
         return {k: v for k, v in value.items() if k in allowed}
 
     def string(self, value: object, path: str, default: str = "") -> str:

@@ -45,6 +45,9 @@ class LimitsConfig:
     label_value_length: int = 256
     registered_tasks: int = 20000
     request_body_bytes: int = 65536
+    # Operations discovery keeps at once. With registered_tasks, what the memory limit of the shipped
+    # manifests is sized for (docs/operations.md, measured by `python -m bench --hardening`).
+    discovered_tasks: int = 20000
 
 
 LIMIT_MAXIMA = {
@@ -53,6 +56,7 @@ LIMIT_MAXIMA = {
     "label_value_length": 65536,
     "registered_tasks": 10_000_000,
     "request_body_bytes": 64 * 1024 * 1024,
+    "discovered_tasks": 10_000_000,
 }
 
 

@@ -6,6 +6,9 @@ on `expiring` (renewal ahead of expiry); the chain that picks one is `chain`.
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
 from typing import Protocol
 
 from exporter import __version__
@@ -69,3 +72,37 @@ def key_pair(secret_id: str, secret_key: str, token: str, where: str) -> Credent
 
 def clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+
+
+class NotRegularFile(OSError):
+    """A secret's file that is a FIFO, a device, a socket or a directory: refused, never waited on."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit + 1` bytes of `path` (so a caller can tell a file over its limit), which must be a
+    regular file; symbolic links are followed (Kubernetes mounts secrets through them).
+
+    Opened with O_NONBLOCK and checked with fstat before a byte is read: opening a FIFO for reading
+    otherwise waits for a writer, forever, and reading a device may never end. Raises OSError (its
+    `strerror` says why: NotRegularFile for those)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "a device")
+            raise NotRegularFile(0, f"not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

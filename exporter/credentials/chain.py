@@ -62,6 +62,7 @@ __all__ = [
     "ProfileProvider",
     "StaticProvider",
     "StsProvider",
+    "check_chain",
     "open_provider",
     "refresh_time",
 ]
@@ -100,6 +101,58 @@ class _Sessions:
         owned, self._owned = self._owned, {}
         for session in owned.values():
             await session.close()
+
+
+def check_chain(
+    credentials: CredentialsConfig,
+    env: Mapping[str, str],
+    *,
+    where: str,
+    use_env: bool = True,
+    home: Path | None = None,
+    system_profile: Path | None = SYSTEM_PROFILE,
+) -> None:
+    """What no retry can mend, found from the config and the environment alone: half a key pair (in the
+    section or the environment), or a chain with no source that could ever give keys (no key pair, no
+    profile file named or present, the metadata service disabled, no complete TKE identity). Raises
+    CredentialsError naming every source it looked at, as open_provider() does.
+
+    Nothing here calls the network or reads a file (it only asks whether the default profile files exist):
+    what those give can change without a new config, so the daemon retries an account whose open_provider()
+    fails after this check passes, while failing this check stops the start (exit 2) and the reload;
+    `--check-config` runs the same check.
+    """
+    c = credentials
+    if key_pair(c.secret_id, c.secret_key, c.token, where) is not None:
+        return
+    tried = [f"{where}.secret_id/secret_key (empty or absent)"]
+    env_names = f"environment {ENV_SECRET_ID}/{ENV_SECRET_KEY}"
+    if use_env:
+        pair = (env.get(ENV_SECRET_ID, ""), env.get(ENV_SECRET_KEY, ""), env.get(ENV_TOKEN, ""))
+        if key_pair(*pair, env_names) is not None:
+            return
+        tried.append(f"{env_names} (unset)")
+    else:
+        tried.append(f"{env_names} (only for the default account)")
+    if c.profile or env.get(ENV_CREDENTIALS_FILE):
+        return  # named: it may be mounted after the start; open_provider() says what is wrong with it
+    home_dir = home if home is not None else (Path(env["HOME"]) if env.get("HOME") else None)
+    for path in (home_dir / HOME_PROFILE if home_dir else None, system_profile):
+        if path is not None and path.exists():
+            return
+        if path is not None:
+            tried.append(f"profile file {path} (not found)")
+    if c.cvm_role_enabled:
+        return  # only asking the metadata service tells
+    tried.append(f"CVM role (metadata service disabled by {where}.cvm_role: false)")
+    try:
+        if tke_identity(env) is not None:
+            return
+        tried.append(f"TKE OIDC ({'/'.join(TKE_ENV)} unset)")
+    except CredentialsError as exc:
+        tried.append(f"TKE OIDC ({exc})")
+    after = f" ({where}.role_arn needs base credentials from one of them)" if c.role_arn else ""
+    raise CredentialsError(f"no Tencent Cloud credentials found; tried: {'; '.join(tried)}{after}")
 
 
 async def open_provider(

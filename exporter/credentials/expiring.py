@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from exporter.credentials.base import CredentialsError, clip
+from exporter.credentials.bodies import ACCEPT_ENCODING, AnswerTooLarge, AnswerUnreadable, read_limited
 from exporter.credentials.signing import Credentials
 
 log = logging.getLogger("exporter.credentials")  # one logger for the whole chain, as before the split
@@ -27,6 +28,9 @@ log = logging.getLogger("exporter.credentials")  # one logger for the whole chai
 # of a short one). The API rejects requests whose timestamp is more than 300 s off, so 5 minutes also covers
 # a request signed just before the switch.
 REFRESH_MARGIN = 300.0
+# The most an answer of the metadata service or STS may weigh, as sent and inflated: a role name or a set of
+# temporary keys is well under 4 KiB.
+ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class ExpiringProvider:
         self._failed_at: float | None = None
         self._last_error = ""
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._on_failure: list[Callable[[], None]] = []
         self._closed = False
 
     @property
@@ -77,6 +82,15 @@ class ExpiringProvider:
     @property
     def identity(self) -> str:
         return self._identity
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether keys that have not expired are at hand now."""
+        return self._lease is not None and self._clock() < self._lease.expires_at
+
+    def on_failure(self, callback: Callable[[], None]) -> None:
+        """`callback` is called after each failed renewal (the account's failure counter)."""
+        self._on_failure.append(callback)
 
     async def _fetch(self) -> tuple[Credentials, float]:
         """New keys and their expiry (Unix time); raises CredentialsError with a secret-free message."""
@@ -128,6 +142,8 @@ class ExpiringProvider:
         except CredentialsError as exc:
             self._failed_at = self._clock()
             self._last_error = str(exc)
+            for callback in self._on_failure:
+                callback()
             lease = self._lease
             left = max(0.0, lease.expires_at - self._failed_at) if lease is not None else 0.0
             log.warning(
@@ -183,11 +199,21 @@ async def http(
     what: str,
     **kwargs: Any,
 ) -> tuple[int, bytes]:
+    """The status and body of one request to a credential source; its answer is at most ANSWER_BYTES."""
+    headers = {**kwargs.pop("headers", {}), "Accept-Encoding": ACCEPT_ENCODING}
     try:
         async with session.request(
-            method, url, timeout=aiohttp.ClientTimeout(total=seconds), allow_redirects=False, **kwargs
+            method,
+            url,
+            timeout=aiohttp.ClientTimeout(total=seconds),
+            allow_redirects=False,
+            auto_decompress=False,  # inflated by read_limited, within the limit
+            headers=headers,
+            **kwargs,
         ) as response:
-            return response.status, await response.read()
+            return response.status, await read_limited(response, ANSWER_BYTES)
+    except (AnswerTooLarge, AnswerUnreadable) as exc:
+        raise CredentialsError(clip(f"{what}: {exc}")) from None
     except TimeoutError:
         raise CredentialsError(f"{what}: no answer within {seconds:g}s") from None
     except (aiohttp.ClientError, OSError) as exc:

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.credentials.base import CredentialsError, key_pair
+from exporter.credentials.base import CredentialsError, key_pair, read_regular_file
 from exporter.credentials.signing import Credentials
 
 log = logging.getLogger("exporter.credentials")  # one logger for the whole chain, as before the split
+
+_MAX_PROFILE_BYTES = 64 * 1024  # a profile file holds a few sections of a few keys
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ def read_profile(path: Path, section: str, known: tuple[int, int, int] | None) -
     if signature == known:
         return None
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = read_regular_file(path, _MAX_PROFILE_BYTES)
+        if len(data) > _MAX_PROFILE_BYTES:
+            raise CredentialsError(f"profile file {path}: larger than {_MAX_PROFILE_BYTES // 1024} KiB")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CredentialsError(f"profile file {path}: not UTF-8 text") from None
     except OSError as exc:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from exporter.credentials.base import CredentialProvider, CredentialsError, clip
+from exporter.credentials.base import CredentialProvider, CredentialsError, clip, read_regular_file
 from exporter.credentials.expiring import ExpiringProvider, http, json_object, temporary_keys
 from exporter.credentials.signing import CONTENT_TYPE, Credentials, sign_headers
 
@@ -232,8 +232,7 @@ def read_token(path: Path) -> str:
     """The web identity token in `path`, without surrounding whitespace. Runs in a worker thread."""
     what = f"web identity token file {path} ({TKE_TOKEN_FILE})"
     try:
-        with path.open("rb") as file:
-            data = file.read(_MAX_TOKEN_BYTES + 1)
+        data = read_regular_file(path, _MAX_TOKEN_BYTES)
     except OSError as exc:
         raise CredentialsError(f"{what}: cannot read: {exc.strerror or type(exc).__name__}") from None
     if len(data) > _MAX_TOKEN_BYTES:

@@ -32,7 +32,9 @@ from exporter.config.parser import (
 )
 from exporter.config.sharding import Shard
 from exporter.credentials.accounts import AccountProviders
+from exporter.credentials.base import read_regular_file
 from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.daemon.credentialstate import CredentialsCollector
 from exporter.exposition.metrics import Metrics
 from exporter.exposition.state import TaskStore
 from exporter.polling.client import ApiClient, api_session
@@ -44,6 +46,7 @@ log = logging.getLogger("exporter.daemon")
 
 API_TOKEN_ENV = "TENCENTCLOUD_EXPORTER_API_TOKEN"
 _LOOP_PROBE_INTERVAL = 0.01
+_MAX_API_TOKEN_BYTES = 64 * 1024  # a bearer token is a line of text
 
 
 class ReloadError(Exception):
@@ -66,10 +69,17 @@ class Options:
 def read_api_token(options: Options, env: Mapping[str, str]) -> str | None:
     """The task API's bearer token from its file or the environment; None leaves the API off."""
     if options.api_token_file is not None:
+        path = options.api_token_file
         try:
-            token = options.api_token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ReloadError(f"{options.api_token_file}: cannot read the API token file: {exc}") from None
+            data = read_regular_file(path, _MAX_API_TOKEN_BYTES)
+            token = data.decode("utf-8").strip()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ReloadError(f"{path}: cannot read the API token file: {reason}") from None
+        except UnicodeDecodeError:
+            raise ReloadError(f"{path}: the API token file is not UTF-8 text") from None
+        if len(data) > _MAX_API_TOKEN_BYTES:
+            raise ReloadError(f"{path}: the API token file is larger than {_MAX_API_TOKEN_BYTES // 1024} KiB")
         if not token:
             raise ReloadError(f"{options.api_token_file}: the API token file is empty")
         return token
@@ -96,6 +106,7 @@ class Daemon:
         self.store = TaskStore()
         self._registered: dict[Key, Registration] = {}
         self.metrics = Metrics(self.options.shard)
+        self.metrics.registry.register(CredentialsCollector(self.accounts, lambda: self.config.account_names))
         self.metrics.set_polling(config.polling)
         self.metrics.reloaded(True, time.time())
         self._scheduler: Scheduler | None = None
@@ -143,16 +154,32 @@ class Daemon:
 
     async def _start(self) -> None:
         resources = self._resources
-        # The provider in use when stopping is closed, whichever reload put it there.
+        # The provider in use when stopping is closed, whichever reload put it there (and one given to the
+        # daemon, however early the start fails).
         resources.push_async_callback(self.accounts.close)
-        await self.accounts.open(self.config)
         # Closed after the schedulers stop (callbacks run in reverse), so the last statuses are written.
         resources.push_async_callback(self._close_store)
-        # A corrupt store stops the start (StoreError) rather than being overwritten with nothing.
+        # Credentials no retry can mend stop the start before anything is written (CredentialsError).
+        self.accounts.check(self.config)
+        # A corrupt store stops the start (StoreError) rather than being overwritten with nothing; so does
+        # a store another daemon holds, before any credential source is asked for keys.
         await self.db.open()
+        await self.accounts.open(self.config)
         self._registered = {r.task.key: r for r in self.db.registrations()}
         remembered = {key: (s.status, s.since) for key, s in self.db.statuses().items()}
-        self.store = TaskStore(remembered, self.db.record_status, self._forget_status)
+        operations = {
+            key: (o.in_progress_since, o.duration_observed_at is not None)
+            for key, o in self.db.operations().items()
+        }
+        self.store = TaskStore(
+            remembered,
+            self.db.record_status,
+            self._forget_status,
+            operations=operations,
+            on_operation=self.db.record_operation,
+            on_duration=self.metrics.observe_duration,
+            current_status_only=self.config.metrics.current_status_only,
+        )
         session = api_session()
         resources.push_async_callback(session.close)
         self._client = ApiClient(session, self.config.polling.timeout)
@@ -201,7 +228,18 @@ class Daemon:
 
     @property
     def ready(self) -> bool:
-        return self._scheduler is not None and self._scheduler.running and self.discovery.running
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Whether the daemon is ready (/-/ready: 200 or 503), and a line for each account without keys.
+
+        Ready once polling runs and at least one account has its keys: an account whose credentials fail
+        is named here and on /metrics (tencentcloud_exporter_credentials_available) while the others are
+        polled, and it alone does not take the replica out of service."""
+        running = self._scheduler is not None and self._scheduler.running and self.discovery.running
+        missing = self.accounts.unavailable() if running else {}
+        lines = [f"account {name}: no credentials (retrying): {why}" for name, why in missing.items()]
+        return running and len(missing) < len(self.accounts.current), lines
 
     # ---- the watched set
 
@@ -425,6 +463,7 @@ class Daemon:
         if self._client is not None:
             self._client.set_timeout(config.polling.timeout)
         self.metrics.set_polling(config.polling)
+        self.store.show_current_status_only(config.metrics.current_status_only)
         changed = (config.discovery, config.apis) != (old_config.discovery, old_config.apis)
         if changed or retired:
             await self._restart_discovery(config)

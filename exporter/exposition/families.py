@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.catalogue.products import BY_NAME
+from exporter.catalogue.products import BY_NAME, PHASES, Phase
 from exporter.config.parser import WatchedTask
 
 POLLED = "Values come from background polling of the Tencent Cloud API, not from the scrape."
@@ -43,6 +43,8 @@ class TaskState(Protocol):
     def task(self) -> WatchedTask: ...
     @property
     def status(self) -> str | None: ...
+    @property
+    def phase(self) -> Phase | None: ...
     @property
     def status_since(self) -> float | None: ...
     @property
@@ -95,6 +97,23 @@ def _status(state: TaskState, labels: str) -> str:
     )
 
 
+def _phase(state: TaskState, labels: str) -> str:
+    phase = state.phase
+    if phase is None:
+        return ""  # no series before the first answer (a status, or "no such ID")
+    return "".join(
+        f'tencentcloud_task_phase{{{labels},phase="{p}"}} {1 if p is phase else 0}\n' for p in PHASES
+    )
+
+
+def current_status(state: TaskState, labels: str) -> str:
+    """The status family with `metrics.status_series: current`: only the series at 1 (a third to a ninth of
+    the state set's lines); `tencentcloud_task_status{status="x"} == 1` selects the same tasks either way."""
+    if state.status is None:
+        return ""
+    return f'tencentcloud_task_status{{{labels},status="{escape(state.status)}"}} 1\n'
+
+
 def _timestamp(name: str, value: Callable[[TaskState], float | None]) -> Callable[[TaskState, str], str]:
     def render(state: TaskState, labels: str) -> str:
         seconds = value(state)
@@ -141,6 +160,15 @@ TASK_FAMILIES: tuple[Family, ...] = (
         "gauge",
         f"Current status of the watched task as a state set (1 for the current status). {POLLED}",
         _status,
+    ),
+    Family(
+        "tencentcloud_task_phase",
+        "gauge",
+        "Current phase of the watched task as a state set, the same few for every product: pending "
+        "(accepted, not started), running, succeeded, failed (every other final status), unknown (a null or "
+        "undocumented status), not_found (the API's last answer: no such ID). Each product's statuses map "
+        f"onto them in the catalogue. {POLLED}",
+        _phase,
     ),
     Family(
         _CHANGE,

@@ -20,7 +20,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
 from exporter import __version__, buildinfo
-from exporter.catalogue.products import Product
+from exporter.catalogue.products import Phase, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import PollingConfig
 from exporter.config.sharding import Shard
@@ -32,6 +32,12 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 CHUNK_TASKS = 1000
+# From seconds (a flow that is done by the second poll) to a week (large backups, migrations).
+DURATION_BUCKETS = (
+    *(1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0),
+    *(3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0, 172800.0, 345600.0, 604800.0),
+)
+DURATION_LABELS = ("account", "product", "cloud_region", "task_type", "phase")
 
 
 # Every per-API series: one per token bucket (api_endpoint: host[:port], the unit Tencent counts quotas by).
@@ -127,6 +133,17 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
+        self.task_duration = Histogram(
+            "tencentcloud_task_duration_seconds",
+            "How long finished operations took, observed once per operation when a poll first sees it "
+            "succeeded or failed: the API's end minus start time where the product's status or list API "
+            "gives both, else the time from the first poll that saw it pending or running to the first that "
+            "saw it final (none when first seen final without the API's times). task_type where the product "
+            f"gives one. {POLLED}",
+            DURATION_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.buckets = BucketCollector()
         self.registry.register(self.buckets)
         self.poll_interval = Gauge(
@@ -185,6 +202,12 @@ class Metrics:
             }
         )
         self.discovery = DiscoveryMetrics(self.registry)
+
+    def observe_duration(self, state: TaskState, phase: Phase, seconds: float) -> None:
+        """One finished operation's duration (TaskStore's on_duration)."""
+        task = state.task
+        labels = (task.account, task.product, task.region, state.task_type or "", str(phase))
+        self.task_duration.labels(*labels).observe(seconds)
 
     def lane_opened(self, lane: Lane, bucket: Bucket) -> None:
         """A token bucket in use from now on: its rates are exported, and its request series exist at zero

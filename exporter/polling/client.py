@@ -28,6 +28,7 @@ from exporter.catalogue.products import (
     TaskNotFound,
     api_text,
 )
+from exporter.credentials.bodies import ACCEPT_ENCODING, AnswerTooLarge, AnswerUnreadable, read_limited
 from exporter.credentials.signing import Credentials, sign_headers
 
 # Stable codes for failures that never reached a Tencent Cloud error answer (docs/metrics-and-alerts.md).
@@ -35,12 +36,21 @@ TIMEOUT = "Transport.Timeout"
 CONNECTION_ERROR = "Transport.ConnectionError"
 HTTP_STATUS = "Transport.HTTPStatus"
 INVALID_RESPONSE = "Transport.InvalidResponse"
+# An answer over its size limit (as sent or once inflated): cut off unread, the task polled again later.
+RESPONSE_TOO_LARGE = "Transport.ResponseTooLarge"
 # No request was sent: the credential source (metadata service, STS) could not provide keys.
 CREDENTIALS_UNAVAILABLE = "Exporter.CredentialsUnavailable"
 # A bug or an input nobody foresaw raised inside one poll; counted, logged with its traceback, polled again.
 INTERNAL_ERROR = "Exporter.InternalError"
 
 _MAX_MESSAGE = 300
+
+# The most one answer may weigh, as sent and once inflated (docs/metrics-and-alerts.md). A status answer names
+# one task and weighs a few kilobytes; a list page holds at most 100 items of a few kilobytes each. Both are
+# several times what real answers weigh (the simulator's fullest page fits a quarter: test_answer_limits),
+# and low enough that the 16 pages a sweep may have in flight hold 32 MiB at most.
+STATUS_ANSWER_BYTES = 256 * 1024
+LIST_ANSWER_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,7 @@ class ApiClient:
             region,
             credentials,
             product.payload(task_id),
+            STATUS_ANSWER_BYTES,
         )
         outcome = answer if isinstance(answer, Outcome) else classify(*answer, product)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
@@ -188,7 +199,14 @@ class ApiClient:
             raise ValueError(f"{product.name} has no list API")
         started = time.perf_counter()
         answer = await self._post(
-            product.name, listing.action, listing.version, endpoint, region, credentials, payload
+            product.name,
+            listing.action,
+            listing.version,
+            endpoint,
+            region,
+            credentials,
+            payload,
+            LIST_ANSWER_BYTES,
         )
         if isinstance(answer, Outcome):
             outcome = PageOutcome(answer.code, message=answer.message)
@@ -205,8 +223,10 @@ class ApiClient:
         region: str,
         credentials: Credentials,
         payload: dict[str, Any],
+        limit: int,
     ) -> tuple[int, bytes] | Outcome:
-        """The HTTP status and body of one signed call, or the transport failure as an Outcome."""
+        """The HTTP status and body (at most `limit` bytes, as sent and inflated) of one signed call, or the
+        transport failure as an Outcome."""
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         headers = sign_headers(
             credentials,
@@ -218,11 +238,21 @@ class ApiClient:
             timestamp=int(self._wall_clock()),
             payload=body,
         )
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         try:
             async with self._session.post(
-                endpoint + "/", data=body, headers=headers, timeout=self._timeout, proxy=self._proxy(endpoint)
+                endpoint + "/",
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                proxy=self._proxy(endpoint),
+                auto_decompress=False,  # inflated by read_limited, within the limit
             ) as response:
-                return response.status, await response.read()
+                return response.status, await read_limited(response, limit)
+        except AnswerTooLarge as exc:
+            return Outcome(RESPONSE_TOO_LARGE, message=str(exc)[:_MAX_MESSAGE])
+        except AnswerUnreadable as exc:
+            return Outcome(INVALID_RESPONSE, message=str(exc)[:_MAX_MESSAGE])
         except TimeoutError:
             return Outcome(TIMEOUT, message=f"no answer within {self._timeout.total:g}s")
         except aiohttp.ClientPayloadError as exc:

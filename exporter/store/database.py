@@ -20,6 +20,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,13 @@ from exporter.store.legacy import (
     read_legacy,
     remove_old_temporary_files,
 )
+from exporter.store.lock import StoreLock
 from exporter.store.rows import (
+    OperationTimes,
     Registration,
     StatusSince,
     StoreError,
+    check_operation,
     check_registration,
     check_status,
     ident,
@@ -44,7 +48,16 @@ from exporter.store.rows import (
 from exporter.store.schema import SCHEMA_VERSION, prepare
 
 # The store's whole surface, rows and errors included, so callers import from one place.
-__all__ = ["SCHEMA_VERSION", "SQLITE_HEADER", "Registration", "StatusSince", "Store", "StoreError"]
+__all__ = [
+    "OBSERVED_KEPT",
+    "SCHEMA_VERSION",
+    "SQLITE_HEADER",
+    "OperationTimes",
+    "Registration",
+    "StatusSince",
+    "Store",
+    "StoreError",
+]
 
 log = logging.getLogger("exporter.store")
 
@@ -57,6 +70,14 @@ _PUT = (
 _DELETE = "DELETE FROM registrations WHERE product = ? AND region = ? AND task_id = ?"
 _RECORD = "INSERT OR REPLACE INTO statuses VALUES (?, ?, ?, ?, ?)"
 _FORGET = "DELETE FROM statuses WHERE product = ? AND region = ? AND task_id = ?"
+_RECORD_OPERATION = "INSERT OR REPLACE INTO operations VALUES (?, ?, ?, ?, ?)"
+# An operation whose duration was observed stays (a list API may show it again after its task was forgotten,
+# or after a restart): only pruned once older than any list API looks back.
+_FORGET_OPERATION = (
+    "DELETE FROM operations WHERE product = ? AND region = ? AND task_id = ? AND duration_observed_at IS NULL"
+)
+_PRUNE_OPERATIONS = "DELETE FROM operations WHERE duration_observed_at < ?"
+OBSERVED_KEPT = 200 * 86400.0  # seconds: beyond the longest list API lookback (180 days)
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,7 @@ class Store:
         self._accepting = False
         self._registrations: list[Registration] = []
         self._statuses: dict[Key, StatusSince] = {}
+        self._operations: dict[Key, OperationTimes] = {}
 
     async def open(self) -> None:
         """Creates the directory and the file, migrates a v1 JSON state file and loads every row; raises
@@ -125,6 +147,22 @@ class Store:
         """Each task's status and when it was first seen, as loaded by open()."""
         self._check(opened=True)
         return dict(self._statuses)
+
+    def operations(self) -> dict[Key, OperationTimes]:
+        """Each operation's first in-progress poll and duration observation, as loaded by open()."""
+        self._check(opened=True)
+        return dict(self._operations)
+
+    def record_operation(self, key: Key, in_progress_since: float | None, observed_at: float | None) -> None:
+        """Remembers an operation's first in-progress poll and when its duration was observed; written
+        with the next batch (not awaited). A value the store could not load again is logged and dropped."""
+        self._check()
+        where = f"{self.name}: operation {ident(*key)}"
+        problems = check_operation(where, key, in_progress_since, observed_at)
+        if problems:
+            log.warning("operation not stored", extra={"fields": {"error": "; ".join(problems)}})
+            return
+        self._queue.put(_Request(_Op(_RECORD_OPERATION, ((*key, in_progress_since, observed_at),))))
 
     async def put_registration(self, registration: Registration) -> None:
         """Inserts or replaces the registration of its task's key; committed when this returns."""
@@ -159,11 +197,13 @@ class Store:
         self._queue.put(_Request(_Op(_RECORD, ((*key, status, float(since)),))))
 
     def forget_statuses(self, keys: Collection[Key]) -> None:
-        """Drops the statuses of `keys`; written with the next batch (not awaited)."""
+        """Drops the statuses of `keys`, and their operation times unless a duration was observed (kept so it
+        is never observed twice); written with the next batch (not awaited)."""
         self._check()
         rows = tuple(key for key in keys if all(is_utf8(part) for part in key))
         if rows:
             self._queue.put(_Request(_Op(_FORGET, rows)))
+            self._queue.put(_Request(_Op(_FORGET_OPERATION, rows)))
 
     async def flush(self) -> None:
         """Returns once everything queued so far is committed; StoreError when that write failed."""
@@ -210,9 +250,16 @@ class Store:
     def _run(self) -> None:
         assert self._opened is not None
         self.writer_ident = threading.get_ident()
+        path = self.path
+        lock = StoreLock(path) if path is not None else None
         try:
+            if path is not None and lock is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire()  # before anything reads or migrates the file
             connection = self._connect()
         except Exception as exc:  # whatever the file holds, open() gets an answer naming it, never a hang
+            if lock is not None:
+                lock.release()
             self._settle([self._opened], _open_problem(self.name, exc))
             return
         self._settle([self._opened], None)
@@ -220,6 +267,8 @@ class Store:
             self._serve(connection)
         finally:
             connection.close()
+            if lock is not None:
+                lock.release()  # held until the store is closed: for the daemon, the process's life
 
     def _serve(self, connection: sqlite3.Connection) -> None:
         retry: list[_Op] = []  # from failed batches: written first, in their order
@@ -291,6 +340,7 @@ class Store:
             if path is not None and mode != "wal":
                 log.warning("store not in WAL mode", extra={"fields": {"file": self.name, "mode": mode}})
             prepare(connection, self.name)
+            connection.execute(_PRUNE_OPERATIONS, (time.time() - OBSERVED_KEPT,))
             if (
                 legacy is not None
                 and legacy.exists()
@@ -373,8 +423,20 @@ class Store:
             problems.extend(found)
             if not found:
                 self._statuses[key] = StatusSince(status, float(since))
+        for product, region, task_id, in_progress, observed in connection.execute(
+            "SELECT product, region, task_id, in_progress_since, duration_observed_at FROM operations"
+        ):
+            key = (product, region, task_id)
+            found = check_operation(f"{self.name}: operations row {ident(*key)}", key, in_progress, observed)
+            problems.extend(found)
+            if not found:
+                self._operations[key] = OperationTimes(_real(in_progress), _real(observed))
         if problems:
             raise StoreError("\n".join(problems))
+
+
+def _real(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _resolve(futures: list[asyncio.Future[None]], error: str | None) -> None:

@@ -33,6 +33,25 @@ class StatusSince:
     since: float  # unix time the status was first seen
 
 
+@dataclass(frozen=True)
+class OperationTimes:
+    """What the duration histogram needs kept of one operation across restarts."""
+
+    in_progress_since: float | None  # unix time a poll first saw it pending or running
+    duration_observed_at: float | None  # unix time its duration was observed; None: not yet
+
+
+def check_operation(
+    where: str, key: tuple[object, object, object], in_progress_since: object, observed_at: object
+) -> list[str]:
+    product, region, task_id = key
+    _, problems = check_task(where, product, {"id": task_id, "region": region})
+    for name, value in (("in_progress_since", in_progress_since), ("duration_observed_at", observed_at)):
+        if value is not None and timestamp(value) is None:
+            problems.append(f"{where}: {name}: expected a unix time or null, got {describe(value)}")
+    return problems
+
+
 def check_task(
     where: str,
     product: object,

@@ -14,7 +14,7 @@ from exporter.store.rows import StoreError
 
 log = logging.getLogger("exporter.store")
 
-SCHEMA_VERSION = 3  # PRAGMA user_version
+SCHEMA_VERSION = 4  # PRAGMA user_version
 APPLICATION_ID = 0x54435445  # PRAGMA application_id ("TCTE"): this exporter's file, not another database
 
 
@@ -35,6 +35,15 @@ def _registrations(key: str) -> str:
     )
 
 
+# Version 4: each operation's first in-progress poll and when its duration was observed (NULL: not yet), so
+# the duration histogram counts an operation once, across restarts too. Forgotten with the task's status.
+_OPERATIONS = (
+    "CREATE TABLE operations (product TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
+    " in_progress_since REAL, duration_observed_at REAL,"
+    " PRIMARY KEY (product, region, task_id)) WITHOUT ROWID"
+)
+
+
 # Version 1, before accounts; still read (and migrated) from older files.
 _SCHEMA_V1 = (
     "CREATE TABLE registrations (service TEXT NOT NULL, region TEXT NOT NULL, task_id TEXT NOT NULL,"
@@ -47,13 +56,20 @@ _SCHEMA_V1 = (
 _SCHEMA_V2 = (_registrations("service"), _statuses("service"))
 # Version 3 calls the product key `product`, as the rest of the exporter does (it was `service`). SQLite's
 # RENAME COLUMN rewrites the stored text word for word, so a migrated file has exactly this schema too.
-_SCHEMA = (_registrations("product"), _statuses("product"))
+_SCHEMA_V3 = (_registrations("product"), _statuses("product"))
+_SCHEMA = (*_SCHEMA_V3, _OPERATIONS)
 _MIGRATE_V1 = ("ALTER TABLE registrations ADD COLUMN account TEXT NOT NULL DEFAULT ''",)
 _MIGRATE_V2 = (
     "ALTER TABLE registrations RENAME COLUMN service TO product",
     "ALTER TABLE statuses RENAME COLUMN service TO product",
 )
-_EXPECTED = {0: frozenset[str](), 1: frozenset(_SCHEMA_V1), 2: frozenset(_SCHEMA_V2)}
+_MIGRATE_V3 = (_OPERATIONS,)
+_EXPECTED = {
+    0: frozenset[str](),
+    1: frozenset(_SCHEMA_V1),
+    2: frozenset(_SCHEMA_V2),
+    3: frozenset(_SCHEMA_V3),
+}
 
 
 def prepare(connection: sqlite3.Connection, name: str) -> None:
@@ -75,16 +91,24 @@ def prepare(connection: sqlite3.Connection, name: str) -> None:
     expected = _EXPECTED.get(version, frozenset(_SCHEMA))
     if application not in (0, APPLICATION_ID) or schema != expected:
         raise StoreError(f"{name}: not this exporter's store (unexpected application or tables)")
-    if version in (1, 2):
+    if version in (1, 2, 3):
         # Every step in one transaction: a crash leaves the old version, migrated again at the next start.
         connection.execute("BEGIN IMMEDIATE")
-        for statement in (*(_MIGRATE_V1 if version == 1 else ()), *_MIGRATE_V2):
+        steps = (
+            *(_MIGRATE_V1 if version == 1 else ()),
+            *(_MIGRATE_V2 if version < 3 else ()),
+            *_MIGRATE_V3,
+        )
+        for statement in steps:
             connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
+        fields = {"fields": {"store": name}}
         if version == 1:
-            log.info("store migrated to schema version 2 (accounts)", extra={"fields": {"store": name}})
-        log.info("store migrated to schema version 3 (product columns)", extra={"fields": {"store": name}})
+            log.info("store migrated to schema version 2 (accounts)", extra=fields)
+        if version < 3:
+            log.info("store migrated to schema version 3 (product columns)", extra=fields)
+        log.info("store migrated to schema version 4 (operation durations)", extra=fields)
     if version == 0:
         connection.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:

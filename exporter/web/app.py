@@ -97,9 +97,10 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    if request.app[DAEMON].ready:
-        return web.Response(text="Ready.\n")
-    return web.Response(status=503, text="Not ready.\n")
+    # The first line says which; then one line per account without keys (a degraded, still ready replica).
+    ready, accounts = request.app[DAEMON].readiness()
+    text = "".join(f"{line}\n" for line in ["Ready." if ready else "Not ready.", *accounts])
+    return web.Response(status=200 if ready else 503, text=text)
 
 
 async def landing(request: web.Request) -> web.Response:

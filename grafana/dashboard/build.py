@@ -15,6 +15,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, Panel
 from .api import api_error_ratio_panel, api_errors_panel, latency_panel, quota_panels
 from .common import TITLE, UID
 from .discovery import discovery_panels
+from .durations import duration_panels
 from .health import exporter_panels
 from .overview import attention_table, overview_stats, poll_errors_table
 from .tasks import freshness_panel, operations_table, status_timeline, tasks_table
@@ -58,6 +59,7 @@ def sections() -> list[tuple[str, Sequence[Builder[Panel]]]]:
     return [
         ("Overview", [*overview_stats(), attention_table(), poll_errors_table()]),
         ("Tasks", [tasks_table(), operations_table(), status_timeline()]),
+        ("Operation durations", duration_panels()),
         ("Quota use per account and endpoint", quota_panels()),
         ("Tencent Cloud API", [api_errors_panel(), api_error_ratio_panel(), latency_panel()]),
         ("Data freshness", [freshness_panel()]),

@@ -1,6 +1,6 @@
-"""What every part of the dashboard shares: its identity, the data source, each product's status sets
-(from the exporter's catalogue), the label selectors every query filters on, the status codes and colours
-the timeline draws, and the builders of one Prometheus query and of thresholds.
+"""What every part of the dashboard shares: its identity, the data source, the label selectors every query
+filters on, the phases (from the exporter's catalogue) with the codes and colours the timeline and tables
+draw, and the builders of one Prometheus query and of thresholds.
 """
 
 from __future__ import annotations
@@ -17,19 +17,13 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from exporter.catalogue.products import PRODUCTS
+from exporter.catalogue.products import PHASES, Phase
 
 UID = "tencentcloud-task-exporter"
 TITLE = "Tencent Cloud database tasks"
 JOB_NAME = "tencentcloud-task-exporter"
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-
-# Each product's status sets, from the catalogue: they differ (CDB's paused is not final, MongoDB's is a
-# failure), so a query selects per group of products that share a set.
-FINAL = {s.name: s.final_statuses for s in PRODUCTS}
-FAILED = {s.name: s.failure_statuses for s in PRODUCTS}
-SUCCEEDED = {s.name: s.final_statuses - s.failure_statuses for s in PRODUCTS}
 
 # Label selectors shared by the queries.
 JOB = 'job=~"$job"'
@@ -43,28 +37,21 @@ API = "account, product, action"
 BUCKET = "account, product, action, api_endpoint"
 SWEEP = "account, product, cloud_region"
 
-# Status -> (number drawn by the state timeline, colour). The timeline needs one number per task, so the
-# state set is folded into a code; anything not listed (a status the exporter has not seen before) is 10.
-STATUS_CODES: dict[str, tuple[int, str]] = {
-    "initial": (1, "light-blue"),
-    "running": (2, "blue"),
-    "paused": (3, "yellow"),
-    "success": (4, "green"),
-    "failed": (5, "red"),
-    "killed": (6, "dark-red"),
-    "removed": (7, "gray"),
-    "undefined": (8, "orange"),
-    "unknown": (9, "orange"),
-    # The other products' spellings share the codes of the same meaning.
-    "preparing": (1, "light-blue"),
-    "waitswitch": (3, "yellow"),
-    "pause": (3, "yellow"),
-    "succeed": (4, "green"),
-    "fail": (5, "red"),
-    "error": (5, "red"),
-    "undoed": (6, "dark-red"),
+# Phase -> (number drawn by the state timeline, colour): the same for every product, whatever its status
+# words. The timeline needs one number per task, so the phase state set is folded into a code.
+PHASE_COLOURS: dict[Phase, str] = {
+    Phase.PENDING: "light-blue",
+    Phase.RUNNING: "blue",
+    Phase.SUCCEEDED: "green",
+    Phase.FAILED: "red",
+    Phase.UNKNOWN: "orange",
+    Phase.NOT_FOUND: "purple",
 }
-OTHER_STATUS = (10, "purple")
+PHASE_CODES: dict[Phase, tuple[int, str]] = {
+    phase: (code, PHASE_COLOURS[phase]) for code, phase in enumerate(PHASES, start=1)
+}
+FINAL = (Phase.SUCCEEDED, Phase.FAILED)
+IN_PROGRESS = (Phase.PENDING, Phase.RUNNING)
 
 
 def prom_query(
@@ -87,20 +74,17 @@ def thresholds(*steps: tuple[float | None, str]) -> ThresholdsConfig:
     )
 
 
-def status_text_mappings() -> list[ValueMapping]:
+def phase_text_mappings() -> list[ValueMapping]:
     options = {
-        name: ValueMappingResult(color=color, index=index)
-        for index, (name, (_, color)) in enumerate(STATUS_CODES.items())
+        str(phase): ValueMappingResult(color=color, index=index)
+        for index, (phase, (_, color)) in enumerate(PHASE_CODES.items())
     }
     return [ValueMap(options=options)]
 
 
-def status_code_mappings() -> list[ValueMapping]:
+def phase_code_mappings() -> list[ValueMapping]:
     options = {
-        str(code): ValueMappingResult(text=name, color=color, index=index)
-        for index, (name, (code, color)) in enumerate(STATUS_CODES.items())
+        str(code): ValueMappingResult(text=str(phase), color=color, index=index)
+        for index, (phase, (code, color)) in enumerate(PHASE_CODES.items())
     }
-    options[str(OTHER_STATUS[0])] = ValueMappingResult(
-        text="other", color=OTHER_STATUS[1], index=len(STATUS_CODES)
-    )
     return [ValueMap(options=options)]

@@ -1,5 +1,6 @@
-"""The "Overview" row: counts of watched, running, succeeded, failed, stuck and stale tasks, whether the
-exporter is up, and the tables of tasks that need a look and of tasks whose polls fail.
+"""The "Overview" row: counts of watched tasks and of tasks per phase (pending or running, succeeded,
+failed, not found), stuck and stale tasks, whether the exporter is up, and the tables of tasks that need a
+look and of tasks whose polls fail.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from grafana_foundation_sdk.builders import stat, table
 from grafana_foundation_sdk.builders.common import TableSortByFieldState
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue, ValueMap, ValueMappingResult
 
-from .common import FAILED, FINAL, JOB, KEY, SUCCEEDED, SVC, TASK
+from exporter.catalogue.products import Phase
+
+from .common import IN_PROGRESS, JOB, KEY, PHASE_COLOURS, SVC, TASK
 from .panels import TASK_COLUMNS, WHOLE, stat_panel, table_panel, unit_override
-from .queries import attention_query, count_or_zero, stale_tasks, status_is, stuck_tasks
+from .queries import attention_query, count_or_zero, phase_count, stale_tasks, stuck_tasks
 
 
 def overview_stats() -> list[stat.Panel]:
@@ -23,6 +26,7 @@ def overview_stats() -> list[stat.Panel]:
             "Whether Prometheus can scrape the exporter (the lowest `up` of the selected jobs).",
             f"min(up{{{JOB}}})",
             [(None, "red"), (1, "green")],
+            span=2,
         )
         .mappings(
             [
@@ -42,19 +46,32 @@ def overview_stats() -> list[stat.Panel]:
             "Tasks the exporter is configured to watch.",
             f"sum(tencentcloud_exporter_watched_tasks{{{SVC}}}) or vector(0)",
             [(None, "blue")],
+            span=2,
         ),
         stat_panel(
-            "Running",
-            "Tasks in a status that is not final (running, initial, paused, unknown...).",
-            count_or_zero(status_is(FINAL, negate=True)),
+            "Pending / running",
+            "Tasks in the pending or running phase: accepted, not finished, whatever the product calls it.",
+            phase_count(IN_PROGRESS),
             [(None, "blue")],
         ),
-        stat_panel("Succeeded", "Tasks that finished successfully.", count_or_zero(status_is(SUCCEEDED)), ok),
         stat_panel(
-            "Failed / killed",
-            "Tasks that ended as failed or killed. See the table below for which ones.",
-            count_or_zero(status_is(FAILED)),
+            "Succeeded",
+            "Tasks in the succeeded phase: their product's success status.",
+            phase_count((Phase.SUCCEEDED,)),
+            ok,
+        ),
+        stat_panel(
+            "Failed",
+            "Tasks in the failed phase: any final status but the success (failed, killed, error, fail, "
+            "MongoDB's paused...). See the table below for which ones.",
+            phase_count((Phase.FAILED,)),
             bad_when_any,
+        ),
+        stat_panel(
+            "Not found / unknown",
+            "Tasks the API says do not exist (not_found), or whose status is null or undocumented (unknown).",
+            phase_count((Phase.NOT_FOUND, Phase.UNKNOWN)),
+            warn_when_any,
         ),
         stat_panel(
             "Stuck",
@@ -67,6 +84,7 @@ def overview_stats() -> list[stat.Panel]:
             "Unfinished tasks whose last successful poll is older than the 'Stale after' variable.",
             count_or_zero(stale_tasks()),
             warn_when_any,
+            span=2,
         ),
         stat_panel(
             "Tasks with poll errors",
@@ -82,8 +100,9 @@ def attention_table() -> table.Panel:
     return (
         table_panel(
             "Failed, stuck and stale tasks",
-            "Tasks that need a look: failed or killed (for = time since the exporter saw it fail), stuck "
-            "(unfinished for longer than 'Stuck after') and stale (no successful poll for 'Stale after').",
+            "Tasks that need a look: failed (for = time since the exporter saw it fail), stuck (pending or "
+            "running for longer than 'Stuck after'), stale (no successful poll for 'Stale after') and not "
+            "found (the API says the ID does not exist; for = time since the last successful poll).",
             [attention_query()],
             ["problem", *TASK_COLUMNS, "status", ("Value", "for")],
         )
@@ -97,9 +116,12 @@ def attention_table() -> table.Panel:
                     value=[
                         ValueMap(
                             options={
-                                "failed": ValueMappingResult(color="red", index=0),
+                                "failed": ValueMappingResult(color=PHASE_COLOURS[Phase.FAILED], index=0),
                                 "stuck": ValueMappingResult(color="orange", index=1),
                                 "stale": ValueMappingResult(color="yellow", index=2),
+                                "not found": ValueMappingResult(
+                                    color=PHASE_COLOURS[Phase.NOT_FOUND], index=3
+                                ),
                             }
                         )
                     ],
@@ -107,7 +129,7 @@ def attention_table() -> table.Panel:
             ],
         )
         .sort_by([TableSortByFieldState().display_name("problem")])
-        .no_value("Nothing failed, stuck or stale")
+        .no_value("Nothing failed, stuck, stale or not found")
         .span(14)
         .height(8)
     )

@@ -18,10 +18,12 @@ from grafana_foundation_sdk.models.common import (
 )
 from grafana_foundation_sdk.models.dashboard import DataTransformerConfig, DynamicConfigValue
 
-from .common import DATASOURCE, prom_query, status_text_mappings, thresholds
+from .common import DATASOURCE, phase_text_mappings, prom_query, thresholds
 
 
-def stat_panel(title: str, description: str, expr: str, steps: list[tuple[float | None, str]]) -> stat.Panel:
+def stat_panel(
+    title: str, description: str, expr: str, steps: list[tuple[float | None, str]], span: int = 3
+) -> stat.Panel:
     return (
         stat.Panel()
         .title(title)
@@ -34,7 +36,7 @@ def stat_panel(title: str, description: str, expr: str, steps: list[tuple[float 
         .text_mode(BigValueTextMode.VALUE)
         .thresholds(thresholds(*steps))
         .unit("none")
-        .span(3)
+        .span(span)
         .height(4)
     )
 
@@ -76,9 +78,9 @@ def unit_override(unit: str) -> list[DynamicConfigValue]:
 
 
 WHOLE = [DynamicConfigValue(id_val="decimals", value=0)]
-STATUS_CELLS = [
+PHASE_CELLS = [
     DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-    DynamicConfigValue(id_val="mappings", value=status_text_mappings()),
+    DynamicConfigValue(id_val="mappings", value=phase_text_mappings()),
 ]
 DASHED = [
     DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),

@@ -1,31 +1,44 @@
-"""The PromQL of the panels: task states (failed, stuck, stale), API rates and utilisation per token bucket,
-latency quantiles, discovery sweeps, operations per instance. Every query filters on the dashboard's
-variables through the selectors of `common`.
+"""The PromQL of the panels: task phases (failed, stuck, stale), API rates and utilisation per token bucket,
+latency and operation duration quantiles, discovery sweeps, operations per instance. Every query filters on
+the dashboard's variables through the selectors of `common`; tasks are told apart by phase, the same for
+every product, never by a product's status words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
-from .common import API, BUCKET, FAILED, FINAL, KEY, OTHER_STATUS, STATUS_CODES, SVC, SWEEP, TASK
+from exporter.catalogue.products import Phase
+
+from .common import API, BUCKET, FINAL, IN_PROGRESS, KEY, PHASE_CODES, SVC, SWEEP, TASK
 
 
-def status_is(statuses: Mapping[str, frozenset[str]], negate: bool = False) -> str:
-    """Tasks whose current status is (or, negated, is not) in their product's set of ``statuses``; value 1."""
-    groups: dict[frozenset[str], list[str]] = {}
-    for product, chosen in statuses.items():
-        groups.setdefault(chosen, []).append(product)
-    op = "!~" if negate else "=~"
-    selectors = []
-    for chosen, products in groups.items():
-        match = f'product=~"{"|".join(products)}", status{op}"{"|".join(sorted(chosen))}"'
-        selectors.append(f"tencentcloud_task_status{{{TASK}, {match}}} == 1")
-    return f"max by ({KEY}, status) (\n    " + "\n  or\n    ".join(selectors) + "\n)"
+def _phases(phases: Sequence[Phase]) -> str:
+    return "|".join(str(p) for p in phases)
+
+
+def phase_is(phases: Sequence[Phase]) -> str:
+    """Tasks whose current phase is one of ``phases``, with their product's own status word; value 1."""
+    return (
+        f"max by ({KEY}, status) (\n    tencentcloud_task_status{{{TASK}}} == 1\n"
+        f"    and on ({KEY})\n"
+        f'    tencentcloud_task_phase{{{TASK}, phase=~"{_phases(phases)}"}} == 1\n)'
+    )
+
+
+def phase_count(phases: Sequence[Phase]) -> str:
+    """How many tasks are in one of ``phases``."""
+    return f'count(tencentcloud_task_phase{{{TASK}, phase=~"{_phases(phases)}"}} == 1) or vector(0)'
 
 
 def current_status() -> str:
     """Every task's current status; value 1."""
     return f"max by ({KEY}, status) (tencentcloud_task_status{{{TASK}}} == 1)"
+
+
+def current_phase() -> str:
+    """Every task's current phase; value 1."""
+    return f"max by ({KEY}, phase) (tencentcloud_task_phase{{{TASK}}} == 1)"
 
 
 def seconds_in_status() -> str:
@@ -37,18 +50,32 @@ def seconds_since_poll() -> str:
 
 
 def stuck_tasks() -> str:
-    """Unfinished tasks that have been in their status longer than ``$stuck_after``; value in seconds."""
-    return f"({seconds_in_status()} > $stuck_after) * on ({KEY}) group_left (status) {status_is(FINAL, True)}"
+    """Pending or running tasks that have been in their status longer than ``$stuck_after``; value in
+    seconds."""
+    return f"({seconds_in_status()} > $stuck_after) * on ({KEY}) group_left (status) {phase_is(IN_PROGRESS)}"
 
 
 def stale_tasks() -> str:
-    """Unfinished tasks without a successful poll for ``$stale_after``; value in seconds."""
-    return f"({seconds_since_poll()} > $stale_after) unless on ({KEY}) {status_is(FINAL)}"
+    """Unfinished tasks without a successful poll for ``$stale_after``; value in seconds. Not those the API
+    says do not exist: they are listed as not found."""
+    final = _phases((*FINAL, Phase.NOT_FOUND))
+    return (
+        f"({seconds_since_poll()} > $stale_after) unless on ({KEY}) "
+        f'(tencentcloud_task_phase{{{TASK}, phase=~"{final}"}} == 1)'
+    )
 
 
 def failed_tasks() -> str:
-    """Failed or killed tasks, with the time since they were seen failing."""
-    return f"({seconds_in_status()}) * on ({KEY}) group_left (status) {status_is(FAILED)}"
+    """Tasks in the failed phase, with the time since they were seen failing."""
+    return f"({seconds_in_status()}) * on ({KEY}) group_left (status) {phase_is((Phase.FAILED,))}"
+
+
+def not_found_tasks() -> str:
+    """Tasks the API says do not exist, with the time since the last successful poll (if any)."""
+    return (
+        f"({seconds_since_poll()}) * on ({KEY}) group_left ()"
+        f' (max by ({KEY}) (tencentcloud_task_phase{{{TASK}, phase="not_found"}}) == 1)'
+    )
 
 
 def count_or_zero(expr: str) -> str:
@@ -60,16 +87,16 @@ def attention_query() -> str:
         f'label_replace({failed_tasks()}, "problem", "failed", "", "")',
         f'label_replace({stuck_tasks()}, "problem", "stuck", "", "")',
         f'label_replace({stale_tasks()}, "problem", "stale", "", "")',
+        f'label_replace({not_found_tasks()}, "problem", "not found", "", "")',
     ]
     return "\n  or\n".join(parts)
 
 
 def timeline_query() -> str:
     parts = [
-        f'(tencentcloud_task_status{{{TASK}, status="{name}"}} == 1) * {code}'
-        for name, (code, _) in STATUS_CODES.items()
+        f'(tencentcloud_task_phase{{{TASK}, phase="{phase}"}} == 1) * {code}'
+        for phase, (code, _) in PHASE_CODES.items()
     ]
-    parts.append(f"(tencentcloud_task_status{{{TASK}}} == 1) * {OTHER_STATUS[0]}")
     return f"max by ({KEY}) (\n    " + "\n  or\n    ".join(parts) + "\n)"
 
 
@@ -131,13 +158,28 @@ def discovery_sweeps() -> str:
 
 
 def operations_by_instance() -> str:
-    """How many operations each (instance, task type) has in each status.
+    """How many operations each (instance, task type) has in each phase.
 
-    tencentcloud_task_info holds the instance and type, tencentcloud_task_status the status; both are reduced
+    tencentcloud_task_info holds the instance and type, tencentcloud_task_phase the phase; both are reduced
     to one series per task first (user labels and the info text vary per task and would split the count).
     """
     info = f'max by ({KEY}, instance_id, task_type) (tencentcloud_task_info{{{TASK}, source=~"$source"}})'
     return (
-        f"count by (account, product, cloud_region, instance_id, task_type, status) (\n  {info}\n"
-        f"  * on ({KEY}) group_left (status)\n  {current_status()}\n)"
+        f"count by (account, product, cloud_region, instance_id, task_type, phase) (\n  {info}\n"
+        f"  * on ({KEY}) group_left (phase)\n  {current_phase()}\n)"
     )
+
+
+DURATION_BUCKETS = "tencentcloud_task_duration_seconds_bucket"
+
+
+def duration_quantile(q: float) -> str:
+    """The ``q`` quantile of finished operations' durations per product, type and phase, over the range."""
+    buckets = f"increase({DURATION_BUCKETS}{{{TASK}}}[$__range])"
+    return f"histogram_quantile({q}, sum by (product, task_type, phase, le) ({buckets}))"
+
+
+def durations_observed() -> str:
+    """How many operations finished per product, type and phase in the time range."""
+    counted = f"increase(tencentcloud_task_duration_seconds_count{{{TASK}}}[$__range])"
+    return f"sum by (product, task_type, phase) ({counted}) > 0"

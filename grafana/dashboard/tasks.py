@@ -13,9 +13,10 @@ from grafana_foundation_sdk.builders.common import (
 from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, VisibilityMode
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
-from .common import DATASOURCE, KEY, TASK, prom_query, status_code_mappings, thresholds
-from .panels import STATUS_CELLS, TASK_COLUMNS, WHOLE, table_panel, timeseries_panel, unit_override
+from .common import DATASOURCE, KEY, TASK, phase_code_mappings, prom_query, thresholds
+from .panels import PHASE_CELLS, TASK_COLUMNS, WHOLE, table_panel, timeseries_panel, unit_override
 from .queries import (
+    current_phase,
     current_status,
     operations_by_instance,
     seconds_in_status,
@@ -28,32 +29,34 @@ def tasks_table() -> table.Panel:
     return (
         table_panel(
             "All tasks",
-            "Every watched task: its account, current status, how long it has been in it (since the exporter "
-            "first saw it), the age of the last successful poll, the Info text, user labels and failed polls "
-            "in the time range.",
+            "Every watched task: its account, phase (the same for every product) and current status (the "
+            "product's own word), how long it has been in it (since the exporter first saw it), the age of "
+            "the last successful poll, the Info text, user labels and failed polls in the time range.",
             [
                 current_status(),
                 seconds_in_status(),
                 seconds_since_poll(),
                 f"max without (job, instance) (tencentcloud_task_info{{{TASK}}})",
                 f"sum by ({KEY}) (increase(tencentcloud_task_errors_total{{{TASK}}}[$__range]))",
+                current_phase(),
             ],
             [
                 *TASK_COLUMNS,
+                "phase",
                 "status",
                 ("Value #B", "in status for"),
                 ("Value #C", "last poll (ago)"),
                 "info",
                 ("Value #E", "failed polls"),
             ],
-            hidden=["Value #A", "Value #D"],
+            hidden=["Value #A", "Value #D", "Value #F"],
         )
-        .override_by_name("status", STATUS_CELLS)
+        .override_by_name("phase", PHASE_CELLS)
         .override_by_name("in status for", unit_override("dtdurations"))
         .override_by_name("last poll (ago)", unit_override("dtdurations"))
         .override_by_name("failed polls", WHOLE)
         .override_by_name("info", [DynamicConfigValue(id_val="custom.width", value=320)])
-        .sort_by([TableSortByFieldState().display_name("status")])
+        .sort_by([TableSortByFieldState().display_name("phase")])
         .span(24)
         .height(10)
     )
@@ -63,7 +66,7 @@ def operations_table() -> table.Panel:
     return (
         table_panel(
             "Operations by instance and type",
-            "How many watched operations each instance has, per task type and current status. The 'Source' "
+            "How many watched operations each instance has, per task type and current phase. The 'Source' "
             "variable narrows it to tasks from the configuration (config), named through the API (api) or "
             "found by discovery (discovered). An empty instance or type: the product's status API does not "
             "give it and discovery has not seen the task.",
@@ -74,11 +77,11 @@ def operations_table() -> table.Panel:
                 "cloud_region",
                 "instance_id",
                 "task_type",
-                "status",
+                "phase",
                 ("Value", "operations"),
             ],
         )
-        .override_by_name("status", STATUS_CELLS)
+        .override_by_name("phase", PHASE_CELLS)
         .override_by_name("operations", WHOLE)
         .sort_by([TableSortByFieldState().display_name("operations").desc(True)])
         .no_value("No watched operations")
@@ -90,13 +93,16 @@ def operations_table() -> table.Panel:
 def status_timeline() -> statetimeline.Panel:
     return (
         statetimeline.Panel()
-        .title("Task status over time")
-        .description("Each task's status as polled. Gaps mean the task had no status (not yet polled).")
+        .title("Task phase over time")
+        .description(
+            "Each task's phase as polled, the same colours for every product. Gaps mean the task had no "
+            "answer yet (not yet polled)."
+        )
         .datasource(DATASOURCE)
         .with_target(
             prom_query(timeline_query(), "A", "{{account}} {{product}} {{cloud_region}} {{task_id}}")
         )
-        .mappings(status_code_mappings())
+        .mappings(phase_code_mappings())
         .thresholds(thresholds((None, "text")))
         .show_value(VisibilityMode.AUTO)
         .merge_values(True)
