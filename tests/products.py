@@ -15,10 +15,18 @@ from typing import Any, Final
 
 from tencentcloud.cdb.v20170320 import cdb_client
 from tencentcloud.cdb.v20170320 import models as cdb_models
+from tencentcloud.ckafka.v20190819 import ckafka_client
+from tencentcloud.ckafka.v20190819 import models as ckafka_models
+from tencentcloud.clb.v20180317 import clb_client
+from tencentcloud.clb.v20180317 import models as clb_models
 from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
 from tencentcloud.dcdb.v20180411 import models as dcdb_models
+from tencentcloud.dts.v20211206 import dts_client
+from tencentcloud.dts.v20211206 import models as dts_models
+from tencentcloud.keewidb.v20220308 import keewidb_client
+from tencentcloud.keewidb.v20220308 import models as keewidb_models
 from tencentcloud.mariadb.v20170312 import mariadb_client
 from tencentcloud.mariadb.v20170312 import models as mariadb_models
 from tencentcloud.mongodb.v20190725 import models as mongodb_models
@@ -29,6 +37,10 @@ from tencentcloud.redis.v20180412 import models as redis_models
 from tencentcloud.redis.v20180412 import redis_client
 from tencentcloud.sqlserver.v20180328 import models as sqlserver_models
 from tencentcloud.sqlserver.v20180328 import sqlserver_client
+from tencentcloud.tdmysql.v20211122 import models as tdmysql_models
+from tencentcloud.tdmysql.v20211122 import tdmysql_client
+from tencentcloud.vpc.v20170312 import models as vpc_models
+from tencentcloud.vpc.v20170312 import vpc_client
 
 Status = int | str | None
 
@@ -83,10 +95,13 @@ class Facts:
     instance_prefix: str  # how the product's instance IDs begin
     listing: ListSdk | None = None  # its account-wide list action, if it has one
     in_task_set: bool = False  # the answer holds the task in a TaskSet instead of at the top
+    status_in: str = ""  # the answer field holding Status (CKafka's Result); "": the answer itself
     id_pattern: str = ""  # what its real IDs look like (a regular expression), where the tests check it
 
 
 _FLOW_FIELDS: Final = frozenset({"Status"})
+# A RequestId, as every API answers it (the SDKs' examples): a lower-case UUID.
+REQUEST_ID_PATTERN: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def _flow(
@@ -220,6 +235,84 @@ FACTS: Final[Mapping[str, Facts]] = {
         ),
         in_task_set=True,
     ),
+    # Redis's task service under another name: the same response model, statuses and list.
+    "keewidb": Facts(
+        Sdk(keewidb_client.KeewidbClient, keewidb_models, "DescribeTaskInfo", "TaskId", True),
+        "ResourceNotFound",
+        frozenset({"Status", "StartTime", "TaskType", "InstanceId", "TaskMessage"}),
+        "running",
+        "succeed",
+        ("preparing", "running", "succeed"),
+        "running",
+        "succeed",
+        "kee-",
+        ListSdk("DescribeTaskList", "Tasks", ("BeginTime", "EndTime"), 50, 20, offset_multiple_of_limit=True),
+    ),
+    # A FlowId, and a Status that is a word: running, success, paused, failed.
+    "tdmysql": Facts(
+        Sdk(tdmysql_client.TdmysqlClient, tdmysql_models, "DescribeFlow", "FlowId", True),
+        "InvalidParameter",
+        frozenset({"Status"}),
+        "running",
+        "success",
+        ("running", "paused", "failed"),
+        "running",
+        "success",
+        "tdsql3-",
+    ),
+    # The flow's Status and Output are inside Result.
+    "ckafka": Facts(
+        Sdk(ckafka_client.CkafkaClient, ckafka_models, "DescribeTaskStatus", "FlowId", True),
+        "InvalidParameter",
+        frozenset({"Result"}),
+        2,
+        0,
+        (2, 2, 1),
+        "running",
+        "success",
+        "ckafka-",
+        status_in="Result",
+    ),
+    # A request-ID task: its TaskId is the RequestId of the call that started it.
+    "clb": Facts(
+        Sdk(clb_client.ClbClient, clb_models, "DescribeTaskStatus", "TaskId", False),
+        "InvalidParameter",
+        frozenset({"Status", "LoadBalancerIds", "Message"}),
+        2,
+        0,
+        (2, 2, 1),
+        "running",
+        "success",
+        "lb-",
+        id_pattern=REQUEST_ID_PATTERN,
+    ),
+    # A request-ID task whose Status is a word in capitals.
+    "vpc": Facts(
+        Sdk(vpc_client.VpcClient, vpc_models, "DescribeVpcTaskResult", "TaskId", False),
+        "ResourceNotFound",
+        frozenset({"Status", "Output", "Result"}),
+        "RUNNING",
+        "SUCCESS",
+        ("RUNNING", "RUNNING", "FAILED"),
+        "running",
+        "success",
+        "eni-",
+        id_pattern=REQUEST_ID_PATTERN,
+    ),
+    # Migration jobs: the status words are camel-cased (checkPass, manualPaused).
+    "dts": Facts(
+        Sdk(dts_client.DtsClient, dts_models, "DescribeMigrationDetail", "JobId", False),
+        "ResourceNotFound.JobNotExist",
+        frozenset(
+            {"JobId", "JobName", "Status", "BriefMsg", "CreateTime", "UpdateTime", "StartTime", "EndTime"}
+        ),
+        "running",
+        "success",
+        ("checking", "checkPass", "running"),
+        "running",
+        "success",
+        "dts-",
+    ),
 }
 
 # The same facts by table, for the test modules that read one kind at a time.
@@ -227,3 +320,12 @@ SDKS: Final = {name: facts.sdk for name, facts in FACTS.items()}
 LIST_SDKS: Final = {name: facts.listing for name, facts in FACTS.items() if facts.listing is not None}
 NOT_FOUND: Final = {name: facts.not_found for name, facts in FACTS.items() if facts.not_found is not None}
 RUNNING: Final = {name: facts.running for name, facts in FACTS.items()}
+
+
+def sdk_status(product: str, response: Any) -> Any:
+    """The Status of an SDK answer, wherever the product keeps it (PostgreSQL's TaskSet item, CKafka's
+    Result)."""
+    facts = FACTS[product]
+    if facts.in_task_set:
+        return response.TaskSet[0].Status
+    return getattr(response, facts.status_in).Status if facts.status_in else response.Status

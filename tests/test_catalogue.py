@@ -16,9 +16,13 @@ import yaml
 from exporter.catalogue.products import (
     BY_NAME,
     CDB,
+    CKAFKA,
+    CLB,
     CYNOSDB,
     DCDB,
+    DTS,
     FINAL_PHASES,
+    KEEWIDB,
     MARIADB,
     MONGODB,
     NOT_FOUND,
@@ -27,7 +31,9 @@ from exporter.catalogue.products import (
     PRODUCTS,
     REDIS,
     SQLSERVER,
+    TDMYSQL,
     UNKNOWN,
+    VPC,
     Phase,
     catalogue_table,
     tencent_time,
@@ -83,6 +89,13 @@ def test_every_product_has_config_keys_and_checks_its_ids() -> None:
             "waitswitch",
             False,
         ),
+        (KEEWIDB.name, {"Status": "error", "TaskMessage": "disk full"}, "error", True),
+        (TDMYSQL.name, {"Status": "paused"}, "paused", False),
+        (CKAFKA.name, {"Result": {"Status": 1, "Output": "rebalance failed"}}, "failed", True),
+        (CLB.name, {"Status": 2, "LoadBalancerIds": ["lb-1"], "Message": ""}, "running", False),
+        (VPC.name, {"Status": "FAILED", "Output": "quota", "Result": []}, "failed", True),
+        (DTS.name, {"Status": "checkNotPass", "BriefMsg": "no binlog"}, "checknotpass", True),
+        (DTS.name, {"Status": "manualPaused"}, "manualpaused", False),
     ],
 )
 def test_each_products_answer_becomes_a_status(
@@ -161,6 +174,31 @@ def test_postgres_unknown_id_is_not_found_and_odd_task_sets_are_invalid() -> Non
         assert classify(200, answer(POSTGRES.name, odd), BY_NAME[POSTGRES.name]).code == INVALID_RESPONSE
 
 
+def test_a_status_held_one_level_down_is_read_there() -> None:
+    product = BY_NAME[CKAFKA.name]
+    done = classify(200, answer(CKAFKA.name, {"Result": {"Status": 0, "Output": "ok"}}), product)
+    assert done.observation is not None
+    assert (done.observation.status, done.observation.info) == ("success", "ok")
+    null = classify(200, answer(CKAFKA.name, {"Result": {"Status": None}}), product)
+    assert null.observation is not None
+    assert null.observation.status == "unknown"
+    for odd in ({}, {"Result": None}, {"Result": [0]}, {"Status": 0}, {"Result": {"Status": "0"}}):
+        assert classify(200, answer(CKAFKA.name, odd), product).code == INVALID_RESPONSE
+
+
+def test_a_request_id_tasks_resources_and_message_are_read() -> None:
+    body = {"Status": 1, "LoadBalancerIds": ["lb-9", "lb-8"], "Message": "listener conflict"}
+    failed = classify(200, answer(CLB.name, body), BY_NAME[CLB.name])
+    assert failed.observation is not None
+    assert (failed.observation.status, failed.observation.instance_id, failed.observation.info) == (
+        "failed",
+        "lb-9",
+        "listener conflict",
+    )
+    assert BY_NAME[CLB.name].id_kind.request_id
+    assert BY_NAME[CLB.name].id_kind.canonical("55c85074-3e7f-4c6d-864f-673660d4f8de") is not None
+
+
 def test_alerts_read_phases_not_status_words() -> None:
     """Every task alert reads the phase: no rule spells a product's status word (a new product's statuses
     need no alert edit), and TencentCloudTaskFailed selects exactly the failed phase."""
@@ -208,6 +246,14 @@ def test_every_status_of_every_product_has_exactly_one_phase() -> None:
         (POSTGRES.name, "waitswitch", Phase.RUNNING),
         (POSTGRES.name, "fail", Phase.FAILED),
         (MARIADB.name, "success", Phase.SUCCEEDED),
+        (KEEWIDB.name, "preparing", Phase.PENDING),
+        (TDMYSQL.name, "paused", Phase.RUNNING),  # waits for someone to resume it: not final
+        (CKAFKA.name, "failed", Phase.FAILED),
+        (VPC.name, "success", Phase.SUCCEEDED),
+        (DTS.name, "created", Phase.PENDING),
+        (DTS.name, "checkpass", Phase.RUNNING),  # waiting to be started
+        (DTS.name, "manualpaused", Phase.RUNNING),
+        (DTS.name, "checknotpass", Phase.FAILED),  # final: waits for a fix and a new check
     ],
 )
 def test_each_products_own_words_map_to_the_shared_phase(product: str, status: str, phase: Phase) -> None:

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.catalogue.products import CDB, CYNOSDB, DCDB, MARIADB, MONGODB, POSTGRES, REDIS, SQLSERVER
+from exporter.catalogue.products import (
+    CDB,
+    CYNOSDB,
+    DCDB,
+    MARIADB,
+    MONGODB,
+    POSTGRES,
+    PRODUCTS,
+    REDIS,
+    SQLSERVER,
+)
 from exporter.config.parser import ConfigError, parse_config
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
 from tests.helpers import ENV, DaemonProcess, Samples, wait_for
@@ -229,13 +239,9 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
     # Present and valid: `watch` may be empty, and the defaults are every product with a list API.
     config = parse_config({"discovery": {"regions": ["ap-shanghai"]}}, "config.yaml", env={})
     assert config.discovery is not None
-    assert config.discovery.products == (
-        MARIADB.name,
-        CDB.name,
-        DCDB.name,
-        CYNOSDB.name,
-        REDIS.name,
-        POSTGRES.name,
+    assert config.discovery.products == tuple(p.name for p in PRODUCTS if p.listing is not None)
+    assert {MARIADB.name, CDB.name, DCDB.name, CYNOSDB.name, REDIS.name, POSTGRES.name} <= set(
+        config.discovery.products
     )
     assert (config.discovery.interval, config.discovery.lookback, config.discovery.retention) == (
         60.0,

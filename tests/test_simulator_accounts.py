@@ -28,7 +28,7 @@ from exporter.simulator import Phase, SimTask, Simulator, SimulatorThread, task_
 from exporter.simulator.cli import credentials_arg, load_accounts
 from exporter.simulator.cli import main as cli_main
 from tests.helpers import FakeClock
-from tests.products import FACTS, LIST_SDKS, RUNNING
+from tests.products import LIST_SDKS, RUNNING, sdk_status
 from tests.simulator_listing import LIST_PRODUCTS, START, key, listed
 from tests.simulator_listing import task as list_task
 from tests.simulator_sdk import (
@@ -88,7 +88,7 @@ def outcome(client: Any, product: str, task_id: str) -> tuple[Any, ...]:
 
 def status_of(client: Any, product: str, task_id: str) -> object:
     response = sdk_call(client, product, task_id)
-    return response.TaskSet[0].Status if FACTS[product].in_task_set else response.Status
+    return sdk_status(product, response)
 
 
 def account(thread: SimulatorThread, who: Credentials, product: str, action: str) -> dict[str, Any]:

@@ -110,14 +110,12 @@ def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
     for product in LIST_PRODUCTS:
         assert sdk_list_items(sdk_client(product, thread.url), product) == (0, [])
     stats = thread.stats()
+    # MariaDB and CDB keep the bare action as their key; every other product's is `product:Action`.
+    bare = {MARIADB.name, CDB.name}
     assert set(stats["actions"]) == {
-        "DescribeTasks",  # cdb keeps the bare action, as MariaDB does
-        "DescribeDBInstances",
-        "dcdb:DescribeDCDBInstances",
-        "redis:DescribeTaskList",
-        "cynosdb:DescribeTasks",
-        "postgres:DescribeTasks",
+        LIST_SDKS[p].action if p in bare else f"{p}:{LIST_SDKS[p].action}" for p in LIST_PRODUCTS
     }
+    assert {"DescribeTasks", "DescribeDBInstances", "cynosdb:DescribeTasks"} <= set(stats["actions"])
     for product in LIST_PRODUCTS:
         assert stats["services"][product][LIST_SDKS[product].action]["accepted"] == 1
 

@@ -50,7 +50,7 @@ from exporter.simulator.demo import (
     demo_unlisted_operations,
     demo_watch,
 )
-from tests.products import FACTS, NOT_FOUND
+from tests.products import FACTS, NOT_FOUND, sdk_status
 from tests.simulator_sdk import (
     KEY,
     SDKS,
@@ -79,8 +79,8 @@ def start(clock: FakeClock) -> Iterator[Callable[..., SimulatorThread]]:
 
 
 def status_of(product: str, response: Any) -> Any:
-    """The Status of an SDK answer; PostgreSQL's is in the TaskSet item."""
-    return response.TaskSet[0].Status if FACTS[product].in_task_set else response.Status
+    """The Status of an SDK answer, wherever the product keeps it."""
+    return sdk_status(product, response)
 
 
 def china_time(unix_time: float) -> str:

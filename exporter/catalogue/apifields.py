@@ -51,6 +51,9 @@ class IdKind:
 
     integer: bool
     expected: str  # for messages: "expected <this>, got ..."
+    # The ID is the RequestId that the call starting the task answered (CLB, VPC): a UUID, which any call
+    # answers, so an ID that never started a task is merely not found.
+    request_id: bool = False
 
     def canonical(self, value: object) -> str | None:
         """The canonical text of an ID (integers without leading zeros), or None when it is not one."""

@@ -326,6 +326,17 @@ CYNOSDB_TASKS = ListApi(
 _POSTGRES_STATUSES: Mapping[object, str] = {
     w: w for w in ("running", "success", "waitswitch", "fail", "pause")
 }
+# KeeWiDB's task list answers like Redis's (the same request and TaskInfoDetail items); 50/s, from its API
+# documentation (cloud.tencent.com/document/api/1520/86201), which gives no lookback limit.
+KEEWIDB_TASKS = ListApi(
+    "DescribeTaskList",
+    "2022-03-08",
+    50.0,
+    "Tasks",
+    _task_list("TaskId", "TaskType", "InstanceId", "StartTime", "EndTime", "Progress"),
+    window=("BeginTime", "EndTime"),
+    answer_shape="task_list",
+)
 # The status action itself, listing by start time: the two share one quota (see ListApi users).
 POSTGRES_TASKS = ListApi(
     "DescribeTasks",

@@ -20,51 +20,36 @@ from exporter.catalogue import listapis
 from exporter.catalogue.apifields import (
     INFO_MAX_LENGTH,
     NOT_FOUND,
-    STATUS_MAX_LENGTH,
     UNKNOWN,
     IdKind,
     InvalidResponse,
     Observation,
     TaskNotFound,
     api_text,
-    percent_ratio,
     tencent_time,
-    text_field,
 )
 from exporter.catalogue.listapis import ListApi
+from exporter.catalogue.parsers import fields as _fields
+from exporter.catalogue.parsers import flow as _flow
+from exporter.catalogue.parsers import held as _held
+from exporter.catalogue.parsers import parse_flow, parse_task_set
 from exporter.catalogue.phases import FINAL_PHASES, IN_PROGRESS_PHASES, PHASES, STATUS_PHASES, Phase
+from exporter.catalogue.shapes import (
+    FLOW_ANSWER,
+    MIGRATION_DETAIL_ANSWER,
+    RESULT_FLOW_ANSWER,
+    STATUS_ANSWER,
+    STATUS_INFO_ANSWER,
+    STATUS_TIMES_ANSWER,
+    TASK_INFO_ANSWER,
+    TASK_RESULT_ANSWER,
+    TASK_SET_ANSWER,
+    TASK_STATUS_ANSWER,
+    AnswerShape,
+)
 
 # Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
 _THROTTLING = ("RequestLimitExceeded",)
-
-
-@dataclass(frozen=True)
-class AnswerShape:
-    """What a status answer is made of, by name. The simulator answers each named shape its own way
-    (`exporter.simulator.answers`), so a new product that answers like an existing one names that shape here
-    and needs no simulator change; only a new shape needs its answer written there. The shapes:
-
-    - `flow`: an integer Status alone, 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C);
-    - `status_info`: a string Status and Info (CDB);
-    - `status_times`: a string Status, StartTime and EndTime (MongoDB);
-    - `task_info`: a string Status, StartTime, TaskType, InstanceId and TaskMessage (Redis);
-    - `task_set`: a TaskSet holding the one task asked for, empty when there is none (PostgreSQL).
-    """
-
-    name: str
-    # The status words and the integers the API answers for them; empty: Status is a word.
-    status_codes: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def integer_status(self) -> bool:
-        return bool(self.status_codes)
-
-
-FLOW_ANSWER = AnswerShape("flow", (("success", 0), ("failed", 1), ("running", 2)))
-STATUS_INFO_ANSWER = AnswerShape("status_info")
-STATUS_TIMES_ANSWER = AnswerShape("status_times")
-TASK_INFO_ANSWER = AnswerShape("task_info")
-TASK_SET_ANSWER = AnswerShape("task_set")
 
 
 @dataclass(frozen=True)
@@ -90,6 +75,7 @@ class Product:
     extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
+    unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
 
     def __post_init__(self) -> None:
         words = [status for status, _ in self.phases]
@@ -160,72 +146,13 @@ class Product:
         return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
 
 
-def _require_status(response: Mapping[str, Any]) -> object:
-    if "Status" not in response:
-        raise InvalidResponse("Response.Status is missing")
-    return response["Status"]
-
-
-_FLOW_STATUS = {code: word for word, code in FLOW_ANSWER.status_codes}
-
-
-def _parse_flow(response: Mapping[str, Any]) -> Observation:
-    """`Status` as an integer: 0 success, 1 failed, 2 running (MariaDB, TDSQL, SQL Server, TDSQL-C)."""
-    raw = _require_status(response)
-    if raw is None:
-        return Observation(UNKNOWN)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise InvalidResponse(f"Response.Status is not an integer: {raw!r}"[:200])
-    return Observation(_FLOW_STATUS.get(raw, f"status_{raw}"[:STATUS_MAX_LENGTH]))
-
-
-def _fields(
-    info: str = "",
-    start: str = "",
-    end: str = "",
-    task_type: str = "",
-    instance: str = "",
-    progress: str = "",
-) -> Callable[[Mapping[str, Any]], Observation]:
-    """A parser of a string `Status` (lower-cased; null is `unknown`) and the named extra fields."""
-
-    def parse(answer: Mapping[str, Any]) -> Observation:
-        raw = _require_status(answer)
-        if raw is not None and not isinstance(raw, str):
-            raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
-        status = api_text(raw.strip().lower(), STATUS_MAX_LENGTH) if raw else ""
-        ratio = percent_ratio(answer.get(progress)) if progress else None
-        return Observation(
-            status or UNKNOWN,
-            info=text_field(answer.get(info), INFO_MAX_LENGTH) if info else None,
-            start_time=tencent_time(answer.get(start)) if start else None,
-            end_time=tencent_time(answer.get(end)) if end else None,
-            task_type=text_field(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
-            instance_id=text_field(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
-            progress=ratio,
-        )
-
-    return parse
-
-
-_postgres_task = _fields(
-    task_type="TaskType", instance="DBInstanceId", start="StartTime", end="EndTime", progress="Progress"
-)
-
-
-def _parse_task_set(response: Mapping[str, Any]) -> Observation:
-    """PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing."""
-    tasks = response.get("TaskSet")
-    if tasks is None or tasks == []:
-        raise TaskNotFound("TaskSet is empty")
-    if not isinstance(tasks, list) or not isinstance(tasks[0], dict):
-        raise InvalidResponse("Response.TaskSet is not a list of tasks")
-    return _postgres_task(tasks[0])
-
-
 FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
 TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
 ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
+# A request-ID task: its ID is the RequestId of the call that started it (CLB, VPC).
+REQUEST_ID = IdKind(
+    integer=False, expected="the RequestId of the call that started the task", request_id=True
+)
 _FLOW_PHASES = {"success": Phase.SUCCEEDED, "failed": Phase.FAILED, "running": Phase.RUNNING}
 _FLOW_STATUSES = tuple((word, _FLOW_PHASES[word]) for word, _ in FLOW_ANSWER.status_codes)
 
@@ -250,7 +177,7 @@ def _flow_product(
         default_endpoint=f"https://{name}.tencentcloudapi.com",
         default_rate_limit=20.0,
         phases=_FLOW_STATUSES,
-        parse=_parse_flow,
+        parse=parse_flow,
         not_found_codes=not_found,
         answer_shape=FLOW_ANSWER,
         throttling_codes=(*_THROTTLING, *throttling),
@@ -388,7 +315,7 @@ POSTGRES = Product(
         ("pause", Phase.RUNNING),
         (UNKNOWN, Phase.UNKNOWN),
     ),
-    parse=_parse_task_set,
+    parse=parse_task_set,
     not_found_codes=(NOT_FOUND,),
     answer_shape=TASK_SET_ANSWER,
     throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
@@ -396,7 +323,196 @@ POSTGRES = Product(
     listing=listapis.POSTGRES_TASKS,
 )
 
-PRODUCTS: tuple[Product, ...] = (MARIADB, CDB, DCDB, SQLSERVER, CYNOSDB, MONGODB, REDIS, POSTGRES)
+# KeeWiDB answers like Redis: the same fields and statuses (succeed is the success; failed and error are
+# failures; those three are final). Quota 20/s
+# (cloud.tencent.com/document/api/1520/86202). No task-not-found code is documented: the SDK's error list
+# for the action (tencentcloud-sdk-go keewidb/v20220308 client.go) is Redis's, word for word
+# (FailedOperation.SystemError, InvalidParameter.InvalidParameter, InvalidParameter.PermissionDenied), and
+# the Terraform provider never polls it; an unknown ID is taken to answer as Redis's does.
+KEEWIDB = Product(
+    name="keewidb",
+    title="KeeWiDB",
+    action="DescribeTaskInfo",
+    version="2022-03-08",
+    id_param="TaskId",
+    id_kind=TASK_ID,
+    watch_key="keewidb_tasks",
+    default_endpoint="https://keewidb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # Redis's: preparing accepted, not started yet (pending).
+    phases=REDIS.phases,
+    parse=_fields(info="TaskMessage", start="StartTime", task_type="TaskType", instance="InstanceId"),
+    not_found_codes=("ResourceNotFound",),
+    answer_shape=TASK_INFO_ANSWER,
+    extra_fields=("StartTime", "TaskType", "InstanceId", "TaskMessage"),
+    listing=listapis.KEEWIDB_TASKS,
+)
+# The request carries one parameter, the ID, already checked to be a positive integer (or a well-formed
+# string): a parameter error can only mean the API does not know that ID. Used where the product documents
+# no task-not-found code and its error list for the action has no better one.
+_GENERIC_NOT_FOUND = ("InvalidParameter",)
+# TDSQL Boundless: a FlowId like MariaDB's, but the Status is a word (SDK: "running: in progress; success;
+# paused; failed"). Quota 20/s (tencentcloud.com/document/api/1292/78260). Its errorcodes.py has no flow
+# code (ResourceNotFound.* name instances and products), there is no per-action error list (neither the Go
+# SDK's client nor the Terraform provider has the product), so an unknown ID counts as not found through
+# its generic InvalidParameter.
+TDMYSQL = Product(
+    name="tdmysql",
+    title="TDSQL Boundless",
+    action="DescribeFlow",
+    version="2021-11-22",
+    id_param="FlowId",
+    id_kind=FLOW_ID,
+    watch_key="tdmysql_flows",
+    default_endpoint="https://tdmysql.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # paused: stopped, waiting for someone to resume it (not final, as PostgreSQL's pause); no status means
+    # "accepted, not started".
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("paused", Phase.RUNNING),
+        ("failed", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_fields(),
+    not_found_codes=_GENERIC_NOT_FOUND,
+    answer_shape=STATUS_ANSWER,
+    unlisted_why="none examined",
+)
+# CKafka: a FlowId whose flow Status (0 success, 1 failed, 2 running) and Output are inside Result. Quota
+# 20/s (cloud.tencent.com/document/api/597/90934). Its error list for the action (Go SDK's ckafka/v20190819
+# client.go) has no flow code (InvalidParameterValue.InstanceNotExist names an instance), and the Terraform
+# provider passes any error on; the list's InvalidParameter is the one that can be about the ID.
+CKAFKA = Product(
+    name="ckafka",
+    title="CKafka",
+    action="DescribeTaskStatus",
+    version="2019-08-19",
+    id_param="FlowId",
+    id_kind=FLOW_ID,
+    watch_key="ckafka_flows",
+    default_endpoint="https://ckafka.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # As every flow's (success succeeded, failed failed, running running); none means "not started".
+    phases=_FLOW_STATUSES,
+    parse=_held("Result", _flow(info="Output")),
+    not_found_codes=_GENERIC_NOT_FOUND,
+    answer_shape=RESULT_FLOW_ANSWER,
+    extra_fields=("Result.Output",),
+    unlisted_why="none examined",
+)
+# A request-ID task is listed nowhere but in the audit trail (CloudAudit's DescribeEvents), not swept yet.
+_REQUEST_ID_UNLISTED = "none: only the audit trail lists RequestIds (not swept)"
+# CLB: a request-ID task; an integer Status as a flow's, the load balancers it concerns and a Message
+# ("the reason of a failure"). Quota 20/s (tencentcloud.com/document/api/214/33823). Its error list for the
+# action (Go SDK's clb/v20180317 client.go) is FailedOperation, InternalError, InvalidParameter and
+# InvalidParameter.RegionNotFound; the Terraform provider (services/clb waitForTaskFinish) stops at any
+# error. InvalidParameter is the one that can be about the ID.
+CLB = Product(
+    name="clb",
+    title="CLB",
+    action="DescribeTaskStatus",
+    version="2018-03-17",
+    id_param="TaskId",
+    id_kind=REQUEST_ID,
+    watch_key="clb_tasks",
+    default_endpoint="https://clb.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # As every flow's (success succeeded, failed failed, running running); none means "not started".
+    phases=_FLOW_STATUSES,
+    parse=_flow(info="Message", instances="LoadBalancerIds"),
+    not_found_codes=_GENERIC_NOT_FOUND,
+    answer_shape=TASK_STATUS_ANSWER,
+    extra_fields=("LoadBalancerIds", "Message"),
+    unlisted_why=_REQUEST_ID_UNLISTED,
+)
+# VPC: a request-ID task (the mutating calls' documentation says to poll their RequestId; the Terraform
+# provider's VPN resources pass an integer TaskId as a string too, which the string ID accepts). Status is
+# SUCCESS, FAILED or RUNNING (exported lower-cased) beside Output and, for batch operations, a Result list.
+# Quota 20/s (cloud.tencent.com/document/api/215/59037). Its error list for the action (Go SDK's
+# vpc/v20170312 client.go) holds ResourceNotFound ("the resource does not exist"); the Terraform provider
+# (services/vpc DescribeVpcTaskResult) retries any error.
+VPC = Product(
+    name="vpc",
+    title="VPC",
+    action="DescribeVpcTaskResult",
+    version="2017-03-12",
+    id_param="TaskId",
+    id_kind=REQUEST_ID,
+    watch_key="vpc_tasks",
+    default_endpoint="https://vpc.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # success succeeded, failed failed; none means "accepted, not started", so there is no pending word.
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_fields(info="Output"),
+    not_found_codes=("ResourceNotFound",),
+    answer_shape=TASK_RESULT_ANSWER,
+    extra_fields=("Output",),
+    unlisted_why=_REQUEST_ID_UNLISTED,
+)
+# DTS data migration jobs, watched by JobId (dts-...) through DescribeMigrationDetail. Quota 20/s
+# (cloud.tencent.com/document/api/571/82085). Its errorcodes.py has ResourceNotFound.JobNotExist ("the
+# migration job does not exist"); the action's error list (Go SDK's dts/v20211206 client.go) has
+# ResourceNotFound.ResourceNotFoundError.
+DTS = Product(
+    name="dts",
+    title="DTS migration",
+    action="DescribeMigrationDetail",
+    version="2021-12-06",
+    id_param="JobId",
+    id_kind=IdKind(integer=False, expected="a DTS job ID such as dts-amm1jw5q"),
+    watch_key="dts_migration_jobs",
+    default_endpoint="https://dts.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # Lower-cased as exported. created: accepted, not started (pending). checkpass: the pre-check passed,
+    # waiting to be started (running); checknotpass: it did not, and the job waits for a fix and a new check
+    # (final, failed); manualpaused and pausing: paused by someone, not final (running); readycomplete and
+    # completing: the incremental phase is being ended; success and failed are final.
+    phases=(
+        ("created", Phase.PENDING),
+        ("checking", Phase.RUNNING),
+        ("checkpass", Phase.RUNNING),
+        ("checknotpass", Phase.FAILED),
+        ("readyrun", Phase.RUNNING),
+        ("running", Phase.RUNNING),
+        ("readycomplete", Phase.RUNNING),
+        ("completing", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("stopping", Phase.RUNNING),
+        ("pausing", Phase.RUNNING),
+        ("manualpaused", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_fields(info="BriefMsg", start="StartTime", end="EndTime"),
+    not_found_codes=("ResourceNotFound.JobNotExist", "ResourceNotFound.ResourceNotFoundError"),
+    answer_shape=MIGRATION_DETAIL_ANSWER,
+    extra_fields=("BriefMsg", "StartTime", "EndTime"),
+    unlisted_why="none yet (DescribeMigrationJobs: not covered)",
+)
+
+PRODUCTS: tuple[Product, ...] = (
+    MARIADB,
+    CDB,
+    DCDB,
+    SQLSERVER,
+    CYNOSDB,
+    MONGODB,
+    REDIS,
+    POSTGRES,
+    KEEWIDB,
+    TDMYSQL,
+    CKAFKA,
+    CLB,
+    VPC,
+    DTS,
+)
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
     "BY_NAME",
@@ -434,6 +550,8 @@ def catalogue_table() -> str:
     ]
     for s in PRODUCTS:
         kind = "integer" if s.id_kind.integer else "string"
+        if s.id_kind.request_id:
+            kind = "string: the RequestId of the call that started it"
         rows.append(
             f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} "
             f"| {_phases_cell(s)} | {', '.join(s.extra_fields) or '-'} "
@@ -456,6 +574,6 @@ def _phases_cell(product: Product) -> str:
 def _listing_cell(product: Product) -> str:
     listing = product.listing
     if listing is None:
-        return "none without an instance ID"
+        return product.unlisted_why
     note = f"; {listing.note}" if listing.note else ""
     return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"

@@ -1,7 +1,9 @@
 """The answers to a status action, one per answer shape the catalogue names (`AnswerShape`): the fields
 beside `Status`, as the official SDKs' models read them (`flow`: an integer Status; `status_info`: Status
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
-TaskMessage; `task_set`: a TaskSet).
+TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
+and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message; `task_result`: a
+word Status, Output and Result; `migration_detail`: a word Status, JobId, JobName, BriefMsg and times).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -145,9 +147,74 @@ class _TaskSet(Shape):
         return {"TotalCount": 0, "TaskSet": []}
 
 
-# By the catalogue's shape names (`AnswerShape.name`). A flow's Status needs nothing beyond the base.
+class _Held(Shape):
+    """Another shape's fields one level down, inside the product's holder (CKafka's Result)."""
+
+    def __init__(self, inner: Shape) -> None:
+        self.inner = inner
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return self.inner.fields(view)
+
+    def answer(self, view: TaskView, *, with_status: bool = True) -> dict[str, Any]:
+        return {view.product.answer_shape.holder: self.inner.answer(view, with_status=with_status)}
+
+
+class _FlowOutput(Shape):
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        # "Output information" (SDK); the simulator's free text of the phase, empty while it has none.
+        return {"Status": view.phase.status, "Output": view.phase.info or ""}
+
+
+class _TaskStatus(Shape):
+    """CLB's: an integer Status, the load balancers the task concerns and a Message (a failure's reason)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        instance = view.task.instance_id
+        return {
+            "Status": view.phase.status,
+            "LoadBalancerIds": [instance] if instance else [],
+            "Message": view.phase.info or "",
+        }
+
+
+class _TaskResult(Shape):
+    """VPC's: a word Status, Output and Result, the resources of a batch operation (one: the task's)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        instance = view.task.instance_id
+        return {
+            "Status": view.phase.status,
+            "Output": view.phase.info or "",
+            "Result": [{"ResourceId": instance, "Status": view.phase.status}] if instance else [],
+        }
+
+
+class _MigrationDetail(Shape):
+    """DTS's DescribeMigrationDetail, the fields that say where a job is (the SDK ignores those left out)."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        return {
+            "JobId": view.task.task_id,
+            "JobName": view.task.instance_name or "",
+            "Status": view.phase.status,
+            "BriefMsg": view.phase.info or "",
+            "CreateTime": view.start_time,
+            "UpdateTime": tencent_time_text(view.phase_began_at),
+            "StartTime": view.start_time,
+            "EndTime": view.end_time,
+        }
+
+
+# By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
+# need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
     "flow": Shape(),
+    "status": Shape(),
+    "result_flow": _Held(_FlowOutput()),
+    "task_status": _TaskStatus(),
+    "task_result": _TaskResult(),
+    "migration_detail": _MigrationDetail(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),

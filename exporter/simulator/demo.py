@@ -368,6 +368,8 @@ def _generic(product: Product) -> _Story:
         return codes.get(status, status)  # a flow's integer, else the word
 
     def task_id(number: int) -> str:
+        if product.id_kind.request_id:  # a RequestId, as the call that started the task answered it
+            return f"{number:08x}-de30-4000-8000-{700_000 + number:012x}"
         return str(700_000 + number) if product.id_kind.integer else f"demo-{product.name}-{number:04d}"
 
     watched = [
