@@ -1,0 +1,332 @@
+"""The board's data: a snapshot of every watched task as plain rows, and the filtered, sorted pages of it.
+
+A snapshot is built at most once per `SNAPSHOT_SECONDS` however many clients ask (they share the build), and
+incrementally: a task's row is made again only when its state changed (every change renders the task's
+exposition lines anew, so their identity tells), and the build yields to the event loop between chunks so
+polling never waits on it. Each page a query asks for is then cut from the snapshot and kept until the next
+one, so clients reloading the same page get the same bytes for the price of a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from exporter.catalogue.products import BY_NAME
+from exporter.config.parser import Key
+from exporter.exposition.state import TaskState
+from exporter.web.phases import FAILED, NOT_FOUND_PHASE, PENDING, PHASES, RUNNING, UNKNOWN_PHASE, phase_of
+
+SNAPSHOT_SECONDS = 2.0  # how stale a page may be; also what a client hammering it can cost at most
+PAGE_ROWS = 200  # rows per page of /tasks: enough to scroll, small enough to render in a millisecond
+MAX_QUERY_TEXT = 200  # characters of `q` and of each filter value
+STUCK_SECONDS = 3600.0  # an unfinished status unchanged this long "looks stuck" on the landing page
+STUCK_ERRORS = 3  # ... as does one whose last polls failed this many times in a row
+ATTENTION_ROWS = 25  # failed or stuck operations the landing page lists
+_CHUNK = 1000  # tasks looked at between two yields to the event loop
+_CACHED_PAGES = 64
+_FINISHED = frozenset(PHASES) - {PENDING, RUNNING, UNKNOWN_PHASE, NOT_FOUND_PHASE}
+
+
+def iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One task as the board shows it; `json` is its task API object."""
+
+    key: Key
+    phase: str
+    status: str | None
+    account: str
+    task_type: str
+    instance: str
+    started: float | None
+    ended: float | None
+    duration: float | None  # finished with both times known: seconds it took
+    running_since: float | None  # unfinished: since when it has run (start time, else status first seen)
+    since: float | None  # its current status first seen
+    last_poll: float | None
+    consecutive_errors: int
+    text: str  # everything `q` searches, lower-cased
+    json: Mapping[str, object] = field(compare=False)
+    encoded: bytes = field(compare=False, default=b"{}")  # `json` as UTF-8 JSON, encoded once per change
+
+    @property
+    def product(self) -> str:
+        return self.key[0]
+
+    @property
+    def region(self) -> str:
+        return self.key[1]
+
+    @property
+    def task_id(self) -> str:
+        return self.key[2]
+
+    def stuck(self, now: float) -> bool:
+        if self.phase in _FINISHED or self.phase == NOT_FOUND_PHASE:
+            return False
+        unchanged = self.since is not None and now - self.since > STUCK_SECONDS
+        return unchanged or self.consecutive_errors >= STUCK_ERRORS
+
+
+def task_json(state: TaskState) -> dict[str, object]:
+    """A task as the task API (and the board's refreshes) show it."""
+    task = state.task
+    return {
+        **task.as_json(),
+        "source": state.source,
+        "instance_id": state.instance_id,
+        "instance_name": state.instance_name,
+        "task_type": state.task_type,
+        "started": iso(state.start_time),
+        "ended": iso(state.end_time),
+        "status": state.status,
+        "status_since": iso(state.status_since),
+        "last_poll": iso(state.last_attempt),
+        "last_success": iso(state.last_success),
+        "last_error": state.last_error,
+        "info": state.info,
+    }
+
+
+def make_row(state: TaskState) -> Row:
+    task, phase = state.task, phase_of(state)
+    finished = phase in _FINISHED or state.final
+    start, end = state.start_time, state.end_time
+    duration = end - start if finished and start is not None and end is not None and end >= start else None
+    running_since = None if finished else (start if start is not None else state.status_since)
+    instance = state.instance_id or ""
+    if state.instance_name:
+        instance = f"{instance} ({state.instance_name})".strip()
+    data = task_json(state)
+    data.update(
+        phase=phase,
+        duration_seconds=duration,
+        running_since=iso(running_since),
+    )
+    words = [*task.key, task.account, state.status or "", phase, state.task_type or "", instance]
+    words += [state.last_error or "", state.info or "", state.source]
+    words += [f"{k}={v}" for k, v in task.labels]
+    return Row(
+        key=task.key,
+        phase=phase,
+        status=state.status,
+        account=task.account,
+        task_type=state.task_type or "",
+        instance=instance,
+        started=start,
+        ended=end,
+        duration=duration,
+        running_since=running_since,
+        since=state.status_since,
+        last_poll=state.last_attempt,
+        consecutive_errors=state.consecutive_errors,
+        text="\n".join(words).lower(),
+        json=data,
+        encoded=json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"),
+    )
+
+
+# Sortable columns: the query's `sort` value and the key a row sorts by (None last, whichever the order).
+SORTS: Mapping[str, Callable[[Row], object]] = {
+    "product": lambda r: r.product,
+    "account": lambda r: r.account,
+    "region": lambda r: r.region,
+    "id": lambda r: (len(r.task_id), r.task_id),  # integer IDs in numeric order
+    "phase": lambda r: PHASES.index(r.phase),
+    "type": lambda r: r.task_type,
+    "started": lambda r: r.started,
+    "duration": lambda r: r.duration,
+    "changed": lambda r: r.since,
+    "last_poll": lambda r: r.last_poll,
+}
+DEFAULT_SORT = "changed"
+
+
+class BadQuery(ValueError):
+    """A query the board cannot answer; the message says which parameter and why."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a page of the board shows: the filters, the order and the page, all from the address bar."""
+
+    phase: str = ""
+    product: str = ""
+    account: str = ""
+    region: str = ""
+    q: str = ""
+    sort: str = DEFAULT_SORT
+    desc: bool = True
+    page: int = 1
+
+    FILTERS = ("phase", "product", "account", "cloud_region", "q")
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> Query:
+        values = {}
+        for name in cls.FILTERS:
+            value = params.get(name, "").strip()
+            if len(value) > MAX_QUERY_TEXT:
+                raise BadQuery(f"{name}: at most {MAX_QUERY_TEXT} characters")
+            values["region" if name == "cloud_region" else name] = value
+        if values["phase"] and values["phase"] not in PHASES:
+            raise BadQuery(f"phase: expected one of {', '.join(PHASES)}")
+        sort = params.get("sort", DEFAULT_SORT) or DEFAULT_SORT
+        if sort not in SORTS:
+            raise BadQuery(f"sort: expected one of {', '.join(SORTS)}")
+        order = params.get("order", "") or ("desc" if sort in _NEWEST_FIRST else "asc")
+        if order not in ("asc", "desc"):
+            raise BadQuery("order: expected asc or desc")
+        raw_page = params.get("page", "1") or "1"
+        if not (raw_page.isascii() and raw_page.isdigit()) or not 1 <= int(raw_page) <= 1_000_000:
+            raise BadQuery("page: expected a whole number from 1")
+        return cls(sort=sort, desc=order == "desc", page=int(raw_page), **values)
+
+    def matches(self, row: Row) -> bool:
+        return (
+            (not self.phase or row.phase == self.phase)
+            and (not self.product or row.product == self.product)
+            and (not self.account or row.account == self.account)
+            and (not self.region or row.region == self.region)
+            and (not self.q or self.q.lower() in row.text)
+        )
+
+    def params(self, **changes: object) -> dict[str, str]:
+        """The address bar's parameters of this query with `changes`, defaults left out."""
+        values: dict[str, object] = {
+            "phase": self.phase,
+            "product": self.product,
+            "account": self.account,
+            "cloud_region": self.region,
+            "q": self.q,
+            "sort": self.sort,
+            "order": "desc" if self.desc else "asc",
+            "page": self.page,
+        }
+        values.update(changes)
+        default_order = "desc" if values["sort"] in _NEWEST_FIRST else "asc"
+        defaults = {"sort": DEFAULT_SORT, "order": default_order, "page": 1}
+        return {k: str(v) for k, v in values.items() if v not in ("", None) and defaults.get(k) != v}
+
+
+_NEWEST_FIRST = frozenset({"changed", "started", "last_poll", "duration"})
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: tuple[Row, ...]
+    total: int  # rows matching the filters
+    page: int
+    pages: int
+
+
+@dataclass
+class Snapshot:
+    rows: tuple[Row, ...]
+    built: float  # unix time
+    _orders: dict[tuple[str, bool], list[Row]] = field(default_factory=dict)
+
+    def ordered(self, sort: str, desc: bool) -> list[Row]:
+        order = self._orders.get((sort, desc))
+        if order is None:
+            key = SORTS[sort]
+            known = [r for r in self.rows if key(r) is not None]
+            known.sort(key=key, reverse=desc)  # type: ignore[arg-type]
+            order = self._orders[sort, desc] = known + [r for r in self.rows if key(r) is None]
+        return order
+
+    def page(self, query: Query) -> Page:
+        matching = [r for r in self.ordered(query.sort, query.desc) if query.matches(r)]
+        pages = max(1, -(-len(matching) // PAGE_ROWS))
+        page = min(query.page, pages)
+        start = (page - 1) * PAGE_ROWS
+        return Page(tuple(matching[start : start + PAGE_ROWS]), len(matching), page, pages)
+
+    def counts(self) -> dict[str, Counter[str]]:
+        """Tasks by product, then by phase."""
+        counts: dict[str, Counter[str]] = {}
+        for row in self.rows:
+            counts.setdefault(row.product, Counter())[row.phase] += 1
+        return {p: counts[p] for p in BY_NAME if p in counts}
+
+    def attention(self) -> list[Row]:
+        """Failed, not found or stuck operations, newest status change first."""
+        wanted = [r for r in self.rows if r.phase in (FAILED, NOT_FOUND_PHASE) or r.stuck(self.built)]
+        wanted.sort(key=lambda r: r.since or 0.0, reverse=True)  # never seen (not found) last
+        return wanted[:ATTENTION_ROWS]
+
+    def values(self, which: Callable[[Row], str]) -> list[str]:
+        return sorted({which(r) for r in self.rows})
+
+
+class Board:
+    """Snapshots of the tasks `states()` lists, and the pages rendered from them (by `render`)."""
+
+    def __init__(self, states: Callable[[], Iterable[TaskState]], interval: float = SNAPSHOT_SECONDS) -> None:
+        self._states = states
+        self._interval = interval
+        self._rows: dict[Key, tuple[TaskState, tuple[bytes, ...], Row]] = {}
+        self._snapshot: Snapshot | None = None
+        self._fresh_until = 0.0
+        self._building: asyncio.Future[Snapshot] | None = None
+        self._pages: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+
+    def invalidate(self) -> None:
+        """The next request builds a new snapshot (after a registration, so the caller sees it at once)."""
+        self._fresh_until = 0.0
+
+    async def snapshot(self) -> Snapshot:
+        if self._snapshot is not None and time.monotonic() < self._fresh_until:
+            return self._snapshot
+        if self._building is None:
+            self._building = asyncio.ensure_future(self._build())
+        building = self._building
+        try:
+            return await asyncio.shield(building)
+        finally:
+            if building.done() and self._building is building:
+                self._building = None
+
+    async def _build(self) -> Snapshot:
+        started = time.monotonic()
+        states = list(self._states())  # the store may change while this yields; this list does not
+        rows: list[Row] = []
+        cache: dict[Key, tuple[TaskState, tuple[bytes, ...], Row]] = {}
+        for index, state in enumerate(states):
+            if index and index % _CHUNK == 0:
+                await asyncio.sleep(0)  # let polling and other requests run between chunks
+            key = state.task.key
+            known = self._rows.get(key)
+            if known is not None and known[0] is state and known[1] is state.lines:
+                row = known[2]
+            else:
+                row = make_row(state)
+            cache[key] = (state, state.lines, row)
+            rows.append(row)
+        self._rows = cache
+        snapshot = Snapshot(tuple(rows), time.time())
+        self._snapshot, self._pages = snapshot, OrderedDict()
+        self._fresh_until = started + self._interval
+        return snapshot
+
+    async def rendered(self, kind: str, query: Query, render: Callable[[Snapshot, Query], bytes]) -> bytes:
+        """The bytes `render` makes of the current snapshot for `query`, kept for the snapshot's life."""
+        snapshot = await self.snapshot()
+        cache_key = (kind, query)
+        body = self._pages.get(cache_key) if snapshot is self._snapshot else None
+        if body is None:
+            body = render(snapshot, query)
+            if snapshot is self._snapshot:
+                self._pages[cache_key] = body
+                while len(self._pages) > _CACHED_PAGES:
+                    self._pages.popitem(last=False)
+        return body
