@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, Settings, code_state, fmt, machine, smoke, stderr_log, work_directory
+from bench.hardening_pages import pages_rows, pages_storm
 from bench.hardening_registration import kill9, kill9_rows, registration, registration_rows
 from bench.hardening_scrapes import scrape_rows, scrape_storm
 from bench.hardening_stage import QUICK, SMOKE, Row, Sizes, storage_flag
@@ -36,6 +37,7 @@ PARTS = {
     "registration": (registration, registration_rows),
     "scrapes": (scrape_storm, scrape_rows),
     "kill9": (kill9, kill9_rows),
+    "pages": (pages_storm, pages_rows),  # /tasks read by 8 clients at 20,000 tasks (bench/hardening_pages.py)
 }
 
 

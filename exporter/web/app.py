@@ -117,7 +117,19 @@ def _bad_query(exc: BadQuery, as_json: bool) -> web.Response:
     return web.Response(status=400, text=f"400: {exc}\n")
 
 
+async def _wait_turn(request: web.Request, as_json: bool) -> web.Response | None:
+    """None once it is this page's turn (`Board.pace`), else the 503 to answer."""
+    if await request.app[BOARD].pace.turn():
+        return None
+    reason = "too many page requests; try again in a few seconds"
+    response = _json_error(503, reason) if as_json else web.Response(status=503, text=f"503: {reason}\n")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def landing(request: web.Request) -> web.Response:
+    if (busy := await _wait_turn(request, False)) is not None:
+        return busy
     link = _relative(request.app[TELEMETRY_PATH])
     body = await request.app[BOARD].rendered(
         "landing", Query(), lambda snap, _: pages.landing_page(snap, link)
@@ -132,6 +144,8 @@ async def tasks_page(request: web.Request) -> web.Response:
         query = Query.parse(request.query)
     except BadQuery as exc:
         return _bad_query(exc, as_json)
+    if (busy := await _wait_turn(request, as_json)) is not None:
+        return busy
     board = request.app[BOARD]
     if as_json:
         return _page(await board.rendered("json", query, pages.tasks_json), "application/json")
@@ -199,6 +213,8 @@ async def list_tasks(request: web.Request) -> web.Response:
         query = Query.parse(request.query)
     except BadQuery as exc:
         return _json_error(400, str(exc))
+    if (busy := await _wait_turn(request, True)) is not None:
+        return busy
     board = request.app[BOARD]
     if "page" in request.query:
         return _page(await board.rendered("json", query, pages.tasks_json), "application/json")

@@ -16,6 +16,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import Key
@@ -28,7 +29,12 @@ MAX_QUERY_TEXT = 200  # characters of `q` and of each filter value
 STUCK_SECONDS = 3600.0  # an unfinished status unchanged this long "looks stuck" on the landing page
 STUCK_ERRORS = 3  # ... as does one whose last polls failed this many times in a row
 ATTENTION_ROWS = 25  # failed or stuck operations the landing page lists
-_CHUNK = 1000  # tasks looked at between two yields to the event loop
+# Pages served a second, all clients together, and how long a request may wait for its turn: however fast
+# clients ask, answering them costs at most this many renders of the HTTP response a second, and the event
+# loop stays with polling. A person's board refreshes every few seconds: this is dozens of viewers.
+PAGES_PER_SECOND = 25.0
+PAGE_WAIT_SECONDS = 10.0
+_CHUNK = 200  # rows made between two yields to the event loop: a few milliseconds of work
 _CACHED_PAGES = 64
 _FINISHED = frozenset(PHASES) - {PENDING, RUNNING, UNKNOWN_PHASE, NOT_FOUND_PHASE}
 
@@ -37,26 +43,31 @@ def iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # not frozen: a frozen dataclass's __init__ costs twice as much, 20,000 times a snapshot
 class Row:
-    """One task as the board shows it; `json` is its task API object."""
+    """One task as the board shows it, made of references to what its state held (no copies, no formatting:
+    a snapshot of 20,000 tasks allocates little); its text and JSON are made when first asked for. Never
+    changed once made."""
 
     key: Key
     phase: str
     status: str | None
     account: str
-    task_type: str
-    instance: str
+    labels: tuple[tuple[str, str], ...]
+    source: str
+    task_type: str | None
+    instance_id: str | None
+    instance_name: str | None
     started: float | None
     ended: float | None
     duration: float | None  # finished with both times known: seconds it took
     running_since: float | None  # unfinished: since when it has run (start time, else status first seen)
     since: float | None  # its current status first seen
     last_poll: float | None
+    last_success: float | None
+    last_error: str | None
+    info: str | None
     consecutive_errors: int
-    text: str  # everything `q` searches, lower-cased
-    json: Mapping[str, object] = field(compare=False)
-    encoded: bytes = field(compare=False, default=b"{}")  # `json` as UTF-8 JSON, encoded once per change
 
     @property
     def product(self) -> str:
@@ -70,6 +81,52 @@ class Row:
     def task_id(self) -> str:
         return self.key[2]
 
+    @property
+    def instance(self) -> str:
+        if not self.instance_name:
+            return self.instance_id or ""
+        return f"{self.instance_id or ''} ({self.instance_name})".strip()
+
+    @cached_property
+    def text(self) -> str:
+        """Everything `q` searches, lower-cased."""
+        words = [*self.key, self.account, self.status or "", self.phase, self.task_type or "", self.instance]
+        words += [self.last_error or "", self.info or "", self.source]
+        words += [f"{k}={v}" for k, v in self.labels]
+        return "\n".join(words).lower()
+
+    @cached_property
+    def json(self) -> dict[str, object]:
+        """The task as the task API (and the board's refreshes) show it."""
+        product, region, task_id = self.key
+        return {
+            "product": product,
+            "id": task_id,
+            "region": region,
+            "account": self.account,
+            "labels": dict(self.labels),
+            "source": self.source,
+            "instance_id": self.instance_id,
+            "instance_name": self.instance_name,
+            "task_type": self.task_type,
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "status": self.status,
+            "status_since": iso(self.since),
+            "last_poll": iso(self.last_poll),
+            "last_success": iso(self.last_success),
+            "last_error": self.last_error,
+            "info": self.info,
+            "phase": self.phase,
+            "duration_seconds": self.duration,
+            "running_since": iso(self.running_since),
+        }
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """`json` as UTF-8 JSON: made once per change of the task, however often it is served."""
+        return json.dumps(self.json, ensure_ascii=False).encode("utf-8", "replace")
+
     def stuck(self, now: float) -> bool:
         if self.phase in _FINISHED or self.phase == NOT_FOUND_PHASE:
             return False
@@ -77,61 +134,32 @@ class Row:
         return unchanged or self.consecutive_errors >= STUCK_ERRORS
 
 
-def task_json(state: TaskState) -> dict[str, object]:
-    """A task as the task API (and the board's refreshes) show it."""
-    task = state.task
-    return {
-        **task.as_json(),
-        "source": state.source,
-        "instance_id": state.instance_id,
-        "instance_name": state.instance_name,
-        "task_type": state.task_type,
-        "started": iso(state.start_time),
-        "ended": iso(state.end_time),
-        "status": state.status,
-        "status_since": iso(state.status_since),
-        "last_poll": iso(state.last_attempt),
-        "last_success": iso(state.last_success),
-        "last_error": state.last_error,
-        "info": state.info,
-    }
-
-
 def make_row(state: TaskState) -> Row:
-    task, phase = state.task, phase_of(state)
+    phase = phase_of(state)
     finished = phase in _FINISHED or state.final
     start, end = state.start_time, state.end_time
     duration = end - start if finished and start is not None and end is not None and end >= start else None
-    running_since = None if finished else (start if start is not None else state.status_since)
-    instance = state.instance_id or ""
-    if state.instance_name:
-        instance = f"{instance} ({state.instance_name})".strip()
-    data = task_json(state)
-    data.update(
-        phase=phase,
-        duration_seconds=duration,
-        running_since=iso(running_since),
-    )
-    words = [*task.key, task.account, state.status or "", phase, state.task_type or "", instance]
-    words += [state.last_error or "", state.info or "", state.source]
-    words += [f"{k}={v}" for k, v in task.labels]
+    task = state.task
     return Row(
         key=task.key,
         phase=phase,
         status=state.status,
         account=task.account,
-        task_type=state.task_type or "",
-        instance=instance,
+        labels=task.labels,
+        source=state.source,
+        task_type=state.task_type,
+        instance_id=state.instance_id,
+        instance_name=state.instance_name,
         started=start,
         ended=end,
         duration=duration,
-        running_since=running_since,
+        running_since=None if finished else (start if start is not None else state.status_since),
         since=state.status_since,
         last_poll=state.last_attempt,
+        last_success=state.last_success,
+        last_error=state.last_error,
+        info=state.info,
         consecutive_errors=state.consecutive_errors,
-        text="\n".join(words).lower(),
-        json=data,
-        encoded=json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"),
     )
 
 
@@ -142,7 +170,7 @@ SORTS: Mapping[str, Callable[[Row], object]] = {
     "region": lambda r: r.region,
     "id": lambda r: (len(r.task_id), r.task_id),  # integer IDs in numeric order
     "phase": lambda r: PHASES.index(r.phase),
-    "type": lambda r: r.task_type,
+    "type": lambda r: r.task_type or "",
     "started": lambda r: r.started,
     "duration": lambda r: r.duration,
     "changed": lambda r: r.since,
@@ -268,6 +296,25 @@ class Snapshot:
         return sorted({which(r) for r in self.rows})
 
 
+class Pace:
+    """Spaces out the pages served: each takes the next free slot `1/rate` seconds after the last one (with a
+    burst of `rate` slots), waiting for it; None instead when that slot is more than `patience` away."""
+
+    def __init__(self, rate: float = PAGES_PER_SECOND, patience: float = PAGE_WAIT_SECONDS) -> None:
+        self._spacing, self._burst, self._patience = 1.0 / rate, 1.0, patience
+        self._next = 0.0  # monotonic time of the next free slot
+
+    async def turn(self) -> bool:
+        now = time.monotonic()
+        slot = max(self._next, now - self._burst)
+        if slot - now > self._patience:
+            return False
+        self._next = slot + self._spacing
+        if slot > now:
+            await asyncio.sleep(slot - now)
+        return True
+
+
 class Board:
     """Snapshots of the tasks `states()` lists, and the pages rendered from them (by `render`)."""
 
@@ -279,6 +326,7 @@ class Board:
         self._fresh_until = 0.0
         self._building: asyncio.Future[Snapshot] | None = None
         self._pages: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self.pace = Pace()
 
     def invalidate(self) -> None:
         """The next request builds a new snapshot (after a registration, so the caller sees it at once)."""
@@ -324,7 +372,10 @@ class Board:
         cache_key = (kind, query)
         body = self._pages.get(cache_key) if snapshot is self._snapshot else None
         if body is None:
-            body = render(snapshot, query)
+            # In a thread: a render of thousands of rows then holds the event loop for at most the
+            # interpreter's switch interval (5 ms) at a time, not for the whole render. The snapshot is
+            # immutable; its cached orders are computed again at worst.
+            body = await asyncio.to_thread(render, snapshot, query)
             if snapshot is self._snapshot:
                 self._pages[cache_key] = body
                 while len(self._pages) > _CACHED_PAGES:

@@ -97,23 +97,21 @@ def task_row(row: Row, now: float) -> str:
     status = (
         row.status if row.status is not None else ("" if row.phase == NOT_FOUND_PHASE else "not polled yet")
     )
-    data = row.json
     details = []
-    if data.get("last_error"):
-        details.append(f'<span class="error">{esc(data["last_error"])}</span>')
-    if data.get("info"):
-        details.append(f'<span class="info">{esc(data["info"])}</span>')
-    labels = data.get("labels")
-    if isinstance(labels, dict) and labels:
-        details.append(" ".join(f"<code>{esc(k)}={esc(v)}</code>" for k, v in labels.items()))
-    details.append(f'<span class="source">{esc(data.get("source", ""))}</span>')
+    if row.last_error:
+        details.append(f'<span class="error">{esc(row.last_error)}</span>')
+    if row.info:
+        details.append(f'<span class="info">{esc(row.info)}</span>')
+    if row.labels:
+        details.append(" ".join(f"<code>{esc(k)}={esc(v)}</code>" for k, v in row.labels))
+    details.append(f'<span class="source">{esc(row.source)}</span>')
     cells = (
         esc(row.product),
         esc(row.account),
         esc(row.region),
         esc(row.task_id),
         f'<span class="badge">{esc(phase_label(row.phase))}</span> <span class="status">{esc(status)}</span>',
-        f'{esc(row.task_type)} <span class="instance">{esc(row.instance)}</span>',
+        f'{esc(row.task_type or "")} <span class="instance">{esc(row.instance)}</span>',
         esc(clock(row.started)),
         duration_cell(row, now),
         f'{esc(clock(row.since))} <span class="polled">polled {esc(clock(row.last_poll))}</span>'
@@ -248,7 +246,7 @@ def landing_page(snapshot: Snapshot, metrics_link: str) -> bytes:
     for row in snapshot.attention():
         why = "looks stuck" if row.stuck(snapshot.built) else phase_label(row.phase)
         link = _href({"product": row.product, "cloud_region": row.region, "q": row.task_id})
-        error = row.json.get("last_error") or row.json.get("info") or ""
+        error = row.last_error or row.info or ""
         attention.append(
             f'<tr class="phase-{esc(row.phase)}"><td>{esc(row.product)}</td><td>{esc(row.account)}</td>'
             f'<td>{esc(row.region)}</td><td><a href="{link}">{esc(row.task_id)}</a></td>'

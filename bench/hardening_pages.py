@@ -1,0 +1,122 @@
+"""Hardening part: the board under load. Each API's quota utilisation without page readers, then with
+`clients` sessions fetching `/tasks` back to back (issue 19, finding 3: 20,000 tasks, 8 clients), and what
+each fetch cost: latency and bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import workload as wl
+from bench.common import ACTIONS, Settings
+from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_session, ms, pair
+from bench.measure import ProcessSampler, quantile
+
+FULL_TASKS, CLIENTS = 20_000, 8  # the issue's figures
+
+
+def page_tasks(sizes: Sizes) -> int:
+    """20,000 tasks for the full run; a tenth as many a quick run's scrape storm watches, for --quick."""
+    return FULL_TASKS if sizes == Sizes() else min(FULL_TASKS, sizes.scrape_tasks * 10)
+
+
+async def readers(
+    address: str, clients: int, seconds: float, request_s: float, path: str = "/tasks"
+) -> list[tuple[float, int, int]]:
+    """`clients` sessions GET `path` back to back for `seconds`: (seconds, status, bytes) of each fetch."""
+    hits: list[tuple[float, int, int]] = []
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        async with client_session(request_s) as session:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    async with session.get(f"http://{address}{path}") as response:
+                        body, status = await response.read(), response.status
+                except (aiohttp.ClientError, TimeoutError):
+                    body, status = b"", 0
+                hits.append((time.perf_counter() - started, status, len(body)))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return hits
+
+
+def pages_storm(
+    settings: Settings, sizes: Sizes, workdir: Path, flag: str, log: Log, path: str = "/tasks"
+) -> dict[str, Any]:
+    """The part; `path`: what the clients read (another page, or `/-/healthy` as a control)."""
+    size = page_tasks(sizes)
+    work = wl.build(size, (1e6, 1e6 + 1), seed=settings.seed, quotas=settings.quotas)
+    with Stage("pages", workdir, settings, flag) as stage:
+        stage.simulator(work)
+        exporter, address, _ = stage.exporter(work.watch())
+        cpu = ProcessSampler(exporter.pid).start()
+        stage.callback(cpu.stop)
+        time.sleep(sizes.warmup_s)
+        log(f"pages: {work.size} tasks, {sizes.scrape_s:g} s without readers")
+        quiet = (time.time(), time.time() + sizes.scrape_s)
+        time.sleep(sizes.scrape_s)
+        log(f"pages: {sizes.scrape_s:g} s with {CLIENTS} clients fetching /tasks")
+        stage.stats.sample()
+        started = time.time()
+        hits = asyncio.run(readers(address, CLIENTS, sizes.scrape_s, sizes.request_s, path))
+        ended = time.time()
+        stage.stats.sample()
+        cpu.sample()
+        ok = [h for h in hits if h[1] == 200]
+        times = [h[0] for h in ok]
+        out: dict[str, Any] = {
+            "tasks": work.size,
+            "clients": CLIENTS,
+            "path": path,
+            "quiet": {"cpu_per_s": cpu.cpu_per_second(*quiet)},
+            "storm": {
+                "cpu_per_s": cpu.cpu_per_second(started, ended),
+                "seconds": ended - started,
+                "fetches": len(ok),
+                "failed": len(hits) - len(ok),
+                "per_s": len(ok) / (ended - started),
+                "p50_ms": ms(quantile(times, 0.5)),
+                "p99_ms": ms(quantile(times, 0.99)),
+                "page_bytes": max((h[2] for h in ok), default=0),
+            },
+            "exporter_alive": exporter.proc.poll() is None,
+        }
+        for phase, (start, end) in (("quiet", quiet), ("storm", (started, ended))):
+            for product, action in ACTIONS.items():
+                counts = stage.stats.window(action, start, end) or {}
+                rate = counts.get("rate")
+                utilisation = None if rate is None else rate / settings.quotas[product]
+                out[phase][product] = {**counts, "utilisation": utilisation}
+        return out
+
+
+def pages_rows(part: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    tasks, clients = part["tasks"], part["clients"]
+    for product in wl.PRODUCTS:
+        for phase, label in (("quiet", "no readers"), ("storm", f"{clients} clients on /tasks")):
+            use, throttled = part[phase][product].get("utilisation"), part[phase][product].get("throttled")
+            met = None if use is None else use >= TARGETS["utilisation"]
+            rows.append((f"{product} utilisation, {tasks:,} tasks, {label}", use, ">= 0.95", met))
+            rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
+    st = part["storm"]
+    rows.append((f"/tasks fetches/s, {clients} clients", st["per_s"], "", None))
+    rows.append(("  /tasks p50 / p99, ms", pair(st["p50_ms"], st["p99_ms"]), "", None))
+    rows.append(("  /tasks page, bytes", st["page_bytes"], "", None))
+    rows.append(("  failed fetches", st["failed"], "0", st["failed"] == 0))
+    rows.append(
+        (
+            "  exporter CPU s/s, no readers / readers",
+            pair(part["quiet"]["cpu_per_s"], st["cpu_per_s"], 2),
+            "",
+            None,
+        )
+    )
+    return rows
