@@ -20,8 +20,8 @@ thead th{background:#eceff3;border-bottom:2px solid #b8bec7}
 #tasks{table-layout:fixed}#tasks td{overflow-wrap:anywhere}
 #tasks thead th{position:sticky;top:0;z-index:1}
 th a{color:inherit;text-decoration:none}th a:hover{text-decoration:underline}
-col.c0{width:6%}col.c1{width:7%}col.c2{width:8%}col.c3{width:13%}col.c4{width:9%}
-col.c5{width:11%}col.c6{width:9%}col.c7{width:7%}col.c8{width:11%}col.c9{width:19%}
+col.c0{width:6%}col.c1{width:6%}col.c2{width:9%}col.c3{width:13%}col.c4{width:9%}
+col.c5{width:11%}col.c6{width:9%}col.c7{width:8%}col.c8{width:10%}col.c9{width:19%}
 #tasks td:nth-child(4){font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
 .badge{display:inline-block;padding:0 .45em;border-radius:.3em;font-weight:600;font-size:.85em;
 background:#757575;color:#fff;white-space:nowrap}
@@ -35,7 +35,7 @@ th.phase-failed{color:#c62828}th.phase-not_found{color:#6a1b9a}th.phase-running{
 th.phase-succeeded{color:#2e7d32}
 .status,.instance,.polled,.source{color:#5a5a5a;font-size:.88em}
 .instance,.polled,.error,.info{display:block}
-.error{color:#b71c1c}.running{color:#0d47a1}
+.error{color:#b71c1c}.running{color:#0d47a1;white-space:nowrap}
 code{background:#f1f1f1;padding:0 .2em;margin-right:.3em;font-size:.9em}
 #filters{display:flex;flex-wrap:wrap;gap:.5em 1.1em;align-items:center;margin:.6em 0}
 #filters input[type=search]{width:16em}
@@ -92,7 +92,7 @@ SCRIPT = """\
     cells[8].textContent = clock(t.status_since);
     if (t.last_poll) {
       cells[8].appendChild(document.createTextNode(" "));
-      cells[8].appendChild(node("span", "polled", "polled " + clock(t.last_poll)));
+      cells[8].appendChild(node("span", "polled", "polled " + t.last_poll.slice(11, 19)));
     }
     if (t.last_error) { cells[9].appendChild(node("span", "error", t.last_error)); }
     if (t.info) { cells[9].appendChild(node("span", "info", t.info)); }

@@ -114,7 +114,7 @@ def task_row(row: Row, now: float) -> str:
         f'{esc(row.task_type or "")} <span class="instance">{esc(row.instance)}</span>',
         esc(clock(row.started)),
         duration_cell(row, now),
-        f'{esc(clock(row.since))} <span class="polled">polled {esc(clock(row.last_poll))}</span>'
+        f'{esc(clock(row.since))} <span class="polled">polled {esc(clock(row.last_poll)[6:])}</span>'
         if row.last_poll is not None
         else esc(clock(row.since)),
         " ".join(details),
