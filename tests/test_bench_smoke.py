@@ -52,7 +52,7 @@ def test_benchmark_runs_on_a_tiny_workload(tmp_path: Path) -> None:
 
 
 def test_hardening_runs_quick(tmp_path: Path) -> None:
-    """`--hardening --quick`: all three parts run and give well-formed figures (no speed is asserted)."""
+    """`--hardening --quick`: every part runs and gives well-formed figures (no speed is asserted)."""
     output = tmp_path / "hardening.json"
     result = run_bench("--hardening", "--output", str(output), "--latency", "0.02")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -82,6 +82,12 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert isinstance(kill9["missing"], int)
     assert kill9["restart_to_listening_s"] > 0
     assert {row["figure"] for row in document["table"]} >= {"  acknowledged but missing after restart"}
+    pages = document["hardening"]["pages"]  # 8 clients reading /tasks (bench/hardening_pages.py)
+    for product in (MARIADB.name, CDB.name):
+        assert pages["storm"][product]["accepted"] > 0
+    assert pages["storm"]["fetches"] > 0
+    assert pages["storm"]["failed"] == 0
+    assert pages["storm"]["page_bytes"] > 0
 
 
 def test_discovery_runs_quick(tmp_path: Path) -> None:
