@@ -25,7 +25,7 @@ from exporter.credentials.signing import Credentials
 from exporter.daemon.core import API_TOKEN_ENV, Daemon
 from exporter.exposition.state import TaskState
 from exporter.web.app import BOARD, create_app
-from exporter.web.board import PAGE_ROWS
+from exporter.web.board import PAGE_ROWS, Pace
 from exporter.web.pages import CONTENT_SECURITY_POLICY
 from exporter.web.phases import PHASES, phase_of
 
@@ -271,3 +271,17 @@ async def test_the_pages_assets_are_served(
     assert response.status == 200
     assert response.headers["Content-Type"].startswith(kind)
     assert (await client.get("/-/static/nope.js")).status == 404
+
+
+async def test_pages_beyond_the_pace_wait_and_then_are_refused(aiohttp_client: Callable[..., object]) -> None:
+    client, _ = await _client(aiohttp_client)
+    client.app[BOARD].pace = Pace(rate=1.0, patience=0.0)  # one page a second, nobody waits
+    statuses = [(await client.get(path)).status for path in ("/", "/tasks", "/tasks?format=json")]
+    # A burst of one second's pages (one, and the next second's slot, taken at once), then no more.
+    assert statuses == [200, 200, 503]
+    refused = await client.get("/tasks?format=json")
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert "too many page requests" in (await refused.json())["error"]
+    assert (await client.get("/-/static/board.js")).status == 200  # the assets are not paced
+    assert (await client.get("/metrics")).status == 200

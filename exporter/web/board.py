@@ -177,6 +177,8 @@ SORTS: Mapping[str, Callable[[Row], object]] = {
     "last_poll": lambda r: r.last_poll,
 }
 DEFAULT_SORT = "changed"
+# Sorted newest (or longest) first unless the query says otherwise.
+NEWEST_FIRST = frozenset({"changed", "started", "last_poll", "duration"})
 
 
 class BadQuery(ValueError):
@@ -211,7 +213,7 @@ class Query:
         sort = params.get("sort", DEFAULT_SORT) or DEFAULT_SORT
         if sort not in SORTS:
             raise BadQuery(f"sort: expected one of {', '.join(SORTS)}")
-        order = params.get("order", "") or ("desc" if sort in _NEWEST_FIRST else "asc")
+        order = params.get("order", "") or ("desc" if sort in NEWEST_FIRST else "asc")
         if order not in ("asc", "desc"):
             raise BadQuery("order: expected asc or desc")
         raw_page = params.get("page", "1") or "1"
@@ -241,12 +243,9 @@ class Query:
             "page": self.page,
         }
         values.update(changes)
-        default_order = "desc" if values["sort"] in _NEWEST_FIRST else "asc"
+        default_order = "desc" if values["sort"] in NEWEST_FIRST else "asc"
         defaults = {"sort": DEFAULT_SORT, "order": default_order, "page": 1}
         return {k: str(v) for k, v in values.items() if v not in ("", None) and defaults.get(k) != v}
-
-
-_NEWEST_FIRST = frozenset({"changed", "started", "last_poll", "duration"})
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from exporter import __version__
 from exporter.catalogue.products import BY_NAME
-from exporter.web.board import PAGE_ROWS, SORTS, Query, Row, Snapshot, iso
+from exporter.web.board import NEWEST_FIRST, PAGE_ROWS, Query, Row, Snapshot, iso
 from exporter.web.phases import NOT_FOUND_PHASE, PHASES
 
 # The board's columns: heading, the sort it orders by (None: not sortable).
@@ -153,7 +153,7 @@ def _headings(query: Query) -> str:
             cells.append(f"<th>{esc(title)}</th>")
             continue
         current = sort == query.sort
-        desc = not query.desc if current else sort in ("changed", "started", "last_poll", "duration")
+        desc = not query.desc if current else sort in NEWEST_FIRST
         mark = (" ▼" if query.desc else " ▲") if current else ""
         params = query.params(sort=sort, order="desc" if desc else "asc", page=1)
         aria = (' aria-sort="descending"' if query.desc else ' aria-sort="ascending"') if current else ""
@@ -285,4 +285,4 @@ as of {esc(full_clock(snapshot.built))} UTC.</p>
     return (_head("Tencent Cloud task exporter") + body).encode("utf-8", "replace")
 
 
-__all__ = ["COLUMNS", "CONTENT_SECURITY_POLICY", "SORTS", "landing_page", "tasks_json", "tasks_page"]
+__all__ = ["COLUMNS", "CONTENT_SECURITY_POLICY", "all_tasks_json", "landing_page", "tasks_json", "tasks_page"]
