@@ -3,7 +3,8 @@ against the real daemon polling the simulator. Screenshots of `/` and `/tasks` a
 artefacts in the session's temporary folder (their path is printed).
 
 One daemon and simulator serve the module, one browser each test; the module takes about 15 s, most of it
-waiting for the board's own refresh (every few seconds) to show a status change without a reload.
+waiting for the board's own refresh (every 3 seconds): keeping the scroll position, and showing a status
+change without a reload.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ async def test_the_board_fits_1400_px_and_its_header_stays_in_view(stage: Stage,
     top = await browser.evaluate("document.querySelector('#tasks thead th').getBoundingClientRect().top")
     assert await browser.evaluate("window.scrollY") > 0
     assert abs(top) < 1, f"the header scrolled away (top {top})"
+    scrolled = await browser.evaluate("window.scrollY")
+    await browser.until("Number(document.body.getAttribute('data-refreshes')) >= 1", within=8)
+    assert await browser.evaluate("window.scrollY") == scrolled  # the refresh kept the scroll position
     await browser.goto(stage.daemon.url + "/")
     counts = await browser.evaluate("document.querySelector('#phases').innerText")
     assert "failed" in counts

@@ -130,10 +130,12 @@ SCRIPT = """\
       if (i) { pager.appendChild(document.createTextNode(" \\u00b7 ")); }
       pager.appendChild(p);
     });
+    refreshes += 1;
     document.body.setAttribute("data-refreshed", data.generated);
+    document.body.setAttribute("data-refreshes", String(refreshes));
   }
 
-  var busy = false;
+  var busy = false, refreshes = 0;
   function refresh() {
     if (busy) { return; }
     busy = true;
