@@ -16,7 +16,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 
 from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import Key
@@ -43,7 +42,9 @@ def iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-@dataclass(eq=False)  # not frozen: a frozen dataclass's __init__ costs twice as much, 20,000 times a snapshot
+# Not frozen: a frozen dataclass's __init__ costs twice as much, 20,000 times the first snapshot. Slots: one
+# object per row for the garbage collector to track, not two (its full collections stall the event loop).
+@dataclass(eq=False, slots=True)
 class Row:
     """One task as the board shows it, made of references to what its state held (no copies, no formatting:
     a snapshot of 20,000 tasks allocates little); its text and JSON are made when first asked for. Never
@@ -68,6 +69,12 @@ class Row:
     last_error: str | None
     info: str | None
     consecutive_errors: int
+    # What the row was made from: the task's state and its exposition lines then, which every change of the
+    # state replaces (so the row is current while they are the same object).
+    state: TaskState | None = None
+    lines: tuple[bytes, ...] = ()
+    _text: str | None = None
+    _encoded: bytes | None = None
 
     @property
     def product(self) -> str:
@@ -87,15 +94,23 @@ class Row:
             return self.instance_id or ""
         return f"{self.instance_id or ''} ({self.instance_name})".strip()
 
-    @cached_property
+    def current(self, state: TaskState) -> bool:
+        return self.state is state and self.lines is state.lines
+
+    @property
     def text(self) -> str:
-        """Everything `q` searches, lower-cased."""
+        """Everything `q` searches, lower-cased (made on first use)."""
+        if self._text is None:
+            self._text = self._words()
+        return self._text
+
+    def _words(self) -> str:
         words = [*self.key, self.account, self.status or "", self.phase, self.task_type or "", self.instance]
         words += [self.last_error or "", self.info or "", self.source]
         words += [f"{k}={v}" for k, v in self.labels]
         return "\n".join(words).lower()
 
-    @cached_property
+    @property
     def json(self) -> dict[str, object]:
         """The task as the task API (and the board's refreshes) show it."""
         product, region, task_id = self.key
@@ -122,10 +137,12 @@ class Row:
             "running_since": iso(self.running_since),
         }
 
-    @cached_property
+    @property
     def encoded(self) -> bytes:
         """`json` as UTF-8 JSON: made once per change of the task, however often it is served."""
-        return json.dumps(self.json, ensure_ascii=False).encode("utf-8", "replace")
+        if self._encoded is None:
+            self._encoded = json.dumps(self.json, ensure_ascii=False).encode("utf-8", "replace")
+        return self._encoded
 
     def stuck(self, now: float) -> bool:
         if self.phase in _FINISHED or self.phase == NOT_FOUND_PHASE:
@@ -160,6 +177,8 @@ def make_row(state: TaskState) -> Row:
         last_error=state.last_error,
         info=state.info,
         consecutive_errors=state.consecutive_errors,
+        state=state,
+        lines=state.lines,
     )
 
 
@@ -320,7 +339,7 @@ class Board:
     def __init__(self, states: Callable[[], Iterable[TaskState]], interval: float = SNAPSHOT_SECONDS) -> None:
         self._states = states
         self._interval = interval
-        self._rows: dict[Key, tuple[TaskState, tuple[bytes, ...], Row]] = {}
+        self._rows: dict[Key, Row] = {}
         self._snapshot: Snapshot | None = None
         self._fresh_until = 0.0
         self._building: asyncio.Future[Snapshot] | None = None
@@ -347,17 +366,17 @@ class Board:
         started = time.monotonic()
         states = list(self._states())  # the store may change while this yields; this list does not
         rows: list[Row] = []
-        cache: dict[Key, tuple[TaskState, tuple[bytes, ...], Row]] = {}
+        # Rows of unchanged tasks are kept as they are: a new snapshot allocates only the rows that changed
+        # and a few containers, so building one every few seconds does not feed the garbage collector.
+        cache: dict[Key, Row] = {}
         for index, state in enumerate(states):
             if index and index % _CHUNK == 0:
                 await asyncio.sleep(0)  # let polling and other requests run between chunks
             key = state.task.key
-            known = self._rows.get(key)
-            if known is not None and known[0] is state and known[1] is state.lines:
-                row = known[2]
-            else:
+            row = self._rows.get(key)
+            if row is None or not row.current(state):
                 row = make_row(state)
-            cache[key] = (state, state.lines, row)
+            cache[key] = row
             rows.append(row)
         self._rows = cache
         snapshot = Snapshot(tuple(rows), time.time())
