@@ -18,6 +18,32 @@ from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_sessio
 from bench.measure import ProcessSampler, quantile
 
 FULL_TASKS, CLIENTS = 20_000, 8  # the issue's figures
+_LAG = "tencentcloud_exporter_event_loop_lag_seconds"
+
+
+def loop_lag(stage: Stage, address: str) -> dict[str, float]:
+    """The exporter's event-loop lag histogram so far: wake-ups counted, and those later than 20 and 50 ms."""
+    status, body = stage.get(address, "/metrics")
+    counts: dict[str, float] = {}
+    for line in body.decode().splitlines() if status == 200 else ():
+        if line.startswith(f'{_LAG}_bucket{{le="0.02"}}'):
+            counts["le_20ms"] = float(line.split()[-1])
+        elif line.startswith(f'{_LAG}_bucket{{le="0.05"}}'):
+            counts["le_50ms"] = float(line.split()[-1])
+        elif line.startswith(f"{_LAG}_count"):
+            counts["count"] = float(line.split()[-1])
+    return counts
+
+
+def _stalls(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    if not {"count", "le_20ms", "le_50ms"} <= before.keys() & after.keys():
+        return {}
+    count = after["count"] - before["count"]
+    return {
+        "wakeups": count,
+        "over_20ms": count - (after["le_20ms"] - before["le_20ms"]),
+        "over_50ms": count - (after["le_50ms"] - before["le_50ms"]),
+    }
 
 
 def page_tasks(sizes: Sizes) -> int:
@@ -60,13 +86,15 @@ def pages_storm(
         stage.callback(cpu.stop)
         time.sleep(sizes.warmup_s)
         log(f"pages: {work.size} tasks, {sizes.scrape_s:g} s without readers")
-        quiet = (time.time(), time.time() + sizes.scrape_s)
+        quiet, lag_quiet = (time.time(), time.time() + sizes.scrape_s), loop_lag(stage, address)
         time.sleep(sizes.scrape_s)
+        lag_storm = loop_lag(stage, address)
         log(f"pages: {sizes.scrape_s:g} s with {CLIENTS} clients fetching /tasks")
         stage.stats.sample()
         started = time.time()
         hits = asyncio.run(readers(address, CLIENTS, sizes.scrape_s, sizes.request_s, path))
         ended = time.time()
+        lag_end = loop_lag(stage, address)
         stage.stats.sample()
         cpu.sample()
         ok = [h for h in hits if h[1] == 200]
@@ -75,7 +103,7 @@ def pages_storm(
             "tasks": work.size,
             "clients": CLIENTS,
             "path": path,
-            "quiet": {"cpu_per_s": cpu.cpu_per_second(*quiet)},
+            "quiet": {"cpu_per_s": cpu.cpu_per_second(*quiet), "loop": _stalls(lag_quiet, lag_storm)},
             "storm": {
                 "cpu_per_s": cpu.cpu_per_second(started, ended),
                 "seconds": ended - started,
@@ -85,6 +113,7 @@ def pages_storm(
                 "p50_ms": ms(quantile(times, 0.5)),
                 "p99_ms": ms(quantile(times, 0.99)),
                 "page_bytes": max((h[2] for h in ok), default=0),
+                "loop": _stalls(lag_storm, lag_end),
             },
             "exporter_alive": exporter.proc.poll() is None,
         }
@@ -119,4 +148,8 @@ def pages_rows(part: dict[str, Any]) -> list[Row]:
             None,
         )
     )
+    quiet_loop, storm_loop = part["quiet"].get("loop") or {}, st.get("loop") or {}
+    for name in ("over_20ms", "over_50ms"):
+        label = f"  event loop woken > {name[5:7]} ms late, no readers / readers"
+        rows.append((label, pair(quiet_loop.get(name), storm_loop.get(name), 0), "", None))
     return rows
