@@ -343,7 +343,8 @@ class Board:
         self._snapshot: Snapshot | None = None
         self._fresh_until = 0.0
         self._building: asyncio.Future[Snapshot] | None = None
-        self._pages: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._pages: OrderedDict[tuple[object, ...], asyncio.Future[bytes]] = OrderedDict()
+        self._rendering = asyncio.Lock()
         self.pace = Pace()
 
     def invalidate(self) -> None:
@@ -385,17 +386,24 @@ class Board:
         return snapshot
 
     async def rendered(self, kind: str, query: Query, render: Callable[[Snapshot, Query], bytes]) -> bytes:
-        """The bytes `render` makes of the current snapshot for `query`, kept for the snapshot's life."""
+        """The bytes `render` makes of the current snapshot for `query`, kept for the snapshot's life;
+        requests arriving while it renders wait for that render rather than start their own."""
         snapshot = await self.snapshot()
         cache_key = (kind, query)
-        body = self._pages.get(cache_key) if snapshot is self._snapshot else None
-        if body is None:
-            # In a thread: a render of thousands of rows then holds the event loop for at most the
-            # interpreter's switch interval (5 ms) at a time, not for the whole render. The snapshot is
-            # immutable; its cached orders are computed again at worst.
-            body = await asyncio.to_thread(render, snapshot, query)
+        pending = self._pages.get(cache_key) if snapshot is self._snapshot else None
+        if pending is None:
+            # In a thread, one at a time: a render of thousands of rows then holds the event loop for at
+            # most the interpreter's switch interval (5 ms) at a time, not for the whole render; several
+            # threads rendering at once would each take their turn at the lock the loop waits for.
+            pending = asyncio.ensure_future(self._render(render, snapshot, query))
             if snapshot is self._snapshot:
-                self._pages[cache_key] = body
+                self._pages[cache_key] = pending
                 while len(self._pages) > _CACHED_PAGES:
                     self._pages.popitem(last=False)
-        return body
+        return await asyncio.shield(pending)
+
+    async def _render(
+        self, render: Callable[[Snapshot, Query], bytes], snapshot: Snapshot, query: Query
+    ) -> bytes:
+        async with self._rendering:
+            return await asyncio.to_thread(render, snapshot, query)
