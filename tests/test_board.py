@@ -3,6 +3,7 @@ phases, paging, filters, sorting, durations, escaping, and what the task API's J
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from exporter.credentials.signing import Credentials
 from exporter.daemon.core import API_TOKEN_ENV, Daemon
 from exporter.exposition.state import TaskState
 from exporter.web.app import BOARD, create_app
-from exporter.web.board import PAGE_ROWS, Pace
+from exporter.web.board import PAGE_ROWS, Board, Pace, Query, Snapshot
 from exporter.web.pages import CONTENT_SECURITY_POLICY
 from exporter.web.phases import PHASES, phase_of
 
@@ -285,3 +286,18 @@ async def test_pages_beyond_the_pace_wait_and_then_are_refused(aiohttp_client: C
     assert "too many page requests" in (await refused.json())["error"]
     assert (await client.get("/-/static/board.js")).status == 200  # the assets are not paced
     assert (await client.get("/metrics")).status == 200
+
+
+async def test_requests_arriving_during_a_render_share_it() -> None:
+    board = Board(list)  # no tasks: what matters is how often the page is rendered
+    renders: list[Query] = []
+
+    def render(snapshot: Snapshot, query: Query) -> bytes:
+        renders.append(query)
+        return b"page"
+
+    bodies = await asyncio.gather(*(board.rendered("html", Query(), render) for _ in range(8)))
+    assert bodies == [b"page"] * 8
+    assert renders == [Query()]
+    await board.rendered("html", Query(phase="failed"), render)  # another query is another render
+    assert len(renders) == 2
