@@ -16,7 +16,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import Key
@@ -43,12 +42,13 @@ def iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-class Row(NamedTuple):
-    """One task as the board shows it, made of what its state held (references, no copies, no formatting).
-
-    A tuple of plain values, so the garbage collector stops tracking it after its first look: a snapshot of
-    20,000 rows adds no work to the full collections that stall the event loop (as 20,000 objects of a
-    class would). Its search text and JSON are made when asked for, by the thread that renders a page."""
+# Not frozen: a frozen dataclass's __init__ costs twice as much, 20,000 times the first snapshot. Slots: one
+# object per row for the garbage collector to track, not two (its full collections stall the event loop).
+@dataclass(eq=False, slots=True)
+class Row:
+    """One task as the board shows it, made of references to what its state held (no copies, no formatting:
+    a snapshot of 20,000 tasks allocates little); its text and JSON are made when first asked for. Never
+    changed once made."""
 
     key: Key
     phase: str
@@ -69,9 +69,12 @@ class Row(NamedTuple):
     last_error: str | None
     info: str | None
     consecutive_errors: int
-    # The task's exposition lines when the row was made: every change of its state replaces them, so the row
-    # is current while they are the same object (which this reference keeps from being reused).
+    # What the row was made from: the task's state and its exposition lines then, which every change of the
+    # state replaces (so the row is current while they are the same object).
+    state: TaskState | None = None
     lines: tuple[bytes, ...] = ()
+    _text: str | None = None
+    _encoded: bytes | None = None
 
     @property
     def product(self) -> str:
@@ -92,11 +95,16 @@ class Row(NamedTuple):
         return f"{self.instance_id or ''} ({self.instance_name})".strip()
 
     def current(self, state: TaskState) -> bool:
-        return self.lines is state.lines
+        return self.state is state and self.lines is state.lines
 
     @property
     def text(self) -> str:
-        """Everything `q` searches, lower-cased."""
+        """Everything `q` searches, lower-cased (made on first use)."""
+        if self._text is None:
+            self._text = self._words()
+        return self._text
+
+    def _words(self) -> str:
         words = [*self.key, self.account, self.status or "", self.phase, self.task_type or "", self.instance]
         words += [self.last_error or "", self.info or "", self.source]
         words += [f"{k}={v}" for k, v in self.labels]
@@ -131,8 +139,10 @@ class Row(NamedTuple):
 
     @property
     def encoded(self) -> bytes:
-        """`json` as UTF-8 JSON (each page made from it is kept until the next snapshot)."""
-        return json.dumps(self.json, ensure_ascii=False).encode("utf-8", "replace")
+        """`json` as UTF-8 JSON: made once per change of the task, however often it is served."""
+        if self._encoded is None:
+            self._encoded = json.dumps(self.json, ensure_ascii=False).encode("utf-8", "replace")
+        return self._encoded
 
     def stuck(self, now: float) -> bool:
         if self.phase in _FINISHED or self.phase == NOT_FOUND_PHASE:
@@ -167,6 +177,7 @@ def make_row(state: TaskState) -> Row:
         last_error=state.last_error,
         info=state.info,
         consecutive_errors=state.consecutive_errors,
+        state=state,
         lines=state.lines,
     )
 
