@@ -288,7 +288,7 @@ async def test_pages_beyond_the_pace_wait_and_then_are_refused(aiohttp_client: C
     assert (await client.get("/metrics")).status == 200
 
 
-async def test_requests_arriving_during_a_render_share_it() -> None:
+async def test_requests_for_the_same_page_share_one_render() -> None:
     board = Board(list)  # no tasks: what matters is how often the page is rendered
     renders: list[Query] = []
 

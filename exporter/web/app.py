@@ -218,6 +218,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     board = request.app[BOARD]
     if "page" in request.query:
         return _page(await board.rendered("json", query, pages.tasks_json), "application/json")
+    await board.encode((await board.snapshot()).rows)
     return _page(await board.rendered("api", query, pages.all_tasks_json), "application/json")
 
 
