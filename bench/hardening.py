@@ -32,6 +32,7 @@ from typing import Any
 from bench.common import RESULTS, Settings, code_state, fmt, machine, smoke, stderr_log, work_directory
 from bench.hardening_caps import caps, caps_rows
 from bench.hardening_flood import bad_request_flood, flood_rows
+from bench.hardening_pages import pages_rows, pages_storm
 from bench.hardening_registration import kill9, kill9_rows, registration, registration_rows
 from bench.hardening_scrapes import scrape_rows, scrape_storm
 from bench.hardening_stage import QUICK, SMOKE, Row, Sizes, storage_flag
@@ -44,6 +45,7 @@ PARTS = {
     "kill9": (kill9, kill9_rows),
     "flood": (bad_request_flood, flood_rows),
     "caps": (caps, caps_rows),
+    "pages": (pages_storm, pages_rows),  # /tasks read by 8 clients at 20,000 tasks (bench/hardening_pages.py)
 }
 
 

@@ -86,6 +86,12 @@ def test_hardening_runs_quick(tmp_path: Path) -> None:
     assert caps["with_status"] == caps["tasks"] > 0  # every task polled and on /metrics
     assert caps["peak_rss_mib"] >= caps["rss_mib"] > 0
     assert caps["body_mib"] > 0
+    pages = document["hardening"]["pages"]  # 8 clients reading /tasks (bench/hardening_pages.py)
+    for product in (MARIADB.name, CDB.name):
+        assert pages["storm"][product]["accepted"] > 0
+    assert pages["storm"]["fetches"] > 0
+    assert pages["storm"]["failed"] == 0
+    assert pages["storm"]["page_bytes"] > 0
 
 
 def test_discovery_runs_quick(tmp_path: Path) -> None:

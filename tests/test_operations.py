@@ -284,7 +284,7 @@ def test_status_page_renders_in_a_real_browser(simulator: SimulatorThread, tmp_p
     rows = [r for r in dom.split("<tr") if "<td>" in r]
     assert len(rows) == 3
     failed = next(r for r in rows if "cdb-info" in r)
-    assert 'class="failed"' in failed
+    assert 'class="phase-failed"' in failed
     assert 'Disk &lt;full&gt; &amp; "stuck"' in failed  # escaped, rendered as text
     assert "InvalidParameter.FlowNotFound" in next(r for r in rows if "<td>404</td>" in r)
     assert "running" in next(r for r in rows if "<td>1</td>" in r)

@@ -96,10 +96,11 @@ class TaskState:
 
     @property
     def phase(self) -> Phase | None:
-        """The phase of the last answer: not_found when the last poll was told no such ID exists, else
-        its status's; None before either."""
+        """The phase of the last answer: not_found when the last poll was told no such ID exists (unless the
+        task was seen final: it finished, and an API that forgot it since changes nothing), else its
+        status's; None before either."""
         product = BY_NAME[self.task.product]
-        if product.is_not_found(self.last_error):
+        if product.is_not_found(self.last_error) and not self.final:
             return Phase.NOT_FOUND
         return None if self.status is None else product.phase(self.status)
 

@@ -1,4 +1,5 @@
-"""The HTTP side around a running Daemon: /metrics (or --web.telemetry-path), the landing and /tasks pages,
+"""The HTTP side around a running Daemon: /metrics (or --web.telemetry-path), the landing and /tasks pages
+(rendered by `pages` from the snapshots of `board`),
 health and readiness, /-/reload and /-/config, and the task API under /api/v1/tasks.
 
 A scrape only concatenates pre-rendered bytes; it never waits on the Tencent Cloud API.
@@ -10,26 +11,25 @@ import argparse
 import hmac
 import html
 import json
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import yaml
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from exporter import __version__
 from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import CONFIG, ConfigError, parse_task, redacted
 from exporter.config.validation import MAX_NESTING, key_text, nesting, shown
 from exporter.daemon.core import API_TOKEN_ENV, Daemon, ReloadError
 from exporter.exposition.metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.exposition.scrape import SCRAPES, Variant, install
-from exporter.exposition.state import TaskState
 from exporter.store.database import StoreError
+from exporter.web import assets, pages
+from exporter.web.board import BadQuery, Board, Query
 
 DAEMON = web.AppKey("daemon", Daemon)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
+BOARD = web.AppKey("board", Board)
 DEFAULT_TELEMETRY_PATH = "/metrics"
 # The task API authenticates with its own bearer token, also when basic auth guards everything else.
 TASK_API_PREFIX = "/api/v1/"
@@ -103,26 +103,69 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(status=200 if ready else 503, text=text)
 
 
+def _page(body: bytes, content_type: str = "text/html") -> web.Response:
+    response = web.Response(body=body, content_type=content_type, charset="utf-8")
+    # Rendered from a snapshot a few seconds old at most: no cache should keep it longer.
+    response.headers["Cache-Control"] = "no-cache"
+    if content_type == "text/html":
+        response.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
+    return response
+
+
+def _bad_query(exc: BadQuery, as_json: bool) -> web.Response:
+    if as_json:
+        return _json_error(400, str(exc))
+    return web.Response(status=400, text=f"400: {exc}\n")
+
+
+async def _wait_turn(request: web.Request, as_json: bool) -> web.Response | None:
+    """None once it is this page's turn (`Board.pace`), else the 503 to answer."""
+    if await request.app[BOARD].pace.turn():
+        return None
+    reason = "too many page requests; try again in a few seconds"
+    response = _json_error(503, reason) if as_json else web.Response(status=503, text=f"503: {reason}\n")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def landing(request: web.Request) -> web.Response:
-    counts = request.app[DAEMON].store.count_by_product()
-    watched = ", ".join(f"{n} {html.escape(s)}" for s, n in counts.items())
-    page = f"""<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Tencent Cloud task exporter</title></head>
-<body>
-<h1>Tencent Cloud task exporter</h1>
-<p>Version {html.escape(__version__)}. Watching {watched} tasks.</p>
-<ul>
-<li><a href="{_relative(request.app[TELEMETRY_PATH])}">Metrics</a></li>
-<li><a href="tasks">Watched tasks</a></li>
-<li><a href="-/config">Effective configuration</a> (secrets hidden)</li>
-<li><a href="-/healthy">Health</a></li>
-<li><a href="-/ready">Readiness</a></li>
-</ul>
-</body>
-</html>
-"""
-    return web.Response(text=page, content_type="text/html")
+    if (busy := await _wait_turn(request, False)) is not None:
+        return busy
+    link = _relative(request.app[TELEMETRY_PATH])
+    body = await request.app[BOARD].rendered(
+        "landing", Query(), lambda snap, _: pages.landing_page(snap, link)
+    )
+    return _page(body)
+
+
+async def tasks_page(request: web.Request) -> web.Response:
+    """The board: HTML, or with ?format=json the same page as JSON (what the page's script refreshes from)."""
+    as_json = request.query.get("format") == "json"
+    try:
+        query = Query.parse(request.query)
+    except BadQuery as exc:
+        return _bad_query(exc, as_json)
+    if (busy := await _wait_turn(request, as_json)) is not None:
+        return busy
+    board = request.app[BOARD]
+    if as_json:
+        return _page(await board.rendered("json", query, pages.tasks_json), "application/json")
+    link = _relative(request.app[TELEMETRY_PATH])
+    body = await board.rendered("html", query, lambda snap, q: pages.tasks_page(snap, q, link))
+    return _page(body)
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _STATIC:
+        return web.Response(status=404, text="404: Not Found\n")
+    body, content_type = _STATIC[name]
+    response = web.Response(text=body, content_type=content_type)
+    response.headers["Cache-Control"] = "max-age=300"
+    return response
+
+
+_STATIC = {"board.css": (assets.STYLESHEET, "text/css"), "board.js": (assets.SCRIPT, "text/javascript")}
 
 
 async def config_page(request: web.Request) -> web.Response:
@@ -160,34 +203,24 @@ def _authorized(request: web.Request) -> web.Response | None:
     return None
 
 
-def _task_json(daemon: Daemon, state: TaskState) -> dict[str, object]:
-    task = state.task
-    return {
-        **task.as_json(),
-        "source": state.source,
-        "instance_id": state.instance_id,
-        "instance_name": state.instance_name,
-        "task_type": state.task_type,
-        "started": _iso(state.start_time),
-        "ended": _iso(state.end_time),
-        "status": state.status,
-        "status_since": _iso(state.status_since),
-        "last_poll": _iso(state.last_attempt),
-        "last_success": _iso(state.last_success),
-        "last_error": state.last_error,
-        "info": state.info,
-    }
-
-
-def _iso(timestamp: float | None) -> str | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
 async def list_tasks(request: web.Request) -> web.Response:
+    """Every task, or those the board's filters (`phase`, `product`, ...) select; `page` for one page of them.
+
+    Served from the board's snapshot, so asking often costs little: a registration through this API shows at
+    once (it starts a new snapshot), a poll's result within SNAPSHOT_SECONDS."""
     if (denied := _authorized(request)) is not None:
         return denied
-    daemon = request.app[DAEMON]
-    return web.json_response({"tasks": [_task_json(daemon, s) for s in daemon.store]})
+    try:
+        query = Query.parse(request.query)
+    except BadQuery as exc:
+        return _json_error(400, str(exc))
+    if (busy := await _wait_turn(request, True)) is not None:
+        return busy
+    board = request.app[BOARD]
+    if "page" in request.query:
+        return _page(await board.rendered("json", query, pages.tasks_json), "application/json")
+    await board.encode((await board.snapshot()).rows)
+    return _page(await board.rendered("api", query, pages.all_tasks_json), "application/json")
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -255,6 +288,7 @@ async def add_task(request: web.Request) -> web.Response:
         )
     try:
         new = await daemon.register(task)
+        request.app[BOARD].invalidate()
     except StoreError as exc:
         # Watched from now on, and written with the next batch that succeeds; the caller should retry.
         return _json_error(503, f"registered but not yet saved to the store: {exc}")
@@ -276,6 +310,7 @@ async def delete_task(request: web.Request) -> web.Response:
     key = (product, region, task_id)
     try:
         removed = await daemon.unregister(key)
+        request.app[BOARD].invalidate()
     except StoreError as exc:
         return _json_error(503, f"removed but not yet saved to the store: {exc}")
     if removed:
@@ -285,96 +320,6 @@ async def delete_task(request: web.Request) -> web.Response:
     if key in daemon.discovery.found:
         return _json_error(409, "this task was discovered; it is forgotten after discovery.retention")
     return _json_error(404, "no such registered task")
-
-
-_PAGE_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
-    "th{background:#f3f3f3}.failed,.killed{color:#b00}.success{color:#070}"
-    "td:nth-child(-n+6){white-space:nowrap}td:nth-child(3){font-family:monospace}"
-)
-
-
-def _shown(timestamp: float | None) -> str:
-    return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _running_for(state: TaskState, now: float) -> str:
-    """How long the task has run: from its start time (or, lacking one, since its current status was
-    first seen) to its end (or now)."""
-    start = state.start_time if state.start_time is not None else state.status_since
-    if start is None:
-        return ""
-    end = state.end_time if state.final and state.end_time is not None else now
-    if state.final and state.end_time is None:
-        return ""  # ended, but when is unknown
-    seconds = max(0, int(end - start))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-async def tasks_page(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    now = time.time()
-    rows = []
-    for state in sorted(daemon.store, key=lambda s: s.task.key):
-        task, status = state.task, state.status or "not polled yet"
-        labels = ", ".join(f"{k}={v}" for k, v in task.labels)
-        instance = state.instance_id or ""
-        if state.instance_name:
-            instance = f"{instance} ({state.instance_name})"
-        cells = [
-            task.product,
-            task.region,
-            task.account,
-            task.task_id,
-            status,
-            instance,
-            state.task_type or "",
-            state.source,
-            _running_for(state, now),
-            _shown(state.status_since),
-            _shown(state.last_attempt),
-            state.last_error or "",
-            state.info or "",
-            labels,
-        ]
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="{html.escape(state.status or "unpolled")}">{tds}</tr>')
-    headings = [
-        "Product",
-        "Region",
-        "Account",
-        "Task ID",
-        "Status",
-        "Instance",
-        "Type",
-        "Source",
-        "Running for",
-        "Since",
-        "Last poll",
-        "Last error",
-        "Info",
-        "Labels",
-    ]
-    metrics_link = _relative(request.app[TELEMETRY_PATH])
-    page = f"""<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Watched tasks - Tencent Cloud task exporter</title>
-<style>{_PAGE_STYLE}</style></head>
-<body>
-<h1>Watched tasks</h1>
-<p>{len(rows)} task(s). Times are UTC. <a href="./">Home</a> · <a href="{metrics_link}">Metrics</a></p>
-<table id="tasks">
-<thead><tr>{"".join(f"<th>{h}</th>" for h in headings)}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody>
-</table>
-</body>
-</html>
-"""
-    return web.Response(text=page, content_type="text/html")
 
 
 async def _start(app: web.Application) -> None:
@@ -394,6 +339,8 @@ def create_app(
     app = web.Application(middlewares=list(middlewares))
     app[DAEMON] = daemon
     app[TELEMETRY_PATH] = telemetry_path
+    # The store is replaced when the daemon starts: the board asks for the current one each time.
+    app[BOARD] = Board(lambda: daemon.store)
     install(app)  # the shared renders of the metrics, closed with the app
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
@@ -403,6 +350,7 @@ def create_app(
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/-/config", config_page)
+    app.router.add_get("/-/static/{name}", static)
     app.router.add_get("/tasks", tasks_page)
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_post("/api/v1/tasks", add_task)
