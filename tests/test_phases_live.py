@@ -15,6 +15,7 @@ from exporter.simulator import SimTask, Simulator, SimulatorThread
 from tests.helpers import CREDS, ENV, DaemonProcess, Samples, wait_for
 
 REGION = "ap-guangzhou"
+OTHER_REGION = "ap-shanghai"
 TOKEN = "phases-token-7d1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DISCOVERED = "5c1e7a2b-8d3f4e6a-9b0c1d2e-3f4a5b6c"
@@ -46,11 +47,13 @@ def phase(samples: Samples, task_id: str) -> str | None:
 def test_watched_registered_and_discovered_tasks_have_a_phase(tmp_path: Path) -> None:
     with SimulatorThread(Simulator([CREDS])) as sim:
         sim.add_task(SimTask(MARIADB.name, "21", (SimPhase(0, 2), SimPhase(1.5, 1))))  # running, then failed
-        sim.add_task(SimTask(CDB.name, "cdb-reg", (SimPhase(0, "INITIAL"),)))  # pending
+        # Pending, and in a region discovery does not sweep: registered, never also found by the list first.
+        sim.add_task(SimTask(CDB.name, "cdb-reg", (SimPhase(0, "INITIAL"),), region=OTHER_REGION))
         sim.add_task(SimTask(CDB.name, DISCOVERED, (SimPhase(0, "KILLED"),), instance_id="cdb-1"))
         args = ["--config.file", str(config(tmp_path / "config.yaml", sim.url))]
         with DaemonProcess(args, env={**ENV, "TENCENTCLOUD_EXPORTER_API_TOKEN": TOKEN}) as daemon:
-            answer = daemon.request("POST", "/api/v1/tasks", {"product": CDB.name, "id": "cdb-reg"}, AUTH)
+            registration = {"product": CDB.name, "id": "cdb-reg", "region": OTHER_REGION}
+            answer = daemon.request("POST", "/api/v1/tasks", registration, AUTH)
             assert answer[0] == 201, answer
             wait_for(
                 lambda: all(phase(daemon.scrape(), t) for t in ("21", "404", "cdb-reg", DISCOVERED)),
