@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/<time>.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, probe logs)")
     parser.add_argument("--hardening", action="store_true", help="only bench/hardening.py (see README)")
+    parser.add_argument(
+        "--parts",
+        help="with --hardening: only these parts, comma-separated (registration, scrapes, kill9, flood, "
+        "caps, pages); all by default",
+    )
     parser.add_argument("--discovery", action="store_true", help="only bench/discovery.py (see README)")
     parser.add_argument("--accounts", action="store_true", help="only bench/accounts.py (see README)")
     parser.add_argument(

@@ -74,6 +74,13 @@ def table(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
+    chosen = [name.strip() for name in args.parts.split(",")] if args.parts else list(PARTS)
+    unknown = [name for name in chosen if name not in PARTS]
+    if unknown:
+        print(
+            f"error: --parts: unknown {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr
+        )
+        return 2
     sizes = (SMOKE if smoke() else QUICK) if args.quick else Sizes()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output: Path = args.output or RESULTS / f"hardening-{stamp}.json"
@@ -89,7 +96,8 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     log(f"hardening: storage flag {flag}, sizes {json.dumps(asdict(sizes))}")
     results: dict[str, Any] = {}
     with work_directory(args.keep) as workdir:
-        for name, (run_part, _) in PARTS.items():
+        for name in chosen:
+            run_part = PARTS[name][0]
             try:
                 results[name] = run_part(settings, sizes, workdir, flag, log)
             except Exception:  # the other parts still run; the error goes to the table and the JSON
