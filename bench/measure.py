@@ -5,6 +5,7 @@ The py-spy profiles are in `profiles.py`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -29,6 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------------- processes
 
 
+def favour(pid: int) -> None:
+    """Runs the simulator ahead of the exporter and the load beside it, where the OS lets us (root): it stands
+    for Tencent's servers, which this machine's load never delays. A simulator starved of CPU takes requests
+    the exporter spaced out in one bunch, and counts a second over the quota that the exporter never sent."""
+    with contextlib.suppress(PermissionError, OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, -5)
+
+
 class Child:
     """A child process started with `python -m MODULE`, whose first JSON line with msg=listening is awaited.
 
@@ -51,6 +60,8 @@ class Child:
             text=True,
             env=child_environment(env),
         )
+        if module == "bench.simserver":
+            favour(self.proc.pid)
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
         self._readers = [

@@ -28,6 +28,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
+from bench.measure import favour
 from exporter.catalogue.products import CDB, MARIADB
 from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
@@ -190,6 +191,7 @@ class SimulatorProcess:
             env=self.env,
             cwd=self.cwd,
         )
+        favour(self._proc.pid)
         for stream in (self._proc.stdout, self._proc.stderr):
             reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
             reader.start()
