@@ -119,7 +119,7 @@ HARDENING_CHECKS = {
 @pytest.mark.parametrize("parts", [("registration", "kill9"), ("scrapes", "flood"), ("caps", "pages")])
 def test_hardening_runs_quick(tmp_path: Path, parts: tuple[str, str]) -> None:
     """`--hardening --quick --parts ...`: each part runs and gives well-formed figures (no speed is
-    asserted)."""
+    asserted). Up to about 10 s a pair: each part measures a window without load and one with it."""
     output = tmp_path / "hardening.json"
     result = run_bench(
         "--hardening", "--parts", ",".join(parts), "--output", str(output), "--latency", "0.02"
@@ -140,7 +140,9 @@ def test_hardening_refuses_an_unknown_part() -> None:
 
 def test_discovery_runs_quick(tmp_path: Path) -> None:
     """`--discovery --quick`: the sweep, the utilisation windows, the discovered count and the detection of
-    the listed operations' changes are measured, nothing is throttled (no speed is asserted)."""
+    the listed operations' changes are measured, nothing is throttled (no speed is asserted). About 10 s:
+    the bench's own windows (polling alone, the sweep, after it, detection) at their smallest that still
+    hold a sweep and a change."""
     output = tmp_path / "discovery.json"
     result = run_bench("--discovery", "--output", str(output))
     assert result.returncode == 0, result.stderr[-4000:]
