@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload as wl
-from bench.common import ACTIONS, Settings
-from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage
+from bench.common import Settings
+from bench.hardening_stage import Log, Row, Sizes, Stage, quota_rows, quota_use
 
 _PASSWORD = "flood-password-3c9e"
 
@@ -96,26 +96,13 @@ def bad_request_flood(settings: Settings, sizes: Sizes, workdir: Path, flag: str
             "tracebacks_in_log": text.count("Traceback"),
             "exporter_alive": exporter.proc.poll() is None,
         }
-        for phase, (start, end) in (("quiet", quiet), ("flood", (started, ended))):
-            for product, action in ACTIONS.items():
-                window = stage.stats.window(action, start, end) or {}
-                rate = window.get("rate")
-                out[phase][product] = {
-                    **window,
-                    "utilisation": None if rate is None else rate / settings.quotas[product],
-                }
+        quota_use(stage, settings, {"quiet": quiet, "flood": (started, ended)}, out)
         return out
 
 
 def flood_rows(part: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
     fl = part["flood"]
-    for product in wl.PRODUCTS:
-        for phase, label in (("quiet", "no flood"), ("flood", "bad-request flood")):
-            use, throttled = part[phase][product].get("utilisation"), part[phase][product].get("throttled")
-            met = None if use is None else use >= TARGETS["utilisation"]
-            rows.append((f"{product} utilisation, {label}", use, ">= 0.95", met))
-            rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
+    rows = quota_rows(part, (("quiet", "no flood"), ("flood", "bad-request flood")))
     rows.append((f"bad requests/s, {part['clients']} clients", fl["per_s"], "", None))
     rows.append(
         (

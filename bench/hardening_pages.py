@@ -13,8 +13,18 @@ from typing import Any
 import aiohttp
 
 from bench import workload as wl
-from bench.common import ACTIONS, Settings
-from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_session, ms, pair
+from bench.common import Settings
+from bench.hardening_stage import (
+    Log,
+    Row,
+    Sizes,
+    Stage,
+    client_session,
+    ms,
+    pair,
+    quota_rows,
+    quota_use,
+)
 from bench.measure import ProcessSampler, quantile
 
 FULL_TASKS, CLIENTS = 20_000, 8  # the figures
@@ -117,24 +127,14 @@ def pages_storm(
             },
             "exporter_alive": exporter.proc.poll() is None,
         }
-        for phase, (start, end) in (("quiet", quiet), ("storm", (started, ended))):
-            for product, action in ACTIONS.items():
-                counts = stage.stats.window(action, start, end) or {}
-                rate = counts.get("rate")
-                utilisation = None if rate is None else rate / settings.quotas[product]
-                out[phase][product] = {**counts, "utilisation": utilisation}
+        quota_use(stage, settings, {"quiet": quiet, "storm": (started, ended)}, out)
         return out
 
 
 def pages_rows(part: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
     tasks, clients = part["tasks"], part["clients"]
-    for product in wl.PRODUCTS:
-        for phase, label in (("quiet", "no readers"), ("storm", f"{clients} clients on /tasks")):
-            use, throttled = part[phase][product].get("utilisation"), part[phase][product].get("throttled")
-            met = None if use is None else use >= TARGETS["utilisation"]
-            rows.append((f"{product} utilisation, {tasks:,} tasks, {label}", use, ">= 0.95", met))
-            rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
+    windows = (("quiet", "no readers"), ("storm", f"{clients} clients on /tasks"))
+    rows = quota_rows(part, windows, context=f"{tasks:,} tasks, ")
     st = part["storm"]
     rows.append((f"/tasks fetches/s, {clients} clients", st["per_s"], "", None))
     rows.append(("  /tasks p50 / p99, ms", pair(st["p50_ms"], st["p99_ms"]), "", None))

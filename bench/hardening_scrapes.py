@@ -14,8 +14,18 @@ import aiohttp
 import psutil
 
 from bench import workload as wl
-from bench.common import ACTIONS, Settings, scrape_figures
-from bench.hardening_stage import TARGETS, Log, Row, Sizes, Stage, client_session, ms, pair
+from bench.common import Settings, scrape_figures
+from bench.hardening_stage import (
+    Log,
+    Row,
+    Sizes,
+    Stage,
+    client_session,
+    ms,
+    pair,
+    quota_rows,
+    quota_use,
+)
 from bench.measure import ProcessSampler, Scrape, quantile
 
 
@@ -83,23 +93,12 @@ def scrape_storm(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
         out["storm"].update(scrapes=len(ok), failed=len(hits) - len(ok), per_s=len(ok) / (ended - started))
         out["storm"].update(p50_ms=ms(quantile(times, 0.5)), p99_ms=ms(quantile(times, 0.99)))
         out["storm"].update(scrape_figures(ok))
-        for phase, (start, end) in (("quiet", quiet), ("storm", (started, ended))):
-            for product, action in ACTIONS.items():
-                counts = stage.stats.window(action, start, end) or {}
-                rate = counts.get("rate")
-                utilisation = None if rate is None else rate / settings.quotas[product]
-                out[phase][product] = {**counts, "utilisation": utilisation}
+        quota_use(stage, settings, {"quiet": quiet, "storm": (started, ended)}, out)
         return out
 
 
 def scrape_rows(scr: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    for product in wl.PRODUCTS:
-        for phase, label in (("quiet", "no scrapers"), ("storm", f"{scr['scrapers']} scrapers")):
-            use, throttled = scr[phase][product].get("utilisation"), scr[phase][product].get("throttled")
-            met = None if use is None else use >= TARGETS["utilisation"]
-            rows.append((f"{product} utilisation, {label}", use, ">= 0.95", met))
-            rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
+    rows = quota_rows(scr, (("quiet", "no scrapers"), ("storm", f"{scr['scrapers']} scrapers")))
     st = scr["storm"]
     rows.append((f"scrapes/s, {scr['scrapers']} clients (half gzip)", st["per_s"], "", None))
     rows.append(("  scrape p50 / p99, ms", pair(st["p50_ms"], st["p99_ms"]), "", None))

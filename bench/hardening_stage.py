@@ -22,7 +22,7 @@ import yaml
 
 from bench import measure
 from bench import workload as wl
-from bench.common import CREDENTIALS, REGION, Settings, fmt
+from bench.common import ACTIONS, CREDENTIALS, REGION, Settings, fmt
 from bench.measure import Child, SimulatorSampler
 
 # Inside the run's storage folder; if --storage.path comes to name a folder rather than a file, it is one.
@@ -153,3 +153,31 @@ def ms(seconds: float | None) -> float | None:
 
 def pair(a: Any, b: Any, digits: int = 1) -> str:
     return f"{fmt(a, '', digits)} / {fmt(b, '', digits)}"
+
+
+def quota_use(
+    stage: Stage, settings: Settings, windows: dict[str, tuple[float, float]], out: dict[str, Any]
+) -> None:
+    """Each status action's requests in each window (the simulator's count) and its use of the quota, into
+    `out[window][product]`: the figures every part compares without and with its load."""
+    for phase, (start, end) in windows.items():
+        for product, action in ACTIONS.items():
+            counts = stage.stats.window(action, start, end) or {}
+            rate = counts.get("rate")
+            out[phase][product] = {
+                **counts,
+                "utilisation": None if rate is None else rate / settings.quotas[product],
+            }
+
+
+def quota_rows(part: dict[str, Any], windows: tuple[tuple[str, str], ...], context: str = "") -> list[Row]:
+    """The table's rows for quota_use's figures: utilisation against the target and no throttling, for each
+    product and each (window, label)."""
+    rows: list[Row] = []
+    for product in wl.PRODUCTS:
+        for phase, label in windows:
+            use, throttled = part[phase][product].get("utilisation"), part[phase][product].get("throttled")
+            met = None if use is None else use >= TARGETS["utilisation"]
+            rows.append((f"{product} utilisation, {context}{label}", use, ">= 0.95", met))
+            rows.append((f"  RequestLimitExceeded, {label}", throttled, "0", throttled == 0))
+    return rows
