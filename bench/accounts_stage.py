@@ -10,19 +10,16 @@ import json
 import math
 import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 from bench import measure
-from bench.discovery_stage import Exposition, lag_between
+from bench.discovery_stage import Exposition, exporter_get, exporter_metrics, lag_between, start_exporter
 from bench.measure import Child
 
 PRODUCT, ACTION = "mariadb", "DescribeFlow"
@@ -31,7 +28,6 @@ REGIONS = ("ap-guangzhou", "ap-shanghai")
 DEFAULT_LATENCY = 0.05
 GOAL = 0.95  # each bucket's utilisation, all four in the same window
 MAX_WINDOW_S = 100.0  # the simulator remembers accept times for 120 s; windows are read after they end
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 Log = Callable[[str], None]
 
 
@@ -170,32 +166,15 @@ class Stage(contextlib.ExitStack):
                 ]
             },
         }
-        config_file = self.dir / "exporter.yaml"
-        config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
-        args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
-        args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(self.dir / "tasks.db")]
-        child = Child(f"{self.name}/exporter", "exporter", args, {})
-        self.callback(child.stop)
-        self.address: str = child.wait_listening(120)["address"]
-        if not measure.wait_until(lambda: self.get("/-/ready")[0] == 200, 60):
-            raise RuntimeError(f"{self.name}: the exporter never became ready")
+        child, self.address = start_exporter(self, self.name, self.dir, config, {})
         self.pids["exporter"] = child.pid
         return child
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with _OPENER.open(f"http://{self.address}{path}", timeout=60) as got:
-                return got.status, got.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError:
-            return 0, ""
+        return exporter_get(self.address, path)
 
     def metrics(self) -> Exposition:
-        status, text = self.get("/metrics")
-        if status != 200:
-            raise RuntimeError(f"{self.name}: GET /metrics answered {status}")
-        return Exposition(time.time(), text)
+        return exporter_metrics(self.name, self.address)
 
 
 # --------------------------------------------------------------------------------------------- one window

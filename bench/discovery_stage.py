@@ -127,6 +127,41 @@ def operations(
     return watched, found
 
 
+def start_exporter(
+    stack: contextlib.ExitStack, name: str, directory: Path, config: dict[str, Any], env: dict[str, str]
+) -> tuple[Child, str]:
+    """The exporter on `config` (written to `directory`), stopped with `stack`, once it answers /-/ready:
+    the child and the address it listens on."""
+    config_file = directory / "exporter.yaml"
+    config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
+    args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
+    args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(directory / "tasks.db")]
+    child = Child(f"{name}/exporter", "exporter", args, env)
+    stack.callback(child.stop)
+    address: str = child.wait_listening(120)["address"]
+    if not measure.wait_until(lambda: exporter_get(address, "/-/ready")[0] == 200, 60):
+        raise RuntimeError(f"{name}: the exporter never became ready")
+    return child, address
+
+
+def exporter_get(address: str, path: str) -> tuple[int, str]:
+    """GET `path` from the exporter: the status and body, (0, "") when it cannot be reached."""
+    try:
+        with _OPENER.open(f"http://{address}{path}", timeout=60) as got:
+            return got.status, got.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def exporter_metrics(name: str, address: str) -> Exposition:
+    status, text = exporter_get(address, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"{name}: GET /metrics answered {status}")
+    return Exposition(time.time(), text)
+
+
 class Stage(contextlib.ExitStack):
     """A simulator and an exporter in one folder; both stopped on exit."""
 
@@ -164,31 +199,14 @@ class Stage(contextlib.ExitStack):
                 "lookback": "24h",
             },
         }
-        config_file = self.dir / "exporter.yaml"
-        config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
-        args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
-        args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(self.dir / "tasks.db")]
-        child = Child(f"{self.name}/exporter", "exporter", args, CREDENTIALS)
-        self.callback(child.stop)
-        self.address: str = child.wait_listening(120)["address"]
-        if not measure.wait_until(lambda: self.get("/-/ready")[0] == 200, 60):
-            raise RuntimeError(f"{self.name}: the exporter never became ready")
+        child, self.address = start_exporter(self, self.name, self.dir, config, CREDENTIALS)
         return child
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with _OPENER.open(f"http://{self.address}{path}", timeout=60) as got:
-                return got.status, got.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError:
-            return 0, ""
+        return exporter_get(self.address, path)
 
     def metrics(self) -> Exposition:
-        status, text = self.get("/metrics")
-        if status != 200:
-            raise RuntimeError(f"{self.name}: GET /metrics answered {status}")
-        return Exposition(time.time(), text)
+        return exporter_metrics(self.name, self.address)
 
     def add_tasks(self, tasks: list[dict[str, Any]]) -> tuple[float, float, float]:
         """Gives the simulator `tasks` at once; returns the wall times the request was sent, the simulator

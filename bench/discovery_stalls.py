@@ -17,9 +17,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench import measure
 from bench.common import (
     CREDENTIALS,
     REGION,
@@ -32,7 +29,7 @@ from bench.common import (
     work_directory,
 )
 from bench.discovery import utilisation
-from bench.discovery_stage import Sizes, Stage, busiest_second
+from bench.discovery_stage import Sizes, Stage, busiest_second, start_exporter
 from bench.measure import Child
 from exporter.catalogue.products import MARIADB
 
@@ -61,15 +58,7 @@ class StallStage(Stage):
             "polling": {"interval": "1s", "finished_interval": "10m", "timeout": "10s"},
             "watch": {"mariadb_flows": [int(flow) for flow in flows]},
         }
-        config_file = self.dir / "exporter.yaml"
-        config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
-        args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
-        args += ["--log.format", "json", "--storage.path", str(self.dir / "tasks.db")]
-        child = Child(f"{self.name}/exporter", "exporter", args, CREDENTIALS)
-        self.callback(child.stop)
-        self.address: str = child.wait_listening(120)["address"]
-        if not measure.wait_until(lambda: self.get("/-/ready")[0] == 200, 60):
-            raise RuntimeError(f"{self.name}: the exporter never became ready")
+        child, self.address = start_exporter(self, self.name, self.dir, config, CREDENTIALS)
         return child
 
 
