@@ -35,9 +35,9 @@ from exporter.catalogue.products import (
     UNKNOWN,
     VPC,
     Phase,
-    catalogue_table,
     tencent_time,
 )
+from exporter.catalogue.table import catalogue_table
 from exporter.config.parser import parse_config
 from exporter.exposition.state import TaskState
 from exporter.polling.client import INVALID_RESPONSE, classify

@@ -32,7 +32,7 @@ FLOW, REQUEST = "acmedb", "widgetdb"
 NOT_FOUND = "ResourceNotFound"
 MADE_UP = f'''
 # Made up by tests/test_made_up_products.py: one product answering like the flows, one like CDB.
-ACMEDB = _flow_product("{FLOW}", "AcmeDB", "DescribeAcmeFlow", "2031-01-01", ("{NOT_FOUND}",))
+ACMEDB = flow_product("{FLOW}", "AcmeDB", "DescribeAcmeFlow", "2031-01-01", ("{NOT_FOUND}",))
 WIDGETDB = Product(
     name="{REQUEST}",
     title="WidgetDB",

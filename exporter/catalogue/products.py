@@ -9,10 +9,7 @@ branches on a product's name. Shapes and statuses are those of the official SDKs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from collections.abc import Mapping
 
 from exporter.catalogue import listapis
 
@@ -32,10 +29,19 @@ from exporter.catalogue.listapis import ListApi
 from exporter.catalogue.parsers import fields as _fields
 from exporter.catalogue.parsers import flow as _flow
 from exporter.catalogue.parsers import held as _held
-from exporter.catalogue.parsers import parse_flow, parse_task_set
-from exporter.catalogue.phases import FINAL_PHASES, IN_PROGRESS_PHASES, PHASES, STATUS_PHASES, Phase
+from exporter.catalogue.parsers import parse_task_set
+from exporter.catalogue.phases import FINAL_PHASES, IN_PROGRESS_PHASES, PHASES, Phase
+from exporter.catalogue.product import (
+    ASYNC_REQUEST_ID,
+    FLOW_ID,
+    FLOW_STATUSES,
+    REQUEST_ID,
+    TASK_ID,
+    THROTTLING,
+    Product,
+    flow_product,
+)
 from exporter.catalogue.shapes import (
-    FLOW_ANSWER,
     MIGRATION_DETAIL_ANSWER,
     RESULT_FLOW_ANSWER,
     STATUS_ANSWER,
@@ -48,145 +54,7 @@ from exporter.catalogue.shapes import (
     AnswerShape,
 )
 
-# Every product: RequestLimitExceeded and its sub-codes (.UinLimitExceeded, .IPLimitExceeded, ...).
-_THROTTLING = ("RequestLimitExceeded",)
-
-
-@dataclass(frozen=True)
-class Product:
-    """One product's status API: everything the exporter knows about it, and nothing elsewhere."""
-
-    name: str  # the product key: config, labels, the task API, the credential scope's service
-    action: str
-    version: str
-    id_param: str
-    id_kind: IdKind
-    watch_key: str  # its list under `watch:` in the config file
-    default_endpoint: str
-    default_rate_limit: float  # the published quota, requests per second
-    # Every documented status, as the parser spells it (lower case), and its phase, in the API's order: one
-    # succeeded, the other final ones failed, those accepted but not started pending, the rest running;
-    # null (UNKNOWN) and any word not here are unknown.
-    phases: tuple[tuple[str, Phase], ...]
-    parse: Callable[[Mapping[str, Any]], Observation]
-    not_found_codes: tuple[str, ...]  # error codes meaning the ID is unknown (TaskNotFound: NOT_FOUND)
-    answer_shape: AnswerShape  # what the answer holds beside Status, for the simulator
-    throttling_codes: tuple[str, ...] = _THROTTLING  # each with its sub-codes (`Code.Sub`)
-    extra_fields: tuple[str, ...] = ()  # answer fields beyond Status, for the README's table
-    title: str = ""  # the product's name in documentation
-    listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
-    unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
-
-    def __post_init__(self) -> None:
-        words = [status for status, _ in self.phases]
-        if len(set(words)) != len(words):
-            raise ValueError(f"{self.name}: a status has two phases")
-        odd = [f"{s}: {p!r}" for s, p in self.phases if p not in STATUS_PHASES]
-        if odd:
-            raise ValueError(f"{self.name}: not a status's phase: {', '.join(odd)}")
-        succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
-        if len(succeeded) != 1:
-            raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
-
-    @cached_property
-    def _phase_by_status(self) -> Mapping[str, Phase]:
-        return dict(self.phases)
-
-    def phase(self, status: str | None) -> Phase:
-        """The phase of a status word; unknown for None and any word the catalogue does not list."""
-        return Phase.UNKNOWN if status is None else self._phase_by_status.get(status, Phase.UNKNOWN)
-
-    def is_not_found(self, code: str | None) -> bool:
-        """True when an error code is the API's way of saying it knows no operation with this ID."""
-        return code is not None and (code == NOT_FOUND or code in self.not_found_codes)
-
-    @property
-    def statuses(self) -> tuple[str, ...]:
-        """Every documented status, in the API's order."""
-        return tuple(status for status, _ in self.phases)
-
-    @property
-    def final_statuses(self) -> frozenset[str]:
-        """The statuses that never change again: succeeded or failed."""
-        return frozenset(s for s, p in self.phases if p in FINAL_PHASES)
-
-    @property
-    def failure_statuses(self) -> frozenset[str]:
-        """The final statuses that are not the success."""
-        return frozenset(s for s, p in self.phases if p is Phase.FAILED)
-
-    @property
-    def success_status(self) -> str:
-        """The one final status that means it worked."""
-        return next(s for s, p in self.phases if p is Phase.SUCCEEDED)
-
-    @property
-    def listing_shares_quota(self) -> bool:
-        """True when the list API is the status action itself, so the two spend one quota between them."""
-        return self.listing is not None and (self.listing.action, self.listing.version) == (
-            self.action,
-            self.version,
-        )
-
-    @property
-    def regional_endpoint(self) -> str:
-        """The product's endpoint in one region, `{region}` to fill in: cdb.ap-shanghai.tencentcloudapi.com.
-
-        Tencent counts quotas per endpoint, so each regional host has a quota of its own; the financial
-        regions are reached only through theirs."""
-        scheme, host = self.default_endpoint.split("://", 1)
-        product, domain = host.split(".", 1)
-        return f"{scheme}://{product}.{{region}}.{domain}"
-
-    def payload(self, task_id: str) -> dict[str, Any]:
-        return {self.id_param: self.id_kind.request_value(task_id)}
-
-    def is_throttling(self, code: str | None) -> bool:
-        """True when an error code means "too many requests": the bucket slows down and it counts as such."""
-        return code is not None and any(code == c or code.startswith(c + ".") for c in self.throttling_codes)
-
-
-FLOW_ID = IdKind(integer=True, expected="a positive integer flow ID")
-TASK_ID = IdKind(integer=True, expected="a positive integer task ID")
-ASYNC_REQUEST_ID = IdKind(integer=False, expected="an async request ID string")
-# A request-ID task: its ID is the RequestId of the call that started it (CLB, VPC).
-REQUEST_ID = IdKind(
-    integer=False, expected="the RequestId of the call that started the task", request_id=True
-)
-_FLOW_PHASES = {"success": Phase.SUCCEEDED, "failed": Phase.FAILED, "running": Phase.RUNNING}
-_FLOW_STATUSES = tuple((word, _FLOW_PHASES[word]) for word, _ in FLOW_ANSWER.status_codes)
-
-
-def _flow_product(
-    name: str,
-    title: str,
-    action: str,
-    version: str,
-    not_found: tuple[str, ...],
-    throttling: tuple[str, ...] = (),
-    listing: ListApi | None = None,
-) -> Product:
-    """One of the products whose flows answer an integer Status 0/1/2 (20 requests/s)."""
-    return Product(
-        name=name,
-        action=action,
-        version=version,
-        id_param="FlowId",
-        id_kind=FLOW_ID,
-        watch_key=f"{name}_flows",
-        default_endpoint=f"https://{name}.tencentcloudapi.com",
-        default_rate_limit=20.0,
-        phases=_FLOW_STATUSES,
-        parse=parse_flow,
-        not_found_codes=not_found,
-        answer_shape=FLOW_ANSWER,
-        throttling_codes=(*_THROTTLING, *throttling),
-        title=title,
-        listing=listing,
-    )
-
-
-MARIADB = _flow_product(
+MARIADB = flow_product(
     "mariadb",
     "MariaDB",
     "DescribeFlow",
@@ -224,7 +92,7 @@ CDB = Product(
     extra_fields=("Info",),
     listing=listapis.CDB_TASKS,
 )
-DCDB = _flow_product(
+DCDB = flow_product(
     "dcdb",
     "TDSQL (DCDB)",
     "DescribeFlow",
@@ -234,10 +102,8 @@ DCDB = _flow_product(
     listapis.DCDB_INSTANCES,
 )
 # The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
-SQLSERVER = _flow_product(
-    "sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",)
-)
-CYNOSDB = _flow_product(
+SQLSERVER = flow_product("sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",))
+CYNOSDB = flow_product(
     "cynosdb",
     "TDSQL-C (CynosDB)",
     "DescribeFlow",
@@ -268,7 +134,7 @@ MONGODB = Product(
     parse=_fields(start="StartTime", end="EndTime"),
     not_found_codes=("ResourceNotFound",),
     answer_shape=STATUS_TIMES_ANSWER,
-    throttling_codes=(*_THROTTLING, "LimitExceeded.TooManyRequests"),
+    throttling_codes=(*THROTTLING, "LimitExceeded.TooManyRequests"),
     extra_fields=("StartTime", "EndTime"),
 )
 REDIS = Product(
@@ -318,7 +184,7 @@ POSTGRES = Product(
     parse=parse_task_set,
     not_found_codes=(NOT_FOUND,),
     answer_shape=TASK_SET_ANSWER,
-    throttling_codes=(*_THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
+    throttling_codes=(*THROTTLING, "FailedOperation.OperateFrequencyLimitedError"),
     extra_fields=("TaskType", "DBInstanceId", "StartTime", "EndTime", "Progress"),
     listing=listapis.POSTGRES_TASKS,
 )
@@ -395,7 +261,7 @@ CKAFKA = Product(
     default_endpoint="https://ckafka.tencentcloudapi.com",
     default_rate_limit=20.0,
     # As every flow's (success succeeded, failed failed, running running); none means "not started".
-    phases=_FLOW_STATUSES,
+    phases=FLOW_STATUSES,
     parse=_held("Result", _flow(info="Output")),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=RESULT_FLOW_ANSWER,
@@ -420,7 +286,7 @@ CLB = Product(
     default_endpoint="https://clb.tencentcloudapi.com",
     default_rate_limit=20.0,
     # As every flow's (success succeeded, failed failed, running running); none means "not started".
-    phases=_FLOW_STATUSES,
+    phases=FLOW_STATUSES,
     parse=_flow(info="Message", instances="LoadBalancerIds"),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=TASK_STATUS_ANSWER,
@@ -533,47 +399,7 @@ __all__ = [
     "Product",
     "TaskNotFound",
     "api_text",
-    "catalogue_table",
     "tencent_time",
 ]
 # The products discovery can sweep: those with a list API.
 DISCOVERABLE: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.listing is not None)
-
-
-def catalogue_table() -> str:
-    """The product table of README.md and docs/products.md, from the catalogue (a test keeps both copies equal
-    to it)."""
-    rows = [
-        "| Product | Action (version) | ID | Statuses by phase (**final**) | Also exported | Quota "
-        "| Watch key | Discovery: list action (quota) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for s in PRODUCTS:
-        kind = "integer" if s.id_kind.integer else "string"
-        if s.id_kind.request_id:
-            kind = "string: the RequestId of the call that started it"
-        rows.append(
-            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} "
-            f"| {_phases_cell(s)} | {', '.join(s.extra_fields) or '-'} "
-            f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
-        )
-    return "\n".join(rows) + "\n"
-
-
-def _phases_cell(product: Product) -> str:
-    """`pending: initial; running: running; succeeded: **success**; ...`, in the phases' order."""
-    groups = []
-    for phase in PHASES:
-        words = [s for s, p in product.phases if p is phase]
-        if words:
-            final = phase in FINAL_PHASES
-            groups.append(f"{phase}: " + ", ".join(f"**{w}**" if final else w for w in words))
-    return "; ".join(groups)
-
-
-def _listing_cell(product: Product) -> str:
-    listing = product.listing
-    if listing is None:
-        return product.unlisted_why
-    note = f"; {listing.note}" if listing.note else ""
-    return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"
