@@ -44,6 +44,11 @@ DISCOVERY_METRICS = frozenset(
 # Like the discovery metrics, kept honest by test_bucket_metrics_are_declared_by_the_exporter until a
 # rendering has it.
 BUCKET_METRICS = frozenset({"tencentcloud_api_current_rate_limit_requests_per_second"})
+# Each account's credentials (daemon/credentialstate.py), a collector the daemon registers beside Metrics;
+# kept honest by test_credential_metrics_are_declared_by_the_exporter.
+CREDENTIAL_METRICS = frozenset(
+    {"tencentcloud_exporter_credentials_available", "tencentcloud_exporter_credentials_failures_total"}
+)
 # The recording rules of alerts.yml (level:metric:operations): alerts and panels may read what they record.
 RECORDED_METRICS = frozenset(
     rule["record"]
@@ -51,7 +56,14 @@ RECORDED_METRICS = frozenset(
     for rule in group["rules"]
     if "record" in rule
 )
-ALLOWED_METRICS = CONTRACT_METRICS | SCRAPE_METRICS | DISCOVERY_METRICS | BUCKET_METRICS | RECORDED_METRICS
+ALLOWED_METRICS = (
+    CONTRACT_METRICS
+    | SCRAPE_METRICS
+    | DISCOVERY_METRICS
+    | BUCKET_METRICS
+    | CREDENTIAL_METRICS
+    | RECORDED_METRICS
+)
 
 # The label every per-task, per-API and discovery series carries: the config's account name ("default" without
 # an `accounts:` section). Per-API series also carry `api_endpoint` (the endpoint's host[:port]; `endpoint` is

@@ -10,6 +10,7 @@ from pathlib import Path
 from exporter.catalogue.products import CDB, MARIADB, REDIS
 from tests.ops_artifacts import (
     BUCKET_METRICS,
+    CREDENTIAL_METRICS,
     DISCOVERY_METRICS,
     RUNBOOK,
     alert_rules,
@@ -33,6 +34,10 @@ def test_discovery_metrics_are_declared_by_the_exporter() -> None:
 
 def test_bucket_metrics_are_declared_by_the_exporter() -> None:
     assert_declared_by_the_exporter(BUCKET_METRICS, "tencentcloud_api_current_")
+
+
+def test_credential_metrics_are_declared_by_the_exporter() -> None:
+    assert_declared_by_the_exporter(CREDENTIAL_METRICS, "tencentcloud_exporter_credentials_")
 
 
 def test_discovery_alert_fires_per_sweep_on_three_failed_sweeps() -> None:
