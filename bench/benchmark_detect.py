@@ -87,6 +87,13 @@ def detection(
     return out
 
 
+def _all_seen(work: wl.Workload, text: str) -> bool:
+    """Whether /metrics shows every scheduled change's new status."""
+    status, changed = task_series(text)
+    keys = [((c.product, c.task_id), c.new) for c in work.changes]
+    return all(status.get(key) == new and key in changed for key, new in keys)
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -110,6 +117,10 @@ def run_detect(subject: str, settings: Settings, rep: int, workdir: Path, pace: 
         (run.start_exporter if subject == "exporter" else run.start_baseline)(work)
         run.idle_until(run.epoch + length, settings.scrape_every)
         final = run.scrape(keep_body=True)
+        grace = time.time() + pace.detect_grace
+        while time.time() < grace and not _all_seen(work, final.body.decode()):
+            run.idle_until(min(grace, time.time() + settings.scrape_every), settings.scrape_every)
+            final = run.scrape(keep_body=True)
         end = time.time()
         run.stats.sample()
         run.process.sample()

@@ -31,10 +31,14 @@ class Pace:
     startup_slack: float = 3.0  # from the simulator's epoch until a subject polls
     final_margin: float = 2.0  # a detect run's last scrape, after the last change should have been seen
     settle: float = 1.0  # a large run waits this long before its timed scrapes
+    # A detect run that has not seen every change by its planned end scrapes on until it has, for at most this
+    # long: 0 for a measurement (a change seen late is censored, as it should be); the smoke run waits for the
+    # condition instead, so a busy machine makes it slower, not red.
+    detect_grace: float = 0.0
 
 
 # The test suite's smoke run (BENCH_SMOKE with --quick): it only shows that every part works.
-SMOKE_PACE = Pace(startup_slack=1.0, final_margin=1.0, settle=0.1)
+SMOKE_PACE = Pace(startup_slack=1.0, final_margin=1.0, settle=0.1, detect_grace=60.0)
 
 
 class Run:
