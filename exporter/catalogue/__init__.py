@@ -6,8 +6,9 @@ like Kubernetes' pod phase), the not-found error codes, the answer fields and ho
 the shape of the answer the simulator gives (`product`: what an entry is; `products`: the entries, the
 one table of supported products; `table`: the docs' product table made from it), each product's list API
 for discovery and its list answer's shape (`listapis`), the audit trail (CloudAudit) read as a list of the
-calls that started request-ID tasks (`auditlists`), the parsers that turn a status answer into an observation (`parsers`), the
-named shapes of status answers (`shapes`), and the helpers that read Tencent's answer fields (`apifields`).
+calls that started request-ID tasks (`auditlists`), the parsers that turn a status answer into an
+observation (`parsers`), the named shapes of status answers (`shapes`), and the helpers that read
+Tencent's answer fields (`apifields`).
 Nothing outside this wing branches on a product name: it asks the catalogue.
 
 May import: the standard library only (it is the bottom layer, beside `exporter.log` and

@@ -44,7 +44,8 @@ AUDIT_PAGE_SIZE = 50  # MaxResults' largest value
 _DAY = 86400.0
 # The request model says EndTime - StartTime must be under 30 days, but errorcodes.py's
 # LimitExceeded.OverTime says "检索支持的有效时间范围是7天" (a search spans 7 days at most): the narrower
-# one holds, so no sweep fails for a discovery.lookback the API refuses; a minute less leaves room for rounding to whole seconds.
+# one holds, so no sweep fails for a discovery.lookback the API refuses; a minute less leaves room for
+# rounding to whole seconds.
 AUDIT_SPAN_MAX = 7 * _DAY - 60.0
 # The detail JSON (CloudAuditEvent) is read for its error code only up to this size; a larger one is not read
 # (the event is kept, and the status API says whether its RequestId started anything).
