@@ -1,7 +1,7 @@
-"""Discovery through the audit trail, end to end: the real daemon (a subprocess) with an empty watch list reads
-the simulator's CloudAudit DescribeEvents, finds the operations of every product whose task ID is a call's
-RequestId, polls them to their final status, and rides out errors and throttling of DescribeEvents while
-status polling goes on untouched."""
+"""Discovery through the audit trail, end to end: the real daemon (a subprocess), with an empty watch list,
+reads the simulator's CloudAudit DescribeEvents, finds the operations of every product whose task ID is a
+call's RequestId, polls them to their final status, and rides out errors and throttling of DescribeEvents
+while status polling goes on untouched."""
 
 from __future__ import annotations
 
