@@ -24,7 +24,7 @@ from exporter.catalogue.listapis import Listed
 from exporter.catalogue.products import AUDITED, InvalidResponse, Product, audit_owners
 from exporter.config.auditconfig import AuditConfig
 from exporter.config.lanes import Lane
-from exporter.config.parser import ApiConfig, DiscoveryConfig
+from exporter.config.parser import ApiConfig, ConfigError, DiscoveryConfig, parse_config
 from exporter.credentials.base import StaticProvider
 from exporter.exposition.metrics import Metrics
 from exporter.polling.auditsweep import MAX_AUDIT_PAGES, AuditSweep, AuditSweeper
@@ -309,3 +309,38 @@ async def test_every_product_of_an_account_shares_one_cloudaudit_bucket(client: 
         }
     finally:
         await discovery.stop()
+
+
+def test_the_cloudaudit_section_is_checked_with_every_problem_named() -> None:
+    document = {
+        "discovery": {
+            "regions": [REGION],
+            "products": [p.name for p in AUDITED],
+            "cloudaudit": {"endpoint": "ftp://audit", "rate_limit": 50, "region": "Guangzhou", "quota": 1},
+        },
+        "apis": {FIRST.name: {"list_rate_limit": 5}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, "config.yaml", env={})
+    problems = str(caught.value)
+    for expected in (
+        "config.yaml: discovery.cloudaudit.endpoint: expected",
+        "config.yaml: discovery.cloudaudit.rate_limit: expected at most 20, the API's quota per account",
+        "config.yaml: discovery.cloudaudit.region: expected a region name like ap-guangzhou",
+        "config.yaml: discovery.cloudaudit.quota: unknown key",
+        # The audit trail's quota is not a product's: its list_rate_limit stays unknown.
+        f"config.yaml: apis.{FIRST.name}.list_rate_limit: unknown key",
+    ):
+        assert expected in problems, (expected, problems)
+    fine = {
+        "discovery": {
+            "regions": [REGION],
+            "cloudaudit": {"endpoint": "https://audit.example", "rate_limit": 5},
+        }
+    }
+    config = parse_config(fine, "config.yaml", env={})
+    assert config.discovery is not None
+    assert config.discovery.cloudaudit == AuditConfig(
+        "https://audit.example", 5.0, AUDIT_TRAIL.default_region
+    )
+    assert {p.name for p in AUDITED} <= set(config.discovery.products)  # discovered by default
