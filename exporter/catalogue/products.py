@@ -486,8 +486,8 @@ __all__ = [
     "audit_owners",
     "tencent_time",
 ]
-# The products discovery can sweep: those with a list API, and those the audit trail lists.
-DISCOVERABLE: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.discoverable)
+# The products discovery sweeps a list API of: those with one (`Product.discoverable` also counts AUDITED).
+DISCOVERABLE: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.listing is not None)
 # The products discovered through the audit trail, and each event name's owner (names are one product's).
 AUDITED: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.audit_events)
 

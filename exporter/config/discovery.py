@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.catalogue.products import BY_NAME, DISCOVERABLE
+from exporter.catalogue.products import BY_NAME, PRODUCTS
 from exporter.config.auditconfig import AuditConfig, parse_audit
 from exporter.config.validation import describe, shown
 from exporter.config.values import LABEL_NAME, RESERVED_LABELS, ValueChecker
@@ -17,7 +17,8 @@ _KEYS = {"regions", "accounts", "products", "interval", "lookback", "retention",
 class DiscoveryConfig:
     regions: tuple[str, ...]
     accounts: tuple[str, ...] = ("default",)  # whose operations are listed: every account by default
-    products: tuple[str, ...] = tuple(s.name for s in DISCOVERABLE)
+    # Every product with a list API, or whose calls the audit trail lists.
+    products: tuple[str, ...] = tuple(s.name for s in PRODUCTS if s.discoverable)
     interval: float = 60.0  # each (product, region) is swept this often
     lookback: float = 86400.0  # operations that started within this window are listed
     retention: float = 86400.0  # a discovered task is forgotten this long after it reached a final state
