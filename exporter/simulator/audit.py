@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from exporter.catalogue.auditlists import AUDIT_PAGE_SIZE, AUDIT_TRAIL
 from exporter.catalogue.products import Product
-from exporter.credentials.signing import Credentials, parse_authorization
+from exporter.credentials.signing import Credentials, ParsedAuthorization
 from exporter.simulator import gateway
 from exporter.simulator.errors import ApiError
 from exporter.simulator.stats import AccountStats, ActionStats, slide
@@ -71,9 +71,8 @@ class Audited:
     instance_id: str | None = None
 
 
-def is_audit_request(headers: Mapping[str, str]) -> bool:
+def is_audit_request(parsed: ParsedAuthorization | None) -> bool:
     """Whether a request is signed for CloudAudit (the real API tells it by host name)."""
-    parsed = parse_authorization(headers.get("Authorization", ""))
     return parsed is not None and parsed.service == AUDIT_TRAIL.service
 
 
@@ -81,11 +80,12 @@ def authenticate(
     headers: Mapping[str, str],
     query: str,
     body: bytes,
+    authorization: ParsedAuthorization | None,
     credentials: Mapping[str, Credentials],
     now: float,
     max_clock_skew: float,
 ) -> Credentials:
-    parsed = gateway.common_parameters(headers)
+    parsed = gateway.common_parameters(headers, authorization)
     action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
     if action != AUDIT_TRAIL.action:
         raise ApiError("InvalidAction", f"The requested action `{action}` does not exist for `cloudaudit`.")

@@ -122,7 +122,7 @@ def authenticate(
 
     `headers` must look names up case-insensitively; `now` is wall-clock time, as the real service checks.
     """
-    parsed = common_parameters(headers)
+    parsed = common_parameters(headers, routed.authorization)
     product = routed.product
     if routed.problem is not None or product is None:
         raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
@@ -130,8 +130,9 @@ def authenticate(
     return product, found
 
 
-def common_parameters(headers: Mapping[str, str]) -> ParsedAuthorization:
-    """The common parameters every request carries, and its readable `Authorization` header."""
+def common_parameters(headers: Mapping[str, str], parsed: ParsedAuthorization | None) -> ParsedAuthorization:
+    """The common parameters every request carries, and its `Authorization` header as read (`parsed`: None
+    when it could not be)."""
     _required(headers, "X-TC-Action", "Action")
     _required(headers, "X-TC-Version", "Version")
     _required(headers, "X-TC-Region", "Region")
@@ -140,7 +141,6 @@ def common_parameters(headers: Mapping[str, str]) -> ParsedAuthorization:
         raise ApiError(
             "InvalidParameterValue", f"The value `{raw_timestamp}` of parameter `Timestamp` is not valid."
         )
-    parsed = parse_authorization(headers.get("Authorization", ""))
     if parsed is None:
         raise ApiError("AuthFailure.InvalidAuthorization", "The request `Authorization` header is invalid.")
     return parsed

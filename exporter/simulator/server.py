@@ -14,7 +14,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from exporter.catalogue.products import AUDIT_TRAIL, BY_NAME, Product
-from exporter.credentials.signing import Credentials
+from exporter.credentials.signing import Credentials, ParsedAuthorization
 from exporter.simulator import audit, gateway, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
@@ -256,9 +256,9 @@ class Simulator:
         when the signature is wrong); a request for another region than this simulator's is refused before
         it spends quota.
         """
-        if audit.is_audit_request(headers):
-            return self._audit_answer(headers, query, body)
         routed = gateway.route(headers)
+        if audit.is_audit_request(routed.authorization):
+            return self._audit_answer(headers, query, body, routed.authorization)
         stats = self._stats_for(routed)
         claimed = routed.authorization.secret_id if routed.authorization is not None else ""
         account = self._account(claimed, routed)
@@ -305,7 +305,9 @@ class Simulator:
             reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
         return dataclasses.replace(reply, latency=latency)
 
-    def _audit_answer(self, headers: Mapping[str, str], query: str, body: bytes) -> _Reply:
+    def _audit_answer(
+        self, headers: Mapping[str, str], query: str, body: bytes, authorization: ParsedAuthorization | None
+    ) -> _Reply:
         """A request to CloudAudit's DescribeEvents (audit.py): authenticated and counted as a product's, in
         a quota of its own; faults set on ("cloudaudit", "DescribeEvents") or globally apply."""
         service, action = AUDIT_TRAIL.service, AUDIT_TRAIL.action
@@ -314,7 +316,13 @@ class Simulator:
         latency, faults, account = self._faults.latency, Faults(), None
         try:
             credentials = audit.authenticate(
-                headers, query, body, self._credentials, self._wall_clock(), self._max_clock_skew
+                headers,
+                query,
+                body,
+                authorization,
+                self._credentials,
+                self._wall_clock(),
+                self._max_clock_skew,
             )
             account = self._accounts.entry(credentials.secret_id, service, action, self._audit.quota)
             self._audit.admit(credentials.secret_id, self._clock(), stats, account)
