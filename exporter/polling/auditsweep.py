@@ -2,7 +2,7 @@
 discovery.interval: the calls that started a task of a product whose task ID is the call's RequestId (CLB,
 VPC), in every discovery region at once, so nobody has to name those tasks.
 
-One sweep a account covers every such product: the request names every product's event names (ORed by the
+One sweep an account covers every such product: the request names every product's event names (ORed by the
 API), and each event is given to its product by name (`exporter.catalogue.auditlists`). Its requests go
 through one bucket per (account, CloudAudit endpoint), the API's one quota, which no product's list or status
 requests touch. Pages follow one another by NextToken until ListOver, at most MAX_AUDIT_PAGES a sweep.
