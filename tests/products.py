@@ -19,6 +19,8 @@ from tencentcloud.ckafka.v20190819 import ckafka_client
 from tencentcloud.ckafka.v20190819 import models as ckafka_models
 from tencentcloud.clb.v20180317 import clb_client
 from tencentcloud.clb.v20180317 import models as clb_models
+from tencentcloud.cloudaudit.v20190319 import cloudaudit_client
+from tencentcloud.cloudaudit.v20190319 import models as cloudaudit_models
 from tencentcloud.cynosdb.v20190107 import cynosdb_client
 from tencentcloud.cynosdb.v20190107 import models as cynosdb_models
 from tencentcloud.dcdb.v20180411 import dcdb_client
@@ -97,6 +99,9 @@ class Facts:
     in_task_set: bool = False  # the answer holds the task in a TaskSet instead of at the top
     status_in: str = ""  # the answer field holding Status (CKafka's Result); "": the answer itself
     id_pattern: str = ""  # what its real IDs look like (a regular expression), where the tests check it
+    # Its task ID is the RequestId of the call that started it, and its SDK's documentation names those
+    # calls (see audit_calls): discovery reads them from the audit trail (CloudAudit's DescribeEvents).
+    audited: bool = False
 
 
 _FLOW_FIELDS: Final = frozenset({"Status"})
@@ -285,6 +290,7 @@ FACTS: Final[Mapping[str, Facts]] = {
         "success",
         "lb-",
         id_pattern=REQUEST_ID_PATTERN,
+        audited=True,
     ),
     # A request-ID task whose Status is a word in capitals.
     "vpc": Facts(
@@ -298,6 +304,7 @@ FACTS: Final[Mapping[str, Facts]] = {
         "success",
         "eni-",
         id_pattern=REQUEST_ID_PATTERN,
+        audited=True,
     ),
     # Migration jobs: the status words are camel-cased (checkPass, manualPaused).
     "dts": Facts(
@@ -320,6 +327,30 @@ SDKS: Final = {name: facts.sdk for name, facts in FACTS.items()}
 LIST_SDKS: Final = {name: facts.listing for name, facts in FACTS.items() if facts.listing is not None}
 NOT_FOUND: Final = {name: facts.not_found for name, facts in FACTS.items() if facts.not_found is not None}
 RUNNING: Final = {name: facts.running for name, facts in FACTS.items()}
+AUDITED_SDKS: Final = {name: facts.sdk for name, facts in FACTS.items() if facts.audited}
+
+# CloudAudit, whose DescribeEvents (2019-03-19, 20/s, at most 50 events a page) lists the audited calls.
+AUDIT_CLIENT: Final = cloudaudit_client.CloudauditClient
+AUDIT_MODELS: Final = cloudaudit_models
+AUDIT_SERVICE: Final = "cloudaudit"
+
+
+def audit_calls(product: str) -> set[str]:
+    """The product's calls whose SDK documentation (the client's docstrings) says to pass their RequestId to
+    its status action, reads (Describe*) left out: the calls an audit sweep should look for."""
+    sdk = AUDITED_SDKS[product]
+    calls = set()
+    for name in dir(sdk.client):
+        method = getattr(sdk.client, name)
+        doc = getattr(method, "__doc__", None) or ""
+        if (
+            name[:1].isupper()
+            and name != sdk.action
+            and not name.startswith("Describe")
+            and sdk.action in doc
+        ):
+            calls.add(name)
+    return calls
 
 
 def sdk_status(product: str, response: Any) -> Any:

@@ -236,10 +236,11 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
         assert expected in problems, (expected, problems)
     with pytest.raises(ConfigError, match=r"discovery\.regions: required"):
         parse_config({"discovery": {}}, "config.yaml", env={})
-    # Present and valid: `watch` may be empty, and the defaults are every product with a list API.
+    # Present and valid: `watch` may be empty, and the defaults are every product with a list API or whose
+    # calls the audit trail lists.
     config = parse_config({"discovery": {"regions": ["ap-shanghai"]}}, "config.yaml", env={})
     assert config.discovery is not None
-    assert config.discovery.products == tuple(p.name for p in PRODUCTS if p.listing is not None)
+    assert config.discovery.products == tuple(p.name for p in PRODUCTS if p.discoverable)
     assert {MARIADB.name, CDB.name, DCDB.name, CYNOSDB.name, REDIS.name, POSTGRES.name} <= set(
         config.discovery.products
     )

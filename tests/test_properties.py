@@ -9,9 +9,20 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.catalogue.products import CDB, DISCOVERABLE, MARIADB, NOT_FOUND, PRODUCTS, Product
+from exporter.catalogue.auditlists import AUDIT_PAGE_SIZE, AUDIT_TRAIL
+from exporter.catalogue.products import (
+    AUDITED,
+    BY_NAME,
+    CDB,
+    DISCOVERABLE,
+    MARIADB,
+    NOT_FOUND,
+    PRODUCTS,
+    Product,
+    audit_owners,
+)
 from exporter.config.parser import Config, ConfigError, load_config, parse_config, parse_task
-from exporter.polling.client import INVALID_RESPONSE, classify, classify_page
+from exporter.polling.client import INVALID_RESPONSE, classify, classify_audit_page, classify_page
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 documents = st.recursive(
@@ -183,5 +194,35 @@ def test_any_list_answer_is_a_page_an_error_code_or_invalid(document: object, pr
         assert outcome.page.total >= 0
         # Every operation found carries an ID the status API takes.
         assert all(product.id_kind.canonical(item.task_id) == item.task_id for item in outcome.page.items)
+    else:
+        assert outcome.page is None
+
+
+_AUDIT_FIELDS = [
+    *("ListOver", "NextToken", "Events", "EventName", "RequestID", "EventTime", "ResourceRegion"),
+    *("EventRegion", "ErrorCode", "EventSource", "CloudAuditEvent", "Resources", "ResourceName", "Error"),
+]
+audit_answers = st.recursive(
+    json_values | st.sampled_from([n for p in AUDITED for n in p.audit_events[:2]]),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_AUDIT_FIELDS), inner, max_size=8)
+    ),
+    max_leaves=30,
+)
+
+
+@given(audit_answers)
+@settings(max_examples=300, deadline=None)
+def test_any_audit_answer_is_a_page_an_error_code_or_invalid(document: object) -> None:
+    owners = audit_owners(AUDITED)
+    outcome = classify_audit_page(200, json.dumps({"Response": document}).encode(), AUDIT_TRAIL, owners)
+    if outcome.code is None:
+        assert outcome.page is not None
+        assert outcome.page.size <= AUDIT_PAGE_SIZE
+        # Every operation found carries an ID its product's status API takes, and a region.
+        for item in outcome.page.items:
+            kind = BY_NAME[item.product].id_kind
+            assert kind.canonical(item.listed.task_id) == item.listed.task_id
+            assert item.region
     else:
         assert outcome.page is None

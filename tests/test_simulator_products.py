@@ -422,9 +422,10 @@ def test_demo_watch_list_matches_the_scenario() -> None:
     }
     assert watched - known == {(product, str(task_id)) for product, task_id in DEMO_UNKNOWN_IDS.items()}
     assert known <= watched
-    # What only discovery finds: no watch entry names it, and every product with a list API has one.
+    # What only discovery finds: no watch entry names it, and every discoverable product (a list API, or the
+    # audit trail) has one.
     assert not unlisted & watched
-    assert {product for product, _ in unlisted} == {s.name for s in PRODUCTS if s.listing is not None}
+    assert {product for product, _ in unlisted} == {s.name for s in PRODUCTS if s.discoverable}
     assert set(DEMO_UNKNOWN_IDS) == set(BY_NAME)
     assert (DEMO_UNKNOWN_IDS[MARIADB.name], DEMO_UNKNOWN_IDS[CDB.name]) == (
         DEMO_UNKNOWN_FLOW_ID,
@@ -451,7 +452,8 @@ def test_demo_config_watches_the_demo_tasks_at_the_simulator() -> None:
         assert (product, str(task_id), "ap-guangzhou") in watched
     assert len(watched) == len(demo_tasks()) - len(demo_unlisted_operations()) + len(PRODUCTS)
     assert config.discovery is not None
-    assert config.discovery.products == tuple(s.name for s in PRODUCTS if s.listing is not None)
+    assert config.discovery.products == tuple(s.name for s in PRODUCTS if s.discoverable)
+    assert config.discovery.cloudaudit.endpoint == "http://127.0.0.1:9"
     assert config.polling.interval == pytest.approx(1.0)
     assert demo_config("http://127.0.0.1:9").polling.interval == pytest.approx(10.0)
 

@@ -45,6 +45,9 @@ class Product:
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
     unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
+    # The audit trail's names of the calls that start a request-ID task (CloudAudit's EventName): discovery
+    # then finds them there (`exporter.catalogue.auditlists`). Only for request-ID products.
+    audit_events: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         words = [status for status, _ in self.phases]
@@ -53,6 +56,8 @@ class Product:
         odd = [f"{s}: {p!r}" for s, p in self.phases if p not in STATUS_PHASES]
         if odd:
             raise ValueError(f"{self.name}: not a status's phase: {', '.join(odd)}")
+        if self.audit_events and not self.id_kind.request_id:
+            raise ValueError(f"{self.name}: audit events need a task ID that is the call's RequestId")
         succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
         if len(succeeded) != 1:
             raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
@@ -88,6 +93,11 @@ class Product:
     def success_status(self) -> str:
         """The one final status that means it worked."""
         return next(s for s, p in self.phases if p is Phase.SUCCEEDED)
+
+    @property
+    def discoverable(self) -> bool:
+        """Whether discovery can find its operations: through a list API, or the audit trail."""
+        return self.listing is not None or bool(self.audit_events)
 
     @property
     def listing_shares_quota(self) -> bool:

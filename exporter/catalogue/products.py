@@ -9,7 +9,7 @@ branches on a product's name. Shapes and statuses are those of the official SDKs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from exporter.catalogue import listapis
 
@@ -25,6 +25,7 @@ from exporter.catalogue.apifields import (
     api_text,
     tencent_time,
 )
+from exporter.catalogue.auditlists import AUDIT_TRAIL, AuditOwner
 from exporter.catalogue.listapis import ListApi
 from exporter.catalogue.parsers import fields as _fields
 from exporter.catalogue.parsers import flow as _flow
@@ -268,8 +269,89 @@ CKAFKA = Product(
     extra_fields=("Result.Output",),
     unlisted_why="none examined",
 )
-# A request-ID task is listed nowhere but in the audit trail (CloudAudit's DescribeEvents), not swept yet.
-_REQUEST_ID_UNLISTED = "none: only the audit trail lists RequestIds (not swept)"
+# A request-ID task is listed nowhere but in the audit trail (CloudAudit's DescribeEvents): discovery sweeps
+# it for the calls below (`audit_events`; exporter.catalogue.auditlists).
+# CLB's calls that start a task polled by its RequestId: those whose documentation (the SDK's clb_client.py
+# docstrings, tencentcloud-sdk-python-clb 3.1.194) says to pass the RequestId to DescribeTaskStatus, and
+# those the Terraform provider polls so (services/clb: waitForTaskFinish on the call's RequestId):
+# CreateLoadBalancer, ModifyFunctionTargets, ModifyLoadBalancerMixIpTarget and
+# SetCustomizedConfigForLoadBalancer.
+# The provider's AddCustomizedConfig, ModifyCustomizedConfig and DeleteCustomizedConfig are not in the SDK.
+_CLB_AUDIT_EVENTS = (
+    "AssociateTargetGroups",
+    "AutoRewrite",
+    "BatchModifyTargetWeight",
+    "CloneLoadBalancer",
+    "CreateListener",
+    "CreateLoadBalancer",
+    "CreateLoadBalancerSnatIps",
+    "CreateRule",
+    "DeleteListener",
+    "DeleteLoadBalancer",
+    "DeleteLoadBalancerListeners",
+    "DeleteLoadBalancerSnatIps",
+    "DeleteRewrite",
+    "DeleteRule",
+    "DeregisterFunctionTargets",
+    "DeregisterTargetGroupInstances",
+    "DeregisterTargets",
+    "DeregisterTargetsFromClassicalLB",
+    "DisassociateTargetGroups",
+    "ManualRewrite",
+    "ModifyDomain",
+    "ModifyDomainAttributes",
+    "ModifyFunctionTargets",
+    "ModifyListener",
+    "ModifyLoadBalancerAttributes",
+    "ModifyLoadBalancerMixIpTarget",
+    "ModifyLoadBalancerSla",
+    "ModifyRule",
+    "ModifyTargetGroupInstancesPort",
+    "ModifyTargetGroupInstancesWeight",
+    "ModifyTargetPort",
+    "ModifyTargetWeight",
+    "RegisterFunctionTargets",
+    "RegisterTargetGroupInstances",
+    "RegisterTargets",
+    "RegisterTargetsWithClassicalLB",
+    "SetCustomizedConfigForLoadBalancer",
+    "SetLoadBalancerStartStatus",
+)
+# VPC's calls whose documentation (the SDK's vpc_client.py docstrings, tencentcloud-sdk-python-vpc 3.1.193)
+# says to poll DescribeVpcTaskResult with their RequestId; the Terraform provider does so after
+# AssignIpv6Addresses, AttachNetworkInterface, DetachNetworkInterface, UnassignIpv6Addresses and
+# UnassignPrivateIpAddresses (services/vpc). Left out: the four Describe*Instances reads whose result comes
+# the same way (a query's answer, not an operation on a resource).
+_VPC_AUDIT_EVENTS = (
+    "AssignIpv6Addresses",
+    "AssignPrivateIpAddresses",
+    "AssociateDhcpIpWithAddressIp",
+    "AttachClassicLinkVpc",
+    "AttachNetworkInterface",
+    "CreateAndAttachNetworkInterface",
+    "CreateNetworkInterface",
+    "CreateVpnConnection",
+    "DeleteAddressTemplate",
+    "DeleteAddressTemplateGroup",
+    "DeleteDhcpIp",
+    "DeleteHaVip",
+    "DeleteNetworkInterface",
+    "DeleteServiceTemplate",
+    "DeleteServiceTemplateGroup",
+    "DetachClassicLinkVpc",
+    "DetachNetworkInterface",
+    "DisassociateDhcpIpWithAddressIp",
+    "HaVipAssociateAddressIp",
+    "HaVipDisassociateAddressIp",
+    "MigrateNetworkInterface",
+    "MigratePrivateIpAddress",
+    "ModifyAddressTemplateAttribute",
+    "ModifyAddressTemplateGroupAttribute",
+    "ModifyServiceTemplateAttribute",
+    "ModifyServiceTemplateGroupAttribute",
+    "UnassignIpv6Addresses",
+    "UnassignPrivateIpAddresses",
+)
 # CLB: a request-ID task; an integer Status as a flow's, the load balancers it concerns and a Message
 # ("the reason of a failure"). Quota 20/s (tencentcloud.com/document/api/214/33823). Its error list for the
 # action (Go SDK's clb/v20180317 client.go) is FailedOperation, InternalError, InvalidParameter and
@@ -291,7 +373,7 @@ CLB = Product(
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=TASK_STATUS_ANSWER,
     extra_fields=("LoadBalancerIds", "Message"),
-    unlisted_why=_REQUEST_ID_UNLISTED,
+    audit_events=_CLB_AUDIT_EVENTS,
 )
 # VPC: a request-ID task (the mutating calls' documentation says to poll their RequestId; the Terraform
 # provider's VPN resources pass an integer TaskId as a string too, which the string ID accepts). Status is
@@ -320,7 +402,7 @@ VPC = Product(
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_RESULT_ANSWER,
     extra_fields=("Output",),
-    unlisted_why=_REQUEST_ID_UNLISTED,
+    audit_events=_VPC_AUDIT_EVENTS,
 )
 # DTS data migration jobs, watched by JobId (dts-...) through DescribeMigrationDetail. Quota 20/s
 # (cloud.tencent.com/document/api/571/82085). Its errorcodes.py has ResourceNotFound.JobNotExist ("the
@@ -381,6 +463,8 @@ PRODUCTS: tuple[Product, ...] = (
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [
+    "AUDITED",
+    "AUDIT_TRAIL",
     "BY_NAME",
     "DISCOVERABLE",
     "FINAL_PHASES",
@@ -399,7 +483,25 @@ __all__ = [
     "Product",
     "TaskNotFound",
     "api_text",
+    "audit_owners",
     "tencent_time",
 ]
-# The products discovery can sweep: those with a list API.
+# The products discovery sweeps a list API of: those with one (`Product.discoverable` also counts AUDITED).
 DISCOVERABLE: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.listing is not None)
+# The products discovered through the audit trail, and each event name's owner (names are one product's).
+AUDITED: tuple[Product, ...] = tuple(s for s in PRODUCTS if s.audit_events)
+
+
+def audit_owners(products: Iterable[Product]) -> dict[str, AuditOwner]:
+    """Each audit event name of `products` and whose operation it starts; ValueError when two products claim
+    one name (the trail could not say whose operation it is)."""
+    owners: dict[str, AuditOwner] = {}
+    for product in products:
+        for name in product.audit_events:
+            other = owners.setdefault(name, AuditOwner(product.name, product.id_kind))
+            if other.product != product.name:
+                raise ValueError(f"audit event {name} is both {other.product}'s and {product.name}'s")
+    return owners
+
+
+audit_owners(AUDITED)  # checked when the catalogue loads

@@ -4,7 +4,7 @@ both copies equal to it)."""
 from __future__ import annotations
 
 from exporter.catalogue.phases import FINAL_PHASES, PHASES
-from exporter.catalogue.products import PRODUCTS, Product
+from exporter.catalogue.products import AUDIT_TRAIL, PRODUCTS, Product
 
 
 def catalogue_table() -> str:
@@ -40,6 +40,12 @@ def _phases_cell(product: Product) -> str:
 
 def _listing_cell(product: Product) -> str:
     listing = product.listing
+    if listing is None and product.audit_events:
+        trail = AUDIT_TRAIL
+        return (
+            f"the audit trail: CloudAudit `{trail.action}` ({trail.default_rate_limit:g}/s, shared), "
+            f"RequestIds of {len(product.audit_events)} calls"
+        )
     if listing is None:
         return product.unlisted_why
     note = f"; {listing.note}" if listing.note else ""

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from exporter.catalogue.products import BY_NAME, DISCOVERABLE
+from exporter.catalogue.products import BY_NAME, PRODUCTS
+from exporter.config.auditconfig import AuditConfig, parse_audit
 from exporter.config.validation import describe, shown
 from exporter.config.values import LABEL_NAME, RESERVED_LABELS, ValueChecker
 
-_KEYS = {"regions", "accounts", "products", "interval", "lookback", "retention", "tag_labels"}
+_KEYS = {"regions", "accounts", "products", "interval", "lookback", "retention", "tag_labels", "cloudaudit"}
 
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
     regions: tuple[str, ...]
     accounts: tuple[str, ...] = ("default",)  # whose operations are listed: every account by default
-    products: tuple[str, ...] = tuple(s.name for s in DISCOVERABLE)
+    # Every product with a list API, or whose calls the audit trail lists.
+    products: tuple[str, ...] = tuple(s.name for s in PRODUCTS if s.discoverable)
     interval: float = 60.0  # each (product, region) is swept this often
     lookback: float = 86400.0  # operations that started within this window are listed
     retention: float = 86400.0  # a discovered task is forgotten this long after it reached a final state
     tag_labels: tuple[str, ...] = ()  # resource tag keys copied onto tencentcloud_task_info as labels
+    cloudaudit: AuditConfig = field(
+        default_factory=AuditConfig
+    )  # the audit trail, for the products discovered through it
 
 
 def parse_discovery(check: ValueChecker, value: object, accounts: tuple[str, ...]) -> DiscoveryConfig | None:
@@ -42,6 +47,7 @@ def parse_discovery(check: ValueChecker, value: object, accounts: tuple[str, ...
         lookback=lookback,
         retention=check.duration(raw.get("retention"), "discovery.retention", default.retention, 0.0, True),
         tag_labels=_tag_labels(check, raw.get("tag_labels")),
+        cloudaudit=parse_audit(check, raw.get("cloudaudit")),
     )
 
 
@@ -97,7 +103,7 @@ def _products(check: ValueChecker, value: object, default: tuple[str, ...]) -> t
     products = []
     for index, name in enumerate(_strings(check, value, "discovery.products", "product keys")):
         product = BY_NAME.get(name)
-        if product is not None and product.listing is not None:
+        if product is not None and product.discoverable:
             products.append(name)
         elif product is not None:
             check.error(

@@ -20,6 +20,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.registry import Collector
 
 from exporter import __version__, buildinfo
+from exporter.catalogue.auditlists import AuditTrail
 from exporter.catalogue.products import Phase, Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import PollingConfig
@@ -54,7 +55,7 @@ class Bucket(Protocol):
 
 
 class CallOutcome(Protocol):
-    """What is counted of one API call (polling.client.Outcome and PageOutcome)."""
+    """What is counted of one API call (polling.client.Outcome, PageOutcome and AuditOutcome)."""
 
     @property
     def code(self) -> str | None: ...
@@ -230,8 +231,8 @@ class Metrics:
         if success:
             self.reload_timestamp.set(now)
 
-    def observe_api(self, lane: Lane, product: Product, outcome: CallOutcome) -> None:
-        """One request through `lane`'s bucket to one of `product`'s actions."""
+    def observe_api(self, lane: Lane, product: Product | AuditTrail, outcome: CallOutcome) -> None:
+        """One request through `lane`'s bucket to one of `product`'s actions (or the audit trail's)."""
         labels = lane.labels
         self.api_requests.labels(*labels).inc()
         self.api_duration.labels(*labels).observe(outcome.duration)

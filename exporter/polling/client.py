@@ -11,7 +11,7 @@ import dataclasses
 import json
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from exporter import __version__
+from exporter.catalogue.auditlists import AuditOwner, AuditPage, AuditTrail
 from exporter.catalogue.listapis import ListApi, Page
 from exporter.catalogue.products import (
     NOT_FOUND,
@@ -135,6 +136,30 @@ class PageOutcome:
     duration: float = 0.0
 
 
+@dataclass(frozen=True)
+class AuditOutcome:
+    """One page of the audit trail: `code` is None with the page, or the error as in Outcome."""
+
+    code: str | None
+    page: AuditPage | None = None
+    message: str = ""
+    duration: float = 0.0
+
+
+def classify_audit_page(
+    status: int, body: bytes, trail: AuditTrail, owners: Mapping[str, AuditOwner]
+) -> AuditOutcome:
+    """One DescribeEvents answer as a page of audited calls, or the error; pure like classify."""
+    response, outcome = _envelope(status, body)
+    if response is None or outcome is None:
+        failed = outcome or Outcome(INVALID_RESPONSE)
+        return AuditOutcome(failed.code, message=failed.message)
+    try:
+        return AuditOutcome(None, trail.page(response, owners))
+    except InvalidResponse as exc:
+        return AuditOutcome(INVALID_RESPONSE, message=str(exc))
+
+
 def api_session() -> aiohttp.ClientSession:
     """The HTTP session API calls go over (the daemon's, and a one-shot command's); the caller closes it.
 
@@ -245,6 +270,35 @@ class ApiClient:
             outcome = PageOutcome(answer.code, message=answer.message)
         else:
             outcome = classify_page(*answer, product, listing)
+        return dataclasses.replace(outcome, duration=time.perf_counter() - started)
+
+    async def audit_page(
+        self,
+        trail: AuditTrail,
+        endpoint: str,
+        region: str,
+        credentials: Credentials,
+        payload: dict[str, Any],
+        owners: Mapping[str, AuditOwner],
+        ticket: Ticket | None = None,
+    ) -> AuditOutcome:
+        """One page of the audit trail (CloudAudit's own service and host, signed for it)."""
+        started = time.perf_counter()
+        answer = await self._post(
+            trail.service,
+            trail.action,
+            trail.version,
+            endpoint,
+            region,
+            credentials,
+            payload,
+            LIST_ANSWER_BYTES,
+            ticket,
+        )
+        if isinstance(answer, Outcome):
+            outcome = AuditOutcome(answer.code, message=answer.message)
+        else:
+            outcome = classify_audit_page(*answer, trail, owners)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
     async def _post(

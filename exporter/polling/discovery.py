@@ -1,6 +1,8 @@
-"""Discovery: finds the operations nobody named by sweeping each product's list API, per region.
+"""Discovery: finds the operations nobody named by sweeping each product's list API, per region, and the
+audit trail for the products whose task ID is a call's RequestId.
 
-Sweepers (sweeper.py) page through each (account, product, region). What a sweep finds goes to Discovery,
+Sweepers (sweeper.py) page through each (account, product, region); AuditSweepers (auditsweep.py) through
+each account's audit trail, for every such product and region at once. What a sweep finds goes to Discovery,
 which keeps every discovered task with what the list said of it (at most MAX_TASKS of them), hands new ones
 to the daemon to watch, passes the statuses a list reports to the scheduler (`speak`), and forgets tasks
 `retention` after they reached a final state. A failed sweep (throttled, auth, transport, a page missing) is
@@ -23,6 +25,7 @@ from exporter.config.lanes import Lane
 from exporter.config.parser import DISCOVERED, ApiConfig, DiscoveryConfig, Key, WatchedTask
 from exporter.credentials.chain import CredentialProvider
 from exporter.exposition.metrics import Metrics
+from exporter.polling.auditsweep import AuditSweeper, audit_sweeps
 from exporter.polling.client import ApiClient
 from exporter.polling.ratelimit import TokenBucket
 from exporter.polling.sweeper import MAX_TASKS, SpeakCallback, Sweeper
@@ -66,6 +69,7 @@ class Discovery:
         # Keys forgotten after retention, so the list (which may still show them) does not bring them back.
         self._gone: dict[Key, float] = {}
         self._sweepers: list[Sweeper] = []
+        self._audits: list[AuditSweeper] = []
         self._buckets: dict[Lane, TokenBucket] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._speak: SpeakCallback | None = None
@@ -118,10 +122,41 @@ class Discovery:
                             busy_interval=busy_interval,
                         )
                     )
-        self.metrics.discovery.configure(config.interval, (s.labels for s in self._sweepers))
+        self._audits = self._audit_sweepers(config, client, credentials, shards)
+        self.metrics.discovery.configure(config.interval, self.swept)
         self._workers = [
             asyncio.create_task(s.run(), name=f"discover-{'-'.join(s.labels)}") for s in self._sweepers
-        ]
+        ] + [asyncio.create_task(a.run(), name=f"discover-audit-{a.spec.account}") for a in self._audits]
+
+    def _audit_sweepers(
+        self,
+        config: DiscoveryConfig,
+        client: ApiClient,
+        credentials: Mapping[str, CredentialProvider],
+        shards: int,
+    ) -> list[AuditSweeper]:
+        """The audit trail's sweepers (auditsweep.py): one per account, in a bucket of CloudAudit's own."""
+        sweepers = []
+        for sweep, rate in audit_sweeps(config, shards):
+            bucket = self._buckets.get(sweep.lane)
+            if bucket is None:
+                bucket = self._buckets[sweep.lane] = TokenBucket(rate)
+                self.metrics.lane_opened(sweep.lane, bucket)
+            found, wall_clock = self._take, self._wall_clock
+            sweepers.append(
+                AuditSweeper(
+                    sweep,
+                    bucket,
+                    client,
+                    credentials[sweep.account],
+                    self.metrics,
+                    config,
+                    found,
+                    self,
+                    wall_clock,
+                )
+            )
+        return sweepers
 
     async def stop(self) -> None:
         for worker in self._workers:
@@ -135,7 +170,7 @@ class Discovery:
     @property
     def swept(self) -> set[tuple[str, str, str]]:
         """The (account, product, region) triples swept."""
-        return {s.labels for s in self._sweepers}
+        return {s.labels for s in self._sweepers} | {t for a in self._audits for t in a.triples}
 
     @property
     def running(self) -> bool:
@@ -264,7 +299,7 @@ class Discovery:
         dropped = [key for key, found in self.found.items() if _triple(found) not in keep]
         for key in dropped:
             del self.found[key]
-        self._sweepers = []
+        self._sweepers, self._audits = [], []
         for labels in before - keep:
             self.metrics.discovery.forget(labels)
         self.count()

@@ -1,7 +1,8 @@
 """The scenario behind `--demo`: a simulator full of realistic tasks and the config that watches them.
 
 Every product of the catalogue has tasks that succeed, fail, and run for many minutes, plus one ID its API
-does not know, and, when it has a list API, operations only discovery finds. Every status the APIs document
+does not know, and, when it has a list API or the audit trail lists its calls, operations only discovery
+finds. Every status the APIs document
 shows up at least once, with the awkward cases a dashboard must survive: a null CDB status, a status value the
 docs never mention, PostgreSQL waiting for its switch-over window. The products with a scripted story are
 named once, in `_SCRIPTS`; any other product of the catalogue gets a generic story made from its documented
@@ -389,7 +390,8 @@ def _generic(product: Product) -> _Story:
         )
     ]
     unknown = product.id_kind.request_value(task_id(99))
-    return _Story(watched, unknown, unlisted if product.listing is not None else ())
+    # Discoverable through a list API, or through the audit trail (CLB, VPC: CloudAudit lists their calls).
+    return _Story(watched, unknown, unlisted if product.discoverable else ())
 
 
 # The products with a scripted story; any other product of the catalogue gets `_generic`'s.
@@ -417,7 +419,7 @@ _ACCOUNT_OF: Final = {keys.secret_id: name for name, keys in DEMO_ACCOUNTS.items
 
 def demo_unlisted_operations() -> list[SimTask]:
     """Operations no config names (started from the console, by Terraform, by Tencent's maintenance): the
-    demo's discovery finds them through the list APIs. Some start while the demo runs."""
+    demo's discovery finds them through the list APIs and the audit trail. Some start while the demo runs."""
     return [_owned(task) for story in _STORIES.values() for task in story.unlisted]
 
 
@@ -481,6 +483,8 @@ def demo_config(url: str, speed: float = 1.0) -> Config:
             "interval": max(20.0 / speed, 1.0),
             "retention": max(30 * _MINUTE / speed, 1.0),
             "tag_labels": ["team"],
+            # The audit trail (CloudAudit's DescribeEvents) is the simulator too.
+            "cloudaudit": {"endpoint": url},
         },
     }
     return parse_config(document, "<demo>", env={})

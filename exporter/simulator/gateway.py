@@ -122,6 +122,17 @@ def authenticate(
 
     `headers` must look names up case-insensitively; `now` is wall-clock time, as the real service checks.
     """
+    parsed = common_parameters(headers, routed.authorization)
+    product = routed.product
+    if routed.problem is not None or product is None:
+        raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
+    found = verify(headers, query, body, parsed, product.name, credentials, now, max_clock_skew)
+    return product, found
+
+
+def common_parameters(headers: Mapping[str, str], parsed: ParsedAuthorization | None) -> ParsedAuthorization:
+    """The common parameters every request carries, and its `Authorization` header as read (`parsed`: None
+    when it could not be)."""
     _required(headers, "X-TC-Action", "Action")
     _required(headers, "X-TC-Version", "Version")
     _required(headers, "X-TC-Region", "Region")
@@ -130,13 +141,23 @@ def authenticate(
         raise ApiError(
             "InvalidParameterValue", f"The value `{raw_timestamp}` of parameter `Timestamp` is not valid."
         )
-    timestamp = int(raw_timestamp)
-    parsed = routed.authorization
     if parsed is None:
         raise ApiError("AuthFailure.InvalidAuthorization", "The request `Authorization` header is invalid.")
-    product = routed.product
-    if routed.problem is not None or product is None:
-        raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
+    return parsed
+
+
+def verify(
+    headers: Mapping[str, str],
+    query: str,
+    body: bytes,
+    parsed: ParsedAuthorization,
+    service: str,
+    credentials: Mapping[str, Credentials],
+    now: float,
+    max_clock_skew: float,
+) -> Credentials:
+    """The signature of a request signed for `service`: the keys that signed it, or the error."""
+    timestamp = int(headers.get("X-TC-Timestamp", "").strip())
     signed = parsed.signed_headers.split(";")
     if "content-type" not in signed or "host" not in signed:
         raise ApiError(
@@ -158,9 +179,7 @@ def authenticate(
             f"{max_clock_skew:g}s away from the server time.",
         )
     canonical = _canonical(parsed.signed_headers, headers, query, body)
-    expected = signature(
-        found.secret_key, timestamp, product.name, string_to_sign(timestamp, product.name, canonical)
-    )
+    expected = signature(found.secret_key, timestamp, service, string_to_sign(timestamp, service, canonical))
     if not hmac.compare_digest(expected, parsed.signature):
         raise ApiError(
             "AuthFailure.SignatureFailure",
@@ -168,7 +187,7 @@ def authenticate(
         )
     if not hmac.compare_digest(headers.get("X-TC-Token", ""), found.token):
         raise ApiError("AuthFailure.TokenFailure", "The security token is invalid or missing.")
-    return product, found
+    return found
 
 
 def _required(headers: Mapping[str, str], header: str, parameter: str) -> str:

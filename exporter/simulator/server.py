@@ -13,9 +13,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from exporter.catalogue.products import BY_NAME, Product
-from exporter.credentials.signing import Credentials
-from exporter.simulator import gateway, listing
+from exporter.catalogue.products import AUDIT_TRAIL, BY_NAME, Product
+from exporter.credentials.signing import Credentials, ParsedAuthorization
+from exporter.simulator import audit, gateway, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
@@ -72,6 +72,7 @@ class Simulator:
         list_quotas: Mapping[str, float] | None = None,
         region: str | None = None,
         history_seconds: float = 120.0,
+        audit_quota: float | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
@@ -84,6 +85,7 @@ class Simulator:
         self._region = region
         self._accounts = Accounts(history_seconds)
         self._quotas = Quotas(quotas, list_quotas)
+        self._audit = audit.AuditService(audit_quota)  # CloudAudit's DescribeEvents (audit.py)
         self._faults = Faults(latency=latency)
         self._action_faults: dict[tuple[str, str], Faults] = {}
         self._serial = 0
@@ -131,6 +133,8 @@ class Simulator:
         actions = {spec.action} if spec is not None else set()
         if spec is not None and spec.listing is not None:
             actions.add(spec.listing.action)
+        if product == AUDIT_TRAIL.service:
+            actions.add(AUDIT_TRAIL.action)
         if action not in actions:
             raise KeyError(f"{product!r} has no action {action!r}")
         if faults == Faults():
@@ -182,6 +186,7 @@ class Simulator:
             "quotas": dict(self._quotas.rates),
             # The list actions with a quota of their own (PostgreSQL's spends its status quota).
             "list_quotas": dict(self._quotas.list_rates),
+            "audit_quota": self._audit.quota,  # CloudAudit's DescribeEvents, per account
             "faults": dataclasses.asdict(self._faults),
             "action_faults": {
                 f"{product}:{action}": dataclasses.asdict(faults)
@@ -252,6 +257,8 @@ class Simulator:
         it spends quota.
         """
         routed = gateway.route(headers)
+        if audit.is_audit_request(routed.authorization):
+            return self._audit_answer(headers, query, body, routed.authorization)
         stats = self._stats_for(routed)
         claimed = routed.authorization.secret_id if routed.authorization is not None else ""
         account = self._account(claimed, routed)
@@ -297,6 +304,70 @@ class Simulator:
             count(stats.faults, "malformed")
             reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
         return dataclasses.replace(reply, latency=latency)
+
+    def _audit_answer(
+        self, headers: Mapping[str, str], query: str, body: bytes, authorization: ParsedAuthorization | None
+    ) -> _Reply:
+        """A request to CloudAudit's DescribeEvents (audit.py): authenticated and counted as a product's, in
+        a quota of its own; faults set on ("cloudaudit", "DescribeEvents") or globally apply."""
+        service, action = AUDIT_TRAIL.service, AUDIT_TRAIL.action
+        stats = self._stats.setdefault(audit.STATS_KEY, ActionStats())
+        self._served[audit.STATS_KEY] = (service, action)
+        latency, faults, account = self._faults.latency, Faults(), None
+        try:
+            credentials = audit.authenticate(
+                headers,
+                query,
+                body,
+                authorization,
+                self._credentials,
+                self._wall_clock(),
+                self._max_clock_skew,
+            )
+            account = self._accounts.entry(credentials.secret_id, service, action, self._audit.quota)
+            self._audit.admit(credentials.secret_id, self._clock(), stats, account)
+            params = gateway.read_params(body)
+            faults = self._faults.combine(self._action_faults.get((service, action), Faults()))
+            latency = faults.latency
+            reply = self._injected(faults, stats)
+            if reply is None:
+                region = headers.get("X-TC-Region", "").strip()
+                tasks = self._audited(credentials.secret_id, region)
+                response = self._audit.answer(params, tasks, self._wall_clock())
+                if faults.missing_status:
+                    count(stats.faults, "missing_status")
+                    del response["ListOver"]  # what every page needs, as Status for a status parser
+                response["RequestId"] = request_id()
+                reply = _Reply(body=json.dumps({"Response": response}).encode())
+        except ApiError as error:
+            count(stats.errors, error.code)
+            if account is not None:
+                count(account.errors, error.code)
+            reply = _Reply(body=error_body(error))
+        if faults.malformed and reply.content_type == _JSON:
+            count(stats.faults, "malformed")
+            reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
+        return dataclasses.replace(reply, latency=latency)
+
+    def _audited(self, caller: str, region: str) -> list[audit.Audited]:
+        """The tasks whose starting call the account's audit trail holds: audited products' tasks it may
+        see that have begun (a task without a region is taken to be in the request's)."""
+        now = self._clock()
+        return [
+            audit.Audited(
+                BY_NAME[s.task.product],
+                s.task.task_id,
+                s.task.region or region,
+                s.added_wall + s.task.started / self._speed,
+                s.serial,
+                s.task.task_type,
+                s.task.instance_id,
+            )
+            for s in self._tasks.values()
+            if BY_NAME[s.task.product].audit_events
+            and s.task.owner in ("", caller)
+            and (now - s.added_at) * self._speed >= s.task.started
+        ]
 
     def _stats_for(self, routed: gateway.Route) -> ActionStats:
         if routed.product is not None:
