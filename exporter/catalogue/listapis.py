@@ -5,8 +5,9 @@ Each entry says which action and version to call, its published quota, how a pag
 window, or a fixed filter for the products that only show the flow an instance is locked by), where the items
 are in the answer, and how one item becomes a Listed operation: the ID the status API takes, plus what the
 status API may not say (start time, type, instance, progress, resource tags). Field names are those of the
-official SDKs' models.py. sqlserver and mongodb have no account-wide list without an instance ID, so they have
-no entry. `exporter.catalogue.products` attaches each entry to its product.
+official SDKs' models.py. mongodb has no account-wide list without an instance ID, so it has no entry;
+SQL Server's instance tasks are listed in two steps, busy instances then each one's tasks
+(`instancelists`). `exporter.catalogue.products` attaches each entry to its product.
 
 Where a list reports each operation's status too, `statuses` maps its words to the status API's, and a sweep
 page then speaks for the operations it lists (discovery.md, "Status from the list"). Only words that mean the
@@ -32,7 +33,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.catalogue.apifields import (
     CHINA_STANDARD_TIME,
@@ -43,6 +44,9 @@ from exporter.catalogue.apifields import (
     percent_ratio,
     text_field,
 )
+
+if TYPE_CHECKING:
+    from exporter.catalogue.instancelists import InstanceList
 
 PAGE_SIZE = 100  # every list API's largest Limit
 TAG_MAX = 50  # resource tags kept from one item: bounds what one instance can add to the exposition
@@ -95,6 +99,9 @@ class ListApi:
     note: str = ""  # for the README's table
     # The list's status words (lower-cased strings, or numbers) that mean a status-API word, and that word.
     statuses: Mapping[object, str] = field(default_factory=dict)
+    # The first step of a two-step list (`instancelists`): the busy instances, each of whose own list this
+    # is, read with the instance named (`InstanceList.param`); None: the list is account-wide.
+    instances: InstanceList | None = None
 
     @property
     def speaks_status(self) -> bool:
@@ -170,7 +177,7 @@ def _instance(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
 
 
-def _tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def resource_tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     raw = entry.get("ResourceTags")
     if not isinstance(raw, list):
         return ()
@@ -233,7 +240,7 @@ def _locked_instance(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None
         task_id,
         instance_id=_text(entry, "InstanceId"),
         instance_name=_text(entry, "InstanceName"),
-        tags=_tags(entry),
+        tags=resource_tags(entry),
     )
 
 
