@@ -30,7 +30,6 @@ DescribeFlowStatus only with the FlowId a mutating call answered. So these tasks
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from exporter.catalogue.apifields import (
     PAIR_SEPARATOR,
     STATUS_MAX_LENGTH,
     UNKNOWN,
-    IdKind,
     InvalidResponse,
     Observation,
     TaskNotFound,
@@ -50,7 +48,7 @@ from exporter.catalogue.apifields import (
     tencent_time,
     text_field,
 )
-from exporter.catalogue.listapis import PAGE_SIZE, ListApi, Listed, Page, resource_tags
+from exporter.catalogue.shapes import INSTANCE_TASKS_ANSWER
 
 # The task list's page when asked for one task's status: the largest page every list here takes.
 STATUS_PAGE = 100
@@ -81,7 +79,9 @@ def instance_task_request(task_id: str) -> dict[str, Any]:
 
 
 # InstanceTask.Status, as DescribeInstanceTasksRequest.Status documents it: 1 running, 2 success, 3 failed.
-INSTANCE_TASK_STATUSES: Mapping[object, str] = {1: "running", 2: "success", 3: "failed"}
+INSTANCE_TASK_STATUSES: Mapping[object, str] = {
+    code: word for word, code in INSTANCE_TASKS_ANSWER.status_codes
+}
 
 
 def task_status(value: object) -> str:
@@ -145,91 +145,3 @@ class InstanceList:
         """One page of busy instances from item `offset`."""
         start = offset // limit if self.page_numbered else offset
         return {**self.filters, "Offset": start, "Limit": limit}
-
-    def page(self, response: Mapping[str, Any]) -> Page:
-        """One page of busy instances: each item a Listed naming the instance (its `task_id` too) with its
-        name and resource tags, which its tasks inherit; raises InvalidResponse as ListApi.page does."""
-        total = response.get("TotalCount")
-        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise InvalidResponse(f"Response.TotalCount is not a count: {total!r}"[:200])
-        raw = response.get(self.items_field)
-        if raw is None:
-            raw = []
-        if not isinstance(raw, list):
-            raise InvalidResponse(f"Response.{self.items_field} is not a list")
-        raw = raw[:PAGE_SIZE]  # every request asks for PAGE_SIZE: more is cut, as ListApi.page does
-        items = []
-        for entry in raw:
-            if not isinstance(entry, dict):
-                raise InvalidResponse(f"Response.{self.items_field} holds a {type(entry).__name__}")
-            found = instance_id(entry.get(self.id_field))
-            if found is None:
-                continue  # an item naming no instance the task list would take
-            name = text_field(entry.get(self.name_field), INFO_MAX_LENGTH) if self.name_field else None
-            items.append(Listed(found, instance_id=found, instance_name=name, tags=resource_tags(entry)))
-        return Page(tuple(items), total, len(raw))
-
-
-def within(instance: Listed, listed: Listed) -> Listed | None:
-    """A task of an instance's list as the operation it is: its ID made the (instance, task) pair, and the
-    instance's ID, name and tags added; None when the item's ID is not a task number."""
-    number = task_number(int(listed.task_id)) if listed.task_id.isdigit() else None
-    if number is None:
-        return None
-    return dataclasses.replace(
-        listed,
-        task_id=pair(instance.task_id, number),
-        instance_id=instance.task_id,
-        instance_name=instance.instance_name,
-        tags=instance.tags,
-    )
-
-
-def _instance_task(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
-    """An InstanceTask, its ID still the bare task number (`within` makes it the pair)."""
-    number = task_number(entry.get("Id"))
-    if number is None:
-        return None
-    task_type = entry.get("Type")
-    try:
-        status: str | None = task_status(entry.get("Status"))
-    except InvalidResponse:
-        status = None  # the status request decides
-    return Listed(
-        str(number),
-        start_time=tencent_time(entry.get("StartTime")),
-        end_time=tencent_time(entry.get("EndTime")),
-        task_type=str(task_type) if task_number(task_type) is not None else None,
-        progress=percent_ratio(entry.get("Progress")),
-        status=status if status in INSTANCE_TASK_STATUSES.values() else None,
-    )
-
-
-_DESCRIBE_FLOW_VERSION = "2018-03-28"
-# DescribeDBInstances, Status 7: "task executing (backup, rollback...)". One integer, not a list as MariaDB's
-# Status filter is. Offset is a page number by default (PaginationType pageNumber).
-SQLSERVER_BUSY_INSTANCES = InstanceList(
-    "DescribeDBInstances",
-    _DESCRIBE_FLOW_VERSION,
-    20.0,
-    "DBInstances",
-    "InstanceId",
-    filters={"Status": 7},
-    name_field="Name",
-    page_numbered=True,
-    note="instances in status 7 (task executing)",
-)
-# Each busy instance's running tasks (Status filter 1): the list is the status action itself, so the two
-# spend its one quota (20/s); 5/s of it go to discovery by default.
-SQLSERVER_INSTANCE_TASKS = ListApi(
-    "DescribeInstanceTasks",
-    _DESCRIBE_FLOW_VERSION,
-    5.0,
-    "InstanceTaskSet",
-    _instance_task,
-    answer_shape="instance_tasks",
-    filters={"Status": 1},
-    note="each busy instance's running tasks, of the status action's 20/s",
-    statuses=INSTANCE_TASK_STATUSES,
-    instances=SQLSERVER_BUSY_INSTANCES,
-)

@@ -44,6 +44,7 @@ from exporter.catalogue.product import (
     flow_product,
 )
 from exporter.catalogue.shapes import (
+    INSTANCE_TASKS_ANSWER,
     MIGRATION_DETAIL_ANSWER,
     RESULT_FLOW_ANSWER,
     STATUS_ANSWER,
@@ -141,9 +142,9 @@ SQLSERVER_TASKS = Product(
     request=instancelists.instance_task_request,
     # An unknown instance: the SDK's errorcodes.py has ResourceNotFound.InstanceNotFound ("实例不存在").
     not_found_codes=("ResourceNotFound.InstanceNotFound",),
-    answer_shape=AnswerShape("instance_tasks"),
+    answer_shape=INSTANCE_TASKS_ANSWER,
     extra_fields=("Type", "StartTime", "EndTime", "Progress", "Message"),
-    listing=instancelists.SQLSERVER_INSTANCE_TASKS,
+    listing=listapis.SQLSERVER_INSTANCE_TASKS,
     service="sqlserver",
 )
 CYNOSDB = flow_product(

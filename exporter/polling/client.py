@@ -20,7 +20,7 @@ import aiohttp
 
 from exporter import __version__
 from exporter.catalogue.instancelists import InstanceList
-from exporter.catalogue.listapis import ListApi, Page
+from exporter.catalogue.listapis import ListApi, Page, busy_instances
 from exporter.catalogue.products import (
     NOT_FOUND,
     InvalidResponse,
@@ -121,7 +121,7 @@ def classify_page(status: int, body: bytes, product: Product, listing: ListApi |
         return PageOutcome(failed.code, message=failed.message, request_id=failed.request_id)
     try:
         if isinstance(listing, InstanceList):
-            page = listing.page(response)
+            page = busy_instances(listing, response)
         else:
             page = listing.page(response, product.id_kind)
     except InvalidResponse as exc:

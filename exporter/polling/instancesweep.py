@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from exporter.catalogue.instancelists import InstanceList, within
-from exporter.catalogue.listapis import PAGE_SIZE, ListApi, Listed, Page
+from exporter.catalogue.instancelists import InstanceList
+from exporter.catalogue.listapis import PAGE_SIZE, ListApi, Listed, Page, within
 from exporter.config.lanes import Lane
 from exporter.polling.client import INTERNAL_ERROR, PageOutcome
 from exporter.polling.ratelimit import TokenBucket

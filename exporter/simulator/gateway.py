@@ -40,11 +40,23 @@ _BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
 
 
 def _apis(product: Product) -> dict[str, str]:
-    """A product's actions and their versions: the status action, and the list action if it has one."""
+    """A product's actions and their versions: the status action, and the list action if it has one (and
+    the busy instances' list of a two-step one)."""
     apis = {product.action: product.version}
     if product.listing is not None:
         apis.setdefault(product.listing.action, product.listing.version)
+        if product.listing.instances is not None:
+            apis.setdefault(product.listing.instances.action, product.listing.instances.version)
     return apis
+
+
+def _of_service(service: str, action: str) -> Product | None:
+    """The product of a service offering `action` (SQL Server's flows and instance tasks share `sqlserver`);
+    without one, the product named so."""
+    for product in PRODUCTS:
+        if product.api_service == service and action in _apis(product):
+            return product
+    return BY_NAME.get(service)
 
 
 def _owners() -> dict[tuple[str, str], Product]:
@@ -79,32 +91,51 @@ class Route:
     authorization: ParsedAuthorization | None
     action: str = ""
     listing: ListApi | None = None
+    instances: bool = False  # the action is the busy instances' list, the first step of `listing`
 
 
 def _listing_of(product: Product, action: str) -> ListApi | None:
     listing = product.listing
-    return listing if listing is not None and listing.action == action else None
+    if listing is None:
+        return None
+    if listing.action == action or (listing.instances is not None and listing.instances.action == action):
+        return listing
+    return None
+
+
+def _is_instances(product: Product, action: str) -> bool:
+    listing = product.listing
+    return listing is not None and listing.instances is not None and listing.instances.action == action
 
 
 def route(headers: Mapping[str, str]) -> Route:
     authorization = parse_authorization(headers.get("Authorization", ""))
     scope = authorization.service if authorization else ""
     action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
-    product = BY_NAME.get(scope)
+    product = _of_service(scope, action)
     if product is not None and action in _apis(product):
         key, listing = stats_key(product.name, action), _listing_of(product, action)
+        instances = _is_instances(product, action)
         if version == _apis(product)[action]:
-            return Route(product, key, None, authorization, action, listing)
+            return Route(product, key, None, authorization, action, listing, instances)
         problem = ApiError(
             "NoSuchVersion", f"The requested version `{version}` of service `{scope}` does not exist."
         )
-        return Route(product, key, problem, authorization, action, listing)
+        return Route(product, key, problem, authorization, action, listing, instances)
     owner = _BY_ACTION_VERSION.get((action, version))
     if owner is not None:
         # The client was made for `owner` but signed for another service (or the scope is unreadable).
         problem = ApiError("AuthFailure.InvalidAuthorization", "`Service` in Credential not valid.")
         key = stats_key(owner.name, action)
-        return Route(owner, key, problem, authorization, action, _listing_of(owner, action))
+        return Route(
+            owner,
+            key,
+            problem,
+            authorization,
+            action,
+            _listing_of(owner, action),
+            _is_instances(owner, action),
+        )
     problem = ApiError("InvalidAction", f"The requested action `{action}` does not exist for `{scope}`.")
     return Route(None, f"{scope}:{action}", problem, authorization, action)
 
@@ -158,9 +189,8 @@ def authenticate(
             f"{max_clock_skew:g}s away from the server time.",
         )
     canonical = _canonical(parsed.signed_headers, headers, query, body)
-    expected = signature(
-        found.secret_key, timestamp, product.name, string_to_sign(timestamp, product.name, canonical)
-    )
+    service = product.api_service
+    expected = signature(found.secret_key, timestamp, service, string_to_sign(timestamp, service, canonical))
     if not hmac.compare_digest(expected, parsed.signature):
         raise ApiError(
             "AuthFailure.SignatureFailure",
@@ -207,6 +237,9 @@ def is_list_request(routed: Route, params: Mapping[str, Any]) -> bool:
     product = routed.product
     if routed.listing is None or product is None:
         return False
+    # An instance's task list answers the status request of one of its tasks too (instancetasks).
+    if product.id_kind.pair:
+        return True
     return not product.listing_shares_quota or product.id_param not in params
 
 
@@ -259,9 +292,15 @@ class Quotas:
         }
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 
-    def bucket(self, product: Product, *, listing: bool = False) -> tuple[str, float]:
+    def bucket(
+        self, product: Product, *, listing: bool = False, instances: bool = False
+    ) -> tuple[str, float]:
         """The action whose quota a request spends, and that quota: the status action's, or with `listing`
-        the list action's (PostgreSQL's list action is its status action: the one quota)."""
+        the list action's (PostgreSQL's list action is its status action: the one quota), or with
+        `instances` the busy instances' list's (its published quota)."""
+        first = product.listing.instances if product.listing is not None else None
+        if instances and first is not None:
+            return first.action, first.default_rate_limit
         if listing and product.listing is not None and not product.listing_shares_quota:
             return product.listing.action, self.list_rates[product.name]
         return product.action, self.rates[product.name]
@@ -275,10 +314,11 @@ class Quotas:
         *,
         listing: bool = False,
         account: ActionStats | None = None,
+        instances: bool = False,
     ) -> None:
         """Counts one request to the status action, or with `listing` to the list action, in `stats` (every
         caller's) and `account` (the secret id's own)."""
-        action, quota = self.bucket(product, listing=listing)
+        action, quota = self.bucket(product, listing=listing, instances=instances)
         window = self._windows.setdefault((secret_id, product.name, action), deque())
         slide(window, now)
         if len(window) >= quota:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter.catalogue.products import BY_NAME, Product
 from exporter.credentials.signing import Credentials
-from exporter.simulator import gateway, listing
+from exporter.simulator import gateway, instancetasks, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
@@ -271,7 +271,13 @@ class Simulator:
                 )
             listing_api = routed.listing is not None
             self._quotas.admit(
-                product, credentials.secret_id, self._clock(), stats, listing=listing_api, account=account
+                product,
+                credentials.secret_id,
+                self._clock(),
+                stats,
+                listing=listing_api,
+                account=account,
+                instances=routed.instances,
             )
             params = gateway.read_params(body)
             action_faults = self._faults.combine(
@@ -280,7 +286,9 @@ class Simulator:
             if gateway.is_list_request(routed, params):
                 faults = action_faults
                 latency = faults.latency
-                reply = self._list(product, params, region, faults, stats, credentials.secret_id)
+                reply = self._list(
+                    product, params, region, faults, stats, credentials.secret_id, routed.instances
+                )
             else:
                 task_id = gateway.read_task_id(product, params)
                 state = self._tasks.get((product.name, task_id))
@@ -308,7 +316,9 @@ class Simulator:
         product = routed.product
         if product is None or secret_id not in self._credentials:
             return None
-        action, quota = self._quotas.bucket(product, listing=routed.listing is not None)
+        action, quota = self._quotas.bucket(
+            product, listing=routed.listing is not None, instances=routed.instances
+        )
         return self._accounts.entry(secret_id, product.name, action, quota)
 
     @staticmethod
@@ -365,6 +375,7 @@ class Simulator:
         faults: Faults,
         stats: ActionStats,
         caller: str | None = None,
+        instances: bool = False,
     ) -> _Reply:
         """The product's list answer over its tasks listed in `region` (a task without one: in every one)
         that the account `caller` may see: its own and those without an owner (None: every task)."""
@@ -384,9 +395,11 @@ class Simulator:
             and (caller is None or state.task.owner in ("", caller))
         ]
         assert product.listing is not None  # routed here for its list action
-        response = listing.answer(
-            product.listing, listing.ListRequest(params, tasks, region, self._wall_clock())
-        )
+        request = listing.ListRequest(params, tasks, region, self._wall_clock())
+        if product.listing.instances is not None:
+            response = instancetasks.answer(instances, request)
+        else:
+            response = listing.answer(product.listing, request)
         if faults.missing_status:
             # What every list parser needs, as Status is for a status parser.
             count(stats.faults, "missing_status")
