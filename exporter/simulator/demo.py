@@ -370,6 +370,8 @@ def _generic(product: Product) -> _Story:
     def task_id(number: int) -> str:
         if product.id_kind.request_id:  # a RequestId, as the call that started the task answered it
             return f"{number:08x}-de30-4000-8000-{700_000 + number:012x}"
+        if product.id_kind.pair:  # an instance's task: `<instance ID>:<task ID>`, three instances
+            return f"mssql-demo{number % 3}:{700_000 + number}"
         return str(700_000 + number) if product.id_kind.integer else f"demo-{product.name}-{number:04d}"
 
     watched = [
