@@ -9,6 +9,7 @@ branches on a product's name. Shapes and statuses are those of the official SDKs
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,7 +105,10 @@ DCDB = flow_product(
     listapis.DCDB_INSTANCES,
 )
 # The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
-SQLSERVER = flow_product("sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",))
+SQLSERVER = dataclasses.replace(
+    flow_product("sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",)),
+    unlisted_why="none without an instance ID (its instances' tasks: `sqlserver_tasks`)",
+)
 
 
 def _unpicked(response: Mapping[str, Any]) -> Observation:
@@ -112,10 +116,6 @@ def _unpicked(response: Mapping[str, Any]) -> Observation:
     raise InvalidResponse("this answer is read with the task's ID (Product.observe)")
 
 
-# NOT YET IN PRODUCTS (so neither configurable nor swept): the entry, its parser, its two-step sweep
-# (polling/instancesweep.py) and its simulator answers (simulator/instancetasks.py) are written, but the
-# suite's every-product tests still need their row for it (tests/products.py and the tests that make IDs,
-# SDK calls and demo tasks per product); adding it to PRODUCTS is the last step.
 # SQL Server's instance tasks, each an (instance ID, task ID) pair read from its instance's task list
 # (instancelists has the facts and their sources). Not the FlowId of SQLSERVER: nothing says a task's Id is.
 SQLSERVER_TASKS = Product(
@@ -412,6 +412,7 @@ PRODUCTS: tuple[Product, ...] = (
     CDB,
     DCDB,
     SQLSERVER,
+    SQLSERVER_TASKS,
     CYNOSDB,
     MONGODB,
     REDIS,

@@ -390,7 +390,8 @@ def _generic(product: Product) -> _Story:
             started=-_MINUTE,
         )
     ]
-    unknown = product.id_kind.request_value(task_id(99))
+    # An instance's task: of an instance that does not exist, which its own not-found code says.
+    unknown = product.id_kind.request_value("mssql-gone:700099" if product.id_kind.pair else task_id(99))
     return _Story(watched, unknown, unlisted if product.listing is not None else ())
 
 
