@@ -243,6 +243,16 @@ def is_list_request(routed: Route, params: Mapping[str, Any]) -> bool:
     return not product.listing_shares_quota or product.id_param not in params
 
 
+def is_sweep_request(routed: Route, params: Mapping[str, Any]) -> bool:
+    """True for a list request that a sweep sends, not a status poll: an instance's task list asked with a
+    Status filter (the exporter's status request of one task names none) or the busy instances' list; any
+    other list request. Only the simulator's faults tell the two apart (`set_action_faults`)."""
+    product = routed.product
+    if product is not None and product.id_kind.pair and not routed.instances:
+        return "Status" in params
+    return is_list_request(routed, params)
+
+
 def read_task_id(product: Product, params: Mapping[str, Any]) -> str:
     """The task ID of a request holding exactly the product's ID parameter, of the right JSON type."""
     for name in params:

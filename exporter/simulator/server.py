@@ -86,6 +86,7 @@ class Simulator:
         self._quotas = Quotas(quotas, list_quotas)
         self._faults = Faults(latency=latency)
         self._action_faults: dict[tuple[str, str], Faults] = {}
+        self._sweep_faults: dict[tuple[str, str], Faults] = {}  # only a sweep's requests (set_action_faults)
         self._serial = 0
         self._speed = speed
         self._max_clock_skew = max_clock_skew
@@ -121,22 +122,29 @@ class Simulator:
         """Replaces the faults applied to every API request."""
         self._faults = faults
 
-    def set_action_faults(self, product: str, action: str, faults: Faults) -> None:
+    def set_action_faults(
+        self, product: str, action: str, faults: Faults, *, sweeps_only: bool = False
+    ) -> None:
         """Faults for every request to one action of one product (its status or list action), on top of the
         global ones; `Faults()` clears them. KeyError when the product has no such action.
 
-        PostgreSQL's list action is its status action, so faults set on it hit both kinds of request.
+        PostgreSQL's list action is its status action, so faults set on it hit both kinds of request, as
+        SQL Server's instance task list does; `sweeps_only` keeps them to a sweep's requests
+        (`gateway.is_sweep_request`), so status polling through the same action goes on untouched.
         """
         spec = BY_NAME.get(product)
         actions = {spec.action} if spec is not None else set()
         if spec is not None and spec.listing is not None:
             actions.add(spec.listing.action)
+            if spec.listing.instances is not None:
+                actions.add(spec.listing.instances.action)
         if action not in actions:
             raise KeyError(f"{product!r} has no action {action!r}")
+        table = self._sweep_faults if sweeps_only else self._action_faults
         if faults == Faults():
-            self._action_faults.pop((product, action), None)
+            table.pop((product, action), None)
         else:
-            self._action_faults[(product, action)] = faults
+            table[(product, action)] = faults
 
     def set_latency(self, seconds: float) -> None:
         self._faults = dataclasses.replace(self._faults, latency=seconds)
@@ -285,6 +293,8 @@ class Simulator:
             )
             if gateway.is_list_request(routed, params):
                 faults = action_faults
+                if gateway.is_sweep_request(routed, params):
+                    faults = faults.combine(self._sweep_faults.get((product.name, routed.action), Faults()))
                 latency = faults.latency
                 reply = self._list(
                     product, params, region, faults, stats, credentials.secret_id, routed.instances
