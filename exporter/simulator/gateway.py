@@ -50,13 +50,15 @@ def _apis(product: Product) -> dict[str, str]:
     return apis
 
 
+# (service, action) -> the product offering it: SQL Server's flows and instance tasks share `sqlserver`.
+_BY_SERVICE_ACTION: Final[Mapping[tuple[str, str], Product]] = {
+    (product.api_service, action): product for product in reversed(PRODUCTS) for action in _apis(product)
+}
+
+
 def _of_service(service: str, action: str) -> Product | None:
-    """The product of a service offering `action` (SQL Server's flows and instance tasks share `sqlserver`);
-    without one, the product named so."""
-    for product in PRODUCTS:
-        if product.api_service == service and action in _apis(product):
-            return product
-    return BY_NAME.get(service)
+    """The product of a service offering `action`; without one, the product named so."""
+    return _BY_SERVICE_ACTION.get((service, action)) or BY_NAME.get(service)
 
 
 def _owners() -> dict[tuple[str, str], Product]:
