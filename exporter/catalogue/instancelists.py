@@ -9,11 +9,15 @@ Its status request is the instance's task list (`InstanceId`, `Limit` 100), and 
 with the task's ID; an item absent from that page is not found. The list's order is not documented, so an
 instance with more than 100 tasks may hide one of them (docs/discovery.md).
 
-Discovery is a sweep in two steps (`InstanceList`): the account's instances busy with a task (a snapshot: a
-fixed filter), then each busy instance's running tasks. Each step is an action with its own quota.
+Discovery is a sweep in two steps (`InstanceList`, named by `ListApi.instances`): the account's instances
+busy with a task (a snapshot: a fixed filter), then each busy instance's running tasks. The entries, the page
+reader of the first step (`busy_instances`) and the item reader of the second (`within` makes each task's
+pair ID) are in `listapis`, which imports this module. DescribeDBInstances has a quota of its own;
+DescribeInstanceTasks is also the status action, so polling and the second step share its quota.
 
 Facts from the official SDK (tencentcloud-sdk-python-sqlserver 3.1.183, sqlserver/v20180328 models.py):
-DescribeDBInstancesRequest.Status is one integer, 7 "task executing (backup, rollback...)"; its Offset is a
+DescribeDBInstancesRequest.Status is one integer, 7 "task executing (backup, rollback...)" (DBInstance.Status
+also has 9 expanding, 10 migrating, 12 restarting, 13-17 modifying or creating, not swept); its Offset is a
 page number ("页编号, 默认值为第0页") unless PaginationType is `offset` (default `pageNumber`); Limit 1-100.
 DescribeInstanceTasksRequest takes InstanceId, Limit, Offset and Status (1 running, 2 success, 3 failed);
 its answer's InstanceTaskSet holds InstanceTask items (Id, Type, Status, Progress, StartTime, EndTime,
