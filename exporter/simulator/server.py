@@ -465,20 +465,21 @@ class Simulator:
 
     async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
         """Body: fault fields, plus `product` and `task_id` to target one task, or `product` and `action` to
-        target one action, instead of every request."""
+        target one action (with `"sweeps_only": true`, only a sweep's requests to it), instead of every
+        request."""
         target = "task"
         try:
             document = await request.json()
             if not isinstance(document, dict):
                 raise ValueError("expected a JSON object")
             product, task_id = document.pop("product", None), document.pop("task_id", None)
-            action = document.pop("action", None)
+            action, sweeps_only = document.pop("action", None), document.pop("sweeps_only", False) is True
             faults = faults_from_dict(document)
             if action is not None:
                 if task_id is not None:
                     raise ValueError("target either a `task_id` or an `action`, not both")
                 target = "action"
-                self.set_action_faults(str(product), str(action), faults)
+                self.set_action_faults(str(product), str(action), faults, sweeps_only=sweeps_only)
             elif product is None and task_id is None:
                 self.set_faults(faults)
             else:
