@@ -170,10 +170,11 @@ class BenchSimulator(Simulator):
         faults: Faults,
         stats: ActionStats,
         caller: str | None = None,
+        instances: bool = False,
     ) -> Any:
         api = _cacheable(product) if self.list_cache else None
-        if api is None or api.window is None:
-            return super()._list(product, params, region, faults, stats, caller)
+        if api is None or api.window is None or instances:
+            return super()._list(product, params, region, faults, stats, caller, instances)
         offset, limit = params.get("Offset", 0), params.get("Limit", 20)
         begin, end = (params.get(name) for name in api.window)
         pageable = all(isinstance(v, int) and not isinstance(v, bool) for v in (offset, limit))

@@ -35,6 +35,14 @@ def status_lane(product: Product, account: str = "default") -> Lane:
     return Lane(account, product.name, product.action, product.default_endpoint)
 
 
+def sample_id(product: Product, number: int = 123, word: str = "req-1") -> str:
+    """A well-formed ID of the product's kind: `number` for an integer ID, `<instance>:<number>` for an
+    instance's task, `word` for any other string."""
+    if product.id_kind.pair:
+        return f"mssql-sample{number % 7}:{number}"
+    return str(number) if product.id_kind.integer else word
+
+
 _INSTALL_HINTS = {
     "promtool": "Debian package: apt-get install prometheus",
     "prometheus": "Debian package: apt-get install prometheus",

@@ -102,6 +102,9 @@ class Facts:
     # Its task ID is the RequestId of the call that started it, and its SDK's documentation names those
     # calls (see audit_calls): discovery reads them from the audit trail (CloudAudit's DescribeEvents).
     audited: bool = False
+    # The status request is the instance's task list (InstanceId and Limit), the task picked by its Id: the
+    # ID is `<instance ID>:<task Id>`.
+    instance_tasks: bool = False
 
 
 _FLOW_FIELDS: Final = frozenset({"Status"})
@@ -171,6 +174,22 @@ FACTS: Final[Mapping[str, Facts]] = {
         "ResourceNotFound",
         (2, 2, 0),
         "mssql-",
+    ),
+    # An instance's task: `<instance ID>:<task Id>`, read from DescribeInstanceTasks (1 running, 2 success,
+    # 3 failed); an unknown instance is ResourceNotFound.InstanceNotFound. Discovered in two steps (the
+    # busy instances, DescribeDBInstances Status 7, then each one's running tasks): no ListSdk row, the
+    # generic list tests being for one-step lists; tests/test_instance_discovery.py reads both with the SDK.
+    "sqlserver_tasks": Facts(
+        Sdk(sqlserver_client.SqlserverClient, sqlserver_models, "DescribeInstanceTasks", "InstanceId", False),
+        "ResourceNotFound.InstanceNotFound",
+        frozenset({"TotalCount", "InstanceTaskSet"}),
+        1,
+        2,
+        (1, 1, 3),
+        "running",
+        "success",
+        "mssql-",
+        instance_tasks=True,
     ),
     "cynosdb": _flow(
         cynosdb_client.CynosdbClient,
@@ -360,3 +379,10 @@ def sdk_status(product: str, response: Any) -> Any:
     if facts.in_task_set:
         return response.TaskSet[0].Status
     return getattr(response, facts.status_in).Status if facts.status_in else response.Status
+
+
+def tid(product: str, raw: str, instance: str = "t") -> str:
+    """A task ID of the product made from `raw`: itself, or for an instance's task `<prefix><instance>:<raw>`
+    (the instance is made up from the tasks the simulator is given: another `instance` is unknown)."""
+    facts = FACTS[product]
+    return f"{facts.instance_prefix}{instance}:{raw}" if facts.instance_tasks else raw

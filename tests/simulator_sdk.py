@@ -34,7 +34,7 @@ from exporter.credentials import signing
 from exporter.credentials.signing import Credentials
 from exporter.simulator import SimTask, Simulator, SimulatorThread, task_to_dict
 from tests.helpers import FakeClock, wait_for
-from tests.products import LIST_SDKS, SDKS
+from tests.products import FACTS, LIST_SDKS, SDKS
 
 KEY = Credentials("AKIDsimulatortest0000000000000000001", "simulator-test-secret-key")
 TEMP_KEY = Credentials("AKIDsimulatortemp0000000000000000002", "temporary-secret-key", "session-token-1")
@@ -64,6 +64,12 @@ def sdk_call(client: Any, product: str, task_id: str) -> Any:
     """The product's status action for one ID, through its official client; returns the SDK's model."""
     sdk = SDKS[product]
     request = getattr(sdk.models, f"{sdk.action}Request")()
+    if FACTS[product].instance_tasks:
+        # The instance's task list; the task is the item with its Id (None when the list lacks it).
+        instance, number = task_id.rsplit(":", 1)
+        request.InstanceId, request.Limit = instance, 100
+        answer = getattr(client, sdk.action)(request)
+        return next((t for t in answer.InstanceTaskSet if t.Id == int(number)), None)
     setattr(request, sdk.id_param, int(task_id) if sdk.integer_id else task_id)
     return getattr(client, sdk.action)(request)
 

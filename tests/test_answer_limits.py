@@ -31,7 +31,7 @@ from exporter.credentials.sources import discover_role
 from exporter.polling import client as c
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS, ENV, DaemonProcess, wait_for, write_config
-from tests.products import FACTS
+from tests.products import FACTS, tid
 
 MIB = 1024 * 1024
 REGION = "ap-guangzhou"
@@ -241,6 +241,13 @@ async def test_the_credential_sources_answers_have_a_limit_too() -> None:
 # ------------------------------------------------------------------ the simulator's answers fit the limits
 
 
+def _task_id(product: str, number: int) -> str:
+    facts = FACTS[product]
+    if facts.instance_tasks:
+        return tid(product, str(number), "op")
+    return f"{number}" if facts.sdk.integer_id else f"{facts.instance_prefix}op{number}"
+
+
 async def test_the_simulators_answers_pass_with_the_limits_cut_to_a_fraction(
     simulator: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,7 +262,7 @@ async def test_the_simulators_answers_pass_with_the_limits_cut_to_a_fraction(
             simulator.add_task(
                 SimTask(
                     product.name,
-                    f"{9000 + n}" if facts.sdk.integer_id else f"{facts.instance_prefix}op{9000 + n}",
+                    _task_id(product.name, 9000 + n),
                     (Phase(0, facts.running),),
                     task_type="MODIFY PARAM",
                     instance_id=f"{facts.instance_prefix}{n:08d}",
@@ -267,12 +274,14 @@ async def test_the_simulators_answers_pass_with_the_limits_cut_to_a_fraction(
         api = c.ApiClient(session, timeout=10.0)
         for product in PRODUCTS:
             facts = FACTS[product.name]
-            task = "9000" if facts.sdk.integer_id else f"{facts.instance_prefix}op9000"
+            task = _task_id(product.name, 9000)
             outcome = await api.describe(product, simulator.url, REGION, CREDS, task)
             assert outcome.code is None, (product.name, outcome)
         for product in DISCOVERABLE:
             assert product.listing is not None
             payload = product.listing.payload(0, 0.0, 4e9)
+            if product.listing.instances is not None:  # one instance's page: all 100 tasks are its
+                payload[product.listing.instances.param] = tid(product.name, "9000", "op").split(":")[0]
             page = await api.list_page(product, simulator.url, REGION, CREDS, payload)
             assert page.code is None, (product.name, page)
             assert page.page is not None

@@ -41,7 +41,7 @@ from exporter.catalogue.table import catalogue_table
 from exporter.config.parser import parse_config
 from exporter.exposition.state import TaskState
 from exporter.polling.client import INVALID_RESPONSE, classify
-from tests.helpers import Samples
+from tests.helpers import Samples, sample_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,13 +57,14 @@ def test_times_are_china_standard_time() -> None:
 
 
 def test_every_product_has_config_keys_and_checks_its_ids() -> None:
-    watch = {s.watch_key: ["123" if s.id_kind.integer else "req-1"] for s in PRODUCTS}
+    watch = {s.watch_key: [sample_id(s)] for s in PRODUCTS}
     config = parse_config({"region": "ap-guangzhou", "watch": watch}, "c.yaml", {})
     assert sorted(t.product for t in config.tasks) == sorted(s.name for s in PRODUCTS)
     assert set(config.apis) == set(BY_NAME)
     for product in PRODUCTS:
-        assert config.apis[product.name].endpoint == f"https://{product.name}.tencentcloudapi.com"
-        assert product.payload("123") == {product.id_param: 123 if product.id_kind.integer else "123"}
+        assert config.apis[product.name].endpoint == f"https://{product.api_service}.tencentcloudapi.com"
+        if product.request is None:
+            assert product.payload("123") == {product.id_param: 123 if product.id_kind.integer else "123"}
     with pytest.raises(Exception, match=r"watch.redis_tasks\[0\]: expected a positive integer task ID"):
         parse_config({"region": "ap-guangzhou", "watch": {"redis_tasks": ["abc"]}}, "c.yaml", {})
 

@@ -225,7 +225,7 @@ def test_the_discovery_section_is_checked_with_every_problem_named() -> None:
         "config.yaml: discovery.regions[1]: 'ap-guangzhou' is listed twice",
         "config.yaml: discovery.regions[2]: expected a region name like ap-guangzhou",
         "config.yaml: discovery.products[1]: sqlserver has no API listing an account's operations",
-        "config.yaml: discovery.products[2]: expected one of mariadb, cdb, dcdb, cynosdb, redis, postgres",
+        "config.yaml: discovery.products[2]: expected one of mariadb, cdb, dcdb, sqlserver_tasks, cynosdb",
         "config.yaml: discovery.interval: expected at least 1s",
         "config.yaml: discovery.lookback: expected a duration",
         "config.yaml: discovery.tag_labels[1]: source is a label the exporter or Prometheus sets itself",

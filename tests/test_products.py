@@ -8,17 +8,19 @@ from pathlib import Path
 
 import yaml
 
-from exporter.catalogue.products import BY_NAME, PRODUCTS
+from exporter.catalogue.products import BY_NAME, PRODUCTS, Product
 from exporter.simulator import Phase, SimTask, SimulatorThread
 from tests.helpers import CREDS, DaemonProcess, Samples, wait_for
-from tests.products import FACTS
+from tests.products import FACTS, tid
 
 RUNS_FOR = 3.0  # seconds in the running status before the success
 
 
-def task_ids(integer: bool) -> tuple[str, str]:
-    """A watched ID that exists, and one that does not."""
-    return ("4242", "999999") if integer else ("req-4242", "req-unknown")
+def task_ids(product: Product) -> tuple[str, str]:
+    """A watched ID that exists, and one that does not (an instance's task: of an unknown instance)."""
+    if FACTS[product.name].instance_tasks:
+        return tid(product.name, "4242"), tid(product.name, "999999", "gone")
+    return ("4242", "999999") if product.id_kind.integer else ("req-4242", "req-unknown")
 
 
 def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread, tmp_path: Path) -> None:
@@ -26,7 +28,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
     watch: dict[str, list[str]] = {}
     for product in PRODUCTS:
         running, done = FACTS[product.name].running, FACTS[product.name].succeeded
-        known, unknown = task_ids(product.id_kind.integer)
+        known, unknown = task_ids(product)
         phases = (Phase(0, running, progress=40), Phase(RUNS_FOR, done))  # type: ignore[arg-type]
         simulator.add_task(
             SimTask(product.name, known, phases, task_type="ModifySpec", instance_id="ins-1", started=-60)
@@ -50,7 +52,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
         def all_done() -> bool:
             samples = daemon.scrape()
             for product in PRODUCTS:
-                status = samples.status(product.name, task_ids(product.id_kind.integer)[0])
+                status = samples.status(product.name, task_ids(product)[0])
                 if status is not None:
                     seen[product.name].add(status)
             return all(FACTS[s].exported_succeeded in seen[s] for s in seen)
@@ -58,7 +60,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
         wait_for(all_done, 30, "every product's task to reach its success status")
         wait_for(
             lambda: all(
-                daemon.scrape().get("tencentcloud_task_errors_total", task_id=task_ids(s.id_kind.integer)[1])
+                daemon.scrape().get("tencentcloud_task_errors_total", task_id=task_ids(s)[1])
                 for s in PRODUCTS
             ),
             15,
@@ -67,7 +69,7 @@ def test_every_product_is_polled_through_its_timeline(simulator: SimulatorThread
         samples = daemon.scrape()
 
     for product in PRODUCTS:
-        known, unknown = task_ids(product.id_kind.integer)
+        known, unknown = task_ids(product)
         running, done = FACTS[product.name].exported_running, FACTS[product.name].exported_succeeded
         assert {running, done} <= seen[product.name], product.name
         # The unknown ID: counted under the product's not-found code, and no status series.

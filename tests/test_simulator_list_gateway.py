@@ -11,7 +11,17 @@ from dataclasses import asdict
 
 import pytest
 
-from exporter.catalogue.products import BY_NAME, CDB, CYNOSDB, MARIADB, MONGODB, POSTGRES, REDIS, SQLSERVER
+from exporter.catalogue.products import (
+    BY_NAME,
+    CDB,
+    CYNOSDB,
+    MARIADB,
+    MONGODB,
+    POSTGRES,
+    REDIS,
+    SQLSERVER,
+    SQLSERVER_TASKS,
+)
 from exporter.simulator import Faults, Simulator
 from tests.helpers import FakeClock
 from tests.simulator_listing import (
@@ -127,13 +137,28 @@ def test_list_requests_are_counted_per_product_and_action(start: Start) -> None:
         (CDB.name, "DescribeTasks", "2019-01-07", "NoSuchVersion", "DescribeTasks"),
         # A list action and version only TDSQL (then MariaDB) has, signed for another product.
         (MARIADB.name, "DescribeDCDBInstances", "2018-04-11", AUTH_FAILURE, "dcdb:DescribeDCDBInstances"),
-        (SQLSERVER.name, "DescribeDBInstances", "2017-03-12", AUTH_FAILURE, "DescribeDBInstances"),
+        (REDIS.name, "DescribeDBInstances", "2017-03-12", AUTH_FAILURE, "DescribeDBInstances"),
+        (
+            REDIS.name,
+            "DescribeDBInstances",
+            "2018-04-12",
+            "InvalidAction",
+            f"{REDIS.name}:DescribeDBInstances",
+        ),
+        # SQL Server's service offers two products' actions: its instance tasks' busy instances list.
         (
             SQLSERVER.name,
             "DescribeDBInstances",
             "2018-03-28",
-            "InvalidAction",
-            "sqlserver:DescribeDBInstances",
+            None,
+            f"{SQLSERVER_TASKS.name}:DescribeDBInstances",
+        ),
+        (
+            SQLSERVER.name,
+            "DescribeDBInstances",
+            "2017-03-12",
+            "NoSuchVersion",
+            f"{SQLSERVER_TASKS.name}:DescribeDBInstances",
         ),
         (POSTGRES.name, "DescribeTasks", "2017-03-12", None, "postgres:DescribeTasks"),
     ],

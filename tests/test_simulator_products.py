@@ -50,7 +50,7 @@ from exporter.simulator.demo import (
     demo_unlisted_operations,
     demo_watch,
 )
-from tests.products import FACTS, NOT_FOUND, sdk_status
+from tests.products import FACTS, NOT_FOUND, sdk_status, tid
 from tests.simulator_sdk import (
     KEY,
     SDKS,
@@ -90,9 +90,11 @@ def china_time(unix_time: float) -> str:
 def raw_answer(thread: SimulatorThread, product: str, task_id: str) -> tuple[str, dict[str, Any]]:
     """Content-Type and `Response` of a request signed as the product's SDK would sign it."""
     sdk = SDKS[product]
-    payload = {sdk.id_param: int(task_id) if sdk.integer_id else task_id}
+    payload: dict[str, Any] = {sdk.id_param: int(task_id) if sdk.integer_id else task_id}
+    if FACTS[product].instance_tasks:
+        payload = {sdk.id_param: task_id.rsplit(":", 1)[0], "Limit": 100}
     headers, body = signed(
-        thread, payload, action=sdk.action, service=product, version=sdk.client._apiVersion
+        thread, payload, action=sdk.action, service=sdk.client._service, version=sdk.client._apiVersion
     )
     status, reply_headers, raw = post_for_headers(thread.url, headers, body)
     assert status == 200
@@ -103,7 +105,7 @@ def test_the_sdk_table_agrees_with_the_catalogue() -> None:
     assert set(SDKS) == set(BY_NAME)
     for product, sdk in SDKS.items():
         spec = BY_NAME[product]
-        assert (sdk.client._service, sdk.client._apiVersion) == (spec.name, spec.version)
+        assert (sdk.client._service, sdk.client._apiVersion) == (spec.api_service, spec.version)
         assert (sdk.action, sdk.id_param, sdk.integer_id) == (
             spec.action,
             spec.id_param,
@@ -121,13 +123,13 @@ def test_status_follows_the_timeline(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
     first, second, third = FACTS[product].timeline
-    task = SimTask(product, "4242", (Phase(0, first), Phase(10, second), Phase(30, third)))
+    task = SimTask(product, tid(product, "4242"), (Phase(0, first), Phase(10, second), Phase(30, third)))
     client = sdk_client(product, start(task, speed=2).url)
 
     seen = []
     for step in (0, 4.9, 0.1, 9.9, 0.1, 1e6):  # task time 0, 9.8, 10, 29.8, 30, later
         clock.advance(step)
-        seen.append(status_of(product, sdk_call(client, product, "4242")))
+        seen.append(status_of(product, sdk_call(client, product, tid(product, "4242"))))
     assert seen == [first, first, second, second, third, third]
 
 
@@ -135,52 +137,54 @@ def test_status_follows_the_timeline(
 def test_unknown_ids_answer_the_products_not_found(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
-    client = sdk_client(product, start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),))).url)
+    client = sdk_client(
+        product, start(SimTask(product, tid(product, "1"), (Phase(0, FACTS[product].timeline[0]),))).url
+    )
     if FACTS[product].not_found is None:  # an empty TaskSet instead
-        response = sdk_call(client, product, "2")
+        response = sdk_call(client, product, tid(product, "2", "gone"))
         assert (response.TotalCount, response.TaskSet) == (0, [])
     else:
-        assert sdk_error(lambda: sdk_call(client, product, "2")) == NOT_FOUND[product]
+        assert sdk_error(lambda: sdk_call(client, product, tid(product, "2", "gone"))) == NOT_FOUND[product]
 
 
 @pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_answers_have_the_sdk_fields_and_exactly_the_json_content_type(
     start: Callable[..., SimulatorThread], product: str
 ) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
-    content_type, response = raw_answer(thread, product, "1")
+    thread = start(SimTask(product, tid(product, "1"), (Phase(0, FACTS[product].timeline[0]),)))
+    content_type, response = raw_answer(thread, product, tid(product, "1"))
     assert content_type == "application/json"  # exactly: with a charset the SDK ignores Response.Error
     assert set(response) - {"RequestId"} == FACTS[product].answer_fields
-    content_type, response = raw_answer(thread, product, "2")
+    content_type, response = raw_answer(thread, product, tid(product, "2", "gone"))
     assert content_type == "application/json"
     assert ("Error" in response) == (product != POSTGRES.name)
 
 
 @pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_a_wrong_secret_key_is_rejected(start: Callable[..., SimulatorThread], product: str) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
+    thread = start(SimTask(product, tid(product, "1"), (Phase(0, FACTS[product].timeline[0]),)))
     client = sdk_client(product, thread.url, Credentials(KEY.secret_id, "not-the-right-key"))
-    assert sdk_error(lambda: sdk_call(client, product, "1")) == "AuthFailure.SignatureFailure"
+    assert sdk_error(lambda: sdk_call(client, product, tid(product, "1"))) == "AuthFailure.SignatureFailure"
 
 
 @pytest.mark.parametrize("product", SDK_PRODUCTS)
 def test_the_catalogues_quota_is_enforced(
     start: Callable[..., SimulatorThread], clock: FakeClock, product: str
 ) -> None:
-    thread = start(SimTask(product, "1", (Phase(0, FACTS[product].timeline[0]),)))
+    thread = start(SimTask(product, tid(product, "1"), (Phase(0, FACTS[product].timeline[0]),)))
     client = sdk_client(product, thread.url)
     quota = int(BY_NAME[product].default_rate_limit)
 
     outcomes = []
     for _ in range(quota + 2):
         try:
-            sdk_call(client, product, "1")
+            sdk_call(client, product, tid(product, "1"))
             outcomes.append("ok")
         except TencentCloudSDKException as error:
             outcomes.append(error.code)
     assert outcomes == ["ok"] * quota + ["RequestLimitExceeded"] * 2
     clock.advance(1.0)
-    assert status_of(product, sdk_call(client, product, "1")) == FACTS[product].timeline[0]
+    assert status_of(product, sdk_call(client, product, tid(product, "1"))) == FACTS[product].timeline[0]
     assert thread.stats()["quotas"][product] == quota
 
 
@@ -388,12 +392,20 @@ def test_product_neutral_fields_round_trip_through_json() -> None:
 _FLOW_STATUSES = {0: "success", 1: "failed", 2: "running"}
 
 
+def _word(product: str, status: object) -> str:
+    """A status as the exporter words it: a flow's integer, an instance task's, or the word lower-cased."""
+    if isinstance(status, int):
+        codes = {code: word for word, code in BY_NAME[product].answer_shape.status_codes}
+        return codes.get(status, _FLOW_STATUSES.get(status, ""))
+    return (status or "unknown").lower() if isinstance(status, str | None) else str(status)
+
+
 def test_demo_scenario_covers_every_documented_status_of_every_product() -> None:
     tasks = demo_tasks()
     seen = {
         (
             t.product,
-            _FLOW_STATUSES[p.status] if isinstance(p.status, int) else (p.status or "unknown").lower(),
+            _word(t.product, p.status),
         )
         for t in tasks
         for p in t.phases

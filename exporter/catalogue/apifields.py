@@ -43,6 +43,19 @@ class TaskNotFound(Exception):
 
 _INT64_MAX = 2**63 - 1  # the SDKs' integer IDs are int64
 _STRING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# An instance's task (`exporter.catalogue.instancelists`): `<instance ID>:<task number>`. Not `/`: the ID is
+# one path segment of the task API.
+PAIR_SEPARATOR = ":"
+_PAIR_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]{0,63}):(\d{1,19})")
+
+
+def split_pair(task_id: str) -> tuple[str, int]:
+    """The instance ID and task number of an instance task ID; ValueError when it is not one."""
+    match = _PAIR_ID.fullmatch(task_id) if task_id.isascii() else None
+    number = int(match.group(2)) if match else 0
+    if match is None or not 0 < number <= _INT64_MAX:
+        raise ValueError(f"not an instance task ID: {task_id!r}"[:200])
+    return match.group(1), number
 
 
 @dataclass(frozen=True)
@@ -54,11 +67,21 @@ class IdKind:
     # The ID is the RequestId that the call starting the task answered (CLB, VPC): a UUID, which any call
     # answers, so an ID that never started a task is merely not found.
     request_id: bool = False
+    # The ID is an (instance ID, task number) pair, `mssql-njj2mtpl:23517` (instancelists).
+    pair: bool = False
 
     def canonical(self, value: object) -> str | None:
         """The canonical text of an ID (integers without leading zeros), or None when it is not one."""
         if isinstance(value, bool):
             return None
+        if self.pair:
+            if not isinstance(value, str):
+                return None
+            try:
+                instance, number = split_pair(value)
+            except ValueError:
+                return None
+            return f"{instance}{PAIR_SEPARATOR}{number}"
         if self.integer:
             if isinstance(value, str) and value.isascii() and value.isdigit():
                 value = int(value)

@@ -5,8 +5,9 @@ Each entry says which action and version to call, its published quota, how a pag
 window, or a fixed filter for the products that only show the flow an instance is locked by), where the items
 are in the answer, and how one item becomes a Listed operation: the ID the status API takes, plus what the
 status API may not say (start time, type, instance, progress, resource tags). Field names are those of the
-official SDKs' models.py. sqlserver and mongodb have no account-wide list without an instance ID, so they have
-no entry. `exporter.catalogue.products` attaches each entry to its product.
+official SDKs' models.py. mongodb has no account-wide list without an instance ID, so it has no entry;
+SQL Server's instance tasks are listed in two steps, busy instances then each one's tasks
+(`instancelists`). `exporter.catalogue.products` attaches each entry to its product.
 
 Where a list reports each operation's status too, `statuses` maps its words to the status API's, and a sweep
 page then speaks for the operations it lists (discovery.md, "Status from the list"). Only words that mean the
@@ -28,6 +29,7 @@ operation over its whole life, against one per operation every `polling.interval
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +43,16 @@ from exporter.catalogue.apifields import (
     InvalidResponse,
     api_text,
     percent_ratio,
+    tencent_time,
     text_field,
+)
+from exporter.catalogue.instancelists import (
+    INSTANCE_TASK_STATUSES,
+    InstanceList,
+    instance_id,
+    pair,
+    task_number,
+    task_status,
 )
 
 PAGE_SIZE = 100  # every list API's largest Limit
@@ -95,6 +106,9 @@ class ListApi:
     note: str = ""  # for the README's table
     # The list's status words (lower-cased strings, or numbers) that mean a status-API word, and that word.
     statuses: Mapping[object, str] = field(default_factory=dict)
+    # The first step of a two-step list (`instancelists`): the busy instances, each of whose own list this
+    # is, read with the instance named (`InstanceList.param`); None: the list is account-wide.
+    instances: InstanceList | None = None
 
     @property
     def speaks_status(self) -> bool:
@@ -170,7 +184,7 @@ def _instance(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
 
 
-def _tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def resource_tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     raw = entry.get("ResourceTags")
     if not isinstance(raw, list):
         return ()
@@ -233,7 +247,7 @@ def _locked_instance(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None
         task_id,
         instance_id=_text(entry, "InstanceId"),
         instance_name=_text(entry, "InstanceName"),
-        tags=_tags(entry),
+        tags=resource_tags(entry),
     )
 
 
@@ -358,4 +372,93 @@ POSTGRES_TASKS = ListApi(
     max_lookback=180 * _DAY,
     note="the status action itself: 2/s of its 20/s go to discovery",
     answer_shape="task_set",
+)
+
+
+def busy_instances(instances: InstanceList, response: Mapping[str, Any]) -> Page:
+    """One page of busy instances: each item a Listed naming the instance (its `task_id` too) with its
+    name and resource tags, which its tasks inherit; raises InvalidResponse as ListApi.page does."""
+    total = response.get("TotalCount")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise InvalidResponse(f"Response.TotalCount is not a count: {total!r}"[:200])
+    raw = response.get(instances.items_field)
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise InvalidResponse(f"Response.{instances.items_field} is not a list")
+    raw = raw[:PAGE_SIZE]  # every request asks for PAGE_SIZE: more is cut, as ListApi.page does
+    items = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise InvalidResponse(f"Response.{instances.items_field} holds a {type(entry).__name__}")
+        found = instance_id(entry.get(instances.id_field))
+        if found is None:
+            continue  # an item naming no instance the task list would take
+        name = text_field(entry.get(instances.name_field), INFO_MAX_LENGTH) if instances.name_field else None
+        items.append(Listed(found, instance_id=found, instance_name=name, tags=resource_tags(entry)))
+    return Page(tuple(items), total, len(raw))
+
+
+def within(instance: Listed, listed: Listed) -> Listed | None:
+    """A task of an instance's list as the operation it is: its ID made the (instance, task) pair, and the
+    instance's ID, name and tags added; None when the item's ID is not a task number."""
+    number = task_number(int(listed.task_id)) if listed.task_id.isdigit() else None
+    if number is None:
+        return None
+    return dataclasses.replace(
+        listed,
+        task_id=pair(instance.task_id, number),
+        instance_id=instance.task_id,
+        instance_name=instance.instance_name,
+        tags=instance.tags,
+    )
+
+
+def _instance_task(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
+    """An InstanceTask, its ID still the bare task number (`within` makes it the pair)."""
+    number = task_number(entry.get("Id"))
+    if number is None:
+        return None
+    task_type = entry.get("Type")
+    try:
+        status: str | None = task_status(entry.get("Status"))
+    except InvalidResponse:
+        status = None  # the status request decides
+    return Listed(
+        str(number),
+        start_time=tencent_time(entry.get("StartTime")),
+        end_time=tencent_time(entry.get("EndTime")),
+        task_type=str(task_type) if task_number(task_type) is not None else None,
+        progress=percent_ratio(entry.get("Progress")),
+        status=status if status in INSTANCE_TASK_STATUSES.values() else None,
+    )
+
+
+_DESCRIBE_FLOW_VERSION = "2018-03-28"
+# DescribeDBInstances, Status 7: "task executing (backup, rollback...)". One integer, not a list as MariaDB's
+# Status filter is. Offset is a page number by default (PaginationType pageNumber).
+SQLSERVER_BUSY_INSTANCES = InstanceList(
+    "DescribeDBInstances",
+    _DESCRIBE_FLOW_VERSION,
+    20.0,
+    "DBInstances",
+    "InstanceId",
+    filters={"Status": 7},
+    name_field="Name",
+    page_numbered=True,
+    note="instances in status 7 (task executing)",
+)
+# Each busy instance's running tasks (Status filter 1): the list is the status action itself, so the two
+# spend its one quota (20/s); 5/s of it go to discovery by default.
+SQLSERVER_INSTANCE_TASKS = ListApi(
+    "DescribeInstanceTasks",
+    _DESCRIBE_FLOW_VERSION,
+    5.0,
+    "InstanceTaskSet",
+    _instance_task,
+    answer_shape="instance_tasks",
+    filters={"Status": 1},
+    note="each busy instance's running tasks, of the status action's 20/s",
+    statuses=INSTANCE_TASK_STATUSES,
+    instances=SQLSERVER_BUSY_INSTANCES,
 )

@@ -48,6 +48,13 @@ class Product:
     # The audit trail's names of the calls that start a request-ID task (CloudAudit's EventName): discovery
     # then finds them there (`exporter.catalogue.auditlists`). Only for request-ID products.
     audit_events: tuple[str, ...] = ()
+    # The credential scope's service and the endpoint's first label, where the product key is not it (SQL
+    # Server's instance tasks are `sqlserver`'s); "": the product key.
+    service: str = ""
+    # The status request's parameters for an ID where it is not `{id_param: ID}` (an instance's task list).
+    request: Callable[[str], dict[str, Any]] | None = None
+    # A parser that needs the ID to find the task in the answer (an instance's task list); None: `parse`.
+    parse_for: Callable[[Mapping[str, Any], str], Observation] | None = None
 
     def __post_init__(self) -> None:
         words = [status for status, _ in self.phases]
@@ -117,8 +124,19 @@ class Product:
         product, domain = host.split(".", 1)
         return f"{scheme}://{product}.{{region}}.{domain}"
 
+    @property
+    def api_service(self) -> str:
+        """The service requests are signed for (the credential scope's), which the endpoint is named after."""
+        return self.service or self.name
+
     def payload(self, task_id: str) -> dict[str, Any]:
+        if self.request is not None:
+            return self.request(task_id)
         return {self.id_param: self.id_kind.request_value(task_id)}
+
+    def observe(self, response: Mapping[str, Any], task_id: str) -> Observation:
+        """The Observation of one status answer about `task_id`; raises as the parser does."""
+        return self.parse(response) if self.parse_for is None else self.parse_for(response, task_id)
 
     def is_throttling(self, code: str | None) -> bool:
         """True when an error code means "too many requests": the bucket slows down and it counts as such."""

@@ -9,9 +9,11 @@ branches on a product's name. Shapes and statuses are those of the official SDKs
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from exporter.catalogue import listapis
+from exporter.catalogue import instancelists, listapis
 
 # Re-exported: the rest of the exporter reads every catalogue fact from this module.
 from exporter.catalogue.apifields import (
@@ -43,6 +45,7 @@ from exporter.catalogue.product import (
     flow_product,
 )
 from exporter.catalogue.shapes import (
+    INSTANCE_TASKS_ANSWER,
     MIGRATION_DETAIL_ANSWER,
     RESULT_FLOW_ANSWER,
     STATUS_ANSWER,
@@ -103,7 +106,48 @@ DCDB = flow_product(
     listapis.DCDB_INSTANCES,
 )
 # The SDK lists no flow-specific code; ResourceNotFound is its generic "resource does not exist".
-SQLSERVER = flow_product("sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",))
+SQLSERVER = dataclasses.replace(
+    flow_product("sqlserver", "SQL Server", "DescribeFlowStatus", "2018-03-28", ("ResourceNotFound",)),
+    unlisted_why="none without an instance ID (its instances' tasks: `sqlserver_tasks`)",
+)
+
+
+def _unpicked(response: Mapping[str, Any]) -> Observation:
+    """`parse` of a product whose answer lists several tasks: without the ID there is no telling which."""
+    raise InvalidResponse("this answer is read with the task's ID (Product.observe)")
+
+
+# SQL Server's instance tasks, each an (instance ID, task ID) pair read from its instance's task list
+# (instancelists has the facts and their sources). Not the FlowId of SQLSERVER: nothing says a task's Id is.
+SQLSERVER_TASKS = Product(
+    name="sqlserver_tasks",
+    title="SQL Server instance tasks",
+    action="DescribeInstanceTasks",
+    version="2018-03-28",
+    id_param="InstanceId",
+    id_kind=IdKind(
+        integer=False, expected="an instance ID and task ID such as mssql-njj2mtpl:23517", pair=True
+    ),
+    watch_key="sqlserver_instance_tasks",
+    default_endpoint="https://sqlserver.tencentcloudapi.com",
+    default_rate_limit=20.0,
+    # DescribeInstanceTasksRequest.Status: 1 running, 2 success, 3 failed.
+    phases=(
+        ("running", Phase.RUNNING),
+        ("success", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_unpicked,
+    parse_for=instancelists.parse_instance_task,
+    request=instancelists.instance_task_request,
+    # An unknown instance: the SDK's errorcodes.py has ResourceNotFound.InstanceNotFound ("实例不存在").
+    not_found_codes=("ResourceNotFound.InstanceNotFound",),
+    answer_shape=INSTANCE_TASKS_ANSWER,
+    extra_fields=("Type", "StartTime", "EndTime", "Progress", "Message"),
+    listing=listapis.SQLSERVER_INSTANCE_TASKS,
+    service="sqlserver",
+)
 CYNOSDB = flow_product(
     "cynosdb",
     "TDSQL-C (CynosDB)",
@@ -450,6 +494,7 @@ PRODUCTS: tuple[Product, ...] = (
     CDB,
     DCDB,
     SQLSERVER,
+    SQLSERVER_TASKS,
     CYNOSDB,
     MONGODB,
     REDIS,

@@ -19,8 +19,11 @@ def catalogue_table() -> str:
         kind = "integer" if s.id_kind.integer else "string"
         if s.id_kind.request_id:
             kind = "string: the RequestId of the call that started it"
+        id_cell = f"`{s.id_param}`, {kind}"
+        if s.id_kind.pair:
+            id_cell = f"`{s.id_param}` and the task's `Id`, written `mssql-njj2mtpl:23517`"
         rows.append(
-            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | `{s.id_param}`, {kind} "
+            f"| {s.title} (`{s.name}`) | `{s.action}` ({s.version}) | {id_cell} "
             f"| {_phases_cell(s)} | {', '.join(s.extra_fields) or '-'} "
             f"| {s.default_rate_limit:g}/s | `{s.watch_key}` | {_listing_cell(s)} |"
         )
@@ -49,4 +52,8 @@ def _listing_cell(product: Product) -> str:
     if listing is None:
         return product.unlisted_why
     note = f"; {listing.note}" if listing.note else ""
-    return f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"
+    cell = f"`{listing.action}` ({listing.default_rate_limit:g}/s{note})"
+    first = listing.instances
+    if first is not None:
+        cell = f"`{first.action}` ({first.default_rate_limit:g}/s; {first.note}), then {cell}"
+    return cell

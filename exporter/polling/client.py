@@ -20,7 +20,8 @@ import aiohttp
 
 from exporter import __version__
 from exporter.catalogue.auditlists import AuditOwner, AuditPage, AuditTrail
-from exporter.catalogue.listapis import ListApi, Page
+from exporter.catalogue.instancelists import InstanceList
+from exporter.catalogue.listapis import ListApi, Page, busy_instances
 from exporter.catalogue.products import (
     NOT_FOUND,
     InvalidResponse,
@@ -98,13 +99,13 @@ def _envelope(status: int, body: bytes) -> tuple[dict[str, Any] | None, Outcome 
     return response, Outcome(None, request_id=request_id)
 
 
-def classify(status: int, body: bytes, product: Product) -> Outcome:
-    """Turns one HTTP answer into an Outcome; pure, so it is tested on arbitrary bytes."""
+def classify(status: int, body: bytes, product: Product, task_id: str = "") -> Outcome:
+    """Turns one HTTP answer about `task_id` into an Outcome; pure, so it is tested on arbitrary bytes."""
     response, outcome = _envelope(status, body)
     if response is None or outcome is None:
         return outcome or Outcome(INVALID_RESPONSE)
     try:
-        observation = product.parse(response)
+        observation = product.observe(response, task_id)
     except InvalidResponse as exc:
         return Outcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
     except TaskNotFound as exc:
@@ -112,14 +113,18 @@ def classify(status: int, body: bytes, product: Product) -> Outcome:
     return Outcome(None, observation, request_id=outcome.request_id)
 
 
-def classify_page(status: int, body: bytes, product: Product, listing: ListApi) -> PageOutcome:
-    """One list API answer as a page of listed operations, or the error; pure like classify."""
+def classify_page(status: int, body: bytes, product: Product, listing: ListApi | InstanceList) -> PageOutcome:
+    """One list API answer as a page of listed operations (or, for a two-step list's first step, of busy
+    instances), or the error; pure like classify."""
     response, outcome = _envelope(status, body)
     if response is None or outcome is None:
         failed = outcome or Outcome(INVALID_RESPONSE)
         return PageOutcome(failed.code, message=failed.message, request_id=failed.request_id)
     try:
-        page = listing.page(response, product.id_kind)
+        if isinstance(listing, InstanceList):
+            page = busy_instances(listing, response)
+        else:
+            page = listing.page(response, product.id_kind)
     except InvalidResponse as exc:
         return PageOutcome(INVALID_RESPONSE, message=str(exc), request_id=outcome.request_id)
     return PageOutcome(None, page, request_id=outcome.request_id)
@@ -228,7 +233,7 @@ class ApiClient:
     ) -> Outcome:
         started = time.perf_counter()
         answer = await self._post(
-            product.name,
+            product.api_service,
             product.action,
             product.version,
             endpoint,
@@ -238,7 +243,7 @@ class ApiClient:
             STATUS_ANSWER_BYTES,
             ticket,
         )
-        outcome = answer if isinstance(answer, Outcome) else classify(*answer, product)
+        outcome = answer if isinstance(answer, Outcome) else classify(*answer, product, task_id)
         return dataclasses.replace(outcome, duration=time.perf_counter() - started)
 
     async def list_page(
@@ -249,14 +254,18 @@ class ApiClient:
         credentials: Credentials,
         payload: dict[str, Any],
         ticket: Ticket | None = None,
+        instances: bool = False,
     ) -> PageOutcome:
-        """One page of the product's list API (`product.listing`, which must be set)."""
-        listing = product.listing
+        """One page of the product's list API (`product.listing`, which must be set), or with `instances` of
+        its first step, the busy instances (`listing.instances`)."""
+        listing: ListApi | InstanceList | None = product.listing
+        if instances and product.listing is not None:
+            listing = product.listing.instances
         if listing is None:
-            raise ValueError(f"{product.name} has no list API")
+            raise ValueError(f"{product.name} has no such list API")
         started = time.perf_counter()
         answer = await self._post(
-            product.name,
+            product.api_service,
             listing.action,
             listing.version,
             endpoint,
@@ -303,7 +312,7 @@ class ApiClient:
 
     async def _post(
         self,
-        product: str,
+        service: str,
         action: str,
         version: str,
         endpoint: str,
@@ -321,7 +330,7 @@ class ApiClient:
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         headers = sign_headers(
             credentials,
-            service=product,
+            service=service,
             host=urlsplit(endpoint).netloc,
             action=action,
             version=version,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from exporter.credentials.chain import CredentialProvider
 from exporter.exposition.metrics import Metrics
 from exporter.polling.auditsweep import AuditSweeper, audit_sweeps
 from exporter.polling.client import ApiClient
+from exporter.polling.instancesweep import instance_sweep
 from exporter.polling.ratelimit import TokenBucket
 from exporter.polling.sweeper import MAX_TASKS, SpeakCallback, Sweeper
 
@@ -101,13 +103,12 @@ class Discovery:
                     continue
                 for region in config.regions:
                     lane = Lane(account, name, listing.action, api.endpoint_for(region))
-                    bucket = self._buckets.get(lane)
-                    if bucket is None:
-                        # Every replica sweeps; each keeps only its shard's tasks.
-                        bucket = self._buckets[lane] = TokenBucket((api.list_rate_limit or 1.0) / shards)
-                        self.metrics.lane_opened(lane, bucket)
+                    # Every replica sweeps; each keeps only its shard's tasks.
+                    rate = (api.list_rate_limit or 1.0) / shards
+                    bucket = self._bucket(lane, rate)
+                    kind, steps = instance_sweep(listing, lane, functools.partial(self._bucket, rate=rate))
                     self._sweepers.append(
-                        Sweeper(
+                        kind(
                             product,
                             region,
                             lane,
@@ -120,6 +121,7 @@ class Discovery:
                             self._wall_clock,
                             room=self,
                             busy_interval=busy_interval,
+                            **steps,
                         )
                     )
         self._audits = self._audit_sweepers(config, client, credentials, shards)
@@ -157,6 +159,13 @@ class Discovery:
                 )
             )
         return sweepers
+
+    def _bucket(self, lane: Lane, rate: float) -> TokenBucket:
+        bucket = self._buckets.get(lane)
+        if bucket is None:
+            bucket = self._buckets[lane] = TokenBucket(rate)
+            self.metrics.lane_opened(lane, bucket)
+        return bucket
 
     async def stop(self) -> None:
         for worker in self._workers:

@@ -23,6 +23,7 @@ from exporter.catalogue.products import Product
 from exporter.config.lanes import Lane
 from exporter.config.parser import DiscoveryConfig, Key
 from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.credentials.signing import Credentials
 from exporter.exposition.metrics import Metrics
 from exporter.log import FirstOfKind
 from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, ApiClient, PageOutcome
@@ -269,11 +270,14 @@ class Sweeper:
             raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
         return outcome.page
 
-    async def _ask(self, offset: int, begin: float, end: float) -> PageOutcome:
+    async def _credentials_now(self) -> Credentials:
         try:
-            credentials = await self.credentials.get()
+            return await self.credentials.get()
         except CredentialsError as exc:
             raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
+
+    async def _ask(self, offset: int, begin: float, end: float) -> PageOutcome:
+        credentials = await self._credentials_now()
         payload = self.listing.payload(offset, begin, end)
         # Let through after the last await before the send, so the bucket counts the page when it leaves.
         ticket = await self.bucket.acquire()

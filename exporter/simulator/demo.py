@@ -371,6 +371,8 @@ def _generic(product: Product) -> _Story:
     def task_id(number: int) -> str:
         if product.id_kind.request_id:  # a RequestId, as the call that started the task answered it
             return f"{number:08x}-de30-4000-8000-{700_000 + number:012x}"
+        if product.id_kind.pair:  # an instance's task: `<instance ID>:<task ID>`, three instances
+            return f"mssql-demo{number % 3}:{700_000 + number}"
         return str(700_000 + number) if product.id_kind.integer else f"demo-{product.name}-{number:04d}"
 
     watched = [
@@ -389,7 +391,8 @@ def _generic(product: Product) -> _Story:
             started=-_MINUTE,
         )
     ]
-    unknown = product.id_kind.request_value(task_id(99))
+    # An instance's task: of an instance that does not exist, which its own not-found code says.
+    unknown = product.id_kind.request_value("mssql-gone:700099" if product.id_kind.pair else task_id(99))
     # Discoverable through a list API, or through the audit trail (CLB, VPC: CloudAudit lists their calls).
     return _Story(watched, unknown, unlisted if product.discoverable else ())
 

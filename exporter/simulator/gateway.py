@@ -40,11 +40,25 @@ _BARE_STATS_KEYS: Final = frozenset({"mariadb", "cdb"})
 
 
 def _apis(product: Product) -> dict[str, str]:
-    """A product's actions and their versions: the status action, and the list action if it has one."""
+    """A product's actions and their versions: the status action, and the list action if it has one (and
+    the busy instances' list of a two-step one)."""
     apis = {product.action: product.version}
     if product.listing is not None:
         apis.setdefault(product.listing.action, product.listing.version)
+        if product.listing.instances is not None:
+            apis.setdefault(product.listing.instances.action, product.listing.instances.version)
     return apis
+
+
+# (service, action) -> the product offering it: SQL Server's flows and instance tasks share `sqlserver`.
+_BY_SERVICE_ACTION: Final[Mapping[tuple[str, str], Product]] = {
+    (product.api_service, action): product for product in reversed(PRODUCTS) for action in _apis(product)
+}
+
+
+def _of_service(service: str, action: str) -> Product | None:
+    """The product of a service offering `action`; without one, the product named so."""
+    return _BY_SERVICE_ACTION.get((service, action)) or BY_NAME.get(service)
 
 
 def _owners() -> dict[tuple[str, str], Product]:
@@ -79,32 +93,51 @@ class Route:
     authorization: ParsedAuthorization | None
     action: str = ""
     listing: ListApi | None = None
+    instances: bool = False  # the action is the busy instances' list, the first step of `listing`
 
 
 def _listing_of(product: Product, action: str) -> ListApi | None:
     listing = product.listing
-    return listing if listing is not None and listing.action == action else None
+    if listing is None:
+        return None
+    if listing.action == action or (listing.instances is not None and listing.instances.action == action):
+        return listing
+    return None
+
+
+def _is_instances(product: Product, action: str) -> bool:
+    listing = product.listing
+    return listing is not None and listing.instances is not None and listing.instances.action == action
 
 
 def route(headers: Mapping[str, str]) -> Route:
     authorization = parse_authorization(headers.get("Authorization", ""))
     scope = authorization.service if authorization else ""
     action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
-    product = BY_NAME.get(scope)
+    product = _of_service(scope, action)
     if product is not None and action in _apis(product):
         key, listing = stats_key(product.name, action), _listing_of(product, action)
+        instances = _is_instances(product, action)
         if version == _apis(product)[action]:
-            return Route(product, key, None, authorization, action, listing)
+            return Route(product, key, None, authorization, action, listing, instances)
         problem = ApiError(
             "NoSuchVersion", f"The requested version `{version}` of service `{scope}` does not exist."
         )
-        return Route(product, key, problem, authorization, action, listing)
+        return Route(product, key, problem, authorization, action, listing, instances)
     owner = _BY_ACTION_VERSION.get((action, version))
     if owner is not None:
         # The client was made for `owner` but signed for another service (or the scope is unreadable).
         problem = ApiError("AuthFailure.InvalidAuthorization", "`Service` in Credential not valid.")
         key = stats_key(owner.name, action)
-        return Route(owner, key, problem, authorization, action, _listing_of(owner, action))
+        return Route(
+            owner,
+            key,
+            problem,
+            authorization,
+            action,
+            _listing_of(owner, action),
+            _is_instances(owner, action),
+        )
     problem = ApiError("InvalidAction", f"The requested action `{action}` does not exist for `{scope}`.")
     return Route(None, f"{scope}:{action}", problem, authorization, action)
 
@@ -126,7 +159,7 @@ def authenticate(
     product = routed.product
     if routed.problem is not None or product is None:
         raise routed.problem or ApiError("InvalidAction", "The requested action does not exist.")
-    found = verify(headers, query, body, parsed, product.name, credentials, now, max_clock_skew)
+    found = verify(headers, query, body, parsed, product.api_service, credentials, now, max_clock_skew)
     return product, found
 
 
@@ -226,7 +259,20 @@ def is_list_request(routed: Route, params: Mapping[str, Any]) -> bool:
     product = routed.product
     if routed.listing is None or product is None:
         return False
+    # An instance's task list answers the status request of one of its tasks too (instancetasks).
+    if product.id_kind.pair:
+        return True
     return not product.listing_shares_quota or product.id_param not in params
+
+
+def is_sweep_request(routed: Route, params: Mapping[str, Any]) -> bool:
+    """True for a list request that a sweep sends, not a status poll: an instance's task list asked with a
+    Status filter (the exporter's status request of one task names none) or the busy instances' list; any
+    other list request. Only the simulator's faults tell the two apart (`set_action_faults`)."""
+    product = routed.product
+    if product is not None and product.id_kind.pair and not routed.instances:
+        return "Status" in params
+    return is_list_request(routed, params)
 
 
 def read_task_id(product: Product, params: Mapping[str, Any]) -> str:
@@ -278,9 +324,15 @@ class Quotas:
         }
         self._windows: dict[tuple[str, str, str], deque[float]] = {}
 
-    def bucket(self, product: Product, *, listing: bool = False) -> tuple[str, float]:
+    def bucket(
+        self, product: Product, *, listing: bool = False, instances: bool = False
+    ) -> tuple[str, float]:
         """The action whose quota a request spends, and that quota: the status action's, or with `listing`
-        the list action's (PostgreSQL's list action is its status action: the one quota)."""
+        the list action's (PostgreSQL's list action is its status action: the one quota), or with
+        `instances` the busy instances' list's (its published quota)."""
+        first = product.listing.instances if product.listing is not None else None
+        if instances and first is not None:
+            return first.action, first.default_rate_limit
         if listing and product.listing is not None and not product.listing_shares_quota:
             return product.listing.action, self.list_rates[product.name]
         return product.action, self.rates[product.name]
@@ -294,10 +346,11 @@ class Quotas:
         *,
         listing: bool = False,
         account: ActionStats | None = None,
+        instances: bool = False,
     ) -> None:
         """Counts one request to the status action, or with `listing` to the list action, in `stats` (every
         caller's) and `account` (the secret id's own)."""
-        action, quota = self.bucket(product, listing=listing)
+        action, quota = self.bucket(product, listing=listing, instances=instances)
         window = self._windows.setdefault((secret_id, product.name, action), deque())
         slide(window, now)
         if len(window) >= quota:

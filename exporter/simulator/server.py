@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter.catalogue.products import AUDIT_TRAIL, BY_NAME, Product
 from exporter.credentials.signing import Credentials, ParsedAuthorization
-from exporter.simulator import audit, gateway, listing
+from exporter.simulator import audit, gateway, instancetasks, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
@@ -88,6 +88,7 @@ class Simulator:
         self._audit = audit.AuditService(audit_quota)  # CloudAudit's DescribeEvents (audit.py)
         self._faults = Faults(latency=latency)
         self._action_faults: dict[tuple[str, str], Faults] = {}
+        self._sweep_faults: dict[tuple[str, str], Faults] = {}  # only a sweep's requests (set_action_faults)
         self._serial = 0
         self._speed = speed
         self._max_clock_skew = max_clock_skew
@@ -123,24 +124,31 @@ class Simulator:
         """Replaces the faults applied to every API request."""
         self._faults = faults
 
-    def set_action_faults(self, product: str, action: str, faults: Faults) -> None:
+    def set_action_faults(
+        self, product: str, action: str, faults: Faults, *, sweeps_only: bool = False
+    ) -> None:
         """Faults for every request to one action of one product (its status or list action), on top of the
         global ones; `Faults()` clears them. KeyError when the product has no such action.
 
-        PostgreSQL's list action is its status action, so faults set on it hit both kinds of request.
+        PostgreSQL's list action is its status action, so faults set on it hit both kinds of request, as
+        SQL Server's instance task list does; `sweeps_only` keeps them to a sweep's requests
+        (`gateway.is_sweep_request`), so status polling through the same action goes on untouched.
         """
         spec = BY_NAME.get(product)
         actions = {spec.action} if spec is not None else set()
         if spec is not None and spec.listing is not None:
             actions.add(spec.listing.action)
+            if spec.listing.instances is not None:
+                actions.add(spec.listing.instances.action)
         if product == AUDIT_TRAIL.service:
             actions.add(AUDIT_TRAIL.action)
         if action not in actions:
             raise KeyError(f"{product!r} has no action {action!r}")
+        table = self._sweep_faults if sweeps_only else self._action_faults
         if faults == Faults():
-            self._action_faults.pop((product, action), None)
+            table.pop((product, action), None)
         else:
-            self._action_faults[(product, action)] = faults
+            table[(product, action)] = faults
 
     def set_latency(self, seconds: float) -> None:
         self._faults = dataclasses.replace(self._faults, latency=seconds)
@@ -278,7 +286,13 @@ class Simulator:
                 )
             listing_api = routed.listing is not None
             self._quotas.admit(
-                product, credentials.secret_id, self._clock(), stats, listing=listing_api, account=account
+                product,
+                credentials.secret_id,
+                self._clock(),
+                stats,
+                listing=listing_api,
+                account=account,
+                instances=routed.instances,
             )
             params = gateway.read_params(body)
             action_faults = self._faults.combine(
@@ -286,8 +300,12 @@ class Simulator:
             )
             if gateway.is_list_request(routed, params):
                 faults = action_faults
+                if gateway.is_sweep_request(routed, params):
+                    faults = faults.combine(self._sweep_faults.get((product.name, routed.action), Faults()))
                 latency = faults.latency
-                reply = self._list(product, params, region, faults, stats, credentials.secret_id)
+                reply = self._list(
+                    product, params, region, faults, stats, credentials.secret_id, routed.instances
+                )
             else:
                 task_id = gateway.read_task_id(product, params)
                 state = self._tasks.get((product.name, task_id))
@@ -379,7 +397,9 @@ class Simulator:
         product = routed.product
         if product is None or secret_id not in self._credentials:
             return None
-        action, quota = self._quotas.bucket(product, listing=routed.listing is not None)
+        action, quota = self._quotas.bucket(
+            product, listing=routed.listing is not None, instances=routed.instances
+        )
         return self._accounts.entry(secret_id, product.name, action, quota)
 
     @staticmethod
@@ -436,6 +456,7 @@ class Simulator:
         faults: Faults,
         stats: ActionStats,
         caller: str | None = None,
+        instances: bool = False,
     ) -> _Reply:
         """The product's list answer over its tasks listed in `region` (a task without one: in every one)
         that the account `caller` may see: its own and those without an owner (None: every task)."""
@@ -455,9 +476,11 @@ class Simulator:
             and (caller is None or state.task.owner in ("", caller))
         ]
         assert product.listing is not None  # routed here for its list action
-        response = listing.answer(
-            product.listing, listing.ListRequest(params, tasks, region, self._wall_clock())
-        )
+        request = listing.ListRequest(params, tasks, region, self._wall_clock())
+        if product.listing.instances is not None:
+            response = instancetasks.answer(instances, request)
+        else:
+            response = listing.answer(product.listing, request)
         if faults.missing_status:
             # What every list parser needs, as Status is for a status parser.
             count(stats.faults, "missing_status")
@@ -513,20 +536,21 @@ class Simulator:
 
     async def _handle_faults(self, request: web.Request) -> web.StreamResponse:
         """Body: fault fields, plus `product` and `task_id` to target one task, or `product` and `action` to
-        target one action, instead of every request."""
+        target one action (with `"sweeps_only": true`, only a sweep's requests to it), instead of every
+        request."""
         target = "task"
         try:
             document = await request.json()
             if not isinstance(document, dict):
                 raise ValueError("expected a JSON object")
             product, task_id = document.pop("product", None), document.pop("task_id", None)
-            action = document.pop("action", None)
+            action, sweeps_only = document.pop("action", None), document.pop("sweeps_only", False) is True
             faults = faults_from_dict(document)
             if action is not None:
                 if task_id is not None:
                     raise ValueError("target either a `task_id` or an `action`, not both")
                 target = "action"
-                self.set_action_faults(str(product), str(action), faults)
+                self.set_action_faults(str(product), str(action), faults, sweeps_only=sweeps_only)
             elif product is None and task_id is None:
                 self.set_faults(faults)
             else:

@@ -108,5 +108,7 @@ class SimulatorThread:
     def set_task_faults(self, product: str, task_id: str, faults: Faults) -> None:
         self._call(lambda: self.simulator.set_task_faults(product, task_id, faults))
 
-    def set_action_faults(self, product: str, action: str, faults: Faults) -> None:
-        self._call(lambda: self.simulator.set_action_faults(product, action, faults))
+    def set_action_faults(
+        self, product: str, action: str, faults: Faults, *, sweeps_only: bool = False
+    ) -> None:
+        self._call(lambda: self.simulator.set_action_faults(product, action, faults, sweeps_only=sweeps_only))
