@@ -62,7 +62,8 @@ def test_every_product_has_config_keys_and_checks_its_ids() -> None:
     assert sorted(t.product for t in config.tasks) == sorted(s.name for s in PRODUCTS)
     assert set(config.apis) == set(BY_NAME)
     for product in PRODUCTS:
-        assert config.apis[product.name].endpoint == f"https://{product.name}.tencentcloudapi.com"
+        # The host is the service answering: DTS sync jobs are served by dts.
+        assert config.apis[product.name].endpoint == f"https://{product.api_service}.tencentcloudapi.com"
         assert product.payload("123") == {product.id_param: 123 if product.id_kind.integer else "123"}
     with pytest.raises(Exception, match=r"watch.redis_tasks\[0\]: expected a positive integer task ID"):
         parse_config({"region": "ap-guangzhou", "watch": {"redis_tasks": ["abc"]}}, "c.yaml", {})

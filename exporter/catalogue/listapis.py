@@ -43,6 +43,7 @@ from exporter.catalogue.apifields import (
     percent_ratio,
     text_field,
 )
+from exporter.catalogue.apifields import field as answer_field
 
 PAGE_SIZE = 100  # every list API's largest Limit
 TAG_MAX = 50  # resource tags kept from one item: bounds what one instance can add to the exposition
@@ -170,8 +171,9 @@ def _instance(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
 
 
-def _tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    raw = entry.get("ResourceTags")
+def _tags(entry: Mapping[str, Any], name: str = "ResourceTags") -> tuple[tuple[str, str], ...]:
+    """Resource tags, a list of {TagKey, TagValue} (MariaDB's ResourceTags, DTS's Tags)."""
+    raw = entry.get(name)
     if not isinstance(raw, list):
         return ()
     tags = {}
@@ -203,8 +205,10 @@ def _task_list(
     fallback_instance: str = "",
     status: str = "",
     statuses: Mapping[object, str] | None = None,
+    tags: str = "",
 ) -> Callable[[Mapping[str, Any], IdKind], Listed | None]:
-    """An item of a start-time list: the operation's ID in `id_field`, and the named fields beside it."""
+    """An item of a list of operations: the operation's ID in `id_field`, and the named fields beside it
+    (a dotted name reaches into an object: `Detail.Progress`)."""
     words = statuses or {}
 
     def item(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
@@ -217,8 +221,9 @@ def _task_list(
             end_time=_time(entry.get(end)),
             task_type=_text(entry, task_type),
             instance_id=_instance(entry, instance) or _instance(entry, fallback_instance),
-            progress=percent_ratio(entry.get(progress)),
+            progress=percent_ratio(answer_field(entry, progress)) if progress else None,
             status=_status(entry.get(status), words) if status else None,
+            tags=_tags(entry, tags) if tags else (),
         )
 
     return item
@@ -358,4 +363,98 @@ POSTGRES_TASKS = ListApi(
     max_lookback=180 * _DAY,
     note="the status action itself: 2/s of its 20/s go to discovery",
     answer_shape="task_set",
+)
+
+# DTS's job lists (2021-12-06) have no time bounds: each lists every job of the region, newest created first,
+# finished ones included, so a sweep reads them all; an operation the list shows ended before the lookback
+# is not taken (sweeper.py). They list jobs, not operations on instances: a job is its own operation.
+# Their request's Status filter is left unset, so a job that starts and ends between two sweeps is found.
+
+# JobItem.Status (lower-cased) -> DescribeMigrationDetail's Status: the detail's words, which the list spells
+# alike. The list's own words (creating, resumableErr, resuming, error, canceled, unknown) are not the
+# status API's: not mapped, the status API decides (SDK models.py, JobItem and the detail's Status).
+_MIGRATION_STATUSES: Mapping[object, str] = {
+    w: w
+    for w in (
+        "created",
+        "checking",
+        "checkpass",
+        "checknotpass",
+        "readyrun",
+        "running",
+        "readycomplete",
+        "success",
+        "failed",
+        "stopping",
+        "completing",
+        "pausing",
+        "manualpaused",
+    )
+}
+# DescribeMigrationJobs: 20/s (tencentcloud.com/document/api/571/51812, and the API category page
+# tencentcloud.com/document/api/571/51777); Limit 1 to 100, 20 by default (SDK).
+MIGRATION_JOBS = ListApi(
+    "DescribeMigrationJobs",
+    "2021-12-06",
+    20.0,
+    "JobList",
+    _task_list(
+        "JobId",
+        "",
+        "",
+        "StartTime",
+        "EndTime",
+        "",
+        status="Status",
+        statuses=_MIGRATION_STATUSES,
+        tags="Tags",
+    ),
+    note="every job, newest created first (no time bounds)",
+    answer_shape="migration_jobs",
+    statuses=_MIGRATION_STATUSES,
+)
+# SyncJobInfo.Status, lower-cased: the status action's own words (the list is the status action).
+_SYNC_STATUSES: Mapping[object, str] = {
+    w: w
+    for w in (
+        "uninitialized",
+        "initialized",
+        "checking",
+        "checkpass",
+        "checknotpass",
+        "readyrunning",
+        "running",
+        "pausing",
+        "paused",
+        "stopping",
+        "stopped",
+        "resumableerr",
+        "resuming",
+        "failed",
+        "released",
+        "resetting",
+    )
+}
+# DescribeSyncJobs, the sync jobs' status action itself: 100/s (cloud.tencent.cn/document/api/571/82103,
+# tencentcloud.com/document/api/571/51793),
+# of which discovery takes 10/s by default.
+SYNC_JOBS = ListApi(
+    "DescribeSyncJobs",
+    "2021-12-06",
+    10.0,
+    "JobList",
+    _task_list(
+        "JobId",
+        "",
+        "",
+        "StartTime",
+        "EndTime",
+        "Detail.Progress",
+        status="Status",
+        statuses=_SYNC_STATUSES,
+        tags="Tags",
+    ),
+    note="the status action itself, every job (no time bounds): 10/s of its 100/s go to discovery",
+    answer_shape="sync_jobs",
+    statuses=_SYNC_STATUSES,
 )

@@ -45,6 +45,10 @@ class Product:
     title: str = ""  # the product's name in documentation
     listing: ListApi | None = None  # the API listing the account's operations, for discovery; None: none
     unlisted_why: str = "none without an instance ID"  # the table's Discovery cell when there is no list API
+    # The Tencent Cloud service that answers, when not `name`: the credential scope requests are signed for
+    # (and the simulator routes by). DTS's sync jobs are a product of their own (another status action)
+    # served by `dts`.
+    service: str = ""
 
     def __post_init__(self) -> None:
         words = [status for status, _ in self.phases]
@@ -56,6 +60,11 @@ class Product:
         succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
         if len(succeeded) != 1:
             raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
+
+    @property
+    def api_service(self) -> str:
+        """The service requests are signed for (the credential scope's): the product key unless it says."""
+        return self.service or self.name
 
     @cached_property
     def _phase_by_status(self) -> Mapping[str, Phase]:

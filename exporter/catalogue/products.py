@@ -27,6 +27,7 @@ from exporter.catalogue.apifields import (
 )
 from exporter.catalogue.listapis import ListApi
 from exporter.catalogue.parsers import fields as _fields
+from exporter.catalogue.parsers import first_item as _first_item
 from exporter.catalogue.parsers import flow as _flow
 from exporter.catalogue.parsers import held as _held
 from exporter.catalogue.parsers import parse_task_set
@@ -47,6 +48,7 @@ from exporter.catalogue.shapes import (
     STATUS_ANSWER,
     STATUS_INFO_ANSWER,
     STATUS_TIMES_ANSWER,
+    SYNC_JOBS_ANSWER,
     TASK_INFO_ANSWER,
     TASK_RESULT_ANSWER,
     TASK_SET_ANSWER,
@@ -325,7 +327,7 @@ VPC = Product(
 # DTS data migration jobs, watched by JobId (dts-...) through DescribeMigrationDetail. Quota 20/s
 # (cloud.tencent.com/document/api/571/82085). Its errorcodes.py has ResourceNotFound.JobNotExist ("the
 # migration job does not exist"); the action's error list (Go SDK's dts/v20211206 client.go) has
-# ResourceNotFound.ResourceNotFoundError.
+# ResourceNotFound.ResourceNotFoundError. Discovered from DescribeMigrationJobs (listapis.MIGRATION_JOBS).
 DTS = Product(
     name="dts",
     title="DTS migration",
@@ -360,7 +362,64 @@ DTS = Product(
     not_found_codes=("ResourceNotFound.JobNotExist", "ResourceNotFound.ResourceNotFoundError"),
     answer_shape=MIGRATION_DETAIL_ANSWER,
     extra_fields=("BriefMsg", "StartTime", "EndTime"),
-    unlisted_why="none yet (DescribeMigrationJobs: not covered)",
+    listing=listapis.MIGRATION_JOBS,
+)
+# DTS data sync jobs, watched by JobId (sync-...). There is no per-job action: DescribeSyncJobs filtered by
+# JobId is the status request, as the Terraform provider asks it (services/dts DescribeDtsSyncJob, which
+# reads an empty JobList as "no such job"); the same action, unfiltered, is the list discovery sweeps, so
+# the two share its quota, 100/s (cloud.tencent.cn/document/api/571/82103). An unknown ID is an empty JobList
+# (counted as Exporter.TaskNotFound); errorcodes.py's ResourceNotFound.JobNotExist ("the job does not
+# exist") is read as not found too. Served by the `dts` service, whose credential scope it signs for.
+DTS_SYNC = Product(
+    name="dts_sync",
+    service="dts",
+    title="DTS sync",
+    action="DescribeSyncJobs",
+    version="2021-12-06",
+    id_param="JobId",
+    id_kind=IdKind(integer=False, expected="a DTS sync job ID such as sync-werwfs23"),
+    watch_key="dts_sync_jobs",
+    default_endpoint="https://dts.tencentcloudapi.com",
+    default_rate_limit=100.0,
+    # SyncJobInfo.Status (SDK models.py), lower-cased, in the SDK's order. uninitialized (bought, not
+    # configured) and initialized (configured, not started): pending. checkpass waits to be started and
+    # checknotpass for a fix and a new check, as the migration jobs' (running; failed). running is a sync job
+    # replicating: healthy, and meant to stay so for months, so it is ongoing, not running: a long-running
+    # phase would trip every "running too long" alert and page, and no success can stand for it, because a
+    # final phase is polled only every finished_interval and forgotten after discovery's retention, so a
+    # later failure would go unseen. stopped (ended) is the success: the job's own end, what the Terraform
+    # provider's stop operation waits for (as its start operation waits for running). resumableerr ("task
+    # error", waiting for someone to resume it) is failed, as checknotpass: the job no longer replicates;
+    # a resume is seen by the next poll of a final status. released: the job's resources are gone (final,
+    # failed). pausing, paused (waits to be resumed), stopping, resuming and resetting (back to be
+    # configured again) are on their way: running.
+    phases=(
+        ("uninitialized", Phase.PENDING),
+        ("initialized", Phase.PENDING),
+        ("checking", Phase.RUNNING),
+        ("checkpass", Phase.RUNNING),
+        ("checknotpass", Phase.FAILED),
+        ("readyrunning", Phase.RUNNING),
+        ("running", Phase.ONGOING),
+        ("pausing", Phase.RUNNING),
+        ("paused", Phase.RUNNING),
+        ("stopping", Phase.RUNNING),
+        ("stopped", Phase.SUCCEEDED),
+        ("resumableerr", Phase.FAILED),
+        ("resuming", Phase.RUNNING),
+        ("failed", Phase.FAILED),
+        ("released", Phase.FAILED),
+        ("resetting", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_first_item(
+        "JobList",
+        _fields(info="Detail.Message", start="StartTime", end="EndTime", progress="Detail.Progress"),
+    ),
+    not_found_codes=(NOT_FOUND, "ResourceNotFound.JobNotExist"),
+    answer_shape=SYNC_JOBS_ANSWER,
+    extra_fields=("StartTime", "EndTime", "Detail.Progress", "Detail.Message"),
+    listing=listapis.SYNC_JOBS,
 )
 
 PRODUCTS: tuple[Product, ...] = (
@@ -378,6 +437,7 @@ PRODUCTS: tuple[Product, ...] = (
     CLB,
     VPC,
     DTS,
+    DTS_SYNC,
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [

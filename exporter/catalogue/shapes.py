@@ -23,7 +23,9 @@ class AnswerShape:
     - `result_flow`: a flow's integer Status and Output, both inside `Result` (CKafka);
     - `task_status`: a flow's integer Status, LoadBalancerIds and Message (CLB, a request-ID task);
     - `task_result`: a word Status, Output and a Result list of resources (VPC, a request-ID task);
-    - `migration_detail`: a word Status, JobId, JobName, BriefMsg and four times (DTS migration jobs).
+    - `migration_detail`: a word Status, JobId, JobName, BriefMsg and four times (DTS migration jobs);
+    - `sync_jobs`: a JobList holding the one job asked for, empty when there is none, each job with a word
+      Status, times and a Detail of its steps (DTS sync jobs: DescribeSyncJobs filtered by JobId).
 
     `holder` names the object that holds Status when it is not the answer itself (CKafka's `Result`): a
     product answering a known shape one level down reuses the shape's fields under its own holder.
@@ -49,3 +51,4 @@ RESULT_FLOW_ANSWER = AnswerShape("result_flow", FLOW_ANSWER.status_codes, holder
 TASK_STATUS_ANSWER = AnswerShape("task_status", FLOW_ANSWER.status_codes)
 TASK_RESULT_ANSWER = AnswerShape("task_result")
 MIGRATION_DETAIL_ANSWER = AnswerShape("migration_detail")
+SYNC_JOBS_ANSWER = AnswerShape("sync_jobs")

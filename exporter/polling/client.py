@@ -203,7 +203,7 @@ class ApiClient:
     ) -> Outcome:
         started = time.perf_counter()
         answer = await self._post(
-            product.name,
+            product.api_service,
             product.action,
             product.version,
             endpoint,
@@ -231,7 +231,7 @@ class ApiClient:
             raise ValueError(f"{product.name} has no list API")
         started = time.perf_counter()
         answer = await self._post(
-            product.name,
+            product.api_service,
             listing.action,
             listing.version,
             endpoint,
@@ -249,7 +249,7 @@ class ApiClient:
 
     async def _post(
         self,
-        product: str,
+        service: str,
         action: str,
         version: str,
         endpoint: str,
@@ -267,7 +267,7 @@ class ApiClient:
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         headers = sign_headers(
             credentials,
-            service=product,
+            service=service,
             host=urlsplit(endpoint).netloc,
             action=action,
             version=version,

@@ -3,7 +3,8 @@
 The real API picks the product by host name (`mariadb.tencentcloudapi.com`). Every product shares one
 simulator address, so the product is the one the request is signed for: the service of the `Authorization`
 header's credential scope (`Credential=<id>/<date>/<service>/tc3_request`), which the SDKs set to the product
-key, together with `X-TC-Action` and `X-TC-Version`. A product offers its status action and, where the
+key (`Product.api_service`: DTS's sync jobs are served by `dts` too), together with `X-TC-Action` and
+`X-TC-Version`. A product offers its status action and, where the
 catalogue has one, its list action (`Product.listing`); PostgreSQL's are one and the same action.
 """
 
@@ -59,6 +60,10 @@ def _owners() -> dict[tuple[str, str], Product]:
 
 # (action, version) names one product: what the SDK client that sent the request was made for.
 _BY_ACTION_VERSION: Final[Mapping[tuple[str, str], Product]] = _owners()
+# (service, action): the product a request signed for that service and asking that action is about.
+_BY_SERVICE_ACTION: Final[Mapping[tuple[str, str], Product]] = {
+    (product.api_service, action): product for product in PRODUCTS for action in _apis(product)
+}
 
 
 def stats_key(product: str, action: str) -> str:
@@ -90,8 +95,8 @@ def route(headers: Mapping[str, str]) -> Route:
     authorization = parse_authorization(headers.get("Authorization", ""))
     scope = authorization.service if authorization else ""
     action, version = headers.get("X-TC-Action", "").strip(), headers.get("X-TC-Version", "").strip()
-    product = BY_NAME.get(scope)
-    if product is not None and action in _apis(product):
+    product = _BY_SERVICE_ACTION.get((scope, action))
+    if product is not None:
         key, listing = stats_key(product.name, action), _listing_of(product, action)
         if version == _apis(product)[action]:
             return Route(product, key, None, authorization, action, listing)

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter.catalogue.products import BY_NAME, Product
 from exporter.credentials.signing import Credentials
-from exporter.simulator import gateway, listing
+from exporter.simulator import gateway, joblists, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
@@ -384,7 +384,7 @@ class Simulator:
             and (caller is None or state.task.owner in ("", caller))
         ]
         assert product.listing is not None  # routed here for its list action
-        response = listing.answer(
+        response = joblists.answer(
             product.listing, listing.ListRequest(params, tasks, region, self._wall_clock())
         )
         if faults.missing_status:
