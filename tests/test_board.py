@@ -56,7 +56,7 @@ def test_every_status_of_every_product_has_exactly_one_phase() -> None:
             elif status == UNKNOWN:
                 assert phase == "unknown"
             else:
-                assert phase in ("pending", "running", "unknown"), (product.name, status)
+                assert phase in ("pending", "running", "ongoing", "unknown"), (product.name, status)
         assert phase_of(_state(product.name, None)) == "unknown"
         assert phase_of(_state(product.name, "no-such-word")) == "unknown"
         for code in (*product.not_found_codes, NOT_FOUND):

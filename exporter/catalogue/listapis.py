@@ -409,7 +409,7 @@ MIGRATION_JOBS = ListApi(
         statuses=_MIGRATION_STATUSES,
         tags="Tags",
     ),
-    note="every job, newest created first (no time bounds)",
+    note="every job of the region: no time bounds",
     answer_shape="migration_jobs",
     statuses=_MIGRATION_STATUSES,
 )
@@ -454,7 +454,7 @@ SYNC_JOBS = ListApi(
         statuses=_SYNC_STATUSES,
         tags="Tags",
     ),
-    note="the status action itself, every job (no time bounds): 10/s of its 100/s go to discovery",
+    note="the status action itself, every job of the region: 10/s of its 100/s go to discovery",
     answer_shape="sync_jobs",
     statuses=_SYNC_STATUSES,
 )

@@ -164,7 +164,10 @@ def authenticate(
         )
     canonical = _canonical(parsed.signed_headers, headers, query, body)
     expected = signature(
-        found.secret_key, timestamp, product.name, string_to_sign(timestamp, product.name, canonical)
+        found.secret_key,
+        timestamp,
+        product.api_service,
+        string_to_sign(timestamp, product.api_service, canonical),
     )
     if not hmac.compare_digest(expected, parsed.signature):
         raise ApiError(
