@@ -60,8 +60,8 @@ def test_runbook_lists_the_permissions_discovery_needs() -> None:
     assert DISCOVERABLE
     for product in DISCOVERABLE:
         assert product.listing is not None
-        # CAM names each product's actions after its API host: <product>:<Action>.
-        assert f"`{product.name}:{product.listing.action}`" in section, product.name
+        # CAM names each product's actions after its API host: <service>:<Action>.
+        assert f"`{product.api_service}:{product.listing.action}`" in section, product.name
 
 
 def test_dashboard_shows_discovery_and_operations_by_instance() -> None:
