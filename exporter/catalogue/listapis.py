@@ -2,7 +2,8 @@
 in a region, so discovery can watch operations nobody named.
 
 Each entry says which action and version to call, its published quota, how a page is asked for (a start-time
-window, or a fixed filter for the products that only show the flow an instance is locked by), where the items
+window, a fixed filter for the products that only show the flow an instance is locked by, or neither for
+DTS's job lists, which show every job), where the items
 are in the answer, and how one item becomes a Listed operation: the ID the status API takes, plus what the
 status API may not say (start time, type, instance, progress, resource tags). Field names are those of the
 official SDKs' models.py. sqlserver and mongodb have no account-wide list without an instance ID, so they have
@@ -20,6 +21,9 @@ status API decides for that operation:
 - PostgreSQL: the list is the status action itself, so every word is the same.
 - TDSQL-C: DescribeTasks' `Status` has no documented vocabulary, and its status API (DescribeFlow) answers a
   number: not mapped. MariaDB and TDSQL list busy instances, not operations' statuses.
+- DTS migration jobs: DescribeMigrationJobs' JobItem.Status spells DescribeMigrationDetail's words alike;
+  its own words (creating, resumableErr, resuming, error, canceled, unknown) are not mapped.
+- DTS sync jobs: the list is the status action itself (DescribeSyncJobs), so every word is the same.
 
 A final status read from a page is also confirmed by one status request (discovery.py): that request alone
 gives the status API's own text (CDB's `Info`, the reason of a failure), and it costs one request per
