@@ -77,7 +77,8 @@ def test_a_replicating_sync_job_is_ongoing_and_a_stopped_one_succeeded() -> None
 
 
 def test_sync_jobs_are_signed_for_dts_and_ask_by_job_id() -> None:
-    assert (DTS_SYNC.api_service, DTS.api_service) == ("dts", "dts")
+    # Served by the migration jobs' service, whose key is the product's.
+    assert (DTS_SYNC.api_service, DTS.api_service) == (DTS.name, DTS.name)
     assert DTS_SYNC.default_endpoint == DTS.default_endpoint
     assert DTS_SYNC.payload("sync-werwfs23") == {"JobId": "sync-werwfs23"}
     # The list is the status action itself: discovery spends part of its one quota.
