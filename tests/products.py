@@ -78,6 +78,8 @@ class ListSdk:
     shows_region: bool = False  # each item says its region
     offset_multiple_of_limit: bool = False  # the API refuses an Offset that is not a multiple of Limit
     cluster_prefix: str = ""  # an instance ID that begins so names a cluster; "": the API has no clusters
+    every_job: bool = False  # no time bounds: every job of the region by its ID, not a snapshot (DTS)
+    status_action: bool = False  # the list is the status action itself, unfiltered (one quota for both)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ class Facts:
     exported_succeeded: str
     instance_prefix: str  # how the product's instance IDs begin
     listing: ListSdk | None = None  # its account-wide list action, if it has one
-    in_task_set: bool = False  # the answer holds the task in a TaskSet instead of at the top
+    # The list field of the answer holding the one task asked for (PostgreSQL's TaskSet, DTS sync's
+    # JobList); "": the task is the answer itself.
+    in_list: str = ""
     status_in: str = ""  # the answer field holding Status (CKafka's Result); "": the answer itself
     id_pattern: str = ""  # what its real IDs look like (a regular expression), where the tests check it
     # Its task ID is the RequestId of the call that started it, and its SDK's documentation names those
@@ -256,8 +260,9 @@ FACTS: Final[Mapping[str, Facts]] = {
             20,
             20,
             instance_field="DBInstanceId",
+            status_action=True,
         ),
-        in_task_set=True,
+        in_list="TaskSet",
     ),
     # Redis's task service under another name: the same response model, statuses and list.
     "keewidb": Facts(
@@ -338,6 +343,37 @@ FACTS: Final[Mapping[str, Facts]] = {
         "running",
         "success",
         "dts-",
+        # Every job of the region, no time bounds (request model: no time parameter), 20/s (API docs).
+        ListSdk(
+            "DescribeMigrationJobs", "JobList", None, 20, 20, "JobId", "", progress_field="", every_job=True
+        ),
+    ),
+    # Sync jobs: no per-job action; DescribeSyncJobs filtered by JobId answers the one job in JobList, or
+    # an empty JobList for an unknown ID (as the Terraform provider reads it). Words are camel-cased.
+    "dts_sync": Facts(
+        Sdk(dts_client.DtsClient, dts_models, "DescribeSyncJobs", "JobId", False),
+        None,
+        frozenset({"TotalCount", "JobList"}),
+        "Running",
+        "Stopped",
+        ("Initialized", "Checking", "Running"),
+        "running",
+        "stopped",
+        "sync-",
+        # The status action itself, unfiltered: every job of the region, 100/s shared with polling.
+        ListSdk(
+            "DescribeSyncJobs",
+            "JobList",
+            None,
+            100,
+            20,
+            "JobId",
+            "",
+            progress_field="Detail.Progress",
+            every_job=True,
+            status_action=True,
+        ),
+        in_list="JobList",
     ),
 }
 
@@ -373,11 +409,11 @@ def audit_calls(product: str) -> set[str]:
 
 
 def sdk_status(product: str, response: Any) -> Any:
-    """The Status of an SDK answer, wherever the product keeps it (PostgreSQL's TaskSet item, CKafka's
-    Result)."""
+    """The Status of an SDK answer, wherever the product keeps it (PostgreSQL's TaskSet item, DTS sync's
+    JobList item, CKafka's Result)."""
     facts = FACTS[product]
-    if facts.in_task_set:
-        return response.TaskSet[0].Status
+    if facts.in_list:
+        return getattr(response, facts.in_list)[0].Status
     return getattr(response, facts.status_in).Status if facts.status_in else response.Status
 
 

@@ -29,7 +29,9 @@ from tests.simulator_sdk import (
 
 LIST_PRODUCTS = sorted(LIST_SDKS)
 STARTED_LISTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is not None]
-SNAPSHOTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is None]
+SNAPSHOTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].window is None and not LIST_SDKS[p].every_job]
+# Lists of every job of the region, by ID, without time bounds (DTS's).
+JOB_LISTS = [p for p in LIST_PRODUCTS if LIST_SDKS[p].every_job]
 START = 1000.0
 OTHER_REGION = "ap-shanghai"
 
@@ -104,7 +106,7 @@ def burst(thread: SimulatorThread, product: str, count: int, payload: dict[str, 
     spec = BY_NAME[product]
     assert spec.listing is not None
     headers, body = signed(
-        thread, payload, action=spec.listing.action, service=product, version=spec.listing.version
+        thread, payload, action=spec.listing.action, service=spec.api_service, version=spec.listing.version
     )
     return [error_code(thread, headers, body) for _ in range(count)]
 

@@ -19,6 +19,7 @@ from exporter.catalogue.products import (
     REDIS,
     UNKNOWN,
     Observation,
+    Phase,
 )
 from exporter.config.parser import API, WatchedTask, parse_config
 from exporter.credentials.chain import StaticProvider
@@ -56,7 +57,7 @@ def test_every_status_of_every_product_has_exactly_one_phase() -> None:
             elif status == UNKNOWN:
                 assert phase == "unknown"
             else:
-                assert phase in ("pending", "running", "unknown"), (product.name, status)
+                assert phase in ("pending", "running", "ongoing", "unknown"), (product.name, status)
         assert phase_of(_state(product.name, None)) == "unknown"
         assert phase_of(_state(product.name, "no-such-word")) == "unknown"
         for code in (*product.not_found_codes, NOT_FOUND):
@@ -227,6 +228,21 @@ async def test_landing_counts_phases_per_product_and_lists_failures_newest_first
     assert order == sorted(order)
     assert "looks stuck" in attention
     assert ">fine</a>" not in attention
+
+
+async def test_an_ongoing_status_is_never_stuck_however_long_it_lasts(
+    aiohttp_client: Callable[..., object],
+) -> None:
+    client, daemon = await _client(aiohttp_client)
+    product, ongoing = next((p, s) for p in PRODUCTS for s, phase in p.phases if phase is Phase.ONGOING)
+    running = next(s for s, phase in product.phases if phase is Phase.RUNNING)
+    _put(daemon, product.name, "steady", ongoing, seen=time.time() - 30 * 86400)  # a month replicating
+    _put(daemon, product.name, "paused", running, seen=time.time() - 7200)
+    page = await (await client.get("/")).text()
+    assert f'<a href="tasks?product={product.name}&amp;phase=ongoing">1</a>' in page
+    attention = page.split('id="attention"', 1)[1]
+    assert ">paused</a>" in attention
+    assert ">steady</a>" not in attention
 
 
 async def test_unknown_ids_show_as_not_found_not_as_unpolled(aiohttp_client: Callable[..., object]) -> None:

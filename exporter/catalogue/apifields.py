@@ -4,8 +4,10 @@ export, Tencent's UTC+8 times, task ID kinds, and the Observation a status answe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 UNKNOWN = "unknown"  # the API answered, but Status was null
 INFO_MAX_LENGTH = 200  # keeps one chatty task from blowing up label sizes
@@ -108,6 +110,17 @@ def tencent_time(value: object) -> float | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
+
+
+def field(answer: Mapping[str, Any], name: str) -> object:
+    """A field of an answer; a dotted name reaches into objects (`Detail.Progress`); None when absent or
+    when what should hold it is not an object."""
+    value: object = answer
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def text_field(value: object, limit: int) -> str | None:

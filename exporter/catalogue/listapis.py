@@ -2,7 +2,8 @@
 in a region, so discovery can watch operations nobody named.
 
 Each entry says which action and version to call, its published quota, how a page is asked for (a start-time
-window, or a fixed filter for the products that only show the flow an instance is locked by), where the items
+window, a fixed filter for the products that only show the flow an instance is locked by, or neither for
+DTS's job lists, which show every job), where the items
 are in the answer, and how one item becomes a Listed operation: the ID the status API takes, plus what the
 status API may not say (start time, type, instance, progress, resource tags). Field names are those of the
 official SDKs' models.py. mongodb has no account-wide list without an instance ID, so it has no entry;
@@ -21,6 +22,9 @@ status API decides for that operation:
 - PostgreSQL: the list is the status action itself, so every word is the same.
 - TDSQL-C: DescribeTasks' `Status` has no documented vocabulary, and its status API (DescribeFlow) answers a
   number: not mapped. MariaDB and TDSQL list busy instances, not operations' statuses.
+- DTS migration jobs: DescribeMigrationJobs' JobItem.Status spells DescribeMigrationDetail's words alike;
+  its own words (creating, resumableErr, resuming, error, canceled, unknown) are not mapped.
+- DTS sync jobs: the list is the status action itself (DescribeSyncJobs), so every word is the same.
 
 A final status read from a page is also confirmed by one status request (discovery.py): that request alone
 gives the status API's own text (CDB's `Info`, the reason of a failure), and it costs one request per
@@ -46,6 +50,7 @@ from exporter.catalogue.apifields import (
     tencent_time,
     text_field,
 )
+from exporter.catalogue.apifields import field as answer_field
 from exporter.catalogue.instancelists import (
     INSTANCE_TASK_STATUSES,
     InstanceList,
@@ -184,8 +189,9 @@ def _instance(entry: Mapping[str, Any], name: str) -> str | None:
     return text_field(value, INFO_MAX_LENGTH) if isinstance(value, str) else None
 
 
-def resource_tags(entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    raw = entry.get("ResourceTags")
+def resource_tags(entry: Mapping[str, Any], name: str = "ResourceTags") -> tuple[tuple[str, str], ...]:
+    """Resource tags, a list of {TagKey, TagValue} (MariaDB's ResourceTags, DTS's Tags)."""
+    raw = entry.get(name)
     if not isinstance(raw, list):
         return ()
     tags = {}
@@ -207,7 +213,7 @@ def _status(value: object, statuses: Mapping[object, str]) -> str | None:
     return None
 
 
-def _task_list(
+def task_list(
     id_field: str,
     task_type: str,
     instance: str,
@@ -217,8 +223,10 @@ def _task_list(
     fallback_instance: str = "",
     status: str = "",
     statuses: Mapping[object, str] | None = None,
+    tags: str = "",
 ) -> Callable[[Mapping[str, Any], IdKind], Listed | None]:
-    """An item of a start-time list: the operation's ID in `id_field`, and the named fields beside it."""
+    """An item of a list of operations: the operation's ID in `id_field`, and the named fields beside it
+    (a dotted name reaches into an object: `Detail.Progress`)."""
     words = statuses or {}
 
     def item(entry: Mapping[str, Any], id_kind: IdKind) -> Listed | None:
@@ -231,8 +239,9 @@ def _task_list(
             end_time=_time(entry.get(end)),
             task_type=_text(entry, task_type),
             instance_id=_instance(entry, instance) or _instance(entry, fallback_instance),
-            progress=percent_ratio(entry.get(progress)),
+            progress=percent_ratio(answer_field(entry, progress)) if progress else None,
             status=_status(entry.get(status), words) if status else None,
+            tags=resource_tags(entry, tags) if tags else (),
         )
 
     return item
@@ -270,7 +279,7 @@ CDB_TASKS = ListApi(
     "2017-03-20",
     100.0,
     "Items",
-    _task_list(
+    task_list(
         "AsyncRequestId",
         "TaskType",
         "InstanceIds",
@@ -311,7 +320,7 @@ REDIS_TASKS = ListApi(
     "2018-04-12",
     100.0,
     "Tasks",
-    _task_list(
+    task_list(
         "TaskId",
         "TaskType",
         "InstanceId",
@@ -332,7 +341,7 @@ CYNOSDB_TASKS = ListApi(
     1000.0,
     "TaskList",
     # The status API (DescribeFlow) takes the task's FlowId, not its ID.
-    _task_list("FlowId", "TaskType", "InstanceId", "StartTime", "EndTime", "Process", "ClusterId"),
+    task_list("FlowId", "TaskType", "InstanceId", "StartTime", "EndTime", "Process", "ClusterId"),
     window=("StartTimeBegin", "StartTimeEnd"),
     answer_shape="flow_tasks",
 )
@@ -347,7 +356,7 @@ KEEWIDB_TASKS = ListApi(
     "2022-03-08",
     50.0,
     "Tasks",
-    _task_list("TaskId", "TaskType", "InstanceId", "StartTime", "EndTime", "Progress"),
+    task_list("TaskId", "TaskType", "InstanceId", "StartTime", "EndTime", "Progress"),
     window=("BeginTime", "EndTime"),
     answer_shape="task_list",
 )
@@ -357,7 +366,7 @@ POSTGRES_TASKS = ListApi(
     "2017-03-12",
     2.0,
     "TaskSet",
-    _task_list(
+    task_list(
         "TaskId",
         "TaskType",
         "DBInstanceId",

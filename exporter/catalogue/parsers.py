@@ -1,5 +1,6 @@
 """How a status answer becomes an Observation: parsers of an integer flow Status, of a word Status with the
-fields beside it, of a Status held one level down (CKafka's Result) and of PostgreSQL's TaskSet. The product
+fields beside it (a dotted name reaches into an object: `Detail.Progress`), of a Status held one level down
+(CKafka's Result) and of a list asked for one ID (PostgreSQL's TaskSet, DTS's sync JobList). The product
 entries (`exporter.catalogue.products`) name which parser reads their answer and with which fields."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from exporter.catalogue.apifields import (
     Observation,
     TaskNotFound,
     api_text,
+    field,
     percent_ratio,
     tencent_time,
     text_field,
@@ -87,14 +89,14 @@ def fields(
         if raw is not None and not isinstance(raw, str):
             raise InvalidResponse(f"Response.Status is not a string: {raw!r}"[:200])
         status = api_text(raw.strip().lower(), STATUS_MAX_LENGTH) if raw else ""
-        ratio = percent_ratio(answer.get(progress)) if progress else None
+        ratio = percent_ratio(field(answer, progress)) if progress else None
         return Observation(
             status or UNKNOWN,
-            info=text_field(answer.get(info), INFO_MAX_LENGTH) if info else None,
-            start_time=tencent_time(answer.get(start)) if start else None,
-            end_time=tencent_time(answer.get(end)) if end else None,
-            task_type=text_field(answer.get(task_type), INFO_MAX_LENGTH) if task_type else None,
-            instance_id=text_field(answer.get(instance), INFO_MAX_LENGTH) if instance else None,
+            info=text_field(field(answer, info), INFO_MAX_LENGTH) if info else None,
+            start_time=tencent_time(field(answer, start)) if start else None,
+            end_time=tencent_time(field(answer, end)) if end else None,
+            task_type=text_field(field(answer, task_type), INFO_MAX_LENGTH) if task_type else None,
+            instance_id=text_field(field(answer, instance), INFO_MAX_LENGTH) if instance else None,
             progress=ratio,
         )
 
@@ -106,11 +108,20 @@ _postgres_task = fields(
 )
 
 
-def parse_task_set(response: Mapping[str, Any]) -> Observation:
-    """PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing."""
-    tasks = response.get("TaskSet")
-    if tasks is None or tasks == []:
-        raise TaskNotFound("TaskSet is empty")
-    if not isinstance(tasks, list) or not isinstance(tasks[0], dict):
-        raise InvalidResponse("Response.TaskSet is not a list of tasks")
-    return _postgres_task(tasks[0])
+def first_item(items: str, parse: Parser) -> Parser:
+    """A parser of a list action asked for one ID (the status action of a product without a per-ID one):
+    the list `items` holds that operation, read by `parse`, or nothing, which is TaskNotFound."""
+
+    def parse_first(response: Mapping[str, Any]) -> Observation:
+        listed = response.get(items)
+        if listed is None or listed == []:
+            raise TaskNotFound(f"{items} is empty")
+        if not isinstance(listed, list) or not isinstance(listed[0], dict):
+            raise InvalidResponse(f"Response.{items} is not a list of objects")
+        return parse(listed[0])
+
+    return parse_first
+
+
+# PostgreSQL's DescribeTasks, asked for one TaskId: its TaskSet holds that task, or nothing.
+parse_task_set = first_item("TaskSet", _postgres_task)

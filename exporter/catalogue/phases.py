@@ -13,6 +13,10 @@ from enum import StrEnum
 class Phase(StrEnum):
     PENDING = "pending"  # accepted, not started (CDB and MongoDB `initial`, Redis `preparing`)
     RUNNING = "running"  # every other status that is not final
+    # In progress by design, with no end of its own: a DTS sync job replicating (`running`) stays so for
+    # months when healthy. Not final (it is still polled, and its failure shows), and never "stuck" (no
+    # alert or page calls a long ongoing status late, as they do a long pending or running one).
+    ONGOING = "ongoing"
     SUCCEEDED = "succeeded"  # the product's one success status
     FAILED = "failed"  # every other final status
     UNKNOWN = "unknown"  # a null status, `unknown`, or a status the catalogue does not know
@@ -21,6 +25,6 @@ class Phase(StrEnum):
 
 PHASES: tuple[Phase, ...] = tuple(Phase)
 FINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-IN_PROGRESS_PHASES = frozenset({Phase.PENDING, Phase.RUNNING})
+IN_PROGRESS_PHASES = frozenset({Phase.PENDING, Phase.RUNNING, Phase.ONGOING})
 # What a status can map to: not_found is the API's answer about the ID, never a status word.
 STATUS_PHASES = frozenset(PHASES) - {Phase.NOT_FOUND}

@@ -48,8 +48,9 @@ class Product:
     # The audit trail's names of the calls that start a request-ID task (CloudAudit's EventName): discovery
     # then finds them there (`exporter.catalogue.auditlists`). Only for request-ID products.
     audit_events: tuple[str, ...] = ()
-    # The credential scope's service and the endpoint's first label, where the product key is not it (SQL
-    # Server's instance tasks are `sqlserver`'s); "": the product key.
+    # The Tencent Cloud service that answers, where the product key is not it: the credential scope requests
+    # are signed for, the endpoint's first label, what the simulator routes by (SQL Server's instance tasks
+    # are `sqlserver`'s, DTS's sync jobs `dts`'s); "": the product key.
     service: str = ""
     # The status request's parameters for an ID where it is not `{id_param: ID}` (an instance's task list).
     request: Callable[[str], dict[str, Any]] | None = None
@@ -68,6 +69,11 @@ class Product:
         succeeded = [s for s, p in self.phases if p is Phase.SUCCEEDED]
         if len(succeeded) != 1:
             raise ValueError(f"{self.name}: expected one succeeded status, got {succeeded}")
+
+    @property
+    def api_service(self) -> str:
+        """The service requests are signed for (the credential scope's): the product key unless it says."""
+        return self.service or self.name
 
     @cached_property
     def _phase_by_status(self) -> Mapping[str, Phase]:
@@ -123,11 +129,6 @@ class Product:
         scheme, host = self.default_endpoint.split("://", 1)
         product, domain = host.split(".", 1)
         return f"{scheme}://{product}.{{region}}.{domain}"
-
-    @property
-    def api_service(self) -> str:
-        """The service requests are signed for (the credential scope's), which the endpoint is named after."""
-        return self.service or self.name
 
     def payload(self, task_id: str) -> dict[str, Any]:
         if self.request is not None:

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from exporter.catalogue import instancelists, listapis
+from exporter.catalogue import instancelists, joblists, listapis
 
 # Re-exported: the rest of the exporter reads every catalogue fact from this module.
 from exporter.catalogue.apifields import (
@@ -27,9 +27,11 @@ from exporter.catalogue.apifields import (
     api_text,
     tencent_time,
 )
+from exporter.catalogue.auditcalls import CLB_AUDITED_CALLS, VPC_AUDITED_CALLS
 from exporter.catalogue.auditlists import AUDIT_TRAIL, AuditOwner
 from exporter.catalogue.listapis import ListApi
 from exporter.catalogue.parsers import fields as _fields
+from exporter.catalogue.parsers import first_item as _first_item
 from exporter.catalogue.parsers import flow as _flow
 from exporter.catalogue.parsers import held as _held
 from exporter.catalogue.parsers import parse_task_set
@@ -51,6 +53,7 @@ from exporter.catalogue.shapes import (
     STATUS_ANSWER,
     STATUS_INFO_ANSWER,
     STATUS_TIMES_ANSWER,
+    SYNC_JOBS_ANSWER,
     TASK_INFO_ANSWER,
     TASK_RESULT_ANSWER,
     TASK_SET_ANSWER,
@@ -313,89 +316,6 @@ CKAFKA = Product(
     extra_fields=("Result.Output",),
     unlisted_why="none examined",
 )
-# A request-ID task is listed nowhere but in the audit trail (CloudAudit's DescribeEvents): discovery sweeps
-# it for the calls below (`audit_events`; exporter.catalogue.auditlists).
-# CLB's calls that start a task polled by its RequestId: those whose documentation (the SDK's clb_client.py
-# docstrings, tencentcloud-sdk-python-clb 3.1.194) says to pass the RequestId to DescribeTaskStatus, and
-# those the Terraform provider polls so (services/clb: waitForTaskFinish on the call's RequestId):
-# CreateLoadBalancer, ModifyFunctionTargets, ModifyLoadBalancerMixIpTarget and
-# SetCustomizedConfigForLoadBalancer.
-# The provider's AddCustomizedConfig, ModifyCustomizedConfig and DeleteCustomizedConfig are not in the SDK.
-_CLB_AUDIT_EVENTS = (
-    "AssociateTargetGroups",
-    "AutoRewrite",
-    "BatchModifyTargetWeight",
-    "CloneLoadBalancer",
-    "CreateListener",
-    "CreateLoadBalancer",
-    "CreateLoadBalancerSnatIps",
-    "CreateRule",
-    "DeleteListener",
-    "DeleteLoadBalancer",
-    "DeleteLoadBalancerListeners",
-    "DeleteLoadBalancerSnatIps",
-    "DeleteRewrite",
-    "DeleteRule",
-    "DeregisterFunctionTargets",
-    "DeregisterTargetGroupInstances",
-    "DeregisterTargets",
-    "DeregisterTargetsFromClassicalLB",
-    "DisassociateTargetGroups",
-    "ManualRewrite",
-    "ModifyDomain",
-    "ModifyDomainAttributes",
-    "ModifyFunctionTargets",
-    "ModifyListener",
-    "ModifyLoadBalancerAttributes",
-    "ModifyLoadBalancerMixIpTarget",
-    "ModifyLoadBalancerSla",
-    "ModifyRule",
-    "ModifyTargetGroupInstancesPort",
-    "ModifyTargetGroupInstancesWeight",
-    "ModifyTargetPort",
-    "ModifyTargetWeight",
-    "RegisterFunctionTargets",
-    "RegisterTargetGroupInstances",
-    "RegisterTargets",
-    "RegisterTargetsWithClassicalLB",
-    "SetCustomizedConfigForLoadBalancer",
-    "SetLoadBalancerStartStatus",
-)
-# VPC's calls whose documentation (the SDK's vpc_client.py docstrings, tencentcloud-sdk-python-vpc 3.1.193)
-# says to poll DescribeVpcTaskResult with their RequestId; the Terraform provider does so after
-# AssignIpv6Addresses, AttachNetworkInterface, DetachNetworkInterface, UnassignIpv6Addresses and
-# UnassignPrivateIpAddresses (services/vpc). Left out: the four Describe*Instances reads whose result comes
-# the same way (a query's answer, not an operation on a resource).
-_VPC_AUDIT_EVENTS = (
-    "AssignIpv6Addresses",
-    "AssignPrivateIpAddresses",
-    "AssociateDhcpIpWithAddressIp",
-    "AttachClassicLinkVpc",
-    "AttachNetworkInterface",
-    "CreateAndAttachNetworkInterface",
-    "CreateNetworkInterface",
-    "CreateVpnConnection",
-    "DeleteAddressTemplate",
-    "DeleteAddressTemplateGroup",
-    "DeleteDhcpIp",
-    "DeleteHaVip",
-    "DeleteNetworkInterface",
-    "DeleteServiceTemplate",
-    "DeleteServiceTemplateGroup",
-    "DetachClassicLinkVpc",
-    "DetachNetworkInterface",
-    "DisassociateDhcpIpWithAddressIp",
-    "HaVipAssociateAddressIp",
-    "HaVipDisassociateAddressIp",
-    "MigrateNetworkInterface",
-    "MigratePrivateIpAddress",
-    "ModifyAddressTemplateAttribute",
-    "ModifyAddressTemplateGroupAttribute",
-    "ModifyServiceTemplateAttribute",
-    "ModifyServiceTemplateGroupAttribute",
-    "UnassignIpv6Addresses",
-    "UnassignPrivateIpAddresses",
-)
 # CLB: a request-ID task; an integer Status as a flow's, the load balancers it concerns and a Message
 # ("the reason of a failure"). Quota 20/s (tencentcloud.com/document/api/214/33823). Its error list for the
 # action (Go SDK's clb/v20180317 client.go) is FailedOperation, InternalError, InvalidParameter and
@@ -417,7 +337,7 @@ CLB = Product(
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=TASK_STATUS_ANSWER,
     extra_fields=("LoadBalancerIds", "Message"),
-    audit_events=_CLB_AUDIT_EVENTS,
+    audit_events=CLB_AUDITED_CALLS,
 )
 # VPC: a request-ID task (the mutating calls' documentation says to poll their RequestId; the Terraform
 # provider's VPN resources pass an integer TaskId as a string too, which the string ID accepts). Status is
@@ -446,12 +366,12 @@ VPC = Product(
     not_found_codes=("ResourceNotFound",),
     answer_shape=TASK_RESULT_ANSWER,
     extra_fields=("Output",),
-    audit_events=_VPC_AUDIT_EVENTS,
+    audit_events=VPC_AUDITED_CALLS,
 )
 # DTS data migration jobs, watched by JobId (dts-...) through DescribeMigrationDetail. Quota 20/s
 # (cloud.tencent.com/document/api/571/82085). Its errorcodes.py has ResourceNotFound.JobNotExist ("the
 # migration job does not exist"); the action's error list (Go SDK's dts/v20211206 client.go) has
-# ResourceNotFound.ResourceNotFoundError.
+# ResourceNotFound.ResourceNotFoundError. Discovered from DescribeMigrationJobs (joblists.MIGRATION_JOBS).
 DTS = Product(
     name="dts",
     title="DTS migration",
@@ -486,7 +406,64 @@ DTS = Product(
     not_found_codes=("ResourceNotFound.JobNotExist", "ResourceNotFound.ResourceNotFoundError"),
     answer_shape=MIGRATION_DETAIL_ANSWER,
     extra_fields=("BriefMsg", "StartTime", "EndTime"),
-    unlisted_why="none yet (DescribeMigrationJobs: not covered)",
+    listing=joblists.MIGRATION_JOBS,
+)
+# DTS data sync jobs, watched by JobId (sync-...). There is no per-job action: DescribeSyncJobs filtered by
+# JobId is the status request, as the Terraform provider asks it (services/dts DescribeDtsSyncJob, which
+# reads an empty JobList as "no such job"); the same action, unfiltered, is the list discovery sweeps, so
+# the two share its quota, 100/s (cloud.tencent.cn/document/api/571/82103). An unknown ID is an empty JobList
+# (counted as Exporter.TaskNotFound); errorcodes.py's ResourceNotFound.JobNotExist ("the job does not
+# exist") is read as not found too. Served by the `dts` service, whose credential scope it signs for.
+DTS_SYNC = Product(
+    name="dts_sync",
+    service="dts",
+    title="DTS sync",
+    action="DescribeSyncJobs",
+    version="2021-12-06",
+    id_param="JobId",
+    id_kind=IdKind(integer=False, expected="a DTS sync job ID such as sync-werwfs23"),
+    watch_key="dts_sync_jobs",
+    default_endpoint="https://dts.tencentcloudapi.com",
+    default_rate_limit=100.0,
+    # SyncJobInfo.Status (SDK models.py), lower-cased, in the SDK's order. uninitialized (bought, not
+    # configured) and initialized (configured, not started): pending. checkpass waits to be started and
+    # checknotpass for a fix and a new check, as the migration jobs' (running; failed). running is a sync job
+    # replicating: healthy, and meant to stay so for months, so it is ongoing, not running: a long-running
+    # phase would trip every "running too long" alert and page, and no success can stand for it, because a
+    # final phase is polled only every finished_interval and forgotten after discovery's retention, so a
+    # later failure would go unseen. stopped (ended) is the success: the job's own end, what the Terraform
+    # provider's stop operation waits for (as its start operation waits for running). resumableerr ("task
+    # error", waiting for someone to resume it) is failed, as checknotpass: the job no longer replicates;
+    # a resume is seen by the next poll of a final status. released: the job's resources are gone (final,
+    # failed). pausing, paused (waits to be resumed), stopping, resuming and resetting (back to be
+    # configured again) are on their way: running.
+    phases=(
+        ("uninitialized", Phase.PENDING),
+        ("initialized", Phase.PENDING),
+        ("checking", Phase.RUNNING),
+        ("checkpass", Phase.RUNNING),
+        ("checknotpass", Phase.FAILED),
+        ("readyrunning", Phase.RUNNING),
+        ("running", Phase.ONGOING),
+        ("pausing", Phase.RUNNING),
+        ("paused", Phase.RUNNING),
+        ("stopping", Phase.RUNNING),
+        ("stopped", Phase.SUCCEEDED),
+        ("resumableerr", Phase.FAILED),
+        ("resuming", Phase.RUNNING),
+        ("failed", Phase.FAILED),
+        ("released", Phase.FAILED),
+        ("resetting", Phase.RUNNING),
+        (UNKNOWN, Phase.UNKNOWN),
+    ),
+    parse=_first_item(
+        "JobList",
+        _fields(info="Detail.Message", start="StartTime", end="EndTime", progress="Detail.Progress"),
+    ),
+    not_found_codes=(NOT_FOUND, "ResourceNotFound.JobNotExist"),
+    answer_shape=SYNC_JOBS_ANSWER,
+    extra_fields=("StartTime", "EndTime", "Detail.Progress", "Detail.Message"),
+    listing=joblists.SYNC_JOBS,
 )
 
 PRODUCTS: tuple[Product, ...] = (
@@ -505,6 +482,7 @@ PRODUCTS: tuple[Product, ...] = (
     CLB,
     VPC,
     DTS,
+    DTS_SYNC,
 )
 BY_NAME: Mapping[str, Product] = {s.name: s for s in PRODUCTS}
 __all__ = [

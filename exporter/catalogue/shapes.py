@@ -26,6 +26,8 @@ class AnswerShape:
     - `migration_detail`: a word Status, JobId, JobName, BriefMsg and four times (DTS migration jobs);
     - `instance_tasks`: an instance's task list, InstanceTaskSet, whose items have an integer Status, 1
       running, 2 success, 3 failed (SQL Server's instance tasks; the exporter picks the task by its Id).
+    - `sync_jobs`: a JobList holding the one job asked for, empty when there is none, each job with a word
+      Status, times and a Detail of its steps (DTS sync jobs: DescribeSyncJobs filtered by JobId).
 
     `holder` names the object that holds Status when it is not the answer itself (CKafka's `Result`): a
     product answering a known shape one level down reuses the shape's fields under its own holder.
@@ -52,3 +54,4 @@ TASK_STATUS_ANSWER = AnswerShape("task_status", FLOW_ANSWER.status_codes)
 TASK_RESULT_ANSWER = AnswerShape("task_result")
 MIGRATION_DETAIL_ANSWER = AnswerShape("migration_detail")
 INSTANCE_TASKS_ANSWER = AnswerShape("instance_tasks", (("running", 1), ("success", 2), ("failed", 3)))
+SYNC_JOBS_ANSWER = AnswerShape("sync_jobs")

@@ -165,7 +165,8 @@ TASK_FAMILIES: tuple[Family, ...] = (
         "tencentcloud_task_phase",
         "gauge",
         "Current phase of the watched task as a state set, the same few for every product: pending "
-        "(accepted, not started), running, succeeded, failed (every other final status), unknown (a null or "
+        "(accepted, not started), running, ongoing (in progress by design, with no end of its own: a sync "
+        "job replicating), succeeded, failed (every other final status), unknown (a null or "
         "undocumented status), not_found (the API's last answer: no such ID). Each product's statuses map "
         f"onto them in the catalogue. {POLLED}",
         _phase,

@@ -8,6 +8,7 @@ failed step fails the sweep, which is counted and tried again at the next interv
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,8 @@ class InstanceSweeper(Sweeper):
                 instance, page = await read
                 listed = (within(instance, task) for task in page.items)
                 tasks = tuple(task for task in listed if task is not None)
-                new += self._collect(Page(tasks, len(tasks), page.size), items)
+                # Only running tasks are listed (Status filter 1): none ended before the lookback.
+                new += self._collect(Page(tasks, len(tasks), page.size), items, -math.inf)
                 if new > room:
                     return True  # the reads still out are cancelled below
         finally:

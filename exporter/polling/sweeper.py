@@ -201,11 +201,12 @@ class Sweeper:
         if self.listing.max_lookback is not None:
             lookback = min(lookback, self.listing.max_lookback)
         begin, end = now - lookback, now + WINDOW_END_SLACK
+        horizon = begin
         if not full and self._oldest_busy is not None:
             begin = max(begin, self._oldest_busy - NARROW_SLACK)
         first = await self._page(0, begin, end)
         room = self._room.room()
-        new = self._collect(first, items)
+        new = self._collect(first, items, horizon)
         if new > room:
             return True
         # The first page tells how many there are; the rest are read concurrently, each inside the bucket.
@@ -224,7 +225,7 @@ class Sweeper:
         pages = [asyncio.ensure_future(read(offset)) for offset in offsets]
         try:
             for page in asyncio.as_completed(pages):
-                new += self._collect(await page, items)
+                new += self._collect(await page, items, horizon)
                 if new > room:
                     return True  # the pages still out are cancelled below
         finally:
@@ -233,10 +234,16 @@ class Sweeper:
             await asyncio.gather(*pages, return_exceptions=True)
         return False
 
-    def _collect(self, page: Page, items: dict[str, Listed]) -> int:
-        """Adds a page's operations to `items`; returns how many of them would be new tasks."""
+    def _collect(self, page: Page, items: dict[str, Listed], horizon: float) -> int:
+        """Adds a page's operations to `items`; returns how many of them would be new tasks. An operation
+        that ended before `horizon` (the lookback's start) is left out: a list without time bounds (DTS's
+        jobs) shows every one ever run, and those are history, not news."""
         new = 0
+        final = self.product.final_statuses
         for listed in page.items:
+            ended = listed.end_time is not None and listed.end_time < horizon
+            if ended and (listed.status is None or listed.status in final):
+                continue
             if listed.task_id not in items and self._room.takes(
                 self.lane.account, self.product, self.region, listed.task_id
             ):

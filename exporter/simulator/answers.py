@@ -3,7 +3,8 @@ beside `Status`, as the official SDKs' models read them (`flow`: an integer Stat
 and Info; `status_times`: Status, StartTime, EndTime; `task_info`: Status, StartTime, TaskType, InstanceId,
 TaskMessage; `task_set`: a TaskSet; `status`: a string Status alone; `result_flow`: an integer Status
 and Output inside Result; `task_status`: an integer Status, LoadBalancerIds and Message; `task_result`: a
-word Status, Output and Result; `migration_detail`: a word Status, JobId, JobName, BriefMsg and times).
+word Status, Output and Result; `migration_detail`: a word Status, JobId, JobName, BriefMsg and times;
+`sync_jobs`: a JobList holding the one sync job asked for).
 
 Which shape, action, version, ID parameter, quota and not-found code a product has comes from the catalogue
 (`catalogue.products`), and so does which statuses are final (EndTime set, Progress 100). The shapes of the
@@ -206,6 +207,56 @@ class _MigrationDetail(Shape):
         }
 
 
+class _SyncJobs(Shape):
+    """DTS's DescribeSyncJobs filtered by JobId: the job as the only item of JobList (a SyncJobInfo, the
+    fields that say where it is; the SDK ignores those left out); an unknown ID is an empty JobList."""
+
+    def fields(self, view: TaskView) -> dict[str, Any]:
+        region = view.task.region or ""
+        return {
+            "JobId": view.task.task_id,
+            "JobName": view.task.instance_name or "",
+            "PayMode": "PostPay",
+            "RunMode": "Immediate",
+            "ExpectRunTime": "",
+            "AllActions": ["view", "configure", "check", "start", "stop", "pause", "resume", "release"],
+            "Actions": ["view"],
+            "SrcRegion": region,
+            "SrcDatabaseType": "mysql",
+            "SrcAccessType": "cvm",  # self-built on CVM
+            "DstRegion": region,
+            "DstDatabaseType": "mysql",
+            "DstAccessType": "cvm",
+            "CreateTime": view.start_time,
+            "StartTime": view.start_time,
+            "Status": view.phase.status,
+            "EndTime": view.end_time,
+            "Tags": [{"TagKey": key, "TagValue": value} for key, value in view.task.tags],
+            "Detail": {
+                "StepAll": 4,
+                "StepNow": 4 if view.final else 1,
+                "Progress": view.progress,
+                "CurrentStepProgress": -1,  # "-1: this step shows no progress" (SDK)
+                "MasterSlaveDistance": 0,
+                "SecondsBehindMaster": 0,
+                "Message": view.phase.info or "",
+                "StepInfos": [],
+            },
+            "TradeStatus": "Normal",
+            "InstanceClass": "micro",
+            "AutoRenew": 0,
+        }
+
+    def answer(self, view: TaskView, *, with_status: bool = True) -> dict[str, Any]:
+        item = self.fields(view)
+        if not with_status:
+            del item["Status"]
+        return {"TotalCount": 1, "JobList": [item]}
+
+    def not_found(self, product: Product, task_id: str) -> dict[str, Any]:
+        return {"TotalCount": 0, "JobList": []}
+
+
 # By the catalogue's shape names (`AnswerShape.name`). A flow's integer Status and a word alone (`status`)
 # need nothing beyond the base.
 SHAPES: Final[Mapping[str, Shape]] = {
@@ -215,6 +266,7 @@ SHAPES: Final[Mapping[str, Shape]] = {
     "task_status": _TaskStatus(),
     "task_result": _TaskResult(),
     "migration_detail": _MigrationDetail(),
+    "sync_jobs": _SyncJobs(),
     "status_info": _AsyncRequestInfo(),
     "status_times": _AsyncRequestTimes(),
     "task_info": _TaskInfo(),

@@ -358,6 +358,61 @@ def _postgres_tasks(product: str) -> _Story:
     return _Story(watched, 60210099, [unlisted], {"60210002": {"team": "dba"}})
 
 
+# SyncJobInfo.Status as the SDK spells each of the catalogue's lower-cased words.
+_SYNC_SPELLING: Final = {
+    word.lower(): word
+    for word in (
+        *("UnInitialized", "Initialized", "Checking", "CheckPass", "CheckNotPass", "ReadyRunning", "Running"),
+        *("Pausing", "Paused", "Stopping", "Stopped", "ResumableErr", "Resuming", "Failed", "Released"),
+        "Resetting",
+    )
+}
+
+
+def _dts_sync_jobs(product: str) -> _Story:
+    """Sync jobs as the console runs them: configured, checked, then replicating for good (ongoing); one is
+    paused and resumed, one breaks on a purged binlog, one is stopped; every other documented status ends a
+    job of its own; one job only discovery finds."""
+
+    def job(number: int, *phases: Phase, started: float = 0.0) -> SimTask:
+        return SimTask(
+            product, f"sync-demo{number:04d}", phases, instance_name="orders-to-dr", started=started
+        )
+
+    setup = (
+        Phase(0, "Initialized"),
+        Phase(20, "Checking"),
+        Phase(40, "CheckPass"),
+        Phase(50, "ReadyRunning"),
+    )
+    watched = [
+        job(1, *setup, Phase(60, "Running", progress=100)),
+        job(
+            2,
+            Phase(0, "Running"),
+            Phase(30, "Pausing"),
+            Phase(40, "Paused"),
+            Phase(5 * _MINUTE, "Resuming"),
+            Phase(5 * _MINUTE + 20, "Running"),
+        ),
+        job(
+            3,
+            Phase(0, "Running"),
+            Phase(90, "ResumableErr", "The source's binlog was purged before it was read."),
+        ),
+        job(4, Phase(0, "Running"), Phase(60, "Stopping"), Phase(80, "Stopped")),
+    ]
+    shown = {"initialized", "checking", "checkpass", "readyrunning", "running", "pausing", "paused"}
+    shown |= {"resuming", "resumableerr", "stopping", "stopped"}
+    rest = [word for word in _SYNC_SPELLING if word not in shown]
+    watched += [
+        job(10 + n, Phase(0, "Initialized"), Phase(30.0 * (n + 1), _SYNC_SPELLING[word]))
+        for n, word in enumerate(rest)
+    ]
+    unlisted = [job(90, *setup, Phase(60, "Running"), started=-_MINUTE)]
+    return _Story(watched, "sync-demo0099", unlisted, {"sync-demo0001": {"team": "dba"}})
+
+
 def _generic(product: Product) -> _Story:
     """A product without a script: a task ending in each documented status, one running for long, and, with
     a list API, one operation only discovery finds; statuses as the product's answer writes them."""
@@ -407,6 +462,7 @@ _SCRIPTS: Final[Mapping[str, Callable[[str], _Story]]] = {
     "mongodb": _mongodb_async_requests,
     "redis": _redis_tasks,
     "postgres": _postgres_tasks,
+    "dts_sync": _dts_sync_jobs,
 }
 
 

@@ -3,7 +3,8 @@
 The real API picks the product by host name (`mariadb.tencentcloudapi.com`). Every product shares one
 simulator address, so the product is the one the request is signed for: the service of the `Authorization`
 header's credential scope (`Credential=<id>/<date>/<service>/tc3_request`), which the SDKs set to the product
-key, together with `X-TC-Action` and `X-TC-Version`. A product offers its status action and, where the
+key (`Product.api_service`: DTS's sync jobs are served by `dts` too), together with `X-TC-Action` and
+`X-TC-Version`. A product offers its status action and, where the
 catalogue has one, its list action (`Product.listing`); PostgreSQL's are one and the same action.
 """
 
@@ -50,7 +51,8 @@ def _apis(product: Product) -> dict[str, str]:
     return apis
 
 
-# (service, action) -> the product offering it: SQL Server's flows and instance tasks share `sqlserver`.
+# (service, action) -> the product offering it: SQL Server's flows and instance tasks share `sqlserver`, DTS's
+# migration and sync jobs `dts`.
 _BY_SERVICE_ACTION: Final[Mapping[tuple[str, str], Product]] = {
     (product.api_service, action): product for product in reversed(PRODUCTS) for action in _apis(product)
 }

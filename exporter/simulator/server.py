@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter.catalogue.products import AUDIT_TRAIL, BY_NAME, Product
 from exporter.credentials.signing import Credentials, ParsedAuthorization
-from exporter.simulator import audit, gateway, instancetasks, listing
+from exporter.simulator import audit, gateway, instancetasks, joblists, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
@@ -480,7 +480,7 @@ class Simulator:
         if product.listing.instances is not None:
             response = instancetasks.answer(instances, request)
         else:
-            response = listing.answer(product.listing, request)
+            response = joblists.answer(product.listing, request)
         if faults.missing_status:
             # What every list parser needs, as Status is for a status parser.
             count(stats.faults, "missing_status")

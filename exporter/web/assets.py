@@ -30,9 +30,10 @@ background:#757575;color:#fff;white-space:nowrap}
 .phase-unknown .badge{background:#616161}
 .phase-running .badge{background:#1565c0}
 .phase-pending .badge{background:#f9a825;color:#1b1b1b}
+.phase-ongoing .badge{background:#00838f}
 .phase-succeeded .badge{background:#2e7d32}
 th.phase-failed{color:#c62828}th.phase-not_found{color:#6a1b9a}th.phase-running{color:#1565c0}
-th.phase-succeeded{color:#2e7d32}
+th.phase-succeeded{color:#2e7d32}th.phase-ongoing{color:#00838f}
 .status,.instance,.polled,.source{color:#5a5a5a;font-size:.88em}
 .instance,.polled,.error,.info{display:block}
 .error{color:#b71c1c}.running{color:#0d47a1;white-space:nowrap}

@@ -20,7 +20,16 @@ from datetime import UTC, datetime
 from exporter.catalogue.products import BY_NAME
 from exporter.config.parser import Key
 from exporter.exposition.state import TaskState
-from exporter.web.phases import FAILED, NOT_FOUND_PHASE, PENDING, PHASES, RUNNING, UNKNOWN_PHASE, phase_of
+from exporter.web.phases import (
+    FAILED,
+    NOT_FOUND_PHASE,
+    ONGOING,
+    PENDING,
+    PHASES,
+    RUNNING,
+    UNKNOWN_PHASE,
+    phase_of,
+)
 
 SNAPSHOT_SECONDS = 2.0  # how stale a page may be; also what a client hammering it can cost at most
 PAGE_ROWS = 200  # rows per page of /tasks: enough to scroll, small enough to render in a millisecond
@@ -35,7 +44,7 @@ PAGES_PER_SECOND = 25.0
 PAGE_WAIT_SECONDS = 10.0
 _CHUNK = 200  # rows made between two yields to the event loop: a few milliseconds of work
 _CACHED_PAGES = 64
-_FINISHED = frozenset(PHASES) - {PENDING, RUNNING, UNKNOWN_PHASE, NOT_FOUND_PHASE}
+_FINISHED = frozenset(PHASES) - {PENDING, RUNNING, ONGOING, UNKNOWN_PHASE, NOT_FOUND_PHASE}
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -147,7 +156,8 @@ class Row:
     def stuck(self, now: float) -> bool:
         if self.phase in _FINISHED or self.phase == NOT_FOUND_PHASE:
             return False
-        unchanged = self.since is not None and now - self.since > STUCK_SECONDS
+        # An ongoing status (a sync job replicating) is meant to last: only failing polls make it stuck.
+        unchanged = self.phase != ONGOING and self.since is not None and now - self.since > STUCK_SECONDS
         return unchanged or self.consecutive_errors >= STUCK_ERRORS
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 from exporter.catalogue.phases import Phase
 from exporter.exposition.state import TaskState
 
-PENDING, RUNNING, SUCCEEDED, FAILED, UNKNOWN_PHASE, NOT_FOUND_PHASE = (
+PENDING, RUNNING, ONGOING, SUCCEEDED, FAILED, UNKNOWN_PHASE, NOT_FOUND_PHASE = (
     Phase.PENDING.value,
     Phase.RUNNING.value,
+    Phase.ONGOING.value,
     Phase.SUCCEEDED.value,
     Phase.FAILED.value,
     Phase.UNKNOWN.value,
     Phase.NOT_FOUND.value,
 )
 # In the order a person on call reads them: what needs looking at first.
-PHASES: tuple[str, ...] = (FAILED, NOT_FOUND_PHASE, UNKNOWN_PHASE, RUNNING, PENDING, SUCCEEDED)
+PHASES: tuple[str, ...] = (FAILED, NOT_FOUND_PHASE, UNKNOWN_PHASE, RUNNING, PENDING, ONGOING, SUCCEEDED)
 
 
 def phase_of(state: TaskState) -> str:

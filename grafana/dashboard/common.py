@@ -42,6 +42,7 @@ SWEEP = "account, product, cloud_region"
 PHASE_COLOURS: dict[Phase, str] = {
     Phase.PENDING: "light-blue",
     Phase.RUNNING: "blue",
+    Phase.ONGOING: "semi-dark-green",
     Phase.SUCCEEDED: "green",
     Phase.FAILED: "red",
     Phase.UNKNOWN: "orange",
