@@ -184,6 +184,7 @@ MONGODB = Product(
     answer_shape=STATUS_TIMES_ANSWER,
     throttling_codes=(*THROTTLING, "LimitExceeded.TooManyRequests"),
     extra_fields=("StartTime", "EndTime"),
+    unlisted_why="none: no action lists async requests",
 )
 REDIS = Product(
     name="redis",
@@ -292,7 +293,7 @@ TDMYSQL = Product(
     parse=_fields(),
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=STATUS_ANSWER,
-    unlisted_why="none examined",
+    unlisted_why="none: no list carries a FlowId",
 )
 # CKafka: a FlowId whose flow Status (0 success, 1 failed, 2 running) and Output are inside Result. Quota
 # 20/s (cloud.tencent.com/document/api/597/90934). Its error list for the action (Go SDK's ckafka/v20190819
@@ -314,7 +315,7 @@ CKAFKA = Product(
     not_found_codes=_GENERIC_NOT_FOUND,
     answer_shape=RESULT_FLOW_ANSWER,
     extra_fields=("Result.Output",),
-    unlisted_why="none examined",
+    unlisted_why="none: no list carries a FlowId",
 )
 # CLB: a request-ID task; an integer Status as a flow's, the load balancers it concerns and a Message
 # ("the reason of a failure"). Quota 20/s (tencentcloud.com/document/api/214/33823). Its error list for the
