@@ -236,7 +236,8 @@ class Discovery:
             else:
                 found.task, found.listed, found.last_listed = task, listed, now
             batch.append((task, listed))
-        self._watch(batch)
+        if batch:  # a sweep every polling.interval lists thousands unchanged: nothing to watch anew
+            self._watch(batch)
         if self._speak is not None:
             for task, listed in itertools.chain(batch, unchanged):
                 if listed.status is not None:
