@@ -56,7 +56,7 @@ from bench.discovery_stage import (
     read_gaps,
     throttle_context,
 )
-from bench.measure import ProcessSampler
+from bench.measure import ProcessSampler, quantile
 
 DEFAULT_LATENCY = 0.05  # API latency unless --latency says otherwise
 PARTS = ("sweep", "large")  # the 5,000 operations (repeats, detection), the 50,000 (discovery_large.py)
@@ -168,6 +168,9 @@ def run_once(
         codes = Counter(f"{r.action}: {r.code}" for r in stage.log.requests if r.code is not None)
         out["error_codes"] = dict(codes)
         out["status_per_second"] = _per_second(stage.log.of(STATUS_ACTION), appeared)
+        out["simulator_hold_ms"] = {
+            action: _hold_ms(stage.log.of(action), settings.latency) for action in (STATUS_ACTION, LIST_ACTION)
+        }
         out["throttle_context"] = throttle_context(stage.log.requests, appeared)
         gaps = read_gaps(r for r in stage.log.requests if r.arrived >= appeared)
         out["read_gaps_over_50ms"] = len(gaps)
@@ -177,6 +180,12 @@ def run_once(
         ]
         out["exporter_alive"] = exporter.proc.poll() is None
         return out
+
+
+def _hold_ms(requests: list[Request], latency: float) -> dict[str, float | None]:
+    """How long the simulator held requests beyond the API latency (its own work and waits), p50 / p99."""
+    held = sorted((r.answered - r.arrived - latency) * 1000 for r in requests)
+    return {"p50": quantile(held, 0.5), "p99": quantile(held, 0.99)}
 
 
 def _per_second(requests: list[Request], origin: float) -> dict[str, int]:

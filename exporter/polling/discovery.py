@@ -25,7 +25,7 @@ from exporter.config.parser import DISCOVERED, ApiConfig, DiscoveryConfig, Key, 
 from exporter.credentials.chain import CredentialProvider
 from exporter.exposition.metrics import Metrics
 from exporter.polling.client import ApiClient
-from exporter.polling.ratelimit import TokenBucket
+from exporter.polling.ratelimit import SWEEP_BACKLOG_SECONDS, TokenBucket
 from exporter.polling.sweeper import MAX_TASKS, SpeakCallback, Sweeper
 
 __all__ = ["MAX_TASKS", "Discovery", "Found", "Sweeper"]
@@ -110,7 +110,8 @@ class Discovery:
                     bucket = self._buckets.get(lane)
                     if bucket is None:
                         # Every replica sweeps; each keeps only its shard's tasks.
-                        bucket = self._buckets[lane] = TokenBucket((api.list_rate_limit or 1.0) / shards)
+                        rate = (api.list_rate_limit or 1.0) / shards
+                        bucket = self._buckets[lane] = TokenBucket(rate, backlog=SWEEP_BACKLOG_SECONDS)
                         self.metrics.lane_opened(lane, bucket)
                     self._sweepers.append(
                         Sweeper(
