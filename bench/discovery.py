@@ -169,7 +169,8 @@ def run_once(
         out["error_codes"] = dict(codes)
         out["status_per_second"] = _per_second(stage.log.of(STATUS_ACTION), appeared)
         out["simulator_hold_ms"] = {
-            action: _hold_ms(stage.log.of(action), settings.latency) for action in (STATUS_ACTION, LIST_ACTION)
+            action: _hold_ms(stage.log.of(action), settings.latency)
+            for action in (STATUS_ACTION, LIST_ACTION)
         }
         out["throttle_context"] = throttle_context(stage.log.requests, appeared)
         gaps = read_gaps(r for r in stage.log.requests if r.arrived >= appeared)
