@@ -52,8 +52,10 @@ from bench.discovery_stage import (
     discovering_sweep,
     even_pace,
     lag_between,
+    most_in_a_second,
     operations,
     read_gaps,
+    sends,
     throttle_context,
 )
 from bench.measure import ProcessSampler, quantile
@@ -173,6 +175,14 @@ def run_once(
             for action in (STATUS_ACTION, LIST_ACTION)
         }
         out["throttle_context"] = throttle_context(stage.log.requests, appeared)
+        # The same seconds by the exporter's clock: what it sent, counted when each request left.
+        sent = sends(stage.dir, settings.quota_cdb)
+        out["status_sent_busiest_second"] = most_in_a_second(sent)
+        for context in out["throttle_context"]:
+            if context["action"] == STATUS_ACTION:
+                at = appeared + context["at"]
+                context["exporter_sent_second_before"] = sum(1 for t in sent if at - 1.0 < t <= at)
+        out["list_sent_busiest_second"] = most_in_a_second(sends(stage.dir, LIST_QUOTA))
         gaps = read_gaps(r for r in stage.log.requests if r.arrived >= appeared)
         out["read_gaps_over_50ms"] = len(gaps)
         out["read_gaps_longest_s"] = max((g[1] for g in gaps), default=None)

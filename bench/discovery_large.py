@@ -34,7 +34,10 @@ from bench.discovery_stage import (
     discovering_sweep,
     even_pace,
     lag_between,
+    most_in_a_second,
     operations,
+    sends,
+    throttle_context,
 )
 from bench.measure import ProcessSampler
 
@@ -114,6 +117,9 @@ def run_large(settings: Settings, base: Sizes, large: LargeSizes, workdir: Path,
                 last_scrape.value(throttled, product="cdb", action=action) or 0.0
                 for action in (STATUS_ACTION, LIST_ACTION)
             ),
+            "status_sent_busiest_second": most_in_a_second(sends(stage.dir, quota)),
+            "list_sent_busiest_second": most_in_a_second(sends(stage.dir, LIST_QUOTA)),
+            "throttle_context": throttle_context(stage.log.requests, added),
             "discovery_tasks": last_scrape.value("tencentcloud_discovery_tasks", product="cdb"),
             "rss_mb_before": rss_before.rss / MB if rss_before else None,
             "rss_mb_max": rss_max / MB if rss_max else None,
@@ -165,6 +171,12 @@ def rows(large: dict[str, Any] | None) -> list[tuple[str, Any, str, bool | None]
             f"{large['metrics_mb']:.0f}, {large['metrics_read_s']:.1f}",
             "",
             None,
+        ),
+        (
+            "  most requests sent in a second, status / list (exporter's clock)",
+            f"{large['status_sent_busiest_second']} / {large['list_sent_busiest_second']}",
+            "40 / 100",
+            large["status_sent_busiest_second"] <= 40 and large["list_sent_busiest_second"] <= 100,
         ),
         ("  tencentcloud_discovery_tasks", large["discovery_tasks"], f"{n:,}", large["discovery_tasks"] == n),
         (

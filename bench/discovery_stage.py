@@ -138,7 +138,9 @@ def start_exporter(
     config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
     args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
     args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(directory / "tasks.db")]
-    child = Child(f"{name}/exporter", "exporter", args, env)
+    # bench.probe is `python -m exporter` plus a log of each request's send time (BENCH_SEND_LOG).
+    env = {**env, "BENCH_SEND_LOG": str(directory / "sends.log")}
+    child = Child(f"{name}/exporter", "bench.probe", args, env)
     stack.callback(child.stop)
     address: str = child.wait_listening(120)["address"]
     if not measure.wait_until(lambda: exporter_get(address, "/-/ready")[0] == 200, 60):
@@ -343,6 +345,29 @@ def throttle_context(requests: list[Request], origin: float) -> list[dict[str, A
             }
         )
     return out
+
+
+def sends(directory: Path, rate: float) -> list[float]:
+    """The send times (wall clock) the exporter's bucket of `rate` counted, from bench.probe's send log."""
+    path = directory / "sends.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        at, _, bucket = line.partition(" ")
+        if bucket and float(bucket) == rate:
+            out.append(float(at))
+    return sorted(out)
+
+
+def most_in_a_second(times: list[float]) -> int:
+    """The most of `times` within any sliding second (as the simulator's window counts)."""
+    best, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - 1.0:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
 
 
 def even_pace(quota: float) -> float:
