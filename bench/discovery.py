@@ -178,6 +178,7 @@ def run_once(
         # The same seconds by the exporter's clock: what it sent, counted when each request left.
         sent = sends(stage.dir, settings.quota_cdb)
         out["status_sent_busiest_second"] = most_in_a_second(sent)
+        out["status_sent_total"] = [len(sent), len(stage.log.of(STATUS_ACTION))]  # exporter's, simulator's
         for context in out["throttle_context"]:
             if context["action"] == STATUS_ACTION:
                 at = appeared + context["at"]

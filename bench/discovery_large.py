@@ -118,6 +118,10 @@ def run_large(settings: Settings, base: Sizes, large: LargeSizes, workdir: Path,
                 for action in (STATUS_ACTION, LIST_ACTION)
             ),
             "status_sent_busiest_second": most_in_a_second(sends(stage.dir, quota)),
+            "sent_totals": {  # requests in the exporter's send log, and as the simulator logged them
+                STATUS_ACTION: [len(sends(stage.dir, quota)), len(status)],
+                LIST_ACTION: [len(sends(stage.dir, LIST_QUOTA)), len(listing)],
+            },
             "list_sent_busiest_second": most_in_a_second(sends(stage.dir, LIST_QUOTA)),
             "throttle_context": throttle_context(stage.log.requests, added),
             "discovery_tasks": last_scrape.value("tencentcloud_discovery_tasks", product="cdb"),
