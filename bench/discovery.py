@@ -16,7 +16,8 @@ list speaks for the operations it lists, so detection is bounded by pages, not b
 what each figure means.
 
 The stage (sizes, processes, log and /metrics readers) is in `discovery_stage.py`, the summary over repeats
-and the table in `discovery_report.py`.
+and the table in `discovery_report.py`, the 50,000-operation part ("50,000 listed operations (500 pages):
+sweep time, RSS, loop lag, zero throttled") in `discovery_large.py`; `--parts sweep,large` picks them.
 """
 
 from __future__ import annotations
