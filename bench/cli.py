@@ -48,7 +48,11 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--seed", type=int, help=f"workload seed ({defaults.seed})")
     parser.add_argument("--sequential", action="store_true", help="one process pair at a time (slower)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the SDK baseline")
-    parser.add_argument("--no-large", action="store_true", help="skip the large (scrape, footprint) runs")
+    parser.add_argument(
+        "--no-large",
+        action="store_true",
+        help="skip the large (scrape, footprint) runs; with --discovery, the 50,000-operation part",
+    )
     parser.add_argument("--no-detect", action="store_true", help="skip the detect runs")
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the large runs")
     parser.add_argument(
@@ -64,7 +68,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument(
         "--parts",
         help="with --hardening: only these parts, comma-separated (registration, scrapes, kill9, flood, "
-        "caps, pages); all by default",
+        "caps, pages); with --discovery: sweep (the 5,000 operations), large (the 50,000); all by default",
     )
     parser.add_argument("--discovery", action="store_true", help="only bench/discovery.py (see README)")
     parser.add_argument("--accounts", action="store_true", help="only bench/accounts.py (see README)")

@@ -16,7 +16,8 @@ list speaks for the operations it lists, so detection is bounded by pages, not b
 what each figure means.
 
 The stage (sizes, processes, log and /metrics readers) is in `discovery_stage.py`, the summary over repeats
-and the table in `discovery_report.py`.
+and the table in `discovery_report.py`, the 50,000-operation part ("50,000 listed operations (500 pages):
+sweep time, RSS, loop lag, zero throttled") in `discovery_large.py`; `--parts sweep,large` picks them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import traceback
 from collections import Counter
@@ -33,6 +35,8 @@ from typing import Any
 
 from bench.common import REGION, RESULTS, Settings, code_state, machine, smoke, stderr_log, work_directory
 from bench.discovery_detect import change_times, detection
+from bench.discovery_large import LARGE, QUICK_LARGE, SMOKE_LARGE, run_large
+from bench.discovery_large import rows as large_rows
 from bench.discovery_report import rows, summarize, table
 from bench.discovery_stage import (
     LIST_ACTION,
@@ -46,14 +50,19 @@ from bench.discovery_stage import (
     Sizes,
     Stage,
     busiest_second,
+    discovering_sweep,
     even_pace,
     lag_between,
+    most_in_a_second,
     operations,
-    sweeps,
+    read_gaps,
+    sends,
+    throttle_context,
 )
-from bench.measure import ProcessSampler
+from bench.measure import ProcessSampler, quantile
 
 DEFAULT_LATENCY = 0.05  # API latency unless --latency says otherwise
+PARTS = ("sweep", "large")  # the 5,000 operations (repeats, detection), the 50,000 (discovery_large.py)
 MB = 2**20
 
 
@@ -118,7 +127,7 @@ def run_once(
         rss_before = memory.sample()
         sent, added, appeared = stage.add_tasks(found)
         log(f"run {index}: {len(found):,} operations in the list; waiting for the sweep that finds them")
-        discovering = _discovering_sweep(stage, added, sizes.sweep_wait_s)
+        discovering = discovering_sweep(stage, added, sizes.sweep_wait_s)
         begun = discovering[0].arrived
         window_end = begun + sizes.window_s
         while time.time() < window_end:
@@ -162,22 +171,34 @@ def run_once(
         codes = Counter(f"{r.action}: {r.code}" for r in stage.log.requests if r.code is not None)
         out["error_codes"] = dict(codes)
         out["status_per_second"] = _per_second(stage.log.of(STATUS_ACTION), appeared)
-        out["throttled_at"] = [round(r.arrived - appeared, 3) for r in stage.log.requests if not r.accepted]
+        out["simulator_hold_ms"] = {
+            action: _hold_ms(stage.log.of(action), settings.latency)
+            for action in (STATUS_ACTION, LIST_ACTION)
+        }
+        out["throttle_context"] = throttle_context(stage.log.requests, appeared)
+        # The same seconds by the exporter's clock: what it sent, counted when each request left.
+        sent = sends(stage.dir, settings.quota_cdb)
+        out["status_sent_busiest_second"] = most_in_a_second(sent)
+        out["status_sent_total"] = [len(sent), len(stage.log.of(STATUS_ACTION))]  # exporter's, simulator's
+        for context in out["throttle_context"]:
+            if context["action"] == STATUS_ACTION:
+                at = appeared + context["at"]
+                context["exporter_sent_second_before"] = sum(1 for t in sent if at - 1.0 < t <= at)
+        out["list_sent_busiest_second"] = most_in_a_second(sends(stage.dir, LIST_QUOTA))
+        gaps = read_gaps(r for r in stage.log.requests if r.arrived >= appeared)
+        out["read_gaps_over_50ms"] = len(gaps)
+        out["read_gaps_longest_s"] = max((g[1] for g in gaps), default=None)
+        out["throttled_at"] = [
+            [round(r.arrived - appeared, 3), r.action] for r in stage.log.requests if not r.accepted
+        ]
         out["exporter_alive"] = exporter.proc.poll() is None
         return out
 
 
-def _discovering_sweep(stage: Stage, added: float, wait_s: float) -> list[Request]:
-    """The first sweep that began after the operations were added, once all its pages have been answered."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        stage.log.read()
-        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= added]
-        # Complete once the next sweep began, or once its pages have all been asked and a second passed.
-        if later and (len(later) > 1 or (time.time() - max(r.answered for r in later[0]) > 1.0)):
-            return later[0]
-        time.sleep(0.2)
-    raise RuntimeError(f"no sweep began and ended within {wait_s:g} s of the operations appearing")
+def _hold_ms(requests: list[Request], latency: float) -> dict[str, float | None]:
+    """How long the simulator held requests beyond the API latency (its own work and waits), p50 / p99."""
+    held = sorted((r.answered - r.arrived - latency) * 1000 for r in requests)
+    return {"p50": quantile(held, 0.5), "p99": quantile(held, 0.99)}
 
 
 def _per_second(requests: list[Request], origin: float) -> dict[str, int]:
@@ -207,6 +228,16 @@ def _exporter_figures(scrape: Exposition) -> dict[str, Any]:
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     sizes = (SMOKE if smoke() else QUICK) if args.quick else Sizes()
+    large_sizes = (SMOKE_LARGE if smoke() else QUICK_LARGE) if args.quick else LARGE
+    chosen = [name.strip() for name in args.parts.split(",")] if args.parts else list(PARTS)
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown:
+        print(
+            f"error: --parts: unknown {', '.join(unknown)}; the parts are {', '.join(PARTS)}", file=sys.stderr
+        )
+        return 2
+    if not settings.large and "large" in chosen:
+        chosen.remove("large")
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats)
     if args.latency is None:
@@ -219,21 +250,30 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 
     log(f"discovery: sizes {json.dumps(asdict(sizes))}, latency {settings.latency:g} s")
     runs: list[dict[str, Any]] = []
+    large: dict[str, Any] | None = None
     with work_directory(args.keep) as workdir:
-        for index in range(sizes.repeats):
+        for index in range(sizes.repeats if "sweep" in chosen else 0):
             detect = sizes.detect and index == sizes.repeats - 1
             try:
                 runs.append(run_once(settings, sizes, workdir, index, detect, log))
             except Exception:  # the other repeats still run; the error goes to the JSON
                 runs.append({"error": traceback.format_exc()})
                 log(f"run {index} failed:\n{runs[-1]['error']}")
+        if "large" in chosen:
+            try:
+                large = run_large(settings, sizes, large_sizes, workdir, log)
+            except Exception:  # the error goes to the table and the JSON
+                large = {"error": traceback.format_exc()}
+                log(f"large part failed:\n{large['error']}")
     summary = summarize(runs, sizes)
-    text, table_rows = table(rows(summary, sizes, settings))
+    figures = rows(summary, sizes, settings) if runs else []
+    text, table_rows = table(figures + large_rows(large))
     info = machine()
     document = {
-        "discovery": {"summary": summary, "runs": runs},
+        "discovery": {"summary": summary, "runs": runs, "large": large},
         "table": table_rows,
         "sizes": asdict(sizes),
+        "large_sizes": asdict(large_sizes),
         "settings": asdict(settings),
         "list_quota": LIST_QUOTA,
         "code": code_state(),
@@ -251,4 +291,5 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(text)
     print(f"results: {output} ({time.monotonic() - began:.0f} s)")
-    return 1 if summary["failed_runs"] or not summary["runs"] else 0
+    failed = summary["failed_runs"] or (large is not None and "error" in large)
+    return 1 if failed or not (summary["runs"] or large) else 0

@@ -53,6 +53,7 @@ def summarize(runs: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
         "throttled_exporter": sum(int(v) for r in ok for v in r["throttled_exporter"].values()),
         "list_busiest_second": max((r["list_busiest_second"] for r in ok), default=None),
         "status_busiest_second": max((r["status_busiest_second"] for r in ok), default=None),
+        "status_sent_busiest_second": max((r["status_sent_busiest_second"] for r in ok), default=None),
         "sweep_errors": sum(int(r["exporter"]["sweep_errors"]) for r in ok),
         "rss_before_mb": median(r["before"] for r in rss),
         "rss_discovered_mb": median(r["with_discovered"] for r in rss),
@@ -110,6 +111,12 @@ def rows(s: dict[str, Any], sizes: Sizes, settings: Settings) -> list[Row]:
     add("  tencentcloud_exporter_watched_tasks{cdb}", _int(watched), f"{total:,}", watched == total)
     for row in detection_rows(s["detection"], sizes.poll_every_s):
         add(*row)
+    add(
+        "most status requests sent in a second, exporter's clock / simulator's",
+        f"{s['status_sent_busiest_second']} / {s['status_busiest_second']}",
+        f"{quota:g}",
+        s["status_sent_busiest_second"] is not None and s["status_sent_busiest_second"] <= quota,
+    )
     zero("RequestLimitExceeded, both actions (simulator)", s["throttled_simulator"])
     zero("  throttled, both actions (exporter's counters)", s["throttled_exporter"])
     zero("  failed sweeps", s["sweep_errors"])

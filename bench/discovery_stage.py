@@ -23,6 +23,7 @@ from bench import measure
 from bench.common import CREDENTIALS, REGION, Settings
 from bench.measure import Child
 from exporter.catalogue.listapis import CDB_TASKS, PAGE_SIZE
+from exporter.config.values import LimitsConfig
 from exporter.polling.ratelimit import SAFETY
 
 WATCH_REGION = "ap-shanghai"  # the watched tasks' region: never swept, so discovery finds only the others
@@ -32,6 +33,7 @@ THROTTLED = "RequestLimitExceeded"
 TASK_TYPES = ("REBOOT", "MODIFY PARAM", "UPGRADE MASTER", "IMPORT DATA", "SQL OPERATION", "ROLLBACK")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 Log = Callable[[str], None]
+DEFAULT_DISCOVERED_CAP = LimitsConfig().discovered_tasks
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ def start_exporter(
     config_file.write_text(yaml.safe_dump(config, default_flow_style=None, width=1_000_000))
     args = ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"]
     args += ["--log.format", "json", "--log.level", "info", "--storage.path", str(directory / "tasks.db")]
-    child = Child(f"{name}/exporter", "exporter", args, env)
+    # bench.probe is `python -m exporter` plus a log of each request's send time (BENCH_SEND_LOG).
+    env = {**env, "BENCH_SEND_LOG": str(directory / "sends.log")}
+    child = Child(f"{name}/exporter", "bench.probe", args, env)
     stack.callback(child.stop)
     address: str = child.wait_listening(120)["address"]
     if not measure.wait_until(lambda: exporter_get(address, "/-/ready")[0] == 200, 60):
@@ -198,6 +202,8 @@ class Stage(contextlib.ExitStack):
                 "interval": z.sweep_every_s,
                 "lookback": "24h",
             },
+            # Every listed operation is kept (the default cap, 20,000, would cut the 50,000 part short).
+            "limits": {"discovered_tasks": max(DEFAULT_DISCOVERED_CAP, z.tasks)},
         }
         child, self.address = start_exporter(self, self.name, self.dir, config, CREDENTIALS)
         return child
@@ -274,9 +280,88 @@ def sweeps(requests: Iterable[Request]) -> list[list[Request]]:
     return found
 
 
+def discovering_sweep(stage: Stage, added: float, wait_s: float) -> list[Request]:
+    """The first sweep that began after the operations were added, once all its pages have been answered."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        stage.log.read()
+        later = [s for s in sweeps(stage.log.of(LIST_ACTION)) if s[0].arrived >= added]
+        # Complete once the next sweep began, or once its pages have all been asked and a second passed.
+        if later and (len(later) > 1 or (time.time() - max(r.answered for r in later[0]) > 1.0)):
+            return later[0]
+        time.sleep(0.2)
+    raise RuntimeError(f"no sweep began and ended within {wait_s:g} s of the operations appearing")
+
+
 def busiest_second(requests: Iterable[Request]) -> int:
     """The most accepted requests that arrived within any one second (the simulator's sliding window)."""
     times = sorted(r.arrived for r in requests if r.accepted)
+    best, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - 1.0:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def read_gaps(requests: Iterable[Request], over: float = 0.05) -> list[tuple[float, float, int]]:
+    """Spells longer than `over` in which the simulator read no request at all, while the exporter sends one
+    every 10 ms (the list pace) to 26 ms (the status pace): (when the spell began, how long it lasted, how
+    many requests it then read within 5 ms). A spell followed by a bunch is the simulator's loop busy or its
+    process waiting for a CPU; the requests it then reads at once were sent spread over the spell."""
+    times = sorted(r.arrived for r in requests)
+    out = []
+    for index in range(1, len(times)):
+        gap = times[index] - times[index - 1]
+        if gap > over:
+            bunch = sum(1 for t in times[index : index + 50] if t - times[index] <= 0.005)
+            out.append((times[index - 1], gap, bunch))
+    return out
+
+
+def throttle_context(requests: list[Request], origin: float) -> list[dict[str, Any]]:
+    """For each throttled request: when (from `origin`), its action, how many of its action the simulator
+    accepted in the second before, and the longest read gap (read_gaps) in that second."""
+    gaps = read_gaps(requests)
+    out = []
+    for request in [r for r in requests if not r.accepted][:50]:
+        before = [g for g in gaps if request.arrived - 1.0 <= g[0] < request.arrived]
+        longest = max(before, key=lambda g: g[1], default=None)
+        out.append(
+            {
+                "at": round(request.arrived - origin, 3),
+                "action": request.action,
+                "accepted_second_before": sum(
+                    1
+                    for r in requests
+                    if r.action == request.action
+                    and r.accepted
+                    and request.arrived - 1.0 < r.arrived
+                    and r.arrived <= request.arrived
+                ),
+                "longest_gap_s": None if longest is None else round(longest[1], 3),
+                "gap_began_s_before": None if longest is None else round(request.arrived - longest[0], 3),
+                "bunch_after_gap": None if longest is None else longest[2],
+            }
+        )
+    return out
+
+
+def sends(directory: Path, rate: float) -> list[float]:
+    """The send times (wall clock) the exporter's bucket of `rate` counted, from bench.probe's send log."""
+    path = directory / "sends.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        at, _, bucket = line.partition(" ")
+        if bucket and float(bucket) == rate:
+            out.append(float(at))
+    return sorted(out)
+
+
+def most_in_a_second(times: list[float]) -> int:
+    """The most of `times` within any sliding second (as the simulator's window counts)."""
     best, first = 0, 0
     for last, at in enumerate(times):
         while times[first] <= at - 1.0:

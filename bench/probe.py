@@ -13,6 +13,10 @@ uses none, so it measures the exporter as shipped):
 
     BENCH_WHATIF_SAFETY=0.97     exporter.polling.ratelimit.SAFETY, the share of the quota the bucket spends
 
+With BENCH_SEND_LOG set, every request's send time (the moment its token bucket counts it as leaving,
+`Ticket.left`) is appended to that file as `<wall time> <bucket rate>` lines, so the requests the exporter
+sent in any second can be counted by its own clock next to what the simulator read.
+
 Usage: python -m bench.probe [exporter flags...]
 """
 
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from typing import TextIO
 
 from bench.lateness import LatenessLog
@@ -68,10 +73,26 @@ def _apply_what_ifs() -> None:
         ratelimit.SAFETY = float(safety)
 
 
+def _log_sends(out: TextIO) -> None:
+    """Wraps Ticket.left so that each request's send time and its bucket's rate are written to `out`."""
+    left = ratelimit.Ticket.left
+
+    def logged(ticket: ratelimit.Ticket) -> None:
+        first = not ticket._left
+        left(ticket)
+        if first:
+            out.write(f"{time.time():.6f} {ticket._bucket.max_rate:g}\n")
+
+    ratelimit.Ticket.left = logged  # type: ignore[method-assign]
+
+
 def main() -> int:
     _apply_what_ifs()
     path = os.environ.get("BENCH_LOOP_PROBE_FILE")
     with contextlib.ExitStack() as stack:
+        sends = os.environ.get("BENCH_SEND_LOG")
+        if sends:
+            _log_sends(stack.enter_context(open(sends, "w", buffering=1, encoding="ascii")))
         if path:
             out = stack.enter_context(open(path, "w", encoding="ascii"))
             asyncio.set_event_loop_policy(_ProbedPolicy(out))

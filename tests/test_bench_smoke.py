@@ -140,9 +140,10 @@ def test_hardening_refuses_an_unknown_part() -> None:
 
 def test_discovery_runs_quick(tmp_path: Path) -> None:
     """`--discovery --quick`: the sweep, the utilisation windows, the discovered count and the detection of
-    the listed operations' changes are measured, nothing is throttled (no speed is asserted). About 10 s:
-    the bench's own windows (polling alone, the sweep, after it, detection) at their smallest that still
-    hold a sweep and a change."""
+    the listed operations' changes are measured, then the large part's sweep, RSS and loop lag; nothing is
+    throttled (no speed is asserted). About 15 s: the bench's own windows (polling alone, the sweep, after
+    it, detection; the large part's warm-up and steady state) at their smallest that still hold a sweep and
+    a change."""
     output = tmp_path / "discovery.json"
     result = run_bench("--discovery", "--output", str(output))
     assert result.returncode == 0, result.stderr[-4000:]
@@ -170,6 +171,14 @@ def test_discovery_runs_quick(tmp_path: Path) -> None:
     assert summary["throttled_exporter"] == 0
     assert summary["sweep_errors"] == 0
     assert run["error_codes"] == {}
+    # The large part (50,000 operations outside the smoke run): every operation taken, nothing throttled.
+    large, large_sizes = document["discovery"]["large"], document["large_sizes"]
+    assert large["pages"] == -(-large_sizes["tasks"] // 100)
+    assert large["discovery_tasks"] == large_sizes["tasks"]
+    assert large["sweep_errors"] == 0
+    assert large["rss_mb_max"] > 0
+    assert large["lag"]["observations"] > 0
+    assert large["throttled_simulator"] == large["throttled_exporter"] == 0
 
 
 def test_accounts_runs_quick(tmp_path: Path) -> None:

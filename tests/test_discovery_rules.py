@@ -3,6 +3,8 @@ long, and how a shared quota is split."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from exporter.catalogue.products import CDB, MARIADB, POSTGRES, InvalidResponse
 from exporter.config.parser import DISCOVERED, DiscoveryConfig, Key, WatchedTask, parse_config
 from exporter.daemon.core import Daemon
 from exporter.exposition.metrics import Metrics
-from exporter.polling.discovery import Discovery
+from exporter.polling.discovery import ABSORB_BATCH, Discovery
 
 
 def _cdb_page(items: list[Any], total: object = None) -> dict[str, Any]:
@@ -175,3 +177,34 @@ def test_a_task_two_accounts_list_stays_with_the_first_that_found_it() -> None:
     assert [task.account for task, _ in watcher.watched] == ["a"]
     found = discovery.found[(MARIADB.name, "ap-guangzhou", "5")]
     assert (found.task.account, found.last_listed) == ("a", 1.0)
+
+
+async def test_taking_a_large_sweep_leaves_the_loop_time_for_work_that_needs_several_turns() -> None:
+    """A status request takes several loop turns to leave; while a sweep's operations are set up, such work
+    keeps going (one loop turn between batches let at most one such step through a batch)."""
+    config = DiscoveryConfig(regions=("ap-guangzhou",), interval=10.0, lookback=1000.0)
+
+    def busy_watch(batch: list[tuple[WatchedTask, Listed]]) -> None:
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.001:  # stands for setting up and rendering the batch
+            pass
+
+    discovery = Discovery(busy_watch, lambda task: True, Metrics(), max_tasks=10_000)
+    discovery.config = config
+    done = 0
+
+    async def several_turns() -> None:
+        nonlocal done
+        while True:
+            for _ in range(5):
+                await asyncio.sleep(0)
+            done += 1
+
+    worker = asyncio.create_task(several_turns())
+    await asyncio.sleep(0)
+    items = [Listed(str(n)) for n in range(2_000)]  # 80 batches, 80 ms of work
+    began = done
+    await discovery._take("default", MARIADB, "ap-guangzhou", items, 0.0)
+    worker.cancel()
+    assert len(discovery.found) == 2_000
+    assert done - began >= 2_000 // ABSORB_BATCH  # at least one five-turn step a batch (one turn: 1 in 5)

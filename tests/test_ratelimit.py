@@ -16,6 +16,7 @@ from exporter.polling.ratelimit import (
     LATENESS_CAP,
     LATENESS_HALF_LIFE,
     SAFETY,
+    SWEEP_BACKLOG_SECONDS,
     WINDOW_SECONDS,
     Ticket,
     TokenBucket,
@@ -287,3 +288,20 @@ def test_a_late_wake_up_widens_the_window_for_a_while_up_to_a_cap() -> None:
     assert bucket.window_seconds() == pytest.approx(1 + LATENESS_CAP)
     times = run_until(bucket, clock, clock.now + 2)
     assert busiest_window(times, 1 + LATENESS_CAP * 0.75) <= 20
+
+
+def test_a_sweep_bucket_restarts_its_pace_after_a_pause_instead_of_repaying_it() -> None:
+    # A sweep's pages come after a pause: with the default backlog the first half second of slots is repaid
+    # at twice the pace; a sweep's bucket repays at most SWEEP_BACKLOG_SECONDS of them.
+    spacing = 1 / (100 * SAFETY)
+    for backlog, burst in ((BACKLOG_SECONDS, True), (SWEEP_BACKLOG_SECONDS, False)):
+        clock = FakeClock(1000.0)
+        bucket = TokenBucket(100, clock, backlog=backlog)
+        send_times(bucket, clock, 50)
+        clock.now += 0.6  # the rest of the interval
+        start = clock.now
+        times = send_times(bucket, clock, 50)
+        owed = sum(1 for t in times if t < start + 0.25) - 0.25 / spacing
+        assert (owed > 10) is burst
+        assert owed <= backlog / spacing + 1
+        assert busiest_window(times) <= 100

@@ -92,12 +92,12 @@ class Product:
         """Every documented status, in the API's order."""
         return tuple(status for status, _ in self.phases)
 
-    @property
+    @cached_property
     def final_statuses(self) -> frozenset[str]:
         """The statuses that never change again: succeeded or failed."""
         return frozenset(s for s, p in self.phases if p in FINAL_PHASES)
 
-    @property
+    @cached_property
     def failure_statuses(self) -> frozenset[str]:
         """The final statuses that are not the success."""
         return frozenset(s for s, p in self.phases if p is Phase.FAILED)

@@ -354,12 +354,11 @@ class Daemon:
         """Tasks a sweep listed: watched from now on (unless declared otherwise), with the list's facts."""
         if self._scheduler is None:
             return
-        new = 0
         for task, listed in batch:
             state = self.store.get(task.key)
             if state is None:
-                new += 1
-                # A first sweep may find thousands: one line each is for debugging, one per batch is info.
+                # A first sweep may find thousands: one line each is for debugging (Discovery logs one line
+                # per sweep at info).
                 if log.isEnabledFor(logging.DEBUG):
                     fields = {**key_fields(task.key), "instance_id": listed.instance_id}
                     log.debug("task discovered", extra={"fields": {**fields, "type": listed.task_type}})
@@ -368,10 +367,6 @@ class Daemon:
                 state.list(listed)
             if task.key not in self._config_keys and task.key not in self._registered:
                 self._scheduler.add(task)  # O(log n); takes new tag labels of a task already watched
-        if new:
-            product, region, _ = batch[0][0].key
-            fields = {"product": product, "cloud_region": region, "new": new}
-            log.info("tasks discovered", extra={"fields": fields})
         self._count()
 
     def _final_since(self, key: Key) -> float | None:

@@ -18,7 +18,8 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from exporter.catalogue.listapis import Listed
 from exporter.catalogue.products import BY_NAME, Observation, Product
@@ -35,16 +36,21 @@ log = logging.getLogger("exporter.scheduler")
 
 # A list page saying what the task's last observation said refreshes its freshness (a render) at most this
 # often, or every polling.interval when that is longer: sweeps every polling.interval list thousands of
-# unchanged operations, and the staleness alert waits 300 s.
-FRESHNESS_FLOOR = 10.0
+# unchanged operations, and the staleness alert waits 300 s. At 10 s, 50,000 listed operations were all
+# rendered again by every sweep (500 pages take 5 s or more, setting them up as long): 4 to 17 s of event
+# loop a sweep, measured in process; at 60 s a fifth of the alert's wait, 830 renders a second at most.
+FRESHNESS_FLOOR = 60.0
 
 
-@dataclass(order=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A heap entry, ordered by (due, seq): seq is unique, so key and generation are never compared. A tuple,
+    so the heap compares in C: after a sweep hands over 50,000 operations, as many stale entries are popped
+    in one go, and a dataclass's Python-level __lt__ made that hold the loop for 0.4 s."""
+
     due: float
     seq: int
-    key: tuple[str, str, str] = field(compare=False)
-    generation: int = field(compare=False)
+    key: tuple[str, str, str]
+    generation: int
 
 
 class Slots:
