@@ -298,6 +298,9 @@ async def serve(args: argparse.Namespace) -> None:
         quotas=quotas,
         latency=args.latency,
         clock=clock,
+        # The held clock is real time but while the workload is added: the quotas allow for the
+        # simulator's own holds (exporter/simulator/lateness.py), reported in its stats.
+        allow_lateness=True,
         list_quotas=dict(args.list_quota),
         record=args.record,
         list_cache=args.list_cache,

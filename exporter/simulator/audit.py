@@ -27,7 +27,8 @@ from exporter.catalogue.products import Product
 from exporter.credentials.signing import Credentials, ParsedAuthorization
 from exporter.simulator import gateway
 from exporter.simulator.errors import ApiError
-from exporter.simulator.stats import AccountStats, ActionStats, slide
+from exporter.simulator.lateness import Lateness
+from exporter.simulator.stats import AccountStats, ActionStats, held, slide
 
 STATS_KEY: Final = f"{AUDIT_TRAIL.service}:{AUDIT_TRAIL.action}"
 _DAY: Final = 86400
@@ -105,10 +106,18 @@ class AuditService:
             raise ValueError(f"the audit quota must be > 0, got {quota}")
         self._windows: dict[str, deque[float]] = {}
 
-    def admit(self, secret_id: str, now: float, stats: ActionStats, account: AccountStats) -> None:
+    def admit(
+        self,
+        secret_id: str,
+        now: float,
+        stats: ActionStats,
+        account: AccountStats,
+        lateness: Lateness | None = None,
+    ) -> None:
         window = self._windows.setdefault(secret_id, deque())
         slide(window, now)
-        if len(window) >= self.quota:
+        slack = gateway.judge(window, now, self.quota, lateness)
+        if held(window, now, slack) >= self.quota:
             stats.throttled += 1
             account.throttled += 1
             raise ApiError(
@@ -117,8 +126,8 @@ class AuditService:
                 f"for {AUDIT_TRAIL.action}. Please reduce the frequency of calls.",
             )
         window.append(now)
-        stats.accept(now)
-        account.accept(now)
+        stats.accept(now, slack)
+        account.accept(now, slack)
 
     def answer(self, params: Mapping[str, Any], tasks: Sequence[Audited], now: float) -> dict[str, Any]:
         """One page of events of `tasks` as the request asks; ApiError as the API refuses it."""

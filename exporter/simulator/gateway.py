@@ -31,9 +31,10 @@ from exporter.credentials.signing import (
     utc_date,
 )
 from exporter.simulator.errors import ApiError
+from exporter.simulator.lateness import Lateness
 from exporter.simulator.stats import ActionStats as ActionStats
 from exporter.simulator.stats import count as count
-from exporter.simulator.stats import slide
+from exporter.simulator.stats import held, slide
 
 # The two products the simulator served first keep the bare action as their stats key, because tests, the
 # benchmark and its saved results read `actions["DescribeFlow"]` as MariaDB's. Others: `product:Action`.
@@ -299,6 +300,15 @@ def read_task_id(product: Product, params: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------- quotas
 
 
+def judge(window: deque[float], now: float, quota: float, lateness: Lateness | None) -> float:
+    """The slack a quota decision on `window` uses (0 without a lateness monitor), noting whether it let
+    through what the strict second would refuse."""
+    slack = lateness.slack() if lateness is not None else 0.0
+    if lateness is not None and slack > 0:
+        lateness.used(slack, len(window) >= quota > held(window, now, slack))
+    return slack
+
+
 class Quotas:
     """A sliding one-second window of accepted requests per (secret id, product, action).
 
@@ -349,13 +359,16 @@ class Quotas:
         listing: bool = False,
         account: ActionStats | None = None,
         instances: bool = False,
+        lateness: Lateness | None = None,
     ) -> None:
         """Counts one request to the status action, or with `listing` to the list action, in `stats` (every
-        caller's) and `account` (the secret id's own)."""
+        caller's) and `account` (the secret id's own); the second is judged less the simulator's own recent
+        lateness (lateness.py)."""
         action, quota = self.bucket(product, listing=listing, instances=instances)
         window = self._windows.setdefault((secret_id, product.name, action), deque())
         slide(window, now)
-        if len(window) >= quota:
+        slack = judge(window, now, quota, lateness)
+        if held(window, now, slack) >= quota:
             for counted in (stats, account):
                 if counted is not None:
                     counted.throttled += 1
@@ -365,6 +378,6 @@ class Quotas:
                 f"for {action}. Please reduce the frequency of calls.",
             )
         window.append(now)
-        stats.accept(now)
+        stats.accept(now, slack)
         if account is not None:
-            account.accept(now)
+            account.accept(now, slack)

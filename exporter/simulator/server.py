@@ -19,6 +19,7 @@ from exporter.simulator import audit, gateway, instancetasks, joblists, listing
 from exporter.simulator.answers import TaskView, shape_of
 from exporter.simulator.errors import ApiError, error_body, request_id
 from exporter.simulator.gateway import Quotas
+from exporter.simulator.lateness import Lateness
 from exporter.simulator.scenario import Faults, SimTask, faults_from_dict, task_from_dict
 from exporter.simulator.stats import Accounts, AccountStats, ActionStats, accepted_report, count
 
@@ -52,6 +53,8 @@ class Simulator:
     wall-clock time (`wall_clock`), as on the real service. `quotas` overrides the catalogue's per-product
     rate limits (requests per second) of the status actions, `list_quotas` those of the list actions
     (PostgreSQL's list action is its status action, whose one quota both kinds of request spend).
+    `allow_lateness` (by default: when `clock` is the real one) lets the quotas allow for the simulator's own
+    loop holds, which bunch requests a client spaced out (lateness.py).
 
     `credentials` are the accounts whose keys sign requests (one secret id each); quotas are counted per
     secret id, and a task with an `owner` is only seen by that account. `region` makes the simulator one
@@ -73,6 +76,7 @@ class Simulator:
         region: str | None = None,
         history_seconds: float = 120.0,
         audit_quota: float | None = None,
+        allow_lateness: bool | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
@@ -86,6 +90,11 @@ class Simulator:
         self._accounts = Accounts(history_seconds)
         self._quotas = Quotas(quotas, list_quotas)
         self._audit = audit.AuditService(audit_quota)  # CloudAudit's DescribeEvents (audit.py)
+        # Its loop's recent holds, which its quotas allow for (lateness.py); by default only on the real
+        # clock: with a scripted one, a request's time is the test's and the quota judges it strictly.
+        self._lateness = Lateness()
+        self._real_clock = clock is time.monotonic if allow_lateness is None else allow_lateness
+        self._ticker: asyncio.Task[None] | None = None
         self._faults = Faults(latency=latency)
         self._action_faults: dict[tuple[str, str], Faults] = {}
         self._sweep_faults: dict[tuple[str, str], Faults] = {}  # only a sweep's requests (set_action_faults)
@@ -170,6 +179,7 @@ class Simulator:
         self._stats.clear()
         self._served.clear()
         self._accounts.clear()
+        self._lateness.reset()
 
     def accepted_in(self, secret_id: str, product: str, action: str, start: float, end: float) -> int:
         """Requests of the account `secret_id` to `product`'s `action` that its quota let through at
@@ -195,6 +205,9 @@ class Simulator:
             # The list actions with a quota of their own (PostgreSQL's spends its status quota).
             "list_quotas": dict(self._quotas.list_rates),
             "audit_quota": self._audit.quota,  # CloudAudit's DescribeEvents, per account
+            # How much its quotas allowed for its own loop's holds (lateness.py): the largest slack used, and
+            # the requests let through only thanks to it.
+            "lateness": {"max_slack_s": self._lateness.max_slack, "lenient": self._lateness.lenient},
             "faults": dataclasses.asdict(self._faults),
             "action_faults": {
                 f"{product}:{action}": dataclasses.asdict(faults)
@@ -234,6 +247,8 @@ class Simulator:
             await runner.cleanup()
             raise
         self._runner = runner
+        if self._real_clock:
+            self._ticker = asyncio.ensure_future(self._lateness.run())
         bound_host, bound_port = runner.addresses[0][:2]
         return (
             f"http://[{bound_host}]:{bound_port}"
@@ -243,6 +258,10 @@ class Simulator:
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
 
@@ -293,6 +312,7 @@ class Simulator:
                 listing=listing_api,
                 account=account,
                 instances=routed.instances,
+                lateness=self._lateness if self._real_clock else None,
             )
             params = gateway.read_params(body)
             action_faults = self._faults.combine(
@@ -343,7 +363,13 @@ class Simulator:
                 self._max_clock_skew,
             )
             account = self._accounts.entry(credentials.secret_id, service, action, self._audit.quota)
-            self._audit.admit(credentials.secret_id, self._clock(), stats, account)
+            self._audit.admit(
+                credentials.secret_id,
+                self._clock(),
+                stats,
+                account,
+                self._lateness if self._real_clock else None,
+            )
             params = gateway.read_params(body)
             faults = self._faults.combine(self._action_faults.get((service, action), Faults()))
             latency = faults.latency

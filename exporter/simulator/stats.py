@@ -28,6 +28,18 @@ def slide(window: deque[float], now: float) -> None:
         window.popleft()
 
 
+def held(window: deque[float], now: float, slack: float = 0.0) -> int:
+    """How many of a slid `window`'s times the second ending at `now` holds, shortened at its start by
+    `slack` (the simulator's own recent lateness: lateness.py)."""
+    cutoff = now - WINDOW + slack
+    early = 0
+    for moment in window:
+        if moment > cutoff:
+            break
+        early += 1
+    return len(window) - early
+
+
 @dataclass
 class ActionStats:
     accepted: int = 0
@@ -40,14 +52,15 @@ class ActionStats:
     # Accepted requests from every caller, to report the busiest second the server saw.
     window: deque[float] = field(default_factory=deque)
 
-    def accept(self, now: float) -> None:
-        """Counts one request the quota let through at `now`."""
+    def accept(self, now: float, slack: float = 0.0) -> None:
+        """Counts one request the quota let through at `now`; the busiest second is judged as the quota is,
+        `slack` shorter (lateness.py)."""
         self.accepted += 1
         self.first_accepted = now if self.first_accepted is None else self.first_accepted
         self.last_accepted = now
         slide(self.window, now)
         self.window.append(now)
-        self.max_in_window = max(self.max_in_window, len(self.window))
+        self.max_in_window = max(self.max_in_window, held(self.window, now, slack))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -77,8 +90,8 @@ class AccountStats(ActionStats):
     history_seconds: float = 120.0
     history: deque[float] = field(default_factory=deque)
 
-    def accept(self, now: float) -> None:
-        super().accept(now)
+    def accept(self, now: float, slack: float = 0.0) -> None:
+        super().accept(now, slack)
         self.history.append(now)
         while self.history and self.history[0] < now - self.history_seconds:
             self.history.popleft()
