@@ -16,13 +16,13 @@ region. A simulator may stand for one regional endpoint (`Simulator(region=...)`
 other regions with `UnsupportedRegion`; `stats()["accounts"]` counts each account's requests apart.
 
 Modules: `scenario` (tasks, phases, faults and their JSON form), `gateway` (routing, signatures, quotas),
-`stats` (what is counted, per action and per account), `answers` (each product's status answer), `listing`
-(each product's list answer), `joblists` (DTS's job lists, and the list answer of every shape),
-`instancetasks` (SQL Server's busy instances and each one's task list, which answers its tasks' status
-requests too), `audit` (CloudAudit's DescribeEvents: the audit trail of the calls that started the request-ID
-products' tasks), `server` (the aiohttp app), `thread` (a server in a background thread), `cli`
-(`python -m exporter.simulator`), `demo` (the scenario and config of `--demo`), `errors` (Tencent's error
-answer).
+`lateness` (how late its own loop has been, which its quotas allow for), `stats` (what is counted, per action
+and per account), `answers` (each product's status answer), `listing` (each product's list answer), `joblists`
+(DTS's job lists, and the list answer of every shape), `instancetasks` (SQL Server's busy instances and each
+one's task list, which answers its tasks' status requests too), `audit` (CloudAudit's DescribeEvents: the
+audit trail of the calls that started the request-ID products' tasks), `server` (the aiohttp app), `thread` (a
+server in a background thread), `cli` (`python -m exporter.simulator`), `demo` (the scenario and config of
+`--demo`), `errors` (Tencent's error answer).
 
 May import: `exporter.credentials` (signing), `exporter.config`, `exporter.catalogue`, `exporter.log`; never
 the exporter's running parts (polling, store, exposition, daemon, web), so it answers as Tencent Cloud would
