@@ -165,7 +165,10 @@ def run_once(
         if changes is not None:
             out["detection"]["lag"] = lag_between(after_scrape, last_scrape)
         stage.log.read()
-        out["simulator"] = stage.sim_stats()["services"].get("cdb", {})
+        sim = stage.sim_stats()
+        out["simulator"] = sim["services"].get("cdb", {})
+        # What its quotas let through only by allowing for its own loop's holds (simulator/lateness.py).
+        out["simulator_lateness"] = sim.get("lateness", {})
         out["list_busiest_second"] = busiest_second(stage.log.of(LIST_ACTION))
         out["status_busiest_second"] = busiest_second(stage.log.of(STATUS_ACTION))
         codes = Counter(f"{r.action}: {r.code}" for r in stage.log.requests if r.code is not None)

@@ -51,6 +51,10 @@ def summarize(runs: list[dict[str, Any]], sizes: Sizes) -> dict[str, Any]:
             int(r["simulator"].get(a, {}).get("throttled", 0)) for r in ok for a in both
         ),
         "throttled_exporter": sum(int(v) for r in ok for v in r["throttled_exporter"].values()),
+        "simulator_lenient": sum(int(r.get("simulator_lateness", {}).get("lenient", 0)) for r in ok),
+        "simulator_max_slack_s": max(
+            (float(r.get("simulator_lateness", {}).get("max_slack_s", 0.0)) for r in ok), default=0.0
+        ),
         "list_busiest_second": max((r["list_busiest_second"] for r in ok), default=None),
         "status_busiest_second": max((r["status_busiest_second"] for r in ok), default=None),
         "status_sent_busiest_second": max((r["status_sent_busiest_second"] for r in ok), default=None),
@@ -119,6 +123,10 @@ def rows(s: dict[str, Any], sizes: Sizes, settings: Settings) -> list[Row]:
     )
     zero("RequestLimitExceeded, both actions (simulator)", s["throttled_simulator"])
     zero("  throttled, both actions (exporter's counters)", s["throttled_exporter"])
+    add(
+        "  admitted only by the simulator's allowance for its own holds / largest allowance, s",
+        f"{s['simulator_lenient']} / {s['simulator_max_slack_s']:.3f}",
+    )
     zero("  failed sweeps", s["sweep_errors"])
     add("exporter RSS before / with the discovered, MB", _pair(s["rss_before_mb"], s["rss_discovered_mb"]))
     add("  RSS per discovered task, KB", s["rss_kb_per_task"])
