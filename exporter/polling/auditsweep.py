@@ -26,12 +26,12 @@ from exporter.catalogue.products import BY_NAME, Product, audit_owners
 from exporter.config.auditconfig import AuditConfig
 from exporter.config.lanes import Lane
 from exporter.config.parser import DiscoveryConfig
-from exporter.credentials.chain import CredentialProvider, CredentialsError
+from exporter.credentials.chain import CredentialProvider
 from exporter.exposition.metrics import Metrics
 from exporter.log import FirstOfKind
-from exporter.polling.client import CREDENTIALS_UNAVAILABLE, INTERNAL_ERROR, INVALID_RESPONSE, ApiClient
+from exporter.polling.client import INTERNAL_ERROR, INVALID_RESPONSE, ApiClient, AuditOutcome
 from exporter.polling.ratelimit import TokenBucket
-from exporter.polling.sweeper import PAGE_ATTEMPTS, PAGE_RETRY_S, FoundCallback, Room, SweepFailed
+from exporter.polling.sweeper import FoundCallback, Room, SweepFailed, credentials_now, read_page
 
 log = logging.getLogger("exporter.discovery")
 
@@ -179,34 +179,26 @@ class AuditSweeper:
         return new
 
     async def _page(self, begin: int, end: int, token: int | None) -> AuditPage:
-        for attempt in range(1, PAGE_ATTEMPTS + 1):
-            try:
-                credentials = await self.credentials.get()
-            except CredentialsError as exc:
-                raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
-            payload = self.trail.payload(begin, end, self._names, token)
-            ticket = await self.bucket.acquire()
-            outcome = await self.client.audit_page(
-                self.trail,
-                self.spec.lane.endpoint,
-                self.spec.audit.region,
-                credentials,
-                payload,
-                self._owners,
-                ticket,
-            )
-            self.metrics.observe_api(self.spec.lane, self.trail, outcome)
-            if outcome.code is None or not self.trail.is_throttling(outcome.code):
-                break
-            # Another client spends the same quota: slow down and ask again within the sweep.
-            self.bucket.throttled()
-            if attempt < PAGE_ATTEMPTS:
-                await self._sleep(PAGE_RETRY_S * attempt)
-        if outcome.code is not None:
-            raise SweepFailed(outcome.code, outcome.message)
-        if outcome.page is None:
-            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
-        return outcome.page
+        return await read_page(
+            lambda: self._ask(begin, end, token), self.trail.is_throttling, self.bucket, self._sleep
+        )
+
+    async def _ask(self, begin: int, end: int, token: int | None) -> AuditOutcome:
+        credentials = await credentials_now(self.credentials)
+        payload = self.trail.payload(begin, end, self._names, token)
+        # Let through after the last await before the send, so the bucket counts the page when it leaves.
+        ticket = await self.bucket.acquire()
+        outcome = await self.client.audit_page(
+            self.trail,
+            self.spec.lane.endpoint,
+            self.spec.audit.region,
+            credentials,
+            payload,
+            self._owners,
+            ticket,
+        )
+        self.metrics.observe_api(self.spec.lane, self.trail, outcome)
+        return outcome
 
     async def _deliver(self, found: Mapping[tuple[str, str], dict[str, Listed]], now: float) -> int:
         """Hands each (product, region)'s operations to discovery; returns how many were left out at the cap.

@@ -15,16 +15,9 @@ from typing import Any
 from exporter.catalogue.instancelists import InstanceList
 from exporter.catalogue.listapis import PAGE_SIZE, ListApi, Listed, Page, within
 from exporter.config.lanes import Lane
-from exporter.polling.client import INTERNAL_ERROR, PageOutcome
+from exporter.polling.client import PageOutcome
 from exporter.polling.ratelimit import TokenBucket
-from exporter.polling.sweeper import (
-    MAX_CONCURRENT_PAGES,
-    MAX_PAGES,
-    PAGE_ATTEMPTS,
-    PAGE_RETRY_S,
-    Sweeper,
-    SweepFailed,
-)
+from exporter.polling.sweeper import MAX_CONCURRENT_PAGES, MAX_PAGES, Sweeper, read_page
 
 __all__ = ["InstanceSweeper", "instance_sweep"]
 
@@ -76,18 +69,12 @@ class InstanceSweeper(Sweeper):
     async def _step(self, instances: bool, offset: int, instance: str | None) -> Page:
         """One page of either step, asked again when throttled (as Sweeper._page)."""
         bucket = self.instance_bucket if instances else self.bucket
-        for attempt in range(1, PAGE_ATTEMPTS + 1):
-            outcome = await self._ask_step(instances, offset, instance, bucket)
-            if outcome.code is None or not self.product.is_throttling(outcome.code):
-                break
-            bucket.throttled()
-            if attempt < PAGE_ATTEMPTS:
-                await self._sleep(PAGE_RETRY_S * attempt)
-        if outcome.code is not None:
-            raise SweepFailed(outcome.code, outcome.message)
-        if outcome.page is None:
-            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
-        return outcome.page
+        return await read_page(
+            lambda: self._ask_step(instances, offset, instance, bucket),
+            self.product.is_throttling,
+            bucket,
+            self._sleep,
+        )
 
     async def _ask_step(
         self, instances: bool, offset: int, instance: str | None, bucket: TokenBucket

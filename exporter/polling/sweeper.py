@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from exporter.catalogue.listapis import PAGE_SIZE, Listed, Page
 from exporter.catalogue.products import Product
@@ -56,6 +56,54 @@ class SweepFailed(Exception):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+
+
+PageT = TypeVar("PageT", covariant=True)
+
+
+class PageAnswer(Protocol[PageT]):
+    """What reading a page needs of one answer: its error, or its page (PageOutcome, AuditOutcome)."""
+
+    @property
+    def code(self) -> str | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def page(self) -> PageT | None: ...
+
+
+async def read_page(
+    ask: Callable[[], Awaitable[PageAnswer[PageT]]],
+    is_throttling: Callable[[str | None], bool],
+    bucket: TokenBucket,
+    sleep: Callable[[float], Awaitable[None]],
+) -> PageT:
+    """One page of any sweep: asked again when throttled (PAGE_ATTEMPTS times, each inside `bucket`, which
+    slows down on every throttled answer); raises SweepFailed when it still fails or holds no page."""
+    for attempt in range(1, PAGE_ATTEMPTS + 1):
+        outcome = await ask()
+        if outcome.code is None or not is_throttling(outcome.code):
+            break
+        # Another client spends the same quota: slow down and ask again within the sweep, so one
+        # throttled page does not cost the whole sweep (and an interval) with it.
+        bucket.throttled()
+        if attempt < PAGE_ATTEMPTS:
+            await sleep(PAGE_RETRY_S * attempt)
+    if outcome.code is not None:
+        raise SweepFailed(outcome.code, outcome.message)
+    if outcome.page is None:
+        raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
+    return outcome.page
+
+
+async def credentials_now(credentials: CredentialProvider) -> Credentials:
+    """The account's keys for a sweep's request; SweepFailed when its credential source has none."""
+    try:
+        return await credentials.get()
+    except CredentialsError as exc:
+        raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
 
 
 # Where a sweep's findings go: (account, product, region, what was listed, when the sweep started, how long
@@ -262,26 +310,12 @@ class Sweeper:
         self.capped_logged = True
 
     async def _page(self, offset: int, begin: float, end: float) -> Page:
-        for attempt in range(1, PAGE_ATTEMPTS + 1):
-            outcome = await self._ask(offset, begin, end)
-            if outcome.code is None or not self.product.is_throttling(outcome.code):
-                break
-            # Another client spends the same quota: slow down and ask again within the sweep, so one
-            # throttled page does not cost the whole sweep (and an interval) with it.
-            self.bucket.throttled()
-            if attempt < PAGE_ATTEMPTS:
-                await self._sleep(PAGE_RETRY_S * attempt)
-        if outcome.code is not None:
-            raise SweepFailed(outcome.code, outcome.message)
-        if outcome.page is None:
-            raise SweepFailed(INTERNAL_ERROR, "no page in a successful answer")
-        return outcome.page
+        return await read_page(
+            lambda: self._ask(offset, begin, end), self.product.is_throttling, self.bucket, self._sleep
+        )
 
     async def _credentials_now(self) -> Credentials:
-        try:
-            return await self.credentials.get()
-        except CredentialsError as exc:
-            raise SweepFailed(CREDENTIALS_UNAVAILABLE, str(exc)) from None
+        return await credentials_now(self.credentials)
 
     async def _ask(self, offset: int, begin: float, end: float) -> PageOutcome:
         credentials = await self._credentials_now()
