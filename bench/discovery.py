@@ -118,8 +118,7 @@ def run_once(
     with Stage(f"run{index}", workdir, settings, sizes) as stage:
         stage.simulator(watched)
         exporter = stage.exporter(watched)
-        memory = ProcessSampler(exporter.pid).start()
-        stage.callback(memory.stop)
+        memory = stage.enter_context(ProcessSampler(exporter.pid))
         time.sleep(sizes.warmup_s)
         first_scrape = stage.metrics()
         time.sleep(sizes.before_s)

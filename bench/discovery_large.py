@@ -74,8 +74,7 @@ def run_large(settings: Settings, base: Sizes, large: LargeSizes, workdir: Path,
     with Stage("large", workdir, settings, sizes) as stage:
         stage.simulator(watched)
         exporter = stage.exporter(watched)
-        memory = ProcessSampler(exporter.pid).start()
-        stage.callback(memory.stop)
+        memory = stage.enter_context(ProcessSampler(exporter.pid))
         time.sleep(sizes.warmup_s)
         first_scrape = stage.metrics()
         rss_before = memory.sample()

@@ -146,12 +146,10 @@ def _one(settings: Settings, z: CapSizes, workdir: Path, flag: str, log: Log, va
         sim = Child(f"{stage.name}/simulator", "bench.simserver", args, CREDENTIALS, stream="stdout")
         stage.callback(sim.stop)
         stage.sim_url = sim.wait_listening(120)["url"]
-        stats = SimulatorSampler(stage.sim_url, period=1.0).start()
-        stage.callback(stats.stop)
+        stats = stage.enter_context(SimulatorSampler(stage.sim_url, period=1.0))
         started = time.time()
         exporter, address = _exporter(stage, z, variant)
-        rss = ProcessSampler(exporter.pid, period=0.25).start()
-        stage.callback(rss.stop)
+        rss = stage.enter_context(ProcessSampler(exporter.pid, period=0.25))
         log(f"caps ({variant}): {z.registered:,} registered + {z.discovered:,} discovered CDB tasks")
         registered = asyncio.run(_register(stage, address, watched))
         if registered != z.registered:

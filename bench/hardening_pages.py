@@ -92,8 +92,7 @@ def pages_storm(
     with Stage("pages", workdir, settings, flag) as stage:
         stage.simulator(work)
         exporter, address, _ = stage.exporter(work.watch())
-        cpu = ProcessSampler(exporter.pid).start()
-        stage.callback(cpu.stop)
+        cpu = stage.enter_context(ProcessSampler(exporter.pid))
         time.sleep(sizes.warmup_s)
         log(f"pages: {work.size} tasks, {sizes.scrape_s:g} s without readers")
         quiet, lag_quiet = (time.time(), time.time() + sizes.scrape_s), loop_lag(stage, address)

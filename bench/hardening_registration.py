@@ -130,8 +130,7 @@ def registration(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
         stage.simulator(work)
         exporter, address, _ = stage.exporter()
         before = _written(exporter)
-        cpu = ProcessSampler(exporter.pid).start()
-        stage.callback(cpu.stop)
+        cpu = stage.enter_context(ProcessSampler(exporter.pid))
 
         async def drive() -> None:
             headers = {"Authorization": f"Bearer {stage.token}"}

@@ -62,8 +62,7 @@ def scrape_storm(settings: Settings, sizes: Sizes, workdir: Path, flag: str, log
     with Stage("scrapes", workdir, settings, flag) as stage:
         stage.simulator(work)
         exporter, address, _ = stage.exporter(work.watch())
-        cpu = ProcessSampler(exporter.pid).start()
-        stage.callback(cpu.stop)
+        cpu = stage.enter_context(ProcessSampler(exporter.pid))
         time.sleep(sizes.warmup_s)
         log(f"scrape storm: {work.size} tasks, {sizes.scrape_s:g} s without scrapers")
         quiet, busy = (time.time(), time.time() + sizes.scrape_s), _busy()

@@ -103,8 +103,7 @@ class Stage(contextlib.ExitStack):
         sim = Child(f"{self.name}/simulator", "bench.simserver", args, CREDENTIALS, stream="stdout")
         self.callback(sim.stop)
         self.sim_url: str = sim.wait_listening(60)["url"]
-        self.stats = SimulatorSampler(self.sim_url).start()
-        self.callback(self.stats.stop)
+        self.stats = self.enter_context(SimulatorSampler(self.sim_url))
 
     def exporter(
         self, watch: dict[str, list[Any]] | None = None, log_level: str = "info"

@@ -266,6 +266,13 @@ class _Periodic:
         self._thread.join(5)
         self.sample()
 
+    # A context manager too, so a stage (an ExitStack) starts it and stops it with the stage in one line.
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class ProcessSampler(_Periodic):
     """Samples a process's CPU time and RSS every `period` seconds in a thread."""
