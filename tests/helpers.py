@@ -277,6 +277,20 @@ def wait_for(predicate: Callable[[], object], timeout: float, message: str, inte
     raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
 
 
+def swept(samples: Samples, product: str, region: str) -> float:
+    """How many sweeps of a product's list API in a region the exposition counts (0 before the first)."""
+    return samples.get("tencentcloud_discovery_sweeps_total", product=product, cloud_region=region) or 0.0
+
+
+def wait_for_sweeps(daemon: DaemonProcess, product: str, region: str, after: float, more: int) -> None:
+    """Waits (10 s at most) until `more` sweeps of a product in a region followed the `after`-th."""
+    wait_for(
+        lambda: swept(daemon.scrape(), product, region) >= after + more,
+        10,
+        f"{more} more sweep(s) of {product} in {region}",
+    )
+
+
 # Keys the simulator accepts in the tests that run the real daemon (config files read them from ENV).
 CREDS = Credentials("AKIDintegration", "integration-secret-key-0123456789")
 ENV = {"TENCENTCLOUD_SECRET_ID": CREDS.secret_id, "TENCENTCLOUD_SECRET_KEY": CREDS.secret_key}

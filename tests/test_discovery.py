@@ -23,7 +23,7 @@ from exporter.catalogue.products import (
 )
 from exporter.config.parser import ConfigError, parse_config
 from exporter.simulator import Faults, Phase, SimTask, SimulatorThread
-from tests.helpers import ENV, DaemonProcess, Samples, wait_for
+from tests.helpers import ENV, DaemonProcess, Samples, swept, wait_for, wait_for_sweeps
 
 REGION = "ap-guangzhou"
 CDB_ID = "2d8f6b1e-93a4c7d0-5e1f8b2a-c6d3e9f4"
@@ -137,22 +137,7 @@ def test_operations_nobody_named_are_discovered_polled_to_the_end_and_forgotten(
             15,
             "both operations forgotten after retention",
         )
-        sweeps = daemon.scrape().get(
-            "tencentcloud_discovery_sweeps_total", product=CDB.name, cloud_region=REGION
-        )
-        wait_for(
-            lambda: (
-                (
-                    daemon.scrape().get(
-                        "tencentcloud_discovery_sweeps_total", product=CDB.name, cloud_region=REGION
-                    )
-                    or 0
-                )
-                >= (sweeps or 0) + 2
-            ),
-            10,
-            "two more sweeps",
-        )
+        wait_for_sweeps(daemon, CDB.name, REGION, swept(daemon.scrape(), CDB.name, REGION), 2)
         samples = daemon.scrape()
         assert _info(samples, CDB_ID) is None
         assert samples.get("tencentcloud_discovery_tasks", product=CDB.name, cloud_region=REGION) == 0

@@ -11,7 +11,7 @@ import yaml
 
 from exporter.catalogue.products import DTS, DTS_SYNC
 from exporter.simulator import Phase, SimTask, SimulatorThread
-from tests.helpers import ENV, DaemonProcess, wait_for
+from tests.helpers import ENV, DaemonProcess, swept, wait_for, wait_for_sweeps
 
 REGION = "ap-guangzhou"
 _DAY = 86400.0
@@ -97,20 +97,7 @@ def test_migration_and_sync_jobs_nobody_named_are_discovered_and_followed_to_the
         assert info[MIGRATION]["team"] == "dba"
         assert info[BROKEN]["info"] == "binlog purged on the source"
         # The old job is history: it ended before the lookback, so no sweep takes it.
-        sweeps = samples.get("tencentcloud_discovery_sweeps_total", product=DTS.name, cloud_region=REGION)
-        wait_for(
-            lambda: (
-                (
-                    daemon.scrape().get(
-                        "tencentcloud_discovery_sweeps_total", product=DTS.name, cloud_region=REGION
-                    )
-                    or 0
-                )
-                >= (sweeps or 0) + 1
-            ),
-            10,
-            "one more migration sweep",
-        )
+        wait_for_sweeps(daemon, DTS.name, REGION, swept(samples, DTS.name, REGION), 1)
         assert OLD_MIGRATION not in {
             labels["task_id"] for labels, _ in daemon.scrape().all("tencentcloud_task_info")
         }
