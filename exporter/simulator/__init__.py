@@ -20,9 +20,10 @@ Modules: `scenario` (tasks, phases, faults and their JSON form), `gateway` (rout
 and per account), `answers` (each product's status answer), `listing` (each product's list answer), `joblists`
 (DTS's job lists, and the list answer of every shape), `instancetasks` (SQL Server's busy instances and each
 one's task list, which answers its tasks' status requests too), `audit` (CloudAudit's DescribeEvents: the
-audit trail of the calls that started the request-ID products' tasks), `server` (the aiohttp app), `thread` (a
-server in a background thread), `cli` (`python -m exporter.simulator`), `demo` (the scenario and config of
-`--demo`), `errors` (Tencent's error answer).
+audit trail of the calls that started the request-ID products' tasks), `replies` (an answer as it goes out,
+with its injected faults), `server` (the aiohttp app), `thread` (a server in a background thread), `cli`
+(`python -m exporter.simulator`), `demo` (the scenario and config of `--demo`), `errors` (Tencent's error
+answer).
 
 May import: `exporter.credentials` (signing), `exporter.config`, `exporter.catalogue`, `exporter.log`; never
 the exporter's running parts (polling, store, exposition, daemon, web), so it answers as Tencent Cloud would

@@ -17,24 +17,14 @@ from exporter.catalogue.products import AUDIT_TRAIL, BY_NAME, Product
 from exporter.credentials.signing import Credentials, ParsedAuthorization
 from exporter.simulator import audit, gateway, instancetasks, joblists, listing
 from exporter.simulator.answers import TaskView, shape_of
-from exporter.simulator.errors import ApiError, error_body, request_id
+from exporter.simulator.errors import ApiError, request_id
 from exporter.simulator.gateway import Quotas
 from exporter.simulator.lateness import Lateness
+from exporter.simulator.replies import Reply, delivered, refused
 from exporter.simulator.scenario import Faults, SimTask, faults_from_dict, task_from_dict
 from exporter.simulator.stats import Accounts, AccountStats, ActionStats, accepted_report, count
 
 CONTROL_PREFIX: Final = "/_sim"
-# Exactly this: the SDKs read `Response.Error` only when the Content-Type is `application/json` (or
-# `text/plain`); with `; charset=utf-8` appended they silently return an empty model instead of raising.
-_JSON: Final = "application/json"
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = _JSON
-    latency: float = 0.0
 
 
 @dataclass
@@ -272,7 +262,7 @@ class Simulator:
             await asyncio.sleep(reply.latency)
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type)
 
-    def _answer(self, headers: Mapping[str, str], query: str, body: bytes) -> _Reply:
+    def _answer(self, headers: Mapping[str, str], query: str, body: bytes) -> Reply:
         """The reply to one API request; `headers` must look names up case-insensitively.
 
         Injected faults stand for a misbehaving backend, so they only hit requests the gateway let through
@@ -334,18 +324,12 @@ class Simulator:
                 latency = faults.latency
                 reply = self._describe(product, task_id, state, faults, stats)
         except ApiError as error:
-            count(stats.errors, error.code)
-            if account is not None:
-                count(account.errors, error.code)
-            reply = _Reply(body=error_body(error))
-        if faults.malformed and reply.content_type == _JSON:
-            count(stats.faults, "malformed")
-            reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
-        return dataclasses.replace(reply, latency=latency)
+            reply = refused(error, stats, account)
+        return delivered(reply, faults, stats, latency)
 
     def _audit_answer(
         self, headers: Mapping[str, str], query: str, body: bytes, authorization: ParsedAuthorization | None
-    ) -> _Reply:
+    ) -> Reply:
         """A request to CloudAudit's DescribeEvents (audit.py): authenticated and counted as a product's, in
         a quota of its own; faults set on ("cloudaudit", "DescribeEvents") or globally apply."""
         service, action = AUDIT_TRAIL.service, AUDIT_TRAIL.action
@@ -382,16 +366,10 @@ class Simulator:
                     count(stats.faults, "missing_status")
                     del response["ListOver"]  # what every page needs, as Status for a status parser
                 response["RequestId"] = request_id()
-                reply = _Reply(body=json.dumps({"Response": response}).encode())
+                reply = Reply(body=json.dumps({"Response": response}).encode())
         except ApiError as error:
-            count(stats.errors, error.code)
-            if account is not None:
-                count(account.errors, error.code)
-            reply = _Reply(body=error_body(error))
-        if faults.malformed and reply.content_type == _JSON:
-            count(stats.faults, "malformed")
-            reply = dataclasses.replace(reply, body=reply.body[: len(reply.body) // 2])
-        return dataclasses.replace(reply, latency=latency)
+            reply = refused(error, stats, account)
+        return delivered(reply, faults, stats, latency)
 
     def _audited(self, caller: str, region: str) -> list[audit.Audited]:
         """The tasks whose starting call the account's audit trail holds: audited products' tasks it may
@@ -446,11 +424,11 @@ class Simulator:
         return state
 
     @staticmethod
-    def _injected(faults: Faults, stats: ActionStats) -> _Reply | None:
+    def _injected(faults: Faults, stats: ActionStats) -> Reply | None:
         """The reply an injected HTTP status stands for; an injected error code is raised."""
         if faults.http_status is not None:
             count(stats.faults, "http_status")
-            return _Reply(
+            return Reply(
                 faults.http_status, f"{faults.http_status} simulated failure\n".encode(), "text/plain"
             )
         if faults.error_code is not None:
@@ -460,7 +438,7 @@ class Simulator:
 
     def _describe(
         self, product: Product, task_id: str, state: _TaskState | None, faults: Faults, stats: ActionStats
-    ) -> _Reply:
+    ) -> Reply:
         injected = self._injected(faults, stats)
         if injected is not None:
             return injected
@@ -472,7 +450,7 @@ class Simulator:
                 count(stats.faults, "missing_status")
             response = shape.answer(self._view(product, state), with_status=not faults.missing_status)
         response["RequestId"] = request_id()
-        return _Reply(body=json.dumps({"Response": response}).encode())
+        return Reply(body=json.dumps({"Response": response}).encode())
 
     def _list(
         self,
@@ -483,7 +461,7 @@ class Simulator:
         stats: ActionStats,
         caller: str | None = None,
         instances: bool = False,
-    ) -> _Reply:
+    ) -> Reply:
         """The product's list answer over its tasks listed in `region` (a task without one: in every one)
         that the account `caller` may see: its own and those without an owner (None: every task)."""
         injected = self._injected(faults, stats)
@@ -512,7 +490,7 @@ class Simulator:
             count(stats.faults, "missing_status")
             del response["TotalCount"]
         response["RequestId"] = request_id()
-        return _Reply(body=json.dumps({"Response": response}).encode())
+        return Reply(body=json.dumps({"Response": response}).encode())
 
     def _view(self, product: Product, state: _TaskState, now: float | None = None) -> TaskView:
         task = state.task
