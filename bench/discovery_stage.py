@@ -296,13 +296,7 @@ def discovering_sweep(stage: Stage, added: float, wait_s: float) -> list[Request
 
 def busiest_second(requests: Iterable[Request]) -> int:
     """The most accepted requests that arrived within any one second (the simulator's sliding window)."""
-    times = sorted(r.arrived for r in requests if r.accepted)
-    best, first = 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - 1.0:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
+    return most_in_a_second(sorted(r.arrived for r in requests if r.accepted))
 
 
 def read_gaps(requests: Iterable[Request], over: float = 0.05) -> list[tuple[float, float, int]]:
@@ -362,7 +356,7 @@ def sends(directory: Path, rate: float) -> list[float]:
 
 
 def most_in_a_second(times: list[float]) -> int:
-    """The most of `times` within any sliding second (as the simulator's window counts)."""
+    """The most of `times` (sorted) within any sliding second (as the simulator's window counts)."""
     best, first = 0, 0
     for last, at in enumerate(times):
         while times[first] <= at - 1.0:
