@@ -125,6 +125,25 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
     assert "no region" not in text
 
 
+@pytest.mark.parametrize(
+    "endpoint", ["ht\ntp://x", "https://x\t", "https://\rx", " https://x", "https://x\x7f"]
+)
+def test_an_endpoint_with_whitespace_or_a_control_character_is_refused(endpoint: str) -> None:
+    """urlsplit drops tabs and line breaks; an endpoint's (or the metadata URL's) text is refused instead of
+    silently mended."""
+    found = problems(
+        {
+            "region": "ap-guangzhou",
+            "apis": {CDB.name: {"endpoint": endpoint}},
+            "discovery": {"regions": ["ap-guangzhou"], "cloudaudit": {"endpoint": endpoint}},
+            "credentials": {"metadata_url": endpoint},
+        }
+    )
+    assert any(f.startswith("cfg.yaml: apis.cdb.endpoint: expected a URL like") for f in found), found
+    assert any(f.startswith("cfg.yaml: discovery.cloudaudit.endpoint: expected a URL like") for f in found)
+    assert any(f.startswith("cfg.yaml: credentials.metadata_url: expected an http(s) URL") for f in found)
+
+
 def test_duplicates_are_reported_with_both_places() -> None:
     found = problems({"region": "ap-guangzhou", "watch": {"mariadb_flows": [3340, "3340", {"id": 3340}]}})
     assert found == [

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from exporter.config.validation import describe, shown
-from exporter.config.values import USER_INFO_PROBLEM, ValueChecker, has_user_info
+from exporter.config.values import USER_INFO_PROBLEM, ValueChecker, has_odd_characters, has_user_info
 
 DEFAULT_STS_ENDPOINT = "https://sts.tencentcloudapi.com"
 DEFAULT_ROLE_SESSION_NAME = "tencentcloud-task-exporter"
@@ -137,7 +137,7 @@ def _metadata_url(check: ValueChecker, value: object, path: str, default: str) -
     if has_user_info(parts):
         check.error(path, USER_INFO_PROBLEM)
         return default
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if has_odd_characters(text) or parts.scheme not in ("http", "https") or not parts.hostname:
         check.error(path, f"expected an http(s) URL, got {shown(text)}")
         return default
     # The role name is appended to this URL.

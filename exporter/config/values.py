@@ -36,6 +36,12 @@ def has_user_info(parts: SplitResult) -> bool:
     return "@" in parts.netloc
 
 
+def has_odd_characters(url: str) -> bool:
+    """Whitespace or a control character in a URL's text. urlsplit drops tabs and line breaks wherever they
+    are ("ht\ntp://x" parses as http://x), and the text itself is what requests go to: refused, not mended."""
+    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url)
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Caps on what a watch entry or a task API call may ask for: no one caller can exhaust the exporter."""
@@ -162,7 +168,7 @@ class ValueChecker(Checker):
             # Checked first and never quoted: the text holds a password.
             self.error(path, USER_INFO_PROBLEM)
             return default
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if has_odd_characters(text) or parts.scheme not in ("http", "https") or not parts.hostname:
             self.error(path, f"expected a URL like https://host[:port], got {shown(text)}")
             return default
         if parts.path not in ("", "/") or parts.query or parts.fragment:
